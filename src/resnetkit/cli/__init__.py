@@ -1,0 +1,1 @@
+"""The ``resnetkit`` command line: one sub-command per module in this package."""

@@ -1,0 +1,34 @@
+"""Entry point of the ``resnetkit`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from resnetkit import __version__
+from resnetkit.cli import zoo
+from resnetkit.models.registry import UnknownModelError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnetkit", description="Deep residual networks: model zoo, training, deployment."
+    )
+    parser.add_argument("--version", action="version", version=f"resnetkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    zoo.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UnknownModelError, FileNotFoundError, ValueError, TypeError) as err:
+        print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

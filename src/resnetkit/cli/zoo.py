@@ -1,0 +1,86 @@
+"""``resnetkit models`` and ``resnetkit info``: look at the model zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from resnetkit.models.analysis import model_stats, params_and_macs
+from resnetkit.models.registry import get_model_config, list_models
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def models(pattern: str = "*", as_json: bool = False) -> int:
+    """List every registered model with its parameters and multiply-adds at its native size."""
+    names = list_models(pattern)
+    if not names:
+        print(f"no model matches {pattern!r}; try `resnetkit models` for all of them")
+        return 1
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        params, macs, size = params_and_macs(name)
+        config = get_model_config(name)
+        rows.append(
+            {
+                "name": name,
+                "params": params,
+                "macs": macs,
+                "input_size": size,
+                "block": config.block + (" (pre-act)" if config.preact else ""),
+                "shortcut": config.shortcut,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<20} {'params':>10} {'MACs':>11} {'input':>6}  {'block':<20} shortcut")
+    for r in rows:
+        print(
+            f"{r['name']:<20} {_human(r['params']):>10} {_human(r['macs']):>11} "
+            f"{r['input_size']:>6}  {r['block']:<20} {r['shortcut']}"
+        )
+    print(f"{len(rows)} models")
+    return 0
+
+
+def info(name: str, input_size: int | None = None, as_json: bool = False) -> int:
+    """Parameters, multiply-adds, per-stage shapes and activation memory of one model."""
+    stats = model_stats(name, input_size)
+    if as_json:
+        print(json.dumps(stats.to_dict(), indent=2))
+        return 0
+    config = get_model_config(name)
+    print(f"{name}: {stats.depth} layers, {config.block} blocks, shortcut option {config.shortcut}")
+    print(f"  parameters      {stats.params:,} ({_human(stats.params)})")
+    print(
+        f"  multiply-adds   {stats.macs:,} ({_human(stats.macs)}) at {stats.input_size}x"
+        f"{stats.input_size}"
+    )
+    print(
+        f"  activations     {stats.activation_bytes / 2**20:.1f} MiB per image (fp32, all layers)"
+    )
+    print("  stage outputs (batch, channels, height, width):")
+    for stage, shape in stats.stage_shapes.items():
+        print(f"    {stage:<8} {shape}")
+    print(f"    {'logits':<8} {stats.output_shape}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("models", help="list every model with parameters and multiply-adds")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
+    p.add_argument("--json", dest="as_json", action="store_true")
+    p.set_defaults(func=lambda a: models(a.pattern, a.as_json))
+
+    p = sub.add_parser("info", help="parameters, multiply-adds and stage shapes of a model")
+    p.add_argument("name")
+    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels")
+    p.add_argument("--json", dest="as_json", action="store_true")
+    p.set_defaults(func=lambda a: info(a.name, a.input_size, a.as_json))

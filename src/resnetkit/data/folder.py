@@ -1,0 +1,413 @@
+"""Image-folder datasets: one sub-folder per class, bad files skipped instead of crashing.
+
+Expected layout::
+
+    root/
+        cat/001.jpg
+        cat/more/002.png      (nested folders are searched too)
+        dog/003.jpeg
+
+Class names are the sorted sub-folder names, and labels are their indices in that order.
+Hidden files and folders (names starting with ``.``) are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+from resnetkit.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    load_image,
+    verify_image,
+)
+
+__all__ = [
+    "ImageFolderDataset",
+    "collate_skip_bad",
+    "format_failures",
+    "load_folder_arrays",
+    "resize_center_crop",
+    "scan_image_folder",
+    "split_samples",
+    "verify_images",
+]
+
+Sample = tuple[Path, int]
+Failure = tuple[Path, str]
+
+_LAYOUT_HINT = "expected layout root/<class>/<image>, e.g. root/cat/001.jpg"
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
+    """List the images of a class-per-folder dataset.
+
+    Classes are the sorted names of the non-hidden sub-folders of ``root``. Each class folder
+    is searched recursively for files whose suffix (case-insensitively) is one of
+    :data:`~resnetkit.data.images.IMAGE_EXTENSIONS`; hidden files and folders are skipped.
+    Samples are ordered by class, then by relative path, so the result is deterministic.
+
+    A class folder without any images keeps its place (and label) in ``classes`` so labels
+    always match the folder names, but a ``UserWarning`` names it; if no class has any image
+    a ``ValueError`` lists them all.
+
+    Args:
+        root: The dataset folder.
+
+    Returns:
+        ``(samples, classes)``: ``samples`` is a list of ``(path, label)``, ``classes`` the
+        class names indexed by label.
+
+    Raises:
+        FileNotFoundError: If ``root`` does not exist.
+        NotADirectoryError: If ``root`` is not a folder.
+        ValueError: If ``root`` has no class sub-folders, or none of them holds an image.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root} ({_LAYOUT_HINT})")
+    classes = tuple(
+        sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    )
+    if not classes:
+        loose = sum(
+            1 for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        extra = ""
+        if loose:
+            extra = f"; found {loose} image(s) directly in root, move them into class folders"
+        raise ValueError(f"no class sub-folders in {root}: {_LAYOUT_HINT}{extra}")
+
+    samples: list[Sample] = []
+    empty: list[str] = []
+    for label, name in enumerate(classes):
+        class_dir = root / name
+        files = [
+            p
+            for p in class_dir.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(p, class_dir) and p.is_file()
+        ]
+        if not files:
+            empty.append(name)
+        files.sort(key=lambda p: p.relative_to(class_dir).as_posix())
+        samples.extend((p, label) for p in files)
+
+    exts = " ".join(IMAGE_EXTENSIONS)
+    if not samples:
+        raise ValueError(
+            f"no images found in any class folder of {root} ({', '.join(classes)}); "
+            f"{_LAYOUT_HINT}; recognised extensions: {exts}"
+        )
+    if empty:
+        warnings.warn(
+            f"{len(empty)} class folder(s) in {root} contain no images (recognised extensions: "
+            f"{exts}): {', '.join(empty)}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return samples, classes
+
+
+class ImageFolderDataset(Dataset[Any]):
+    """A class-per-folder image dataset that skips undecodable files instead of raising.
+
+    ``dataset[i]`` returns ``(image, label)`` where ``image`` is ``transform(rgb_image)``, or
+    the RGB ``PIL.Image`` itself when there is no transform. If the file cannot be decoded
+    (see :func:`~resnetkit.data.images.load_image`) it returns ``None`` instead and records
+    ``(path, reason)`` in :attr:`failures` (once per path; a path that failed before is not
+    decoded again). Use :func:`collate_skip_bad` as the DataLoader ``collate_fn`` to drop the
+    ``None`` items.
+
+    With ``num_workers > 0`` each worker process has its own copy of the dataset, so
+    :attr:`failures` in the main process stays empty; the ``None`` marker is what reaches the
+    main process, which can count skipped items as ``len(dataset)`` minus the items it saw.
+    Use :func:`verify_images` before training to report bad files by path.
+
+    Attributes:
+        samples: ``(path, label)`` pairs.
+        classes: Class names indexed by label.
+        class_to_idx: Class name to label.
+        targets: The labels, in sample order.
+        transform: Applied to each decoded RGB image.
+        max_pixels: Largest accepted ``width * height``.
+        failures: ``(path, reason)`` of each file that failed in this process.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None,
+        transform: Callable[[Image.Image], Any] | None = None,
+        samples: Sequence[tuple[str | Path, int]] | None = None,
+        classes: Sequence[str] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        """Scan ``root`` or take an explicit sample list.
+
+        Args:
+            root: Dataset folder to scan; may be ``None`` when both ``samples`` and
+                ``classes`` are given.
+            transform: Callable applied to each RGB ``PIL.Image``.
+            samples: Explicit ``(path, label)`` pairs (e.g. one side of
+                :func:`split_samples`); if ``None``, ``root`` is scanned.
+            classes: Class names; if ``None``, taken from scanning ``root``.
+            max_pixels: Largest accepted ``width * height``; larger images are skipped.
+
+        Raises:
+            ValueError: If neither ``root`` nor both ``samples`` and ``classes`` are given,
+                or a label is outside ``range(len(classes))``.
+        """
+        if samples is None or classes is None:
+            if root is None:
+                raise ValueError("give root, or both samples and classes")
+            scanned, scanned_classes = scan_image_folder(root)
+            samples = scanned if samples is None else samples
+            classes = scanned_classes if classes is None else classes
+        self.root = Path(root) if root is not None else None
+        self.samples: list[Sample] = [(Path(p), int(label)) for p, label in samples]
+        self.classes: tuple[str, ...] = tuple(classes)
+        self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
+        self.targets: list[int] = [label for _, label in self.samples]
+        bad = [t for t in self.targets if not 0 <= t < len(self.classes)]
+        if bad:
+            raise ValueError(f"label {bad[0]} outside 0..{len(self.classes) - 1}")
+        self.transform = transform
+        self.max_pixels = max_pixels
+        self.failures: list[Failure] = []
+        self._failed: set[Path] = set()
+
+    def __len__(self) -> int:
+        """Number of samples, including any that will turn out to be undecodable."""
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        """Decode one sample.
+
+        Args:
+            index: Sample index.
+
+        Returns:
+            ``(transform(image) or image, label)``, or ``None`` if the file is undecodable.
+        """
+        path, label = self.samples[index]
+        if path in self._failed:
+            return None
+        try:
+            image = load_image(path, max_pixels=self.max_pixels)
+        except ImageDecodeError as exc:
+            self._failed.add(path)
+            self.failures.append((path, exc.reason))
+            return None
+        if self.transform is not None:
+            return self.transform(image), label
+        return image, label
+
+
+def collate_skip_bad(batch: Sequence[Any]) -> Any:
+    """DataLoader ``collate_fn`` that drops undecodable (``None``) items.
+
+    Good items are collated with ``torch.utils.data.default_collate``; when the images are
+    ``PIL.Image`` objects (no transform) the result is ``(list_of_images, labels_tensor)``.
+    The batch may thus be smaller than ``batch_size``; when every item is bad the result is
+    ``None`` and the training loop should skip the step (and count the items as skipped).
+
+    Args:
+        batch: Items returned by :class:`ImageFolderDataset`.
+
+    Returns:
+        The collated good items, or ``None`` if there are none.
+    """
+    good = [item for item in batch if item is not None]
+    if not good:
+        return None
+    if isinstance(good[0][0], Image.Image):
+        images = [item[0] for item in good]
+        labels = torch.tensor([int(item[1]) for item in good], dtype=torch.int64)
+        return images, labels
+    return default_collate(good)
+
+
+def verify_images(
+    samples: Iterable[tuple[str | Path, int]] | Iterable[str | Path],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    full_decode: bool = False,
+) -> list[Failure]:
+    """Check every file up front and list the unusable ones.
+
+    The default check is fast (header, size limit and Pillow's ``verify()``); it misses some
+    truncated JPEGs, which ``full_decode=True`` catches at the cost of decoding everything.
+
+    Args:
+        samples: ``(path, label)`` pairs, or plain paths.
+        max_pixels: Largest accepted ``width * height``.
+        full_decode: Decode all pixel data (slower, catches every file training would skip).
+
+    Returns:
+        ``(path, reason)`` for each bad file, in input order; see :func:`format_failures`.
+    """
+    failures: list[Failure] = []
+    for item in samples:
+        path = Path(item[0] if isinstance(item, tuple) else item)
+        try:
+            verify_image(path, max_pixels=max_pixels, full_decode=full_decode)
+        except ImageDecodeError as exc:
+            failures.append((path, exc.reason))
+    return failures
+
+
+def format_failures(failures: Sequence[Failure], total: int | None = None) -> str:
+    """Render bad files one per line, followed by a count.
+
+    Args:
+        failures: ``(path, reason)`` pairs.
+        total: Number of files checked, for the summary line.
+
+    Returns:
+        A multi-line report, e.g. ``"a.jpg: empty file\\n1 bad image file(s) of 10"``.
+    """
+    lines = [f"{path}: {reason}" for path, reason in failures]
+    summary = f"{len(failures)} bad image file(s)"
+    if total is not None:
+        summary += f" of {total}"
+    lines.append(summary + (" (they will be skipped)" if failures else ""))
+    return "\n".join(lines)
+
+
+def split_samples(
+    samples: Sequence[tuple[Path, int]], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into train and validation sets, stratified by class and deterministic.
+
+    Each class is shuffled with its own generator seeded from ``(seed, label)`` after sorting
+    its paths, so the result depends only on the set of samples, the fraction and the seed
+    (not on input order or on other classes). A class with ``n`` images gives
+    ``round(n * val_fraction)`` of them to validation, but at least one when ``n >= 2`` and
+    ``val_fraction > 0``, and never all of them (a class with one image stays in training).
+
+    Args:
+        samples: ``(path, label)`` pairs.
+        val_fraction: Fraction for validation, in ``[0, 1)``.
+        seed: Random seed.
+
+    Returns:
+        ``(train, val)``, each in the order the samples were given.
+
+    Raises:
+        ValueError: If ``val_fraction`` is outside ``[0, 1)``.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    by_class: dict[int, list[int]] = {}
+    for i, (_, label) in enumerate(samples):
+        by_class.setdefault(int(label), []).append(i)
+    val_idx: set[int] = set()
+    for label, indices in by_class.items():
+        n = len(indices)
+        if val_fraction == 0.0 or n < 2:
+            continue
+        n_val = min(max(1, math.floor(n * val_fraction + 0.5)), n - 1)
+        ordered = sorted(indices, key=lambda i: Path(samples[i][0]).as_posix())
+        random.Random(f"{seed}:{label}").shuffle(ordered)
+        val_idx.update(ordered[:n_val])
+    train = [(Path(p), int(t)) for i, (p, t) in enumerate(samples) if i not in val_idx]
+    val = [(Path(p), int(t)) for i, (p, t) in enumerate(samples) if i in val_idx]
+    return train, val
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is ``size`` (bilinear, antialiased), then center-crop.
+
+    Pillow's resize filters are antialiased (the kernel widens when downscaling), matching
+    ``torchvision.transforms.Resize(size, antialias=True)`` + ``CenterCrop(size)``.
+
+    Args:
+        image: An image.
+        size: Output side length.
+
+    Returns:
+        A ``size`` x ``size`` image.
+    """
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w = max(size, round(width * scale))
+    new_h = max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def load_folder_arrays(
+    root: str | Path | None,
+    size: int,
+    *,
+    samples: Sequence[tuple[str | Path, int]] | None = None,
+    classes: Sequence[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[Failure]]:
+    """Decode every good image once into memory, for fast training on small datasets.
+
+    Each image goes through :func:`~resnetkit.data.images.load_image` (JPEGs may be decoded
+    at reduced scale by the decoder when they are much larger than ``size``), then
+    :func:`resize_center_crop`. Undecodable files are skipped and reported.
+
+    Args:
+        root: Dataset folder to scan (may be ``None`` if ``samples`` and ``classes`` given).
+        size: Output side length.
+        samples: Explicit ``(path, label)`` pairs instead of scanning ``root``.
+        classes: Class names; taken from scanning ``root`` if ``None``.
+        max_pixels: Largest accepted ``width * height``.
+
+    Returns:
+        ``(images, labels, classes, failures)``: ``images`` is ``uint8`` of shape
+        ``(N, size, size, 3)``, ``labels`` is ``int64`` of shape ``(N,)`` (N = good images,
+        in sample order), ``failures`` lists ``(path, reason)`` of the skipped files.
+
+    Raises:
+        ValueError: If ``size < 1`` or neither ``root`` nor ``samples`` and ``classes``
+            are given.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if samples is None or classes is None:
+        if root is None:
+            raise ValueError("give root, or both samples and classes")
+        scanned, scanned_classes = scan_image_folder(root)
+        samples = scanned if samples is None else samples
+        classes = scanned_classes if classes is None else classes
+    images = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    labels = np.empty((len(samples),), dtype=np.int64)
+    failures: list[Failure] = []
+    count = 0
+    for raw_path, label in samples:
+        path = Path(raw_path)
+        try:
+            image = load_image(path, max_pixels=max_pixels, draft_size=size)
+        except ImageDecodeError as exc:
+            failures.append((path, exc.reason))
+            continue
+        images[count] = np.asarray(resize_center_crop(image, size))
+        labels[count] = label
+        count += 1
+    if count < len(samples):
+        images = images[:count].copy()
+        labels = labels[:count].copy()
+    return images, labels, tuple(classes), failures

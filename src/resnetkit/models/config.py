@@ -1,0 +1,66 @@
+"""The architecture of a residual network, described as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+BlockType = Literal["basic", "bottleneck"]
+StemType = Literal["imagenet", "cifar", "deep"]
+Shortcut = Literal["A", "B", "C", "none"]
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Everything that decides the shape of a ResNet; named variants are rows of this.
+
+    References: He et al., "Deep Residual Learning for Image Recognition" (2015) for the
+    blocks, shortcut options A/B/C and CIFAR nets; He et al., "Identity Mappings in Deep Residual
+    Networks" (2016) for pre-activation; Xie et al. (ResNeXt) and Zagoruyko & Komodakis (WRN)
+    for `groups` / `width_per_group`; He et al., "Bag of Tricks" (2018) for the deep stem and
+    average-pool shortcut (ResNet-D).
+    """
+
+    block: BlockType  # "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, expansion 4)
+    layers: tuple[int, ...]  # number of blocks in each stage
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # base width of each stage
+    stem: StemType = "imagenet"  # 7x7/2 conv + maxpool, 3x3/1 conv (CIFAR), or 3 3x3 convs
+    stem_width: int = 64  # output channels of the stem
+    shortcut: Shortcut = "B"  # paper Table 3: A pad, B project on change, C project always
+    stride_in_1x1: bool = False  # v1 (2015 paper) strides the first 1x1; v1.5 strides the 3x3
+    preact: bool = False  # BN-ReLU before each conv (2016 paper)
+    groups: int = 1  # grouped 3x3 convolution (ResNeXt cardinality)
+    width_per_group: int = 64  # bottleneck width per group; 128 doubles it (Wide ResNet-50-2)
+    avg_down: bool = False  # projection shortcut as avgpool + stride-1 1x1 conv (ResNet-D)
+    num_classes: int = 1000
+    in_chans: int = 3
+    default_input_size: int = 224
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != len(self.widths):
+            raise ValueError(
+                f"layers {self.layers} and widths {self.widths} must have the same length"
+            )
+        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+            raise ValueError("basic blocks support only groups=1 and width_per_group=64")
+
+    @property
+    def expansion(self) -> int:
+        """Output channels of a block divided by its base width."""
+        return 4 if self.block == "bottleneck" else 1
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the final feature map (input of the classifier)."""
+        return self.widths[-1] * self.expansion
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the papers count them (convs on the main path plus the fc)."""
+        per_block = 3 if self.block == "bottleneck" else 2
+        stem_convs = 3 if self.stem == "deep" else 1
+        return stem_convs + per_block * sum(self.layers) + 1
+
+    def with_options(self, **changes: object) -> ResNetConfig:
+        """Return a copy with some fields changed (validated like the constructor)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,98 @@
+"""Weights trained by resnetkit and shipped inside the package (read offline, never unpickled)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+WEIGHTS_PACKAGE = "resnetkit.weights"
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A packaged checkpoint with the preprocessing it expects and what it measured."""
+
+    tag: str  # "arch.dataset", e.g. "resnet20.cifar10"
+    file: str  # safetensors file inside resnetkit/weights
+    sha256: str
+    num_classes: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    recipe: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(str(resources.files(WEIGHTS_PACKAGE).joinpath(self.file)))
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """What a user needs to feed the model: preprocessing, classes and measured accuracy."""
+        return {
+            "tag": self.tag,
+            "classes": list(self.classes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "input_size": self.input_size,
+            "metrics": dict(self.metrics),
+            "recipe": self.recipe,
+        }
+
+    def load_into(self, model: nn.Module) -> None:
+        """Load the weights (checksum verified, strict) and attach ``model.pretrained_cfg``."""
+        from safetensors.torch import load_file
+
+        data = self.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.sha256:
+            raise RuntimeError(
+                f"packaged weights {self.path} are corrupt (sha256 {digest}, expected "
+                f"{self.sha256}); reinstall resnetkit"
+            )
+        model.load_state_dict(load_file(self.path), strict=True)
+        model.pretrained_cfg = self.pretrained_cfg()  # type: ignore[assignment]
+
+
+def _index() -> dict[str, dict[str, Any]]:
+    text = resources.files(WEIGHTS_PACKAGE).joinpath("index.json").read_text()
+    index: dict[str, dict[str, Any]] = json.loads(text)
+    return index
+
+
+def list_pretrained() -> list[str]:
+    """Tags of the weights shipped with resnetkit."""
+    return sorted(_index())
+
+
+def get_pretrained(name: str) -> PretrainedWeights:
+    """The packaged weights for a tag (``resnet20.cifar10``) or an architecture's default tag."""
+    index = _index()
+    if name not in index:
+        defaults = [tag for tag in index if tag.split(".")[0] == name]
+        if len(defaults) != 1:
+            shipped = ", ".join(sorted(index)) or "none yet"
+            raise KeyError(
+                f"no packaged weights named {name!r}; resnetkit ships: {shipped}. For other "
+                "weights (torchvision, timm, your own) load a checkpoint file instead."
+            )
+        name = defaults[0]
+    row = index[name]
+    return PretrainedWeights(
+        tag=name,
+        file=row["file"],
+        sha256=row["sha256"],
+        num_classes=int(row["num_classes"]),
+        classes=tuple(row["classes"]),
+        mean=tuple(row["mean"]),
+        std=tuple(row["std"]),
+        input_size=int(row["input_size"]),
+        metrics={k: float(v) for k, v in row.get("metrics", {}).items()},
+        recipe=row.get("recipe", ""),
+    )

@@ -1,0 +1,266 @@
+"""The ResNet model: a stem, stages of residual blocks, and a classifier head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from resnetkit.models.blocks import block_class, conv3x3, make_shortcut
+from resnetkit.models.config import ResNetConfig
+
+
+class ResNet(nn.Module):
+    """A residual (or plain) network built from a :class:`ResNetConfig`.
+
+    Every model shares one interface: ``forward_features`` (last feature map),
+    ``forward_head(x, pre_logits=False)``, ``forward_intermediates(x, out_indices)`` (per-stage
+    maps for detection or segmentation), ``reset_classifier(num_classes)``.
+
+    Args:
+        config: the architecture.
+        zero_init_residual: start every residual branch at zero (last BN gamma, or last conv for
+            pre-activation blocks), so each block begins as the identity (Goyal et al. 2017).
+        drop_path_rate: stochastic depth, rising linearly from 0 to this rate over the blocks.
+        grad_checkpointing: recompute block activations in the backward pass to save memory.
+        features_only: make ``forward`` return the stage outputs listed in ``out_indices``.
+        out_indices: stages (0-based) returned by ``forward`` when ``features_only``.
+        name: the model's name, used in error messages.
+    """
+
+    def __init__(
+        self,
+        config: ResNetConfig,
+        *,
+        zero_init_residual: bool = False,
+        drop_path_rate: float = 0.0,
+        grad_checkpointing: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        name: str = "resnet",
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.name = name
+        self.num_classes = config.num_classes
+        self.grad_checkpointing = grad_checkpointing
+        self.features_only = features_only
+        num_stages = len(config.layers)
+        self.out_indices = tuple(range(num_stages) if out_indices is None else out_indices)
+        bad = [i for i in self.out_indices if not 0 <= i < num_stages]
+        if bad:
+            raise ValueError(
+                f"out_indices {bad} out of range: {name} has stages 0..{num_stages - 1}"
+            )
+
+        self._build_stem(config)
+        block = block_class(config.block, config.preact)
+        residual = config.shortcut != "none"
+        total_blocks = sum(config.layers)
+        in_planes = config.stem_width
+        block_index = 0
+        reduction = 1 if config.stem == "cifar" else 4
+        self.feature_info: list[dict[str, Any]] = []
+        for stage, (depth, width) in enumerate(zip(config.layers, config.widths, strict=True)):
+            stride = 1 if stage == 0 else 2
+            reduction *= stride
+            blocks: list[nn.Module] = []
+            for i in range(depth):
+                block_stride = stride if i == 0 else 1
+                out_planes = width * config.expansion
+                rate = drop_path_rate * block_index / max(total_blocks - 1, 1)
+                extra: dict[str, Any] = {}
+                if config.block == "bottleneck":
+                    extra = {
+                        "groups": config.groups,
+                        "width_per_group": config.width_per_group,
+                        "stride_in_1x1": config.stride_in_1x1,
+                    }
+                shortcut = make_shortcut(
+                    config.shortcut,
+                    in_planes,
+                    out_planes,
+                    block_stride,
+                    preact=config.preact,
+                    avg_down=config.avg_down,
+                )
+                blocks.append(
+                    block(in_planes, width, block_stride, shortcut, residual, rate, **extra)
+                )
+                in_planes = out_planes
+                block_index += 1
+            self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
+            self.feature_info.append(
+                {"num_chs": in_planes, "reduction": reduction, "module": f"layer{stage + 1}"}
+            )
+        self.min_input_size = self.feature_info[-1]["reduction"]
+        self.num_features = config.num_features
+        # Pre-activation nets end with a BN-ReLU, since their last block's sum is not activated.
+        self.final_bn = nn.BatchNorm2d(self.num_features) if config.preact else None
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc: nn.Module = self._make_fc(config.num_classes)
+        self._init_weights(zero_init_residual)
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """The residual stages, in order (``layer1`` ...)."""
+        return [getattr(self, f"layer{i + 1}") for i in range(len(self.config.layers))]
+
+    def _build_stem(self, config: ResNetConfig) -> None:
+        width = config.stem_width
+        self.maxpool: nn.Module | None = None
+        self.bn1: nn.Module | None = None
+        if config.stem == "cifar":
+            self.conv1: nn.Module = conv3x3(config.in_chans, width)
+        elif config.stem == "imagenet":
+            self.conv1 = nn.Conv2d(config.in_chans, width, 7, stride=2, padding=3, bias=False)
+        else:  # "deep": three 3x3 convs (ResNet-C/D), keys as in timm's resnet50d
+            mid = width // 2
+            self.conv1 = nn.Sequential(
+                conv3x3(config.in_chans, mid, stride=2),
+                nn.BatchNorm2d(mid),
+                nn.ReLU(inplace=True),
+                conv3x3(mid, mid),
+                nn.BatchNorm2d(mid),
+                nn.ReLU(inplace=True),
+                conv3x3(mid, width),
+            )
+        # A pre-activation CIFAR net starts its first block with BN-ReLU: the stem is a bare conv.
+        if not (config.preact and config.stem == "cifar"):
+            self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        if config.stem != "cifar":
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def _make_fc(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        return nn.Linear(self.num_features, num_classes)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        if self.conv1_weight().is_meta:  # shape-only models (analysis) need no initialisation
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for stage in self.stages:
+                for block in stage:
+                    # A pre-activation branch ends with a conv, a post-activation one with a BN.
+                    names = ("conv3", "conv2") if self.config.preact else ("bn3", "bn2")
+                    last = getattr(block, names[0], None) or getattr(block, names[1])
+                    nn.init.zeros_(last.weight)
+
+    def conv1_weight(self) -> Tensor:
+        """Weight of the first convolution (the one that sees ``in_chans`` channels)."""
+        conv = self.conv1[0] if isinstance(self.conv1, nn.Sequential) else self.conv1
+        assert isinstance(conv, nn.Conv2d)
+        return conv.weight
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ValueError that states the expected shape if ``x`` cannot be an input."""
+        in_chans = self.config.in_chans
+        expected = f"(batch, {in_chans}, height, width) with height and width >= " + str(
+            self.min_input_size
+        )
+        if x.dim() != 4:
+            hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else ""
+            raise ValueError(
+                f"{self.name} expects a 4-D input {expected}; got shape {tuple(x.shape)}.{hint}"
+            )
+        if x.shape[1] != in_chans:
+            hint = ""
+            if x.shape[-1] == in_chans:
+                hint = " It looks channels-last (NHWC): use x.permute(0, 3, 1, 2)."
+            raise ValueError(
+                f"{self.name} expects {in_chans} input channels {expected}; got shape "
+                f"{tuple(x.shape)}.{hint} For other channel counts create the model with "
+                "in_chans=N."
+            )
+        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
+            raise ValueError(
+                f"{self.name} expects images of at least {self.min_input_size}x"
+                f"{self.min_input_size} pixels {expected}; got shape {tuple(x.shape)}. "
+                "Resize the input."
+            )
+
+    def forward_stem(self, x: Tensor) -> Tensor:
+        """Run the stem (conv1, bn1, relu, maxpool as the config has them)."""
+        self.check_input(x)
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = self.bn1(x)
+            x = self.relu(x)
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        return x
+
+    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return stage(x)
+
+    def _final_norm(self, x: Tensor) -> Tensor:
+        if self.final_bn is not None:
+            x = self.relu(self.final_bn(x))
+        return x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Input images to the last feature map (before pooling)."""
+        x = self.forward_stem(x)
+        for stage in self.stages:
+            x = self._run_stage(stage, x)
+        return self._final_norm(x)
+
+    def forward_intermediates(
+        self, x: Tensor, out_indices: Sequence[int] | None = None
+    ) -> list[Tensor]:
+        """Per-stage feature maps (for detection or segmentation necks).
+
+        Args:
+            x: input images, (batch, in_chans, height, width).
+            out_indices: stages to return (0-based); defaults to the model's ``out_indices``.
+        """
+        wanted = set(self.out_indices if out_indices is None else out_indices)
+        stages = self.stages
+        outputs: list[Tensor] = []
+        x = self.forward_stem(x)
+        for i, stage in enumerate(stages):
+            x = self._run_stage(stage, x)
+            if i == len(stages) - 1:
+                x = self._final_norm(x)
+            if i in wanted:
+                outputs.append(x)
+            if i >= max(wanted):
+                break
+        return outputs
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Feature map to logits (or to the pooled features when ``pre_logits``)."""
+        x = self.global_pool(x).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:  # type: ignore[override]
+        if self.features_only:
+            return self.forward_intermediates(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head by a new, freshly initialised one (0 removes it)."""
+        self.num_classes = num_classes
+        device = next(self.parameters()).device
+        self.fc = self._make_fc(num_classes).to(device)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable

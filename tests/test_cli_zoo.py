@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from resnetkit.cli.main import main
+
+
+def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "resnet50", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 25_557_032
+    assert isinstance(data["macs"], int) and abs(data["macs"] - 4.089e9) < 0.01 * 4.089e9
+    assert data["stage_shapes"]["layer4"] == [1, 2048, 7, 7]
+
+
+def test_info_input_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "resnet20", "--input-size", "64", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_size"] == 64 and data["stage_shapes"]["layer3"] == [1, 64, 16, 16]
+
+
+def test_info_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "269,722" in out and "layer3" in out
+
+
+def test_models_lists_each_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "plain*"]) == 0
+    out = capsys.readouterr().out
+    assert "plain56" in out and "853.018K" in out and "7 models" in out
+
+
+def test_unknown_model_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "resnet51"]) == 2
+    assert "Did you mean" in capsys.readouterr().err

@@ -1,0 +1,357 @@
+"""Tests for robust image decoding and the image-folder dataset (all data made in tmp_path)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+from torch.utils.data import DataLoader
+
+from resnetkit.data.folder import (
+    ImageFolderDataset,
+    collate_skip_bad,
+    format_failures,
+    load_folder_arrays,
+    resize_center_crop,
+    scan_image_folder,
+    split_samples,
+    verify_images,
+)
+from resnetkit.data.images import (
+    IMAGE_EXTENSIONS,
+    REASON_CORRUPT,
+    REASON_EMPTY,
+    REASON_NOT_IMAGE,
+    ImageDecodeError,
+    load_image,
+    verify_image,
+)
+
+MAX_PIXELS = 5_000  # every good image is at most 64x64 = 4096 pixels; the bomb is 100x100
+RED = (255, 0, 0)
+WHITE = (255, 255, 255)
+
+GOOD = {
+    "cats/a_rgb.jpg",
+    "cats/b_rgb.png",
+    "cats/c_gray.png",
+    "cats/d_palette_alpha.png",
+    "cats/nested/e_upper.PNG",
+    "dogs/a_rgba.png",
+    "dogs/b_cmyk.jpg",
+    "dogs/c_gray16.png",
+    "dogs/d_exif6.jpg",
+    "fish/a_noise.jpg",
+    "fish/b_anim.gif",
+}
+BAD = {
+    "cats/z_empty.jpg": REASON_EMPTY,
+    "cats/z_text.jpg": REASON_NOT_IMAGE,
+    "dogs/z_truncated.jpg": REASON_CORRUPT,
+    "fish/z_bomb.png": "image too large",
+}
+
+
+def _noise_jpeg_bytes() -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _make_tree(root: Path) -> None:
+    for sub in ("cats/nested", "cats/.ipynb_checkpoints", "dogs", "fish", ".hidden"):
+        (root / sub).mkdir(parents=True)
+    cats, dogs, fish = root / "cats", root / "dogs", root / "fish"
+
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(cats / "a_rgb.jpg", quality=95)
+    Image.new("RGB", (30, 40), (200, 10, 30)).save(cats / "b_rgb.png")
+    Image.new("L", (32, 32), 77).save(cats / "c_gray.png")
+    pal = Image.new("P", (20, 20), 0)  # index 0 is transparent, index 1 opaque green
+    pal.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    pal.paste(1, (10, 0, 20, 20))
+    pal.save(cats / "d_palette_alpha.png", transparency=0)
+    Image.new("RGB", (24, 24), (0, 0, 200)).save(cats / "nested" / "e_upper.PNG")
+    (cats / "z_empty.jpg").write_bytes(b"")
+    (cats / "z_text.jpg").write_text("this is not a picture\n")
+    (cats / "notes.txt").write_text("ignored: not an image extension\n")
+    Image.new("RGB", (8, 8)).save(cats / ".ipynb_checkpoints" / "hidden.jpg")
+    Image.new("RGB", (8, 8)).save(root / ".hidden" / "hidden.jpg")
+
+    rgba = Image.new("RGBA", (20, 20), (0, 255, 0, 0))  # fully transparent green
+    rgba.paste((255, 0, 0, 255), (10, 0, 20, 20))  # right half opaque red
+    rgba.save(dogs / "a_rgba.png")
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(dogs / "b_cmyk.jpg", quality=95)
+    gray16 = np.zeros((3, 8), dtype=np.uint16)
+    gray16[0], gray16[1] = 65535, 32768
+    img16 = Image.fromarray(gray16)
+    assert img16.mode == "I;16"
+    img16.save(dogs / "c_gray16.png")
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))  # landscape as stored in the file
+    stored.paste(RED, (0, 0, 8, 8))  # marked top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: rotate 90 degrees clockwise for display
+    stored.save(dogs / "d_exif6.jpg", exif=exif, quality=95)
+    noise = _noise_jpeg_bytes()
+    (dogs / "z_truncated.jpg").write_bytes(noise[: len(noise) // 2])
+
+    (fish / "a_noise.jpg").write_bytes(noise)
+    frames = [Image.new("P", (12, 12), i) for i in range(2)]
+    frames[0].save(fish / "b_anim.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(fish / "z_bomb.png")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("images")
+    _make_tree(path)
+    return path
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+# --- scanning -----------------------------------------------------------------------------
+
+
+def test_scan_finds_classes_labels_and_ignores_hidden(root: Path) -> None:
+    samples, classes = scan_image_folder(root)
+    assert classes == ("cats", "dogs", "fish")
+    found = {_rel(root, p): label for p, label in samples}
+    assert set(found) == GOOD | set(BAD)
+    for rel, label in found.items():
+        assert label == classes.index(rel.split("/")[0])
+    assert [label for _, label in samples] == sorted(label for _, label in samples)
+    assert samples == scan_image_folder(str(root))[0]  # deterministic, str accepted
+
+
+def test_scan_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        scan_image_folder(tmp_path / "missing")
+    Image.new("RGB", (4, 4)).save(tmp_path / "loose.jpg")
+    with pytest.raises(ValueError, match=r"root/<class>/<image>.*1 image"):
+        scan_image_folder(tmp_path)
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="no images found.*empty_class"):
+        scan_image_folder(tmp_path)
+    (tmp_path / "full").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "full" / "x.jpeg")
+    with pytest.warns(UserWarning, match="contain no images.*empty_class"):
+        samples, classes = scan_image_folder(tmp_path)
+    assert classes == ("empty_class", "full")
+    assert [label for _, label in samples] == [1]
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def test_every_good_file_decodes_to_rgb(root: Path) -> None:
+    for rel in sorted(GOOD):
+        image = load_image(root / rel, max_pixels=MAX_PIXELS)
+        assert image.mode == "RGB", rel
+
+
+def test_mode_conversions(root: Path) -> None:
+    pal = load_image(root / "cats/d_palette_alpha.png")
+    assert pal.getpixel((2, 5)) == WHITE  # transparent palette entry -> white
+    assert pal.getpixel((15, 5)) == (0, 255, 0)
+    rgba = load_image(root / "dogs/a_rgba.png")
+    assert rgba.getpixel((2, 5)) == WHITE  # composited onto white, not black or green
+    assert rgba.getpixel((15, 5)) == RED
+    assert load_image(root / "cats/c_gray.png").getpixel((3, 3)) == (77, 77, 77)
+    cmyk = np.asarray(load_image(root / "dogs/b_cmyk.jpg"), dtype=int)[8, 8]
+    assert np.abs(cmyk - np.array(RED)).max() <= 8
+    gray16 = np.asarray(load_image(root / "dogs/c_gray16.png"))
+    assert gray16.shape == (3, 8, 3)
+    assert (gray16[0] == 255).all() and (gray16[2] == 0).all()
+    assert (np.abs(gray16[1].astype(int) - 128) <= 1).all()  # scaled, not clipped to 255
+
+
+def test_other_wide_modes_are_scaled() -> None:
+    big_endian = Image.frombytes("I;16B", (2, 1), bytes([0xFF, 0xFF, 0x80, 0x00]))
+    buf = io.BytesIO()
+    big_endian.save(buf, "TIFF")
+    assert np.asarray(load_image(buf.getvalue()))[0, :, 0].tolist() == [255, 128]
+    buf = io.BytesIO()
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)).save(buf, "TIFF")
+    assert np.asarray(load_image(buf.getvalue()))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_applied(root: Path) -> None:
+    image = load_image(root / "dogs/d_exif6.jpg")
+    assert image.size == (20, 40)  # stored 40x20, displayed rotated
+    # 90 degrees clockwise moves the stored top-left corner to the top-right.
+    top_right = np.asarray(image.getpixel((image.width - 3, 2)), dtype=int)
+    assert np.abs(top_right - np.array(RED)).max() <= 12
+    assert image.getpixel((2, 2))[2] > 200  # top-left is now blue
+
+
+@pytest.mark.parametrize(("rel", "reason"), sorted(BAD.items()))
+def test_bad_files_raise_with_path_and_reason(root: Path, rel: str, reason: str) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        load_image(root / rel, max_pixels=MAX_PIXELS)
+    assert info.value.path == root / rel
+    assert info.value.reason.startswith(reason)
+    assert str(root / rel) in str(info.value)
+
+
+def test_bomb_refused_before_decoding(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_decode(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixel data decoded despite the size limit")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    with pytest.raises(ImageDecodeError, match=r"100x100 = 10,000 pixels .* limit of 5,000"):
+        load_image(root / "fish/z_bomb.png", max_pixels=MAX_PIXELS)
+    with pytest.raises(ImageDecodeError, match="image too large"):
+        verify_image(root / "fish/z_bomb.png", max_pixels=MAX_PIXELS)
+
+
+def test_pillow_bomb_guard_is_caught(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = root / "cats/a_rgb.jpg"  # 40x30 = 1200 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would only warn
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow raises its own error
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(path)
+
+
+def test_bytes_source_and_error_pickling(root: Path) -> None:
+    image = load_image((root / "cats/b_rgb.png").read_bytes())
+    assert image.size == (30, 40) and image.mode == "RGB"
+    with pytest.raises(ImageDecodeError) as info:
+        load_image(b"")
+    assert info.value.path is None and info.value.reason == REASON_EMPTY
+    copy = pickle.loads(pickle.dumps(ImageDecodeError(Path("a.jpg"), REASON_CORRUPT)))
+    assert (copy.path, copy.reason) == (Path("a.jpg"), REASON_CORRUPT)
+    assert ".PNG" not in IMAGE_EXTENSIONS and ".png" in IMAGE_EXTENSIONS
+
+
+def test_draft_decodes_large_jpeg_smaller(tmp_path: Path) -> None:
+    Image.new("RGB", (800, 600), (9, 9, 9)).save(tmp_path / "big.jpg")
+    image = load_image(tmp_path / "big.jpg", draft_size=64)
+    assert min(image.size) >= 64 and image.size[0] < 800
+
+
+# --- dataset and loader -------------------------------------------------------------------
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(resize_center_crop(image, 8), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def test_dataset_returns_images_or_none_and_records_failures(root: Path) -> None:
+    dataset = ImageFolderDataset(root, max_pixels=MAX_PIXELS)
+    assert len(dataset) == len(GOOD) + len(BAD)
+    assert dataset.classes == ("cats", "dogs", "fish")
+    for index, (path, label) in enumerate(dataset.samples):
+        item = dataset[index]
+        if _rel(root, path) in GOOD:
+            assert item is not None
+            image, got_label = item
+            assert isinstance(image, Image.Image) and image.mode == "RGB"
+            assert got_label == label
+        else:
+            assert item is None
+    for index in range(len(dataset)):  # a second epoch records nothing twice
+        dataset[index]
+    assert len(dataset.failures) == len(BAD)
+    for path, reason in dataset.failures:
+        assert reason.startswith(BAD[_rel(root, path)])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dataloader_skips_bad_items_to_the_end(root: Path, num_workers: int) -> None:
+    dataset = ImageFolderDataset(root, transform=_to_tensor, max_pixels=MAX_PIXELS)
+    loader = DataLoader(
+        dataset, batch_size=4, shuffle=True, num_workers=num_workers, collate_fn=collate_skip_bad
+    )
+    seen, labels = 0, []
+    for batch in loader:
+        if batch is None:
+            continue
+        images, targets = batch
+        assert images.shape[1:] == (3, 8, 8) and targets.dtype == torch.int64
+        seen += images.shape[0]
+        labels += targets.tolist()
+    assert seen == len(GOOD)
+    assert len(dataset) - seen == len(BAD)  # how a training loop counts skipped items
+    assert sorted(labels) == sorted(label for p, label in dataset.samples if _rel(root, p) in GOOD)
+
+
+def test_collate_skip_bad_edge_cases(root: Path) -> None:
+    assert collate_skip_bad([None, None]) is None
+    dataset = ImageFolderDataset(root, max_pixels=MAX_PIXELS)  # no transform: PIL images
+    images, labels = collate_skip_bad([dataset[i] for i in range(len(dataset))])
+    assert len(images) == len(GOOD) and all(isinstance(im, Image.Image) for im in images)
+    assert labels.shape == (len(GOOD),)
+    bad_only = [s for s in dataset.samples if _rel(root, s[0]) in BAD]
+    subset = ImageFolderDataset(
+        None, samples=bad_only, classes=dataset.classes, max_pixels=MAX_PIXELS
+    )
+    loader = DataLoader(subset, batch_size=2, collate_fn=collate_skip_bad)
+    assert list(loader) == [None, None]
+    with pytest.raises(ValueError, match="root"):
+        ImageFolderDataset(None, samples=bad_only)
+
+
+def test_verify_images_reports_exactly_the_bad_files(root: Path) -> None:
+    samples, _ = scan_image_folder(root)
+    failures = verify_images(samples, MAX_PIXELS, full_decode=True)
+    assert {_rel(root, p): r.split(":")[0] for p, r in failures} == BAD
+    fast = {_rel(root, p) for p, _ in verify_images(samples, MAX_PIXELS)}
+    assert {"cats/z_empty.jpg", "cats/z_text.jpg", "fish/z_bomb.png"} <= fast <= set(BAD)
+    report = format_failures(failures, total=len(samples))
+    assert f"{len(BAD)} bad image file(s) of {len(samples)}" in report
+    assert str(root / "cats/z_text.jpg") in report
+    assert verify_images([root / "cats/a_rgb.jpg"], full_decode=True) == []
+
+
+# --- split and in-memory arrays -----------------------------------------------------------
+
+
+def test_split_is_stratified_and_deterministic() -> None:
+    counts = {0: 10, 1: 5, 2: 2, 3: 1}
+    samples = [(Path(f"c{c}/{i:02d}.jpg"), c) for c, n in counts.items() for i in range(n)]
+    train, val = split_samples(samples, 0.2, seed=3)
+    assert sorted(train + val) == sorted(samples) and not set(train) & set(val)
+    val_counts = {c: sum(1 for _, t in val if t == c) for c in counts}
+    assert val_counts == {0: 2, 1: 1, 2: 1, 3: 0}  # every class with >= 2 images is in val
+    assert split_samples(samples, 0.2, seed=3) == (train, val)
+    shuffled = samples[:]
+    random.Random(0).shuffle(shuffled)
+    train2, val2 = split_samples(shuffled, 0.2, seed=3)
+    assert set(val2) == set(val)  # independent of input order
+    other = {split_samples(samples, 0.2, seed=s)[1][0] for s in range(10)}
+    assert len(other) > 1  # the seed matters
+    assert split_samples(samples, 0.0, seed=3) == (samples, [])
+    with pytest.raises(ValueError):
+        split_samples(samples, 1.0, seed=3)
+
+
+def test_load_folder_arrays(root: Path) -> None:
+    images, labels, classes, failures = load_folder_arrays(root, 16, max_pixels=MAX_PIXELS)
+    samples, _ = scan_image_folder(root)
+    good = [(p, t) for p, t in samples if _rel(root, p) in GOOD]
+    assert images.shape == (len(GOOD), 16, 16, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int64 and labels.tolist() == [t for _, t in good]
+    assert classes == ("cats", "dogs", "fish")
+    assert {_rel(root, p): r.split(":")[0] for p, r in failures} == BAD
+    cmyk = images[[_rel(root, p) for p, _ in good].index("dogs/b_cmyk.jpg")]
+    assert np.abs(cmyk[8, 8].astype(int) - np.array(RED)).max() <= 8
+
+
+def test_resize_center_crop() -> None:
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    image.paste(RED, (0, 0, 10, 20))  # left quarter red: cropped away
+    out = resize_center_crop(image, 10)
+    assert out.size == (10, 10)
+    assert out.getpixel((0, 5))[2] > 200 and out.getpixel((9, 5))[2] > 200

@@ -1,0 +1,290 @@
+"""The model zoo: exact to the papers and to torchvision, one interface, clear errors."""
+
+import pytest
+import torch
+import torchvision.models as tvm
+
+import resnetkit
+from resnetkit import create_model, list_models
+from resnetkit.models import UnknownModelError, get_model_config
+from resnetkit.models.analysis import count_macs, model_stats
+from resnetkit.models.blocks import PadShortcut
+from resnetkit.models.registry import Registry
+from resnetkit.models.zoo import model_entries
+
+TORCHVISION_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "wide_resnet50_2": 68_883_240,
+}
+CIFAR_PARAMS = {  # paper Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    "resnet1202": 19_421_274,
+}
+TORCHVISION_GMACS = {  # v1.5, torchvision's model cards
+    "resnet18": 1.814,
+    "resnet34": 3.664,
+    "resnet50": 4.089,
+    "resnet101": 7.801,
+    "resnet152": 11.514,
+}
+PAPER_GFLOPS = {  # paper Table 1 (multiply-adds), v1 stride placement
+    "resnet18": 1.8,
+    "resnet34": 3.6,
+    "resnet50": 3.8,
+    "resnet101": 7.6,
+    "resnet152": 11.3,
+}
+
+
+def meta_model(name: str, **options: object) -> torch.nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **options).eval()
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_PARAMS))
+def test_param_counts_equal_torchvision(name: str) -> None:
+    with torch.device("meta"):
+        reference = getattr(tvm, name)()
+    assert n_params(meta_model(name)) == n_params(reference) == TORCHVISION_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list(CIFAR_PARAMS))
+def test_cifar_param_counts_match_paper(name: str) -> None:
+    assert n_params(meta_model(name)) == CIFAR_PARAMS[name]
+
+
+def test_plain_twins_have_the_same_weights_as_option_a_resnets() -> None:
+    for depth in (20, 32, 44, 56, 110):
+        assert n_params(meta_model(f"plain{depth}")) == CIFAR_PARAMS[f"resnet{depth}"]
+
+
+def test_preact_counts_match_paper() -> None:
+    assert n_params(meta_model("preact_resnet110")) == pytest.approx(1.7e6, rel=0.03)
+    assert n_params(meta_model("preact_resnet164")) == pytest.approx(1.7e6, rel=0.03)
+    assert n_params(meta_model("preact_resnet1001")) == pytest.approx(10.2e6, rel=0.03)
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_GMACS))
+def test_macs_v15_match_torchvision(name: str) -> None:
+    macs = count_macs(meta_model(name), (1, 3, 224, 224)) / 1e9
+    assert macs == pytest.approx(TORCHVISION_GMACS[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", list(PAPER_GFLOPS))
+def test_macs_v1_match_paper_table1(name: str) -> None:
+    macs = count_macs(meta_model(name, stride_in_1x1=True), (1, 3, 224, 224)) / 1e9
+    assert macs == pytest.approx(PAPER_GFLOPS[name], rel=0.03)
+
+
+def test_v1_and_v15_put_the_stride_in_different_convs() -> None:
+    v15 = meta_model("resnet50")
+    v1 = meta_model("resnet50", stride_in_1x1=True)
+    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+
+
+def test_shortcut_options() -> None:
+    a = meta_model("resnet34", shortcut="A")
+    b = meta_model("resnet34")
+    c = meta_model("resnet34", shortcut="C")
+    blocks = lambda m: [blk for stage in m.stages for blk in stage]  # noqa: E731
+    assert sum(isinstance(blk.downsample, PadShortcut) for blk in blocks(a)) == 3
+    assert sum(blk.downsample is not None for blk in blocks(b)) == 3
+    assert all(blk.downsample is not None for blk in blocks(c))
+    assert n_params(a) < n_params(b) < n_params(c)
+    assert n_params(b) - n_params(a) == sum(
+        p.numel()
+        for blk in blocks(b)
+        if blk.downsample is not None
+        for p in blk.downsample.parameters()
+    )
+
+
+def test_option_a_pads_new_channels_equally_on_both_sides() -> None:
+    pad = PadShortcut(stride=2, extra_channels=16)
+    x = torch.arange(2 * 16 * 4 * 4, dtype=torch.float32).reshape(2, 16, 4, 4)
+    y = pad(x)
+    assert y.shape == (2, 32, 2, 2)
+    assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2])
+    assert y[:, :8].abs().sum() == 0 and y[:, 24:].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2"]
+)
+def test_torchvision_state_dict_loads_strict_and_gives_same_outputs(name: str) -> None:
+    reference = getattr(tvm, name)().eval()
+    ours = create_model(name).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max() <= 1e-5
+
+
+MODEL_SMOKE_SIZE = {"resnet1202": 32, "preact_resnet1001": 32}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_backward(name: str) -> None:
+    config = get_model_config(name)
+    size = 32
+    model = create_model(name, num_classes=5)
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert out.shape == (2, 5)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert config.num_classes in (10, 1000)
+
+
+def test_every_model_is_listed_once_and_unique() -> None:
+    names = [e.name for e in model_entries()]
+    assert len(names) == len(set(names)) == len(list_models())
+    for family in ("resnet20", "plain56", "preact_resnet164", "resnext50_32x4d", "resnet50d"):
+        assert family in names
+
+
+def test_registry_refuses_duplicates() -> None:
+    registry = Registry()
+    entry = model_entries()[0]
+    registry.register(entry)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(entry)
+
+
+def test_list_models_pattern() -> None:
+    assert list_models("plain*") == [
+        "plain18",
+        "plain34",
+        "plain20",
+        "plain32",
+        "plain44",
+        "plain56",
+        "plain110",
+    ]
+    assert "resnet20" in resnetkit.list_models("resnet*")
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    with pytest.raises(UnknownModelError, match="Did you mean 'resnet50'"):
+        create_model("resnt50")
+
+
+def test_unknown_option_lists_valid_ones() -> None:
+    with pytest.raises(TypeError, match="num_clases.*Did you mean 'num_classes'.*Valid options"):
+        create_model("resnet20", num_clases=3)
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((3, 32, 32), "4-D input.*unsqueeze"),
+        ((2, 32, 32, 3), "3 input channels.*channels-last"),
+        ((2, 1, 32, 32), "3 input channels"),
+        ((2, 3, 16, 16), "at least 32x32"),
+    ],
+)
+def test_bad_input_says_the_expected_shape(shape: tuple[int, ...], match: str) -> None:
+    model = create_model("resnet18").eval()
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(shape))
+
+
+def test_in_chans_and_num_classes() -> None:
+    model = create_model("resnet20", in_chans=1, num_classes=7)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+    model = create_model("resnet50", in_chans=5, num_classes=2)
+    assert model(torch.randn(2, 5, 32, 32)).shape == (2, 2)
+
+
+def test_uniform_interface() -> None:
+    model = create_model("resnet50").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 2048, 2, 2)
+        pooled = model.forward_head(features, pre_logits=True)
+        assert pooled.shape == (2, 2048)
+        logits = model.forward_head(features)
+        assert torch.allclose(logits, model.fc(pooled))
+        maps = model.forward_intermediates(x, out_indices=(1, 3))
+        assert [m.shape[1:] for m in maps] == [(512, 8, 8), (2048, 2, 2)]
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 2048)
+
+
+def test_features_only_backbone() -> None:
+    model = create_model("resnet20", features_only=True, out_indices=(0, 2)).eval()
+    maps = model(torch.randn(2, 3, 32, 32))
+    assert [tuple(m.shape) for m in maps] == [(2, 16, 32, 32), (2, 64, 8, 8)]
+    assert [i["reduction"] for i in model.feature_info] == [1, 2, 4]
+    with pytest.raises(ValueError, match="out_indices"):
+        create_model("resnet20", out_indices=(3,))
+
+
+def test_zero_init_residual_makes_blocks_start_as_identity_paths() -> None:
+    model = create_model("resnet18", zero_init_residual=True)
+    assert all(blk.bn2.weight.abs().sum() == 0 for s in model.stages for blk in s)
+    pre = create_model("preact_resnet110", zero_init_residual=True)
+    assert all(blk.conv2.weight.abs().sum() == 0 for s in pre.stages for blk in s)
+
+
+def test_drop_path_is_active_in_training_only() -> None:
+    model = create_model("resnet20", drop_path_rate=0.5)
+    rates = [blk.drop_path.drop_prob for s in model.stages for blk in s]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5) and rates == sorted(rates)
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    b = model(x)
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_grad_checkpointing_gives_the_same_gradients() -> None:
+    x = torch.randn(2, 3, 32, 32)
+    plain = create_model("resnet20").eval()
+    ckpt = create_model("resnet20", grad_checkpointing=True).eval()
+    ckpt.load_state_dict(plain.state_dict())
+    for m in (plain, ckpt):
+        m(x).sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_info_stats() -> None:
+    stats = model_stats("resnet20")
+    assert stats.params == 269_722
+    assert stats.macs == pytest.approx(40.55e6, rel=0.01)
+    assert stats.stage_shapes["layer3"] == [1, 64, 8, 8]
+    assert stats.activation_bytes > 0
+    assert model_stats("resnet50", input_size=112).macs == count_macs(
+        meta_model("resnet50"), (1, 3, 112, 112)
+    )
+
+
+def test_pretrained_unknown_tag_is_explained() -> None:
+    with pytest.raises(KeyError, match="no packaged weights named 'resnet50.imagenet'"):
+        create_model("resnet50.imagenet", pretrained=True)
