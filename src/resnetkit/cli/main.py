@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from resnetkit import __version__
-from resnetkit.cli import zoo
+from resnetkit.cli import train, zoo
 from resnetkit.models.registry import UnknownModelError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resnetkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zoo.add_parsers(sub)
+    train.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,82 @@
+"""``resnetkit train``: train a registered model on CIFAR or an image folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "train",
+        help="train a model (recipes: " + ", ".join(builtin_recipes()) + ")",
+        description="Train a model. Any recipe field can be overridden, e.g. --lr 0.05 "
+        "--epochs 30 --label-smoothing 0.1 (see `resnetkit recipes`).",
+    )
+    p.add_argument("--model", required=True, help="registered architecture, e.g. resnet20")
+    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "folder"))
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--recipe", default="fast-cifar", help="built-in name or YAML file")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    p.add_argument("--train-subset", type=int, default=0, help="use only N training images")
+    p.add_argument("--image-size", type=int, default=32, help="side of folder images")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-progress", action="store_true")
+    for f in fields(Recipe):
+        if f.name in ("name", "source"):
+            continue
+        p.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f"recipe_{f.name}",
+            default=None,
+            metavar=type(f.default).__name__.upper(),
+            help=argparse.SUPPRESS,
+        )
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("recipes", help="list the built-in recipes or print one")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=run_recipes)
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    if args.name is None:
+        for name in builtin_recipes():
+            r = load_recipe(name)
+            print(f"{name:<18} {r.source}")
+        return 0
+    print(json.dumps(load_recipe(args.name).to_dict(), indent=2))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
+
+    overrides = {
+        k[len("recipe_") :]: v
+        for k, v in vars(args).items()
+        if k.startswith("recipe_") and v is not None
+    }
+    recipe = load_recipe(args.recipe).override(overrides)
+    spec = TrainSpec(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        out=args.out,
+        recipe=recipe,
+        resume=args.resume,
+        download=args.download,
+        train_subset=args.train_subset,
+        image_size=args.image_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    result = train(spec)
+    print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, indent=2))
+    return 0

@@ -1,0 +1,121 @@
+"""Datasets by name, as in-memory arrays for the fast path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD, ArrayDataset, load_cifar
+from resnetkit.data.folder import (
+    format_failures,
+    load_folder_arrays,
+    scan_image_folder,
+    split_samples,
+)
+
+DATASETS = ("cifar10", "cifar100", "folder")
+
+
+@dataclass(frozen=True)
+class TrainEvalData:
+    """What a training run needs: train, evaluation splits and the normalisation statistics."""
+
+    train: ArrayDataset
+    evals: dict[str, ArrayDataset]  # "val" and/or "test"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int
+
+
+def hold_out(data: ArrayDataset, count: int, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+    """Split off ``count`` random images (fixed by ``seed``) as a validation set."""
+    if not 0 < count < len(data.labels):
+        raise ValueError(f"cannot hold out {count} of {len(data.labels)} images for validation")
+    order = np.random.default_rng(seed).permutation(len(data.labels))
+    keep, val = np.sort(order[count:]), np.sort(order[:count])
+    return (
+        ArrayDataset(data.images[keep], data.labels[keep], data.classes),
+        ArrayDataset(data.images[val], data.labels[val], data.classes),
+    )
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 (N, H, W, 3) images, in [0, 1] units."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return tuple(x.mean(0).tolist()), tuple(x.std(0).tolist())
+
+
+def load_train_eval(
+    dataset: str,
+    data_dir: str | Path,
+    *,
+    val_split: int = 0,
+    image_size: int = 32,
+    val_fraction: float = 0.1,
+    download: bool = False,
+    train_subset: int = 0,
+    seed: int = 0,
+) -> TrainEvalData:
+    """Load a dataset by name for training.
+
+    Args:
+        dataset: ``cifar10``, ``cifar100`` or ``folder`` (one sub-folder per class).
+        data_dir: where the data lies.
+        val_split: hold this many training images out as "val" (CIFAR).
+        image_size: side of the square images of a folder dataset.
+        val_fraction: fraction of a folder held out as "val" (stratified), unless the folder has
+            ``train/`` and ``val/`` sub-folders.
+        download: fetch CIFAR if missing.
+        train_subset: keep only this many training images (stratified by a fixed permutation).
+        seed: seed of the hold-out and subset draws.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    evals: dict[str, ArrayDataset] = {}
+    if dataset in ("cifar10", "cifar100"):
+        train = load_cifar(data_dir, dataset, "train", download=download)
+        evals["test"] = load_cifar(data_dir, dataset, "test", download=download)
+        mean: tuple[float, ...] = CIFAR_MEAN[dataset]
+        std: tuple[float, ...] = CIFAR_STD[dataset]
+        size = 32
+    else:
+        root = Path(data_dir)
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            train = _folder(root / "train", image_size)
+            evals["val"] = _folder(root / "val", image_size, classes=train.classes)
+        else:
+            samples, classes = scan_image_folder(root)
+            fit, held = split_samples(samples, val_fraction, seed)
+            train = _folder(root, image_size, samples=fit, classes=classes)
+            evals["val"] = _folder(root, image_size, samples=held, classes=classes)
+        mean, std = channel_stats(train.images)
+        size = image_size
+    if train_subset:
+        train = _subset(train, train_subset, seed)
+    if val_split:
+        train, evals["val"] = hold_out(train, val_split, seed)
+    return TrainEvalData(train, evals, tuple(mean), tuple(std), size)
+
+
+def _subset(data: ArrayDataset, count: int, seed: int) -> ArrayDataset:
+    if count >= len(data.labels):
+        return data
+    order = np.random.default_rng(seed + 1).permutation(len(data.labels))[:count]
+    order.sort()
+    return ArrayDataset(data.images[order], data.labels[order], data.classes)
+
+
+def _folder(
+    root: Path,
+    size: int,
+    samples: list[tuple[Path, int]] | None = None,
+    classes: tuple[str, ...] | None = None,
+) -> ArrayDataset:
+    images, labels, found, failures = load_folder_arrays(
+        root, size, samples=samples, classes=classes
+    )
+    if failures:
+        print(format_failures(failures, len(labels) + len(failures)))
+    return ArrayDataset(images, labels, tuple(found))

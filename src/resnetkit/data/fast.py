@@ -1,0 +1,163 @@
+"""A fast path for small datasets: the whole set as one uint8 tensor, augmented in batch.
+
+No per-image Python and no worker processes (the airbench approach): each epoch draws its
+permutation, crops and flips up front from a generator seeded by ``(seed, epoch)``, so a run
+that resumes in the middle of an epoch sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How uint8 pixels become network inputs.
+
+    ``pixel_mean`` (the 2015 paper's "per-pixel mean subtracted", a (3, H, W) image in [0, 1])
+    takes precedence over the per-channel ``mean``/``std``.
+    """
+
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    pixel_mean: Tensor | None = None
+
+    def apply(self, images: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) -> normalised float32."""
+        x = images.float().div_(255.0)
+        if self.pixel_mean is not None:
+            return x.sub_(self.pixel_mean.to(x.device))
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+
+def to_nchw_tensor(images: np.ndarray) -> Tensor:
+    """(N, H, W, 3) uint8 numpy -> contiguous (N, 3, H, W) uint8 tensor."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def random_crop_flip(images: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Pad by ``pad`` zeros, take a random crop of the original size, flip half horizontally.
+
+    Works on a whole uint8 batch with one gather; the paper's CIFAR augmentation.
+    """
+    b, c, h, w = images.shape
+    if pad > 0:
+        images = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = ox[:, None] + torch.arange(w)
+    if flip:
+        flipped = torch.rand(b, generator=generator) < 0.5
+        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+    cols = cols[:, None, None, :]
+    batch = torch.arange(b)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return images[batch, chans, rows, cols]
+
+
+class TensorLoader:
+    """Batches from an in-memory uint8 tensor, augmented on the fly in batch.
+
+    Args:
+        images: (N, 3, H, W) uint8.
+        labels: (N,) int64.
+        batch_size: samples per batch (per process when distributed).
+        normalization: how pixels are normalised.
+        train: shuffle and augment (crop + flip); otherwise fixed order, no augmentation.
+        pad: padding of the random crop (4 in the paper).
+        drop_last: drop the last incomplete batch (training).
+        seed: base seed; epoch ``e`` uses ``seed * 1_000_003 + e``.
+        rank, world_size: shard of the data this process sees (DDP).
+        channels_last: return batches in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        normalization: Normalization,
+        *,
+        train: bool,
+        pad: int = 4,
+        flip: bool = True,
+        drop_last: bool | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.normalization = normalization
+        self.train = train
+        self.pad = pad
+        self.flip = flip
+        self.drop_last = train if drop_last is None else drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.channels_last = channels_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> Tensor:
+        n = len(self.images)
+        if self.train:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        per_rank = n // self.world_size if self.train else -(-n // self.world_size)
+        return order[self.rank :: self.world_size][:per_rank]
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._indices())
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iterate()
+
+    def iterate(self, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (inputs, labels) batches, skipping the first ``start_batch`` (resume)."""
+        indices = self._indices()
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + 1)
+        for i in range(len(self)):
+            idx = indices[i * self.batch_size : (i + 1) * self.batch_size]
+            # Draw the augmentation even for skipped batches, so that a resumed epoch
+            # continues with the same random stream as an uninterrupted one.
+            images = self.images[idx]
+            if self.train and (self.pad > 0 or self.flip):
+                images = random_crop_flip(images, self.pad, self.flip, g)
+            if i < start_batch:
+                continue
+            x = self.normalization.apply(images)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]

@@ -1,0 +1,1 @@
+"""Evaluation: accuracy, per-class accuracy, confusion matrices, 10-crop testing."""

@@ -1,0 +1,1 @@
+"""Training recipes as YAML data (see resnetkit.train.recipe.Recipe for the fields)."""

@@ -1,0 +1,100 @@
+"""Crash-safe checkpoints: weights in safetensors, the rest in a weights-only torch file.
+
+A checkpoint is a folder ``ckpt-<step>``; the file ``latest`` names the newest complete one and is
+replaced atomically only after the folder is fully written and synced, so a kill -9 at any moment
+leaves the previous checkpoint usable. Nothing is ever unpickled beyond tensors and containers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "latest"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so that readers see either the old or the new content, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def state_dict_for_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A contiguous CPU copy of a state dict (safetensors needs contiguous, unshared tensors)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``root/ckpt-<step>`` (one safetensors file per entry of ``tensors``, ``state.pt``),
+    then point ``root/latest`` at it and remove older checkpoints beyond ``keep``."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"ckpt-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-ckpt-"))
+    for name, tensor_dict in tensors.items():
+        save_file(tensor_dict, str(tmp / f"{name}.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    atomic_write_text(root / LATEST, final.name + "\n")
+    old = sorted(p for p in root.glob("ckpt-*") if p != final)
+    for p in old[: max(len(old) - (keep - 1), 0)]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".tmp-ckpt-*"):  # left over by a crash during an earlier save
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint folder under ``root``, or None."""
+    pointer = root / LATEST
+    if not pointer.exists():
+        return None
+    folder = root / pointer.read_text().strip()
+    if not (folder / "state.pt").exists():
+        raise FileNotFoundError(
+            f"{pointer} names {folder}, which is incomplete or missing; delete {pointer} to "
+            "start over or restore the folder"
+        )
+    return folder
+
+
+def load_checkpoint_folder(
+    folder: Path,
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint` (weights-only, never arbitrary code)."""
+    tensors = {
+        p.name[: -len(".safetensors")]: load_file(str(p)) for p in folder.glob("*.safetensors")
+    }
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    return tensors, state

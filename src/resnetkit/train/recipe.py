@@ -1,0 +1,134 @@
+"""Training recipes: typed, with their source, stored as YAML files in ``resnetkit/recipes``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of a training run. Iteration-based fields override epoch-based ones."""
+
+    name: str = "custom"
+    source: str = ""  # the paper or reference the numbers come from
+    epochs: int = 10
+    max_iters: int = 0  # stop after this many iterations (the paper's 64k); 0: use epochs
+    batch_size: int = 128  # global batch (split across processes)
+    lr: float = 0.1  # peak learning rate for batch_size
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"  # multistep | cosine | onecycle (linear up, linear down)
+    milestones: tuple[int, ...] = ()  # iterations where multistep divides lr by `gamma`
+    gamma: float = 0.1
+    warmup_iters: int = 0  # iterations at warmup_lr (constant, the paper) or ramping (onecycle)
+    warmup_lr: float = 0.0  # constant lr during warm-up (0.01 for ResNet-110 in the paper)
+    label_smoothing: float = 0.0
+    val_split: int = 0  # hold this many training images out for validation (45k/5k)
+    normalize: str = "mean_std"  # mean_std | pixel_mean (the 2015 paper)
+    augment: str = "crop_flip"  # crop_flip (paper CIFAR) | imagenet | none
+    crop_padding: int = 4
+    trivial_augment: bool = False
+    random_erasing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_decay: float = 0.0  # 0 disables the exponential moving average of weights
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    accum_steps: int = 1  # gradient accumulation
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on GPU, with loss scaling)
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    eval_every: int = 1  # epochs between evaluations
+    checkpoint_every_s: float = 300.0  # also checkpoint in mid-epoch after this many seconds
+    checkpoint_every_iters: int = 0  # and/or every this many iterations; 0 disables
+    num_threads: int = 0  # torch intra-op threads; 0 keeps the default
+
+    def __post_init__(self) -> None:
+        choices = {
+            "schedule": ("multistep", "cosine", "onecycle"),
+            "normalize": ("mean_std", "pixel_mean"),
+            "augment": ("crop_flip", "imagenet", "none"),
+            "precision": ("fp32", "bf16", "fp16"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"recipe field {key!r} is {getattr(self, key)!r}; choose one of {allowed}"
+                )
+        if self.batch_size <= 0 or self.epochs <= 0 or self.accum_steps <= 0:
+            raise ValueError("batch_size, epochs and accum_steps must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    def override(self, changes: dict[str, Any]) -> Recipe:
+        """A copy with some fields changed; values given as strings are parsed to the field type."""
+        known = {f.name: f for f in fields(self)}
+        parsed: dict[str, Any] = {}
+        for key, value in changes.items():
+            key = key.replace("-", "_")
+            if key not in known:
+                raise ValueError(f"unknown recipe field {key!r}; fields: {', '.join(known)}")
+            parsed[key] = _parse(value, getattr(self, key), key)
+        return replace(self, **parsed)
+
+
+def _parse(value: Any, current: Any, key: str) -> Any:
+    if not isinstance(value, str):
+        return tuple(value) if isinstance(current, tuple) else value
+    try:
+        if isinstance(current, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(current, int):
+            return int(float(value)) if "e" in value.lower() else int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"recipe field {key!r}: cannot read {value!r} as {type(current).__name__}"
+        ) from None
+    return value
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped with resnetkit."""
+    folder = resources.files("resnetkit.recipes")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A built-in recipe by name (``paper-cifar``) or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text()
+        origin = str(path)
+    else:
+        candidate = resources.files("resnetkit.recipes").joinpath(f"{name_or_path}.yaml")
+        if not candidate.is_file():
+            raise ValueError(
+                f"unknown recipe {str(name_or_path)!r}: not a YAML file and not one of "
+                f"{', '.join(builtin_recipes())}"
+            )
+        text = candidate.read_text()
+        origin = f"resnetkit/recipes/{name_or_path}.yaml"
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{origin}: a recipe must be a mapping of field: value")
+    try:
+        return Recipe().override(data)
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None

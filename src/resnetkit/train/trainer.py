@@ -1,0 +1,490 @@
+"""The training loop: fast in-memory data, checkpoints that survive kill -9, DDP, EMA, AMP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from resnetkit.data.cifar import ArrayDataset
+from resnetkit.data.datasets import load_train_eval
+from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.evaluate.metrics import evaluate_batches
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.models.resnet import ResNet
+from resnetkit.train import distributed
+from resnetkit.train.checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint_folder,
+    save_checkpoint,
+    state_dict_for_save,
+)
+from resnetkit.train.provenance import provenance
+from resnetkit.train.recipe import Recipe
+from resnetkit.train.schedule import lr_multiplier
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainSpec:
+    """What to train, on what, and where to write it."""
+
+    model: str
+    dataset: str
+    data_dir: Path
+    out: Path
+    recipe: Recipe
+    resume: bool = False
+    download: bool = False
+    train_subset: int = 0
+    image_size: int = 32
+    device: str = "cpu"
+    progress: bool = True
+    model_options: dict[str, Any] = field(default_factory=dict)
+    # Called after every optimizer step with the step number (tests use it to simulate a crash).
+    on_step: Callable[[int], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a GPU (it relies on loss scaling); use bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Trainer:
+    """One training run; ``run()`` trains to the end (or resumes) and writes a model directory."""
+
+    def __init__(self, spec: TrainSpec) -> None:
+        self.spec = spec
+        self.recipe = recipe = spec.recipe
+        if recipe.num_threads:
+            torch.set_num_threads(recipe.num_threads)
+        self.device = torch.device(spec.device)
+        self.dist = distributed.init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(recipe.seed + self.dist.rank)
+        if recipe.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.out = spec.out
+        self.ckpt_root = self.out / "checkpoints"
+
+        data = load_train_eval(
+            spec.dataset,
+            spec.data_dir,
+            val_split=recipe.val_split,
+            image_size=spec.image_size,
+            download=spec.download,
+            train_subset=spec.train_subset,
+            seed=recipe.seed,
+        )
+        self.data = data
+        self.classes = list(data.train.classes)
+        train_images = to_nchw_tensor(data.train.images)
+        if recipe.normalize == "pixel_mean":
+            pixel_mean = train_images.float().mean(0) / 255.0
+            self.norm = Normalization(pixel_mean=pixel_mean)
+        else:
+            self.norm = Normalization(data.mean, data.std)
+        per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
+        if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
+            raise ValueError(
+                f"batch_size {recipe.batch_size} must divide evenly by processes "
+                f"({self.dist.world_size}) x accum_steps ({recipe.accum_steps})"
+            )
+        self.train_loader = TensorLoader(
+            train_images,
+            torch.from_numpy(data.train.labels),
+            per_rank_batch,
+            self.norm,
+            train=True,
+            pad=recipe.crop_padding if recipe.augment == "crop_flip" else 0,
+            flip=recipe.augment != "none",
+            seed=recipe.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            channels_last=recipe.channels_last,
+        )
+        self.eval_loaders = {name: self._eval_loader(split) for name, split in data.evals.items()}
+        self.iters_per_epoch = len(self.train_loader) // recipe.accum_steps
+        if self.iters_per_epoch == 0:
+            raise ValueError(
+                f"{len(data.train.labels)} training images give no full batch of "
+                f"{recipe.batch_size}; lower --batch-size"
+            )
+        self.total_iters = recipe.max_iters or recipe.epochs * self.iters_per_epoch
+        self.epochs = math.ceil(self.total_iters / self.iters_per_epoch)
+
+        self.model = self._build_model()
+        self.ema: AveragedModel | None = None
+        if recipe.ema_decay > 0:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
+            )
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if recipe.compile:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(recipe, self.total_iters)
+        )
+        self.scaler = torch.amp.GradScaler(enabled=recipe.precision == "fp16")
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self._writer: Any = None
+
+    # ----------------------------------------------------------------- set-up helpers
+    def _eval_loader(self, split: ArrayDataset) -> TensorLoader:
+        return TensorLoader(
+            to_nchw_tensor(split.images),
+            torch.from_numpy(split.labels),
+            256,
+            self.norm,
+            train=False,
+            channels_last=self.recipe.channels_last,
+        )
+
+    def _build_model(self) -> ResNet:
+        model = create_model(
+            self.spec.model, num_classes=len(self.classes), **self.spec.model_options
+        )
+        assert isinstance(model, ResNet)
+        if self.recipe.sync_bn and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        model = model.to(self.device)
+        if self.recipe.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return model
+
+    # ----------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+            "train_seconds": self.train_seconds,
+        }
+
+    def save(self) -> None:
+        if not self.dist.is_main:
+            return
+        tensors = {"model": state_dict_for_save(self.model)}
+        if self.ema is not None:
+            tensors["ema"] = state_dict_for_save(self.ema.module)
+            tensors["ema_meta"] = {"n_averaged": self.ema.n_averaged.detach().cpu().clone()}
+        save_checkpoint(self.ckpt_root, self.step, tensors, self._state())
+
+    def try_resume(self) -> bool:
+        folder = latest_checkpoint(self.ckpt_root)
+        if folder is None:
+            return False
+        tensors, state = load_checkpoint_folder(folder)
+        self.model.load_state_dict(tensors["model"])
+        if self.ema is not None and "ema" in tensors:
+            self.ema.module.load_state_dict(tensors["ema"])
+            self.ema.n_averaged.copy_(tensors["ema_meta"]["n_averaged"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.history = json.loads(state["history"])
+        self.train_seconds = float(state["train_seconds"])
+        self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
+        return True
+
+    # ----------------------------------------------------------------- logging
+    def _log(self, message: str) -> None:
+        if self.dist.is_main and self.spec.progress:
+            tqdm.write(message)
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # tensorboard is an optional extra
+                self._writer = False
+        if self._writer:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                    self._writer.add_scalar(key, value, row["step"])
+            self._writer.flush()
+
+    def _write_run_files(self) -> None:
+        if not self.dist.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.yaml", yaml.safe_dump(self.recipe.to_dict()))
+        run = {
+            "model": self.spec.model,
+            "dataset": self.spec.dataset,
+            "data_dir": str(self.spec.data_dir),
+            "train_images": len(self.data.train.labels),
+            "eval_images": {k: len(v.labels) for k, v in self.data.evals.items()},
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "total_iters": self.total_iters,
+            "provenance": provenance(),
+        }
+        atomic_write_text(self.out / "run.json", json.dumps(run, indent=2) + "\n")
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate(self) -> dict[str, Any]:
+        model = self.ema.module if self.ema is not None else self.model
+        was_training = model.training
+        model.eval()
+        results: dict[str, Any] = {}
+        for name, loader in self.eval_loaders.items():
+            meter = evaluate_batches(model, loader, len(self.classes), self.device)
+            summary = meter.summary(self.classes)
+            results[name] = summary
+        model.train(was_training)
+        return results
+
+    # ----------------------------------------------------------------- training
+    def _batches(self) -> Iterator[list[tuple[Tensor, Tensor]]]:
+        """Groups of ``accum_steps`` micro-batches for the current epoch, from where we are."""
+        self.train_loader.set_epoch(self.epoch)
+        accum = self.recipe.accum_steps
+        group: list[tuple[Tensor, Tensor]] = []
+        for x, y in self.train_loader.iterate(self.batch_in_epoch * accum):
+            group.append((x, y))
+            if len(group) == accum:
+                yield group
+                group = []
+
+    def _train_step(self, group: list[tuple[Tensor, Tensor]]) -> tuple[float, int, int]:
+        recipe = self.recipe
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_total, correct, seen = 0.0, 0, 0
+        for i, (x, y) in enumerate(group):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and i < len(group) - 1:
+                sync = self.net.no_sync()  # type: ignore[operator]
+            with sync:
+                with _autocast(recipe.precision, self.device):
+                    logits = self.net(x)
+                    loss = nn.functional.cross_entropy(
+                        logits.float(), y, label_smoothing=recipe.label_smoothing
+                    )
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {float(loss)} at step {self.step} (epoch {self.epoch + 1}); "
+                        f"stopped. The last good checkpoint is kept in {self.ckpt_root}. "
+                        "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
+                    )
+                self.scaler.scale(loss / len(group)).backward()
+            loss_total += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        if recipe.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return loss_total, correct, seen
+
+    def run(self) -> TrainResult:
+        spec, recipe = self.spec, self.recipe
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if not spec.resume and latest_checkpoint(self.ckpt_root) is not None:
+                raise FileExistsError(
+                    f"{self.out} already holds a run; pass --resume to continue it or choose "
+                    "another --out"
+                )
+        if spec.resume:
+            self.try_resume()
+        elif self.dist.is_main and (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()
+        self._write_run_files()
+        self.model.train()
+        last_save = time.monotonic()
+        try:
+            while self.step < self.total_iters:
+                epoch_start = time.monotonic()
+                loss_sum, correct, seen = 0.0, 0, 0
+                remaining = min(
+                    self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch
+                )
+                bar = tqdm(
+                    total=remaining,
+                    initial=self.batch_in_epoch,
+                    desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                    disable=not (spec.progress and self.dist.is_main),
+                    unit="it",
+                    dynamic_ncols=True,
+                    leave=False,
+                )
+                for group in self._batches():
+                    t0 = time.monotonic()
+                    loss, ok, n = self._train_step(group)
+                    self.train_seconds += time.monotonic() - t0
+                    loss_sum, correct, seen = loss_sum + loss, correct + ok, seen + n
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{loss_sum / seen:.3f}",
+                        acc=f"{100 * correct / seen:.1f}",
+                        img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
+                        lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
+                    )
+                    if spec.on_step is not None:
+                        spec.on_step(self.step)
+                    if self.step >= self.total_iters or self.batch_in_epoch >= remaining:
+                        break
+                    due_time = time.monotonic() - last_save > recipe.checkpoint_every_s
+                    due_iter = (
+                        recipe.checkpoint_every_iters
+                        and self.step % recipe.checkpoint_every_iters == 0
+                    )
+                    if due_time or due_iter:
+                        self.save()
+                        last_save = time.monotonic()
+                bar.close()
+                self._end_epoch(loss_sum, correct, seen, time.monotonic() - epoch_start)
+                self.save()
+                last_save = time.monotonic()
+        finally:
+            if self._writer:
+                self._writer.close()
+        return self._finish()
+
+    def _end_epoch(self, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
+        totals = distributed.all_reduce_sum(
+            torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64),
+            self.dist,
+        )
+        loss_sum, correct_f, seen_f = totals.tolist()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.scheduler.get_last_lr()[0],
+            "train_loss": loss_sum / max(seen_f, 1),
+            "train_top1": 100.0 * correct_f / max(seen_f, 1),
+            "epoch_seconds": seconds,
+            "images_per_second": seen_f / max(seconds, 1e-9),
+        }
+        last = self.step >= self.total_iters
+        if self.epoch % self.recipe.eval_every == 0 or last:
+            for name, summary in self.evaluate().items():
+                row[f"{name}_loss"] = summary["loss"]
+                row[f"{name}_top1"] = summary["top1"]
+                row[f"{name}_top5"] = summary["top5"]
+        self.history.append(row)
+        self._write_metrics(row)
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step", "lr")
+        )
+        self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}")
+
+    def _finish(self) -> TrainResult:
+        final_model: ResNet = self.ema.module if self.ema is not None else self.model  # type: ignore[assignment]
+        results = self.evaluate()
+        metrics: dict[str, Any] = {
+            f"{name}_{key}": summary[key]
+            for name, summary in results.items()
+            for key in ("top1", "top5", "loss")
+        }
+        metrics["train_seconds"] = self.train_seconds
+        metrics["steps"] = self.step
+        model_dir = self.out / "model"
+        if self.dist.is_main:
+            net = final_model.float().to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            preprocessing: dict[str, Any] = {
+                "input_size": self.data.input_size,
+                "resize": self.data.input_size,
+                "crop": self.data.input_size,
+                "interpolation": "bilinear",
+                "mean": list(self.norm.mean),
+                "std": list(self.norm.std),
+            }
+            if self.norm.pixel_mean is not None:
+                preprocessing["pixel_mean"] = self.norm.pixel_mean.flatten().tolist()
+            save_model_dir(
+                net,
+                model_dir,
+                arch=self.spec.model,
+                classes=self.classes,
+                preprocessing=preprocessing,
+                metrics=metrics,
+                provenance={"recipe": self.recipe.to_dict(), **provenance()},
+            )
+            atomic_write_text(
+                self.out / "final_metrics.json",
+                json.dumps(
+                    {**metrics, "per_class": {k: v["per_class"] for k, v in results.items()}},
+                    indent=2,
+                )
+                + "\n",
+            )
+        distributed.barrier(self.dist)
+        distributed.cleanup(self.dist)
+        return TrainResult(self.out, model_dir, metrics, self.history)
+
+
+def train(spec: TrainSpec) -> TrainResult:
+    """Train (or resume) a model as ``spec`` says; see :class:`TrainSpec`."""
+    return Trainer(spec).run()
