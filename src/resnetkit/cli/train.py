@@ -78,5 +78,6 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = train(spec)
-    print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, indent=2))
+    if result.is_main:
+        print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, indent=2))
     return 0

@@ -65,6 +65,7 @@ class TrainSpec:
 @dataclass
 class TrainResult:
     out: Path
+    is_main: bool
     model_dir: Path
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
@@ -88,6 +89,11 @@ class Trainer:
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
         self.device = torch.device(spec.device)
+        if recipe.sync_bn and self.device.type != "cuda":
+            raise ValueError(
+                "sync_bn needs a GPU: torch's SyncBatchNorm works only on CUDA. On CPU leave it "
+                "off (each process normalises its own batch, as the paper's multi-GPU runs did)."
+            )
         self.dist = distributed.init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -324,8 +330,9 @@ class Trainer:
                         logits.float(), y, label_smoothing=recipe.label_smoothing
                     )
                 if not torch.isfinite(loss):
+                    value = float(loss.detach())
                     raise TrainingDiverged(
-                        f"loss is {float(loss)} at step {self.step} (epoch {self.epoch + 1}); "
+                        f"loss is {value} at step {self.step} (epoch {self.epoch + 1}); "
                         f"stopped. The last good checkpoint is kept in {self.ckpt_root}. "
                         "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
                     )
@@ -410,6 +417,18 @@ class Trainer:
                 self._writer.close()
         return self._finish()
 
+    def _check_in_sync(self) -> float:
+        """All processes must hold the same weights; returns the (shared) weight checksum."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum()
+        if not self.dist.enabled:
+            return float(checksum)
+        gathered = [torch.zeros_like(checksum) for _ in range(self.dist.world_size)]
+        torch.distributed.all_gather(gathered, checksum.to(self.device))
+        values = [float(g) for g in gathered]
+        if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
+            raise RuntimeError(f"DDP processes have diverged: weight checksums {values}")
+        return values[0]
+
     def _end_epoch(self, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
         totals = distributed.all_reduce_sum(
             torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64),
@@ -426,6 +445,8 @@ class Trainer:
             "train_top1": 100.0 * correct_f / max(seen_f, 1),
             "epoch_seconds": seconds,
             "images_per_second": seen_f / max(seconds, 1e-9),
+            "weight_checksum": self._check_in_sync(),
+            "world_size": self.dist.world_size,
         }
         last = self.step >= self.total_iters
         if self.epoch % self.recipe.eval_every == 0 or last:
@@ -482,7 +503,7 @@ class Trainer:
             )
         distributed.barrier(self.dist)
         distributed.cleanup(self.dist)
-        return TrainResult(self.out, model_dir, metrics, self.history)
+        return TrainResult(self.out, self.dist.is_main, model_dir, metrics, self.history)
 
 
 def train(spec: TrainSpec) -> TrainResult:

@@ -1,0 +1,112 @@
+"""``resnetkit evaluate``: accuracy, per-class accuracy and confusion matrix of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a trained model on CIFAR or an image folder",
+        description="Top-1/top-5 and per-class accuracy of a trained model, optionally with the "
+        "paper's 10-crop testing and a confusion-matrix PNG.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model directory (config.json + model.safetensors), packaged tag such as "
+        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
+    )
+    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "folder"))
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        type=Path,
+        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR)",
+    )
+    p.add_argument("--split", default="test", help="train or test for CIFAR (default: test)")
+    p.add_argument(
+        "--ten-crop",
+        action="store_true",
+        help="average the softmax over 4 corner + centre crops and their flips (CIFAR: from "
+        "images padded by 4 pixels; folders: from images resized to 1.14x)",
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    p.add_argument(
+        "--confusion",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="write the confusion matrix to this PNG (default: none); given a folder, write "
+        "FOLDER/confusion_<dataset>_<split>[_10crop].png",
+    )
+    p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_evaluate)
+
+
+def confusion_path(target: Path, dataset: str, split: str, ten_crop: bool) -> Path:
+    """Where ``--confusion`` writes: the path itself, or a default name inside a folder."""
+    if target.is_dir() or str(target).endswith(("/", "\\")):
+        suffix = "_10crop" if ten_crop else ""
+        return target / f"confusion_{dataset}_{split}{suffix}.png"
+    return target
+
+
+def format_report(result: dict[str, Any], model_name: str) -> str:
+    """The human-readable table: overall accuracy, then one row per class."""
+    crops = "10-crop" if result["ten_crop"] else "single crop"
+    lines = [
+        f"{model_name} on {result['dataset']} {result['split']}: {result['count']} images, "
+        f"{crops}, {result['input_size']}x{result['input_size']}",
+        f"  top-1 {result['top1']:6.2f}%   top-5 {result['top5']:6.2f}%   "
+        f"loss {result['loss']:.4f}",
+        "",
+    ]
+    width = max([len("class"), *(len(c) for c in result["classes"])])
+    lines.append(f"  {'class':<{width}}  {'top-1':>7}  {'images':>6}")
+    for name, row in zip(result["classes"], result["confusion"], strict=True):
+        images = sum(row)
+        accuracy = f"{result['per_class'][name]:6.2f}%" if images else f"{'-':>7}"
+        lines.append(f"  {name:<{width}}  {accuracy}  {images:>6}")
+    return "\n".join(lines)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from resnetkit.evaluate.evaluator import evaluate_model  # heavy imports only when used
+    from resnetkit.models.loading import load_model
+
+    model = load_model(args.model, arch=args.arch)
+    result = evaluate_model(
+        model,
+        args.dataset,
+        args.data_dir,
+        split=args.split,
+        batch_size=args.batch_size,
+        ten_crop=args.ten_crop,
+        image_size=args.image_size,
+        device=args.device,
+        download=args.download,
+    )
+    if args.confusion is not None:
+        from resnetkit.evaluate.plots import plot_confusion
+
+        path = confusion_path(args.confusion, args.dataset, args.split, args.ten_crop)
+        title = f"{model.name} on {args.dataset} {args.split} (top-1 {result['top1']:.2f}%)"
+        result["confusion_png"] = str(
+            plot_confusion(result["confusion"], result["classes"], path, title)
+        )
+    if args.as_json:
+        print(json.dumps({"model": str(args.model), **result}))
+    else:
+        print(format_report(result, str(args.model)))
+        if "confusion_png" in result:
+            print(f"confusion matrix: {result['confusion_png']}")
+    return 0

@@ -1,0 +1,247 @@
+"""The streaming path: image folders too large for memory, decoded per image by a DataLoader.
+
+:func:`folder_loader` returns a :class:`FolderLoader`, a ``DataLoader`` with the interface the
+trainer uses for the in-memory :class:`~resnetkit.data.fast.TensorLoader`: ``set_epoch``,
+``iterate(start_batch)`` to resume mid-epoch, ``len()`` in batches and ``num_samples``.
+Undecodable images never stop training: they are dropped from their batch (so a batch may be
+smaller) and counted in :attr:`FolderLoader.skipped`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+from resnetkit.data.folder import ImageFolderDataset, collate_skip_bad, scan_image_folder
+from resnetkit.data.images import DEFAULT_MAX_PIXELS
+
+__all__ = ["FolderLoader", "folder_loader"]
+
+
+def _collate_counting(batch: Sequence[Any]) -> tuple[Any, int]:
+    """``collate_skip_bad`` plus the number of dropped items, so counts survive worker processes."""
+    skipped = sum(item is None for item in batch)
+    return collate_skip_bad(batch), skipped
+
+
+class _ResumableSampler(Sampler[int]):
+    """Yields the indices of ``base``, skipping the first ``start`` once (mid-epoch resume).
+
+    ``start`` is consumed by the next pass, whenever the DataLoader begins reading indices
+    (at once with workers, at the first batch without).
+    """
+
+    def __init__(self, base: Sampler[int]) -> None:
+        self.base = base
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return itertools.islice(iter(self.base), start, None)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+
+class FolderLoader(DataLoader[Any]):
+    """A DataLoader over an :class:`ImageFolderDataset` that skips and counts bad images.
+
+    Iterating yields ``(images, labels)`` as collated by
+    :func:`~resnetkit.data.folder.collate_skip_bad`; a batch whose images were all bad is not
+    yielded at all. After (or during) a pass, :attr:`skipped` is the number of undecodable
+    images met in that pass; it is reset when a new pass starts. It is counted in the main
+    process from what the collate function reports, so it is right with worker processes
+    too (``dataset.failures``, which names the files, is only filled when ``num_workers=0``).
+
+    Shuffling is seeded by ``(seed, epoch)``: the same epoch always visits images in the same
+    order, and :meth:`iterate` can resume from a batch without decoding the skipped ones.
+    Random per-image transforms draw from the torch RNG of the process that decodes: worker
+    processes are seeded from the same ``(seed, epoch)`` generator, the main process (with
+    ``num_workers=0``) uses the global torch seed.
+
+    Attributes:
+        skipped: Undecodable images met in the current (or last) pass.
+        epoch: The epoch set by :meth:`set_epoch`.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageFolderDataset,
+        batch_size: int,
+        *,
+        train: bool,
+        num_workers: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: int = 0,
+        drop_last: bool | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        drop_last = train if drop_last is None else drop_last
+        generator = torch.Generator()
+        base: Sampler[int]
+        if world_size > 1:
+            # Evaluation shards are padded with repeated images to an equal length per rank.
+            base = DistributedSampler(
+                dataset,
+                num_replicas=world_size,
+                rank=rank,
+                shuffle=train,
+                seed=seed,
+                drop_last=train,
+            )
+        elif train:
+            base = RandomSampler(dataset, generator=generator)
+        else:
+            base = SequentialSampler(dataset)
+        self.seed = seed
+        self.rank = rank
+        self.epoch = epoch
+        self.skipped = 0
+        self._sampler = _ResumableSampler(base)
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            sampler=self._sampler,
+            num_workers=num_workers,
+            collate_fn=_collate_counting,
+            pin_memory=pin_memory,
+            drop_last=drop_last,
+            generator=generator,
+            persistent_workers=False,
+        )
+        self._generator = generator
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle (and worker seeds) the next pass uses."""
+        self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        """Images this process visits per epoch (before bad ones are dropped)."""
+        return len(self._sampler)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self.iterate()
+
+    def iterate(self, start_batch: int = 0) -> Iterator[Any]:
+        """Yield the good ``(images, labels)`` batches of the epoch, from batch ``start_batch``.
+
+        Batches before ``start_batch`` are skipped without being decoded.
+        """
+        # The generator shuffles (single process) and seeds the workers; the rank is mixed in
+        # so that ranks do not draw identical augmentations for their different images.
+        self._generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 8_191 + self.rank)
+        base = self._sampler.base
+        if isinstance(base, DistributedSampler):
+            base.set_epoch(self.epoch)
+        self._sampler.start = start_batch * self.batch_size  # type: ignore[operator]
+        self.skipped = 0
+        for batch, skipped in super().__iter__():
+            self.skipped += skipped
+            if batch is not None:
+                yield batch
+
+
+def folder_loader(
+    root_or_samples: str | Path | Sequence[tuple[str | Path, int]],
+    classes: Sequence[str] | None,
+    transform: Callable[[Image.Image], Any] | None,
+    batch_size: int,
+    *,
+    train: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    drop_last: bool | None = None,
+    pin_memory: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FolderLoader:
+    """A DataLoader over an image folder (or a list of samples) that never crashes on bad files.
+
+    Example::
+
+        loader = folder_loader("data/train", None, build_train_transform(224, mean, std,
+                               augment="imagenet"), 256, train=True, num_workers=8)
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            for x, y in loader:
+                ...
+            print(f"{loader.skipped} undecodable images skipped")
+
+    Args:
+        root_or_samples: A class-per-folder root (scanned with
+            :func:`~resnetkit.data.folder.scan_image_folder`), or ``(path, label)`` pairs,
+            e.g. one side of :func:`~resnetkit.data.folder.split_samples`.
+        classes: Class names; required with samples. With a root, ``None`` takes them from
+            the sub-folders, and names given must match those.
+        transform: Applied to each RGB ``PIL.Image`` (e.g. :func:`build_train_transform`).
+        batch_size: Images per batch and process, before bad ones are dropped.
+        train: Shuffle (seeded by ``(seed, epoch)``) and drop the last incomplete batch.
+        num_workers: Decoding processes; 0 decodes in the main process.
+        seed: Base seed of the shuffle and of the worker processes.
+        rank: This process's index when distributed.
+        world_size: Number of processes; above 1 a ``DistributedSampler`` shards the data.
+        epoch: Initial epoch (see :meth:`FolderLoader.set_epoch`).
+        drop_last: Override the default (``train``).
+        pin_memory: Pin batches for faster host-to-GPU copies.
+        max_pixels: Largest accepted ``width * height``; larger images are skipped.
+
+    Returns:
+        A :class:`FolderLoader`.
+
+    Raises:
+        ValueError: If samples are given without ``classes``, or the class folders of a root
+            differ from the ``classes`` given.
+    """
+    if isinstance(root_or_samples, (str, Path)):
+        samples, found = scan_image_folder(root_or_samples)
+        if classes is not None and tuple(classes) != found:
+            raise ValueError(
+                f"{root_or_samples}: class folders {list(found)} do not match the classes "
+                f"given {list(classes)}; pass classes=None to use the folders"
+            )
+        dataset = ImageFolderDataset(
+            root_or_samples,
+            transform=transform,
+            samples=samples,
+            classes=found,
+            max_pixels=max_pixels,
+        )
+    else:
+        if classes is None:
+            raise ValueError("folder_loader: give the class names along with explicit samples")
+        dataset = ImageFolderDataset(
+            None,
+            transform=transform,
+            samples=root_or_samples,
+            classes=classes,
+            max_pixels=max_pixels,
+        )
+    return FolderLoader(
+        dataset,
+        batch_size,
+        train=train,
+        num_workers=num_workers,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        epoch=epoch,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+    )

@@ -1,0 +1,244 @@
+"""Evaluate a trained model on CIFAR or an image folder: accuracy, per class, confusion, 10-crop.
+
+Inputs are prepared exactly as the model's ``pretrained_cfg`` says (mean/std, or the 2015
+paper's per-pixel mean), at its input size.
+
+10-crop testing (He et al. 2015, Sec. 3.4 and 4.2, following Krizhevsky et al. 2012) averages
+the softmax scores of the four corner crops, the centre crop and their horizontal flips:
+
+* CIFAR (32x32 images): each image is padded by 4 zero pixels on every side (as in training)
+  and the ten 32x32 crops are taken from the 40x40 result.
+* Image folders: the shorter side is resized to ``input_size * 256 / 224`` (about 1.14x; 256
+  for 224) with a centre square crop, and the ten ``input_size`` crops are taken from that.
+
+With 10 crops, ``loss`` is the negative log of the averaged probability of the true class.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resnetkit.data.cifar import ArrayDataset, load_cifar
+from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.data.folder import format_failures, load_folder_arrays
+from resnetkit.evaluate.metrics import evaluate_batches
+from resnetkit.models.loading import preprocessing_of
+
+DATASETS = ("cifar10", "cifar100", "folder")
+CIFAR_SIZE = 32
+CIFAR_TEN_CROP_PAD = 4
+#: Folder 10-crop: resize to this multiple of the crop size first (256 / 224, as for ImageNet).
+FOLDER_TEN_CROP_SCALE = 256 / 224
+
+
+def ten_crop_views(images: Tensor, size: int) -> list[Tensor]:
+    """The four corner crops, the centre crop and their horizontal flips, in that order.
+
+    Args:
+        images: (B, C, H, W) with H, W >= size.
+        size: side of the square crops.
+
+    Returns:
+        Ten (B, C, size, size) tensors (torchvision ``TenCrop`` order).
+    """
+    h, w = images.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"cannot take {size}x{size} crops from {h}x{w} images")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    corners = ((0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left))
+    crops = [images[..., y : y + size, x : x + size] for y, x in corners]
+    return crops + [c.flip(-1) for c in crops]
+
+
+@dataclass
+class _Scorer:
+    """Turns a batch from the loader into logits (or log of 10-crop averaged probabilities).
+
+    Attributes:
+        model: the network, in eval mode.
+        input_size: the side the model expects; batches of another size are resized.
+        crop: side of the 10 crops, or ``None`` for single-crop evaluation.
+        pixel_mean: (3, crop, crop) mean to subtract after cropping (only with ``crop``).
+    """
+
+    model: Callable[[Tensor], Tensor]
+    input_size: int
+    crop: int | None = None
+    pixel_mean: Tensor | None = None
+
+    def _logits(self, x: Tensor) -> Tensor:
+        if self.pixel_mean is not None:
+            x = x - self.pixel_mean.to(x.device)
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            # Bilinear weights sum to 1, so resizing after per-channel normalisation equals
+            # normalising after resizing.
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.model(x).float()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.crop is None:
+            return self._logits(x)
+        probs = torch.stack([self._logits(v).softmax(1) for v in ten_crop_views(x, self.crop)])
+        return probs.mean(0).clamp_min(1e-12).log()
+
+
+def load_eval_data(
+    dataset: str,
+    data_dir: str | Path,
+    *,
+    split: str = "test",
+    size: int = 32,
+    download: bool = False,
+) -> ArrayDataset:
+    """Load an evaluation split as uint8 arrays.
+
+    Args:
+        dataset: ``cifar10``, ``cifar100`` or ``folder``.
+        data_dir: CIFAR root, or an image folder (one sub-folder per class). For folders,
+            ``data_dir/split`` is used when it exists (e.g. ``data/val``), else ``data_dir``.
+        split: ``train`` or ``test`` for CIFAR; a sub-folder name for folders.
+        size: side of folder images (resized and centre-cropped); CIFAR is always 32.
+        download: fetch CIFAR if missing.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset != "folder":
+        return load_cifar(data_dir, dataset, split, download=download)
+    root = Path(data_dir)
+    if (root / split).is_dir():
+        root = root / split
+    images, labels, classes, failures = load_folder_arrays(root, size)
+    if failures:
+        warnings.warn(format_failures(failures, len(labels) + len(failures)), stacklevel=2)
+    if not len(labels):
+        raise ValueError(f"no readable images in {root}")
+    return ArrayDataset(images, labels, classes)
+
+
+def _match_classes(
+    data: ArrayDataset, num_classes: int, model_classes: list[str], where: str
+) -> ArrayDataset:
+    """Check the model's head fits the data; reorder labels if only the class order differs."""
+    if num_classes <= 0:
+        raise ValueError("the model has no classifier head (num_classes=0); nothing to evaluate")
+    if num_classes != data.num_classes:
+        raise ValueError(
+            f"class mismatch: the model predicts {num_classes} classes but {where} has "
+            f"{data.num_classes} ({', '.join(data.classes[:10])}"
+            f"{', ...' if data.num_classes > 10 else ''}). Evaluate on the dataset the model was "
+            "trained on, or fine-tune it for this one first."
+        )
+    if not model_classes or list(data.classes) == model_classes:
+        return data
+    if sorted(data.classes) == sorted(model_classes):
+        index = {name: i for i, name in enumerate(model_classes)}
+        remap = np.array([index[name] for name in data.classes], dtype=np.int64)
+        return ArrayDataset(data.images, remap[data.labels], tuple(model_classes))
+    differ = [f"{d}!={m}" for d, m in zip(data.classes, model_classes, strict=True) if d != m]
+    warnings.warn(
+        f"class names of the model and of {where} differ ({', '.join(differ[:5])}); "
+        "labels are compared by index",
+        stacklevel=3,
+    )
+    return data
+
+
+def _pixel_mean(cfg: dict[str, Any], size: int) -> Tensor | None:
+    values = cfg.get("pixel_mean")
+    if values is None:
+        return None
+    side = math.isqrt(len(values) // 3)
+    if 3 * side * side != len(values) or side != size:
+        raise ValueError(
+            f"the model's pixel_mean has {len(values)} values; expected 3*{size}*{size} = "
+            f"{3 * size * size} for {size}x{size} inputs"
+        )
+    return torch.tensor(values, dtype=torch.float32).view(3, size, size)
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: str,
+    data_dir: str | Path,
+    *,
+    split: str = "test",
+    batch_size: int = 256,
+    ten_crop: bool = False,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = False,
+) -> dict[str, Any]:
+    """Measure a classifier on an evaluation split.
+
+    Args:
+        model: a classifier with ``num_classes`` (and ideally ``pretrained_cfg``, see
+            :func:`~resnetkit.models.loading.preprocessing_of`), e.g. from ``load_model``.
+        dataset: ``cifar10``, ``cifar100`` or ``folder``.
+        data_dir: where the data lies (see :func:`load_eval_data`).
+        split: which split (``test``/``train`` for CIFAR, a sub-folder for folders).
+        batch_size: images per forward pass (times 10 with ``ten_crop``, one view at a time).
+        ten_crop: the paper's 10-crop testing (see the module docstring).
+        image_size: model input side; defaults to the model's ``input_size``. CIFAR images
+            are resized to it when it is not 32.
+        device: where to run the model (it is moved there).
+        download: fetch CIFAR if missing.
+
+    Returns:
+        ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
+        (class -> percent), ``confusion`` (rows: true class, columns: predicted), ``classes``,
+        plus ``dataset``, ``split``, ``ten_crop`` and ``input_size``.
+
+    Raises:
+        ValueError: unknown dataset, or the model's class count differs from the data's.
+    """
+    cfg = preprocessing_of(model)
+    size = int(image_size or cfg["input_size"])
+    data_size = CIFAR_SIZE if dataset in ("cifar10", "cifar100") else size
+    load_size = data_size
+    if ten_crop and dataset == "folder":
+        load_size = int(round(size * FOLDER_TEN_CROP_SCALE))
+    data = load_eval_data(dataset, data_dir, split=split, size=load_size, download=download)
+    where = f"{dataset} {split} in {data_dir}"
+    data = _match_classes(data, int(getattr(model, "num_classes", 0)), cfg["classes"], where)
+
+    images = to_nchw_tensor(data.images)
+    pixel_mean = _pixel_mean(cfg, data_size)
+    per_channel = Normalization(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    if ten_crop:
+        if dataset != "folder":
+            pad = CIFAR_TEN_CROP_PAD
+            images = F.pad(images, (pad, pad, pad, pad))  # zero pixels, as in training
+        # Crops are taken after normalising; a per-pixel mean only fits the cropped size.
+        norm = Normalization() if pixel_mean is not None else per_channel
+        scorer = _Scorer(model, size, crop=data_size, pixel_mean=pixel_mean)
+    else:
+        norm = Normalization(pixel_mean=pixel_mean) if pixel_mean is not None else per_channel
+        scorer = _Scorer(model, size)
+    loader = TensorLoader(images, torch.from_numpy(data.labels), batch_size, norm, train=False)
+
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        meter = evaluate_batches(scorer, loader, data.num_classes, device=device)
+    finally:
+        model.train(was_training)
+    return {
+        **meter.summary(data.classes),
+        "classes": list(data.classes),
+        "dataset": dataset,
+        "split": split,
+        "ten_crop": ten_crop,
+        "input_size": size,
+    }

@@ -1,0 +1,244 @@
+"""One front door for trained models: a model directory, a packaged tag, or a checkpoint file.
+
+Checkpoint files are read without running code: ``.safetensors`` directly, ``.pt``/``.pth``
+only through ``torch.load(..., weights_only=True)``. A pickle that needs anything beyond tensors
+and plain containers (a whole pickled model, a custom class) is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from resnetkit.models.model_dir import load_model_dir
+from resnetkit.models.registry import create_model, get_model_config
+from resnetkit.models.resnet import ResNet
+
+#: Normalisation assumed for a bare checkpoint, which carries no preprocessing of its own.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: Keys under which training scripts commonly nest the weights, tried in this order.
+NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+#: Prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
+    """Load a trained model in eval mode, with ``model.pretrained_cfg`` attached.
+
+    Args:
+        name_or_dir: a model directory (``config.json`` + ``model.safetensors``), a packaged
+            weights tag such as ``resnet20.cifar10``, or, with ``arch``, a checkpoint file
+            (``.safetensors``, or ``.pt``/``.pth`` holding a state dict).
+        arch: registered architecture of a bare checkpoint file, e.g. ``resnet20``. For a
+            directory or tag it is optional and must match.
+
+    Returns:
+        The model in eval mode. ``model.pretrained_cfg`` has at least ``classes`` (may be
+        empty), ``mean``, ``std`` and ``input_size``; bare checkpoints get ImageNet mean/std and
+        the architecture's default input size.
+
+    Raises:
+        ValueError: a checkpoint without ``arch``, a checkpoint that needs arbitrary unpickling,
+            keys or shapes that do not fit the architecture, or a name that is neither a path
+            nor a packaged tag.
+        FileNotFoundError: a path-like name that does not exist, or an incomplete directory.
+    """
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        model = load_model_dir(path)
+    elif path.is_file():
+        if arch is None:
+            raise ValueError(
+                f"{path} is a bare checkpoint file: give its architecture too "
+                "(arch='resnet50', or --arch resnet50 on the command line)"
+            )
+        model = load_checkpoint(path, arch)
+    elif path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES or len(path.parts) > 1:
+        raise FileNotFoundError(f"no such model directory or checkpoint file: {path}")
+    else:
+        model = _load_tag(str(name_or_dir))
+    if arch is not None and model.name != arch:
+        raise ValueError(f"{name_or_dir} holds a {model.name}, not the requested arch {arch!r}")
+    model.pretrained_cfg = preprocessing_of(model)  # type: ignore[assignment]
+    return model.eval()
+
+
+def _load_tag(name: str) -> ResNet:
+    try:
+        model = create_model(name, pretrained=True)
+    except KeyError as err:  # unknown architecture or no packaged weights of that name
+        raise ValueError(
+            f"{name!r} is not a model directory or checkpoint file here, nor packaged weights: "
+            f"{err.args[0] if err.args else err}"
+        ) from None
+    assert isinstance(model, ResNet)
+    return model
+
+
+def preprocessing_of(model: nn.Module) -> dict[str, Any]:
+    """What a model expects as input, with defaults filled in.
+
+    Args:
+        model: any model; ``model.pretrained_cfg`` is used when present.
+
+    Returns:
+        A copy of ``pretrained_cfg`` with at least ``classes`` (list, may be empty), ``mean``
+        and ``std`` (lists of 3 floats, on the 0-1 scale) and ``input_size`` (int). A
+        ``pixel_mean`` entry (3*H*W floats, the 2015 paper's per-pixel mean) is kept.
+    """
+    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+    config = getattr(model, "config", None)
+    default_size = int(getattr(config, "default_input_size", 224))
+    cfg["classes"] = list(cfg.get("classes") or [])
+    cfg["mean"] = [float(v) for v in cfg.get("mean") or IMAGENET_MEAN]
+    cfg["std"] = [float(v) for v in cfg.get("std") or IMAGENET_STD]
+    cfg["input_size"] = int(cfg.get("input_size") or default_size)
+    return cfg
+
+
+def load_checkpoint(path: str | Path, arch: str) -> ResNet:
+    """Build ``arch`` and load a bare checkpoint file into it (strict, shapes checked).
+
+    The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
+    backbone). Weights nested under ``state_dict``, ``model_state_dict`` or ``model`` are
+    unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped.
+
+    Args:
+        path: ``.safetensors``, or ``.pt``/``.pth`` holding a state dict.
+        arch: a registered architecture, e.g. ``resnet20``.
+
+    Returns:
+        The model, with ``pretrained_cfg`` set to ImageNet mean/std and ``arch``'s input size.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    fc = state.get("fc.weight")
+    num_classes = int(fc.shape[0]) if fc is not None else 0
+    config = get_model_config(arch).with_options(num_classes=num_classes)
+    model = ResNet(config, name=arch)
+    _load_checked(model, state, path)
+    model.pretrained_cfg = {  # type: ignore[assignment]
+        "classes": [],
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input_size": config.default_input_size,
+        "source": str(path),
+    }
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read the tensors of a checkpoint file without executing anything it contains.
+
+    Raises:
+        ValueError: unsupported suffix, unreadable file, a pickle that needs more than tensors
+            and plain containers, or no state dict inside.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        from safetensors.torch import load_file
+
+        try:
+            raw: Any = load_file(str(path))
+        except Exception as err:  # safetensors raises its own error type for damaged files
+            raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    elif suffix in PICKLE_SUFFIXES:
+        raw = _torch_load_weights_only(path)
+    else:
+        known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
+        raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
+    return _strip_prefixes(_unwrap(raw, path))
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f" (it references {match.group(1)})" if match else ""
+        raise ValueError(
+            f"{path} cannot be loaded with weights_only=True{what}: it needs arbitrary "
+            "unpickling, which can run any code, and resnetkit refuses it for safety. To convert "
+            "it, load it yourself in a trusted environment and save only the weights, e.g. "
+            "`from safetensors.torch import save_file; "
+            "save_file(model.state_dict(), 'model.safetensors')`, then pass that file."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+
+
+def _is_state_dict(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    )
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    for _ in range(len(NESTED_KEYS) + 1):
+        if _is_state_dict(obj):
+            return dict(obj)
+        inner = next((obj[k] for k in NESTED_KEYS if isinstance(obj, Mapping) and k in obj), None)
+        if inner is None:
+            break
+        obj = inner
+    found = (
+        f"a dict with keys {sorted(map(str, obj))[:10]}"
+        if isinstance(obj, Mapping)
+        else f"a {type(obj).__name__}"
+    )
+    raise ValueError(
+        f"{path}: expected a state dict (parameter name -> tensor), possibly under one of "
+        f"{', '.join(NESTED_KEYS)}; found {found}"
+    )
+
+
+def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def _load_checked(model: ResNet, state: dict[str, Tensor], path: Path) -> None:
+    """Strict load with an error that names the keys and shapes that do not fit."""
+    expected = model.state_dict()
+    # Old checkpoints predate BatchNorm's counter; it does not affect evaluation.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)}, {model.name} {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        problems = []
+        if missing:
+            problems.append(f"missing keys {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            more = " ..." if len(unexpected) > 5 else ""
+            problems.append(f"unexpected keys {unexpected[:5]}{more}")
+        if shapes:
+            problems.append("shape mismatches " + "; ".join(shapes[:5]))
+        raise ValueError(
+            f"{path} does not fit {model.name}: {'; '.join(problems)}. Check --arch, or map the "
+            "keys to torchvision names first."
+        )
+    full = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}
+    model.load_state_dict(full, strict=True)

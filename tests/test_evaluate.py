@@ -1,0 +1,277 @@
+"""``resnetkit evaluate``: metrics against a hand computation, 10-crop, loading, safety, plots."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetkit.cli.main import main
+from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD
+from resnetkit.evaluate.evaluator import evaluate_model, ten_crop_views
+from resnetkit.evaluate.plots import plot_confusion
+from resnetkit.models.loading import load_model, preprocessing_of
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.models.resnet import ResNet
+
+CLASSES = [f"class{i}" for i in range(10)]
+N_IMAGES = 12
+
+
+def _normalise(images: np.ndarray) -> torch.Tensor:
+    """(N, 32, 32, 3) uint8 -> normalised (N, 3, 32, 32), independently of resnetkit."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(CIFAR_MEAN["cifar10"]).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD["cifar10"]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _write_cifar10(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    planes = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # R, G, B planes
+    records = np.concatenate([labels.astype(np.uint8)[:, None], planes], axis=1)
+    (folder / "test_batch.bin").write_bytes(records.astype(np.uint8).tobytes())
+    (folder / "batches.meta.txt").write_text("\n".join(CLASSES) + "\n")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A random resnet20 saved as a model dir, and CIFAR-10 data it gets exactly 50% right."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("evaluate")
+    model = create_model("resnet20", num_classes=10).eval()
+    assert isinstance(model, ResNet)
+    images = np.random.default_rng(0).integers(0, 256, (N_IMAGES, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        logits = model(_normalise(images))
+    pred = logits.argmax(1).numpy()
+    # Even images labelled as predicted, odd ones as the next class: top-1 is exactly 50%.
+    labels = np.where(np.arange(N_IMAGES) % 2 == 0, pred, (pred + 1) % 10).astype(np.int64)
+    _write_cifar10(tmp / "data", images, labels)
+    preprocessing = {
+        "input_size": 32,
+        "mean": list(CIFAR_MEAN["cifar10"]),
+        "std": list(CIFAR_STD["cifar10"]),
+    }
+    model_dir = save_model_dir(
+        model, tmp / "model", arch="resnet20", classes=CLASSES, preprocessing=preprocessing
+    )
+    return {
+        "tmp": tmp,
+        "model": model,
+        "model_dir": model_dir,
+        "data": tmp / "data",
+        "images": images,
+        "labels": labels,
+        "logits": logits,
+    }
+
+
+def _run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(["evaluate", *argv, "--json"]) == 0
+    result: dict[str, object] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_metrics_match_hand_computation(setup: dict) -> None:
+    model = load_model(setup["model_dir"])
+    assert preprocessing_of(model)["classes"] == CLASSES
+    result = evaluate_model(model, "cifar10", setup["data"], batch_size=5)  # 3 batches
+    labels, logits = setup["labels"], setup["logits"]
+    pred = logits.argmax(1).numpy()
+    assert result["count"] == N_IMAGES
+    assert result["top1"] == pytest.approx(100.0 * np.mean(pred == labels)) == 50.0
+    top5 = (logits.topk(5, 1).indices.numpy() == labels[:, None]).any(1).mean()
+    assert result["top5"] == pytest.approx(100.0 * top5)
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
+    assert result["loss"] == pytest.approx(float(loss), rel=1e-4)
+    confusion = np.array(result["confusion"])
+    assert confusion.sum() == N_IMAGES
+    expected = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(expected, (labels, pred), 1)
+    np.testing.assert_array_equal(confusion, expected)
+    for k, name in enumerate(CLASSES):
+        mask = labels == k
+        acc = 100.0 * np.mean(pred[mask] == k) if mask.any() else 0.0
+        assert result["per_class"][name] == pytest.approx(acc)
+    assert result["classes"] == CLASSES
+
+
+def test_cli_json_and_confusion_png(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    png = setup["tmp"] / "plots" / "cm.png"
+    out = _run_cli(
+        capsys,
+        "--model", str(setup["model_dir"]),
+        "--dataset", "cifar10",
+        "--data-dir", str(setup["data"]),
+        "--confusion", str(png),
+    )  # fmt: skip
+    assert out["top1"] == 50.0
+    assert 50.0 <= out["top5"] <= 100.0
+    assert set(out["per_class"]) == set(CLASSES)
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert out["confusion_png"] == str(png)
+
+
+def test_cli_table(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", "--model", str(setup["model_dir"]), "--dataset", "cifar10"]
+    assert main([*args, "--data-dir", str(setup["data"])]) == 0
+    text = capsys.readouterr().out
+    assert "top-1  50.00%" in text
+    assert "class9" in text
+
+
+def test_ten_crop_matches_hand_computation(setup: dict) -> None:
+    model, images, labels = setup["model"], setup["images"], setup["labels"]
+    result = evaluate_model(load_model(setup["model_dir"]), "cifar10", setup["data"], ten_crop=True)
+    padded = torch.nn.functional.pad(
+        torch.from_numpy(images).permute(0, 3, 1, 2), (4, 4, 4, 4)
+    ).permute(0, 2, 3, 1)
+    x = _normalise(padded.numpy())
+    views = ten_crop_views(x, 32)
+    assert len(views) == 10 and all(v.shape == (N_IMAGES, 3, 32, 32) for v in views)
+    torch.testing.assert_close(views[4], _normalise(images))  # the centre crop is the image
+    torch.testing.assert_close(views[5], views[0].flip(-1))
+    with torch.no_grad():
+        probs = model(torch.cat(views)).softmax(1).view(10, N_IMAGES, 10).mean(0)
+    pred = probs.argmax(1).numpy()
+    assert result["count"] == N_IMAGES and result["ten_crop"]
+    assert result["top1"] == pytest.approx(100.0 * np.mean(pred == labels))
+    nll = -probs[torch.arange(N_IMAGES), torch.from_numpy(labels)].log().mean()
+    assert result["loss"] == pytest.approx(float(nll), rel=1e-4)
+    assert np.array(result["confusion"]).sum() == N_IMAGES
+    # Averaging over crops moves the predictions only a little away from the single crop.
+    assert np.mean(pred == setup["logits"].argmax(1).numpy()) >= 0.5
+
+
+def test_class_mismatch_is_explained(setup: dict) -> None:
+    model = create_model("resnet20", num_classes=5)
+    with pytest.raises(ValueError, match="5 classes.*has 10"):
+        evaluate_model(model, "cifar10", setup["data"])
+
+
+def test_bare_checkpoint_with_prefixes(
+    setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    state = {f"module.{k}": v for k, v in setup["model"].state_dict().items()}
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "state_dict": state}, ckpt)
+    loaded = load_model(ckpt, arch="resnet20")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), setup["model"](x))
+    cfg = loaded.pretrained_cfg
+    assert cfg["classes"] == [] and cfg["input_size"] == 32 and len(cfg["mean"]) == 3
+    out = _run_cli(
+        capsys,
+        "--model", str(ckpt),
+        "--arch", "resnet20",
+        "--dataset", "cifar10",
+        "--data-dir", str(setup["data"]),
+    )  # fmt: skip
+    assert out["count"] == N_IMAGES and 0.0 <= out["top1"] <= 100.0
+    with pytest.raises(ValueError, match="--arch"):
+        load_model(ckpt)
+
+
+def _make_marker(path: str) -> None:
+    Path(path).write_text("code ran")
+
+
+class _Payload:
+    """Unpickling this object would call ``_make_marker``: an arbitrary-code stand-in."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_make_marker, (str(self.marker),))
+
+
+def test_unsafe_pickle_is_refused_without_running_code(
+    setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Payload(probe)))  # plain unpickling does run the payload
+    assert probe.exists()
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": setup["model"].state_dict(), "extra": _Payload(marker)}, evil)
+    with pytest.raises(ValueError, match="arbitrary unpickling") as err:
+        load_model(evil, arch="resnet20")
+    assert "safetensors" in str(err.value) and "_make_marker" in str(err.value)
+    args = ["evaluate", "--model", str(evil), "--arch", "resnet20", "--dataset", "cifar10"]
+    assert main([*args, "--data-dir", str(setup["data"])]) == 2
+    assert "refuses it for safety" in capsys.readouterr().err
+    assert not marker.exists()
+
+    whole = tmp_path / "whole.pt"
+    torch.save(setup["model"], whole)  # a pickled module, not a state dict
+    with pytest.raises(ValueError, match="arbitrary unpickling"):
+        load_model(whole, arch="resnet20")
+
+
+def test_pixel_mean_model_dir(setup: dict, tmp_path: Path) -> None:
+    model, images = setup["model"], setup["images"]
+    pixel_mean = torch.from_numpy(images).permute(0, 3, 1, 2).float().mean(0) / 255.0
+    model_dir = save_model_dir(
+        model,
+        tmp_path / "pm",
+        arch="resnet20",
+        classes=CLASSES,
+        preprocessing={"input_size": 32, "pixel_mean": pixel_mean.flatten().tolist()},
+    )
+    result = evaluate_model(load_model(model_dir), "cifar10", setup["data"])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - pixel_mean
+    with torch.no_grad():
+        pred = model(x).argmax(1).numpy()
+    assert result["top1"] == pytest.approx(100.0 * np.mean(pred == setup["labels"]))
+    ten = evaluate_model(load_model(model_dir), "cifar10", setup["data"], ten_crop=True)
+    assert ten["count"] == N_IMAGES
+
+
+def test_folder_dataset(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    model = create_model("resnet20", num_classes=2)
+    save_model_dir(
+        model,
+        tmp_path / "model",
+        arch="resnet20",
+        classes=["cat", "dog"],
+        preprocessing={"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )
+    loaded = load_model(tmp_path / "model")
+    single = evaluate_model(loaded, "folder", tmp_path / "data")
+    ten = evaluate_model(loaded, "folder", tmp_path / "data", ten_crop=True)
+    for result in (single, ten):
+        assert result["count"] == 6 and result["classes"] == ["cat", "dog"]
+        assert np.array(result["confusion"]).sum() == 6
+    assert ten["top5"] == 100.0  # two classes: always within the top 5
+
+
+def test_plot_confusion_png(tmp_path: Path) -> None:
+    matrix = [[5, 1, 0], [2, 3, 1], [0, 0, 6]]
+    path = plot_confusion(matrix, ["airplane", "automobile", "bird"], tmp_path / "a" / "c.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="shape"):
+        plot_confusion(matrix, ["a", "b"], tmp_path / "bad.png")
+
+
+def test_unknown_model_name_is_explained(setup: dict) -> None:
+    with pytest.raises(ValueError, match="not a model directory"):
+        load_model("no_such_model")
+    with pytest.raises(FileNotFoundError):
+        load_model(setup["tmp"] / "missing.pt", arch="resnet20")

@@ -1,0 +1,273 @@
+"""The training loop: it learns, resumes exactly, stops on NaN, writes what it promises."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnetkit.models.model_dir import load_model_dir
+from resnetkit.train.checkpoint import latest_checkpoint
+from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
+from resnetkit.train.schedule import lr_multiplier
+from resnetkit.train.trainer import Trainer, TrainingDiverged, TrainSpec, train
+from tests.fakedata import write_fake_cifar10
+
+TINY = Recipe(
+    epochs=2,
+    batch_size=50,
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="cosine",
+    warmup_iters=2,
+    label_smoothing=0.1,
+    ema_decay=0.9,
+    checkpoint_every_s=1e9,
+    num_threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"))
+
+
+def spec(data: Path, out: Path, recipe: Recipe = TINY, **kw: object) -> TrainSpec:
+    return TrainSpec(
+        model="resnet20",
+        dataset="cifar10",
+        data_dir=data,
+        out=out,
+        recipe=recipe,
+        progress=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+def test_train_writes_model_dir_metrics_and_provenance(cifar_dir: Path, tmp_path: Path) -> None:
+    result = train(spec(cifar_dir, tmp_path / "run"))
+    out = tmp_path / "run"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "train_top1", "test_top1", "test_top5", "images_per_second"} <= set(
+        rows[-1]
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert run["provenance"]["torch"] == torch.__version__
+    assert "git_commit" in run["provenance"] and run["train_images"] == 250
+    assert load_recipe(out / "recipe.yaml") == TINY.override({"name": "custom"})
+    model = load_model_dir(result.model_dir)
+    assert model.pretrained_cfg["classes"][0] == "airplane"
+    assert model.pretrained_cfg["input_size"] == 32
+    assert 0.0 <= result.metrics["test_top1"] <= 100.0
+    assert (out / "tensorboard").is_dir()
+
+
+def test_training_learns_an_easy_dataset(cifar_dir: Path, tmp_path: Path) -> None:
+    recipe = TINY.override({"epochs": 6, "ema_decay": 0.0, "lr": 0.1})
+    result = train(spec(cifar_dir, tmp_path / "run", recipe))
+    history = result.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert result.metrics["test_top1"] > 40.0  # chance is 10%
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(step: int):  # noqa: ANN201
+    def hook(s: int) -> None:
+        if s == step:
+            raise Crash
+
+    return hook
+
+
+def test_interrupted_and_resumed_run_ends_with_identical_weights(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    recipe = TINY.override({"epochs": 3, "checkpoint_every_iters": 3})
+    train(spec(cifar_dir, tmp_path / "straight", recipe))
+    with pytest.raises(Crash):  # 5 iterations per epoch: checkpoints at 3, 5, 6; crash at 8
+        train(spec(cifar_dir, tmp_path / "crashed", recipe, on_step=crash_at(8)))
+    assert latest_checkpoint(tmp_path / "crashed" / "checkpoints").name == "ckpt-00000006"
+    train(spec(cifar_dir, tmp_path / "crashed", recipe, resume=True))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_kill_9_then_resume_matches_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "resnetkit.cli.main",
+        "train",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(cifar_dir),
+        "--recipe",
+        "fast-cifar",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "50",
+        "--num-threads",
+        "1",
+        "--no-progress",
+        "--checkpoint-every-iters",
+        "1",
+        "--eval-every",
+        "10",
+    ]
+    straight = subprocess.run([*args, "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    proc = subprocess.Popen(
+        [*args, "--out", str(tmp_path / "b")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    ckpts = tmp_path / "b" / "checkpoints"
+    while time.monotonic() < deadline:
+        found = latest_checkpoint(ckpts) if (ckpts / "latest").exists() else None
+        if found is not None and int(found.name.split("-")[1]) >= 7:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "model").exists(), "the run finished before it was killed"
+    resumed = subprocess.run(
+        [*args, "--out", str(tmp_path / "b"), "--resume"], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path: Path) -> None:
+    recipe = TINY.override({"checkpoint_every_iters": 2})
+    trainer = Trainer(spec(cifar_dir, tmp_path / "run", recipe))
+
+    def poison(step: int) -> None:
+        if step == 3:
+            with torch.no_grad():
+                trainer.model.fc.weight.fill_(float("nan"))
+
+    trainer.spec.on_step = poison
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 3.*last good checkpoint"):
+        trainer.run()
+    folder = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert folder is not None and folder.name == "ckpt-00000002"
+    weights = load_file(str(folder / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_refuses_to_overwrite_a_run_without_resume(cifar_dir: Path, tmp_path: Path) -> None:
+    recipe = TINY.override({"epochs": 1})
+    train(spec(cifar_dir, tmp_path / "run", recipe))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(spec(cifar_dir, tmp_path / "run", recipe))
+
+
+def test_builtin_recipes_load_and_cite_their_source() -> None:
+    assert {"paper-cifar", "paper-imagenet", "fast-cifar"} <= set(builtin_recipes())
+    paper = load_recipe("paper-cifar")
+    assert (paper.batch_size, paper.lr, paper.weight_decay, paper.momentum) == (128, 0.1, 1e-4, 0.9)
+    assert paper.milestones == (32000, 48000) and paper.max_iters == 64000
+    assert paper.val_split == 5000 and paper.normalize == "pixel_mean"
+    for name in builtin_recipes():
+        assert load_recipe(name).source
+
+
+def test_recipe_overrides_are_typed_and_checked() -> None:
+    r = load_recipe("paper-cifar").override(
+        {"lr": "0.05", "milestones": "100,200", "nesterov": "true"}
+    )
+    assert r.lr == 0.05 and r.milestones == (100, 200) and r.nesterov is True
+    with pytest.raises(ValueError, match="unknown recipe field 'lrate'"):
+        r.override({"lrate": 1})
+    with pytest.raises(ValueError, match="'epochs'.*cannot read 'ten'"):
+        r.override({"epochs": "ten"})
+    with pytest.raises(ValueError, match="schedule"):
+        r.override({"schedule": "linear"})
+
+
+def test_paper_schedule_and_warmup() -> None:
+    recipe = load_recipe("paper-cifar").override({"warmup_iters": 400, "warmup_lr": 0.01})
+    f = lr_multiplier(recipe, 64000)
+    assert f(0) * recipe.lr == pytest.approx(0.01)
+    assert f(400) * recipe.lr == pytest.approx(0.1)
+    assert f(32000) * recipe.lr == pytest.approx(0.01)
+    assert f(48000) * recipe.lr == pytest.approx(0.001)
+    onecycle = lr_multiplier(load_recipe("fast-cifar"), 10000)
+    assert onecycle(0) < onecycle(1950) == pytest.approx(1.0) and onecycle(10000) == 0.0
+
+
+def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "resnetkit.cli.main",
+        "train",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(cifar_dir),
+        "--out",
+        str(out),
+        "--recipe",
+        "fast-cifar",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["world_size"] for r in rows] == [2, 2]  # each epoch checked the ranks agree
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
+    # 250 images, 25 per process per step: 5 steps per epoch, each rank sees half the data
+    assert rows[-1]["step"] == 10
+    assert load_model_dir(out / "model").config.num_classes == 10
+
+
+def test_sync_bn_on_cpu_is_refused_clearly(cifar_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sync_bn needs a GPU"):
+        Trainer(spec(cifar_dir, tmp_path / "run", TINY.override({"sync_bn": True})))
