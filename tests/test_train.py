@@ -271,3 +271,23 @@ def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -
 def test_sync_bn_on_cpu_is_refused_clearly(cifar_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sync_bn needs a GPU"):
         Trainer(spec(cifar_dir, tmp_path / "run", TINY.override({"sync_bn": True})))
+
+
+def test_modern_augmentations_train_and_resume_exactly(cifar_dir: Path, tmp_path: Path) -> None:
+    recipe = TINY.override(
+        {
+            "epochs": 2,
+            "trivial_augment": True,
+            "random_erasing": 0.25,
+            "mixup_alpha": 0.2,
+            "cutmix_alpha": 1.0,
+            "checkpoint_every_iters": 2,
+        }
+    )
+    train(spec(cifar_dir, tmp_path / "a", recipe))
+    with pytest.raises(Crash):
+        train(spec(cifar_dir, tmp_path / "b", recipe, on_step=crash_at(8)))
+    train(spec(cifar_dir, tmp_path / "b", recipe, resume=True))
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from resnetkit import __version__
-from resnetkit.cli import evaluate, train, zoo
+from resnetkit.cli import evaluate, reproduce, train, zoo
 from resnetkit.models.registry import UnknownModelError
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zoo.add_parsers(sub)
     train.add_parsers(sub)
+    reproduce.add_parsers(sub)
     evaluate.add_parsers(sub)
     return parser
 

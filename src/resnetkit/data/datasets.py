@@ -56,6 +56,7 @@ def load_train_eval(
     val_fraction: float = 0.1,
     download: bool = False,
     train_subset: int = 0,
+    eval_subset: int = 0,
     seed: int = 0,
 ) -> TrainEvalData:
     """Load a dataset by name for training.
@@ -68,7 +69,8 @@ def load_train_eval(
         val_fraction: fraction of a folder held out as "val" (stratified), unless the folder has
             ``train/`` and ``val/`` sub-folders.
         download: fetch CIFAR if missing.
-        train_subset: keep only this many training images (stratified by a fixed permutation).
+        train_subset: keep only this many training images (a fixed random draw).
+        eval_subset: keep only this many images of each evaluation split.
         seed: seed of the hold-out and subset draws.
     """
     if dataset not in DATASETS:
@@ -96,6 +98,8 @@ def load_train_eval(
         train = _subset(train, train_subset, seed)
     if val_split:
         train, evals["val"] = hold_out(train, val_split, seed)
+    if eval_subset:
+        evals = {name: _subset(split, eval_subset, seed) for name, split in evals.items()}
     return TrainEvalData(train, evals, tuple(mean), tuple(std), size)
 
 

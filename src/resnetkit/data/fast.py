@@ -7,7 +7,7 @@ that resumes in the middle of an epoch sees exactly the batches it would have se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +81,9 @@ class TensorLoader:
         seed: base seed; epoch ``e`` uses ``seed * 1_000_003 + e``.
         rank, world_size: shard of the data this process sees (DDP).
         channels_last: return batches in channels-last memory format.
+        uint8_augment: extra batch augmentation on uint8 images after crop and flip
+            (e.g. :func:`resnetkit.data.transforms.batch_trivial_augment`).
+        float_augment: batch augmentation on the normalised floats (e.g. random erasing).
     """
 
     def __init__(
@@ -98,6 +101,8 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        uint8_augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        float_augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -118,6 +123,8 @@ class TensorLoader:
         self.rank = rank
         self.world_size = world_size
         self.channels_last = channels_last
+        self.uint8_augment = uint8_augment if train else None
+        self.float_augment = float_augment if train else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -155,9 +162,15 @@ class TensorLoader:
             images = self.images[idx]
             if self.train and (self.pad > 0 or self.flip):
                 images = random_crop_flip(images, self.pad, self.flip, g)
-            if i < start_batch:
+            if self.uint8_augment is not None:
+                images = self.uint8_augment(images, g)
+            if i < start_batch and self.float_augment is None:
                 continue
             x = self.normalization.apply(images)
+            if self.float_augment is not None:
+                x = self.float_augment(x, g)
+            if i < start_batch:
+                continue
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

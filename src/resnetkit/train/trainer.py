@@ -21,10 +21,17 @@ from tqdm import tqdm
 from resnetkit.data.cifar import ArrayDataset
 from resnetkit.data.datasets import load_train_eval
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.data.transforms import (
+    MixCut,
+    batch_random_erasing,
+    batch_trivial_augment,
+    soft_cross_entropy,
+)
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
+from resnetkit.reproduce.figures import plot_training_curves
 from resnetkit.train import distributed
 from resnetkit.train.checkpoint import (
     atomic_write_text,
@@ -54,6 +61,7 @@ class TrainSpec:
     resume: bool = False
     download: bool = False
     train_subset: int = 0
+    eval_subset: int = 0
     image_size: int = 32
     device: str = "cpu"
     progress: bool = True
@@ -111,6 +119,7 @@ class Trainer:
             image_size=spec.image_size,
             download=spec.download,
             train_subset=spec.train_subset,
+            eval_subset=spec.eval_subset,
             seed=recipe.seed,
         )
         self.data = data
@@ -139,7 +148,17 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             channels_last=recipe.channels_last,
+            uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
+            float_augment=self._erasing() if recipe.random_erasing > 0 else None,
         )
+        self.mixcut = MixCut(
+            recipe.mixup_alpha, recipe.cutmix_alpha, len(self.classes), recipe.label_smoothing
+        )
+        if recipe.augment == "imagenet":
+            raise ValueError(
+                "augment 'imagenet' (random-resized crops) needs the streaming folder path, "
+                "which this training loop does not drive yet; use crop_flip for in-memory data"
+            )
         self.eval_loaders = {name: self._eval_loader(split) for name, split in data.evals.items()}
         self.iters_per_epoch = len(self.train_loader) // recipe.accum_steps
         if self.iters_per_epoch == 0:
@@ -182,6 +201,10 @@ class Trainer:
         self._writer: Any = None
 
     # ----------------------------------------------------------------- set-up helpers
+    def _erasing(self) -> Callable[[Tensor, torch.Generator], Tensor]:
+        p = self.recipe.random_erasing
+        return lambda x, g: batch_random_erasing(x, p, g)
+
     def _eval_loader(self, split: ArrayDataset) -> TensorLoader:
         return TensorLoader(
             to_nchw_tensor(split.images),
@@ -320,15 +343,24 @@ class Trainer:
         loss_total, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(group):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            targets: Tensor | None = None
+            if self.mixcut.enabled:
+                g = torch.Generator().manual_seed(
+                    (recipe.seed * 1_000_003 + self.step) * 64 + i * 8 + self.dist.rank
+                )
+                x, targets = self.mixcut(x, y, g)
             sync = contextlib.nullcontext()
             if self.dist.enabled and i < len(group) - 1:
                 sync = self.net.no_sync()  # type: ignore[operator]
             with sync:
                 with _autocast(recipe.precision, self.device):
                     logits = self.net(x)
-                    loss = nn.functional.cross_entropy(
-                        logits.float(), y, label_smoothing=recipe.label_smoothing
-                    )
+                    if targets is not None:
+                        loss = soft_cross_entropy(logits, targets)
+                    else:
+                        loss = nn.functional.cross_entropy(
+                            logits.float(), y, label_smoothing=recipe.label_smoothing
+                        )
                 if not torch.isfinite(loss):
                     value = float(loss.detach())
                     raise TrainingDiverged(
@@ -492,6 +524,9 @@ class Trainer:
                 preprocessing=preprocessing,
                 metrics=metrics,
                 provenance={"recipe": self.recipe.to_dict(), **provenance()},
+            )
+            plot_training_curves(
+                self.history, self.out / "curves.png", f"{self.spec.model} on {self.spec.dataset}"
             )
             atomic_write_text(
                 self.out / "final_metrics.json",

@@ -1,0 +1,54 @@
+import json
+from pathlib import Path
+
+from resnetkit.cli.main import main
+from resnetkit.reproduce.degradation import presets, run_degradation
+from tests.fakedata import write_fake_cifar10
+
+
+def test_quick_preset_follows_the_paper_recipe_on_a_subset() -> None:
+    quick = presets()["quick"]
+    r = quick.recipe
+    assert (r.batch_size, r.lr, r.momentum, r.weight_decay) == (128, 0.1, 0.9, 1e-4)
+    assert r.milestones == (r.max_iters // 2, r.max_iters * 3 // 4)
+    assert quick.train_subset == 10_000
+    full = presets()["full"].recipe
+    assert full.max_iters == 64_000 and full.milestones == (32_000, 48_000)
+
+
+def test_degradation_runs_plots_and_resumes(tmp_path: Path) -> None:
+    data = write_fake_cifar10(tmp_path / "data", n_train=200, n_test=50)
+    overrides = {
+        "max_iters": 4,
+        "epochs": 2,
+        "batch_size": 40,
+        "milestones": "2,3",
+        "num_threads": 1,
+    }
+    models = ("plain20", "resnet20")
+    summary = run_degradation(data, tmp_path / "out", "quick", models, False, overrides)
+    assert set(summary["models"]) == set(models)
+    for curve in summary["models"].values():
+        assert curve["step"] == [4] and len(curve["train_error"]) == 1
+    assert "resnet20_trains_better_than_plain20" in summary["checks"]
+    png = (tmp_path / "out" / "degradation.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    saved = json.loads((tmp_path / "out" / "degradation.json").read_text())
+    assert (
+        saved["models"]["plain20"]["final_train_error"]
+        == summary["models"]["plain20"]["final_train_error"]
+    )
+    assert (tmp_path / "out" / "resnet20" / "curves.png").exists()
+    # A second call finds the finished runs and only redraws.
+    before = (tmp_path / "out" / "plain20" / "model" / "model.safetensors").stat().st_mtime
+    run_degradation(data, tmp_path / "out", "quick", models, False, overrides)
+    after = (tmp_path / "out" / "plain20" / "model" / "model.safetensors").stat().st_mtime
+    assert before == after
+
+
+def test_cli_rejects_unknown_preset(capsys) -> None:  # noqa: ANN001
+    try:
+        main(["reproduce", "degradation", "--preset", "huge", "--data-dir", "x"])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    assert "invalid choice" in capsys.readouterr().err
