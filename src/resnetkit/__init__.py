@@ -2,6 +2,10 @@
 
 from resnetkit.models import ResNet, ResNetConfig, UnknownModelError, create_model, list_models
 
+# Binding the function here (not lazily) also makes ``resnetkit.predict`` the function even after
+# the submodule of the same name is imported. The submodule defers its heavy imports.
+from resnetkit.predict import predict
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -11,4 +15,5 @@ __all__ = [
     "__version__",
     "create_model",
     "list_models",
+    "predict",
 ]

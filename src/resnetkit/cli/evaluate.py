@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resnetkit.data.datasets import DATASETS
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -22,10 +24,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
     )
     p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
-    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "folder"))
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=DATASETS,
+        help="cifar10-sample: 1000/500 real CIFAR-10 images bundled with resnetkit",
+    )
     p.add_argument(
         "--data-dir",
-        required=True,
+        default=Path("."),
         type=Path,
         help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR)",
     )

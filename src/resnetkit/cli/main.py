@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from resnetkit import __version__
-from resnetkit.cli import evaluate, reproduce, train, zoo
+from resnetkit.cli import demo, evaluate, export, predict, reproduce, train, zoo
 from resnetkit.models.registry import UnknownModelError
 
 
@@ -18,9 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resnetkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zoo.add_parsers(sub)
+    demo.add_parsers(sub)
     train.add_parsers(sub)
     reproduce.add_parsers(sub)
     evaluate.add_parsers(sub)
+    export.add_parsers(sub)
+    predict.add_parsers(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
 
 
@@ -18,8 +19,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--epochs 30 --label-smoothing 0.1 (see `resnetkit recipes`).",
     )
     p.add_argument("--model", required=True, help="registered architecture, e.g. resnet20")
-    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "folder"))
-    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=DATASETS,
+        help="cifar10-sample: 1000/500 real CIFAR-10 images bundled with resnetkit",
+    )
+    p.add_argument("--data-dir", default=Path("."), type=Path)
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--recipe", default="fast-cifar", help="built-in name or YAML file")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

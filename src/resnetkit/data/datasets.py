@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,23 @@ from resnetkit.data.folder import (
     split_samples,
 )
 
-DATASETS = ("cifar10", "cifar100", "folder")
+DATASETS = ("cifar10", "cifar100", "folder", "cifar10-sample")
+SAMPLE_FILE = "cifar10_sample.npz"
+
+
+def load_sample(split: str) -> ArrayDataset:
+    """The real CIFAR-10 images bundled with resnetkit: 1000 training images (100 per class,
+    from data_batch_1) and 500 test images (50 per class, from test_batch), for the demo and
+    for tests that need real pictures offline."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = resources.files("resnetkit.assets").joinpath(SAMPLE_FILE)
+    with resources.as_file(path) as file, np.load(file, allow_pickle=False) as data:
+        return ArrayDataset(
+            data[f"{split}_images"],
+            data[f"{split}_labels"].astype(np.int64),
+            tuple(str(c) for c in data["classes"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -76,11 +93,15 @@ def load_train_eval(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     evals: dict[str, ArrayDataset] = {}
-    if dataset in ("cifar10", "cifar100"):
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    if dataset == "cifar10-sample":
+        train, evals["test"] = load_sample("train"), load_sample("test")
+        mean, std, size = CIFAR_MEAN["cifar10"], CIFAR_STD["cifar10"], 32
+    elif dataset in ("cifar10", "cifar100"):
         train = load_cifar(data_dir, dataset, "train", download=download)
         evals["test"] = load_cifar(data_dir, dataset, "test", download=download)
-        mean: tuple[float, ...] = CIFAR_MEAN[dataset]
-        std: tuple[float, ...] = CIFAR_STD[dataset]
+        mean, std = CIFAR_MEAN[dataset], CIFAR_STD[dataset]
         size = 32
     else:
         root = Path(data_dir)

@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnetkit.data.cifar import ArrayDataset, load_cifar
+from resnetkit.data.datasets import DATASETS, load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.folder import format_failures, load_folder_arrays
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
 
-DATASETS = ("cifar10", "cifar100", "folder")
 CIFAR_SIZE = 32
 CIFAR_TEN_CROP_PAD = 4
 #: Folder 10-crop: resize to this multiple of the crop size first (256 / 224, as for ImageNet).
@@ -104,7 +104,7 @@ def load_eval_data(
     """Load an evaluation split as uint8 arrays.
 
     Args:
-        dataset: ``cifar10``, ``cifar100`` or ``folder``.
+        dataset: ``cifar10``, ``cifar100``, ``folder`` or ``cifar10-sample`` (bundled).
         data_dir: CIFAR root, or an image folder (one sub-folder per class). For folders,
             ``data_dir/split`` is used when it exists (e.g. ``data/val``), else ``data_dir``.
         split: ``train`` or ``test`` for CIFAR; a sub-folder name for folders.
@@ -113,6 +113,8 @@ def load_eval_data(
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "cifar10-sample":
+        return load_sample(split)
     if dataset != "folder":
         return load_cifar(data_dir, dataset, split, download=download)
     root = Path(data_dir)
@@ -184,7 +186,7 @@ def evaluate_model(
     Args:
         model: a classifier with ``num_classes`` (and ideally ``pretrained_cfg``, see
             :func:`~resnetkit.models.loading.preprocessing_of`), e.g. from ``load_model``.
-        dataset: ``cifar10``, ``cifar100`` or ``folder``.
+        dataset: ``cifar10``, ``cifar100``, ``folder`` or ``cifar10-sample`` (bundled).
         data_dir: where the data lies (see :func:`load_eval_data`).
         split: which split (``test``/``train`` for CIFAR, a sub-folder for folders).
         batch_size: images per forward pass (times 10 with ``ten_crop``, one view at a time).

@@ -1,0 +1,97 @@
+"""``resnetkit predict``: classify image files and folders with a trained model.
+
+Exit status: 0 when at least one image was classified, 1 when every input failed, 2 for usage
+and model errors (printed by :func:`resnetkit.cli.main.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resnetkit.predict import PredictionReport
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "predict",
+        help="classify image files or folders with a trained model",
+        description="Top-k classes of every image given (folders are searched recursively). "
+        "Unreadable files are listed with the reason and do not stop the others.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model directory (config.json + model.safetensors), packaged tag such as "
+        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
+    )
+    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    fmt.add_argument(
+        "--csv",
+        dest="as_csv",
+        action="store_true",
+        help="print path,rank,class,probability rows (failures go to stderr)",
+    )
+    p.set_defaults(func=run_predict)
+
+
+def format_text(report: PredictionReport) -> str:
+    """One line per image (``path  class 93.1%  class 3.0% ...``), failures, a count line."""
+    lines = []
+    width = max((len(p["path"]) for p in report.predictions), default=0)
+    for pred in report.predictions:
+        guesses = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in pred["top_k"])
+        lines.append(f"{pred['path']:<{width}}  {guesses}")
+    if report.failures:
+        lines.append(f"failed ({len(report.failures)}):")
+        lines.extend(f"  {f['path']}: {f['reason']}" for f in report.failures)
+    lines.append(f"{len(report.predictions)} predicted, {len(report.failures)} failed")
+    return "\n".join(lines)
+
+
+def write_csv(report: PredictionReport) -> None:
+    """``path,rank,class,probability`` rows on stdout (rank 1 = most likely), failures on stderr."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["path", "rank", "class", "probability"])
+    for pred in report.predictions:
+        for rank, top in enumerate(pred["top_k"], start=1):
+            writer.writerow([pred["path"], rank, top["class"], f"{top['probability']:.6f}"])
+    for failure in report.failures:
+        print(f"resnetkit predict: {failure['path']}: {failure['reason']}", file=sys.stderr)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from resnetkit.models.loading import load_model  # heavy imports only when used
+    from resnetkit.predict import predict
+
+    model = load_model(args.model, arch=args.arch)
+    report = predict(
+        model,
+        args.inputs,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        progress=sys.stderr.isatty(),
+    )
+    if args.as_json:
+        print(json.dumps({"model": str(args.model), **report.to_dict()}))
+    elif args.as_csv:
+        write_csv(report)
+    else:
+        print(format_text(report))
+    return 0 if report.predictions else 1

@@ -1,0 +1,458 @@
+"""Export a model to ONNX, TorchScript or a torch.export ExportedProgram, and prove it right.
+
+Every export is verified on the spot: the written file is loaded back in the runtime that will
+serve it (ONNX Runtime on the CPU, ``torch.jit.load``, ``torch.export.load``), run on a real
+photo and on random input, and compared with the eager PyTorch model in float32. With a dynamic
+batch the same file is run at two batch sizes, so a batch dimension that was silently frozen
+during export is caught here rather than in production.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from resnetkit.export.fold import count_batchnorms, fold_batchnorm
+from resnetkit.models.resnet import ResNet
+
+Format = Literal["onnx", "torchscript", "exported-program"]
+FORMATS: tuple[str, ...] = get_args(Format)
+#: ONNX opset used when none is given: the dynamo exporter's default, well inside ONNX
+#: Runtime's support and the TorchScript-based exporter's range.
+DEFAULT_OPSET = 18
+#: Largest accepted |exported - eager| on any output element (float32 logits).
+DEFAULT_TOLERANCE = 1e-4
+#: Batch sizes run on the same file: one, and a size no exporter would pick as its example.
+DYNAMIC_BATCH_SIZES = (1, 3)
+DEFAULT_IMAGE = "cat.png"  # a real 32x32 photo bundled in resnetkit.assets
+
+Runner = Callable[[Tensor], list[Tensor]]
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported file does not reproduce the eager model.
+
+    Attributes:
+        report: the measurements, as for a successful export.
+    """
+
+    def __init__(self, message: str, report: ExportReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What was written and how closely it matches the eager model.
+
+    Attributes:
+        path: the exported file.
+        format: "onnx", "torchscript" or "exported-program".
+        exporter: the code path that wrote the file, e.g. ``torch.onnx.export(dynamo=False)``.
+        size_bytes: size of the file.
+        input_shape: the input the file accepts; "batch" marks a dynamic batch dimension.
+        batch_sizes: batch sizes run on the exported file.
+        max_abs_diff_image: largest |exported - eager| on the real photo.
+        max_abs_diff_random: largest |exported - eager| on standard-normal input.
+        float32_noise: largest |eager float32 - eager float64| on the random input: how far
+            PyTorch itself is from exact arithmetic, the scale below which differences are
+            rounding, not a broken export.
+        tolerance: the accepted maximum of both differences.
+        folded_batchnorms: BatchNorm layers folded into convolutions (0 without folding).
+        opset: ONNX opset (None for the other formats).
+        notes: what else the user should know (fallbacks taken, deprecations).
+    """
+
+    path: Path
+    format: str
+    exporter: str
+    size_bytes: int
+    input_shape: tuple[int | str, ...]
+    batch_sizes: tuple[int, ...]
+    max_abs_diff_image: float
+    max_abs_diff_random: float
+    float32_noise: float
+    tolerance: float
+    folded_batchnorms: int
+    opset: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(self.max_abs_diff_image, self.max_abs_diff_random)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def summary(self) -> str:
+        """A few lines for people: the file, its size and the verification results."""
+        shape = "(" + ", ".join(str(d) for d in self.input_shape) + ")"
+        opset = f", opset {self.opset}" if self.opset is not None else ""
+        verdict = "ok" if self.passed else "FAILED"
+        lines = [
+            f"{self.path} ({self.size_bytes / 1e6:.2f} MB, {self.format}{opset})",
+            f"  exporter        {self.exporter}",
+            f"  input           {shape}",
+            f"  batchnorm       {self.folded_batchnorms} layers folded into convolutions",
+            f"  verified at     batch sizes {', '.join(map(str, self.batch_sizes))}",
+            f"  max |diff|      real image {self.max_abs_diff_image:.2e}, "
+            f"random input {self.max_abs_diff_random:.2e} "
+            f"(tolerance {self.tolerance:.0e}): {verdict}",
+            f"  float32 noise   {self.float32_noise:.2e} (eager float32 vs float64)",
+        ]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def export_model(
+    model: nn.Module,
+    fmt: Format,
+    out: str | Path,
+    *,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    fold_bn: bool = True,
+    input_size: int | None = None,
+    image: str | Path | Tensor | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportReport:
+    """Export ``model`` to ``out`` and verify the file against the eager model.
+
+    The model is exported on the CPU in float32 and eval mode; it is not modified. The file is
+    then loaded back (ONNX Runtime ``CPUExecutionProvider``, ``torch.jit.load`` or
+    ``torch.export.load``) and run on a real photo and on random input, at batch sizes 1 and 3
+    with ``dynamic_batch``, else at batch size 1.
+
+    Args:
+        model: a resnetkit model (``fold_bn`` needs a :class:`ResNet`).
+        fmt: "onnx", "torchscript" or "exported-program".
+        out: the file to write (parent folders are created). Suggested suffixes: ``.onnx``,
+            ``.ts``, ``.pt2``.
+        dynamic_batch: make the batch dimension dynamic, and prove it by running two sizes.
+        opset: ONNX opset (default 18); only for "onnx".
+        fold_bn: fold BatchNorm into the preceding convolutions first (see
+            :func:`~resnetkit.export.fold.fold_batchnorm`).
+        input_size: side of the square input; default the model's ``input_size`` from
+            :func:`~resnetkit.models.loading.preprocessing_of`.
+        image: the real image for the check: a file (resized to ``input_size`` and normalised
+            with the model's mean/std) or an already preprocessed (C, H, W) or (1, C, H, W)
+            tensor. Default: the bundled ``cat.png``.
+        tolerance: the largest accepted |exported - eager| on any output value.
+
+    Returns:
+        The report; the file is at ``report.path``.
+
+    Raises:
+        ExportVerificationError: the file's outputs differ from eager PyTorch by more than
+            ``tolerance`` (the file is kept for inspection; the message gives the difference).
+        ValueError: an unknown format, ``opset`` with a format other than ONNX, or an image
+            that does not fit the model.
+        ImportError: "onnx" without onnx and onnxruntime installed (``resnetkit[export]``).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if opset is not None and fmt != "onnx":
+        raise ValueError(f"--opset applies to ONNX only, not to {fmt}")
+    if fmt == "onnx":
+        _require_onnx()
+    from resnetkit.models.loading import preprocessing_of
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = preprocessing_of(model)
+    size = int(input_size or cfg["input_size"])
+    in_chans = _in_chans(model)
+    # The reference is the eager model as the user has it, in float32 on the CPU, unfolded.
+    reference = copy.deepcopy(model).cpu().float().eval().requires_grad_(False)
+    to_export: nn.Module = reference
+    folded = 0
+    if fold_bn:
+        if not isinstance(reference, ResNet):
+            raise ValueError(f"fold_bn needs a resnetkit ResNet, got {type(model).__name__}")
+        to_export = fold_batchnorm(reference)
+        folded = count_batchnorms(reference) - count_batchnorms(to_export)
+
+    # Tracing at batch size 1 lets exporters treat the batch as the constant 1.
+    example = torch.randn(2 if dynamic_batch else 1, in_chans, size, size)
+    notes: list[str] = []
+    if fmt == "onnx":
+        requested = opset or DEFAULT_OPSET
+        exporter = _export_onnx(to_export, example, out, dynamic_batch, requested, notes)
+        # The dynamo exporter writes its own opset and converts afterwards, which can fail
+        # (it then only logs): report what the file really declares.
+        opset = _onnx_opset(out)
+        if opset != requested:
+            notes.append(f"opset {requested} was requested; the file declares opset {opset}")
+    elif fmt == "torchscript":
+        exporter = _export_torchscript(to_export, example, out, notes)
+    else:
+        exporter = _export_program(to_export, example, out, dynamic_batch)
+
+    photo = _image_tensor(image, cfg, size, in_chans)
+    runner = load_exported(out, fmt)
+    batch_sizes = DYNAMIC_BATCH_SIZES if dynamic_batch else (1,)
+    generator = torch.Generator().manual_seed(0)
+    diff_image = diff_random = 0.0
+    random_inputs = []
+    for batch in batch_sizes:
+        # Alternate the photo with its mirror image so that rows of a batch differ.
+        photos = torch.cat([photo, photo.flip(-1)] * batch)[:batch]
+        noise = torch.randn(batch, in_chans, size, size, generator=generator)
+        random_inputs.append(noise)
+        diff_image = max(diff_image, _max_abs_diff(runner(photos), _eager(reference, photos)))
+        diff_random = max(diff_random, _max_abs_diff(runner(noise), _eager(reference, noise)))
+
+    report = ExportReport(
+        path=out,
+        format=fmt,
+        exporter=exporter,
+        size_bytes=out.stat().st_size,
+        input_shape=("batch" if dynamic_batch else 1, in_chans, size, size),
+        batch_sizes=tuple(batch_sizes),
+        max_abs_diff_image=diff_image,
+        max_abs_diff_random=diff_random,
+        float32_noise=_float32_noise(reference, random_inputs[0]),
+        tolerance=tolerance,
+        folded_batchnorms=folded,
+        opset=opset if fmt == "onnx" else None,
+        notes=tuple(notes),
+    )
+    if not report.passed:
+        raise ExportVerificationError(
+            f"{out} ({fmt}) does not reproduce the eager model: max |exported - eager| is "
+            f"{diff_image:.3e} on the real image and {diff_random:.3e} on random input, above "
+            f"the tolerance {tolerance:.0e} (PyTorch's own float32 rounding here: "
+            f"{report.float32_noise:.1e}). The file is kept for inspection; try another "
+            "format or opset, or export without BatchNorm folding.",
+            report,
+        )
+    return report
+
+
+def load_exported(path: str | Path, fmt: Format) -> Runner:
+    """Load an exported file in its runtime, as a function from a float32 batch to outputs.
+
+    Args:
+        path: a file written by :func:`export_model`.
+        fmt: its format.
+
+    Returns:
+        A function taking an (N, C, H, W) float32 tensor and returning the model's outputs as
+        a list of CPU tensors (one for a classifier).
+    """
+    path = Path(path)
+    if fmt == "onnx":
+        _require_onnx()
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def run_onnx(x: Tensor) -> list[Tensor]:
+            outputs = session.run(None, {input_name: x.detach().cpu().float().numpy()})
+            return [torch.from_numpy(np.asarray(o)) for o in outputs]
+
+        return run_onnx
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            module: Callable[[Tensor], Any] = torch.jit.load(str(path), map_location="cpu")
+    elif fmt == "exported-program":
+        module = torch.export.load(str(path)).module()
+    else:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+    def run_torch(x: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            return _as_list(module(x))
+
+    return run_torch
+
+
+def _require_onnx() -> None:
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {' and '.join(missing)}: pip install 'resnetkit[export]'"
+        )
+
+
+def _onnx_opset(path: Path) -> int | None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _in_chans(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    return int(getattr(config, "in_chans", 3))
+
+
+def _output_names(model: nn.Module, example: Tensor) -> list[str]:
+    with torch.no_grad():
+        count = len(_as_list(model(example)))
+    if count > 1:
+        return [f"features{i}" for i in range(count)]
+    return ["logits" if getattr(model, "num_classes", 1) > 0 else "features"]
+
+
+def _export_onnx(
+    model: nn.Module,
+    example: Tensor,
+    out: Path,
+    dynamic_batch: bool,
+    opset: int,
+    notes: list[str],
+) -> str:
+    """Write ONNX with the dynamo exporter if it is available, else the TorchScript-based one."""
+    names = _output_names(model, example)
+    if importlib.util.find_spec("onnxscript") is None:
+        notes.append(
+            "the dynamo ONNX exporter needs onnxscript, which is not installed: used the "
+            "TorchScript-based exporter"
+        )
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(out),
+                    dynamo=True,
+                    verbose=False,  # no progress lines on stdout
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=names,
+                    dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None,
+                    external_data=False,
+                )
+        except Exception as err:  # any failure of the new exporter: fall back to the old one
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            notes.append(
+                f"the dynamo ONNX exporter failed ({type(err).__name__}: {reason[:200]}): used "
+                "the TorchScript-based exporter"
+            )
+        else:
+            # It exports at its own opset and converts afterwards; a failed conversion is only
+            # logged, leaving the file at another opset than asked for.
+            written = _onnx_opset(out)
+            if written == opset:
+                return "torch.onnx.export(dynamo=True)"
+            notes.append(
+                f"the dynamo ONNX exporter wrote opset {written} instead of {opset}: used the "
+                "TorchScript-based exporter"
+            )
+    axes = {name: {0: "batch"} for name in ["input", *names]} if dynamic_batch else None
+    # The tracer warns about the model's Python input checks and the legacy exporter about
+    # its own deprecation; whether the file is right is what the verification decides.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(out),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=names,
+            dynamic_axes=axes,
+        )
+    return "torch.onnx.export(dynamo=False)"
+
+
+def _export_torchscript(model: nn.Module, example: Tensor, out: Path, notes: list[str]) -> str:
+    # Tracing records the tensor operations; the Python input checks become constants. The
+    # batch size is not baked in (no operation depends on it), which the verification proves.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+        torch.jit.save(traced, str(out))
+    notes.append("TorchScript is deprecated in recent PyTorch; prefer exported-program or onnx")
+    return "torch.jit.trace"
+
+
+def _export_program(model: nn.Module, example: Tensor, out: Path, dynamic_batch: bool) -> str:
+    shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    program = torch.export.export(model, (example,), dynamic_shapes=shapes)
+    torch.export.save(program, str(out))
+    return "torch.export.export"
+
+
+def _as_list(output: Any) -> list[Tensor]:
+    if isinstance(output, Tensor):
+        return [output]
+    if isinstance(output, Sequence):
+        return [cast(Tensor, o) for o in output]
+    raise TypeError(f"expected a tensor or a list of tensors as model output, got {type(output)}")
+
+
+def _eager(model: nn.Module, x: Tensor) -> list[Tensor]:
+    with torch.no_grad():
+        return _as_list(model(x))
+
+
+def _max_abs_diff(got: list[Tensor], want: list[Tensor]) -> float:
+    """Largest |got - want| over all outputs; infinite for a shape mismatch or a NaN."""
+    if len(got) != len(want):
+        return float("inf")
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        if g.shape != w.shape:
+            return float("inf")
+        if w.numel():
+            diff = float((g.double() - w.double()).abs().max())
+            worst = max(worst, diff if np.isfinite(diff) else float("inf"))
+    return worst
+
+
+def _float32_noise(reference: nn.Module, x: Tensor) -> float:
+    exact = copy.deepcopy(reference).double()
+    return _max_abs_diff(_eager(reference, x), _eager(exact, x.double()))
+
+
+def _image_tensor(
+    image: str | Path | Tensor | None, cfg: dict[str, Any], size: int, in_chans: int
+) -> Tensor:
+    """The real image as a normalised (1, C, size, size) float32 batch."""
+    if isinstance(image, Tensor):
+        x = image.detach().cpu().float()
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1:] != (in_chans, size, size):
+            raise ValueError(
+                f"image tensor has shape {tuple(image.shape)}; expected a preprocessed "
+                f"({in_chans}, {size}, {size}) or (1, {in_chans}, {size}, {size}) tensor"
+            )
+        return x
+    if in_chans != 3:
+        raise ValueError(
+            f"the model takes {in_chans} input channels, so an RGB photo cannot check it: pass "
+            f"image= as a preprocessed ({in_chans}, {size}, {size}) tensor"
+        )
+    from PIL import Image
+
+    from resnetkit.data.images import load_image
+
+    if image is None:
+        with resources.as_file(resources.files("resnetkit.assets") / DEFAULT_IMAGE) as path:
+            pil = load_image(path)
+    else:
+        pil = load_image(image)
+    if pil.size != (size, size):
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(cfg["std"], dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)

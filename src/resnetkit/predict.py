@@ -1,0 +1,256 @@
+"""Classify image files and folders with a trained model: ``resnetkit.predict``.
+
+Every file goes through :func:`~resnetkit.data.images.load_image`, so a bad file (empty,
+truncated, not an image, a decompression bomb) becomes an entry in ``failures`` with its reason
+and never stops the others. Preprocessing is the model's own (see
+:func:`~resnetkit.models.loading.preprocessing_of`): resize the shorter side, centre-crop,
+normalise by per-channel mean/std, or subtract the paper's per-pixel mean when the model has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PredictionReport", "Preprocessing", "collect_images", "predict"]
+
+
+@dataclass
+class PredictionReport:
+    """What :func:`predict` found, in input order.
+
+    Attributes:
+        predictions: one ``{"path", "top_k": [{"class", "index", "probability"}]}`` per image
+            that was read, ``top_k`` sorted by descending probability.
+        failures: one ``{"path", "reason"}`` per file (or empty folder) that could not be used.
+    """
+
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form: ``{"predictions": [...], "failures": [...]}``."""
+        return {"predictions": self.predictions, "failures": self.failures}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a decoded RGB image becomes a model input.
+
+    Attributes:
+        image_size: side of the centre crop fed to the model.
+        resize: shorter side before cropping.
+        interpolation: resize interpolation (``bilinear``, ``bicubic``, ...).
+        mean: per-channel mean, 0-1 scale (unused with ``pixel_mean``).
+        std: per-channel standard deviation, 0-1 scale (unused with ``pixel_mean``).
+        pixel_mean: (3, image_size, image_size) mean image to subtract instead, or ``None``.
+    """
+
+    image_size: int
+    resize: int
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pixel_mean: Tensor | None = None
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Preprocessing:
+        """Read a model's preprocessing (``input_size``, optional ``crop``, ``resize``,
+        ``crop_pct``, ``interpolation``, ``pixel_mean``), with the same defaults as
+        :func:`~resnetkit.data.transforms.build_eval_transform`: small inputs such as CIFAR's
+        32x32 are resized to the input size whole, large ones resized to 1/0.875 and cropped."""
+        from resnetkit.models.loading import preprocessing_of
+
+        cfg = preprocessing_of(model)
+        size = int(cfg.get("crop") or cfg["input_size"])
+        crop_pct = float(cfg.get("crop_pct") or (0.875 if size >= 128 else 1.0))
+        resize = int(cfg.get("resize") or round(size / crop_pct))
+        pixel_mean = None
+        if cfg.get("pixel_mean") is not None:
+            values = cfg["pixel_mean"]
+            if len(values) != 3 * size * size:
+                raise ValueError(
+                    f"the model's pixel_mean has {len(values)} values; expected 3*{size}*{size} "
+                    f"= {3 * size * size} for {size}x{size} inputs"
+                )
+            pixel_mean = torch.tensor(values, dtype=torch.float32).view(3, size, size)
+        return cls(
+            image_size=size,
+            resize=resize,
+            interpolation=str(cfg.get("interpolation") or "bilinear"),
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            pixel_mean=pixel_mean,
+        )
+
+
+def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Expand folders (recursively, sorted) into image files; keep named files as given.
+
+    Files named explicitly are used whatever their suffix; inside folders only
+    :data:`~resnetkit.data.images.IMAGE_EXTENSIONS` count.
+
+    Returns:
+        ``(files, failures)``; a folder without any image file is a failure.
+    """
+    from resnetkit.data.images import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    failures: list[dict[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            files.append(path)  # a missing or unreadable file is reported when it is decoded
+            continue
+        found = sorted(
+            p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+        if not found:
+            reason = f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+            failures.append({"path": str(path), "reason": reason})
+        files.extend(found)
+    return files, failures
+
+
+def predict(
+    model: nn.Module | str | Path,
+    inputs: Sequence[str | Path] | str | Path,
+    *,
+    arch: str | None = None,
+    top_k: int = 5,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> PredictionReport:
+    """Classify image files and folders; bad files are reported, never fatal.
+
+    Args:
+        model: a loaded classifier (e.g. from :func:`~resnetkit.models.loading.load_model`),
+            or what ``load_model`` accepts: a model directory, a packaged tag such as
+            ``resnet20.cifar10``, or a checkpoint file (with ``arch``). It runs on the device
+            its parameters are on.
+        inputs: image files and/or folders (searched recursively, sorted).
+        arch: architecture of a bare checkpoint file, as for ``load_model``.
+        top_k: classes reported per image (at most the number of classes).
+        batch_size: images per forward pass.
+        progress: show a progress bar (on stderr) when there is more than one batch.
+
+    Returns:
+        A :class:`PredictionReport`. Class names come from the model (its index as a string
+        when it has none).
+
+    Raises:
+        ValueError: no inputs, ``top_k`` or ``batch_size`` below 1, a model without a
+            classifier head or whose class names do not match its head, or a model that
+            ``load_model`` refuses.
+    """
+    from tqdm import tqdm
+
+    from resnetkit.models.loading import load_model
+
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    if not inputs:
+        raise ValueError("no images given: pass image files and/or folders")
+    if top_k < 1 or batch_size < 1:
+        raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
+    net = load_model(model, arch=arch) if isinstance(model, str | Path) else model
+    classes = _class_names(net)
+    k = min(top_k, len(classes))
+    prep = Preprocessing.of(net)
+
+    files, failures = collect_images(inputs)
+    report = PredictionReport(failures=failures)
+    param = next(iter(net.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    bar = tqdm(
+        total=len(files),
+        unit="img",
+        desc="predict",
+        disable=not (progress and len(files) > batch_size),
+    )
+    was_training = net.training
+    net.eval()
+    try:
+        for paths, batch in _batches(files, prep, batch_size, report, bar.update):
+            with torch.inference_mode():
+                logits = net(batch.to(device=device, dtype=dtype))
+            probs = logits.float().softmax(dim=1).cpu()
+            values, indices = probs.topk(k, dim=1)
+            for path, p, i in zip(paths, values.tolist(), indices.tolist(), strict=True):
+                top = [
+                    {"class": classes[c], "index": c, "probability": prob}
+                    for prob, c in zip(p, i, strict=True)
+                ]
+                report.predictions.append({"path": str(path), "top_k": top})
+    finally:
+        net.train(was_training)
+        bar.close()
+    return report
+
+
+def _class_names(model: nn.Module) -> list[str]:
+    from resnetkit.models.loading import preprocessing_of
+
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if num_classes <= 0:
+        raise ValueError("the model has no classifier head (num_classes=0); nothing to predict")
+    names = [str(c) for c in preprocessing_of(model)["classes"]]
+    if not names:
+        return [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"the model predicts {num_classes} classes but lists {len(names)} class names "
+            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); fix 'classes' in "
+            "its config.json"
+        )
+    return names
+
+
+def _batches(
+    files: list[Path],
+    prep: Preprocessing,
+    batch_size: int,
+    report: PredictionReport,
+    advance: Callable[[int], object],
+) -> Iterator[tuple[list[Path], Tensor]]:
+    """Decode and preprocess files, yielding full batches of readable images.
+
+    Failures are appended to ``report`` as they are met, so the report keeps input order
+    within each list.
+    """
+    from resnetkit.data.images import ImageDecodeError, load_image
+    from resnetkit.data.transforms import build_eval_transform
+
+    # With a per-pixel mean the transform only scales to 0-1; the mean image is subtracted after.
+    per_channel = prep.pixel_mean is None
+    transform = build_eval_transform(
+        prep.image_size,
+        prep.mean if per_channel else (0.0, 0.0, 0.0),
+        prep.std if per_channel else (1.0, 1.0, 1.0),
+        resize=prep.resize,
+        interpolation=prep.interpolation,
+    )
+    paths: list[Path] = []
+    tensors: list[Tensor] = []
+    for path in files:
+        try:
+            # JPEGs may decode straight at a reduced scale, never below the resize target.
+            image = load_image(path, draft_size=prep.resize)
+        except ImageDecodeError as err:
+            report.failures.append({"path": str(path), "reason": err.reason})
+        else:
+            x = transform(image)
+            tensors.append(x - prep.pixel_mean if prep.pixel_mean is not None else x)
+            paths.append(path)
+        advance(1)
+        if len(tensors) == batch_size:
+            yield paths, torch.stack(tensors)
+            paths, tensors = [], []
+    if tensors:
+        yield paths, torch.stack(tensors)

@@ -1,0 +1,271 @@
+"""Export: BatchNorm folding parity, ONNX / TorchScript / ExportedProgram round trips checked in
+their own runtimes, dynamic batch, the CLI, and a broken export that must be refused."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from resnetkit.cli.main import main
+from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD
+from resnetkit.export import (
+    ExportVerificationError,
+    export_model,
+    fold_batchnorm,
+    fold_conv_bn,
+)
+from resnetkit.export import exporter as exporter_module
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.models.resnet import ResNet
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def trained_like(name: str) -> ResNet:
+    """A fresh copy of :func:`_trained_like` (built once per name: the deep nets take seconds)."""
+    return copy.deepcopy(_trained_like(name))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """These tiny models are all per-operator overhead: a second thread only adds
+    synchronisation, which costs a lot on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def _trained_like(name: str) -> ResNet:
+    """A random model whose BatchNorms look trained: random affine parameters and running
+    statistics measured on data, so folding is far from the identity and activations stay O(1)."""
+    model = create_model(name, num_classes=10)
+    assert isinstance(model, ResNet)
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, *small_input(model), generator=g))
+    return model.eval()
+
+
+def small_input(model: ResNet) -> tuple[int, int]:
+    """The smallest convenient input: 16x16 for CIFAR nets, 32x32 for ImageNet ones."""
+    side = max(model.min_input_size, 16)
+    return side, side
+
+
+def count_bn(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def resnet20() -> ResNet:
+    torch.manual_seed(0)
+    model = trained_like("resnet20")
+    model.pretrained_cfg = {  # type: ignore[assignment]
+        "mean": CIFAR_MEAN["cifar10"],
+        "std": CIFAR_STD["cifar10"],
+        "input_size": 32,
+    }
+    return model
+
+
+# --- BatchNorm folding -------------------------------------------------------------------------
+
+# (name, BatchNorm layers left after folding): only the BNs that precede a conv stay, i.e. the
+# first BN of each of the 54 pre-activation blocks plus the final BN of PreAct-ResNet-110.
+FOLD_CASES = [("resnet20", 0), ("resnet50", 0), ("preact_resnet110", 55), ("resnet50d", 0)]
+
+
+@pytest.mark.parametrize(("name", "bn_left"), FOLD_CASES)
+def test_fold_batchnorm_is_exact(name: str, bn_left: int) -> None:
+    """In float64 the folded net equals the original to rounding: the algebra is right.
+
+    (In float32 a 50-layer net differs from exact arithmetic by ~1e-4 even unfolded, so only
+    the shallow or well-conditioned nets are compared at 1e-5 in float32, below.)
+    """
+    model = trained_like(name).double()
+    before = copy.deepcopy(model.state_dict())
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, *small_input(model), dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-9)
+    assert count_bn(folded) == bn_left
+    assert not folded.training
+    # The original is left alone.
+    assert count_bn(model) > bn_left
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet110"])
+def test_fold_batchnorm_float32_parity(name: str) -> None:
+    model = trained_like(name)
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, *small_input(model))
+    with torch.no_grad():
+        assert float((folded(x) - model(x)).abs().max()) <= 1e-5
+
+
+def test_fold_resnet50d_avg_down_shortcut() -> None:
+    """ResNet-D's shortcut is pool -> conv -> BN; its conv absorbs the BN."""
+    folded = fold_batchnorm(trained_like("resnet50d"))
+    downsample = folded.layer2[0].downsample  # type: ignore[union-attr, index]
+    assert isinstance(downsample[0], nn.AvgPool2d)
+    assert isinstance(downsample[1], nn.Conv2d) and downsample[1].bias is not None
+    assert isinstance(downsample[2], nn.Identity)
+
+
+def test_fold_refuses_batchnorm_without_running_stats() -> None:
+    conv = nn.Conv2d(3, 4, 3, bias=False)
+    with pytest.raises(ValueError, match="running statistics"):
+        fold_conv_bn(conv, nn.BatchNorm2d(4, track_running_stats=False))
+
+
+# --- export, verified in the target runtime ----------------------------------------------------
+
+
+def onnx_input_dims(path: Path) -> list[int | str]:
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+def ort_logits(path: Path, x: Tensor) -> Tensor:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def test_onnx_static_batch(resnet20: ResNet, tmp_path: Path) -> None:
+    report = export_model(resnet20, "onnx", tmp_path / "m.onnx")
+    assert report.path.is_file() and report.size_bytes == report.path.stat().st_size
+    assert report.batch_sizes == (1,)
+    assert report.opset == 18
+    assert report.exporter.startswith("torch.onnx.export(dynamo=")
+    assert report.folded_batchnorms == 19
+    assert report.max_abs_diff_image <= 1e-4 and report.max_abs_diff_random <= 1e-4
+    assert onnx_input_dims(report.path) == [1, 3, 32, 32]
+
+
+def test_onnx_dynamic_batch_runs_batch_1_and_3(resnet20: ResNet, tmp_path: Path) -> None:
+    report = export_model(resnet20, "onnx", tmp_path / "m.onnx", dynamic_batch=True)
+    assert report.batch_sizes == (1, 3)
+    assert report.input_shape[0] == "batch"
+    dims = onnx_input_dims(report.path)
+    assert isinstance(dims[0], str) and dims[0] and dims[1:] == [3, 32, 32]
+    for batch in (1, 3):  # independently of the exporter's own check
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            want = resnet20(x)
+        got = ort_logits(report.path, x)
+        assert got.shape == (batch, 10)
+        assert float((got - want).abs().max()) <= 1e-4
+
+
+def test_onnx_without_folding_keeps_batchnorm(resnet20: ResNet, tmp_path: Path) -> None:
+    report = export_model(resnet20, "onnx", tmp_path / "m.onnx", fold_bn=False, opset=17)
+    # (The TorchScript-based ONNX exporter folds eval-mode BNs by itself when it can.)
+    assert report.folded_batchnorms == 0 and report.opset == 17
+    assert onnx.load(str(report.path)).opset_import[0].version == 17
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_torchscript_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> None:
+    report = export_model(resnet20, "torchscript", tmp_path / "m.ts", dynamic_batch=True)
+    assert report.batch_sizes == (1, 3) and report.exporter == "torch.jit.trace"
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_exported_program_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> None:
+    report = export_model(resnet20, "exported-program", tmp_path / "m.pt2", dynamic_batch=True)
+    assert report.batch_sizes == (1, 3) and report.exporter == "torch.export.export"
+    assert report.max_abs_diff <= 1e-4
+    loaded = torch.export.load(str(report.path)).module()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert float((loaded(x) - resnet20(x)).abs().max()) <= 1e-4
+
+
+def test_export_checks_arguments(resnet20: ResNet, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_model(resnet20, "tflite", tmp_path / "m")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ONNX only"):
+        export_model(resnet20, "torchscript", tmp_path / "m.ts", opset=17)
+
+
+def _corrupt_runtime(monkeypatch: pytest.MonkeyPatch, offset: float) -> None:
+    """Make the loaded runtime return slightly wrong logits, as a bad exporter would."""
+    real = exporter_module.load_exported
+
+    def broken(path: Path, fmt: exporter_module.Format) -> exporter_module.Runner:
+        run = real(path, fmt)
+        return lambda x: [out + offset for out in run(x)]
+
+    monkeypatch.setattr(exporter_module, "load_exported", broken)
+
+
+def test_broken_export_is_refused(
+    resnet20: ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _corrupt_runtime(monkeypatch, 1e-3)
+    with pytest.raises(ExportVerificationError, match=r"1\.000e-03 on the real image") as err:
+        export_model(resnet20, "onnx", tmp_path / "m.onnx")
+    assert not err.value.report.passed
+    assert err.value.report.max_abs_diff == pytest.approx(1e-3, abs=1e-5)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def model_dir(resnet20: ResNet, tmp_path: Path) -> Path:
+    return save_model_dir(
+        resnet20,
+        tmp_path / "model",
+        arch="resnet20",
+        classes=[f"class{i}" for i in range(10)],
+        preprocessing=dict(resnet20.pretrained_cfg),  # type: ignore[arg-type]
+    )
+
+
+def test_cli_export(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.onnx"
+    args = ["--model", str(model_dir), "--out", str(out), "--dynamic-batch"]
+    code = main(["export", "--format", "onnx", *args])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert out.is_file()
+    assert str(out) in printed and "MB" in printed
+    assert "batch sizes 1, 3" in printed
+    assert "real image" in printed and "random input" in printed
+
+
+def test_cli_export_fails_with_status_2(
+    model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _corrupt_runtime(monkeypatch, 1.0)
+    args = ["--model", str(model_dir), "--out", str(tmp_path / "m.ts")]
+    code = main(["export", "--format", "torchscript", *args])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "FAILED" in captured.out
+    assert "does not reproduce the eager model" in captured.err

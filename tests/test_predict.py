@@ -1,0 +1,231 @@
+"""``resnetkit predict``: real photos, bad files reported not fatal, batching, CLI formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import struct
+import zlib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnetkit
+from resnetkit.cli.main import main
+from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD
+from resnetkit.data.images import REASON_CORRUPT, REASON_EMPTY, REASON_NOT_IMAGE
+from resnetkit.models.loading import load_model
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.models.resnet import ResNet
+from resnetkit.predict import PredictionReport, predict
+
+CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+_ASSET_DIR = resources.files("resnetkit.assets")
+ASSETS = [Path(str(_ASSET_DIR / name)) for name in ("cat.png", "automobile.png", "ship.png")]
+
+
+def _chunk(kind: bytes, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A 57-byte PNG that declares ``width`` x ``height`` pixels: a decompression bomb."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT") + _chunk(b"IEND")
+
+
+def _by_index(prediction: dict) -> np.ndarray:
+    """All-class probabilities of one prediction (made with top_k=10), indexed by class."""
+    probs = np.zeros(len(CLASSES))
+    for entry in prediction["top_k"]:
+        probs[entry["index"]] = entry["probability"]
+    return probs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A random resnet20 model dir, and a folder of good copies and bad files."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("predict")
+    model = create_model("resnet20", num_classes=10).eval()
+    assert isinstance(model, ResNet)
+    preprocessing = {
+        "input_size": 32,
+        "resize": 32,
+        "crop": 32,
+        "interpolation": "bilinear",
+        "mean": list(CIFAR_MEAN["cifar10"]),
+        "std": list(CIFAR_STD["cifar10"]),
+    }
+    model_dir = save_model_dir(
+        model, tmp / "model", arch="resnet20", classes=CLASSES, preprocessing=preprocessing
+    )
+    folder = tmp / "images"
+    (folder / "sub").mkdir(parents=True)
+    copies = [folder / "a_cat.png", folder / "sub" / "car.PNG", folder / "sub" / "ship.png"]
+    for asset, copy in zip(ASSETS, copies, strict=True):
+        shutil.copy(asset, copy)
+    data = ASSETS[0].read_bytes()
+    bad = {
+        folder / "empty.png": "",
+        folder / "sub" / "truncated.png": data[: len(data) // 2],
+        folder / "notes.jpg": "not a picture\n",
+        folder / "bomb.png": _png_bomb(100_000, 100_000),
+    }
+    for path, content in bad.items():
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(content)
+    (folder / "readme.txt").write_text("not an image suffix: never read\n")
+    report = predict(model_dir, [*ASSETS, folder], top_k=10, batch_size=4)
+    return {
+        "tmp": tmp,
+        "model": model,
+        "model_dir": model_dir,
+        "folder": folder,
+        "copies": copies,
+        "bad": sorted(bad),
+        "report": report,
+    }
+
+
+def test_predictions_for_every_good_file(setup: dict) -> None:
+    report: PredictionReport = setup["report"]
+    folder = setup["folder"]
+    copies_sorted = sorted(setup["copies"])  # folders are searched recursively, sorted
+    assert [p["path"] for p in report.predictions] == [str(p) for p in ASSETS + copies_sorted]
+    assert str(folder / "readme.txt") not in json.dumps(report.to_dict())
+    for pred in report.predictions:
+        top = pred["top_k"]
+        assert len(top) == 10
+        probs = [t["probability"] for t in top]
+        assert probs == sorted(probs, reverse=True)
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert sorted(t["index"] for t in top) == list(range(10))
+        assert all(t["class"] == CLASSES[t["index"]] for t in top)
+    # A copy of an image is predicted exactly like the original.
+    by_path = {p["path"]: _by_index(p) for p in report.predictions}
+    for asset, copy in zip(ASSETS, setup["copies"], strict=True):
+        np.testing.assert_allclose(by_path[str(asset)], by_path[str(copy)], atol=1e-6)
+
+
+def test_bad_files_are_reported_with_reasons(setup: dict) -> None:
+    failures = {f["path"]: f["reason"] for f in setup["report"].failures}
+    assert sorted(failures) == [str(p) for p in setup["bad"]]
+    folder = setup["folder"]
+    assert failures[str(folder / "empty.png")] == REASON_EMPTY
+    assert failures[str(folder / "sub" / "truncated.png")] == REASON_CORRUPT
+    assert failures[str(folder / "notes.jpg")] == REASON_NOT_IMAGE
+    assert "bomb" in failures[str(folder / "bomb.png")]
+
+
+def test_top1_matches_hand_normalisation(setup: dict) -> None:
+    model = setup["model"]
+    mean = torch.tensor(CIFAR_MEAN["cifar10"]).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD["cifar10"]).view(1, 3, 1, 1)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in ASSETS])
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        probs = model((x - mean) / std).softmax(1)
+    for pred, expected in zip(setup["report"].predictions, probs, strict=False):
+        assert pred["top_k"][0]["index"] == int(expected.argmax())
+        np.testing.assert_allclose(_by_index(pred), expected.numpy(), atol=1e-5)
+
+
+def test_batch_size_does_not_change_results(setup: dict) -> None:
+    model = load_model(setup["model_dir"])
+    model.train()  # predict must evaluate in eval mode and then restore the mode
+    one = predict(model, [*ASSETS, setup["folder"]], top_k=10, batch_size=1, progress=True)
+    assert model.training
+    batched = setup["report"]
+    assert [p["path"] for p in one.predictions] == [p["path"] for p in batched.predictions]
+    assert one.failures == batched.failures
+    for a, b in zip(one.predictions, batched.predictions, strict=True):
+        np.testing.assert_allclose(_by_index(a), _by_index(b), atol=1e-5)
+    assert resnetkit.predict is predict  # the package exports the function, not the module
+    three = resnetkit.predict(model, ASSETS[0], top_k=3)
+    assert [t["index"] for t in three.predictions[0]["top_k"]] == [
+        t["index"] for t in batched.predictions[0]["top_k"][:3]
+    ]
+
+
+def test_pixel_mean_model(setup: dict, tmp_path: Path) -> None:
+    model = setup["model"]
+    pixel_mean = torch.linspace(0.3, 0.6, 3 * 32 * 32).view(3, 32, 32)
+    model_dir = save_model_dir(
+        model,
+        tmp_path / "pm",
+        arch="resnet20",
+        classes=CLASSES,
+        preprocessing={"input_size": 32, "pixel_mean": pixel_mean.flatten().tolist()},
+    )
+    report = predict(model_dir, ASSETS[:1], top_k=10)
+    x = torch.from_numpy(np.asarray(Image.open(ASSETS[0]).convert("RGB")).copy())
+    x = x.permute(2, 0, 1).float() / 255.0 - pixel_mean
+    with torch.no_grad():
+        expected = model(x[None]).softmax(1)[0]
+    np.testing.assert_allclose(_by_index(report.predictions[0]), expected.numpy(), atol=1e-5)
+
+
+def _cli(setup: dict, *extra: str) -> int:
+    args = ["predict", "--model", str(setup["model_dir"]), *map(str, ASSETS)]
+    return main([*args, str(setup["folder"]), *extra])
+
+
+def test_cli_json(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(setup, "--json", "--top-k", "3", "--batch-size", "2") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["predictions"]) == 6 and len(out["failures"]) == 4
+    assert all(len(p["top_k"]) == 3 for p in out["predictions"])
+    expected = setup["report"].predictions
+    assert [p["top_k"][0]["class"] for p in out["predictions"]] == [
+        p["top_k"][0]["class"] for p in expected
+    ]
+
+
+def test_cli_csv(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(setup, "--csv", "--top-k", "2") == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert list(rows[0]) == ["path", "rank", "class", "probability"]
+    assert len(rows) == 6 * 2
+    assert [r["rank"] for r in rows[:2]] == ["1", "2"]
+    assert all(r["class"] in CLASSES and 0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    for bad in setup["bad"]:
+        assert str(bad) in captured.err and str(bad) not in captured.out
+
+
+def test_cli_text(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(setup) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(str(ASSETS[0])) and lines[0].count("%") == 5
+    assert lines[-1] == "6 predicted, 4 failed"
+    assert f"  {setup['folder'] / 'empty.png'}: {REASON_EMPTY}" in lines
+
+
+def test_cli_exit_codes(setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = [str(p) for p in setup["bad"]]
+    empty_dir = tmp_path / "nothing"
+    empty_dir.mkdir()
+    assert main(["predict", "--model", str(setup["model_dir"]), *bad, str(empty_dir)]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "0 predicted, 5 failed" and "holds no image files" in out
+    missing = tmp_path / "no" / "model"
+    assert main(["predict", "--model", str(missing), str(ASSETS[0])]) == 2
+    assert "resnetkit predict: error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", str(setup["model_dir"]), "--top-k", "0", str(ASSETS[0])])
+    assert exit_info.value.code == 2
+    with pytest.raises(ValueError, match="no images"):
+        predict(setup["model"], [])
