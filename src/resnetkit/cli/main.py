@@ -7,7 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from resnetkit import __version__
-from resnetkit.cli import demo, evaluate, export, predict, reproduce, train, zoo
+from resnetkit.cli import (
+    convert,
+    demo,
+    evaluate,
+    export,
+    finetune,
+    predict,
+    reproduce,
+    train,
+    zoo,
+)
 from resnetkit.models.registry import UnknownModelError
 
 
@@ -20,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_parsers(sub)
     demo.add_parsers(sub)
     train.add_parsers(sub)
+    finetune.add_parsers(sub)
     reproduce.add_parsers(sub)
     evaluate.add_parsers(sub)
     export.add_parsers(sub)
+    convert.add_parsers(sub)
     predict.add_parsers(sub)
     return parser
 

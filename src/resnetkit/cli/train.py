@@ -34,6 +34,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--image-size", type=int, default=32, help="side of folder images")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true")
+    add_recipe_overrides(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("recipes", help="list the built-in recipes or print one")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=run_recipes)
+
+
+def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
+    """One ``--field-name VALUE`` option per recipe field (hidden from --help)."""
     for f in fields(Recipe):
         if f.name in ("name", "source"):
             continue
@@ -44,11 +54,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             metavar=type(f.default).__name__.upper(),
             help=argparse.SUPPRESS,
         )
-    p.set_defaults(func=run_train)
 
-    p = sub.add_parser("recipes", help="list the built-in recipes or print one")
-    p.add_argument("name", nargs="?")
-    p.set_defaults(func=run_recipes)
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The ``--recipe`` with every ``--field`` override applied."""
+    overrides = {
+        k[len("recipe_") :]: v
+        for k, v in vars(args).items()
+        if k.startswith("recipe_") and v is not None
+    }
+    return load_recipe(args.recipe).override(overrides)
 
 
 def run_recipes(args: argparse.Namespace) -> int:
@@ -64,12 +79,7 @@ def run_recipes(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
 
-    overrides = {
-        k[len("recipe_") :]: v
-        for k, v in vars(args).items()
-        if k.startswith("recipe_") and v is not None
-    }
-    recipe = load_recipe(args.recipe).override(overrides)
+    recipe = recipe_from_args(args)
     spec = TrainSpec(
         model=args.model,
         dataset=args.dataset,

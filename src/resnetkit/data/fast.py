@@ -84,6 +84,8 @@ class TensorLoader:
         uint8_augment: extra batch augmentation on uint8 images after crop and flip
             (e.g. :func:`resnetkit.data.transforms.batch_trivial_augment`).
         float_augment: batch augmentation on the normalised floats (e.g. random erasing).
+        sample_weights: draw each epoch's samples with replacement in proportion to these
+            weights (class balancing) instead of a permutation.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class TensorLoader:
         channels_last: bool = False,
         uint8_augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         float_augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        sample_weights: Tensor | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -125,6 +128,7 @@ class TensorLoader:
         self.channels_last = channels_last
         self.uint8_augment = uint8_augment if train else None
         self.float_augment = float_augment if train else None
+        self.sample_weights = sample_weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -134,7 +138,10 @@ class TensorLoader:
         n = len(self.images)
         if self.train:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
+            if self.sample_weights is not None:
+                order = torch.multinomial(self.sample_weights, n, replacement=True, generator=g)
+            else:
+                order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
         per_rank = n // self.world_size if self.train else -(-n // self.world_size)

@@ -111,7 +111,8 @@ def load_checkpoint(path: str | Path, arch: str) -> ResNet:
 
     The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
     backbone). Weights nested under ``state_dict``, ``model_state_dict`` or ``model`` are
-    unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped.
+    unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped; Hugging Face names and heads
+    called ``linear``/``classifier``/``head`` are translated (see :mod:`resnetkit.interop`).
 
     Args:
         path: ``.safetensors``, or ``.pt``/``.pth`` holding a state dict.
@@ -120,8 +121,10 @@ def load_checkpoint(path: str | Path, arch: str) -> ResNet:
     Returns:
         The model, with ``pretrained_cfg`` set to ImageNet mean/std and ``arch``'s input size.
     """
+    from resnetkit.interop.formats import to_resnetkit_names  # HF/Keras names, script heads
+
     path = Path(path)
-    state = read_state_dict(path)
+    state = to_resnetkit_names(read_state_dict(path)).state
     fc = state.get("fc.weight")
     num_classes = int(fc.shape[0]) if fc is not None else 0
     config = get_model_config(arch).with_options(num_classes=num_classes)

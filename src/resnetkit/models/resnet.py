@@ -259,6 +259,7 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head by a new, freshly initialised one (0 removes it)."""
         self.num_classes = num_classes
+        self.config = self.config.with_options(num_classes=num_classes)
         device = next(self.parameters()).device
         self.fc = self._make_fc(num_classes).to(device)
 

@@ -50,6 +50,13 @@ class Recipe:
     checkpoint_every_s: float = 300.0  # also checkpoint in mid-epoch after this many seconds
     checkpoint_every_iters: int = 0  # and/or every this many iterations; 0 disables
     num_threads: int = 0  # torch intra-op threads; 0 keeps the default
+    # Fine-tuning and model selection.
+    backbone_lr_mult: float = 1.0  # lr of everything but the classifier head, relative to lr
+    freeze_stages: int = 0  # freeze the stem and the first K residual stages
+    freeze_bn: bool = False  # keep every BatchNorm in eval mode (running statistics frozen)
+    class_balance: str = "none"  # none | loss (inverse-frequency weights) | sampler
+    select_best: bool = False  # export the weights with the best validation top-1
+    early_stop_patience: int = 0  # stop after this many evaluations without improvement
 
     def __post_init__(self) -> None:
         choices = {
@@ -57,6 +64,7 @@ class Recipe:
             "normalize": ("mean_std", "pixel_mean"),
             "augment": ("crop_flip", "imagenet", "none"),
             "precision": ("fp32", "bf16", "fp16"),
+            "class_balance": ("none", "loss", "sampler"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -53,7 +53,7 @@ class TrainingDiverged(RuntimeError):
 class TrainSpec:
     """What to train, on what, and where to write it."""
 
-    model: str
+    model: str | ResNet  # a registered name, or a built model to fine-tune
     dataset: str
     data_dir: Path
     out: Path
@@ -66,6 +66,8 @@ class TrainSpec:
     device: str = "cpu"
     progress: bool = True
     model_options: dict[str, Any] = field(default_factory=dict)
+    # (mean, std) to use instead of the dataset's statistics (a pretrained model's own).
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     # Called after every optimizer step with the step number (tests use it to simulate a crash).
     on_step: Callable[[int], None] | None = None
 
@@ -129,7 +131,8 @@ class Trainer:
             pixel_mean = train_images.float().mean(0) / 255.0
             self.norm = Normalization(pixel_mean=pixel_mean)
         else:
-            self.norm = Normalization(data.mean, data.std)
+            mean, std = spec.normalization or (data.mean, data.std)
+            self.norm = Normalization(tuple(mean), tuple(std))
         per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
         if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
             raise ValueError(
@@ -150,7 +153,19 @@ class Trainer:
             channels_last=recipe.channels_last,
             uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
             float_augment=self._erasing() if recipe.random_erasing > 0 else None,
+            sample_weights=self._class_weights()[data.train.labels]
+            if recipe.class_balance == "sampler"
+            else None,
         )
+        self.loss_weights = (
+            self._class_weights().to(self.device) if recipe.class_balance == "loss" else None
+        )
+        needs_val = recipe.select_best or recipe.early_stop_patience > 0
+        if needs_val and "val" not in data.evals:
+            raise ValueError(
+                "select_best / early_stop_patience choose on a validation split: set val_split "
+                "(CIFAR) or give the folder a val/ sub-folder (or let it hold some images out)"
+            )
         self.mixcut = MixCut(
             recipe.mixup_alpha, recipe.cutmix_alpha, len(self.classes), recipe.label_smoothing
         )
@@ -183,7 +198,7 @@ class Trainer:
         if recipe.compile:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
+            self._param_groups(),
             lr=recipe.lr,
             momentum=recipe.momentum,
             nesterov=recipe.nesterov,
@@ -198,6 +213,10 @@ class Trainer:
         self.batch_in_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        self.best_top1 = -1.0
+        self.evals_since_best = 0
+        self.best_weights: dict[str, Tensor] | None = None
+        self.stopped_early = False
         self._writer: Any = None
 
     # ----------------------------------------------------------------- set-up helpers
@@ -215,17 +234,63 @@ class Trainer:
             channels_last=self.recipe.channels_last,
         )
 
+    def _class_weights(self) -> Tensor:
+        """Inverse class frequencies of the training set, normalised to mean 1."""
+        counts = torch.bincount(
+            torch.from_numpy(self.data.train.labels), minlength=len(self.classes)
+        ).double()
+        weights = counts.sum() / counts.clamp(min=1) / len(self.classes)
+        return weights.float()
+
     def _build_model(self) -> ResNet:
-        model = create_model(
-            self.spec.model, num_classes=len(self.classes), **self.spec.model_options
-        )
-        assert isinstance(model, ResNet)
+        if isinstance(self.spec.model, ResNet):
+            model = self.spec.model
+            if model.num_classes != len(self.classes):
+                model.reset_classifier(len(self.classes))
+        else:
+            built = create_model(
+                self.spec.model, num_classes=len(self.classes), **self.spec.model_options
+            )
+            assert isinstance(built, ResNet)
+            model = built
+        self.arch = model.name
+        self._freeze(model)
         if self.recipe.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
         model = model.to(self.device)
         if self.recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
+
+    def _freeze(self, model: ResNet) -> None:
+        k = self.recipe.freeze_stages
+        if k < 0 or k > len(model.stages):
+            raise ValueError(f"freeze_stages must be 0..{len(model.stages)}, got {k}")
+        if k == 0:
+            return
+        frozen: list[nn.Module] = [model.conv1]
+        if model.bn1 is not None:
+            frozen.append(model.bn1)
+        frozen += model.stages[:k]
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        head = [p for p in self.model.fc.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in head}
+        body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": head, "lr": self.recipe.lr}]
+        if body:
+            groups.append({"params": body, "lr": self.recipe.lr * self.recipe.backbone_lr_mult})
+        return groups
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if self.recipe.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -239,6 +304,9 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "history": json.dumps(self.history),
             "train_seconds": self.train_seconds,
+            "best_top1": self.best_top1,
+            "evals_since_best": self.evals_since_best,
+            "stopped_early": self.stopped_early,
         }
 
     def save(self) -> None:
@@ -248,6 +316,8 @@ class Trainer:
         if self.ema is not None:
             tensors["ema"] = state_dict_for_save(self.ema.module)
             tensors["ema_meta"] = {"n_averaged": self.ema.n_averaged.detach().cpu().clone()}
+        if self.best_weights is not None:
+            tensors["best"] = self.best_weights
         save_checkpoint(self.ckpt_root, self.step, tensors, self._state())
 
     def try_resume(self) -> bool:
@@ -268,6 +338,10 @@ class Trainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.history = json.loads(state["history"])
         self.train_seconds = float(state["train_seconds"])
+        self.best_top1 = float(state["best_top1"])
+        self.evals_since_best = int(state["evals_since_best"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.best_weights = tensors.get("best")
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
 
@@ -300,7 +374,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "recipe.yaml", yaml.safe_dump(self.recipe.to_dict()))
         run = {
-            "model": self.spec.model,
+            "model": self.arch,
             "dataset": self.spec.dataset,
             "data_dir": str(self.spec.data_dir),
             "train_images": len(self.data.train.labels),
@@ -322,7 +396,8 @@ class Trainer:
             meter = evaluate_batches(model, loader, len(self.classes), self.device)
             summary = meter.summary(self.classes)
             results[name] = summary
-        model.train(was_training)
+        if was_training:
+            self._set_train_mode()
         return results
 
     # ----------------------------------------------------------------- training
@@ -359,7 +434,10 @@ class Trainer:
                         loss = soft_cross_entropy(logits, targets)
                     else:
                         loss = nn.functional.cross_entropy(
-                            logits.float(), y, label_smoothing=recipe.label_smoothing
+                            logits.float(),
+                            y,
+                            weight=self.loss_weights,
+                            label_smoothing=recipe.label_smoothing,
                         )
                 if not torch.isfinite(loss):
                     value = float(loss.detach())
@@ -396,10 +474,10 @@ class Trainer:
         elif self.dist.is_main and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
         self._write_run_files()
-        self.model.train()
+        self._set_train_mode()
         last_save = time.monotonic()
         try:
-            while self.step < self.total_iters:
+            while self.step < self.total_iters and not self.stopped_early:
                 epoch_start = time.monotonic()
                 loss_sum, correct, seen = 0.0, 0, 0
                 remaining = min(
@@ -486,6 +564,9 @@ class Trainer:
                 row[f"{name}_loss"] = summary["loss"]
                 row[f"{name}_top1"] = summary["top1"]
                 row[f"{name}_top5"] = summary["top5"]
+        if "val_top1" in row:
+            self._track_best(row["val_top1"])
+            row["best_val_top1"] = self.best_top1
         self.history.append(row)
         self._write_metrics(row)
         shown = ", ".join(
@@ -493,8 +574,27 @@ class Trainer:
         )
         self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}")
 
+    def _track_best(self, top1: float) -> None:
+        recipe = self.recipe
+        if top1 > self.best_top1:
+            self.best_top1 = top1
+            self.evals_since_best = 0
+            if recipe.select_best:
+                source = self.ema.module if self.ema is not None else self.model
+                self.best_weights = state_dict_for_save(source)
+            return
+        self.evals_since_best += 1
+        if recipe.early_stop_patience and self.evals_since_best >= recipe.early_stop_patience:
+            self.stopped_early = True
+            self._log(
+                f"early stop: validation top-1 has not improved for {self.evals_since_best} "
+                f"evaluations (best {self.best_top1:.2f}%)"
+            )
+
     def _finish(self) -> TrainResult:
         final_model: ResNet = self.ema.module if self.ema is not None else self.model  # type: ignore[assignment]
+        if self.recipe.select_best and self.best_weights is not None:
+            final_model.load_state_dict(self.best_weights)
         results = self.evaluate()
         metrics: dict[str, Any] = {
             f"{name}_{key}": summary[key]
@@ -503,6 +603,7 @@ class Trainer:
         }
         metrics["train_seconds"] = self.train_seconds
         metrics["steps"] = self.step
+        metrics["stopped_early"] = self.stopped_early
         model_dir = self.out / "model"
         if self.dist.is_main:
             net = final_model.float().to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -519,19 +620,23 @@ class Trainer:
             save_model_dir(
                 net,
                 model_dir,
-                arch=self.spec.model,
+                arch=self.arch,
                 classes=self.classes,
                 preprocessing=preprocessing,
                 metrics=metrics,
                 provenance={"recipe": self.recipe.to_dict(), **provenance()},
             )
             plot_training_curves(
-                self.history, self.out / "curves.png", f"{self.spec.model} on {self.spec.dataset}"
+                self.history, self.out / "curves.png", f"{self.arch} on {self.spec.dataset}"
             )
             atomic_write_text(
                 self.out / "final_metrics.json",
                 json.dumps(
-                    {**metrics, "per_class": {k: v["per_class"] for k, v in results.items()}},
+                    {
+                        **metrics,
+                        "per_class": {k: v["per_class"] for k, v in results.items()},
+                        "confusion": {k: v["confusion"] for k, v in results.items()},
+                    },
                     indent=2,
                 )
                 + "\n",

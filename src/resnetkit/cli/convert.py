@@ -1,0 +1,81 @@
+"""``resnetkit convert``: weights from torchvision, timm, Hugging Face, Keras or a training
+script into a resnetkit model directory (or back out to those libraries)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SOURCE_CHOICES = ("auto", "torchvision", "timm", "huggingface", "keras", "script", "resnetkit")
+TARGET_CHOICES = ("resnetkit", "torchvision", "timm", "huggingface", "keras")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "convert",
+        help="convert ResNet weights between torchvision, timm, Hugging Face, Keras and resnetkit",
+        description="Load a checkpoint into a resnetkit architecture, explaining any mismatch "
+        "(classes, depth, shortcut option, input channels, v1/v1.5), then write it. Classes and "
+        "input channels default to the checkpoint's; changing them needs --adapt-head / "
+        "--adapt-in-chans. Exits with status 2 if the checkpoint does not fit.",
+    )
+    p.add_argument(
+        "src",
+        type=Path,
+        help="checkpoint: .safetensors, .pt/.pth/.bin/.ckpt (weights only), Keras .npz/.h5 "
+        "(layer/kernel:0 arrays; .h5 needs h5py), or a Hugging Face / resnetkit directory",
+    )
+    p.add_argument("--arch", required=True, help="resnetkit architecture, e.g. resnet50")
+    p.add_argument(
+        "--from",
+        dest="source_format",
+        choices=SOURCE_CHOICES,
+        default="auto",
+        help="format of SRC (default: detected from its names)",
+    )
+    p.add_argument(
+        "--to",
+        dest="target",
+        choices=TARGET_CHOICES,
+        default="resnetkit",
+        help="resnetkit: model directory (ImageNet mean/std); torchvision/timm: state dict "
+        "(.safetensors, else torch.save); huggingface: transformers directory; keras: .npz",
+    )
+    p.add_argument("--out", required=True, type=Path, help="file or directory to write")
+    p.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument(
+        "--adapt-head",
+        action="store_true",
+        help="start a new --num-classes head if the checkpoint's does not fit",
+    )
+    p.add_argument("--in-chans", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument(
+        "--adapt-in-chans",
+        action="store_true",
+        help="adapt conv1 to --in-chans (1: sum over RGB; N: repeat, scaled by 3/N)",
+    )
+    p.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from resnetkit.interop.convert import convert_checkpoint
+
+    try:
+        report, out = convert_checkpoint(
+            args.src,
+            args.arch,
+            args.out,
+            source_format=args.source_format,
+            target=args.target,
+            num_classes=args.num_classes,
+            in_chans=args.in_chans,
+            adapt_head=args.adapt_head,
+            adapt_in_chans=args.adapt_in_chans,
+        )
+    except ImportError as err:  # an .h5 file without h5py
+        print(f"resnetkit convert: error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"wrote {args.target} weights to {out}")
+    return 0

@@ -1,0 +1,55 @@
+"""``resnetkit finetune``: transfer a pretrained ResNet to a folder of your own images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from resnetkit.cli.train import add_recipe_overrides, recipe_from_args
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pretrained model on an image folder (one sub-folder per class)",
+        description="New head for the folder's classes, lower learning rate for the backbone "
+        "(--backbone-lr-mult), optional frozen stages and BatchNorm statistics, class-balanced "
+        "loss, best epoch on validation kept, early stopping. Writes OUT/model (a model "
+        "directory), OUT/report.json, OUT/confusion.png and OUT/curves.png.",
+    )
+    p.add_argument("--model", required=True, help="registered tag, model directory or checkpoint")
+    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint file")
+    p.add_argument("--data", required=True, type=Path, help="image folder (DIR/<class>/<image>)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--recipe", default="finetune")
+    p.add_argument(
+        "--scratch",
+        action="store_true",
+        help="train the same architecture from random weights (the baseline)",
+    )
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    add_recipe_overrides(p)  # --freeze-stages K, --epochs N, --freeze-bn true, ...
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from resnetkit.train.finetune import finetune
+
+    result = finetune(
+        args.model,
+        args.data,
+        args.out,
+        arch=args.arch,
+        recipe=recipe_from_args(args),
+        scratch=args.scratch,
+        resume=args.resume,
+        progress=not args.no_progress,
+        device=args.device,
+    )
+    if result.train.is_main:
+        shown = {k: v for k, v in result.report.items() if k != "per_class"}
+        print(json.dumps(shown, indent=2))
+    return 0

@@ -1,0 +1,431 @@
+"""Where a checkpoint comes from, and explicit maps from its parameter names to ours.
+
+Our names are torchvision's (``conv1``, ``bn1``, ``layer1.0.downsample.0``, ``fc``). timm's
+ResNets use the very same names, including the deep stem of ``resnet50d`` (``conv1.0/1/3/4/6``)
+and its average-pool shortcut (``downsample.1`` conv, ``downsample.2`` BN), so they need no map.
+Hugging Face ``ResNetForImageClassification`` and Keras applications ResNet50 get a module map
+each (below); training-script checkpoints are normalised: nesting, wrapper prefixes, head names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from resnetkit.models.loading import NESTED_KEYS, WRAPPER_PREFIXES
+
+SourceFormat = Literal["resnetkit", "torchvision", "timm", "huggingface", "keras", "script"]
+SOURCE_FORMATS: tuple[str, ...] = (
+    "resnetkit",
+    "torchvision",
+    "timm",
+    "huggingface",
+    "keras",
+    "script",
+)
+#: Formats whose names are ours already (after training-script normalisation).
+NATIVE_FORMATS = ("resnetkit", "torchvision", "timm", "script")
+
+#: Keras ResNets (v1) expect caffe-style inputs: BGR, 0-255, minus this mean (here RGB, 0-1
+#: scale), no std. The stem is flipped to RGB on import, so these are the converted model's.
+KERAS_MEAN = (123.68 / 255, 116.779 / 255, 103.939 / 255)
+KERAS_STD = (1 / 255, 1 / 255, 1 / 255)
+#: Keras BatchNormalization epsilon in keras.applications.resnet; PyTorch's is 1e-5.
+KERAS_BN_EPS = 1.001e-5
+TORCH_BN_EPS = 1e-5
+
+_OUR_BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class ModuleMap:
+    """Our module names against another library's: whole modules, then the parts of a block.
+
+    Block ``b`` of stage ``s`` (ours: ``layer{s+1}.{b}``, both 0-based) is called
+    ``block.format(stage=s + stage_base, block=b + block_base)`` followed by its part's name.
+    """
+
+    fixed: Mapping[str, str]
+    block: str
+    stage_base: int
+    block_base: int
+    parts: Mapping[str, str]
+
+    def theirs(self, module: str) -> str | None:
+        """Their name of one of our modules, or None if they have no such module."""
+        if module in self.fixed:
+            return self.fixed[module]
+        match = _OUR_BLOCK.match(module)
+        if match is None or match.group(3) not in self.parts:
+            return None
+        stage = int(match.group(1)) - 1 + self.stage_base
+        block = int(match.group(2)) + self.block_base
+        return self.block.format(stage=stage, block=block) + self.parts[match.group(3)]
+
+    def ours(self, module: str) -> str | None:
+        """Our name of one of their modules, or None if we have no such module."""
+        for mine, theirs in self.fixed.items():
+            if module == theirs:
+                return mine
+        match = self._their_block.match(module)
+        if match is None:
+            return None
+        part = next((m for m, t in self.parts.items() if t == match.group("part")), None)
+        if part is None:
+            return None
+        stage = int(match.group("stage")) - self.stage_base + 1
+        block = int(match.group("block")) - self.block_base
+        return f"layer{stage}.{block}.{part}"
+
+    @property
+    def _their_block(self) -> re.Pattern[str]:
+        pattern = re.escape(self.block)
+        pattern = pattern.replace(re.escape("{stage}"), r"(?P<stage>\d+)")
+        pattern = pattern.replace(re.escape("{block}"), r"(?P<block>\d+)")
+        return re.compile(f"^{pattern}(?P<part>.+)$")
+
+
+#: transformers' ResNetForImageClassification (``microsoft/resnet-50`` and friends).
+HF_MAP = ModuleMap(
+    fixed={
+        "conv1": "resnet.embedder.embedder.convolution",
+        "bn1": "resnet.embedder.embedder.normalization",
+        "fc": "classifier.1",  # classifier = Sequential(Flatten, Linear)
+    },
+    block="resnet.encoder.stages.{stage}.layers.{block}.",
+    stage_base=0,
+    block_base=0,
+    parts={
+        "conv1": "layer.0.convolution",
+        "bn1": "layer.0.normalization",
+        "conv2": "layer.1.convolution",
+        "bn2": "layer.1.normalization",
+        "conv3": "layer.2.convolution",
+        "bn3": "layer.2.normalization",
+        "downsample.0": "shortcut.convolution",
+        "downsample.1": "shortcut.normalization",
+    },
+)
+
+#: keras.applications.resnet (ResNet50/101/152, v1): layer names such as ``conv2_block1_0_conv``.
+KERAS_MAP = ModuleMap(
+    fixed={"conv1": "conv1_conv", "bn1": "conv1_bn", "fc": "predictions"},
+    block="conv{stage}_block{block}_",
+    stage_base=2,  # Keras counts conv1 (the stem) as stage 1, so layer1 is conv2
+    block_base=1,
+    parts={
+        "conv1": "1_conv",
+        "bn1": "1_bn",
+        "conv2": "2_conv",
+        "bn2": "2_bn",
+        "conv3": "3_conv",
+        "bn3": "3_bn",
+        "downsample.0": "0_conv",
+        "downsample.1": "0_bn",
+    },
+)
+
+#: Classifier names used by training scripts, renamed to ``fc`` (kuangliu's CIFAR nets use
+#: ``linear``, many scripts ``classifier`` or ``head``, timm's other families ``head.fc``).
+_HEAD_ALIAS = re.compile(r"^(?:linear|classifier|head)(?:\.fc|\.\d+)?\.(weight|bias)$")
+#: kuangliu's pytorch-cifar calls the projection shortcut ``shortcut``.
+_SHORTCUT_ALIAS = re.compile(r"^(layer\d+\.\d+\.)shortcut\.(\d+\..+)$")
+_OUR_ROOTS = ("conv1.", "bn1.", "layer1.", "fc.", "resnet.", "classifier.")
+
+
+@dataclass
+class Translation:
+    """A checkpoint in our parameter names.
+
+    Attributes:
+        state: tensors under our names; keys that have no counterpart keep their own name.
+        source_format: the format the names were read as.
+        notes: what was done to the names, for people (``module.`` stripped, ...).
+        untranslated: keys of the source that have no name of ours.
+    """
+
+    state: dict[str, Tensor]
+    source_format: str
+    notes: list[str] = field(default_factory=list)
+    untranslated: list[str] = field(default_factory=list)
+
+
+def detect_format(keys: Iterable[str]) -> SourceFormat:
+    """Guess the library of a flat checkpoint from its key names.
+
+    timm and torchvision share names; ``timm`` is returned only for timm-only layouts (the deep
+    stem ``conv1.0``), and training-script quirks are recognised by :func:`to_resnetkit_names`.
+    """
+    keys = list(keys)
+    if any(k.startswith(("resnet.embedder.", "resnet.encoder.")) for k in keys):
+        return "huggingface"
+    if any("/" in k or k.startswith(("conv1_conv", "conv2_block1_")) for k in keys):
+        return "keras"
+    if any(k.startswith("conv1.0.") for k in keys):
+        return "timm"
+    return "torchvision"
+
+
+def to_resnetkit_names(obj: Mapping[str, Any], source_format: str = "auto") -> Translation:
+    """Translate a checkpoint (flat or nested, tensors or numpy arrays) to our names.
+
+    Args:
+        obj: a state dict, a training checkpoint holding one under ``state_dict``,
+            ``model_state_dict`` or ``model``, or Keras weights (``layer/kernel:0`` -> array).
+        source_format: one of :data:`SOURCE_FORMATS`, or ``"auto"`` to detect it.
+
+    Raises:
+        ValueError: no state dict inside, or an unknown format.
+    """
+    if source_format != "auto" and source_format not in SOURCE_FORMATS:
+        raise ValueError(
+            f"unknown checkpoint format {source_format!r}; expected auto or one of "
+            f"{', '.join(SOURCE_FORMATS)}"
+        )
+    state, notes = normalize_script(obj)
+    detected = detect_format(state)
+    fmt = detected if source_format == "auto" else source_format
+    if fmt in ("torchvision", "timm") and notes and source_format == "auto":
+        fmt = "script"
+    if fmt == "huggingface":
+        translation = _rename_modules(state, HF_MAP, "huggingface")
+    elif fmt == "keras":
+        translation = keras_to_ours(state)
+    else:
+        translation = Translation(state, fmt)
+    translation.notes[:0] = notes
+    if source_format != "auto" and _family(detected) != _family(fmt):
+        translation.notes.append(
+            f"the keys look like {detected} names, but were read as {fmt} (--from {fmt}); "
+            "try --from auto"
+        )
+    return translation
+
+
+def _family(fmt: str) -> str:
+    return "native" if fmt in NATIVE_FORMATS else fmt
+
+
+def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[str]]:
+    """Undo what training scripts do to a state dict; say what was undone.
+
+    Unnests ``state_dict`` / ``model_state_dict`` / ``model``, strips ``module.`` (DataParallel,
+    DDP) and ``_orig_mod.`` (torch.compile) and a prefix shared by every key (a Lightning
+    module's ``model.``), renames heads called ``linear``/``classifier``/``head`` to ``fc`` and
+    ``shortcut`` to ``downsample``. Numpy arrays become tensors.
+    """
+    notes: list[str] = []
+    current: Any = obj
+    for _ in range(len(NESTED_KEYS) + 1):
+        if _is_flat(current):
+            break
+        key = next((k for k in NESTED_KEYS if isinstance(current, Mapping) and k in current), None)
+        if key is None:
+            found = sorted(map(str, current))[:10] if isinstance(current, Mapping) else current
+            raise ValueError(
+                "expected a state dict (parameter name -> tensor), possibly under one of "
+                f"{', '.join(NESTED_KEYS)}; found {found!r}"
+            )
+        notes.append(f"weights were nested under {key!r}")
+        current = current[key]
+    else:
+        raise ValueError(f"state dict nested too deeply under {', '.join(NESTED_KEYS)}")
+    state = {k: _as_tensor(v) for k, v in current.items()}
+
+    for prefix, why in (("module.", "DataParallel/DDP"), ("_orig_mod.", "torch.compile")):
+        if any(k.startswith(prefix) or f".{prefix}" in k for k in state):
+            notes.append(f"stripped the {prefix!r} prefix ({why})")
+    stripped: dict[str, Tensor] = {}
+    for key, value in state.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        stripped[key] = value
+    state = stripped
+
+    heads = sorted(k for k in state if "/" not in k and not k.startswith(_OUR_ROOTS))
+    first = {k.split(".", 1)[0] for k in state}
+    if len(first) == 1 and "/" not in next(iter(state), "") and heads == sorted(state):
+        prefix = f"{first.pop()}."
+        inner = [k[len(prefix) :] for k in state]
+        if any(k.startswith(_OUR_ROOTS) for k in inner):
+            notes.append(f"stripped the {prefix!r} prefix shared by every key")
+            state = dict(zip(inner, state.values(), strict=True))
+
+    if not any(k.startswith("fc.") for k in state) and not any(
+        k.startswith("resnet.") for k in state
+    ):
+        renamed = {k: f"fc.{m.group(1)}" for k in state if (m := _HEAD_ALIAS.match(k))}
+        if renamed:
+            head = next(iter(renamed)).rsplit(".", 1)[0]
+            notes.append(f"renamed the classifier {head!r} to 'fc'")
+            state = {renamed.get(k, k): v for k, v in state.items()}
+    shortcuts = {
+        k: f"{m.group(1)}downsample.{m.group(2)}" for k in state if (m := _SHORTCUT_ALIAS.match(k))
+    }
+    if shortcuts:
+        notes.append("renamed 'shortcut' modules to 'downsample'")
+        state = {shortcuts.get(k, k): v for k, v in state.items()}
+    return state, notes
+
+
+def _is_flat(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, Tensor | np.ndarray) for k, v in obj.items())
+    )
+
+
+def _as_tensor(value: Tensor | np.ndarray) -> Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
+def _rename_modules(state: Mapping[str, Tensor], names: ModuleMap, fmt: str) -> Translation:
+    out = Translation({}, fmt)
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        mine = names.ours(module)
+        if mine is None:
+            out.untranslated.append(key)
+            out.state[key] = value
+        else:
+            out.state[f"{mine}.{leaf}"] = value
+    return out
+
+
+def ours_to_huggingface(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our state dict in transformers' ResNet names (every key must have one)."""
+    out: dict[str, Tensor] = {}
+    unmapped = []
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        theirs = HF_MAP.theirs(module)
+        if theirs is None:
+            unmapped.append(key)
+        else:
+            out[f"{theirs}.{leaf}"] = value
+    if unmapped:
+        raise ValueError(f"no Hugging Face name for {unmapped[:5]}: this layout has no equivalent")
+    return out
+
+
+def _keras_split(key: str) -> tuple[str, str] | None:
+    parts = key.removesuffix(":0").split("/")
+    return (parts[-2], parts[-1]) if len(parts) >= 2 else None
+
+
+def keras_to_ours(arrays: Mapping[str, Tensor]) -> Translation:
+    """Keras ResNet weights (``layer_name/kernel:0`` etc.) as our state dict.
+
+    Convolution kernels go HWIO -> OIHW and dense kernels (in, out) -> (out, in). Keras convs
+    have biases where ours have none; a bias ``b`` before a BatchNorm only shifts its input, so
+    it is folded into the BN: ``running_mean -= b``. Keras' BN epsilon (1.001e-5) becomes
+    PyTorch's 1e-5 by adding the difference to ``running_var``. The stem's input channels are
+    reversed (Keras ResNets take BGR, caffe-style) so the result takes RGB.
+    """
+    out = Translation({}, "keras")
+    layers: dict[str, dict[str, Tensor]] = {}
+    for key, value in arrays.items():
+        split = _keras_split(key)
+        if split is None:
+            out.untranslated.append(key)
+            out.state[key] = value
+        else:
+            layers.setdefault(split[0], {})[split[1]] = value
+    used: set[tuple[str, str]] = set()
+    for layer, weights in layers.items():
+        module = KERAS_MAP.ours(layer)
+        kernel = weights.get("kernel")
+        if module is None:
+            continue
+        if kernel is not None and kernel.dim() == 4:
+            out.state[f"{module}.weight"] = kernel.permute(3, 2, 0, 1).contiguous()
+            used.add((layer, "kernel"))
+            # The bias is folded into the BN of the same unit (handled with that BN).
+        elif kernel is not None and kernel.dim() == 2:
+            out.state[f"{module}.weight"] = kernel.t().contiguous()
+            used.add((layer, "kernel"))
+            if "bias" in weights:
+                out.state[f"{module}.bias"] = weights["bias"]
+                used.add((layer, "bias"))
+        elif "moving_mean" in weights:
+            conv_layer = layer.removesuffix("_bn") + "_conv"
+            conv_bias = layers.get(conv_layer, {}).get("bias")
+            mean = weights["moving_mean"]
+            if conv_bias is not None:
+                mean = mean - conv_bias
+                used.add((conv_layer, "bias"))
+            leaves = {"weight": "gamma", "bias": "beta", "running_var": "moving_variance"}
+            for leaf, name in leaves.items():
+                if name in weights:
+                    out.state[f"{module}.{leaf}"] = weights[name]
+                    used.add((layer, name))
+            out.state[f"{module}.running_mean"] = mean
+            used.add((layer, "moving_mean"))
+            if f"{module}.running_var" in out.state:
+                var = out.state[f"{module}.running_var"]
+                out.state[f"{module}.running_var"] = var + (KERAS_BN_EPS - TORCH_BN_EPS)
+    for layer, weights in layers.items():
+        for name, value in weights.items():
+            if (layer, name) not in used:
+                out.untranslated.append(f"{layer}/{name}")
+                out.state[f"{layer}/{name}"] = value
+    stem = out.state.get("conv1.weight")
+    if stem is not None and stem.shape[1] == 3:
+        out.state["conv1.weight"] = stem.flip(1).contiguous()
+        out.notes.append(
+            "reversed conv1's input channels (Keras ResNets take BGR): the model takes RGB; "
+            "feed it caffe-style inputs, 0-255 minus the ImageNet mean, no std "
+            "(mean=[0.485, 0.458, 0.408], std=[1/255]*3 on the 0-1 scale)"
+        )
+    if any("preact_bn" in k or "post_bn" in k for k in out.untranslated):
+        out.notes.append("Keras ResNetV2 (pre-activation) names are not supported")
+    return out
+
+
+def ours_to_keras(state: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    """Our state dict as Keras ResNet weights, the exact inverse of :func:`keras_to_ours`.
+
+    Keys are ``layer_name/kernel:0`` as ``model.weights[i].name`` reads in tf.keras; conv
+    biases are written as zeros since ours have none.
+    """
+    modules: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if leaf != "num_batches_tracked":
+            modules.setdefault(module, {})[leaf] = value.detach().cpu().float()
+    out: dict[str, np.ndarray] = {}
+    unmapped = []
+    for module, leaves in modules.items():
+        layer = KERAS_MAP.theirs(module)
+        if layer is None:
+            unmapped.append(module)
+            continue
+        weight = leaves["weight"]
+        if "running_mean" in leaves:
+            var = (leaves["running_var"] - (KERAS_BN_EPS - TORCH_BN_EPS)).clamp_min(0.0)
+            arrays = {
+                "gamma": weight,
+                "beta": leaves["bias"],
+                "moving_mean": leaves["running_mean"],
+                "moving_variance": var,
+            }
+        elif weight.dim() == 4:
+            if module == "conv1" and weight.shape[1] == 3:
+                weight = weight.flip(1)  # RGB -> BGR, as Keras ResNets expect
+            arrays = {"kernel": weight.permute(2, 3, 1, 0), "bias": weight.new_zeros(len(weight))}
+        else:
+            arrays = {"kernel": weight.t(), "bias": leaves["bias"]}
+        for name, tensor in arrays.items():
+            out[f"{layer}/{name}:0"] = tensor.contiguous().numpy()
+    if unmapped:
+        raise ValueError(f"no Keras layer name for {unmapped[:5]}: this layout has no equivalent")
+    return out

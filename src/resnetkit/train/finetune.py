@@ -1,0 +1,102 @@
+"""Fine-tune a pretrained ResNet on a folder of images, and write a report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnetkit.models.loading import load_model, preprocessing_of
+from resnetkit.train.checkpoint import atomic_write_text
+from resnetkit.train.recipe import Recipe, load_recipe
+from resnetkit.train.trainer import TrainResult, TrainSpec, train
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    train: TrainResult
+    report: dict[str, Any]
+
+
+def finetune(
+    source: str | Path,
+    data: Path,
+    out: Path,
+    *,
+    arch: str | None = None,
+    recipe: Recipe | None = None,
+    scratch: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    device: str = "cpu",
+) -> FinetuneResult:
+    """Fine-tune ``source`` (registered tag, model directory, or checkpoint with ``arch``) on an
+    image folder (one sub-folder per class, optionally ``train/`` and ``val/``).
+
+    Args:
+        source: the pretrained model.
+        data: the image folder.
+        out: run directory; the fine-tuned model lands in ``out/model``.
+        arch: architecture of a bare checkpoint file.
+        recipe: defaults to the built-in ``finetune`` recipe.
+        scratch: same architecture and preprocessing but random weights (the baseline that
+            fine-tuning should beat).
+        resume: continue an interrupted run in ``out``.
+        progress: show progress bars.
+        device: ``cpu`` or a CUDA device.
+    """
+    from resnetkit.models.resnet import ResNet
+
+    recipe = recipe or load_recipe("finetune")
+    model = load_model(source, arch=arch)
+    pre = preprocessing_of(model)
+    if scratch:  # same architecture and preprocessing, freshly initialised weights
+        model = ResNet(model.config, name=model.name)
+    size = int(pre["input_size"])
+    spec = TrainSpec(
+        model=model,
+        dataset="folder",
+        data_dir=data,
+        out=out,
+        recipe=recipe,
+        resume=resume,
+        image_size=size,
+        device=device,
+        progress=progress,
+        normalization=(tuple(pre["mean"]), tuple(pre["std"])),
+    )
+    result = train(spec)
+    report = write_report(result, out, source=str(source), scratch=scratch)
+    return FinetuneResult(result, report)
+
+
+def write_report(result: TrainResult, out: Path, *, source: str, scratch: bool) -> dict[str, Any]:
+    """``report.json`` and ``confusion.png`` from the run's final evaluation on the val split."""
+    from resnetkit.evaluate.plots import plot_confusion
+
+    final = json.loads((out / "final_metrics.json").read_text())
+    per_class = final.get("per_class", {}).get("val", {})
+    confusion = final.get("confusion", {}).get("val")
+    report: dict[str, Any] = {
+        "source": source,
+        "from_scratch": scratch,
+        "val_top1": result.metrics.get("val_top1"),
+        "val_top5": result.metrics.get("val_top5"),
+        "per_class": per_class,
+        "epochs_run": len(result.history),
+        "stopped_early": result.metrics.get("stopped_early", False),
+        "model_dir": str(result.model_dir),
+        "curves": str(out / "curves.png"),
+    }
+    if confusion is not None:
+        plot_confusion(
+            confusion,
+            list(per_class),
+            out / "confusion.png",
+            title=f"val top-1 {report['val_top1']:.1f}%",
+        )
+        report["confusion_png"] = str(out / "confusion.png")
+    if result.is_main:
+        atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return report

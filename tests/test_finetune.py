@@ -1,0 +1,140 @@
+"""Fine-tuning: new head, frozen stages and BN, discriminative lr, best epoch, early stop."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from resnetkit.cli.main import main
+from resnetkit.models.model_dir import load_model_dir, save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.train.finetune import finetune
+from resnetkit.train.recipe import load_recipe
+from resnetkit.train.trainer import Trainer, TrainSpec
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # noqa: ANN202
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two imbalanced classes of 32x32 photos-to-be: reddish 'apple' (24) and bluish 'sky' (8)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, colour, count in (("apple", (200, 40, 40), 24), ("sky", (40, 60, 210), 8)):
+        (root / name).mkdir()
+        for i in range(count):
+            pixels = np.clip(rng.normal(colour, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    out = tmp_path_factory.mktemp("source") / "model"
+    classes = [f"c{i}" for i in range(10)]
+    pre = {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    return save_model_dir(model, out, arch="resnet20", classes=classes, preprocessing=pre)
+
+
+RECIPE = load_recipe("finetune").override(
+    {"epochs": 3, "batch_size": 8, "num_threads": 1, "checkpoint_every_s": 1e9}
+)
+
+
+def test_finetune_writes_model_report_and_keeps_frozen_stages(
+    folder: Path, source: Path, tmp_path: Path
+) -> None:
+    recipe = RECIPE.override({"freeze_stages": 2, "freeze_bn": True})
+    result = finetune(source, folder, tmp_path / "ft", recipe=recipe, progress=False)
+    model = load_model_dir(result.train.model_dir)
+    assert model.pretrained_cfg["classes"] == ["apple", "sky"]
+    assert model.fc.out_features == 2
+    assert model.pretrained_cfg["mean"] == [0.5, 0.5, 0.5]  # the source model's preprocessing
+    before = load_file(str(source / "model.safetensors"))
+    after = model.state_dict()
+    for key in before:
+        frozen = key.startswith(("conv1.", "bn1.", "layer1.", "layer2."))
+        if key.startswith("fc."):
+            continue
+        if frozen or "running_" in key:  # frozen stages, and frozen BN statistics everywhere
+            assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["layer3.2.conv2.weight"], after["layer3.2.conv2.weight"])
+    report = json.loads((tmp_path / "ft" / "report.json").read_text())
+    assert set(report["per_class"]) == {"apple", "sky"}
+    for name in ("confusion.png", "curves.png"):
+        assert (tmp_path / "ft" / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_backbone_gets_lower_lr_and_loss_is_class_weighted(
+    folder: Path, source: Path, tmp_path: Path
+) -> None:
+    from resnetkit.models.loading import load_model
+
+    trainer = Trainer(
+        TrainSpec(load_model(source), "folder", folder, tmp_path / "t", RECIPE, progress=False)
+    )
+    head, body = trainer.optimizer.param_groups
+    assert head["initial_lr"] == pytest.approx(RECIPE.lr)
+    assert body["initial_lr"] == pytest.approx(RECIPE.lr * RECIPE.backbone_lr_mult)
+    assert len(head["params"]) == 2  # fc weight and bias
+    weights = trainer.loss_weights
+    assert weights is not None and weights[1] > weights[0]  # the rarer class weighs more
+
+
+def test_select_best_and_early_stopping(folder: Path, source: Path, tmp_path: Path) -> None:
+    recipe = RECIPE.override({"epochs": 6, "lr": 0.0, "warmup_iters": 0, "early_stop_patience": 2})
+    result = finetune(source, folder, tmp_path / "ft", recipe=recipe, progress=False)
+    history = result.train.history
+    assert len(history) == 3  # no improvement possible with lr 0: 1 eval + 2 patience
+    assert result.train.metrics["stopped_early"] is True
+    assert result.report["val_top1"] == pytest.approx(max(r["val_top1"] for r in history))
+
+
+def test_finetune_beats_or_matches_scratch_on_cli(
+    folder: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "finetune",
+        "--model",
+        str(source),
+        "--data",
+        str(folder),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["from_scratch"] is False and 0 <= shown["val_top1"] <= 100
+    assert main([*args, "--out", str(tmp_path / "b"), "--scratch"]) == 0
+    assert json.loads(capsys.readouterr().out)["from_scratch"] is True
+
+
+def test_sampler_balancing_draws_rare_class_more_often(
+    folder: Path, source: Path, tmp_path: Path
+) -> None:
+    from resnetkit.models.loading import load_model
+
+    recipe = RECIPE.override({"class_balance": "sampler"})
+    trainer = Trainer(
+        TrainSpec(load_model(source), "folder", folder, tmp_path / "t", recipe, progress=False)
+    )
+    labels = torch.cat([y for _, y in trainer.train_loader])
+    share = float((labels == 1).float().mean())
+    assert 0.3 < share < 0.7  # 'sky' is 25% of the data but about half of the draws

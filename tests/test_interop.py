@@ -1,0 +1,432 @@
+"""Interop: parity with torchvision, timm and Hugging Face models built with random weights (both
+directions), Keras name mapping, training-script checkpoints, and mismatches explained."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import resnetkit
+from resnetkit.cli.main import main
+from resnetkit.interop import (
+    CheckpointMismatchError,
+    detect_format,
+    load_checkpoint,
+    read_checkpoint,
+    to_huggingface,
+    to_keras_dict,
+    to_timm,
+    to_torchvision,
+)
+from resnetkit.models.loading import load_model
+from resnetkit.models.registry import create_model
+from resnetkit.models.resnet import ResNet
+
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny inputs are per-operator overhead: a second thread only adds synchronisation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN affine parameters and running statistics measured on a random batch, so that a
+    swapped or mis-folded BN changes the output (fresh BNs are the identity in eval mode) while
+    activations stay O(1). Returns the model, in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: the stats of this one batch
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.bias.copy_(torch.randn(m.out_features, generator=g))
+        model.train()(torch.randn(2, 3, 64, 64, generator=g))
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
+
+
+def ours(name: str, **changes: Any) -> ResNet:
+    model = create_model(name, **changes)
+    assert isinstance(model, ResNet)
+    return model.eval()
+
+
+def images(size: int = 64, chans: int = 3, batch: int = 2) -> Tensor:
+    return torch.randn(batch, chans, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def assert_same(a: Tensor, b: Tensor) -> None:
+    assert a.shape == b.shape
+    diff = (a - b).abs().max().item()
+    assert diff <= TOL, f"max abs diff {diff}"
+
+
+@torch.no_grad()
+def out(model: nn.Module, x: Tensor) -> Tensor:
+    y = model.eval()(x)
+    return y.logits if hasattr(y, "logits") else y
+
+
+# --- parity with reference implementations ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_round_trip(name: str) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    reference = randomize(getattr(torchvision.models, name)(num_classes=10))
+    model = ours(name, num_classes=10)
+    report = load_checkpoint(model, reference.state_dict())
+    assert report.loaded and report.source_format == "torchvision" and not report.diagnosis
+    x = images()
+    assert_same(out(model, x), out(reference, x))
+
+    back = getattr(torchvision.models, name)(num_classes=10)
+    back.load_state_dict(to_torchvision(model), strict=True)
+    assert_same(out(back, x), out(reference, x))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50d"])
+def test_timm_round_trip(name: str) -> None:
+    timm = pytest.importorskip("timm")
+    reference = randomize(timm.create_model(name, pretrained=False, num_classes=10))
+    state = reference.state_dict()
+    model = ours(name, num_classes=10)
+    # timm's names are ours, key for key (deep stem and avg-pool shortcut included).
+    assert list(state) == list(model.state_dict())
+    report = load_checkpoint(model, state)
+    assert report.source_format == ("timm" if name == "resnet50d" else "torchvision")
+    x = images()
+    assert_same(out(model, x), out(reference, x))
+
+    back = timm.create_model(name, pretrained=False, num_classes=10)
+    back.load_state_dict(to_timm(model), strict=True)
+    assert_same(out(back, x), out(reference, x))
+
+
+HF_LAYOUTS = {
+    # name: (our arch, our changes, transformers ResNetConfig fields)
+    "resnet18": ("resnet18", {}, {"layer_type": "basic", "hidden_sizes": [64, 128, 256, 512]}),
+    "resnet50": ("resnet50", {}, {"layer_type": "bottleneck"}),
+    "resnet50-v1": (  # a slim v1 bottleneck net: HF's downsample_in_bottleneck is our v1
+        "resnet50",
+        {"layers": (1, 1, 2, 1), "widths": (16, 32, 64, 128), "stride_in_1x1": True},
+        {
+            "layer_type": "bottleneck",
+            "depths": [1, 1, 2, 1],
+            "hidden_sizes": [64, 128, 256, 512],
+            "downsample_in_bottleneck": True,
+        },
+    ),
+}
+
+
+def hf_reference(layout: str) -> tuple[nn.Module, ResNet]:
+    transformers = pytest.importorskip("transformers")
+    arch, changes, fields = HF_LAYOUTS[layout]
+    fields = {"embedding_size": 64, "depths": [3, 4, 6, 3], "num_labels": 10, **fields}
+    if layout == "resnet18":
+        fields["depths"] = [2, 2, 2, 2]
+    config = transformers.ResNetConfig(**fields)
+    reference = randomize(transformers.ResNetForImageClassification(config))
+    return reference, ours(arch, num_classes=10, **changes)
+
+
+@pytest.mark.parametrize("layout", list(HF_LAYOUTS))
+def test_huggingface_into_ours(layout: str, tmp_path: Path) -> None:
+    reference, model = hf_reference(layout)
+    report = load_checkpoint(model, reference.state_dict())
+    assert report.source_format == "huggingface"
+    if model.config.block == "bottleneck":
+        # A bare state dict cannot say v1 or v1.5, and the report says so.
+        assert any("cannot be told from the weights' shapes" in n for n in report.notes)
+    x = images()
+    assert_same(out(model, x), out(reference, x))
+
+    reference.save_pretrained(tmp_path)  # config.json + model.safetensors
+    arch, changes, _ = HF_LAYOUTS[layout]
+    again = ours(arch, num_classes=10, **changes)
+    assert load_checkpoint(again, tmp_path).loaded
+    assert_same(out(again, x), out(reference, x))
+
+
+@pytest.mark.parametrize("layout", list(HF_LAYOUTS))
+def test_ours_to_huggingface_from_pretrained(layout: str, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    _, model = hf_reference(layout)
+    randomize(model, seed=3)
+    classes = [f"class{i}" for i in range(10)]
+    to_huggingface(model, tmp_path, classes=classes)
+    loaded, info = transformers.ResNetForImageClassification.from_pretrained(
+        tmp_path, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    assert loaded.config.id2label[3] == "class3"
+    assert loaded.config.downsample_in_bottleneck == model.config.stride_in_1x1
+    x = images()
+    assert_same(out(loaded, x), out(model, x))
+
+
+def test_huggingface_config_stride_mismatch_refused(tmp_path: Path) -> None:
+    reference, _ = hf_reference("resnet50-v1")
+    reference.save_pretrained(tmp_path)
+    v15 = ours("resnet50", num_classes=10, layers=(1, 1, 2, 1), widths=(16, 32, 64, 128))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(v15, tmp_path)
+    assert "downsample_in_bottleneck=true" in str(err.value)
+    assert "stride_in_1x1=True" in str(err.value)
+
+
+# --- Keras ---------------------------------------------------------------------------------
+
+
+def test_keras_names_and_shapes_match_keras_resnet50() -> None:
+    weights = to_keras_dict(ours("resnet50", stride_in_1x1=True))
+    # keras.applications.resnet.ResNet50 has 320 weights: 53 convs (kernel + bias), 53 BNs
+    # (gamma, beta, moving mean and variance) and the dense layer.
+    assert len(weights) == 320
+    expected = {  # from keras/src/applications/resnet.py: ResNet, residual_block_v1
+        "conv1_conv/kernel:0": (7, 7, 3, 64),
+        "conv1_conv/bias:0": (64,),
+        "conv1_bn/gamma:0": (64,),
+        "conv1_bn/moving_variance:0": (64,),
+        "conv2_block1_0_conv/kernel:0": (1, 1, 64, 256),
+        "conv2_block1_1_conv/kernel:0": (1, 1, 64, 64),
+        "conv2_block1_2_conv/kernel:0": (3, 3, 64, 64),
+        "conv2_block1_3_conv/kernel:0": (1, 1, 64, 256),
+        "conv2_block1_3_bn/moving_mean:0": (256,),
+        "conv3_block1_0_conv/kernel:0": (1, 1, 256, 512),
+        "conv3_block1_1_conv/kernel:0": (1, 1, 256, 128),
+        "conv3_block4_2_conv/kernel:0": (3, 3, 128, 128),
+        "conv4_block6_3_conv/kernel:0": (1, 1, 256, 1024),
+        "conv5_block3_3_bn/beta:0": (2048,),
+        "predictions/kernel:0": (2048, 1000),
+        "predictions/bias:0": (1000,),
+    }
+    for key, shape in expected.items():
+        assert weights[key].shape == shape, key
+    assert "conv2_block2_0_conv/kernel:0" not in weights  # identity shortcuts have no layer
+
+
+@functools.cache
+def _keras_source() -> tuple[ResNet, dict[str, np.ndarray]]:
+    model = randomize(ours("resnet50", num_classes=10, stride_in_1x1=True), seed=5)
+    assert isinstance(model, ResNet)
+    return model, to_keras_dict(model)
+
+
+def test_keras_round_trip_npz(tmp_path: Path) -> None:
+    source, weights = _keras_source()
+    path = tmp_path / "weights.npz"
+    np.savez(path, **weights)  # type: ignore[arg-type]
+    model = ours("resnet50", num_classes=10, stride_in_1x1=True)
+    report = load_checkpoint(model, path)
+    assert report.source_format == "keras" and any("BGR" in n for n in report.notes)
+    x = images()
+    assert_same(out(model, x), out(source, x))
+
+
+def test_keras_conv_biases_fold_into_batchnorm() -> None:
+    """A Keras conv bias b before a BN is the same function as b = 0 with moving_mean - b."""
+    source, weights = _keras_source()
+    shifted = dict(weights)
+    g = np.random.default_rng(0)
+    for key in [k for k in weights if k.endswith("_conv/bias:0")]:
+        bias = g.standard_normal(weights[key].shape).astype(np.float32)
+        shifted[key] = bias
+        bn = key.replace("_conv/bias:0", "_bn/moving_mean:0")
+        shifted[bn] = weights[bn] + bias
+    model = ours("resnet50", num_classes=10, stride_in_1x1=True)
+    load_checkpoint(model, shifted)
+    x = images()
+    assert_same(out(model, x), out(source, x))
+
+
+def test_keras_weights_refused_by_v15_model() -> None:
+    _, weights = _keras_source()
+    with pytest.raises(CheckpointMismatchError, match="stride_in_1x1=True"):
+        load_checkpoint(ours("resnet50", num_classes=10), weights)
+    with pytest.raises(ValueError, match="Keras ResNets are v1"):
+        to_keras_dict(ours("resnet50"))
+
+
+def test_keras_h5_needs_h5py(tmp_path: Path) -> None:
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"not really")
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="h5py"):
+            read_checkpoint(path)
+
+
+# --- training-script checkpoints -----------------------------------------------------------
+
+
+def _script_checkpoint(state: dict[str, Tensor], variant: str) -> dict[str, Any]:
+    if "head" in variant:
+        head = variant.split("=")[1]
+        state = {
+            k.replace("fc.", f"{head}.", 1) if k.startswith("fc.") else k: v
+            for k, v in state.items()
+        }
+    if "no-counters" in variant:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    if variant.startswith("ddp"):
+        return {"epoch": 7, "model_state_dict": {f"module.{k}": v for k, v in state.items()}}
+    if variant.startswith("compiled"):
+        return {"state_dict": {f"module._orig_mod.{k}": v for k, v in state.items()}}
+    if variant.startswith("lightning"):
+        return {"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 1}
+    return {"model": state, "optimizer": {"lr": 0.1}}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "ddp",
+        "compiled head=linear",
+        "lightning head=classifier",
+        "plain head=head no-counters",
+        "ddp head=linear no-counters",
+    ],
+)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_training_script_checkpoints(variant: str, legacy: bool, tmp_path: Path) -> None:
+    source = randomize(ours("resnet20"), seed=2)
+    path = tmp_path / "checkpoint.pth"
+    checkpoint = _script_checkpoint(source.state_dict(), variant)
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
+    model = ours("resnet20")
+    report = load_checkpoint(model, path)
+    assert report.loaded and report.source_format == "script"
+    assert report.notes  # says what was unwrapped / stripped / renamed
+    x = images(32)
+    assert_same(out(model, x), out(source, x))
+
+
+# --- mismatches explained ------------------------------------------------------------------
+
+
+def test_other_depth_is_diagnosed() -> None:
+    state = ours("resnet18", num_classes=10).state_dict()
+    model = ours("resnet34", num_classes=10)
+    before = model.conv1_weight().clone()
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(model, state)
+    report = err.value.report
+    assert "layer1.2.conv1.weight" in report.missing
+    assert any(d.startswith("other depth") and "resnet18" in d for d in report.diagnosis)
+    assert not any("shortcut" in d for d in report.diagnosis)
+    assert torch.equal(model.conv1_weight(), before)  # nothing loaded on failure
+
+
+def test_other_number_of_classes_and_adapt_head() -> None:
+    source = ours("resnet18", num_classes=10)
+    model = ours("resnet18")
+    with pytest.raises(CheckpointMismatchError, match="adapt_head=True") as err:
+        load_checkpoint(model, source.state_dict())
+    report = err.value.report
+    assert [str(s) for s in report.shape_mismatches][0].startswith(
+        "fc.weight: checkpoint (10, 512)"
+    )
+    assert report.diagnosis[0].startswith("other number of classes")
+
+    report = resnetkit.load_checkpoint(model, source.state_dict(), adapt_head=True)
+    assert report.loaded and report.adapted[0].startswith("head:")
+    assert model.fc.weight.shape == (1000, 512)
+    assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+def test_shortcut_option_a_into_b_is_diagnosed() -> None:
+    state = ours("resnet20").state_dict()
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(ours("resnet20", shortcut="B"), state)
+    (diagnosis,) = err.value.report.diagnosis
+    assert "option A" in diagnosis and "shortcut='A'" in diagnosis
+
+
+@pytest.mark.parametrize("in_chans", [1, 6])
+def test_in_chans_adapted_as_timm(in_chans: int) -> None:
+    source = randomize(ours("resnet20"), seed=4)
+    model = ours("resnet20", in_chans=in_chans)
+    with pytest.raises(CheckpointMismatchError, match="adapt_in_chans=True"):
+        load_checkpoint(model, source.state_dict())
+    report = load_checkpoint(model, source.state_dict(), adapt_in_chans=True)
+    assert report.adapted and report.adapted[0].startswith("conv1")
+    x = images(32)
+    if in_chans == 1:  # the summed filters see a grey image as the RGB filters see it in colour
+        gray = x[:, :1]
+        assert_same(out(model, gray), out(source, gray.repeat(1, 3, 1, 1)))
+    else:  # repeated filters scaled by 3/N respond to repeated RGB as the original does
+        assert_same(out(model, x.repeat(1, 2, 1, 1)), out(source, x))
+
+
+def test_detect_format() -> None:
+    assert detect_format(["conv1.weight", "fc.weight"]) == "torchvision"
+    assert detect_format(["conv1.0.weight", "conv1.1.weight"]) == "timm"
+    assert detect_format(["resnet.embedder.embedder.convolution.weight"]) == "huggingface"
+    assert detect_format(["conv1_conv/kernel:0"]) == "keras"
+
+
+def test_export_refuses_layouts_the_target_lacks() -> None:
+    with pytest.raises(ValueError, match="cifar stem"):
+        to_torchvision(ours("resnet20"))
+    with pytest.raises(ValueError, match="v1.5"):
+        to_timm(ours("resnet50", stride_in_1x1=True))
+
+
+# --- the command and load_model --------------------------------------------------------------
+
+
+def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = randomize(ours("resnet20"), seed=6)
+    src = tmp_path / "script.pt"
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, src)
+
+    code = main(["convert", str(src), "--arch", "resnet20", "--out", str(tmp_path / "model")])
+    assert code == 0, capsys.readouterr().err
+    loaded = load_model(tmp_path / "model")
+    assert loaded.pretrained_cfg["mean"] == [0.485, 0.456, 0.406]  # type: ignore[index]
+    x = images(32)
+    assert_same(out(loaded, x), out(source, x))
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["provenance"]["source_format"] == "script"
+
+    args = ["convert", str(src), "--arch", "resnet20", "--num-classes", "5"]
+    assert main([*args, "--out", str(tmp_path / "five")]) == 2
+    assert "other number of classes" in capsys.readouterr().err
+    assert main([*args, "--adapt-head", "--out", str(tmp_path / "five")]) == 0
+    assert load_model(tmp_path / "five").num_classes == 5
+
+
+def test_load_model_reads_huggingface_names(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from resnetkit.interop.formats import ours_to_huggingface
+
+    source = randomize(ours("resnet18", num_classes=10), seed=7)
+    hf_state = ours_to_huggingface(copy.deepcopy(source.state_dict()))
+    save_file(hf_state, str(tmp_path / "hf.safetensors"))
+    loaded = load_model(tmp_path / "hf.safetensors", arch="resnet18")
+    x = images()
+    assert_same(out(loaded, x), out(source, x))
