@@ -153,6 +153,7 @@ def hf_reference(layout: str) -> tuple[nn.Module, ResNet]:
 @pytest.mark.parametrize("layout", list(HF_LAYOUTS))
 def test_huggingface_into_ours(layout: str, tmp_path: Path) -> None:
     reference, model = hf_reference(layout)
+    arch, changes, _ = HF_LAYOUTS[layout]
     report = load_checkpoint(model, reference.state_dict())
     assert report.source_format == "huggingface"
     if model.config.block == "bottleneck":
@@ -161,8 +162,19 @@ def test_huggingface_into_ours(layout: str, tmp_path: Path) -> None:
     x = images()
     assert_same(out(model, x), out(reference, x))
 
+    if layout == "resnet18":  # a headless ResNetModel's names lack the "resnet." prefix
+        backbone = {
+            k.removeprefix("resnet."): v
+            for k, v in reference.state_dict().items()
+            if k.startswith("resnet.")
+        }
+        headless = ours(arch, num_classes=0)
+        load_checkpoint(headless, backbone)
+        with torch.no_grad():
+            features = reference.resnet(x).pooler_output.flatten(1)
+        assert_same(out(headless, x), features)
+
     reference.save_pretrained(tmp_path)  # config.json + model.safetensors
-    arch, changes, _ = HF_LAYOUTS[layout]
     again = ours(arch, num_classes=10, **changes)
     assert load_checkpoint(again, tmp_path).loaded
     assert_same(out(again, x), out(reference, x))
@@ -251,7 +263,9 @@ def test_keras_conv_biases_fold_into_batchnorm() -> None:
     shifted = dict(weights)
     g = np.random.default_rng(0)
     for key in [k for k in weights if k.endswith("_conv/bias:0")]:
-        bias = g.standard_normal(weights[key].shape).astype(np.float32)
+        # Small, so that rounding in mean + b - b stays far below the tolerance; a wrong sign
+        # or a bias left out still moves the logits by orders of magnitude more.
+        bias = 0.01 * g.standard_normal(weights[key].shape).astype(np.float32)
         shifted[key] = bias
         bn = key.replace("_conv/bias:0", "_bn/moving_mean:0")
         shifted[bn] = weights[bn] + bias
@@ -283,8 +297,9 @@ def test_keras_h5_needs_h5py(tmp_path: Path) -> None:
 
 
 def _script_checkpoint(state: dict[str, Tensor], variant: str) -> dict[str, Any]:
-    if "head" in variant:
-        head = variant.split("=")[1]
+    options = dict(word.partition("=")[::2] for word in variant.split())
+    if options.get("head"):
+        head = options["head"]
         state = {
             k.replace("fc.", f"{head}.", 1) if k.startswith("fc.") else k: v
             for k, v in state.items()
@@ -385,6 +400,7 @@ def test_detect_format() -> None:
     assert detect_format(["conv1.weight", "fc.weight"]) == "torchvision"
     assert detect_format(["conv1.0.weight", "conv1.1.weight"]) == "timm"
     assert detect_format(["resnet.embedder.embedder.convolution.weight"]) == "huggingface"
+    assert detect_format(["embedder.embedder.convolution.weight"]) == "huggingface"
     assert detect_format(["conv1_conv/kernel:0"]) == "keras"
 
 

@@ -27,6 +27,7 @@ from resnetkit.interop.formats import (
     KERAS_STD,
     ours_to_huggingface,
     ours_to_keras,
+    same_names,
     to_resnetkit_names,
 )
 from resnetkit.models.config import ResNetConfig
@@ -35,7 +36,7 @@ from resnetkit.models.loading import (
     IMAGENET_STD,
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
-    _torch_load_weights_only,
+    torch_load_weights_only,
 )
 from resnetkit.models.registry import create_model, get_model_config, list_models
 from resnetkit.models.resnet import ResNet
@@ -55,6 +56,7 @@ class Checkpoint:
         source: a path, or ``"state dict"``.
         source_format: ``torchvision``, ``timm``, ``huggingface``, ``keras``, ``script`` or
             ``resnetkit``.
+        detected_format: what the names look like (differs only if told otherwise).
         notes: what was done to the names.
         stride_in_1x1: the source's stride placement when its config says so (Keras: v1);
             None when unknown, since shapes cannot tell.
@@ -65,6 +67,7 @@ class Checkpoint:
     state: dict[str, Tensor]
     source: str
     source_format: str
+    detected_format: str = ""
     notes: list[str] = field(default_factory=list)
     stride_in_1x1: bool | None = None
     classes: list[str] = field(default_factory=list)
@@ -180,7 +183,13 @@ def read_checkpoint(
         raw, hint, meta = _read_path(path)
         origin = str(path)
     translation = to_resnetkit_names(raw, hint if source_format == "auto" else source_format)
-    ckpt = Checkpoint(translation.state, origin, translation.source_format, translation.notes)
+    ckpt = Checkpoint(
+        translation.state,
+        origin,
+        translation.source_format,
+        translation.detected_format,
+        translation.notes,
+    )
     ckpt.stride_in_1x1 = meta.get("stride_in_1x1")
     ckpt.classes = list(meta.get("classes", []))
     ckpt.problems = list(meta.get("problems", []))
@@ -198,7 +207,7 @@ def _read_path(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     if suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors(path), "auto", {}
     if suffix in PICKLE_SUFFIXES:
-        return _torch_load_weights_only(path), "auto", {}
+        return torch_load_weights_only(path), "auto", {}
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as arrays:
             return {name: arrays[name] for name in arrays.files}, "keras", {}
@@ -249,7 +258,7 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     raw = (
         _read_safetensors(weights)
         if weights.suffix == ".safetensors"
-        else _torch_load_weights_only(weights)
+        else torch_load_weights_only(weights)
     )
     if config.get("model_type") == "resnet":
         return raw, "huggingface", _huggingface_meta(config)
@@ -319,7 +328,7 @@ def load_checkpoint(
     state = dict(ckpt.state)
     expected = model.state_dict()
     report.missing, report.unexpected, report.shape_mismatches = _compare(state, expected)
-    report.diagnosis = _diagnose(model, state, expected, report)
+    report.diagnosis = _diagnose(model, state, expected, report, ckpt.detected_format)
     stride_notes, blocking = _stride_findings(model, ckpt)
     report.notes += stride_notes
     blocking += ckpt.problems
@@ -330,8 +339,18 @@ def load_checkpoint(
         report.adapted.append(_adapt_head(model, state))
     conv_key = "conv1.0.weight" if "conv1.0.weight" in expected else "conv1.weight"
     if adapt_in_chans and conv_key in differing and conv_key in state:
-        adapted = _adapt_conv1(state, conv_key, int(expected[conv_key].shape[1]))
-        (report.adapted if adapted.startswith("conv1") else report.diagnosis).append(adapted)
+        weight, in_chans = state[conv_key], int(expected[conv_key].shape[1])
+        if weight.dim() == 4 and weight.shape[1] == 3:
+            state[conv_key] = adapt_input_conv(in_chans, weight.float()).to(weight.dtype)
+            how = "summed RGB" if in_chans == 1 else f"repeated RGB, scaled by 3/{in_chans}"
+            report.adapted.append(
+                f"conv1: adapted {conv_key} from 3 to {in_chans} channels ({how})"
+            )
+        else:
+            report.diagnosis.append(
+                f"adapt_in_chans needs 3-channel weights; the checkpoint's {conv_key} has shape "
+                f"{tuple(weight.shape)}"
+            )
 
     if any(_compare(state, expected)) or blocking:
         raise CheckpointMismatchError(report)
@@ -369,18 +388,6 @@ def adapt_input_conv(in_chans: int, weight: Tensor) -> Tensor:
     return weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (3 / in_chans)
 
 
-def _adapt_conv1(state: dict[str, Tensor], key: str, in_chans: int) -> str:
-    weight = state[key]
-    if weight.dim() != 4 or weight.shape[1] != 3:
-        return (
-            f"adapt_in_chans needs 3-channel weights; the checkpoint's {key} has shape "
-            f"{tuple(weight.shape)}"
-        )
-    state[key] = adapt_input_conv(in_chans, weight.float()).to(weight.dtype)
-    how = "summed the RGB filters" if in_chans == 1 else f"repeated RGB, scaled by 3/{in_chans}"
-    return f"conv1: adapted {key} from 3 to {in_chans} input channels ({how})"
-
-
 def _adapt_head(model: ResNet, state: dict[str, Tensor]) -> str:
     old = state.get("fc.weight")
     for key in [k for k in state if k.startswith("fc.")]:
@@ -399,10 +406,19 @@ def _adapt_head(model: ResNet, state: dict[str, Tensor]) -> str:
 
 
 def _diagnose(
-    model: ResNet, state: Mapping[str, Tensor], expected: Mapping[str, Tensor], report: LoadReport
+    model: ResNet,
+    state: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    report: LoadReport,
+    detected: str,
 ) -> list[str]:
     if not (report.missing or report.unexpected or report.shape_mismatches):
         return []
+    if not same_names(detected, report.source_format):
+        return [
+            f"the names look like {detected}, but were read as {report.source_format}: "
+            "try --from auto (source_format='auto')"
+        ]
     found = [
         _diagnose_head(state, expected),
         _diagnose_in_chans(state, expected),
@@ -412,7 +428,7 @@ def _diagnose(
     diagnosis = [d for d in found if d]
     explained = {"fc.weight", "fc.bias", "conv1.weight", "conv1.0.weight"}
     others = [s for s in report.shape_mismatches if s.key not in explained]
-    if others and not any(d.startswith("other block type") for d in diagnosis):
+    if others and not any(d.startswith(_STRUCTURAL) for d in diagnosis):
         diagnosis.append(
             f"other widths: e.g. {others[0]} (stage widths, groups or width_per_group differ: "
             "a ResNeXt or Wide ResNet checkpoint?)"
@@ -513,6 +529,12 @@ def _projected(blocks: Mapping[tuple[int, int], set[str]]) -> set[tuple[int, int
     return {b for b, parts in blocks.items() if any(p.startswith("downsample.") for p in parts)}
 
 
+def _option(blocks: Mapping[tuple[int, int], set[str]]) -> str:
+    """The shortcut option (paper Table 3) that projects in these blocks."""
+    projected = _projected(blocks)
+    return "A" if not projected else "C" if projected == set(blocks) else "B"
+
+
 def _archs_like(layers: tuple[int, ...], block: str, like: ResNetConfig) -> list[str]:
     """Registered models with these stage depths, of the same family as ``like``."""
     names = []
@@ -524,6 +546,8 @@ def _archs_like(layers: tuple[int, ...], block: str, like: ResNetConfig) -> list
     return names[:4]
 
 
+#: Findings that explain shape mismatches all over the network by themselves.
+_STRUCTURAL = ("other block type", "other stem", "other projection", "pre-activation")
 _OPTION_WORDS = {
     "A": "option A (identity, zero-padded where the shape changes; no parameters) or a plain "
     "net (shortcut='none')",
@@ -561,10 +585,9 @@ def _diagnose_blocks(
             f"the model ({model.name}) {_counts(ours)}; e.g. {example}. Create the model with "
             "the checkpoint's architecture."
         )
-    common = set(theirs) & set(ours)
     projected_theirs, projected_ours = _projected(theirs), _projected(ours)
-    if projected_theirs & common != projected_ours & common:
-        option = "A" if not projected_theirs else "C" if projected_theirs == set(theirs) else "B"
+    option, option_ours = _option(theirs), _option(ours)
+    if option != option_ours and block == _block_type(ours):
         found.append(
             f"other shortcut option: the checkpoint has projection shortcuts (downsample) in "
             f"{len(projected_theirs)} of {len(theirs)} blocks, i.e. {_OPTION_WORDS[option]}; "
@@ -614,9 +637,9 @@ def _stride_findings(model: ResNet, ckpt: Checkpoint) -> tuple[list[str], list[s
         "huggingface": f"its config.json has downsample_in_bottleneck={str(theirs).lower()}",
     }.get(ckpt.source_format, f"its config has stride_in_1x1={theirs}")
     return [], [
-        f"other stride placement: the checkpoint is ResNet {_stride_name(theirs)} ({why}), the "
-        f"model {_stride_name(ours)}. Shapes cannot tell them apart, so the weights would load "
-        f"and give wrong outputs. Create the model with stride_in_1x1={theirs}."
+        f"other stride placement: the checkpoint is ResNet {_stride_name(theirs)}: {why}. The "
+        f"model is {_stride_name(ours)}. Shapes cannot tell them apart, so the weights would "
+        f"load and give wrong outputs. Create the model with stride_in_1x1={theirs}."
     ]
 
 

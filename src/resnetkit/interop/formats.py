@@ -41,6 +41,9 @@ KERAS_BN_EPS = 1.001e-5
 TORCH_BN_EPS = 1e-5
 
 _OUR_BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
+_HF_PREFIXES = ("resnet.embedder.", "resnet.encoder.")
+#: transformers' headless ResNetModel / ResNetBackbone save without the ``resnet.`` prefix.
+_HF_BACKBONE_PREFIXES = ("embedder.embedder.", "encoder.stages.")
 
 
 @dataclass(frozen=True)
@@ -146,12 +149,14 @@ class Translation:
     Attributes:
         state: tensors under our names; keys that have no counterpart keep their own name.
         source_format: the format the names were read as.
+        detected_format: the format the names look like (differs only if told otherwise).
         notes: what was done to the names, for people (``module.`` stripped, ...).
         untranslated: keys of the source that have no name of ours.
     """
 
     state: dict[str, Tensor]
     source_format: str
+    detected_format: str = ""
     notes: list[str] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
 
@@ -163,7 +168,7 @@ def detect_format(keys: Iterable[str]) -> SourceFormat:
     stem ``conv1.0``), and training-script quirks are recognised by :func:`to_resnetkit_names`.
     """
     keys = list(keys)
-    if any(k.startswith(("resnet.embedder.", "resnet.encoder.")) for k in keys):
+    if any(k.startswith(_HF_PREFIXES + _HF_BACKBONE_PREFIXES) for k in keys):
         return "huggingface"
     if any("/" in k or k.startswith(("conv1_conv", "conv2_block1_")) for k in keys):
         return "keras"
@@ -194,22 +199,25 @@ def to_resnetkit_names(obj: Mapping[str, Any], source_format: str = "auto") -> T
     if fmt in ("torchvision", "timm") and notes and source_format == "auto":
         fmt = "script"
     if fmt == "huggingface":
+        if any(k.startswith(_HF_BACKBONE_PREFIXES) for k in state):
+            notes.append("a headless transformers ResNetModel: read under 'resnet.'")
+            state = {
+                f"resnet.{k}" if k.startswith(_HF_BACKBONE_PREFIXES) else k: v
+                for k, v in state.items()
+            }
         translation = _rename_modules(state, HF_MAP, "huggingface")
     elif fmt == "keras":
         translation = keras_to_ours(state)
     else:
         translation = Translation(state, fmt)
     translation.notes[:0] = notes
-    if source_format != "auto" and _family(detected) != _family(fmt):
-        translation.notes.append(
-            f"the keys look like {detected} names, but were read as {fmt} (--from {fmt}); "
-            "try --from auto"
-        )
+    translation.detected_format = detected
     return translation
 
 
-def _family(fmt: str) -> str:
-    return "native" if fmt in NATIVE_FORMATS else fmt
+def same_names(a: str, b: str) -> bool:
+    """Whether two formats name parameters alike (torchvision, timm, scripts, resnetkit)."""
+    return a == b or (a in NATIVE_FORMATS and b in NATIVE_FORMATS)
 
 
 def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[str]]:
@@ -227,10 +235,14 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
             break
         key = next((k for k in NESTED_KEYS if isinstance(current, Mapping) and k in current), None)
         if key is None:
-            found = sorted(map(str, current))[:10] if isinstance(current, Mapping) else current
+            found = (
+                f"a dict with keys {sorted(map(str, current))[:10]}"
+                if isinstance(current, Mapping)
+                else f"a {type(current).__name__}"
+            )
             raise ValueError(
                 "expected a state dict (parameter name -> tensor), possibly under one of "
-                f"{', '.join(NESTED_KEYS)}; found {found!r}"
+                f"{', '.join(NESTED_KEYS)}; found {found}"
             )
         notes.append(f"weights were nested under {key!r}")
         current = current[key]

@@ -62,7 +62,7 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
                 f"{path} is a bare checkpoint file: give its architecture too "
                 "(arch='resnet50', or --arch resnet50 on the command line)"
             )
-        model = load_checkpoint(path, arch)
+        model = load_checkpoint_file(path, arch)
     elif path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES or len(path.parts) > 1:
         raise FileNotFoundError(f"no such model directory or checkpoint file: {path}")
     else:
@@ -106,7 +106,7 @@ def preprocessing_of(model: nn.Module) -> dict[str, Any]:
     return cfg
 
 
-def load_checkpoint(path: str | Path, arch: str) -> ResNet:
+def load_checkpoint_file(path: str | Path, arch: str) -> ResNet:
     """Build ``arch`` and load a bare checkpoint file into it (strict, shapes checked).
 
     The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
@@ -157,14 +157,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         except Exception as err:  # safetensors raises its own error type for damaged files
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
     elif suffix in PICKLE_SUFFIXES:
-        raw = _torch_load_weights_only(path)
+        raw = torch_load_weights_only(path)
     else:
         known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
     return _strip_prefixes(_unwrap(raw, path))
 
 
-def _torch_load_weights_only(path: Path) -> Any:
+def torch_load_weights_only(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
