@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import timm
 import torch
+import torchvision
+import transformers
 from torch import Tensor, nn
 
 import resnetkit
@@ -91,7 +94,6 @@ def out(model: nn.Module, x: Tensor) -> Tensor:
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_torchvision_round_trip(name: str) -> None:
-    torchvision = pytest.importorskip("torchvision")
     reference = randomize(getattr(torchvision.models, name)(num_classes=10))
     model = ours(name, num_classes=10)
     report = load_checkpoint(model, reference.state_dict())
@@ -106,7 +108,6 @@ def test_torchvision_round_trip(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["resnet50", "resnet50d"])
 def test_timm_round_trip(name: str) -> None:
-    timm = pytest.importorskip("timm")
     reference = randomize(timm.create_model(name, pretrained=False, num_classes=10))
     state = reference.state_dict()
     model = ours(name, num_classes=10)
@@ -140,7 +141,6 @@ HF_LAYOUTS = {
 
 
 def hf_reference(layout: str) -> tuple[nn.Module, ResNet]:
-    transformers = pytest.importorskip("transformers")
     arch, changes, fields = HF_LAYOUTS[layout]
     fields = {"embedding_size": 64, "depths": [3, 4, 6, 3], "num_labels": 10, **fields}
     if layout == "resnet18":
@@ -182,7 +182,6 @@ def test_huggingface_into_ours(layout: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("layout", list(HF_LAYOUTS))
 def test_ours_to_huggingface_from_pretrained(layout: str, tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
     _, model = hf_reference(layout)
     randomize(model, seed=3)
     classes = [f"class{i}" for i in range(10)]

@@ -103,6 +103,9 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(
     with pytest.raises(Crash):  # 5 iterations per epoch: checkpoints at 3, 5, 6; crash at 8
         train(spec(cifar_dir, tmp_path / "crashed", recipe, on_step=crash_at(8)))
     assert latest_checkpoint(tmp_path / "crashed" / "checkpoints").name == "ckpt-00000006"
+    # A row written after the last checkpoint (crash between the two) must not survive resume.
+    with open(tmp_path / "crashed" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 99, "step": 7}) + "\n")
     train(spec(cifar_dir, tmp_path / "crashed", recipe, resume=True))
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")
     assert a.keys() == b.keys()

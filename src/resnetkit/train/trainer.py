@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -42,6 +41,7 @@ from resnetkit.train.checkpoint import (
 )
 from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe
+from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
 
 
@@ -217,7 +217,7 @@ class Trainer:
         self.evals_since_best = 0
         self.best_weights: dict[str, Tensor] | None = None
         self.stopped_early = False
-        self._writer: Any = None
+        self.runlog = RunLog(self.out, self.dist.is_main)
 
     # ----------------------------------------------------------------- set-up helpers
     def _erasing(self) -> Callable[[Tensor, torch.Generator], Tensor]:
@@ -350,42 +350,6 @@ class Trainer:
         if self.dist.is_main and self.spec.progress:
             tqdm.write(message)
 
-    def _write_metrics(self, row: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.out / "tensorboard"))
-            except ImportError:  # tensorboard is an optional extra
-                self._writer = False
-        if self._writer:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
-                    self._writer.add_scalar(key, value, row["step"])
-            self._writer.flush()
-
-    def _write_run_files(self) -> None:
-        if not self.dist.is_main:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.yaml", yaml.safe_dump(self.recipe.to_dict()))
-        run = {
-            "model": self.arch,
-            "dataset": self.spec.dataset,
-            "data_dir": str(self.spec.data_dir),
-            "train_images": len(self.data.train.labels),
-            "eval_images": {k: len(v.labels) for k, v in self.data.evals.items()},
-            "world_size": self.dist.world_size,
-            "device": str(self.device),
-            "total_iters": self.total_iters,
-            "provenance": provenance(),
-        }
-        atomic_write_text(self.out / "run.json", json.dumps(run, indent=2) + "\n")
-
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, Any]:
         model = self.ema.module if self.ema is not None else self.model
@@ -471,9 +435,20 @@ class Trainer:
                 )
         if spec.resume:
             self.try_resume()
-        elif self.dist.is_main and (self.out / "metrics.jsonl").exists():
-            (self.out / "metrics.jsonl").unlink()
-        self._write_run_files()
+        self.runlog.reset(self.history)
+        self.runlog.write_run_files(
+            self.recipe,
+            {
+                "model": self.arch,
+                "dataset": spec.dataset,
+                "data_dir": str(spec.data_dir),
+                "train_images": len(self.data.train.labels),
+                "eval_images": {k: len(v.labels) for k, v in self.data.evals.items()},
+                "world_size": self.dist.world_size,
+                "device": str(self.device),
+                "total_iters": self.total_iters,
+            },
+        )
         self._set_train_mode()
         last_save = time.monotonic()
         try:
@@ -523,8 +498,7 @@ class Trainer:
                 self.save()
                 last_save = time.monotonic()
         finally:
-            if self._writer:
-                self._writer.close()
+            self.runlog.close()
         return self._finish()
 
     def _check_in_sync(self) -> float:
@@ -568,7 +542,7 @@ class Trainer:
             self._track_best(row["val_top1"])
             row["best_val_top1"] = self.best_top1
         self.history.append(row)
-        self._write_metrics(row)
+        self.runlog.append(row)
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step", "lr")
         )

@@ -1,0 +1,68 @@
+"""What a run writes beside its checkpoints: resolved recipe, run.json, metrics.jsonl and
+TensorBoard scalars. Only the main process writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnetkit.train.checkpoint import atomic_write_text
+from resnetkit.train.provenance import provenance
+from resnetkit.train.recipe import Recipe
+
+
+class RunLog:
+    """Files of one run directory. ``enabled=False`` (non-main DDP ranks) writes nothing."""
+
+    def __init__(self, out: Path, enabled: bool = True) -> None:
+        self.out = out
+        self.enabled = enabled
+        self._writer: Any = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def write_run_files(self, recipe: Recipe, run: dict[str, Any]) -> None:
+        """``recipe.yaml`` (resolved) and ``run.json`` (run facts plus provenance)."""
+        if not self.enabled:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict()))
+        run = {**run, "provenance": provenance()}
+        atomic_write_text(self.out / "run.json", json.dumps(run, indent=2) + "\n")
+
+    def reset(self, history: list[dict[str, Any]]) -> None:
+        """Make metrics.jsonl hold exactly ``history`` (a fresh run, or the rows of the
+        checkpoint a run resumes from, dropping rows written after it)."""
+        if not self.enabled:
+            return
+        text = "".join(json.dumps(row) + "\n" for row in history)
+        atomic_write_text(self.metrics_path, text)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """One epoch's metrics to metrics.jsonl and, where tensorboard is installed, TensorBoard."""
+        if not self.enabled:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # tensorboard is an optional extra
+                self._writer = False
+        if self._writer:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                    self._writer.add_scalar(key, value, row["step"])
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer:
+            self._writer.close()
+        self._writer = None
