@@ -8,6 +8,8 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import Tensor, nn
@@ -24,9 +26,6 @@ from resnetkit.export import exporter as exporter_module
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 
 def trained_like(name: str) -> ResNet:
