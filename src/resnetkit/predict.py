@@ -177,7 +177,7 @@ def predict(
     was_training = net.training
     net.eval()
     try:
-        for paths, batch in _batches(files, prep, batch_size, report, bar.update):
+        for paths, batch in image_batches(files, prep, batch_size, report.failures, bar.update):
             with torch.inference_mode():
                 logits = net(batch.to(device=device, dtype=dtype))
             probs = logits.float().softmax(dim=1).cpu()
@@ -212,17 +212,17 @@ def _class_names(model: nn.Module) -> list[str]:
     return names
 
 
-def _batches(
+def image_batches(
     files: list[Path],
     prep: Preprocessing,
     batch_size: int,
-    report: PredictionReport,
-    advance: Callable[[int], object],
+    failures: list[dict[str, str]],
+    advance: Callable[[int], object] = lambda _: None,
 ) -> Iterator[tuple[list[Path], Tensor]]:
     """Decode and preprocess files, yielding full batches of readable images.
 
-    Failures are appended to ``report`` as they are met, so the report keeps input order
-    within each list.
+    Unreadable files are appended to ``failures`` (path and reason) as they are met, so the
+    list keeps input order; they never stop the rest.
     """
     from resnetkit.data.images import ImageDecodeError, load_image
     from resnetkit.data.transforms import build_eval_transform
@@ -243,7 +243,7 @@ def _batches(
             # JPEGs may decode straight at a reduced scale, never below the resize target.
             image = load_image(path, draft_size=prep.resize)
         except ImageDecodeError as err:
-            report.failures.append({"path": str(path), "reason": err.reason})
+            failures.append({"path": str(path), "reason": err.reason})
         else:
             x = transform(image)
             tensors.append(x - prep.pixel_mean if prep.pixel_mean is not None else x)

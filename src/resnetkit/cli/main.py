@@ -11,6 +11,7 @@ from resnetkit.cli import (
     convert,
     demo,
     evaluate,
+    explain,
     export,
     finetune,
     predict,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     convert.add_parsers(sub)
     predict.add_parsers(sub)
+    explain.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,74 @@
+"""``resnetkit explain`` (Grad-CAM overlay) and ``resnetkit embed`` (pooled features)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("explain", help="Grad-CAM heatmap of what the model looked at")
+    p.add_argument("--model", required=True, help="registered tag, model directory or checkpoint")
+    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint file")
+    p.add_argument("image", type=Path)
+    p.add_argument("--out", required=True, type=Path, help="PNG to write")
+    p.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
+    p.set_defaults(func=run_explain)
+
+    p = sub.add_parser(
+        "embed", help="pooled features of images, with optional similar-image search"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--arch", default=None)
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--out", required=True, type=Path, help=".npy file; paths go to OUT.json")
+    p.add_argument(
+        "--search",
+        type=Path,
+        default=None,
+        help="folder to search for each image's nearest neighbours (cosine)",
+    )
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=run_embed)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from resnetkit.explain import explain_image
+    from resnetkit.models.loading import load_model
+
+    result = explain_image(
+        load_model(args.model, arch=args.arch), args.image, args.out, target=args.target
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from resnetkit.explain import embed, nearest
+    from resnetkit.models.loading import load_model
+
+    model = load_model(args.model, arch=args.arch)
+    found = embed(model, args.images, batch_size=args.batch_size)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, found.vectors)
+    index_file = args.out.with_suffix(".json")
+    index_file.write_text(json.dumps({"paths": found.paths, "failures": found.failures}, indent=2))
+    print(
+        f"{len(found.paths)} vectors of {found.vectors.shape[1]} features -> {args.out} "
+        f"(paths in {index_file}); {len(found.failures)} unreadable"
+    )
+    for failure in found.failures:
+        print(f"  {failure['path']}: {failure['reason']}")
+    if args.search is not None and len(found.paths):
+        pool = embed(model, [args.search], batch_size=args.batch_size)
+        scores, order = nearest(found.vectors, pool.vectors, args.k)
+        for path, row_scores, row in zip(found.paths, scores, order, strict=True):
+            hits = ", ".join(
+                f"{pool.paths[j]} ({s:.3f})" for s, j in zip(row_scores, row, strict=True)
+            )
+            print(f"{path}: {hits}")
+    return 0 if found.paths else 1

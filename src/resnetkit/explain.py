@@ -1,0 +1,152 @@
+"""Look inside a ResNet: Grad-CAM heatmaps and pooled-feature embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from resnetkit.models.resnet import ResNet
+from resnetkit.predict import Preprocessing, collect_images, image_batches
+
+
+def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tensor, int, float]:
+    """Grad-CAM (Selvaraju et al. 2017) on the last feature map.
+
+    Args:
+        model: a classifier.
+        x: one preprocessed image, (1, C, H, W).
+        target: class to explain; default: the predicted class.
+
+    Returns:
+        ``(heatmap, class, probability)``: heatmap (H, W) in [0, 1] at the input resolution.
+    """
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(
+            f"grad_cam explains one image at a time: (1, C, H, W), got {tuple(x.shape)}"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            features = model.forward_features(x.requires_grad_(False))
+            features.retain_grad()
+            logits = model.forward_head(features)
+            probs = logits.softmax(1)[0]
+            cls = int(probs.argmax()) if target is None else int(target)
+            if not 0 <= cls < logits.shape[1]:
+                raise ValueError(f"target class {cls} out of range 0..{logits.shape[1] - 1}")
+            model.zero_grad(set_to_none=True)
+            logits[0, cls].backward()
+        assert features.grad is not None
+        weights = features.grad.mean(dim=(2, 3), keepdim=True)  # importance of each channel
+        cam = F.relu((weights * features).sum(1, keepdim=True)).detach()
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        cam = cam - cam.min()
+        if cam.max() > 0:
+            cam = cam / cam.max()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return cam, cls, float(probs[cls].detach())
+
+
+def explain_image(
+    model: ResNet,
+    image_path: str | Path,
+    out: str | Path,
+    *,
+    target: int | None = None,
+    alpha: float = 0.45,
+) -> dict[str, Any]:
+    """Write a Grad-CAM overlay of ``image_path`` to ``out`` (PNG); returns what it explained."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from resnetkit.data.images import load_image
+    from resnetkit.models.loading import preprocessing_of
+
+    prep = Preprocessing.of(model)
+    failures: list[dict[str, str]] = []
+    batches = list(image_batches([Path(image_path)], prep, 1, failures))
+    if failures:
+        raise ValueError(f"{failures[0]['path']}: {failures[0]['reason']}")
+    x = batches[0][1]
+    cam, cls, prob = grad_cam(model, x, target)
+    image = load_image(image_path)
+    # Show the heatmap over the picture at a size people can look at (at least 256 pixels).
+    side = max(256, min(image.size))
+    shown = image.resize(
+        (side * image.size[0] // min(image.size), side * image.size[1] // min(image.size)),
+        Image.Resampling.BICUBIC,
+    )
+    heat = Image.fromarray((cam.numpy() * 255).astype(np.uint8)).resize(
+        shown.size, Image.Resampling.BILINEAR
+    )
+    coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
+    blend = (1 - alpha) * np.asarray(shown, dtype=np.float64) / 255 + alpha * coloured
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((blend.clip(0, 1) * 255).astype(np.uint8)).save(out)
+    classes = preprocessing_of(model)["classes"]
+    name = str(classes[cls]) if cls < len(classes) else str(cls)
+    return {
+        "image": str(image_path),
+        "class": name,
+        "index": cls,
+        "probability": prob,
+        "heatmap": str(out),
+    }
+
+
+@dataclass
+class Embeddings:
+    paths: list[str]
+    vectors: np.ndarray  # (N, D) float32 pooled features
+    failures: list[dict[str, str]]
+
+
+@torch.no_grad()
+def embed(
+    model: ResNet, inputs: list[str | Path], *, batch_size: int = 64, normalize: bool = False
+) -> Embeddings:
+    """Pooled features (the classifier's input) of every readable image in ``inputs``.
+
+    Args:
+        model: a ResNet.
+        inputs: image files and/or folders (searched recursively).
+        batch_size: images per forward pass.
+        normalize: L2-normalise each vector (for cosine similarity).
+    """
+    was_training = model.training
+    model.eval()
+    files, failures = collect_images(inputs)
+    prep = Preprocessing.of(model)
+    paths: list[str] = []
+    chunks: list[Tensor] = []
+    try:
+        for batch_paths, batch in image_batches(files, prep, batch_size, failures):
+            chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True))
+            paths += [str(p) for p in batch_paths]
+    finally:
+        model.train(was_training)
+    dim = model.num_features
+    vectors = torch.cat(chunks) if chunks else torch.zeros(0, dim)
+    if normalize:
+        vectors = F.normalize(vectors, dim=1)
+    return Embeddings(paths, vectors.float().numpy(), failures)
+
+
+def nearest(queries: np.ndarray, index: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine-similarity top-k of each query row among the index rows: (scores, indices)."""
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    d = index / np.maximum(np.linalg.norm(index, axis=1, keepdims=True), 1e-12)
+    sims = q @ d.T
+    k = min(k, d.shape[0])
+    order = np.argsort(-sims, axis=1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), order

@@ -1,0 +1,126 @@
+"""Grad-CAM and embeddings."""
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from resnetkit.cli.main import main
+from resnetkit.explain import embed, explain_image, grad_cam, nearest
+from resnetkit.models.model_dir import load_model_dir, save_model_dir
+from resnetkit.models.registry import create_model
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def asset(name: str) -> Path:
+    return Path(str(resources.files("resnetkit.assets").joinpath(name)))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    pre = {"input_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+    out = tmp_path_factory.mktemp("m") / "model"
+    return save_model_dir(model, out, arch="resnet20", classes=CLASSES, preprocessing=pre)
+
+
+def by_hand(path: Path) -> torch.Tensor:
+    x = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float()
+    mean = torch.tensor([0.49, 0.48, 0.45]).view(3, 1, 1)
+    std = torch.tensor([0.25, 0.24, 0.26]).view(3, 1, 1)
+    return ((x / 255 - mean) / std)[None]
+
+
+def test_grad_cam_matches_an_independent_computation(model_dir: Path) -> None:
+    model = load_model_dir(model_dir).eval()
+    x = by_hand(asset("cat.png"))
+    cam, cls, prob = grad_cam(model, x, target=3)
+    assert cls == 3 and 0 < prob < 1 and cam.shape == (32, 32)
+    assert float(cam.min()) == 0.0 and float(cam.max()) == pytest.approx(1.0)
+    # Reference: the gradient of the class score with respect to the last feature map.
+    features = model.forward_features(x)
+    score = model.forward_head(features)[0, 3]
+    (grad,) = torch.autograd.grad(score, features)
+    ref = F.relu((grad.mean((2, 3), keepdim=True) * features).sum(1, keepdim=True)).detach()
+    ref = F.interpolate(ref, size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
+    ref = (ref - ref.min()) / (ref.max() - ref.min())
+    torch.testing.assert_close(cam, ref)
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="out of range"):
+        grad_cam(model, x, target=10)
+
+
+def test_explain_writes_an_overlay_png(model_dir: Path, tmp_path: Path) -> None:
+    model = load_model_dir(model_dir)
+    result = explain_image(model, asset("ship.png"), tmp_path / "cam.png")
+    assert result["class"] in CLASSES
+    overlay = Image.open(tmp_path / "cam.png")
+    assert overlay.size == (256, 256) and overlay.mode == "RGB"
+
+
+def test_embed_gives_pooled_features_and_finds_neighbours(model_dir: Path, tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for name in ("cat.png", "ship.png", "automobile.png"):
+        shutil.copy(asset(name), pool / name)
+    (pool / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    model = load_model_dir(model_dir)
+    found = embed(model, [pool], batch_size=2)
+    assert [Path(p).name for p in found.paths] == ["automobile.png", "cat.png", "ship.png"]
+    assert found.vectors.shape == (3, 64)
+    assert [Path(f["path"]).name for f in found.failures] == ["broken.png"]
+    with torch.no_grad():
+        expected = model.eval().forward_head(
+            model.forward_features(by_hand(asset("cat.png"))), pre_logits=True
+        )
+    np.testing.assert_allclose(found.vectors[1], expected[0].numpy(), rtol=1e-4, atol=1e-5)
+    scores, order = nearest(found.vectors[[2]], found.vectors, k=2)
+    assert order[0, 0] == 2 and scores[0, 0] == pytest.approx(1.0)
+
+
+def test_cli_explain_and_embed(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(model_dir),
+                str(asset("cat.png")),
+                "--out",
+                str(tmp_path / "cam.png"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["heatmap"].endswith("cam.png")
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(model_dir),
+                str(asset("cat.png")),
+                str(asset("ship.png")),
+                "--out",
+                str(tmp_path / "v.npy"),
+                "--search",
+                str(asset("cat.png").parent),
+                "--k",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert np.load(tmp_path / "v.npy").shape == (2, 64)
+    assert "cat.png: " in out and "cat.png (1.000)" in out
