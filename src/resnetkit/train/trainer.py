@@ -338,9 +338,10 @@ class Trainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.history = json.loads(state["history"])
         self.train_seconds = float(state["train_seconds"])
-        self.best_top1 = float(state["best_top1"])
-        self.evals_since_best = int(state["evals_since_best"])
-        self.stopped_early = bool(state["stopped_early"])
+        # Checkpoints written before model selection existed lack these fields.
+        self.best_top1 = float(state.get("best_top1", -1.0))
+        self.evals_since_best = int(state.get("evals_since_best", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
         self.best_weights = tensors.get("best")
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
