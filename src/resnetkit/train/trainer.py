@@ -277,6 +277,8 @@ class Trainer:
                 p.requires_grad_(False)
 
     def _param_groups(self) -> list[dict[str, Any]]:
+        if self.recipe.backbone_lr_mult == 1.0:  # one group, in parameter order
+            return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         head = [p for p in self.model.fc.parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
