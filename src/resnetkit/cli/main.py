@@ -15,7 +15,9 @@ from resnetkit.cli import (
     export,
     finetune,
     predict,
+    quantize,
     reproduce,
+    serve,
     train,
     zoo,
 )
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     convert.add_parsers(sub)
     predict.add_parsers(sub)
+    quantize.add_parsers(sub)
     explain.add_parsers(sub)
+    serve.add_parsers(sub)
     return parser
 
 

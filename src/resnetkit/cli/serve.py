@@ -1,0 +1,88 @@
+"""``resnetkit serve``: classify images over HTTP (``POST /predict``) with a trained model.
+
+Runs :func:`resnetkit.serve.create_app` under uvicorn; listens on 127.0.0.1 unless ``--host``
+says otherwise. Needs ``pip install 'resnetkit[serve]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "serve",
+        help="serve a trained model over HTTP (POST /predict, /health, /metadata, /metrics)",
+        description="Classify images sent to POST /predict (multipart fields file/files, or an "
+        "image/* body). Concurrent requests are micro-batched into one forward pass.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model directory (config.json + model.safetensors), packaged tag such as "
+        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
+    )
+    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch, or onnx: export once and run with ONNX Runtime (needs resnetkit[export])",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=32,
+        help="most images per forward pass; 1 disables micro-batching (default 32)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=_non_negative_float,
+        default=5.0,
+        help="how long a forward pass waits for more requests to join it (default 5)",
+    )
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from resnetkit.serve import create_app
+    except ImportError as err:
+        print(
+            f"resnetkit serve: error: {err.name or err} is not installed: "
+            "pip install 'resnetkit[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    app = create_app(
+        args.model,
+        arch=args.arch,
+        backend=args.backend,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,618 @@
+"""The HTTP service: a FastAPI app that classifies uploaded images with one model.
+
+Endpoints:
+
+* ``POST /predict?top_k=5``: one or more images, either as a multipart upload (fields ``file``
+  and/or ``files``) or as the raw body with an ``image/*`` content type. Answers
+  ``{"model", "backend", "predictions": [{"file", "top_k": [{"class", "index",
+  "probability"}]}]}`` in upload order.
+* ``GET /health``: ``{"status": "ok", ...}`` once the model is loaded.
+* ``GET /metadata``: the model (name, version, metrics), its classes and preprocessing, the
+  backend, the batching settings and the input limits.
+* ``GET /metrics``: Prometheus text format.
+
+Images are decoded with :func:`~resnetkit.data.images.load_image` and preprocessed exactly as
+:func:`resnetkit.predict` does, so the service and the command line agree. Every bad request
+(not an image, truncated, too many bytes or pixels, wrong content type, empty, too many images)
+is answered with a 4xx and ``{"error": CODE, "detail": TEXT}`` and counted by ``CODE`` in
+``resnetkit_rejected_inputs_total``; nothing a client sends stops the server. Forward passes run
+on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+from torch import Tensor, nn
+
+from resnetkit.data.images import REASON_CORRUPT, REASON_EMPTY, REASON_NOT_IMAGE
+from resnetkit.predict import Preprocessing
+from resnetkit.serve.batcher import BatcherClosedError, MicroBatcher
+
+__all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
+
+Backend = Literal["torch", "onnx"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+MiB = 1024 * 1024
+#: Largest accepted width * height per image: 25 megapixels (75 MB once decoded to RGB),
+#: well below Pillow's 89-megapixel default, since a server decodes many images at once.
+DEFAULT_MAX_PIXELS = 25_000_000
+#: Multipart fields that carry images.
+IMAGE_FIELDS = ("file", "files")
+#: Content types a multipart part may declare (besides none at all and ``image/*``).
+GENERIC_PART_TYPES = ("application/octet-stream",)
+ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the service runs and what it accepts.
+
+    Attributes:
+        backend: "torch" (the model as loaded) or "onnx" (exported once, run by ONNX Runtime).
+        max_batch: most images per forward pass; 1 turns micro-batching off.
+        max_wait_ms: how long a forward pass waits for more requests to join it.
+        max_bytes: largest request body, checked against Content-Length and while reading.
+        max_pixels: largest width * height of one image, checked before it is decoded.
+        max_images_per_request: most images in one request.
+    """
+
+    backend: Backend = "torch"
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_bytes: int = 10 * MiB
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images_per_request: int = 16
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        for name in ("max_batch", "max_bytes", "max_pixels", "max_images_per_request"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
+
+class ApiError(Exception):
+    """A request the service refuses: answered with ``status`` and ``{"error", "detail"}``."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+# How each load_image failure is answered: (status, error code).
+_DECODE_ERRORS: dict[str, tuple[int, str]] = {
+    REASON_EMPTY: (400, "empty_image"),
+    REASON_NOT_IMAGE: (415, "not_an_image"),
+    REASON_CORRUPT: (422, "corrupt_image"),
+}
+
+
+def _decode_error(reason: str) -> tuple[int, str]:
+    if reason in _DECODE_ERRORS:
+        return _DECODE_ERRORS[reason]
+    if reason.startswith(("image too large", "refused as a possible decompression bomb")):
+        return 413, "too_many_pixels"
+    return 422, "undecodable_image"  # e.g. an unsupported mode, or no pixels at all
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "resnetkit_requests",
+            "HTTP requests by endpoint and status code",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "resnetkit_request_latency_seconds",
+            "Time from request to response, by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "resnetkit_batch_size",
+            "Images per forward pass of the model",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "resnetkit_images_predicted", "Images classified", registry=self.registry
+        )
+        self.rejected = Counter(
+            "resnetkit_rejected_inputs",
+            "Requests refused with a 4xx, by error code",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _MetricsMiddleware:
+    """Counts every HTTP request by endpoint and status and times it (plain ASGI, cheap)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the server sends if the app fails before answering
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            path = scope.get("path", "")
+            endpoint = path if path in ENDPOINTS else "other"  # bounded label values
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+def create_app(
+    model_or_path: nn.Module | str | Path,
+    *,
+    arch: str | None = None,
+    backend: Backend = "torch",
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    max_bytes: int = 10 * MiB,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_images_per_request: int = 16,
+) -> FastAPI:
+    """Build the service for one classifier.
+
+    Args:
+        model_or_path: a loaded classifier, or what
+            :func:`~resnetkit.models.loading.load_model` accepts (model directory, packaged
+            tag, or checkpoint file with ``arch``).
+        arch: architecture of a bare checkpoint file.
+        backend: "torch" runs the model itself; "onnx" exports it once (dynamic batch,
+            verified against PyTorch) to a temporary file and runs that with ONNX Runtime on
+            the CPU (needs ``resnetkit[export]``).
+        max_batch: most images per forward pass; 1 disables micro-batching.
+        max_wait_ms: how long a forward pass may wait for more requests to join it.
+        max_bytes: largest request body in bytes (default 10 MiB).
+        max_pixels: largest width * height of an image, refused before decoding.
+        max_images_per_request: most images in one request.
+
+    Returns:
+        The app; serve it with uvicorn (``resnetkit serve`` does). The worker thread starts
+        with the app (or on the first prediction) and stops when the app shuts down. The
+        service's state is at ``app.state.service`` (a :class:`Service`).
+
+    Raises:
+        ValueError: a bad setting, or a model that is not a classifier or that
+            ``load_model`` refuses.
+    """
+    config = ServeConfig(
+        backend=backend,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_images_per_request=max_images_per_request,
+    )
+    service = Service(model_or_path, config, arch=arch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.batcher.start()
+        try:
+            yield
+        finally:
+            service.batcher.close()
+
+    app = FastAPI(
+        title="resnetkit",
+        summary=f"Image classification with {service.model_name}",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(_MetricsMiddleware, metrics=service.metrics)
+    _add_error_handlers(app, service.metrics)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.model_name, "backend": config.backend}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        return service.metadata
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/predict")
+    async def predict(
+        request: Request,
+        top_k: int = Query(5, ge=1, description="classes per image (at most all classes)"),
+    ) -> dict[str, Any]:
+        names, images = await service.read_images(request)
+        batch = await run_in_threadpool(service.preprocess, names, images)
+        logits = await service.batcher.submit(batch)
+        return {
+            "model": service.model_name,
+            "backend": config.backend,
+            "predictions": service.top_k(names, logits, top_k),
+        }
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    def reply(status: int, error: str, detail: str) -> JSONResponse:
+        if 400 <= status < 500 and status not in (404, 405):
+            metrics.rejected.labels(error).inc()
+        return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return reply(exc.status, exc.error, exc.detail)
+
+    async def invalid_parameter(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(part) for part in err.get('loc', ())[1:])}: {err.get('msg', '')}"
+            for err in exc.errors()
+        ]
+        return reply(422, "invalid_parameter", "; ".join(problems))
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return reply(exc.status_code, error, str(exc.detail))
+
+    async def shutting_down(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"error": "shutting_down", "detail": str(exc)},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette still re-raises it afterwards, so the server logs the traceback.
+        return JSONResponse(
+            {"error": "internal_error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500
+        )
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid_parameter)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(BatcherClosedError, shutting_down)
+    app.add_exception_handler(Exception, internal_error)
+
+
+class Service:
+    """The model, its preprocessing, the batcher and the metrics behind one app.
+
+    Attributes:
+        model: the PyTorch model (also kept for the ONNX backend: metadata, class names).
+        config: the settings.
+        classes: class names, in output order.
+        preprocessing: as :func:`resnetkit.predict` applies it.
+        metrics: the Prometheus metrics.
+        batcher: runs the backend on the worker thread.
+        metadata: what ``GET /metadata`` answers.
+    """
+
+    def __init__(
+        self, model_or_path: nn.Module | str | Path, config: ServeConfig, *, arch: str | None
+    ) -> None:
+        from resnetkit.models.loading import load_model, preprocessing_of
+        from resnetkit.predict import _class_names
+
+        if isinstance(model_or_path, nn.Module):
+            model = model_or_path.eval()
+            source = None
+        else:
+            model = load_model(model_or_path, arch=arch)
+            source = str(model_or_path)
+        self.model = model
+        self.config = config
+        self.classes = _class_names(model)
+        self.preprocessing = Preprocessing.of(model)
+        self.model_name = str(getattr(model, "name", type(model).__name__))
+        self.metrics = Metrics()
+        forward = _onnx_forward(model) if config.backend == "onnx" else _torch_forward(model)
+        self.batcher = MicroBatcher(
+            forward,
+            max_batch=config.max_batch,
+            max_wait_ms=config.max_wait_ms,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self._transform = _eval_transform(self.preprocessing)
+        cfg = preprocessing_of(model)
+        prep = self.preprocessing
+        self.metadata: dict[str, Any] = {
+            "model": {
+                "name": self.model_name,
+                "tag": cfg.get("tag"),
+                "version": _weights_version(model),
+                "source": source,
+                "num_classes": len(self.classes),
+                "metrics": dict(cfg.get("metrics") or {}),
+            },
+            "classes": list(self.classes),
+            "preprocessing": {
+                "image_size": prep.image_size,
+                "resize": prep.resize,
+                "interpolation": prep.interpolation,
+                "mean": list(prep.mean),
+                "std": list(prep.std),
+                "pixel_mean": prep.pixel_mean is not None,
+            },
+            "backend": config.backend,
+            "batching": {"max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms},
+            "limits": {
+                "max_bytes": config.max_bytes,
+                "max_pixels": config.max_pixels,
+                "max_images_per_request": config.max_images_per_request,
+            },
+        }
+
+    # --- reading requests ---------------------------------------------------------------------
+
+    async def read_images(self, request: Request) -> tuple[list[str | None], list[bytes]]:
+        """The encoded images of a request and their file names (``None`` for a raw body).
+
+        Raises:
+            ApiError: wrong content type, empty body, too many bytes or images, bad multipart.
+        """
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "multipart/form-data":
+            body = await self._read_body(request)
+            return await self._read_multipart(request, body)
+        if media_type.startswith("image/"):
+            body = await self._read_body(request)
+            if not body:
+                raise ApiError(400, "empty_body", "the request body is empty: send an image")
+            return [None], [body]
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {media_type or '(none)'!r} is not accepted: send one image as the "
+            "body with an image/* Content-Type (e.g. image/png), or multipart/form-data with "
+            f"the images in fields {' or '.join(repr(f) for f in IMAGE_FIELDS)}",
+        )
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.config.max_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise ApiError(400, "bad_content_length", f"Content-Length {declared!r}") from None
+            if length > limit:
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"Content-Length {length:,} bytes exceeds the limit of {limit:,} bytes",
+                )
+        # Content-Length may be absent (chunked) or wrong: count what actually arrives too.
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        413,
+                        "payload_too_large",
+                        f"the request body exceeds the limit of {limit:,} bytes",
+                    )
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ApiError(
+                400, "incomplete_body", "the client disconnected before sending the whole body"
+            ) from None
+        return b"".join(chunks)
+
+    async def _read_multipart(
+        self, request: Request, body: bytes
+    ) -> tuple[list[str | None], list[bytes]]:
+        if not body:
+            raise ApiError(400, "empty_body", "the request body is empty: send an image")
+
+        async def stream() -> AsyncGenerator[bytes, None]:
+            yield body
+
+        # The body is already within max_bytes; the part limit only applies to text fields.
+        parser = MultiPartParser(request.headers, stream(), max_part_size=self.config.max_bytes)
+        try:
+            form = await parser.parse()
+        except MultiPartException as err:
+            raise ApiError(400, "bad_multipart", f"unreadable multipart body: {err}") from None
+        try:
+            uploads = [
+                (field, value)
+                for field, value in form.multi_items()
+                if isinstance(value, UploadFile)
+            ]
+            images = [upload for field, upload in uploads if field in IMAGE_FIELDS]
+            if not images:
+                others = sorted({field for field, _ in uploads})
+                found = f"; found file fields {others}" if others else ""
+                raise ApiError(
+                    400,
+                    "no_image",
+                    "no image in the multipart body: put the images in fields "
+                    f"{' or '.join(repr(f) for f in IMAGE_FIELDS)}{found}",
+                )
+            limit = self.config.max_images_per_request
+            if len(images) > limit:
+                raise ApiError(
+                    413,
+                    "too_many_images",
+                    f"{len(images)} images in one request; at most {limit} are accepted",
+                )
+            names: list[str | None] = []
+            data: list[bytes] = []
+            for i, upload in enumerate(images):
+                part_type = (upload.content_type or "").split(";")[0].strip().lower()
+                if part_type and not part_type.startswith("image/"):
+                    if part_type not in GENERIC_PART_TYPES:
+                        raise ApiError(
+                            415,
+                            "unsupported_media_type",
+                            f"{_name(upload.filename, i, len(images))} has Content-Type "
+                            f"{part_type!r}; expected image/* or application/octet-stream",
+                        )
+                names.append(upload.filename)
+                data.append(await upload.read())
+        finally:
+            await form.close()
+        return names, data
+
+    # --- decoding and predicting --------------------------------------------------------------
+
+    def preprocess(self, names: list[str | None], images: list[bytes]) -> Tensor:
+        """Decode and preprocess every image (on a thread: this is CPU work).
+
+        Raises:
+            ApiError: for the first image that cannot be used, naming it and why.
+        """
+        from resnetkit.data.images import ImageDecodeError, load_image
+
+        prep = self.preprocessing
+        tensors = []
+        for i, (name, data) in enumerate(zip(names, images, strict=True)):
+            try:
+                # JPEGs may decode straight at a reduced scale, never below the resize target.
+                image = load_image(data, max_pixels=self.config.max_pixels, draft_size=prep.resize)
+            except ImageDecodeError as err:
+                status, error = _decode_error(err.reason)
+                raise ApiError(
+                    status, error, f"{_name(name, i, len(images))}: {err.reason}"
+                ) from None
+            x = self._transform(image)
+            tensors.append(x - prep.pixel_mean if prep.pixel_mean is not None else x)
+        return torch.stack(tensors)
+
+    def top_k(self, names: list[str | None], logits: Tensor, k: int) -> list[dict[str, Any]]:
+        """The ``k`` most probable classes of every image, as :func:`resnetkit.predict` gives."""
+        probs = logits.float().softmax(dim=1)
+        values, indices = probs.topk(min(k, len(self.classes)), dim=1)
+        self.metrics.images.inc(len(names))
+        return [
+            {
+                "file": name,
+                "top_k": [
+                    {"class": self.classes[c], "index": c, "probability": p}
+                    for p, c in zip(ps, cs, strict=True)
+                ],
+            }
+            for name, ps, cs in zip(names, values.tolist(), indices.tolist(), strict=True)
+        ]
+
+
+def _name(filename: str | None, index: int, count: int) -> str:
+    if count == 1 and not filename:
+        return "the image"
+    return f"image {index + 1} of {count}" + (f" ({filename!r})" if filename else "")
+
+
+def _eval_transform(prep: Preprocessing) -> Callable[[Any], Tensor]:
+    """The transform of :func:`resnetkit.predict.image_batches`, for one decoded image."""
+    from resnetkit.data.transforms import build_eval_transform
+
+    # With a per-pixel mean the transform only scales to 0-1; the mean image is subtracted after.
+    per_channel = prep.pixel_mean is None
+    transform: Callable[[Any], Tensor] = build_eval_transform(
+        prep.image_size,
+        prep.mean if per_channel else (0.0, 0.0, 0.0),
+        prep.std if per_channel else (1.0, 1.0, 1.0),
+        resize=prep.resize,
+        interpolation=prep.interpolation,
+    )
+    return transform
+
+
+def _torch_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+    def forward(batch: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return model(batch.to(device=device, dtype=dtype)).float().cpu()
+
+    return forward
+
+
+def _onnx_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """Export once (dynamic batch, verified against eager PyTorch) and load in ONNX Runtime.
+
+    The session holds the model in memory, so the temporary file is deleted straight away.
+    """
+    from resnetkit.export.exporter import export_model, load_exported
+
+    with tempfile.TemporaryDirectory(prefix="resnetkit-serve-") as tmp:
+        report = export_model(model, "onnx", Path(tmp) / "model.onnx", dynamic_batch=True)
+        run = load_exported(report.path, "onnx")
+
+    def forward(batch: Tensor) -> Tensor:
+        return run(batch)[0]
+
+    return forward
+
+
+def _weights_version(model: nn.Module) -> str:
+    """A fingerprint of the weights (sha256 of every tensor, in order): the model's version."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()[:16]

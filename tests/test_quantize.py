@@ -1,0 +1,100 @@
+"""int8 quantisation with ONNX Runtime on real bundled CIFAR-10 images."""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from resnetkit.cli.main import main
+from resnetkit.evaluate.evaluator import evaluate_model
+from resnetkit.export.quantize import (
+    OrtClassifier,
+    calibration_batches,
+    quantize_model,
+)
+from resnetkit.models.model_dir import load_model_dir, save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.train.recipe import Recipe
+from resnetkit.train.trainer import TrainSpec, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ResNet-20 trained briefly on the bundled real images (so that logits mean something)."""
+    out = tmp_path_factory.mktemp("q") / "run"
+    recipe = Recipe(
+        epochs=2, batch_size=50, lr=0.05, schedule="cosine", num_threads=1, checkpoint_every_s=1e9
+    )
+    return train(
+        TrainSpec("resnet20", "cifar10-sample", Path("."), out, recipe, progress=False)
+    ).model_dir
+
+
+def test_static_int8_is_smaller_and_keeps_accuracy(trained: Path, tmp_path: Path) -> None:
+    model = load_model_dir(trained)
+    report = quantize_model(
+        model,
+        tmp_path / "m.int8.onnx",
+        calibration_dataset="cifar10-sample",
+        calibration_size=128,
+        eval_dataset="cifar10-sample",
+    )
+    assert report.calibration_images == 128
+    assert report.int8_bytes < 0.4 * report.fp32_bytes
+    ops = {node.op_type for node in onnx.load(report.int8_path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    acc = report.accuracy
+    torch_top1 = evaluate_model(model, "cifar10-sample", ".")["top1"]
+    assert acc["fp32"]["top1"] == pytest.approx(torch_top1, abs=0.21)  # ONNX fp32 == PyTorch
+    assert acc["fp32"]["top1"] > 20  # it learned something: chance is 10%
+    assert abs(acc["top1_drop"]) <= 3.0
+
+
+def test_int8_predictions_agree_with_fp32(trained: Path, tmp_path: Path) -> None:
+    model = load_model_dir(trained)
+    report = quantize_model(
+        model, tmp_path / "m.int8.onnx", calibration_dataset="cifar10-sample", calibration_size=64
+    )
+    batch = torch.from_numpy(
+        calibration_batches(model, "cifar10-sample", ".", split="test", count=200, batch_size=200)[
+            0
+        ]
+    )
+    fp32 = OrtClassifier(report.fp32_path, model)(batch)
+    int8 = OrtClassifier(report.int8_path, model)(batch)
+    agreement = float((fp32.argmax(1) == int8.argmax(1)).float().mean())
+    assert agreement > 0.9
+
+
+def test_dynamic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = create_model("resnet20")
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    path = save_model_dir(
+        model,
+        tmp_path / "m",
+        arch="resnet20",
+        classes=[str(i) for i in range(10)],
+        preprocessing=pre,
+    )
+    assert (
+        main(
+            [
+                "quantize",
+                "--model",
+                str(path),
+                "--out",
+                str(tmp_path / "d.int8.onnx"),
+                "--method",
+                "dynamic",
+            ]
+        )
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["method"] == "dynamic" and shown["calibration_images"] == 0
+    ops = {n.op_type for n in onnx.load(shown["int8_path"]).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+    logits = OrtClassifier(shown["int8_path"], model)(torch.randn(2, 3, 32, 32))
+    assert bool(torch.isfinite(logits).all())

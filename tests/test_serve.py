@@ -1,0 +1,311 @@
+"""``resnetkit serve``: the HTTP API, bad input, metrics, micro-batching, ONNX, the load test."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import torch
+from benchmarks import load_test
+from fastapi import FastAPI
+from PIL import Image
+
+from resnetkit.cli.main import build_parser, main
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.predict import predict
+from resnetkit.serve import BatcherClosedError, MicroBatcher, create_app
+
+CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+_ASSET_DIR = resources.files("resnetkit.assets")
+ASSETS = [Path(str(_ASSET_DIR / name)) for name in ("cat.png", "automobile.png", "ship.png")]
+CAT = ASSETS[0].read_bytes()
+PNG = {"content-type": "image/png"}
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    pre = {"input_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+    out = tmp_path_factory.mktemp("serve") / "model"
+    return save_model_dir(
+        model, out, arch="resnet20", classes=CLASSES, preprocessing=pre, metrics={"top1": 0.5}
+    )
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def serve(app: FastAPI, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    """Run ``scenario`` against the app in-process (startup and shutdown included)."""
+
+    async def run() -> T:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as c:
+                return await scenario(c)
+
+    return asyncio.run(run())
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def multipart(*names: str, field: str = "files") -> dict[str, Any]:
+    by_name = {p.name: p.read_bytes() for p in ASSETS}
+    return {"files": [(field, (name, by_name[name], "image/png")) for name in names]}
+
+
+def test_health_and_metadata(model_dir: Path) -> None:
+    app = create_app(model_dir)
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        return await c.get("/health"), await c.get("/metadata")
+
+    health, meta = serve(app, scenario)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    data = meta.json()
+    assert data["classes"] == CLASSES
+    assert data["backend"] == "torch"
+    assert data["model"]["name"] == "resnet20"
+    assert data["model"]["metrics"] == {"top1": 0.5}
+    assert data["model"]["version"].startswith("sha256:")
+    assert data["preprocessing"]["image_size"] == 32
+    assert data["preprocessing"]["mean"] == pytest.approx([0.49, 0.48, 0.45])
+    assert data["batching"] == {"max_batch": 32, "max_wait_ms": 5.0}
+    assert data["limits"]["max_images_per_request"] == 16
+
+
+def test_predictions_equal_resnetkit_predict(model_dir: Path) -> None:
+    reference = predict(model_dir, ASSETS, top_k=3).predictions
+    expected = {Path(p["path"]).name: p["top_k"] for p in reference}
+    app = create_app(model_dir)
+
+    async def scenario(c: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await c.post("/predict?top_k=3", content=CAT, headers=PNG),
+            await c.post("/predict?top_k=3", **multipart("ship.png", field="file")),
+            await c.post("/predict?top_k=3", **multipart("cat.png", "automobile.png", "ship.png")),
+        ]
+
+    raw, one, several = serve(app, scenario)
+    assert [r.status_code for r in (raw, one, several)] == [200, 200, 200]
+    got = [(None, raw.json()["predictions"][0])]
+    got += [(p["file"], p) for p in one.json()["predictions"] + several.json()["predictions"]]
+    assert [name for name, _ in got] == [None, "ship.png", "cat.png", "automobile.png", "ship.png"]
+    for name, pred in got:
+        want = expected[name or "cat.png"]
+        assert [t["class"] for t in pred["top_k"]] == [t["class"] for t in want]
+        assert [t["index"] for t in pred["top_k"]] == [t["index"] for t in want]
+        assert [t["probability"] for t in pred["top_k"]] == pytest.approx(
+            [t["probability"] for t in want], abs=1e-5
+        )
+    assert several.json()["model"] == "resnet20"
+
+
+async def _chunked(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 4096):
+        yield data[start : start + 4096]  # no Content-Length: the server must count
+
+
+BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
+    # (id, request, status, error, a word the detail must contain)
+    ("not-an-image", {"content": b"hello, not a picture " * 20, "headers": PNG}, 415,
+     "not_an_image", "not an image"),
+    ("truncated", {"content": CAT[: len(CAT) // 2], "headers": PNG}, 422, "corrupt_image",
+     "truncated"),
+    ("huge-header", {"content": load_test.huge_png_header(), "headers": PNG}, 413,
+     "too_many_pixels", "pixels"),
+    ("too-many-pixels", {"content": png_bytes(64, 64), "headers": PNG}, 413, "too_many_pixels",
+     "4,096 pixels"),
+    ("content-length", {"content": b"\x89PNG" + bytes(70_000), "headers": PNG}, 413,
+     "payload_too_large", "Content-Length"),
+    ("body-size", {"content": _chunked, "headers": PNG}, 413, "payload_too_large",
+     "the request body exceeds"),
+    ("wrong-type", {"content": CAT, "headers": {"content-type": "text/plain"}}, 415,
+     "unsupported_media_type", "text/plain"),
+    ("no-type", {"content": CAT}, 415, "unsupported_media_type", "(none)"),
+    ("empty", {"content": b"", "headers": PNG}, 400, "empty_body", "empty"),
+    ("too-many-images", multipart(*["cat.png"] * 5), 413, "too_many_images", "5 images"),
+    ("bad-second-file", {"files": [("files", ("a.png", CAT, "image/png")),
+                                   ("files", ("b.png", b"garbage", "image/png"))]}, 415,
+     "not_an_image", "image 2 of 2 ('b.png')"),
+    ("part-type", {"files": [("file", ("a.txt", CAT, "text/plain"))]}, 415,
+     "unsupported_media_type", "text/plain"),
+    ("no-file-field", {"files": [("image", ("a.png", CAT, "image/png"))]}, 400, "no_image",
+     "'image'"),
+    ("bad-multipart", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+     400, "bad_multipart", "multipart"),
+    ("bad-top-k", {"content": CAT, "headers": PNG, "params": {"top_k": 0}}, 422,
+     "invalid_parameter", "top_k"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "error", "word"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(
+    model_dir: Path, request_kwargs: dict[str, Any], status: int, error: str, word: str
+) -> None:
+    app = create_app(model_dir, max_bytes=64 * 1024, max_pixels=48 * 48, max_images_per_request=4)
+    kwargs = dict(request_kwargs)
+    if callable(kwargs.get("content")):
+        kwargs["content"] = kwargs["content"](bytes(100_000))
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response, str]:
+        bad = await c.post("/predict", **kwargs)
+        good = await c.post("/predict", content=CAT, headers=PNG)
+        return bad, good, (await c.get("/metrics")).text
+
+    bad, good, metrics = serve(app, scenario)
+    assert bad.status_code == status, bad.text
+    body = bad.json()
+    assert body["error"] == error
+    assert word in body["detail"]
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 1
+    assert f'resnetkit_rejected_inputs_total{{reason="{error}"}} 1.0' in metrics
+
+
+def test_metrics_count_requests_latency_batches_and_rejections(model_dir: Path) -> None:
+    app = create_app(model_dir)
+
+    async def scenario(c: httpx.AsyncClient) -> str:
+        await c.post("/predict", content=CAT, headers=PNG)
+        await c.post("/predict", **multipart("cat.png", "ship.png"))
+        await c.post("/predict", content=b"junk", headers=PNG)
+        await c.get("/health")
+        return (await c.get("/metrics")).text
+
+    text = serve(app, scenario)
+    assert 'resnetkit_requests_total{endpoint="/predict",status="200"} 2.0' in text
+    assert 'resnetkit_requests_total{endpoint="/predict",status="415"} 1.0' in text
+    assert 'resnetkit_requests_total{endpoint="/health",status="200"} 1.0' in text
+    assert 'resnetkit_request_latency_seconds_count{endpoint="/predict"} 3.0' in text
+    assert "resnetkit_images_predicted_total 3.0" in text
+    assert "resnetkit_batch_size_count 2.0" in text
+    assert "resnetkit_batch_size_sum 3.0" in text
+    assert 'resnetkit_rejected_inputs_total{reason="not_an_image"} 1.0' in text
+
+
+@pytest.mark.parametrize(("max_batch", "most_calls"), [(8, 7), (1, 8)])
+def test_concurrent_requests_share_forward_passes(
+    model_dir: Path, max_batch: int, most_calls: int
+) -> None:
+    app = create_app(model_dir, max_batch=max_batch, max_wait_ms=1000)
+
+    async def scenario(c: httpx.AsyncClient) -> list[httpx.Response]:
+        return list(
+            await asyncio.gather(*(c.post("/predict", content=CAT, headers=PNG) for _ in range(8)))
+        )
+
+    responses = serve(app, scenario)
+    assert [r.status_code for r in responses] == [200] * 8
+    first = responses[0].json()["predictions"]
+    assert all(r.json()["predictions"][0]["top_k"][0] == first[0]["top_k"][0] for r in responses)
+    batcher = app.state.service.batcher
+    assert batcher.images == 8
+    assert batcher.calls <= most_calls
+    if max_batch == 1:
+        assert batcher.calls == 8
+
+
+def test_batcher_splits_and_fills_batches() -> None:
+    sizes: list[int] = []
+    batcher = MicroBatcher(lambda x: x * 2, max_batch=4, max_wait_ms=2000, on_batch=sizes.append)
+    gate = threading.Event()
+    original = batcher.fn
+
+    def held(x: torch.Tensor) -> torch.Tensor:
+        gate.wait(10)  # hold the first pass until everything is queued
+        return original(x)
+
+    batcher.fn = held
+    jobs = [torch.full((n, 1), float(n)) for n in (1, 3, 2, 2, 5)]
+    futures: list[Future[torch.Tensor]] = [batcher.submit_nowait(x) for x in jobs]
+    gate.set()
+    for x, future in zip(jobs, futures, strict=True):
+        torch.testing.assert_close(future.result(timeout=10), x * 2)
+    # 1+3 fill a batch; 2+2 another; 5 is split into 4 and 1.
+    assert sizes == [4, 4, 4, 1]
+    batcher.close()
+    with pytest.raises(BatcherClosedError):
+        batcher.submit_nowait(jobs[0])
+
+
+def test_onnx_backend_matches_torch(model_dir: Path) -> None:
+    torch_app = create_app(model_dir)
+    onnx_app = create_app(model_dir, backend="onnx")
+    x = torch.randn(3, 3, 32, 32)
+    torch_fn = torch_app.state.service.batcher.fn
+    onnx_fn = onnx_app.state.service.batcher.fn
+    torch.testing.assert_close(onnx_fn(x), torch_fn(x), atol=1e-4, rtol=0)
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        response = await c.post("/predict?top_k=10", **multipart("cat.png", "ship.png"))
+        return response.json(), (await c.get("/metadata")).json()
+
+    (want, _), (got, meta) = serve(torch_app, scenario), serve(onnx_app, scenario)
+    assert meta["backend"] == "onnx" and got["backend"] == "onnx"
+    for g, w in zip(got["predictions"], want["predictions"], strict=True):
+        g_probs = {t["class"]: t["probability"] for t in g["top_k"]}
+        w_probs = {t["class"]: t["probability"] for t in w["top_k"]}
+        assert g_probs == pytest.approx(w_probs, abs=1e-4)
+
+
+def test_cli_serve_runs_uvicorn_on_loopback(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert (args.host, args.port, args.backend, args.max_batch) == ("127.0.0.1", 8000, "torch", 32)
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: FastAPI, **kwargs: Any) -> None:
+        seen.update(kwargs, app=app)
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    argv = ["serve", "--model", str(model_dir), "--max-batch", "4", "--max-wait-ms", "2"]
+    assert main(argv) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000
+    service = seen["app"].state.service
+    assert (service.config.max_batch, service.config.max_wait_ms) == (4, 2.0)
+
+
+def test_load_test_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "load_test.json"
+    argv = ["--requests", "40", "--concurrency", "8", "--warmup", "2", "--threads", "1"]
+    assert load_test.main([*argv, "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["passed"]
+    for name in ("no-batching", "micro-batching"):
+        variant = results["variants"][name]
+        assert variant["requests_sent"] == 40
+        assert variant["server_errors"] == variant["dropped"] == variant["unexpected"] == 0
+        assert sum(variant["status_counts"].values()) == 40
+        assert set(variant["status_counts"]) == {"200", "413", "415", "422"}
+        assert variant["peak_rss_mib"] > 0
+    assert results["variants"]["no-batching"]["mean_batch_size"] == 1.0
+    table = out.with_suffix(".md").read_text()
+    assert "| no-batching |" in table and "| micro-batching |" in table
