@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resnetkit.cli.common import add_model_args
 from resnetkit.data.datasets import DATASETS
 
 
@@ -17,13 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Top-1/top-5 and per-class accuracy of a trained model, optionally with the "
         "paper's 10-crop testing and a confusion-matrix PNG.",
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="model directory (config.json + model.safetensors), packaged tag such as "
-        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
-    )
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    add_model_args(p)
     p.add_argument(
         "--dataset",
         required=True,

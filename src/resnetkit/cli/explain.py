@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from resnetkit.cli.common import add_model_args
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("explain", help="Grad-CAM heatmap of what the model looked at")
-    p.add_argument("--model", required=True, help="registered tag, model directory or checkpoint")
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint file")
+    add_model_args(p)
     p.add_argument("image", type=Path)
     p.add_argument("--out", required=True, type=Path, help="PNG to write")
     p.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
@@ -19,8 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser(
         "embed", help="pooled features of images, with optional similar-image search"
     )
-    p.add_argument("--model", required=True)
-    p.add_argument("--arch", default=None)
+    add_model_args(p)
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--out", required=True, type=Path, help=".npy file; paths go to OUT.json")
     p.add_argument(

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from resnetkit.cli.common import add_model_args
+
 FORMAT_CHOICES = ("onnx", "torchscript", "exported-program")
 
 
@@ -18,13 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "and compare with eager PyTorch. Exits with status 2 if they differ by more than the "
         "tolerance.",
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="model directory (config.json + model.safetensors), packaged tag such as "
-        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
-    )
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    add_model_args(p)
     p.add_argument("--format", dest="fmt", required=True, choices=FORMAT_CHOICES)
     p.add_argument("--out", required=True, type=Path, help="file to write (.onnx, .ts, .pt2)")
     p.add_argument(

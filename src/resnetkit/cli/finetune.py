@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from resnetkit.cli.common import add_model_args
 from resnetkit.cli.train import add_recipe_overrides, recipe_from_args
 
 
@@ -18,8 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "loss, best epoch on validation kept, early stopping. Writes OUT/model (a model "
         "directory), OUT/report.json, OUT/confusion.png and OUT/curves.png.",
     )
-    p.add_argument("--model", required=True, help="registered tag, model directory or checkpoint")
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint file")
+    add_model_args(p)
     p.add_argument("--data", required=True, type=Path, help="image folder (DIR/<class>/<image>)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--recipe", default="finetune")

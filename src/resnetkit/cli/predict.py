@@ -14,13 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from resnetkit.predict import PredictionReport
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from resnetkit.cli.common import add_model_args, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,16 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Top-k classes of every image given (folders are searched recursively). "
         "Unreadable files are listed with the reason and do not stop the others.",
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="model directory (config.json + model.safetensors), packaged tag such as "
-        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
-    )
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    add_model_args(p)
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     fmt.add_argument(

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from resnetkit.cli.common import add_model_args
 from resnetkit.data.datasets import DATASETS
 
 
@@ -18,8 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "calibrates activation ranges on real images and writes an int8 QDQ model to OUT. "
         "With --eval-dataset, prints top-1 of both on the same images.",
     )
-    p.add_argument("--model", required=True, help="registered tag, model directory or checkpoint")
-    p.add_argument("--arch", default=None)
+    add_model_args(p)
     p.add_argument("--out", required=True, type=Path, help="int8 ONNX file to write")
     p.add_argument("--method", choices=("static", "dynamic"), default="static")
     p.add_argument(

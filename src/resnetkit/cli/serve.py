@@ -9,19 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from resnetkit.cli.common import add_model_args, non_negative_float, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,13 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Classify images sent to POST /predict (multipart fields file/files, or an "
         "image/* body). Concurrent requests are micro-batched into one forward pass.",
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="model directory (config.json + model.safetensors), packaged tag such as "
-        "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)",
-    )
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    add_model_args(p)
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -52,13 +34,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=32,
         help="most images per forward pass; 1 disables micro-batching (default 32)",
     )
     p.add_argument(
         "--max-wait-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=5.0,
         help="how long a forward pass waits for more requests to join it (default 5)",
     )
