@@ -1,0 +1,48 @@
+"""The model resnetkit trained itself and ships: resnet20.cifar10."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetkit import create_model
+from resnetkit.evaluate.evaluator import evaluate_model
+from resnetkit.models import pretrained
+from resnetkit.models.pretrained import get_pretrained, list_pretrained
+
+
+def test_resnet20_cifar10_loads_offline_with_its_preprocessing() -> None:
+    assert "resnet20.cifar10" in list_pretrained()
+    model = create_model("resnet20.cifar10", pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    assert cfg["classes"][:3] == ["airplane", "automobile", "bird"] and len(cfg["classes"]) == 10
+    assert cfg["input_size"] == 32 and len(cfg["mean"]) == len(cfg["std"]) == 3
+    assert cfg["metrics"]["test_top1"] > 90.0  # measured on the 10,000 CIFAR-10 test images
+    weights = get_pretrained("resnet20.cifar10")
+    assert 1.0e6 < weights.path.stat().st_size < 1.2e6
+
+
+def test_shipped_model_classifies_real_bundled_photos() -> None:
+    model = create_model("resnet20.cifar10", pretrained=True)
+    result = evaluate_model(model, "cifar10-sample", ".", split="test")
+    assert result["count"] == 500
+    assert result["top1"] >= 85.0
+
+
+def test_corrupt_packaged_weights_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    index = json.loads(Path(str(pretrained.resources.files("resnetkit.weights").joinpath(
+        "index.json"))).read_text())
+    index["resnet20.cifar10"]["sha256"] = "0" * 64
+    monkeypatch.setattr(pretrained, "_index", lambda: index)
+    with pytest.raises(RuntimeError, match="corrupt"):
+        create_model("resnet20.cifar10", pretrained=True)
+
+
+def test_pretrained_without_tag_uses_the_default_and_unknown_tags_are_explained() -> None:
+    a = create_model("resnet20", pretrained=True)
+    b = create_model("resnet20.cifar10", pretrained=True)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(KeyError, match="resnet20.cifar10"):
+        create_model("resnet56.cifar10", pretrained=True)
