@@ -44,7 +44,7 @@ def _classify_bundled_images() -> None:
     assets = resources.files("resnetkit.assets")
     for name in ("cat.png", "automobile.png", "ship.png"):
         with resources.as_file(assets.joinpath(name)) as path:
-            image = np.asarray(load_image(path))
+            image = np.array(load_image(path))
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             probs = model((x - mean) / std).softmax(1)[0]
