@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,8 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-
-from resnetkit.train.provenance import provenance
 
 T = TypeVar("T")
 
@@ -93,37 +89,6 @@ def ratio_summary(numerator: Sequence[float], denominator: Sequence[float]) -> d
         "of_means": statistics.fmean(numerator) / statistics.fmean(denominator),
         "per_round": summarize(per_round),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers depend on: CPU, cores, torch build and threads, current load."""
-    info: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        **provenance(),
-    }
-    if hasattr(os, "sched_getaffinity"):
-        info["usable_cpus"] = len(os.sched_getaffinity(0))
-    if hasattr(os, "getloadavg"):
-        # A benchmark on a machine that is busy with something else measures that too.
-        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
-    return info
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -34,7 +34,6 @@ from torchvision import transforms
 from benchmarks.common import (
     add_timing_args,
     interleaved_rounds,
-    machine_info,
     markdown_table,
     mean_std,
     measure_round,
@@ -46,6 +45,7 @@ from benchmarks.common import (
 from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD, ArrayDataset, load_cifar
 from resnetkit.data.datasets import load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.train.provenance import machine_info
 
 DATA_ENV = "RESNETKIT_CIFAR10"
 SAMPLE = "cifar10-sample"

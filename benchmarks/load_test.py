@@ -45,8 +45,9 @@ import uvicorn
 from fastapi import FastAPI
 from torch import nn
 
-from benchmarks.common import machine_info, markdown_table, set_threads, write_results
+from benchmarks.common import markdown_table, set_threads, write_results
 from resnetkit.serve import create_app
+from resnetkit.train.provenance import machine_info
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 ASSETS = ("cat.png", "ship.png", "automobile.png")

@@ -41,7 +41,6 @@ from torch import nn
 from benchmarks.common import (
     add_timing_args,
     interleaved_rounds,
-    machine_info,
     markdown_table,
     mean_std,
     measure_round,
@@ -62,6 +61,7 @@ from benchmarks.data_pipeline import (
     tensorloader_stream,
 )
 from resnetkit.models.registry import create_model
+from resnetkit.train.provenance import machine_info
 
 ANCHOR = "plain-pytorch"
 FAST = "resnetkit-fast"

@@ -31,8 +31,11 @@ def test_shipped_model_classifies_real_bundled_photos() -> None:
 
 
 def test_corrupt_packaged_weights_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    index = json.loads(Path(str(pretrained.resources.files("resnetkit.weights").joinpath(
-        "index.json"))).read_text())
+    index = json.loads(
+        Path(
+            str(pretrained.resources.files("resnetkit.weights").joinpath("index.json"))
+        ).read_text()
+    )
     index["resnet20.cifar10"]["sha256"] = "0" * 64
     monkeypatch.setattr(pretrained, "_index", lambda: index)
     with pytest.raises(RuntimeError, match="corrupt"):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from resnetkit import __version__
 from resnetkit.cli import (
+    bench,
     convert,
     demo,
     evaluate,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_parsers(sub)
     explain.add_parsers(sub)
     serve.add_parsers(sub)
+    bench.add_parsers(sub)
     return parser
 
 

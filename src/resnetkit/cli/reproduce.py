@@ -1,4 +1,4 @@
-"""``resnetkit reproduce degradation``: the paper's Figure 6 on real CIFAR-10."""
+"""``resnetkit reproduce``: the papers' experiments (and the transfer check) on real CIFAR-10."""
 
 from __future__ import annotations
 
@@ -6,13 +6,31 @@ import argparse
 import json
 from pathlib import Path
 
+from resnetkit.cli.common import positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
+from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("reproduce", help="reproduce an experiment of the papers")
-    p.add_argument("experiment", choices=("degradation",))
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce an experiment: degradation (Fig. 6) or few-shot transfer",
+        description="degradation: plain-20/56 against ResNet-20/56 on CIFAR-10, the paper's "
+        "Figure 6. transfer: fine-tune a pretrained model and train the same network from "
+        "scratch on a few images per class, scored on held-out test images.",
+    )
+    p.add_argument("experiment", choices=("degradation", "transfer"))
     p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding CIFAR-10 (degradation: required; transfer: needed unless "
+        "--dataset cifar10-sample)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="default runs/EXPERIMENT")
+    p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("degradation")
+    g.add_argument(
         "--preset",
         default="quick",
         choices=tuple(presets()),
@@ -21,18 +39,42 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         + "; full: "
         + presets()["full"].description,
     )
-    p.add_argument("--data-dir", required=True, type=Path, help="folder holding CIFAR-10")
-    p.add_argument("--out", type=Path, default=Path("runs/degradation"))
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
-    p.add_argument("--no-progress", action="store_true")
+    g.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    g = p.add_argument_group("transfer")
+    g.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
+    g.add_argument(
+        "--dataset",
+        choices=("cifar10", "cifar10-sample"),
+        default="cifar10",
+        help="cifar10-sample: the 1000+500 real images bundled with resnetkit (offline)",
+    )
+    g.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="comma-separated")
+    g.add_argument("--shots", type=positive_int, default=50, help="training images per class")
+    g.add_argument("--seeds", default="0,1,2", help="one run pair per seed, comma-separated")
+    g.add_argument("--epochs", type=positive_int, default=30)
+    g.add_argument(
+        "--eval-per-class",
+        type=int,
+        default=0,
+        help="held-out test images per class (0: all of them)",
+    )
     p.set_defaults(func=run)
 
 
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
+    out = args.out or Path("runs") / args.experiment
+    if args.experiment == "transfer":
+        return _transfer(args, out)
     from resnetkit.reproduce.degradation import run_degradation
 
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    out = args.out / args.preset
+    if args.data_dir is None:
+        raise ValueError("reproduce degradation needs --data-dir (the folder holding CIFAR-10)")
+    out = out / args.preset
+    models = tuple(_names(args.models))
     summary = run_degradation(args.data_dir, out, args.preset, models, not args.no_progress)
     finals = {
         name: {k: c[k] for k in ("final_train_error", "final_test_error")}
@@ -44,4 +86,29 @@ def run(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _transfer(args: argparse.Namespace, out: Path) -> int:
+    from resnetkit.reproduce.transfer import run_transfer
+
+    try:
+        seeds = [int(s) for s in _names(args.seeds)]
+    except ValueError:
+        raise ValueError(
+            f"--seeds must be integers separated by commas, got {args.seeds!r}"
+        ) from None
+    summary = run_transfer(
+        out,
+        source=args.source,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        classes=_names(args.classes),
+        shots=args.shots,
+        seeds=seeds,
+        epochs=args.epochs,
+        eval_per_class=args.eval_per_class,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2))
     return 0

@@ -1,0 +1,417 @@
+"""Inference speed of one model on every CPU path, side by side with its anchors.
+
+``bench_model`` prepares each backend once (export, quantisation and compilation happen before
+the clock starts, and their cost is reported as ``setup_s``), then measures them in interleaved
+rounds: every backend runs ``iters`` calls per round, and the order rotates from round to round,
+so that a busy neighbour or a clock change hits all backends alike rather than one of them.
+Latency is per call (one batch); throughput is images per second over all timed calls.
+
+Backends (all on the CPU, float32 unless named otherwise):
+
+- ``torchvision``: ``torchvision.models`` with the same weights, eager, NCHW. The anchor; only
+  for architectures torchvision has.
+- ``eager``: the resnetkit model as loaded, eager, NCHW.
+- ``channels_last``: eager in NHWC memory layout (oneDNN's preferred layout).
+- ``compile``: BatchNorm folded into the convolutions, NHWC, ``torch.compile`` (Inductor) with
+  weight freezing, which lets Inductor pre-pack the weights for oneDNN once.
+- ``bf16``: NHWC under ``torch.autocast(dtype=bfloat16)``. Fast only on CPUs with native bf16
+  (AMX or AVX512-BF16); elsewhere it is emulated and slower than float32.
+- ``ort``: a default ONNX Runtime session (CPUExecutionProvider) of the verified fp32 export.
+- ``ort-int8``: ONNX Runtime on the static int8 QDQ model, calibrated on real photos (the
+  bundled CIFAR-10 sample, resized to the model's input size).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from resnetkit.models.resnet import ResNet
+
+BACKENDS = ("torchvision", "eager", "channels_last", "compile", "bf16", "ort", "ort-int8")
+DEFAULT_BACKENDS = BACKENDS
+
+Runner = Callable[[Tensor], Any]
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run this model here (missing package, architecture, hardware)."""
+
+
+@dataclass
+class BackendResult:
+    """One backend at one batch size."""
+
+    backend: str
+    batch_size: int
+    setup_s: float = 0.0
+    # max |output - eager float32 output| on the benchmark input: a fast path that computes
+    # something else is not a fast path.
+    max_abs_diff: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    skipped: str = ""
+
+    @property
+    def p50_ms(self) -> float:
+        return _percentile(self.latencies_ms, 50)
+
+    @property
+    def p90_ms(self) -> float:
+        return _percentile(self.latencies_ms, 90)
+
+    @property
+    def images_per_s(self) -> float:
+        total = sum(self.latencies_ms) / 1000
+        return self.batch_size * len(self.latencies_ms) / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if not self.skipped:
+            out.update(p50_ms=self.p50_ms, p90_ms=self.p90_ms, images_per_s=self.images_per_s)
+        return out
+
+
+@dataclass
+class BenchReport:
+    """Every backend at every batch size, and what the numbers were measured on."""
+
+    model: str
+    input_size: int
+    threads: int
+    results: list[BackendResult]
+    anchor: str
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def result(self, backend: str, batch_size: int) -> BackendResult:
+        for r in self.results:
+            if r.backend == backend and r.batch_size == batch_size:
+                return r
+        raise KeyError(f"no result for {backend} at batch size {batch_size}")
+
+    def best_fp32(self, batch_size: int) -> BackendResult | None:
+        """The fastest resnetkit PyTorch float32 path at ``batch_size`` (by p50 latency)."""
+        candidates = [
+            r
+            for r in self.results
+            if r.batch_size == batch_size
+            and r.backend in ("eager", "channels_last", "compile")
+            and not r.skipped
+        ]
+        return min(candidates, key=lambda r: r.p50_ms) if candidates else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input_size": self.input_size,
+            "threads": self.threads,
+            "anchor": self.anchor,
+            "machine": self.machine,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def table(self) -> str:
+        """A markdown table: latency, throughput, and speed relative to the anchor and to ORT."""
+        headers = [
+            "batch",
+            "backend",
+            "p50 ms",
+            "p90 ms",
+            "images/s",
+            f"x {self.anchor}",
+            "x ort",
+            "max diff",
+        ]
+        rows = []
+        for batch in sorted({r.batch_size for r in self.results}):
+            anchor = self._maybe(self.anchor, batch)
+            ort = self._maybe("ort", batch)
+            for r in (r for r in self.results if r.batch_size == batch):
+                if r.skipped:
+                    skipped = f"skipped: {r.skipped}"
+                    rows.append([str(batch), r.backend, "-", "-", "-", "-", "-", skipped])
+                    continue
+                rows.append(
+                    [
+                        str(batch),
+                        r.backend,
+                        f"{r.p50_ms:.2f}",
+                        f"{r.p90_ms:.2f}",
+                        f"{r.images_per_s:,.0f}",
+                        _ratio(r, anchor),
+                        _ratio(r, ort),
+                        f"{r.max_abs_diff:.1e}",
+                    ]
+                )
+        align = ["---:", "---", "---:", "---:", "---:", "---:", "---:", "---:"]
+        lines = [headers, align, *rows]
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+    def _maybe(self, backend: str, batch: int) -> BackendResult | None:
+        try:
+            r = self.result(backend, batch)
+        except KeyError:
+            return None
+        return None if r.skipped else r
+
+
+def _ratio(r: BackendResult, ref: BackendResult | None) -> str:
+    """Speed of ``r`` relative to ``ref`` from p50 latencies (>1: ``r`` is faster)."""
+    if ref is None or not r.p50_ms:
+        return "-"
+    return f"{ref.p50_ms / r.p50_ms:.2f}"
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    return float(np.percentile(np.asarray(values), q))
+
+
+def prepare_backend(
+    name: str,
+    model: ResNet,
+    example: Tensor,
+    workdir: Path,
+    calibration: Callable[[], list[np.ndarray]],
+) -> Runner:
+    """A function running one batch on backend ``name``, warmed up on ``example``.
+
+    Raises:
+        BackendUnavailable: the backend cannot run this model here; the message says why.
+        ValueError: an unknown backend name.
+    """
+    model = copy.deepcopy(model).cpu().float().eval().requires_grad_(False)
+    if name == "eager":
+        return _torch_runner(model, channels_last=False)
+    if name == "channels_last":
+        return _torch_runner(model.to(memory_format=torch.channels_last), channels_last=True)
+    if name == "bf16":
+        return _torch_runner(
+            model.to(memory_format=torch.channels_last), channels_last=True, bf16=True
+        )
+    if name == "compile":
+        return _compiled_runner(model, example)
+    if name == "torchvision":
+        return _torch_runner(_torchvision_twin(model), channels_last=False)
+    if name in ("ort", "ort-int8"):
+        return _ort_runner(name, model, workdir, calibration)
+    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+
+def _torch_runner(model: nn.Module, *, channels_last: bool, bf16: bool = False) -> Runner:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return model(x.contiguous(memory_format=fmt))
+
+    return run
+
+
+def _compiled_runner(model: ResNet, example: Tensor) -> Runner:
+    from resnetkit.export.fold import fold_batchnorm
+
+    try:
+        import torch._inductor.config as inductor_config
+    except ImportError as err:  # pragma: no cover - part of every torch 2 build
+        raise BackendUnavailable(f"torch.compile needs Inductor: {err}") from None
+    folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    compiled = torch.compile(folded, dynamic=False)
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return compiled(x.contiguous(memory_format=torch.channels_last))
+
+    # Freezing turns the weights into constants, which Inductor pre-packs for oneDNN once;
+    # the flag is read while compiling, that is on the first call.
+    try:
+        with inductor_config.patch(freezing=True):
+            run(example)
+    except Exception as err:  # Inductor needs a working C++ compiler on the CPU
+        raise BackendUnavailable(
+            f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
+    return run
+
+
+def _torchvision_twin(model: ResNet) -> nn.Module:
+    """torchvision's own model of the same architecture, holding the same weights."""
+    import torchvision
+
+    from resnetkit.interop import to_torchvision
+
+    try:
+        state = to_torchvision(model)
+    except ValueError as err:
+        raise BackendUnavailable(f"torchvision has no such model ({err})") from None
+    arch = model.name.split(".")[0]
+    builder = getattr(torchvision.models, arch, None)
+    if builder is None:
+        raise BackendUnavailable(f"torchvision.models has no {arch!r}")
+    twin = builder(num_classes=model.num_classes)
+    try:
+        twin.load_state_dict(state)
+    except RuntimeError as err:
+        raise BackendUnavailable(f"torchvision's {arch} differs from this model: {err}") from None
+    return twin.eval().requires_grad_(False)
+
+
+def _ort_runner(
+    name: str, model: ResNet, workdir: Path, calibration: Callable[[], list[np.ndarray]]
+) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailable(
+            "needs onnx and onnxruntime (pip install resnetkit[export])"
+        ) from None
+    from resnetkit.export.exporter import export_model
+    from resnetkit.export.quantize import quantize_onnx
+
+    fp32 = workdir / "model.fp32.onnx"
+    if not fp32.exists():
+        export_model(model, "onnx", fp32, dynamic_batch=True)
+    path = fp32
+    if name == "ort-int8":
+        path = quantize_onnx(fp32, workdir / "model.int8.onnx", calibration())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Any:
+        return session.run(None, {input_name: x.contiguous().numpy()})
+
+    return run
+
+
+def bench_model(
+    model: ResNet,
+    *,
+    name: str = "",
+    backends: Sequence[str] = DEFAULT_BACKENDS,
+    batch_sizes: Sequence[int] = (1,),
+    input_size: int | None = None,
+    iters: int = 20,
+    warmup: int = 3,
+    rounds: int = 3,
+    threads: int = 0,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> BenchReport:
+    """Measure ``model`` on every backend at every batch size (see the module docstring).
+
+    Args:
+        model: a resnetkit ResNet (its weights are what every backend runs).
+        backends: which of :data:`BACKENDS`, in any order.
+        batch_sizes: one measurement per backend per batch size.
+        input_size: side of the square input; default the model's own.
+        iters: timed calls per backend per round; ``rounds`` rounds, ``warmup`` untimed calls
+            before each backend's first round.
+        threads: torch and ONNX Runtime intra-op threads (0: their defaults, one per core).
+
+    Returns:
+        The report; backends that cannot run here are listed with the reason, not dropped.
+    """
+    from resnetkit.models.loading import preprocessing_of
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(
+            f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}"
+        )
+    for value, what in ((iters, "iters"), (rounds, "rounds")):
+        if value <= 0:
+            raise ValueError(f"{what} must be positive, got {value}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not batch_sizes or min(batch_sizes) <= 0:
+        raise ValueError(f"batch sizes must be positive, got {list(batch_sizes)}")
+    if threads:
+        torch.set_num_threads(threads)
+    size = int(input_size or preprocessing_of(model)["input_size"])
+    generator = torch.Generator().manual_seed(seed)
+    in_chans = model.config.in_chans
+    anchor = "torchvision" if "torchvision" in backends else backends[0]
+    cached_calibration: list[list[np.ndarray]] = []
+
+    def calibration() -> list[np.ndarray]:
+        if not cached_calibration:
+            cached_calibration.append(_calibration(model, size))
+        return cached_calibration[0]
+
+    results: list[BackendResult] = []
+    with tempfile.TemporaryDirectory(prefix="resnetkit-bench-") as tmp:
+        for batch in batch_sizes:
+            x = torch.randn(batch, in_chans, size, size, generator=generator)
+            with torch.inference_mode():
+                reference = model.eval()(x).float()
+            runners: dict[str, Runner] = {}
+            by_name: dict[str, BackendResult] = {}
+            for backend in backends:
+                result = BackendResult(backend, batch)
+                results.append(result)
+                by_name[backend] = result
+                start = time.perf_counter()
+                try:
+                    runner = prepare_backend(backend, model, x, Path(tmp), calibration)
+                    for _ in range(warmup):
+                        runner(x)
+                    result.max_abs_diff = _max_abs_diff(runner(x), reference)
+                except BackendUnavailable as err:
+                    result.skipped = str(err)
+                    log(f"batch {batch} {backend}: skipped ({err})")
+                    continue
+                result.setup_s = time.perf_counter() - start
+                runners[backend] = runner
+            for r in range(rounds):
+                order = list(runners)
+                order = order[r % len(order) :] + order[: r % len(order)] if order else order
+                for backend in order:
+                    times = _time_calls(runners[backend], x, iters)
+                    by_name[backend].latencies_ms.extend(times)
+                    log(
+                        f"batch {batch} round {r + 1}/{rounds} {backend}: "
+                        f"p50 {statistics.median(times):.2f} ms"
+                    )
+    return BenchReport(
+        model=name or model.name,
+        input_size=size,
+        threads=torch.get_num_threads(),
+        results=results,
+        anchor=anchor,
+    )
+
+
+def _max_abs_diff(output: Any, reference: Tensor) -> float:
+    if isinstance(output, (list, tuple)):  # ONNX Runtime returns a list of arrays
+        output = output[0]
+    got = torch.as_tensor(np.asarray(output)) if not isinstance(output, Tensor) else output
+    return float((got.float() - reference).abs().max())
+
+
+def _time_calls(runner: Runner, x: Tensor, iters: int) -> list[float]:
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        runner(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _calibration(model: ResNet, size: int) -> list[np.ndarray]:
+    """Real photos (the bundled CIFAR-10 sample) preprocessed as ``model`` expects them, at
+    ``size`` pixels: what static int8 quantisation calibrates its activation ranges on."""
+    from resnetkit.export.quantize import calibration_batches
+
+    probe = copy.copy(model)
+    probe.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size}
+    return calibration_batches(probe, "cifar10-sample", ".", count=128, batch_size=16)
