@@ -1,0 +1,80 @@
+"""Few-shot transfer experiment on the bundled real CIFAR-10 images."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from resnetkit.cli.main import main
+from resnetkit.data.datasets import load_sample
+from resnetkit.reproduce.transfer import few_shot_folder, run_transfer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # noqa: ANN202
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_few_shot_folder_draws_shots_per_class_and_holds_out_test_images(tmp_path: Path) -> None:
+    train, test = load_sample("train"), load_sample("test")
+    counts = few_shot_folder(tmp_path / "a", train, test, ["cat", "ship"], 7, seed=3)
+    assert counts == {"train": 14, "val": 100}  # the sample has 50 test images per class
+    cats = sorted(p.name for p in (tmp_path / "a" / "train" / "cat").iterdir())
+    assert len(cats) == 7
+    again = few_shot_folder(tmp_path / "b", train, test, ["cat", "ship"], 7, seed=3)
+    assert again == counts
+    assert cats == sorted(p.name for p in (tmp_path / "b" / "train" / "cat").iterdir())
+    other = few_shot_folder(tmp_path / "c", train, test, ["cat", "ship"], 7, seed=4)
+    assert other == counts
+    assert cats != sorted(p.name for p in (tmp_path / "c" / "train" / "cat").iterdir())
+    # The held-out images are the test split's, pixel for pixel.
+    first = sorted((tmp_path / "a" / "val" / "ship").iterdir())[0]
+    from PIL import Image
+
+    index = int(first.stem)
+    assert test.labels[index] == test.classes.index("ship")
+    assert np.array_equal(np.asarray(Image.open(first)), test.images[index])
+
+
+def test_bad_requests_are_refused(tmp_path: Path) -> None:
+    train, test = load_sample("train"), load_sample("test")
+    with pytest.raises(ValueError, match="unknown class.*kangaroo"):
+        few_shot_folder(tmp_path, train, test, ["cat", "kangaroo"], 5, seed=0)
+    with pytest.raises(ValueError, match="only 100 images"):
+        few_shot_folder(tmp_path, train, test, ["cat", "dog"], 101, seed=0)
+    with pytest.raises(ValueError, match="at least 2"):
+        few_shot_folder(tmp_path, train, test, ["cat", "cat"], 5, seed=0)
+
+
+def test_finetuned_resnet20_beats_scratch_on_few_real_shots(tmp_path: Path) -> None:
+    summary = run_transfer(
+        tmp_path,
+        dataset="cifar10-sample",
+        classes=("cat", "ship", "frog"),
+        shots=10,
+        seeds=(0,),
+        epochs=6,
+        eval_per_class=30,
+        batch_size=10,
+    )
+    run = summary["runs"][0]
+    assert run["train_images"] == 30 and run["val_images"] == 90
+    # The pretrained features separate these classes at once; random weights after six
+    # short epochs on 30 images are near chance (33%).
+    assert run["finetuned"] >= 80 and run["scratch"] <= 65
+    assert summary["finetune_wins_every_seed"] is True
+    assert summary["gain_points"] == pytest.approx(run["finetuned"] - run["scratch"])
+    assert json.loads((tmp_path / "transfer.json").read_text()) == summary
+    assert (tmp_path / "seed0" / "finetuned" / "model" / "config.json").exists()
+
+
+def test_cli_transfer_needs_data_for_full_cifar(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "transfer", "--seeds", "0", "--no-progress"]) == 2
+    assert "--data-dir is needed" in capsys.readouterr().err
+    assert main(["reproduce", "degradation"]) == 2
+    assert "needs --data-dir" in capsys.readouterr().err
