@@ -413,5 +413,5 @@ def _calibration(model: ResNet, size: int) -> list[np.ndarray]:
     from resnetkit.export.quantize import calibration_batches
 
     probe = copy.copy(model)
-    probe.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size}
+    probe.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size}  # type: ignore[assignment]
     return calibration_batches(probe, "cifar10-sample", ".", count=128, batch_size=16)

@@ -17,15 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from resnetkit.data.cifar import ArrayDataset
-from resnetkit.data.datasets import load_train_eval
-from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
-from resnetkit.data.transforms import (
-    MixCut,
-    batch_random_erasing,
-    batch_trivial_augment,
-    soft_cross_entropy,
-)
+from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
@@ -39,6 +31,7 @@ from resnetkit.train.checkpoint import (
     save_checkpoint,
     state_dict_for_save,
 )
+from resnetkit.train.data_setup import build_train_data
 from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe
 from resnetkit.train.runlog import RunLog
@@ -114,54 +107,34 @@ class Trainer:
         self.out = spec.out
         self.ckpt_root = self.out / "checkpoints"
 
-        data = load_train_eval(
-            spec.dataset,
-            spec.data_dir,
-            val_split=recipe.val_split,
-            image_size=spec.image_size,
-            download=spec.download,
-            train_subset=spec.train_subset,
-            eval_subset=spec.eval_subset,
-            seed=recipe.seed,
-        )
-        self.data = data
-        self.classes = list(data.train.classes)
-        train_images = to_nchw_tensor(data.train.images)
-        if recipe.normalize == "pixel_mean":
-            pixel_mean = train_images.float().mean(0) / 255.0
-            self.norm = Normalization(pixel_mean=pixel_mean)
-        else:
-            mean, std = spec.normalization or (data.mean, data.std)
-            self.norm = Normalization(tuple(mean), tuple(std))
         per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
         if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
             raise ValueError(
                 f"batch_size {recipe.batch_size} must divide evenly by processes "
                 f"({self.dist.world_size}) x accum_steps ({recipe.accum_steps})"
             )
-        self.train_loader = TensorLoader(
-            train_images,
-            torch.from_numpy(data.train.labels),
-            per_rank_batch,
-            self.norm,
-            train=True,
-            pad=recipe.crop_padding if recipe.augment == "crop_flip" else 0,
-            flip=recipe.augment != "none",
-            seed=recipe.seed,
+        self.data = data = build_train_data(
+            dataset=spec.dataset,
+            data_dir=spec.data_dir,
+            recipe=recipe,
+            per_rank_batch=per_rank_batch,
+            image_size=spec.image_size,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            channels_last=recipe.channels_last,
-            uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
-            float_augment=self._erasing() if recipe.random_erasing > 0 else None,
-            sample_weights=self._class_weights()[data.train.labels]
-            if recipe.class_balance == "sampler"
-            else None,
+            download=spec.download,
+            train_subset=spec.train_subset,
+            eval_subset=spec.eval_subset,
+            normalization=spec.normalization,
         )
+        self.classes = data.classes
+        self.norm = data.norm
+        self.train_loader = data.train_loader
+        self.eval_loaders = data.eval_loaders
         self.loss_weights = (
-            self._class_weights().to(self.device) if recipe.class_balance == "loss" else None
+            data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
         )
         needs_val = recipe.select_best or recipe.early_stop_patience > 0
-        if needs_val and "val" not in data.evals:
+        if needs_val and "val" not in data.eval_loaders:
             raise ValueError(
                 "select_best / early_stop_patience choose on a validation split: set val_split "
                 "(CIFAR) or give the folder a val/ sub-folder (or let it hold some images out)"
@@ -169,16 +142,10 @@ class Trainer:
         self.mixcut = MixCut(
             recipe.mixup_alpha, recipe.cutmix_alpha, len(self.classes), recipe.label_smoothing
         )
-        if recipe.augment == "imagenet":
-            raise ValueError(
-                "augment 'imagenet' (random-resized crops) needs the streaming folder path, "
-                "which this training loop does not drive yet; use crop_flip for in-memory data"
-            )
-        self.eval_loaders = {name: self._eval_loader(split) for name, split in data.evals.items()}
         self.iters_per_epoch = len(self.train_loader) // recipe.accum_steps
         if self.iters_per_epoch == 0:
             raise ValueError(
-                f"{len(data.train.labels)} training images give no full batch of "
+                f"{len(data.train_labels)} training images give no full batch of "
                 f"{recipe.batch_size}; lower --batch-size"
             )
         self.total_iters = recipe.max_iters or recipe.epochs * self.iters_per_epoch
@@ -220,28 +187,6 @@ class Trainer:
         self.runlog = RunLog(self.out, self.dist.is_main)
 
     # ----------------------------------------------------------------- set-up helpers
-    def _erasing(self) -> Callable[[Tensor, torch.Generator], Tensor]:
-        p = self.recipe.random_erasing
-        return lambda x, g: batch_random_erasing(x, p, g)
-
-    def _eval_loader(self, split: ArrayDataset) -> TensorLoader:
-        return TensorLoader(
-            to_nchw_tensor(split.images),
-            torch.from_numpy(split.labels),
-            256,
-            self.norm,
-            train=False,
-            channels_last=self.recipe.channels_last,
-        )
-
-    def _class_weights(self) -> Tensor:
-        """Inverse class frequencies of the training set, normalised to mean 1."""
-        counts = torch.bincount(
-            torch.from_numpy(self.data.train.labels), minlength=len(self.classes)
-        ).double()
-        weights = counts.sum() / counts.clamp(min=1) / len(self.classes)
-        return weights.float()
-
     def _build_model(self) -> ResNet:
         if isinstance(self.spec.model, ResNet):
             model = self.spec.model
@@ -385,6 +330,8 @@ class Trainer:
         loss_total, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(group):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if recipe.channels_last:  # the streaming loader yields NCHW batches
+                x = x.contiguous(memory_format=torch.channels_last)
             targets: Tensor | None = None
             if self.mixcut.enabled:
                 g = torch.Generator().manual_seed(
@@ -445,8 +392,9 @@ class Trainer:
                 "model": self.arch,
                 "dataset": spec.dataset,
                 "data_dir": str(spec.data_dir),
-                "train_images": len(self.data.train.labels),
-                "eval_images": {k: len(v.labels) for k, v in self.data.evals.items()},
+                "train_images": len(self.data.train_labels),
+                "eval_images": self.data.eval_counts,
+                "streaming": self.data.streaming,
                 "world_size": self.dist.world_size,
                 "device": str(self.device),
                 "total_iters": self.total_iters,
@@ -535,6 +483,8 @@ class Trainer:
             "weight_checksum": self._check_in_sync(),
             "world_size": self.dist.world_size,
         }
+        if self.data.skipped_images():
+            row["skipped_images"] = self.data.skipped_images()
         last = self.step >= self.total_iters
         if self.epoch % self.recipe.eval_every == 0 or last:
             for name, summary in self.evaluate().items():
@@ -584,16 +534,7 @@ class Trainer:
         model_dir = self.out / "model"
         if self.dist.is_main:
             net = final_model.float().to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-            preprocessing: dict[str, Any] = {
-                "input_size": self.data.input_size,
-                "resize": self.data.input_size,
-                "crop": self.data.input_size,
-                "interpolation": "bilinear",
-                "mean": list(self.norm.mean),
-                "std": list(self.norm.std),
-            }
-            if self.norm.pixel_mean is not None:
-                preprocessing["pixel_mean"] = self.norm.pixel_mean.flatten().tolist()
+            preprocessing = self.data.preprocessing
             save_model_dir(
                 net,
                 model_dir,

@@ -1,0 +1,271 @@
+"""The data side of a training run: loaders, classes, normalisation, the model's preprocessing.
+
+Two paths, chosen by the recipe:
+
+- In memory (CIFAR, and image folders with ``augment: crop_flip`` or ``none``): every image is
+  decoded once at the training size into one uint8 tensor, and :class:`TensorLoader` crops,
+  flips and augments whole batches on tensors.
+- Streaming (image folders with ``augment: imagenet``): images stay on disk and a
+  :class:`FolderLoader` decodes them per epoch, so that every epoch draws new random-resized
+  crops from the full-resolution picture, and folders larger than memory train too. Evaluation
+  resizes the shorter side to ``size / 0.875`` and takes the center crop, as for ImageNet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from resnetkit.data.cifar import ArrayDataset
+from resnetkit.data.datasets import load_train_eval
+from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.data.transforms import batch_random_erasing, batch_trivial_augment
+from resnetkit.train.recipe import Recipe
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Loader(Protocol):
+    """What the trainer needs of a loader (TensorLoader and FolderLoader both are)."""
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def iterate(self, start_batch: int = 0) -> Any: ...
+
+
+@dataclass
+class TrainData:
+    """Loaders and what the run records about its data."""
+
+    classes: list[str]
+    train_labels: Tensor  # int64, one per training image (class weights, counts)
+    train_loader: Loader
+    eval_loaders: dict[str, Any]  # "val" and/or "test"
+    eval_counts: dict[str, int]
+    norm: Normalization
+    preprocessing: dict[str, Any]  # what the saved model directory says about its input
+    streaming: bool = False
+
+    def class_weights(self) -> Tensor:
+        """Inverse class frequencies of the training set, normalised to mean 1."""
+        counts = torch.bincount(self.train_labels, minlength=len(self.classes)).double()
+        return (counts.sum() / counts.clamp(min=1) / len(self.classes)).float()
+
+    def skipped_images(self) -> int:
+        """Undecodable images met by the training loader in its current (or last) pass."""
+        return int(getattr(self.train_loader, "skipped", 0))
+
+
+def build_train_data(
+    *,
+    dataset: str,
+    data_dir: Path,
+    recipe: Recipe,
+    per_rank_batch: int,
+    image_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    download: bool = False,
+    train_subset: int = 0,
+    eval_subset: int = 0,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> TrainData:
+    """The in-memory or streaming data of a run (see the module docstring)."""
+    if recipe.augment == "imagenet":
+        if dataset != "folder":
+            raise ValueError(
+                f"augment 'imagenet' (random-resized crops from full-size pictures) is for image "
+                f"folders; {dataset} images are 32x32: use crop_flip"
+            )
+        return _streaming(
+            data_dir, recipe, per_rank_batch, image_size, rank, world_size, normalization
+        )
+    return _in_memory(
+        dataset=dataset,
+        data_dir=data_dir,
+        recipe=recipe,
+        per_rank_batch=per_rank_batch,
+        image_size=image_size,
+        rank=rank,
+        world_size=world_size,
+        download=download,
+        train_subset=train_subset,
+        eval_subset=eval_subset,
+        normalization=normalization,
+    )
+
+
+def _in_memory(
+    *,
+    dataset: str,
+    data_dir: Path,
+    recipe: Recipe,
+    per_rank_batch: int,
+    image_size: int,
+    rank: int,
+    world_size: int,
+    download: bool,
+    train_subset: int,
+    eval_subset: int,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None,
+) -> TrainData:
+    data = load_train_eval(
+        dataset,
+        data_dir,
+        val_split=recipe.val_split,
+        image_size=image_size,
+        download=download,
+        train_subset=train_subset,
+        eval_subset=eval_subset,
+        seed=recipe.seed,
+    )
+    train_images = to_nchw_tensor(data.train.images)
+    if recipe.normalize == "pixel_mean":
+        norm = Normalization(pixel_mean=train_images.float().mean(0) / 255.0)
+    else:
+        mean, std = normalization or (data.mean, data.std)
+        norm = Normalization(tuple(mean), tuple(std))
+    labels = torch.from_numpy(data.train.labels)
+    classes = list(data.train.classes)
+    result = TrainData(
+        classes=classes,
+        train_labels=labels,
+        train_loader=None,  # type: ignore[arg-type]  # set below: needs class_weights
+        eval_loaders={},
+        eval_counts={name: len(split.labels) for name, split in data.evals.items()},
+        norm=norm,
+        preprocessing=_preprocessing(data.input_size, data.input_size, norm),
+    )
+    erasing = recipe.random_erasing
+    result.train_loader = TensorLoader(
+        train_images,
+        labels,
+        per_rank_batch,
+        norm,
+        train=True,
+        pad=recipe.crop_padding if recipe.augment == "crop_flip" else 0,
+        flip=recipe.augment != "none",
+        seed=recipe.seed,
+        rank=rank,
+        world_size=world_size,
+        channels_last=recipe.channels_last,
+        uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
+        float_augment=(lambda x, g: batch_random_erasing(x, erasing, g)) if erasing > 0 else None,
+        sample_weights=result.class_weights()[labels]
+        if recipe.class_balance == "sampler"
+        else None,
+    )
+    result.eval_loaders = {
+        name: _eval_tensor_loader(split, norm, recipe.channels_last)
+        for name, split in data.evals.items()
+    }
+    return result
+
+
+def _eval_tensor_loader(split: ArrayDataset, norm: Normalization, channels_last: bool) -> Any:
+    return TensorLoader(
+        to_nchw_tensor(split.images),
+        torch.from_numpy(split.labels),
+        256,
+        norm,
+        train=False,
+        channels_last=channels_last,
+    )
+
+
+def _streaming(
+    root: Path,
+    recipe: Recipe,
+    per_rank_batch: int,
+    image_size: int,
+    rank: int,
+    world_size: int,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None,
+) -> TrainData:
+    from resnetkit.data.folder import scan_image_folder, split_samples
+    from resnetkit.data.streaming import folder_loader
+    from resnetkit.data.transforms import build_eval_transform, from_recipe
+
+    if recipe.normalize == "pixel_mean":
+        raise ValueError(
+            "normalize 'pixel_mean' needs the whole training set in memory; with augment "
+            "'imagenet' (streamed from disk) use mean_std"
+        )
+    if recipe.class_balance == "sampler":
+        raise ValueError(
+            "class_balance 'sampler' is not available when streaming a folder (augment "
+            "'imagenet'); use class_balance 'loss' (inverse-frequency weights in the loss)"
+        )
+    if recipe.val_split:
+        raise ValueError(
+            "val_split holds out CIFAR images; a folder is split by its train/ and val/ "
+            "sub-folders, or 10% of it is held out"
+        )
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_samples, classes = scan_image_folder(root / "train")
+        val_samples, val_classes = scan_image_folder(root / "val")
+        if val_classes != classes:
+            raise ValueError(
+                f"{root / 'val'}: class folders {list(val_classes)} differ from "
+                f"{root / 'train'}: {list(classes)}"
+            )
+    else:
+        samples, classes = scan_image_folder(root)
+        train_samples, val_samples = split_samples(samples, 0.1, recipe.seed)
+    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
+    norm = Normalization(tuple(mean), tuple(std))
+    crop_pct = 0.875 if image_size >= 128 else 1.0
+    resize = int(round(image_size / crop_pct))
+    train_loader = folder_loader(
+        train_samples,
+        classes,
+        from_recipe(recipe, image_size, mean, std),
+        per_rank_batch,
+        train=True,
+        num_workers=recipe.num_workers,
+        seed=recipe.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    eval_loaders: dict[str, Any] = {}
+    if val_samples:
+        eval_loaders["val"] = folder_loader(
+            val_samples,
+            classes,
+            build_eval_transform(image_size, mean, std, resize=resize),
+            256,
+            train=False,
+            num_workers=recipe.num_workers,
+        )
+    return TrainData(
+        classes=list(classes),
+        train_labels=torch.tensor([label for _, label in train_samples], dtype=torch.int64),
+        train_loader=train_loader,
+        eval_loaders=eval_loaders,
+        eval_counts={"val": len(val_samples)} if val_samples else {},
+        norm=norm,
+        preprocessing=_preprocessing(image_size, resize, norm),
+        streaming=True,
+    )
+
+
+def _preprocessing(size: int, resize: int, norm: Normalization) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "input_size": size,
+        "resize": resize,
+        "crop": size,
+        "interpolation": "bilinear",
+        "mean": list(norm.mean),
+        "std": list(norm.std),
+    }
+    if norm.pixel_mean is not None:
+        out["pixel_mean"] = norm.pixel_mean.flatten().tolist()
+    return out

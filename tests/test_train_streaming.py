@@ -1,0 +1,103 @@
+"""Training an image folder through the streaming path (augment: imagenet)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from resnetkit.models.model_dir import read_model_meta
+from resnetkit.train.recipe import Recipe
+from resnetkit.train.trainer import TrainSpec, train
+from tests.test_train import Crash, crash_at
+
+RECIPE = Recipe(
+    epochs=2,
+    batch_size=8,
+    lr=0.05,
+    schedule="cosine",
+    augment="imagenet",
+    checkpoint_every_s=1e9,
+    checkpoint_every_iters=2,
+    num_threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two classes of 48x40 pictures (bright top or bright bottom) in train/ and val/, and one
+    corrupt file among the 32 training files (4 full batches of 8: it is met every epoch)."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 16), ("val", 4)):
+        for label, name in enumerate(("top", "bottom")):
+            (root / split / name).mkdir(parents=True)
+            n = count - 1 if (split, name) == ("train", "top") else count
+            for i in range(n):
+                pixels = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+                rows = slice(0, 20) if label == 0 else slice(20, 40)
+                pixels[rows] += 150
+                Image.fromarray(pixels).save(root / split / name / f"{i:02d}.png")
+    (root / "train" / "top" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def spec(data: Path, out: Path, recipe: Recipe = RECIPE, **kw: object) -> TrainSpec:
+    return TrainSpec(
+        model="resnet20",
+        dataset="folder",
+        data_dir=data,
+        out=out,
+        recipe=recipe,
+        image_size=32,
+        progress=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_streaming_run_reports_bad_files_and_records_preprocessing(
+    photos: Path, tmp_path: Path
+) -> None:
+    result = train(spec(photos, tmp_path / "run"))
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["streaming"] is True
+    assert run["train_images"] == 32 and run["eval_images"] == {"val": 8}
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # The broken file is reported (and skipped) in every epoch; training goes on.
+    assert [r.get("skipped_images") for r in rows] == [1, 1]
+    assert "val_top1" in rows[-1] and 0 <= result.metrics["val_top1"] <= 100
+    meta = read_model_meta(tmp_path / "run" / "model")
+    pre = meta["preprocessing"]
+    assert pre["input_size"] == 32 and pre["crop"] == 32
+    assert pre["mean"] == pytest.approx([0.485, 0.456, 0.406])  # ImageNet statistics
+
+
+def test_streaming_run_resumes_to_identical_weights(photos: Path, tmp_path: Path) -> None:
+    train(spec(photos, tmp_path / "a"))
+    with pytest.raises(Crash):
+        train(spec(photos, tmp_path / "b", on_step=crash_at(5)))
+    train(spec(photos, tmp_path / "b", resume=True))
+    a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_streaming_refuses_what_it_cannot_do(photos: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="class_balance 'sampler'.*use class_balance 'loss'"):
+        train(spec(photos, tmp_path / "a", RECIPE.override({"class_balance": "sampler"})))
+    with pytest.raises(ValueError, match="pixel_mean"):
+        train(spec(photos, tmp_path / "b", RECIPE.override({"normalize": "pixel_mean"})))
+    cifar = TrainSpec(
+        model="resnet20",
+        dataset="cifar10-sample",
+        data_dir=tmp_path,
+        out=tmp_path / "c",
+        recipe=RECIPE,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="for image folders.*use crop_flip"):
+        train(cifar)
