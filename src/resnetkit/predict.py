@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
-__all__ = ["PredictionReport", "Preprocessing", "collect_images", "predict"]
+__all__ = ["PredictionReport", "Preprocessing", "class_names", "collect_images", "predict"]
 
 
 @dataclass
@@ -87,6 +88,28 @@ class Preprocessing:
             std=tuple(cfg["std"]),
             pixel_mean=pixel_mean,
         )
+
+    def transform(self) -> Callable[[Image.Image], Tensor]:
+        """A function from a decoded RGB image to the model's (3, H, W) float32 input."""
+        from resnetkit.data.transforms import build_eval_transform
+
+        # With a per-pixel mean the transform only scales to 0-1; the mean image is
+        # subtracted after.
+        per_channel = self.pixel_mean is None
+        base = build_eval_transform(
+            self.image_size,
+            self.mean if per_channel else (0.0, 0.0, 0.0),
+            self.std if per_channel else (1.0, 1.0, 1.0),
+            resize=self.resize,
+            interpolation=self.interpolation,
+        )
+        pixel_mean = self.pixel_mean
+
+        def to_input(image: Image.Image) -> Tensor:
+            x: Tensor = base(image)
+            return x - pixel_mean if pixel_mean is not None else x
+
+        return to_input
 
 
 def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -159,7 +182,7 @@ def predict(
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
     net = load_model(model, arch=arch) if isinstance(model, str | Path) else model
-    classes = _class_names(net)
+    classes = class_names(net)
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)
 
@@ -194,7 +217,8 @@ def predict(
     return report
 
 
-def _class_names(model: nn.Module) -> list[str]:
+def class_names(model: nn.Module) -> list[str]:
+    """The names of the classes a model predicts (indices as strings when it lists none)."""
     from resnetkit.models.loading import preprocessing_of
 
     num_classes = int(getattr(model, "num_classes", 0) or 0)
@@ -225,17 +249,8 @@ def image_batches(
     list keeps input order; they never stop the rest.
     """
     from resnetkit.data.images import ImageDecodeError, load_image
-    from resnetkit.data.transforms import build_eval_transform
 
-    # With a per-pixel mean the transform only scales to 0-1; the mean image is subtracted after.
-    per_channel = prep.pixel_mean is None
-    transform = build_eval_transform(
-        prep.image_size,
-        prep.mean if per_channel else (0.0, 0.0, 0.0),
-        prep.std if per_channel else (1.0, 1.0, 1.0),
-        resize=prep.resize,
-        interpolation=prep.interpolation,
-    )
+    transform = prep.transform()
     paths: list[Path] = []
     tensors: list[Tensor] = []
     for path in files:
@@ -245,8 +260,7 @@ def image_batches(
         except ImageDecodeError as err:
             failures.append({"path": str(path), "reason": err.reason})
         else:
-            x = transform(image)
-            tensors.append(x - prep.pixel_mean if prep.pixel_mean is not None else x)
+            tensors.append(transform(image))
             paths.append(path)
         advance(1)
         if len(tensors) == batch_size:

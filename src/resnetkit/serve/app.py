@@ -351,7 +351,7 @@ class Service:
         self, model_or_path: nn.Module | str | Path, config: ServeConfig, *, arch: str | None
     ) -> None:
         from resnetkit.models.loading import load_model, preprocessing_of
-        from resnetkit.predict import _class_names
+        from resnetkit.predict import class_names
 
         if isinstance(model_or_path, nn.Module):
             model = model_or_path.eval()
@@ -361,7 +361,7 @@ class Service:
             source = str(model_or_path)
         self.model = model
         self.config = config
-        self.classes = _class_names(model)
+        self.classes = class_names(model)
         self.preprocessing = Preprocessing.of(model)
         self.model_name = str(getattr(model, "name", type(model).__name__))
         self.metrics = Metrics()
@@ -372,7 +372,7 @@ class Service:
             max_wait_ms=config.max_wait_ms,
             on_batch=self.metrics.batch_size.observe,
         )
-        self._transform = _eval_transform(self.preprocessing)
+        self._transform = self.preprocessing.transform()
         cfg = preprocessing_of(model)
         prep = self.preprocessing
         self.metadata: dict[str, Any] = {
@@ -537,8 +537,7 @@ class Service:
                 raise ApiError(
                     status, error, f"{_name(name, i, len(images))}: {err.reason}"
                 ) from None
-            x = self._transform(image)
-            tensors.append(x - prep.pixel_mean if prep.pixel_mean is not None else x)
+            tensors.append(self._transform(image))
         return torch.stack(tensors)
 
     def top_k(self, names: list[str | None], logits: Tensor, k: int) -> list[dict[str, Any]]:
@@ -562,22 +561,6 @@ def _name(filename: str | None, index: int, count: int) -> str:
     if count == 1 and not filename:
         return "the image"
     return f"image {index + 1} of {count}" + (f" ({filename!r})" if filename else "")
-
-
-def _eval_transform(prep: Preprocessing) -> Callable[[Any], Tensor]:
-    """The transform of :func:`resnetkit.predict.image_batches`, for one decoded image."""
-    from resnetkit.data.transforms import build_eval_transform
-
-    # With a per-pixel mean the transform only scales to 0-1; the mean image is subtracted after.
-    per_channel = prep.pixel_mean is None
-    transform: Callable[[Any], Tensor] = build_eval_transform(
-        prep.image_size,
-        prep.mean if per_channel else (0.0, 0.0, 0.0),
-        prep.std if per_channel else (1.0, 1.0, 1.0),
-        resize=prep.resize,
-        interpolation=prep.interpolation,
-    )
-    return transform
 
 
 def _torch_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
