@@ -13,7 +13,20 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-.PHONY: install demo test lint
+# TensorFlow Lite and Core ML converters live in their own environment: litert-torch pins
+# typing-extensions and pydantic below what the serving stack uses.
+EXTRAS_VENV := .venv-extras
+EXTRAS_STAMP := $(EXTRAS_VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+$(EXTRAS_STAMP): pyproject.toml
+	test -x $(EXTRAS_VENV)/bin/python || $(PYTHON) -m venv $(EXTRAS_VENV)
+	$(EXTRAS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EXTRAS_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(EXTRAS_VENV)/bin/python -m pip install -q -e '.[tflite,coreml]' pytest==9.2.0
+	rm -f $(EXTRAS_VENV)/.installed-*
+	touch $@
+
+.PHONY: install demo test lint test-extras
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -25,3 +38,6 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy src
+
+test-extras: $(EXTRAS_STAMP)
+	$(EXTRAS_VENV)/bin/python -m pytest -q tests/test_export_extras.py

@@ -8,21 +8,28 @@ from pathlib import Path
 
 from resnetkit.cli.common import add_model_args
 
-FORMAT_CHOICES = ("onnx", "torchscript", "exported-program")
+FORMAT_CHOICES = ("onnx", "torchscript", "exported-program", "tflite", "coreml")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "export",
-        help="export a trained model to ONNX, TorchScript or ExportedProgram, verified",
+        help="export a trained model to ONNX, TorchScript, ExportedProgram, TFLite or Core ML, "
+        "verified",
         description="Export a trained model, then load the written file back in its runtime "
-        "(ONNX Runtime, torch.jit, torch.export), run it on a real photo and on random input "
-        "and compare with eager PyTorch. Exits with status 2 if they differ by more than the "
-        "tolerance.",
+        "(ONNX Runtime, torch.jit, torch.export, the LiteRT interpreter), run it on a real photo "
+        "and on random input and compare with eager PyTorch. Exits with status 2 if they differ "
+        "by more than the tolerance. tflite needs resnetkit[tflite], coreml resnetkit[coreml]; "
+        "Core ML files can only be run (and so verified) on macOS.",
     )
     add_model_args(p)
     p.add_argument("--format", dest="fmt", required=True, choices=FORMAT_CHOICES)
-    p.add_argument("--out", required=True, type=Path, help="file to write (.onnx, .ts, .pt2)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="file to write (.onnx, .ts, .pt2, .tflite, .mlpackage)",
+    )
     p.add_argument(
         "--dynamic-batch",
         action="store_true",

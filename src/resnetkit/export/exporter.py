@@ -1,10 +1,16 @@
-"""Export a model to ONNX, TorchScript or a torch.export ExportedProgram, and prove it right.
+"""Export a model to ONNX, TorchScript, a torch.export ExportedProgram, TensorFlow Lite or
+Core ML, and prove it right.
 
 Every export is verified on the spot: the written file is loaded back in the runtime that will
-serve it (ONNX Runtime on the CPU, ``torch.jit.load``, ``torch.export.load``), run on a real
-photo and on random input, and compared with the eager PyTorch model in float32. With a dynamic
-batch the same file is run at two batch sizes, so a batch dimension that was silently frozen
-during export is caught here rather than in production.
+serve it (ONNX Runtime on the CPU, ``torch.jit.load``, ``torch.export.load``, the LiteRT
+interpreter), run on a real photo and on random input, and compared with the eager PyTorch
+model in float32. With a dynamic batch the same file is run at two batch sizes, so a batch
+dimension that was silently frozen during export is caught here rather than in production.
+
+Core ML is the exception: Apple's runtime exists only on macOS, so elsewhere the ``.mlpackage``
+is converted and read back (its input shape checked) but not run, and the report says so.
+TensorFlow Lite needs ``pip install 'resnetkit[tflite]'`` (litert-torch), Core ML
+``pip install 'resnetkit[coreml]'`` (coremltools); both files have a fixed batch size.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from torch import Tensor, nn
 from resnetkit.export.fold import count_batchnorms, fold_batchnorm
 from resnetkit.models.resnet import ResNet
 
-Format = Literal["onnx", "torchscript", "exported-program"]
+Format = Literal["onnx", "torchscript", "exported-program", "tflite", "coreml"]
 FORMATS: tuple[str, ...] = get_args(Format)
 #: ONNX opset used when none is given: the dynamo exporter's default, well inside ONNX
 #: Runtime's support and the TorchScript-based exporter's range.
@@ -71,6 +77,8 @@ class ExportReport:
         folded_batchnorms: BatchNorm layers folded into convolutions (0 without folding).
         opset: ONNX opset (None for the other formats).
         notes: what else the user should know (fallbacks taken, deprecations).
+        ran: whether the file was run at all (False for Core ML away from macOS: then the
+            differences are NaN and nothing about the outputs is known).
     """
 
     path: Path
@@ -86,6 +94,7 @@ class ExportReport:
     folded_batchnorms: int
     opset: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    ran: bool = True
 
     @property
     def max_abs_diff(self) -> float:
@@ -93,13 +102,16 @@ class ExportReport:
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        """The file ran and matched the eager model (False when it could not be run)."""
+        return self.ran and self.max_abs_diff <= self.tolerance
 
     def summary(self) -> str:
         """A few lines for people: the file, its size and the verification results."""
         shape = "(" + ", ".join(str(d) for d in self.input_shape) + ")"
         opset = f", opset {self.opset}" if self.opset is not None else ""
         verdict = "ok" if self.passed else "FAILED"
+        if not self.ran:
+            verdict = "NOT VERIFIED (the file could not be run here)"
         lines = [
             f"{self.path} ({self.size_bytes / 1e6:.2f} MB, {self.format}{opset})",
             f"  exporter        {self.exporter}",
@@ -166,6 +178,13 @@ def export_model(
         raise ValueError(f"--opset applies to ONNX only, not to {fmt}")
     if fmt == "onnx":
         _require_onnx()
+    if fmt in FIXED_BATCH_FORMATS and dynamic_batch:
+        raise ValueError(
+            f"{fmt} files have a fixed batch size here: export without --dynamic-batch "
+            "(batch size 1), or use onnx or exported-program for a dynamic batch"
+        )
+    if fmt in OPTIONAL_FORMATS:
+        _require(fmt)
     from resnetkit.models.loading import preprocessing_of
 
     out = Path(out)
@@ -196,11 +215,33 @@ def export_model(
             notes.append(f"opset {requested} was requested; the file declares opset {opset}")
     elif fmt == "torchscript":
         exporter = _export_torchscript(to_export, example, out, notes)
+    elif fmt == "tflite":
+        exporter = _export_tflite(to_export, example, out)
+    elif fmt == "coreml":
+        exporter = _export_coreml(to_export, example, out)
     else:
         exporter = _export_program(to_export, example, out, dynamic_batch)
 
     photo = _image_tensor(image, cfg, size, in_chans)
-    runner = load_exported(out, fmt)
+    try:
+        runner = load_exported(out, fmt)
+    except CannotRunHere as why:
+        notes.append(str(why))
+        return ExportReport(
+            path=out,
+            format=fmt,
+            exporter=exporter,
+            size_bytes=_size(out),
+            input_shape=(1, in_chans, size, size),
+            batch_sizes=(),
+            max_abs_diff_image=float("nan"),
+            max_abs_diff_random=float("nan"),
+            float32_noise=_float32_noise(reference, torch.randn(1, in_chans, size, size)),
+            tolerance=tolerance,
+            folded_batchnorms=folded,
+            notes=tuple(notes),
+            ran=False,
+        )
     batch_sizes = DYNAMIC_BATCH_SIZES if dynamic_batch else (1,)
     generator = torch.Generator().manual_seed(0)
     diff_image = diff_random = 0.0
@@ -217,7 +258,7 @@ def export_model(
         path=out,
         format=fmt,
         exporter=exporter,
-        size_bytes=out.stat().st_size,
+        size_bytes=_size(out),
         input_shape=("batch" if dynamic_batch else 1, in_chans, size, size),
         batch_sizes=tuple(batch_sizes),
         max_abs_diff_image=diff_image,
@@ -270,6 +311,10 @@ def load_exported(path: str | Path, fmt: Format) -> Runner:
             module: Callable[[Tensor], Any] = torch.jit.load(str(path), map_location="cpu")
     elif fmt == "exported-program":
         module = torch.export.load(str(path)).module()
+    elif fmt == "tflite":
+        return _tflite_runner(path)
+    elif fmt == "coreml":
+        return _coreml_runner(path)
     else:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
@@ -278,6 +323,105 @@ def load_exported(path: str | Path, fmt: Format) -> Runner:
             return _as_list(module(x))
 
     return run_torch
+
+
+class CannotRunHere(RuntimeError):
+    """The exported file is fine but its runtime does not exist on this platform."""
+
+
+#: Formats whose converters are optional extras, and the extra that installs each.
+OPTIONAL_FORMATS = {"tflite": ("litert_torch", "tflite"), "coreml": ("coremltools", "coreml")}
+FIXED_BATCH_FORMATS = ("tflite", "coreml")
+
+
+def _require(fmt: str) -> None:
+    module, extra = OPTIONAL_FORMATS[fmt]
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(
+            f"{fmt} export needs {module.replace('_', '-')}: pip install 'resnetkit[{extra}]'"
+        )
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of everything in a directory (a Core ML .mlpackage)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _export_tflite(model: nn.Module, example: Tensor, out: Path) -> str:
+    import litert_torch
+
+    litert_torch.convert(model, (example,)).export(str(out))
+    return f"litert_torch.convert (litert-torch {_version('litert-torch')})"
+
+
+def _tflite_runner(path: Path) -> Runner:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (source,) = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    expected = tuple(int(d) for d in source["shape"])
+
+    def run_tflite(x: Tensor) -> list[Tensor]:
+        if tuple(x.shape) != expected:
+            raise ValueError(f"{path} takes inputs of shape {expected}, got {tuple(x.shape)}")
+        interpreter.set_tensor(source["index"], x.detach().cpu().float().numpy())
+        interpreter.invoke()
+        return [torch.from_numpy(np.array(interpreter.get_tensor(o["index"]))) for o in outputs]
+
+    return run_tflite
+
+
+def _export_coreml(model: nn.Module, example: Tensor, out: Path) -> str:
+    import coremltools as ct
+
+    if out.suffix != ".mlpackage":
+        raise ValueError(f"a Core ML model is a .mlpackage directory; name it so, not {out.name}")
+    program = torch.export.export(model, (example,)).run_decompositions({})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = ct.convert(
+            program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16
+        )
+    converted.save(str(out))
+    return f"coremltools.convert (coremltools {_version('coremltools')}, mlprogram, iOS 16+)"
+
+
+def _coreml_runner(path: Path) -> Runner:
+    import platform
+
+    import coremltools as ct
+
+    # Reading the spec works everywhere: check the input is what was exported.
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    (source,) = spec.description.input
+    shape = tuple(int(d) for d in source.type.multiArrayType.shape)
+    if platform.system() != "Darwin":
+        raise CannotRunHere(
+            f"Core ML models run only on macOS (Apple's Core ML framework); the .mlpackage was "
+            f"converted and read back (input {source.name!r} of shape {shape}) but not run here. "
+            "Run the same export on a Mac to verify it."
+        )
+    model = ct.models.MLModel(str(path))  # pragma: no cover - macOS only
+    names = [o.name for o in spec.description.output]  # pragma: no cover
+
+    def run_coreml(x: Tensor) -> list[Tensor]:  # pragma: no cover - macOS only
+        result = model.predict({source.name: x.detach().cpu().float().numpy()})
+        return [torch.from_numpy(np.asarray(result[n], dtype=np.float32)) for n in names]
+
+    return run_coreml  # pragma: no cover
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown version"
 
 
 def _require_onnx() -> None:
