@@ -4,20 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from resnetkit.bench import BackendResult, BenchReport, bench_model
 from resnetkit.cli.main import main
 from resnetkit.models.loading import load_model
 from resnetkit.models.registry import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_backends_match_eager_and_unavailable_ones_say_why() -> None:

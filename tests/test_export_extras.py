@@ -11,7 +11,6 @@ import platform
 from pathlib import Path
 
 import pytest
-import torch
 
 from resnetkit.export.exporter import export_model
 from resnetkit.models.loading import load_model
@@ -20,12 +19,7 @@ HAS_LITERT = importlib.util.find_spec("litert_torch") is not None
 HAS_COREML = importlib.util.find_spec("coremltools") is not None
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.skipif(not HAS_LITERT, reason="needs resnetkit[tflite] (make test-extras)")

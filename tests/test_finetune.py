@@ -16,13 +16,7 @@ from resnetkit.train.finetune import finetune
 from resnetkit.train.recipe import load_recipe
 from resnetkit.train.trainer import Trainer, TrainSpec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

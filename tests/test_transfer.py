@@ -5,19 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from resnetkit.cli.main import main
 from resnetkit.data.datasets import load_sample
 from resnetkit.reproduce.transfer import few_shot_folder, run_transfer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_few_shot_folder_draws_shots_per_class_and_holds_out_test_images(tmp_path: Path) -> None:
