@@ -183,8 +183,12 @@ def prepare_backend(
     example: Tensor,
     workdir: Path,
     calibration: Callable[[], list[np.ndarray]],
+    threads: int = 0,
 ) -> Runner:
     """A function running one batch on backend ``name``, warmed up on ``example``.
+
+    ``threads`` sets ONNX Runtime's intra-op threads (0: its default, one per physical core);
+    PyTorch's are set once for the process.
 
     Raises:
         BackendUnavailable: the backend cannot run this model here; the message says why.
@@ -204,7 +208,7 @@ def prepare_backend(
     if name == "torchvision":
         return _torch_runner(_torchvision_twin(model), channels_last=False)
     if name in ("ort", "ort-int8"):
-        return _ort_runner(name, model, workdir, calibration)
+        return _ort_runner(name, model, workdir, calibration, threads)
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
@@ -267,7 +271,11 @@ def _torchvision_twin(model: ResNet) -> nn.Module:
 
 
 def _ort_runner(
-    name: str, model: ResNet, workdir: Path, calibration: Callable[[], list[np.ndarray]]
+    name: str,
+    model: ResNet,
+    workdir: Path,
+    calibration: Callable[[], list[np.ndarray]],
+    threads: int,
 ) -> Runner:
     try:
         import onnxruntime as ort
@@ -284,7 +292,10 @@ def _ort_runner(
     path = fp32
     if name == "ort-int8":
         path = quantize_onnx(fp32, workdir / "model.int8.onnx", calibration())
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()  # the defaults: all graph optimisations
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
     def run(x: Tensor) -> Any:
@@ -362,7 +373,7 @@ def bench_model(
                 by_name[backend] = result
                 start = time.perf_counter()
                 try:
-                    runner = prepare_backend(backend, model, x, Path(tmp), calibration)
+                    runner = prepare_backend(backend, model, x, Path(tmp), calibration, threads)
                     for _ in range(warmup):
                         runner(x)
                     result.max_abs_diff = _max_abs_diff(runner(x), reference)
