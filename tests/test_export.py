@@ -195,7 +195,7 @@ def test_exported_program_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> Non
 
 def test_export_checks_arguments(resnet20: ResNet, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown export format"):
-        export_model(resnet20, "tflite", tmp_path / "m")  # type: ignore[arg-type]
+        export_model(resnet20, "caffe2", tmp_path / "m")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ONNX only"):
         export_model(resnet20, "torchscript", tmp_path / "m.ts", opset=17)
 
