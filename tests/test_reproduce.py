@@ -52,3 +52,23 @@ def test_cli_rejects_unknown_preset(capsys) -> None:  # noqa: ANN001
     except SystemExit as exit_:
         assert exit_.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_full_preset_also_checks_that_depth_pays_off(tmp_path: Path) -> None:
+    from resnetkit.reproduce.degradation import MODELS, summarise
+
+    finals = {"plain20": 9.0, "plain56": 14.0, "resnet20": 8.0, "resnet56": 6.5}
+    for name, error in finals.items():
+        (tmp_path / name).mkdir()
+        row = {"step": 64_000, "train_top1": 100 - error, "test_top1": 90.0, "epoch_seconds": 1}
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    table = presets()
+    full = summarise(tmp_path, MODELS, table["full"], table["full"].recipe)
+    assert full["checks"] == {
+        "plain56_trains_worse_than_plain20": True,
+        "resnet56_trains_better_than_plain56": True,
+        "resnet20_trains_better_than_plain20": True,
+        "resnet56_trains_better_than_resnet20": True,
+    }
+    quick = summarise(tmp_path, MODELS, table["quick"], table["quick"].recipe)
+    assert "resnet56_trains_better_than_resnet20" not in quick["checks"]

@@ -141,6 +141,8 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
         "resnet56_trains_better_than_plain56": ("resnet56", "plain56"),
         "resnet20_trains_better_than_plain20": ("resnet20", "plain20"),
     }
+    if preset.name == "full":  # a short schedule is not enough for depth to pay off
+        pairs["resnet56_trains_better_than_resnet20"] = ("resnet56", "resnet20")
     for key, (lower, higher) in pairs.items():
         a, b = final(lower), final(higher)
         if a is not None and b is not None:
