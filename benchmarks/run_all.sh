@@ -22,7 +22,7 @@ $RK quantize --model resnet20.cifar10 --out "$OUT/quantize/resnet20.cifar10.int8
     --calibration-dataset cifar10 --calibration-dir "$DATA" --calibration-size 512 \
     --eval-dataset cifar10 --eval-dir "$DATA" > "$OUT/quantize-resnet20.json"
 cat "$OUT/quantize-resnet20.json"
-rm -f "$OUT"/quantize/*.onnx
+rm -rf "$OUT/quantize"
 log "training throughput: ResNet-20 on CIFAR-10"
 $PY -m benchmarks.train_throughput --data-dir "$DATA" --out "$OUT/train_throughput.json"
 log "data pipeline"

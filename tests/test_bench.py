@@ -87,6 +87,9 @@ def test_cli_prints_json_and_writes_the_report(
     assert main([*argv, "--json", "--out", str(out)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown == json.loads(out.read_text())
+    again = BenchReport.from_dict(shown)
+    assert out.with_suffix(".md").read_text() == again.table() + "\n"
+    assert again.result("ort", 2).latencies_ms == shown["results"][3]["latencies_ms"]
     assert {(r["backend"], r["batch_size"]) for r in shown["results"]} == {
         ("eager", 1),
         ("eager", 2),

@@ -119,6 +119,20 @@ class BenchReport:
             "results": [r.to_dict() for r in self.results],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchReport:
+        """The report :meth:`to_dict` wrote (e.g. read back from ``bench --out``)."""
+        fields = ("backend", "batch_size", "setup_s", "max_abs_diff", "latencies_ms", "skipped")
+        results = [BackendResult(**{k: r[k] for k in fields}) for r in data["results"]]
+        return cls(
+            model=data["model"],
+            input_size=data["input_size"],
+            threads=data["threads"],
+            results=results,
+            anchor=data["anchor"],
+            machine=data.get("machine", {}),
+        )
+
     def table(self) -> str:
         """A markdown table: latency, throughput, and speed relative to the anchor and to ORT."""
         headers = [

@@ -41,7 +41,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--threads", type=int, default=0, help="intra-op threads (0: one per core, the default)"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--out", type=Path, default=None, help="also write the report (JSON) here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the report here (JSON), and its table beside it (.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(report.table() + "\n")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

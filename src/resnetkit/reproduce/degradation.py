@@ -33,7 +33,7 @@ class Preset:
 def presets() -> dict[str, Preset]:
     paper = load_recipe("paper-cifar-full")
     # Quick: 10k training images for 12 epochs (936 iterations), lr divided by 10 at 50% and 75%
-    # of the schedule as the paper's 32k/48k of 64k; about 40 minutes on 2 CPU cores.
+    # of the schedule as the paper's 32k/48k of 64k; about 55 minutes on 2 idle CPU cores.
     quick_iters = 12 * (10_000 // 128)
     quick = replace(
         paper,
@@ -49,7 +49,7 @@ def presets() -> dict[str, Preset]:
             quick,
             10_000,
             2_000,
-            "10k training images, 12 epochs, 2k test images (~40 min on 2 cores)",
+            "10k training images, 12 epochs, 2k test images (~55 min on 2 cores)",
         ),
         "full": Preset(
             "full",
