@@ -310,9 +310,9 @@ def run(config: LoadConfig) -> dict[str, Any]:
     if config.model is None:
         model = random_model(config.seed)
     else:
-        from resnetkit.models.loading import load_model
+        from resnetkit.models.loading import load_model_or_random
 
-        model = load_model(config.model, arch=config.arch)
+        model = load_model_or_random(config.model, arch=config.arch)
     variants = {
         "no-batching": 1,
         "micro-batching": config.max_batch,
@@ -374,7 +374,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, Path]:
         prog="python -m benchmarks.load_test",
         description="Load-test resnetkit serve in-process on 127.0.0.1: micro-batching on vs off.",
     )
-    parser.add_argument("--model", default=None, help="model dir or tag (default: random resnet20)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model dir, tag, or architecture name (random weights); default: random resnet20",
+    )
     parser.add_argument("--arch", default=None, help="architecture of a bare checkpoint file")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--requests", type=int, default=400, help="requests per variant")

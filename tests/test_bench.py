@@ -115,3 +115,14 @@ def test_compiled_and_bf16_paths_compute_the_same_model() -> None:
     assert not compiled.skipped and compiled.setup_s > 0
     assert compiled.max_abs_diff <= 1e-4  # BatchNorm folded, weights frozen: same function
     assert report.result("bf16", 2).max_abs_diff < 0.5  # 8-bit mantissa: close, not equal
+
+
+def test_bare_architecture_names_get_random_weights_and_default_preprocessing() -> None:
+    from resnetkit.models.loading import load_model_or_random
+
+    random50 = load_model_or_random("resnet50")
+    assert random50.pretrained_cfg["input_size"] == 224 and not random50.training
+    shipped = load_model_or_random("resnet20.cifar10")
+    assert shipped.pretrained_cfg["classes"][3] == "cat"
+    with pytest.raises(ValueError, match="not a model directory"):
+        load_model_or_random("resnet20.imagenet")

@@ -50,15 +50,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=run)
 
 
-def _load(model: str, arch: str | None):  # type: ignore[no-untyped-def]
-    from resnetkit.models.loading import load_model
-    from resnetkit.models.registry import create_model, get_registry
-
-    if arch is None and model in get_registry() and not Path(model).exists():
-        return create_model(model).eval()
-    return load_model(model, arch=arch)
-
-
 def _batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
@@ -73,10 +64,11 @@ def _batch_sizes(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from resnetkit.bench import bench_model
+    from resnetkit.models.loading import load_model_or_random
     from resnetkit.train.provenance import machine_info
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    model = _load(args.model, args.arch)
+    model = load_model_or_random(args.model, arch=args.arch)
     report = bench_model(
         model,
         name=args.model,

@@ -73,6 +73,21 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
     return model.eval()
 
 
+def load_model_or_random(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
+    """:func:`load_model`, or, for a bare architecture name such as ``resnet50``, that
+    architecture with random weights and its default preprocessing: what speed measurements
+    need, since a model's speed does not depend on its weights' values."""
+    from resnetkit.models.registry import get_registry
+
+    name = str(name_or_dir)
+    if arch is None and name in get_registry() and not Path(name).exists():
+        model = create_model(name).eval()
+        assert isinstance(model, ResNet)
+        model.pretrained_cfg = preprocessing_of(model)  # type: ignore[assignment]
+        return model
+    return load_model(name_or_dir, arch=arch)
+
+
 def _load_tag(name: str) -> ResNet:
     try:
         model = create_model(name, pretrained=True)
