@@ -29,6 +29,11 @@ log "data pipeline"
 $PY -m benchmarks.data_pipeline --data-dir "$DATA" --out "$OUT/data_pipeline.json"
 log "HTTP load test"
 $PY -m benchmarks.load_test --model resnet20.cifar10 --out "$OUT/load_test.json"
+for backend in torch onnx; do
+    suffix=$([ "$backend" = onnx ] && echo _onnx || true)
+    $PY -m benchmarks.load_test --model resnet50 --backend "$backend" --requests 200 \
+        --concurrency 16 --out "$OUT/load_test_resnet50$suffix.json"
+done
 log "few-shot transfer: resnet20.cifar10 fine-tuned vs scratch"
 $RK reproduce transfer --data-dir "$DATA" --out runs/transfer --no-progress > /dev/null
 cp runs/transfer/transfer.json "$OUT/transfer.json"
