@@ -54,7 +54,7 @@ class BackendResult:
 
     backend: str
     batch_size: int
-    setup_s: float = 0.0
+    setup_s: float = 0.0  # preparing the backend (export, quantisation, compiling) and warm-up
     # max |output - eager float32 output| on the benchmark input: a fast path that computes
     # something else is not a fast path.
     max_abs_diff: float = 0.0
