@@ -220,6 +220,9 @@ def test_paper_schedule_and_warmup() -> None:
     assert f(400) * recipe.lr == pytest.approx(0.1)
     assert f(32000) * recipe.lr == pytest.approx(0.01)
     assert f(48000) * recipe.lr == pytest.approx(0.001)
+    ramp = lr_multiplier(load_recipe("paper-cifar").override({"warmup_iters": 100}), 64000)
+    assert ramp(0) == pytest.approx(0.01) and ramp(49) == pytest.approx(0.5)
+    assert ramp(100) == ramp(31999) == 1.0 and ramp(32000) == pytest.approx(0.1)
     onecycle = lr_multiplier(load_recipe("fast-cifar"), 10000)
     assert onecycle(0) < onecycle(1950) == pytest.approx(1.0) and onecycle(10000) == 0.0
 

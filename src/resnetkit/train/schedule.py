@@ -15,8 +15,11 @@ def lr_multiplier(recipe: Recipe, total_iters: int) -> Callable[[int], float]:
     if recipe.schedule == "multistep":
 
         def multistep(step: int) -> float:
-            if step < warmup and recipe.warmup_lr > 0:
-                return recipe.warmup_lr / recipe.lr
+            if step < warmup:
+                # The paper's constant warm-up (warmup_lr, ResNet-110), else a linear ramp.
+                if recipe.warmup_lr > 0:
+                    return recipe.warmup_lr / recipe.lr
+                return (step + 1) / warmup
             passed = sum(step >= m for m in recipe.milestones)
             return float(recipe.gamma**passed)
 
