@@ -72,3 +72,20 @@ def test_full_preset_also_checks_that_depth_pays_off(tmp_path: Path) -> None:
     }
     quick = summarise(tmp_path, MODELS, table["quick"], table["quick"].recipe)
     assert "resnet56_trains_better_than_resnet20" not in quick["checks"]
+
+
+def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import resnetkit.reproduce.degradation as degradation
+
+    seen = {}
+
+    def fake(data_dir, out, preset, models, progress, overrides=None):  # noqa: ANN001, ANN202
+        seen.update(out=out, models=models, overrides=overrides)
+        return {"models": {}, "checks": {}}
+
+    monkeypatch.setattr(degradation, "run_degradation", fake)
+    argv = ["reproduce", "degradation", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--warmup-iters", "150", "--no-progress"]) == 0
+    assert seen["overrides"] == {"warmup_iters": 150} and seen["out"] == tmp_path / "o" / "quick"
+    assert main([*argv, "--no-progress"]) == 0
+    assert seen["overrides"] is None  # the paper's recipe, untouched

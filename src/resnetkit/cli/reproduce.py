@@ -40,6 +40,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         + presets()["full"].description,
     )
     g.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    g.add_argument(
+        "--warmup-iters",
+        type=int,
+        default=0,
+        help="ramp the lr up linearly over this many iterations for every model (default 0: "
+        "the paper's recipe, lr 0.1 from the first step)",
+    )
     g = p.add_argument_group("transfer")
     g.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
     g.add_argument(
@@ -75,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("reproduce degradation needs --data-dir (the folder holding CIFAR-10)")
     out = out / args.preset
     models = tuple(_names(args.models))
-    summary = run_degradation(args.data_dir, out, args.preset, models, not args.no_progress)
+    overrides = {"warmup_iters": args.warmup_iters} if args.warmup_iters else None
+    summary = run_degradation(
+        args.data_dir, out, args.preset, models, not args.no_progress, overrides
+    )
     finals = {
         name: {k: c[k] for k in ("final_train_error", "final_test_error")}
         for name, c in summary["models"].items()
