@@ -437,6 +437,6 @@ def _calibration(model: ResNet, size: int) -> list[np.ndarray]:
     ``size`` pixels: what static int8 quantisation calibrates its activation ranges on."""
     from resnetkit.export.quantize import calibration_batches
 
-    probe = copy.copy(model)
-    probe.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size}  # type: ignore[assignment]
-    return calibration_batches(probe, "cifar10-sample", ".", count=128, batch_size=16)
+    return calibration_batches(
+        model, "cifar10-sample", ".", count=128, batch_size=16, input_size=size
+    )

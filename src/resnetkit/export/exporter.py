@@ -176,8 +176,6 @@ def export_model(
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if opset is not None and fmt != "onnx":
         raise ValueError(f"--opset applies to ONNX only, not to {fmt}")
-    if fmt == "onnx":
-        _require_onnx()
     if fmt in FIXED_BATCH_FORMATS and dynamic_batch:
         raise ValueError(
             f"{fmt} files have a fixed batch size here: export without --dynamic-batch "
@@ -294,7 +292,7 @@ def load_exported(path: str | Path, fmt: Format) -> Runner:
     """
     path = Path(path)
     if fmt == "onnx":
-        _require_onnx()
+        _require(fmt)
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -329,16 +327,22 @@ class CannotRunHere(RuntimeError):
     """The exported file is fine but its runtime does not exist on this platform."""
 
 
-#: Formats whose converters are optional extras, and the extra that installs each.
-OPTIONAL_FORMATS = {"tflite": ("litert_torch", "tflite"), "coreml": ("coremltools", "coreml")}
+#: Formats whose converters or runtimes are optional extras: name shown, the modules they need
+#: and the extra that installs them.
+OPTIONAL_FORMATS = {
+    "onnx": ("ONNX", ("onnx", "onnxruntime"), "export"),
+    "tflite": ("tflite", ("litert_torch",), "tflite"),
+    "coreml": ("coreml", ("coremltools",), "coreml"),
+}
 FIXED_BATCH_FORMATS = ("tflite", "coreml")
 
 
 def _require(fmt: str) -> None:
-    module, extra = OPTIONAL_FORMATS[fmt]
-    if importlib.util.find_spec(module) is None:
+    label, modules, extra = OPTIONAL_FORMATS[fmt]
+    missing = [m.replace("_", "-") for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
         raise ImportError(
-            f"{fmt} export needs {module.replace('_', '-')}: pip install 'resnetkit[{extra}]'"
+            f"{label} export needs {' and '.join(missing)}: pip install 'resnetkit[{extra}]'"
         )
 
 
@@ -422,14 +426,6 @@ def _version(distribution: str) -> str:
         return version(distribution)
     except PackageNotFoundError:
         return "unknown version"
-
-
-def _require_onnx() -> None:
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(
-            f"ONNX export needs {' and '.join(missing)}: pip install 'resnetkit[export]'"
-        )
 
 
 def _onnx_opset(path: Path) -> int | None:

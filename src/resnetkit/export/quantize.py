@@ -66,12 +66,14 @@ def calibration_batches(
     count: int = 512,
     batch_size: int = 32,
     seed: int = 0,
+    input_size: int | None = None,
 ) -> list[np.ndarray]:
-    """``count`` images of a split, preprocessed as the model expects, in batches (numpy)."""
+    """``count`` images of a split, preprocessed as the model expects, in batches (numpy);
+    resized to ``input_size`` pixels when given instead of the model's own input size."""
     from resnetkit.evaluate.evaluator import load_eval_data
 
     cfg = preprocessing_of(model)
-    size = int(cfg["input_size"])
+    size = int(input_size or cfg["input_size"])
     data = load_eval_data(dataset, data_dir, split=split, size=size)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.permutation(len(data.labels))[: min(count, len(data.labels))])

@@ -40,6 +40,12 @@ class Loader(Protocol):
     def iterate(self, start_batch: int = 0) -> Any: ...
 
 
+def inverse_frequency(labels: Tensor, num_classes: int) -> Tensor:
+    """One weight per class, inversely proportional to its count in ``labels``, mean 1."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    return (counts.sum() / counts.clamp(min=1) / num_classes).float()
+
+
 @dataclass
 class TrainData:
     """Loaders and what the run records about its data."""
@@ -55,8 +61,7 @@ class TrainData:
 
     def class_weights(self) -> Tensor:
         """Inverse class frequencies of the training set, normalised to mean 1."""
-        counts = torch.bincount(self.train_labels, minlength=len(self.classes)).double()
-        return (counts.sum() / counts.clamp(min=1) / len(self.classes)).float()
+        return inverse_frequency(self.train_labels, len(self.classes))
 
     def skipped_images(self) -> int:
         """Undecodable images met by the training loader in its current (or last) pass."""
@@ -134,17 +139,11 @@ def _in_memory(
         norm = Normalization(tuple(mean), tuple(std))
     labels = torch.from_numpy(data.train.labels)
     classes = list(data.train.classes)
-    result = TrainData(
-        classes=classes,
-        train_labels=labels,
-        train_loader=None,  # type: ignore[arg-type]  # set below: needs class_weights
-        eval_loaders={},
-        eval_counts={name: len(split.labels) for name, split in data.evals.items()},
-        norm=norm,
-        preprocessing=_preprocessing(data.input_size, data.input_size, norm),
-    )
     erasing = recipe.random_erasing
-    result.train_loader = TensorLoader(
+    sample_weights = None
+    if recipe.class_balance == "sampler":
+        sample_weights = inverse_frequency(labels, len(classes))[labels]
+    train_loader = TensorLoader(
         train_images,
         labels,
         per_rank_batch,
@@ -158,15 +157,20 @@ def _in_memory(
         channels_last=recipe.channels_last,
         uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
         float_augment=(lambda x, g: batch_random_erasing(x, erasing, g)) if erasing > 0 else None,
-        sample_weights=result.class_weights()[labels]
-        if recipe.class_balance == "sampler"
-        else None,
+        sample_weights=sample_weights,
     )
-    result.eval_loaders = {
-        name: _eval_tensor_loader(split, norm, recipe.channels_last)
-        for name, split in data.evals.items()
-    }
-    return result
+    return TrainData(
+        classes=classes,
+        train_labels=labels,
+        train_loader=train_loader,
+        eval_loaders={
+            name: _eval_tensor_loader(split, norm, recipe.channels_last)
+            for name, split in data.evals.items()
+        },
+        eval_counts={name: len(split.labels) for name, split in data.evals.items()},
+        norm=norm,
+        preprocessing=_preprocessing(data.input_size, data.input_size, norm),
+    )
 
 
 def _eval_tensor_loader(split: ArrayDataset, norm: Normalization, channels_last: bool) -> Any:
