@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from resnetkit.data.folder import (
     ImageFolderDataset,
     collate_skip_bad,
+    folder_splits,
     format_failures,
     load_folder_arrays,
     resize_center_crop,
@@ -335,6 +336,26 @@ def test_split_is_stratified_and_deterministic() -> None:
     assert split_samples(samples, 0.0, seed=3) == (samples, [])
     with pytest.raises(ValueError):
         split_samples(samples, 1.0, seed=3)
+
+
+def test_folder_splits_by_subfolders_or_hold_out(tmp_path: Path) -> None:
+    for split, names in (("train", ("a", "b")), ("val", ("a", "b"))):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (4, 4)).save(tmp_path / split / name / f"{i}.png")
+    train, val, classes = folder_splits(tmp_path, 0.5, seed=0)
+    assert classes == ("a", "b") and len(train) == len(val) == 6
+    assert all(p.parts[-3] == "train" for p, _ in train) and all(
+        p.parts[-3] == "val" for p, _ in val
+    )
+    # no train/ + val/ pair: a stratified hold-out of the folder itself
+    train, val, classes = folder_splits(tmp_path / "train", 0.5, seed=0)
+    assert classes == ("a", "b") and sorted(t for _, t in val) == [0, 0, 1, 1]
+    # val/ with other class folders would silently mislabel every image: refused
+    (tmp_path / "val" / "b").rename(tmp_path / "val" / "c")
+    with pytest.raises(ValueError, match=r"val: class folders \['a', 'c'\] differ"):
+        folder_splits(tmp_path, 0.1, seed=0)
 
 
 def test_load_folder_arrays(root: Path) -> None:

@@ -9,12 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD, ArrayDataset, load_cifar
-from resnetkit.data.folder import (
-    format_failures,
-    load_folder_arrays,
-    scan_image_folder,
-    split_samples,
-)
+from resnetkit.data.folder import Sample, folder_splits, format_failures, load_folder_arrays
 
 DATASETS = ("cifar10", "cifar100", "folder", "cifar10-sample")
 SAMPLE_FILE = "cifar10_sample.npz"
@@ -104,15 +99,9 @@ def load_train_eval(
         mean, std = CIFAR_MEAN[dataset], CIFAR_STD[dataset]
         size = 32
     else:
-        root = Path(data_dir)
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            train = _folder(root / "train", image_size)
-            evals["val"] = _folder(root / "val", image_size, classes=train.classes)
-        else:
-            samples, classes = scan_image_folder(root)
-            fit, held = split_samples(samples, val_fraction, seed)
-            train = _folder(root, image_size, samples=fit, classes=classes)
-            evals["val"] = _folder(root, image_size, samples=held, classes=classes)
+        fit, held, classes = folder_splits(data_dir, val_fraction, seed)
+        train = _folder(image_size, fit, classes)
+        evals["val"] = _folder(image_size, held, classes)
         mean, std = channel_stats(train.images)
         size = image_size
     if train_subset:
@@ -132,14 +121,9 @@ def _subset(data: ArrayDataset, count: int, seed: int) -> ArrayDataset:
     return ArrayDataset(data.images[order], data.labels[order], data.classes)
 
 
-def _folder(
-    root: Path,
-    size: int,
-    samples: list[tuple[Path, int]] | None = None,
-    classes: tuple[str, ...] | None = None,
-) -> ArrayDataset:
+def _folder(size: int, samples: list[Sample], classes: tuple[str, ...]) -> ArrayDataset:
     images, labels, found, failures = load_folder_arrays(
-        root, size, samples=samples, classes=classes
+        None, size, samples=samples, classes=classes
     )
     if failures:
         print(format_failures(failures, len(labels) + len(failures)))

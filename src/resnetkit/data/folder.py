@@ -331,6 +331,41 @@ def split_samples(
     return train, val
 
 
+def folder_splits(
+    root: str | Path, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
+    """The training and validation samples of an image folder.
+
+    A folder with ``train/`` and ``val/`` sub-folders is split by them (both must have the
+    same class folders); any other folder holds out ``val_fraction`` of each class with
+    :func:`split_samples`.
+
+    Args:
+        root: The dataset folder.
+        val_fraction: Fraction held out when there are no ``train/`` and ``val/`` sub-folders.
+        seed: Seed of that hold-out.
+
+    Returns:
+        ``(train, val, classes)``.
+
+    Raises:
+        ValueError: If ``val/`` and ``train/`` have different class folders.
+    """
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train, classes = scan_image_folder(root / "train")
+        val, val_classes = scan_image_folder(root / "val")
+        if val_classes != classes:
+            raise ValueError(
+                f"{root / 'val'}: class folders {list(val_classes)} differ from "
+                f"{root / 'train'}: {list(classes)}; give both the same class folders"
+            )
+        return train, val, classes
+    samples, classes = scan_image_folder(root)
+    train, val = split_samples(samples, val_fraction, seed)
+    return train, val, classes
+
+
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     """Resize so the shorter side is ``size`` (bilinear, antialiased), then center-crop.
 

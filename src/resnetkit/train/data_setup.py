@@ -193,7 +193,7 @@ def _streaming(
     world_size: int,
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None,
 ) -> TrainData:
-    from resnetkit.data.folder import scan_image_folder, split_samples
+    from resnetkit.data.folder import folder_splits
     from resnetkit.data.streaming import folder_loader
     from resnetkit.data.transforms import build_eval_transform, from_recipe
 
@@ -212,18 +212,7 @@ def _streaming(
             "val_split holds out CIFAR images; a folder is split by its train/ and val/ "
             "sub-folders, or 10% of it is held out"
         )
-    root = Path(root)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_samples, classes = scan_image_folder(root / "train")
-        val_samples, val_classes = scan_image_folder(root / "val")
-        if val_classes != classes:
-            raise ValueError(
-                f"{root / 'val'}: class folders {list(val_classes)} differ from "
-                f"{root / 'train'}: {list(classes)}"
-            )
-    else:
-        samples, classes = scan_image_folder(root)
-        train_samples, val_samples = split_samples(samples, 0.1, recipe.seed)
+    train_samples, val_samples, classes = folder_splits(root, 0.1, recipe.seed)
     mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
     norm = Normalization(tuple(mean), tuple(std))
     crop_pct = 0.875 if image_size >= 128 else 1.0
