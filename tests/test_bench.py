@@ -104,16 +104,19 @@ def test_cli_prints_json_and_writes_the_report(
 def test_compiled_and_bf16_paths_compute_the_same_model() -> None:
     report = bench_model(
         load_model("resnet20.cifar10"),
-        backends=("eager", "compile", "bf16"),
+        backends=("eager", "compile", "onednn-graph", "bf16"),
         batch_sizes=(2,),
         iters=1,
         warmup=0,
         rounds=1,
         log=lambda _: None,
     )
-    compiled = report.result("compile", 2)
-    assert not compiled.skipped and compiled.setup_s > 0
-    assert compiled.max_abs_diff <= 1e-4  # BatchNorm folded, weights frozen: same function
+    for backend in ("compile", "onednn-graph"):
+        compiled = report.result(backend, 2)
+        assert not compiled.skipped and compiled.setup_s > 0
+        assert compiled.max_abs_diff <= 1e-4  # BatchNorm folded, weights frozen: same function
+    assert report.best_fp32(2) is not None
+    assert report.best_fp32(2).backend in ("eager", "compile", "onednn-graph")  # type: ignore[union-attr]
     assert report.result("bf16", 2).max_abs_diff < 0.5  # 8-bit mantissa: close, not equal
 
 

@@ -13,7 +13,10 @@ Backends (all on the CPU, float32 unless named otherwise):
 - ``eager``: the resnetkit model as loaded, eager, NCHW.
 - ``channels_last``: eager in NHWC memory layout (oneDNN's preferred layout).
 - ``compile``: BatchNorm folded into the convolutions, NHWC, ``torch.compile`` (Inductor) with
-  weight freezing, which lets Inductor pre-pack the weights for oneDNN once.
+  weight freezing, which lets Inductor pre-pack the weights for oneDNN once
+  (:func:`~resnetkit.export.cpu.optimize_for_cpu` with ``method="inductor"``).
+- ``onednn-graph``: BatchNorm folded, traced and frozen with TorchScript, run by oneDNN Graph
+  (``optimize_for_cpu``'s default method).
 - ``bf16``: NHWC under ``torch.autocast(dtype=bfloat16)``. Fast only on CPUs with native bf16
   (AMX or AVX512-BF16); elsewhere it is emulated and slower than float32.
 - ``ort``: a default ONNX Runtime session (CPUExecutionProvider) of the verified fp32 export.
@@ -36,9 +39,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from resnetkit.export.cpu import CPUOptimizationError, Method, optimize_for_cpu
 from resnetkit.models.resnet import ResNet
 
-BACKENDS = ("torchvision", "eager", "channels_last", "compile", "bf16", "ort", "ort-int8")
+BACKENDS = (
+    "torchvision",
+    "eager",
+    "channels_last",
+    "compile",
+    "onednn-graph",
+    "bf16",
+    "ort",
+    "ort-int8",
+)
+#: resnetkit's PyTorch float32 paths, among which ``best_fp32`` picks.
+FP32_BACKENDS = ("eager", "channels_last", "compile", "onednn-graph")
 DEFAULT_BACKENDS = BACKENDS
 
 Runner = Callable[[Tensor], Any]
@@ -103,9 +118,7 @@ class BenchReport:
         candidates = [
             r
             for r in self.results
-            if r.batch_size == batch_size
-            and r.backend in ("eager", "channels_last", "compile")
-            and not r.skipped
+            if r.batch_size == batch_size and r.backend in FP32_BACKENDS and not r.skipped
         ]
         return min(candidates, key=lambda r: r.p50_ms) if candidates else None
 
@@ -218,7 +231,9 @@ def prepare_backend(
             model.to(memory_format=torch.channels_last), channels_last=True, bf16=True
         )
     if name == "compile":
-        return _compiled_runner(model, example)
+        return _optimized_runner(model, example, "inductor")
+    if name == "onednn-graph":
+        return _optimized_runner(model, example, "onednn-graph")
     if name == "torchvision":
         return _torch_runner(_torchvision_twin(model), channels_last=False)
     if name in ("ort", "ort-int8"):
@@ -236,30 +251,11 @@ def _torch_runner(model: nn.Module, *, channels_last: bool, bf16: bool = False) 
     return run
 
 
-def _compiled_runner(model: ResNet, example: Tensor) -> Runner:
-    from resnetkit.export.fold import fold_batchnorm
-
+def _optimized_runner(model: ResNet, example: Tensor, method: Method) -> Runner:
     try:
-        import torch._inductor.config as inductor_config
-    except ImportError as err:  # pragma: no cover - part of every torch 2 build
-        raise BackendUnavailable(f"torch.compile needs Inductor: {err}") from None
-    folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
-    compiled = torch.compile(folded, dynamic=False)
-
-    def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return compiled(x.contiguous(memory_format=torch.channels_last))
-
-    # Freezing turns the weights into constants, which Inductor pre-packs for oneDNN once;
-    # the flag is read while compiling, that is on the first call.
-    try:
-        with inductor_config.patch(freezing=True):
-            run(example)
-    except Exception as err:  # Inductor needs a working C++ compiler on the CPU
-        raise BackendUnavailable(
-            f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from None
-    return run
+        return optimize_for_cpu(model, example, method)
+    except CPUOptimizationError as err:
+        raise BackendUnavailable(str(err)) from None
 
 
 def _torchvision_twin(model: ResNet) -> nn.Module:

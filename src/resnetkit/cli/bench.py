@@ -14,7 +14,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = sub.add_parser(
         "bench",
-        help="inference speed: eager, channels_last, compile, bf16, ONNX Runtime fp32/int8",
+        help="inference speed: eager, compiled, bf16, ONNX Runtime fp32/int8",
         description="Measures latency (p50/p90 per batch) and throughput of the model on every "
         "backend, in interleaved rounds, with torchvision's own model holding the same weights "
         "as the anchor (for architectures torchvision has) and a default ONNX Runtime session "

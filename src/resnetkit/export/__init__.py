@@ -1,6 +1,8 @@
-"""Deployment: BatchNorm folding, and export to ONNX, TorchScript or ExportedProgram with an
-on-the-spot check of the written file against the eager model."""
+"""Deployment: BatchNorm folding, export to ONNX, TorchScript or ExportedProgram with an
+on-the-spot check of the written file against the eager model, and the fastest float32 CPU
+paths within PyTorch (:func:`optimize_for_cpu`)."""
 
+from resnetkit.export.cpu import CPUOptimizationError, optimize_for_cpu
 from resnetkit.export.exporter import (
     FORMATS,
     ExportReport,
@@ -11,6 +13,7 @@ from resnetkit.export.exporter import (
 from resnetkit.export.fold import fold_batchnorm, fold_conv_bn
 
 __all__ = [
+    "CPUOptimizationError",
     "FORMATS",
     "ExportReport",
     "ExportVerificationError",
@@ -18,4 +21,5 @@ __all__ = [
     "fold_batchnorm",
     "fold_conv_bn",
     "load_exported",
+    "optimize_for_cpu",
 ]

@@ -1,0 +1,54 @@
+"""optimize_for_cpu: the compiled float32 paths compute the eager model's function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnetkit import create_model
+from resnetkit.export import CPUOptimizationError, optimize_for_cpu
+
+
+@pytest.mark.parametrize(
+    ("arch", "method"),
+    # plain blocks fold every BatchNorm; pre-activation keeps some (test_bench runs
+    # resnet20 through inductor)
+    [
+        ("resnet20", "onednn-graph"),
+        ("preact_resnet18", "onednn-graph"),
+        ("preact_resnet18", "inductor"),
+    ],
+)
+def test_optimized_model_matches_eager_at_any_batch_size(
+    one_thread: None, method: str, arch: str
+) -> None:
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=7).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that folding matters
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run = optimize_for_cpu(model, torch.randn(2, 3, 32, 32), method)  # type: ignore[arg-type]
+    for batch in (2, 5):  # the example's shape, then a new one (compiled on first use)
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            want = model(x)
+        for _ in range(3):
+            got = run(x)
+        assert got.shape == (batch, 7)
+        assert (got - want).abs().max() <= 1e-4
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # untouched
+    assert model.training is False
+
+
+def test_a_result_outside_the_tolerance_is_refused(one_thread: None) -> None:
+    model = create_model("resnet20").eval()
+    with pytest.raises(CPUOptimizationError, match="differs from eager by"):
+        optimize_for_cpu(model, torch.randn(1, 3, 32, 32), "onednn-graph", tolerance=-1.0)
+
+
+def test_unknown_method() -> None:
+    with pytest.raises(ValueError, match="choose one of onednn-graph, inductor"):
+        optimize_for_cpu(create_model("resnet20"), torch.randn(1, 3, 32, 32), "tvm")  # type: ignore[arg-type]
