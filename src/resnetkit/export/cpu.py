@@ -12,8 +12,8 @@ weights pre-packed in oneDNN's layout:
 - ``"inductor"``: ``torch.compile`` with weight freezing, NHWC activations. Not deprecated;
   about 10-20% slower than oneDNN Graph on ResNet-50 here.
 
-Each compiled graph is specialised to the input shape it sees: the first calls at a new batch
-size are slow (profiling, then compiling), later ones fast. Every result is checked against the
+Each compiled graph is specialised to one input shape: the first call at a new batch size
+compiles for it (seconds), later ones are fast. Every result is checked against the
 eager model before it is returned.
 """
 
@@ -27,7 +27,6 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from resnetkit.export.exporter import DEFAULT_TOLERANCE
 from resnetkit.export.fold import fold_batchnorm
 from resnetkit.models.resnet import ResNet
 
@@ -36,6 +35,10 @@ METHODS: tuple[Method, ...] = ("onednn-graph", "inductor")
 #: Calls at the example's shape before returning: TorchScript's profiling executor records
 #: shapes on the first calls and hands the graph to oneDNN Graph after them.
 WARMUP_CALLS = 3
+#: Accepted difference to eager, relative to the largest output: a 50-layer float32 network's
+#: logits differ from eager's by a few 1e-6 of their scale when the arithmetic is reordered
+#: (BatchNorm folded, other kernels); a wrong computation differs by a large fraction of it.
+RELATIVE_TOLERANCE = 1e-5
 
 
 class CPUOptimizationError(RuntimeError):
@@ -46,16 +49,17 @@ def optimize_for_cpu(
     model: ResNet,
     example: Tensor,
     method: Method = "onednn-graph",
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = RELATIVE_TOLERANCE,
 ) -> Callable[[Tensor], Tensor]:
     """A float32 CPU function computing ``model`` faster than eager PyTorch.
 
     Args:
         model: a resnetkit ResNet; it is not modified (a folded copy is compiled).
         example: an input of the shape that will be served most, (N, C, H, W); the function
-            is compiled and warmed up on it. Other batch sizes work but compile on first use.
+            is compiled and warmed up on it. Another batch size compiles on its first call.
         method: "onednn-graph" or "inductor" (see the module docstring).
-        tolerance: the largest accepted |optimised - eager| on ``example``'s outputs.
+        tolerance: the largest accepted |optimised - eager| on ``example``'s outputs, as a
+            fraction of the largest |eager| output (or absolute, when that is below 1).
 
     Returns:
         A function from an (N, C, H, W) float32 tensor to the logits, run without autograd.
@@ -73,8 +77,6 @@ def optimize_for_cpu(
     build = _onednn_graph if method == "onednn-graph" else _inductor
     try:
         run = build(folded, example)
-        for _ in range(WARMUP_CALLS - 1):
-            run(example)
         got = run(example)
     except Exception as err:  # a missing C++ compiler, an unsupported build of torch
         first = str(err).splitlines()[0][:200] if str(err) else ""
@@ -85,26 +87,36 @@ def optimize_for_cpu(
     with torch.inference_mode():
         want = eager(example)
     diff = float((got.float() - want).abs().max())
-    if not diff <= tolerance:
+    allowed = tolerance * max(1.0, float(want.abs().max()))
+    if not diff <= allowed:
         raise CPUOptimizationError(
-            f"{method} output differs from eager by {diff:.2e} (> {tolerance:.0e}); "
-            "do not use it for this model"
+            f"{method} output differs from eager by {diff:.2e} (> {allowed:.1e}, {tolerance:.0e} "
+            "of the largest output); do not use it for this model"
         )
     return run
 
 
 def _onednn_graph(folded: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
     torch.jit.enable_onednn_fusion(True)
-    with warnings.catch_warnings():
-        # torch.jit's deprecation notices, and the model's Python input checks becoming
-        # constants (the shapes they check do not change between calls).
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            scripted = torch.jit.freeze(torch.jit.trace(folded, (example,), check_trace=False))
+    # A traced graph is fused for the input shape it was profiled with; at another shape it
+    # falls back to unfused operators. So each new shape gets its own trace.
+    by_shape: dict[tuple[int, ...], Callable[[Tensor], Tensor]] = {}
 
     def run(x: Tensor) -> Tensor:
+        shape = tuple(x.shape)
+        if shape not in by_shape:
+            with warnings.catch_warnings():
+                # torch.jit's deprecation notices, and the model's Python input checks
+                # becoming constants (the shapes they check are fixed per trace).
+                warnings.simplefilter("ignore")
+                with torch.no_grad():
+                    traced = torch.jit.trace(folded, (x,), check_trace=False)
+                    scripted = torch.jit.freeze(traced)
+                    for _ in range(WARMUP_CALLS - 1):  # profiled, then fused
+                        scripted(x)
+            by_shape[shape] = scripted
         with torch.no_grad():
-            return scripted(x)
+            return by_shape[shape](x)
 
     return run
 
