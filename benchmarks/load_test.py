@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import torch
@@ -47,6 +47,7 @@ from torch import nn
 
 from benchmarks.common import markdown_table, set_threads, write_results
 from resnetkit.serve import create_app
+from resnetkit.serve.app import BACKENDS, Backend
 from resnetkit.train.provenance import machine_info
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
@@ -253,7 +254,7 @@ def peak_rss_mib() -> float:
 def run_variant(model: nn.Module, config: LoadConfig, name: str, max_batch: int) -> dict[str, Any]:
     app = create_app(
         model,
-        backend="onnx" if config.backend == "onnx" else "torch",
+        backend=cast(Backend, config.backend),
         max_batch=max_batch,
         max_wait_ms=config.max_wait_ms,
     )
@@ -380,7 +381,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, Path]:
         help="model dir, tag, or architecture name (random weights); default: random resnet20",
     )
     parser.add_argument("--arch", default=None, help="architecture of a bare checkpoint file")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--requests", type=int, default=400, help="requests per variant")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--max-batch", type=int, default=32, help="of the batching variant")

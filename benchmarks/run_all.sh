@@ -29,8 +29,8 @@ log "data pipeline"
 $PY -m benchmarks.data_pipeline --data-dir "$DATA" --out "$OUT/data_pipeline.json"
 log "HTTP load test"
 $PY -m benchmarks.load_test --model resnet20.cifar10 --out "$OUT/load_test.json"
-for backend in torch onnx; do
-    suffix=$([ "$backend" = onnx ] && echo _onnx || true)
+for backend in torch onnx optimized; do
+    suffix=$([ "$backend" = torch ] || echo "_$backend")
     $PY -m benchmarks.load_test --model resnet50 --backend "$backend" --requests 200 \
         --concurrency 16 --out "$OUT/load_test_resnet50$suffix.json"
 done

@@ -275,6 +275,30 @@ def test_onnx_backend_matches_torch(model_dir: Path) -> None:
         assert g_probs == pytest.approx(w_probs, abs=1e-4)
 
 
+def test_optimized_backend_pads_to_compiled_sizes_and_matches_torch(model_dir: Path) -> None:
+    from resnetkit.serve.app import padded_sizes
+
+    assert padded_sizes(1) == (1,)
+    assert padded_sizes(2) == (1, 2)
+    assert padded_sizes(24) == (1, 2, 4, 8, 16, 24)
+    assert padded_sizes(32) == (1, 2, 4, 8, 16, 32)
+    torch_fn = create_app(model_dir).state.service.batcher.fn
+    app = create_app(model_dir, backend="optimized", max_batch=4)
+    fn = app.state.service.batcher.fn
+    for n in (1, 3, 4):  # 3 is padded to 4; the padding never reaches the caller
+        x = torch.randn(n, 3, 32, 32)
+        got = fn(x)
+        assert got.shape == (n, 10)
+        torch.testing.assert_close(got, torch_fn(x), atol=1e-4, rtol=0)
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        response = await c.post("/predict", **multipart("cat.png", "ship.png", "automobile.png"))
+        return response.json(), (await c.get("/metadata")).json()
+
+    got, meta = serve(app, scenario)
+    assert meta["backend"] == "optimized" and len(got["predictions"]) == 3
+
+
 def test_cli_serve_runs_uvicorn_on_loopback(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,9 +28,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--port", type=int, default=8000, help="default 8000")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=("torch", "onnx", "optimized"),
         default="torch",
-        help="torch, or onnx: export once and run with ONNX Runtime (needs resnetkit[export])",
+        help="torch; onnx: export once and run with ONNX Runtime (needs resnetkit[export]); "
+        "optimized: compile with oneDNN Graph at startup for batches of 1, 2, 4... up to "
+        "--max-batch (float32 CPU, resnetkit ResNets)",
     )
     p.add_argument(
         "--max-batch",

@@ -54,8 +54,8 @@ from resnetkit.serve.batcher import BatcherClosedError, MicroBatcher
 
 __all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
 
-Backend = Literal["torch", "onnx"]
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+Backend = Literal["torch", "onnx", "optimized"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "optimized")
 MiB = 1024 * 1024
 #: Largest accepted width * height per image: 25 megapixels (75 MB once decoded to RGB),
 #: well below Pillow's 89-megapixel default, since a server decodes many images at once.
@@ -74,7 +74,9 @@ class ServeConfig:
     """How the service runs and what it accepts.
 
     Attributes:
-        backend: "torch" (the model as loaded) or "onnx" (exported once, run by ONNX Runtime).
+        backend: "torch" (the model as loaded), "onnx" (exported once, run by ONNX Runtime) or
+            "optimized" (:func:`~resnetkit.export.cpu.optimize_for_cpu`, batch sizes padded
+            to powers of two that are compiled at startup).
         max_batch: most images per forward pass; 1 turns micro-batching off.
         max_wait_ms: how long a forward pass waits for more requests to join it.
         max_bytes: largest request body, checked against Content-Length and while reading.
@@ -219,7 +221,9 @@ def create_app(
         arch: architecture of a bare checkpoint file.
         backend: "torch" runs the model itself; "onnx" exports it once (dynamic batch,
             verified against PyTorch) to a temporary file and runs that with ONNX Runtime on
-            the CPU (needs ``resnetkit[export]``).
+            the CPU (needs ``resnetkit[export]``); "optimized" compiles a resnetkit ResNet with
+            :func:`~resnetkit.export.cpu.optimize_for_cpu` (float32, CPU) for batches of 1, 2,
+            4, ... up to ``max_batch`` at startup and pads each batch up to the next of those.
         max_batch: most images per forward pass; 1 disables micro-batching.
         max_wait_ms: how long a forward pass may wait for more requests to join it.
         max_bytes: largest request body in bytes (default 10 MiB).
@@ -365,7 +369,12 @@ class Service:
         self.preprocessing = Preprocessing.of(model)
         self.model_name = str(getattr(model, "name", type(model).__name__))
         self.metrics = Metrics()
-        forward = _onnx_forward(model) if config.backend == "onnx" else _torch_forward(model)
+        if config.backend == "onnx":
+            forward = _onnx_forward(model)
+        elif config.backend == "optimized":
+            forward = _optimized_forward(model, config.max_batch, self.preprocessing.image_size)
+        else:
+            forward = _torch_forward(model)
         self.batcher = MicroBatcher(
             forward,
             max_batch=config.max_batch,
@@ -588,6 +597,45 @@ def _onnx_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
 
     def forward(batch: Tensor) -> Tensor:
         return run(batch)[0]
+
+    return forward
+
+
+def padded_sizes(max_batch: int) -> tuple[int, ...]:
+    """The batch sizes the optimized backend compiles: powers of two below ``max_batch``, and
+    ``max_batch`` itself. A batch is padded up to the next one, so at most half of a forward
+    pass is padding, and no request ever waits for a compile."""
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch:
+        sizes.append(max_batch)
+    return tuple(sizes)
+
+
+def _optimized_forward(
+    model: nn.Module, max_batch: int, image_size: int
+) -> Callable[[Tensor], Tensor]:
+    from resnetkit.export.cpu import optimize_for_cpu
+    from resnetkit.models.resnet import ResNet
+
+    if not isinstance(model, ResNet):
+        raise ValueError(
+            f"the optimized backend compiles resnetkit ResNets, not {type(model).__name__}; "
+            "use backend torch or onnx"
+        )
+    sizes = padded_sizes(max_batch)
+    shape = (model.config.in_chans, image_size, image_size)
+    run = optimize_for_cpu(model, torch.zeros(sizes[-1], *shape))  # checked against eager
+    for size in sizes[:-1]:
+        run(torch.zeros(size, *shape))
+
+    def forward(batch: Tensor) -> Tensor:
+        n = batch.shape[0]
+        padded = next(size for size in sizes if size >= n)
+        if padded > n:
+            batch = torch.cat([batch, batch.new_zeros(padded - n, *batch.shape[1:])])
+        return run(batch.float())[:n]
 
     return forward
 
