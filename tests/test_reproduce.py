@@ -87,5 +87,10 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
     argv = ["reproduce", "degradation", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*argv, "--warmup-iters", "150", "--no-progress"]) == 0
     assert seen["overrides"] == {"warmup_iters": 150} and seen["out"] == tmp_path / "o" / "quick"
+    assert main([*argv, "--warmup-iters", "0", "--no-progress"]) == 0
+    assert seen["overrides"] == {"warmup_iters": 0}  # the paper's recipe, as it is
     assert main([*argv, "--no-progress"]) == 0
-    assert seen["overrides"] is None  # the paper's recipe, untouched
+    assert seen["overrides"] is None  # the preset's own
+    table = presets()
+    assert table["quick"].recipe.warmup_iters == 150 and table["quick"].recipe.warmup_lr == 0
+    assert table["full"].recipe.warmup_iters == 0  # the paper's schedule, untouched

@@ -43,9 +43,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g.add_argument(
         "--warmup-iters",
         type=int,
-        default=0,
-        help="ramp the lr up linearly over this many iterations for every model (default 0: "
-        "the paper's recipe, lr 0.1 from the first step)",
+        default=None,
+        help="ramp the lr up linearly over this many iterations for every model (default: the "
+        "preset's, 150 for quick, 0 for full; 0 is the paper's recipe, lr 0.1 from the start)",
     )
     g = p.add_argument_group("transfer")
     g.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("reproduce degradation needs --data-dir (the folder holding CIFAR-10)")
     out = out / args.preset
     models = tuple(_names(args.models))
-    overrides = {"warmup_iters": args.warmup_iters} if args.warmup_iters else None
+    overrides = None if args.warmup_iters is None else {"warmup_iters": args.warmup_iters}
     summary = run_degradation(
         args.data_dir, out, args.preset, models, not args.no_progress, overrides
     )

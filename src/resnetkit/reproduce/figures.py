@@ -38,8 +38,14 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("error (%)")
     axes[1].legend(loc="upper right")
+    recipe = summary["recipe"]
+    images = f"{summary['train_subset']:,}" if summary["train_subset"] else "all 50,000"
+    warmup = recipe.get("warmup_iters", 0)
     fig.suptitle(
-        f"Degradation on CIFAR-10 ({summary['description']}): plain dashed, ResNet solid",
+        f"Degradation on CIFAR-10: {images} training images, {recipe['max_iters']:,} iterations "
+        f"at batch {recipe['batch_size']}, "
+        + (f"lr warm-up over {warmup} iterations" if warmup else "no lr warm-up")
+        + "; plain dashed, ResNet solid",
         fontsize=10,
     )
     fig.tight_layout()
