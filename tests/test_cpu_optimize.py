@@ -31,7 +31,7 @@ def test_optimized_model_matches_eager_at_any_batch_size(
                 module.running_var.uniform_(0.5, 2.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     run = optimize_for_cpu(model, torch.randn(2, 3, 32, 32), method)  # type: ignore[arg-type]
-    for batch in (2, 5):  # the example's shape, then a new one (compiled on first use)
+    for batch in (2, 5, 9):  # the example's shape, then new ones; 9 runs as chunks 4, 4, 1
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
             want = model(x)
@@ -47,6 +47,17 @@ def test_a_result_outside_the_tolerance_is_refused(one_thread: None) -> None:
     model = create_model("resnet20").eval()
     with pytest.raises(CPUOptimizationError, match="differs from eager by"):
         optimize_for_cpu(model, torch.randn(1, 3, 32, 32), "onednn-graph", tolerance=-1.0)
+
+
+def test_chunks_give_the_same_result_as_one_piece(one_thread: None) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randn(5, 3, 32, 32)
+    whole = optimize_for_cpu(model, x, chunk_size=None)
+    chunked = optimize_for_cpu(model, x, chunk_size=2)  # 2 + 2 + 1
+    torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        optimize_for_cpu(model, x, chunk_size=0)
 
 
 def test_unknown_method() -> None:
