@@ -276,16 +276,14 @@ def test_onnx_backend_matches_torch(model_dir: Path) -> None:
 
 
 def test_optimized_backend_pads_to_compiled_sizes_and_matches_torch(model_dir: Path) -> None:
-    from resnetkit.serve.app import padded_sizes
+    from resnetkit.serve.app import padded_batch
 
-    assert padded_sizes(1) == (1,)
-    assert padded_sizes(2) == (1, 2)
-    assert padded_sizes(24) == (1, 2, 4, 8, 16, 24)
-    assert padded_sizes(32) == (1, 2, 4, 8, 16, 32)
+    assert [padded_batch(n, 4) for n in range(1, 11)] == [1, 2, 4, 4, 8, 8, 8, 8, 12, 12]
+    assert [padded_batch(n, 3) for n in range(1, 5)] == [1, 2, 3, 6]
     torch_fn = create_app(model_dir).state.service.batcher.fn
-    app = create_app(model_dir, backend="optimized", max_batch=4)
+    app = create_app(model_dir, backend="optimized", max_batch=8)
     fn = app.state.service.batcher.fn
-    for n in (1, 3, 4):  # 3 is padded to 4; the padding never reaches the caller
+    for n in (1, 3, 6):  # padded to 4 and 8; the padding never reaches the caller
         x = torch.randn(n, 3, 32, 32)
         got = fn(x)
         assert got.shape == (n, 10)

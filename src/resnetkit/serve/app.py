@@ -75,8 +75,8 @@ class ServeConfig:
 
     Attributes:
         backend: "torch" (the model as loaded), "onnx" (exported once, run by ONNX Runtime) or
-            "optimized" (:func:`~resnetkit.export.cpu.optimize_for_cpu`, batch sizes padded
-            to powers of two that are compiled at startup).
+            "optimized" (:func:`~resnetkit.export.cpu.optimize_for_cpu`, batches padded to
+            shapes compiled at startup).
         max_batch: most images per forward pass; 1 turns micro-batching off.
         max_wait_ms: how long a forward pass waits for more requests to join it.
         max_bytes: largest request body, checked against Content-Length and while reading.
@@ -222,8 +222,9 @@ def create_app(
         backend: "torch" runs the model itself; "onnx" exports it once (dynamic batch,
             verified against PyTorch) to a temporary file and runs that with ONNX Runtime on
             the CPU (needs ``resnetkit[export]``); "optimized" compiles a resnetkit ResNet with
-            :func:`~resnetkit.export.cpu.optimize_for_cpu` (float32, CPU) for batches of 1, 2,
-            4, ... up to ``max_batch`` at startup and pads each batch up to the next of those.
+            :func:`~resnetkit.export.cpu.optimize_for_cpu` (float32, CPU), which runs batches
+            in chunks of 4 images; each batch is padded to a multiple of 4 (or to 1 or 2
+            images), shapes that are all compiled at startup.
         max_batch: most images per forward pass; 1 disables micro-batching.
         max_wait_ms: how long a forward pass may wait for more requests to join it.
         max_bytes: largest request body in bytes (default 10 MiB).
@@ -372,7 +373,7 @@ class Service:
         if config.backend == "onnx":
             forward = _onnx_forward(model)
         elif config.backend == "optimized":
-            forward = _optimized_forward(model, config.max_batch, self.preprocessing.image_size)
+            forward = _optimized_forward(model, self.preprocessing.image_size)
         else:
             forward = _torch_forward(model)
         self.batcher = MicroBatcher(
@@ -601,22 +602,24 @@ def _onnx_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return forward
 
 
-def padded_sizes(max_batch: int) -> tuple[int, ...]:
-    """The batch sizes the optimized backend compiles: powers of two below ``max_batch``, and
-    ``max_batch`` itself. A batch is padded up to the next one, so at most half of a forward
-    pass is padding, and no request ever waits for a compile."""
-    sizes = [1]
-    while sizes[-1] * 2 < max_batch:
-        sizes.append(sizes[-1] * 2)
-    if sizes[-1] != max_batch:
-        sizes.append(max_batch)
-    return tuple(sizes)
+def padded_batch(n: int, chunk: int) -> int:
+    """How many rows the optimized backend runs ``n`` images as.
+
+    :func:`~resnetkit.export.cpu.optimize_for_cpu` runs a batch in chunks of ``chunk`` images;
+    padding ``n`` up to a multiple of ``chunk`` (or, below it, to a power of two) means only a
+    handful of chunk shapes ever occur, and all of them are compiled at startup: no request
+    waits for a compile.
+    """
+    if n >= chunk:
+        return -(-n // chunk) * chunk
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, chunk)
 
 
-def _optimized_forward(
-    model: nn.Module, max_batch: int, image_size: int
-) -> Callable[[Tensor], Tensor]:
-    from resnetkit.export.cpu import optimize_for_cpu
+def _optimized_forward(model: nn.Module, image_size: int) -> Callable[[Tensor], Tensor]:
+    from resnetkit.export.cpu import DEFAULT_CHUNK, optimize_for_cpu
     from resnetkit.models.resnet import ResNet
 
     if not isinstance(model, ResNet):
@@ -624,15 +627,14 @@ def _optimized_forward(
             f"the optimized backend compiles resnetkit ResNets, not {type(model).__name__}; "
             "use backend torch or onnx"
         )
-    sizes = padded_sizes(max_batch)
     shape = (model.config.in_chans, image_size, image_size)
-    run = optimize_for_cpu(model, torch.zeros(sizes[-1], *shape))  # checked against eager
-    for size in sizes[:-1]:
+    run = optimize_for_cpu(model, torch.zeros(DEFAULT_CHUNK, *shape))  # checked against eager
+    for size in sorted({padded_batch(n, DEFAULT_CHUNK) for n in range(1, DEFAULT_CHUNK)}):
         run(torch.zeros(size, *shape))
 
     def forward(batch: Tensor) -> Tensor:
         n = batch.shape[0]
-        padded = next(size for size in sizes if size >= n)
+        padded = padded_batch(n, DEFAULT_CHUNK)
         if padded > n:
             batch = torch.cat([batch, batch.new_zeros(padded - n, *batch.shape[1:])])
         return run(batch.float())[:n]
