@@ -7,6 +7,7 @@ import torch
 
 from resnetkit import create_model
 from resnetkit.export import CPUOptimizationError, optimize_for_cpu
+from resnetkit.export.cpu import chunk_for
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,12 @@ def test_optimized_model_matches_eager_at_any_batch_size(
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    run = optimize_for_cpu(model, torch.randn(2, 3, 32, 32), method)  # type: ignore[arg-type]
+    run = optimize_for_cpu(
+        model,
+        torch.randn(2, 3, 32, 32),
+        method,  # type: ignore[arg-type]
+        chunk_size=4,
+    )
     for batch in (2, 5, 9):  # the example's shape, then new ones; 9 runs as chunks 4, 4, 1
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
@@ -56,8 +62,9 @@ def test_chunks_give_the_same_result_as_one_piece(one_thread: None) -> None:
     whole = optimize_for_cpu(model, x, chunk_size=None)
     chunked = optimize_for_cpu(model, x, chunk_size=2)  # 2 + 2 + 1
     torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
-        optimize_for_cpu(model, x, chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be >= 0"):
+        optimize_for_cpu(model, x, chunk_size=-1)
+    assert (chunk_for(224, 224), chunk_for(32, 32), chunk_for(1024, 1024)) == (4, 196, 1)
 
 
 def test_unknown_method() -> None:

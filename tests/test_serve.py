@@ -283,7 +283,7 @@ def test_optimized_backend_pads_to_compiled_sizes_and_matches_torch(model_dir: P
     torch_fn = create_app(model_dir).state.service.batcher.fn
     app = create_app(model_dir, backend="optimized", max_batch=8)
     fn = app.state.service.batcher.fn
-    for n in (1, 3, 6):  # padded to 4 and 8; the padding never reaches the caller
+    for n in (1, 3, 6):  # 32x32: one chunk; padded to 4 and 8, never seen by the caller
         x = torch.randn(n, 3, 32, 32)
         got = fn(x)
         assert got.shape == (n, 10)

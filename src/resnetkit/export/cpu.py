@@ -12,10 +12,11 @@ weights pre-packed in oneDNN's layout:
 - ``"inductor"``: ``torch.compile`` with weight freezing, NHWC activations. Not deprecated;
   slower than oneDNN Graph on ResNet-50 here.
 
-A batch larger than ``chunk_size`` runs as consecutive chunks of that many images, whose
-activations stay in the CPU's caches. Each compiled graph is specialised to one input shape:
-the first call at a new chunk size compiles for it (seconds), later ones are fast. Every result
-is checked against the eager model before it is returned.
+A batch larger than ``chunk_size`` runs as consecutive chunks of that many images (by default
+four 224x224 images' worth of pixels), whose activations stay in the CPU's caches. Each
+compiled graph is specialised to one input shape: the first call at a new chunk size compiles
+for it (seconds), later ones are fast. Every result is checked against the eager model before
+it is returned.
 """
 
 from __future__ import annotations
@@ -40,9 +41,16 @@ WARMUP_CALLS = 3
 #: logits differ from eager's by a few 1e-6 of their scale when the arithmetic is reordered
 #: (BatchNorm folded, other kernels); a wrong computation differs by a large fraction of it.
 RELATIVE_TOLERANCE = 1e-5
-#: Images per compiled call. Measured on ResNet-50 at 224x224, batch 16, 2 cores: one piece
-#: 0.95x ONNX Runtime, chunks of 1 1.15x, of 2 1.10x, of 4 1.23x, of 8 1.09x.
-DEFAULT_CHUNK = 4
+#: Input pixels per compiled call, 4 images of 224x224. Measured on ResNet-50 at batch 16 on
+#: 2 cores: one piece 0.95x ONNX Runtime, chunks of 1 image 1.15x, of 2 1.10x, of 4 1.23x, of
+#: 8 1.09x. Small images need large chunks: ResNet-20 at 32x32 in chunks of 4 ran at 0.68x
+#: ONNX Runtime against 1.05x in one piece of 128 (per-call overhead).
+CHUNK_PIXELS = 4 * 224 * 224
+
+
+def chunk_for(height: int, width: int) -> int:
+    """Images per compiled call at this input size: :data:`CHUNK_PIXELS` worth of them."""
+    return max(1, CHUNK_PIXELS // (height * width))
 
 
 class CPUOptimizationError(RuntimeError):
@@ -54,7 +62,7 @@ def optimize_for_cpu(
     example: Tensor,
     method: Method = "onednn-graph",
     tolerance: float = RELATIVE_TOLERANCE,
-    chunk_size: int | None = DEFAULT_CHUNK,
+    chunk_size: int | None = 0,
 ) -> Callable[[Tensor], Tensor]:
     """A float32 CPU function computing ``model`` faster than eager PyTorch.
 
@@ -66,7 +74,8 @@ def optimize_for_cpu(
         tolerance: the largest accepted |optimised - eager| on ``example``'s outputs, as a
             fraction of the largest |eager| output (or absolute, when that is below 1).
         chunk_size: most images per compiled call; a larger batch runs as consecutive
-            chunks (the last one smaller). ``None``: the whole batch at once.
+            chunks (the last one smaller). 0: :func:`chunk_for` the example's size (4 images
+            at 224x224, 196 at 32x32). ``None``: the whole batch at once.
 
     Returns:
         A function from an (N, C, H, W) float32 tensor to the logits, run without autograd.
@@ -74,12 +83,14 @@ def optimize_for_cpu(
     Raises:
         CPUOptimizationError: the compiler is missing or failed here, or the result differs
             from eager by more than ``tolerance`` (the message gives the difference).
-        ValueError: an unknown ``method`` or a ``chunk_size`` below 1.
+        ValueError: an unknown ``method`` or a negative ``chunk_size``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1 (or None), got {chunk_size}")
+    if chunk_size is not None and chunk_size < 0:
+        raise ValueError(f"chunk_size must be >= 0 (0: automatic) or None, got {chunk_size}")
+    if chunk_size == 0:
+        chunk_size = chunk_for(example.shape[-2], example.shape[-1])
     eager = copy.deepcopy(model).cpu().float().eval().requires_grad_(False)
     example = example.detach().cpu().float()
     folded = fold_batchnorm(eager)

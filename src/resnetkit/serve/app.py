@@ -223,8 +223,8 @@ def create_app(
             verified against PyTorch) to a temporary file and runs that with ONNX Runtime on
             the CPU (needs ``resnetkit[export]``); "optimized" compiles a resnetkit ResNet with
             :func:`~resnetkit.export.cpu.optimize_for_cpu` (float32, CPU), which runs batches
-            in chunks of 4 images; each batch is padded to a multiple of 4 (or to 1 or 2
-            images), shapes that are all compiled at startup.
+            in chunks (4 images at 224x224); each batch is padded to a multiple of the chunk or,
+            below it, to a power of two: shapes that are all compiled at startup.
         max_batch: most images per forward pass; 1 disables micro-batching.
         max_wait_ms: how long a forward pass may wait for more requests to join it.
         max_bytes: largest request body in bytes (default 10 MiB).
@@ -373,7 +373,7 @@ class Service:
         if config.backend == "onnx":
             forward = _onnx_forward(model)
         elif config.backend == "optimized":
-            forward = _optimized_forward(model, self.preprocessing.image_size)
+            forward = _optimized_forward(model, self.preprocessing.image_size, config.max_batch)
         else:
             forward = _torch_forward(model)
         self.batcher = MicroBatcher(
@@ -618,8 +618,10 @@ def padded_batch(n: int, chunk: int) -> int:
     return min(size, chunk)
 
 
-def _optimized_forward(model: nn.Module, image_size: int) -> Callable[[Tensor], Tensor]:
-    from resnetkit.export.cpu import DEFAULT_CHUNK, optimize_for_cpu
+def _optimized_forward(
+    model: nn.Module, image_size: int, max_batch: int
+) -> Callable[[Tensor], Tensor]:
+    from resnetkit.export.cpu import chunk_for, optimize_for_cpu
     from resnetkit.models.resnet import ResNet
 
     if not isinstance(model, ResNet):
@@ -627,14 +629,16 @@ def _optimized_forward(model: nn.Module, image_size: int) -> Callable[[Tensor], 
             f"the optimized backend compiles resnetkit ResNets, not {type(model).__name__}; "
             "use backend torch or onnx"
         )
+    chunk = chunk_for(image_size, image_size)
     shape = (model.config.in_chans, image_size, image_size)
-    run = optimize_for_cpu(model, torch.zeros(DEFAULT_CHUNK, *shape))  # checked against eager
-    for size in sorted({padded_batch(n, DEFAULT_CHUNK) for n in range(1, DEFAULT_CHUNK)}):
+    sizes = sorted({padded_batch(n, chunk) for n in range(1, min(chunk, max_batch) + 1)})
+    run = optimize_for_cpu(model, torch.zeros(sizes[-1], *shape), chunk_size=chunk)
+    for size in sizes[:-1]:  # every shape a chunk can have, compiled now
         run(torch.zeros(size, *shape))
 
     def forward(batch: Tensor) -> Tensor:
         n = batch.shape[0]
-        padded = padded_batch(n, DEFAULT_CHUNK)
+        padded = padded_batch(n, chunk)
         if padded > n:
             batch = torch.cat([batch, batch.new_zeros(padded - n, *batch.shape[1:])])
         return run(batch.float())[:n]
