@@ -34,8 +34,8 @@ from resnetkit.models.resnet import ResNet
 
 Method = Literal["onednn-graph", "inductor"]
 METHODS: tuple[Method, ...] = ("onednn-graph", "inductor")
-#: Calls at the example's shape before returning: TorchScript's profiling executor records
-#: shapes on the first calls and hands the graph to oneDNN Graph after them.
+#: Calls of a new trace before it serves: TorchScript's profiling executor records shapes on
+#: the first calls and hands the graph to oneDNN Graph after them.
 WARMUP_CALLS = 3
 #: Accepted difference to eager, relative to the largest output: a 50-layer float32 network's
 #: logits differ from eager's by a few 1e-6 of their scale when the arithmetic is reordered
@@ -156,16 +156,14 @@ def _onednn_graph(folded: nn.Module, example: Tensor) -> Callable[[Tensor], Tens
 
 
 def _inductor(folded: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
-    import torch._inductor.config as inductor_config
-
-    compiled = torch.compile(folded.to(memory_format=torch.channels_last), dynamic=False)
+    # Freezing turns the weights into constants, which Inductor pre-packs for oneDNN once; as
+    # a compile option it holds for every shape compiled later too (a last, smaller chunk).
+    compiled = torch.compile(
+        folded.to(memory_format=torch.channels_last), dynamic=False, options={"freezing": True}
+    )
 
     def run(x: Tensor) -> Tensor:
         with torch.inference_mode():
             return compiled(x.contiguous(memory_format=torch.channels_last))
 
-    # Freezing turns the weights into constants, which Inductor pre-packs for oneDNN once;
-    # the flag is read while compiling, that is on the first call.
-    with inductor_config.patch(freezing=True):
-        run(example)
     return run
