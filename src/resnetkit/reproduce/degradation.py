@@ -33,7 +33,7 @@ class Preset:
 def presets() -> dict[str, Preset]:
     paper = load_recipe("paper-cifar-full")
     # Quick: 10k training images for 12 epochs (936 iterations), lr divided by 10 at 50% and 75%
-    # of the schedule as the paper's 32k/48k of 64k; about 55 minutes on 2 idle CPU cores.
+    # of the schedule as the paper's 32k/48k of 64k; about an hour on 2 idle CPU cores.
     # Every model ramps the lr up linearly over the first 150 iterations: at lr 0.1 from the
     # first step ResNet-56's first epoch diverges (the paper warms its ResNet-110 up for the
     # same reason) and 936 iterations leave it no time to recover, which hides the cure
@@ -56,7 +56,7 @@ def presets() -> dict[str, Preset]:
             10_000,
             2_000,
             "10k training images, 12 epochs with a 150-iteration lr warm-up, 2k test images "
-            "(~55 min on 2 cores)",
+            "(about an hour on 2 cores)",
         ),
         "full": Preset(
             "full",
