@@ -12,8 +12,8 @@ mkdir -p "$OUT"
 log() { echo "== $(date +%H:%M:%S) $*"; }
 
 log "inference: ResNet-50 224x224, batch 1 and 16"
-$RK bench --model resnet50 --batch-size 1 --iters 20 --out "$OUT/bench-resnet50-b1.json"
-$RK bench --model resnet50 --batch-size 16 --iters 4 --out "$OUT/bench-resnet50-b16.json"
+$RK bench --model resnet50 --batch-size 1 --iters 20 --rounds 4 --out "$OUT/bench-resnet50-b1.json"
+$RK bench --model resnet50 --batch-size 16 --iters 4 --rounds 4 --out "$OUT/bench-resnet50-b16.json"
 log "inference: the shipped ResNet-20 (CIFAR-10), batch 1 and 128"
 $RK bench --model resnet20.cifar10 --batch-size 1,128 --iters 20 \
     --out "$OUT/bench-resnet20.json"
