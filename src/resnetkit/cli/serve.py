@@ -31,8 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=("torch", "onnx", "optimized"),
         default="torch",
         help="torch; onnx: export once and run with ONNX Runtime (needs resnetkit[export]); "
-        "optimized: compiled with oneDNN Graph at startup, batches run in chunks of 4 "
-        "(float32 CPU, resnetkit ResNets)",
+        "optimized: compiled with oneDNN Graph at startup, batches run in chunks of four "
+        "224x224 images' worth of pixels (float32 CPU, resnetkit ResNets)",
     )
     p.add_argument(
         "--max-batch",

@@ -96,8 +96,8 @@ def optimize_for_cpu(
     folded = fold_batchnorm(eager)
     build = _onednn_graph if method == "onednn-graph" else _inductor
     try:
-        run = _in_chunks(build(folded, example[:chunk_size]), chunk_size)
-        got = run(example)
+        run = _in_chunks(build(folded), chunk_size)
+        got = run(example)  # compiles for the example's (chunk) shape
     except Exception as err:  # a missing C++ compiler, an unsupported build of torch
         first = str(err).splitlines()[0][:200] if str(err) else ""
         raise CPUOptimizationError(
@@ -130,7 +130,7 @@ def _in_chunks(
     return chunked
 
 
-def _onednn_graph(folded: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
+def _onednn_graph(folded: nn.Module) -> Callable[[Tensor], Tensor]:
     torch.jit.enable_onednn_fusion(True)
     # A traced graph is fused for the input shape it was profiled with; at another shape it
     # falls back to unfused operators. So each new shape gets its own trace.
@@ -155,7 +155,7 @@ def _onednn_graph(folded: nn.Module, example: Tensor) -> Callable[[Tensor], Tens
     return run
 
 
-def _inductor(folded: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
+def _inductor(folded: nn.Module) -> Callable[[Tensor], Tensor]:
     # Freezing turns the weights into constants, which Inductor pre-packs for oneDNN once; as
     # a compile option it holds for every shape compiled later too (a last, smaller chunk).
     compiled = torch.compile(
