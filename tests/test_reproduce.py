@@ -16,7 +16,7 @@ def test_quick_preset_follows_the_paper_recipe_on_a_subset() -> None:
     assert full.max_iters == 64_000 and full.milestones == (32_000, 48_000)
 
 
-def test_degradation_runs_plots_and_resumes(tmp_path: Path) -> None:
+def test_degradation_runs_plots_and_resumes(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     data = write_fake_cifar10(tmp_path / "data", n_train=200, n_test=50)
     overrides = {
         "max_iters": 4,
@@ -26,7 +26,11 @@ def test_degradation_runs_plots_and_resumes(tmp_path: Path) -> None:
         "num_threads": 1,
     }
     models = ("plain20", "resnet20")
-    summary = run_degradation(data, tmp_path / "out", "quick", models, False, overrides)
+    summary = run_degradation(data, tmp_path / "out", "quick", models, False, overrides, True)
+    log = capsys.readouterr().err  # without bars, one line per model and per epoch
+    assert "degradation (quick): plain20, model 1 of 2" in log
+    assert "resnet20, model 2 of 2" in log and log.count("epoch 1/1 step 4:") == 2
+    assert summary["complete"] and all(c["complete"] for c in summary["models"].values())
     assert set(summary["models"]) == set(models)
     for curve in summary["models"].values():
         assert curve["step"] == [4] and len(curve["train_error"]) == 1
@@ -79,14 +83,15 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
 
     seen = {}
 
-    def fake(data_dir, out, preset, models, progress, overrides=None):  # noqa: ANN001, ANN202
-        seen.update(out=out, models=models, overrides=overrides)
-        return {"models": {}, "checks": {}}
+    def fake(data_dir, out, preset, models, progress, overrides=None, log=False):  # noqa: ANN001, ANN202, E501
+        seen.update(out=out, models=models, overrides=overrides, log=log)
+        return {"models": {}, "checks": {}, "complete": True}
 
     monkeypatch.setattr(degradation, "run_degradation", fake)
     argv = ["reproduce", "degradation", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*argv, "--warmup-iters", "150", "--no-progress"]) == 0
     assert seen["overrides"] == {"warmup_iters": 150} and seen["out"] == tmp_path / "o" / "quick"
+    assert seen["log"]  # the command line logs epochs when there are no bars
     assert main([*argv, "--warmup-iters", "0", "--no-progress"]) == 0
     assert seen["overrides"] == {"warmup_iters": 0}  # the paper's recipe, as it is
     assert main([*argv, "--no-progress"]) == 0
@@ -94,3 +99,39 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
     table = presets()
     assert table["quick"].recipe.warmup_iters == 150 and table["quick"].recipe.warmup_lr == 0
     assert table["full"].recipe.warmup_iters == 0  # the paper's schedule, untouched
+
+
+def _write_rows(run: Path, rows: list[tuple[int, float]], seconds: float = 100.0) -> None:
+    run.mkdir(parents=True)
+    keys = ("step", "train_top1", "test_top1", "epoch_seconds")
+    values = [(s, 100 - e, 100 - e, seconds) for s, e in rows]
+    lines = [json.dumps(dict(zip(keys, v, strict=True))) for v in values]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_report_follows_a_long_run_without_training(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "runs" / "full"
+    _write_rows(out / "resnet20", [(32_000, 12.0), (64_000, 2.0)])  # finished
+    _write_rows(out / "resnet56", [(1_000, 50.0), (2_000, 40.0)])  # 2k of 64k, 200 s so far
+    # plain20 and plain56: not started
+    argv = ["reproduce", "degradation", "--preset", "full", "--out", str(tmp_path / "runs")]
+    assert main([*argv, "--report"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["complete"] is False
+    r20, r56, p20 = (shown["models"][n] for n in ("resnet20", "resnet56", "plain20"))
+    assert r20["complete"] and r20["hours_left"] is None and r20["iterations"] == 64_000
+    assert not r56["complete"] and r56["iterations"] == 2_000
+    assert abs(r56["hours_left"] - 62_000 * 0.1 / 3600) < 1e-9  # 200 s for 2k iterations
+    assert not p20["complete"] and p20["iterations"] == 0 and p20["hours_left"] is None
+    # Unfinished runs take part in no check: resnet56's 40% is no final result.
+    assert shown["checks"] == {}
+    saved = json.loads((out / "degradation.json").read_text())
+    assert saved["models"]["resnet56"]["train_error"] == [50.0, 40.0]
+    assert (out / "degradation.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / "resnet56" / "checkpoints").exists()  # nothing was trained
+
+
+def test_report_names_the_missing_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    argv = ["reproduce", "degradation", "--out", str(tmp_path / "none"), "--report"]
+    assert main(argv) == 2
+    assert "none/quick does not exist" in capsys.readouterr().err

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         scratch=args.scratch,
         resume=args.resume,
         progress=not args.no_progress,
+        log_epochs=True,
         device=args.device,
     )
     if result.train.is_main:

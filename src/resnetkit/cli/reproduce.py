@@ -47,6 +47,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="ramp the lr up linearly over this many iterations for every model (default: the "
         "preset's, 150 for quick, 0 for full; 0 is the paper's recipe, lr 0.1 from the start)",
     )
+    g.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: summarise and draw what the runs in --out hold so far, with each "
+        "model's iterations and hours left (to follow a long run, such as --preset full)",
+    )
     g = p.add_argument_group("transfer")
     g.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
     g.add_argument(
@@ -76,23 +82,34 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / args.experiment
     if args.experiment == "transfer":
         return _transfer(args, out)
-    from resnetkit.reproduce.degradation import run_degradation
+    from resnetkit.reproduce.degradation import report_degradation, run_degradation
 
-    if args.data_dir is None:
-        raise ValueError("reproduce degradation needs --data-dir (the folder holding CIFAR-10)")
     out = out / args.preset
     models = tuple(_names(args.models))
     overrides = None if args.warmup_iters is None else {"warmup_iters": args.warmup_iters}
-    summary = run_degradation(
-        args.data_dir, out, args.preset, models, not args.no_progress, overrides
-    )
-    finals = {
-        name: {k: c[k] for k in ("final_train_error", "final_test_error")}
-        for name, c in summary["models"].items()
-    }
+    if args.report:
+        if not out.is_dir():
+            raise FileNotFoundError(
+                f"{out} does not exist: --report reads the runs of an earlier "
+                "`reproduce degradation` with the same --out and --preset"
+            )
+        summary = report_degradation(out, args.preset, models, overrides)
+    else:
+        if args.data_dir is None:
+            raise ValueError("reproduce degradation needs --data-dir (the folder holding CIFAR-10)")
+        summary = run_degradation(
+            args.data_dir, out, args.preset, models, not args.no_progress, overrides, True
+        )
+    keys = ("final_train_error", "final_test_error", "iterations", "complete", "hours_left")
+    models_out = {name: {k: c[k] for k in keys} for name, c in summary["models"].items()}
     print(
         json.dumps(
-            {"figure": str(out / "degradation.png"), "final": finals, "checks": summary["checks"]},
+            {
+                "figure": str(out / "degradation.png"),
+                "complete": summary["complete"],
+                "models": models_out,
+                "checks": summary["checks"],
+            },
             indent=2,
         )
     )

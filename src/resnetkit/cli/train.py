@@ -92,6 +92,7 @@ def run_train(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         device=args.device,
         progress=not args.no_progress,
+        log_epochs=True,
     )
     result = train(spec)
     if result.is_main:

@@ -9,6 +9,7 @@ ResNet solid, as in the paper's figure, and writes the numbers to ``degradation.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,24 +83,30 @@ def run_degradation(
     models: tuple[str, ...] = MODELS,
     progress: bool = True,
     recipe_overrides: dict[str, Any] | None = None,
+    log_epochs: bool = False,
 ) -> dict[str, Any]:
     """Train every model (resuming unfinished runs, skipping finished ones), plot and summarise.
 
-    Returns the summary written to ``out/degradation.json``.
+    Returns the summary written to ``out/degradation.json``. ``log_epochs`` writes one line per
+    epoch to stderr when there are no progress bars (a run in the background).
     """
     from resnetkit.train.trainer import TrainSpec, train
 
-    table = presets()
-    if preset not in table:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(table)}")
-    chosen = table[preset]
+    chosen = _preset(preset)
     recipe = chosen.recipe.override(recipe_overrides or {})
     out.mkdir(parents=True, exist_ok=True)
-    for name in models:
+    for index, name in enumerate(models, 1):
         run = out / name
         if (run / "model" / "config.json").exists():
             continue
         resume = latest_checkpoint(run / "checkpoints") is not None
+        if log_epochs:
+            print(
+                f"degradation ({chosen.name}): {name}, model {index} of {len(models)}"
+                + (", resuming" if resume else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         train(
             TrainSpec(
                 model=name,
@@ -111,9 +118,25 @@ def run_degradation(
                 train_subset=chosen.train_subset,
                 eval_subset=chosen.eval_subset,
                 progress=progress,
+                log_epochs=log_epochs,
             )
         )
+    return report_degradation(out, preset, models, recipe_overrides)
+
+
+def report_degradation(
+    out: Path,
+    preset: str = "quick",
+    models: tuple[str, ...] = MODELS,
+    recipe_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Summarise and draw what the runs in ``out`` hold, finished or not, without training:
+    how a run that spans days is followed. Writes ``degradation.json`` and ``degradation.png``.
+    """
+    chosen = _preset(preset)
+    recipe = chosen.recipe.override(recipe_overrides or {})
     summary = summarise(out, models, chosen, recipe)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "degradation.json", json.dumps(summary, indent=2) + "\n")
     from resnetkit.reproduce.figures import plot_degradation
 
@@ -121,11 +144,28 @@ def run_degradation(
     return summary
 
 
+def _preset(name: str) -> Preset:
+    table = presets()
+    if name not in table:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(table)}")
+    return table[name]
+
+
 def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe) -> dict[str, Any]:
-    """Curves and final errors of each model, plus the checks the paper's claim implies."""
+    """Curves, final errors and progress of each model, plus the checks the paper's claim
+    implies (only between models whose runs have finished)."""
+    target = recipe.max_iters or None
     curves: dict[str, Any] = {}
     for name in models:
         rows = _read_history(out / name)
+        done = rows[-1]["step"] if rows else 0
+        seconds = sum(r["epoch_seconds"] for r in rows)
+        complete = (out / name / "model" / "config.json").exists() or (
+            target is not None and done >= target
+        )
+        left = None
+        if target is not None and done:
+            left = max(target - done, 0) * seconds / done / 3600
         curves[name] = {
             "step": [r["step"] for r in rows],
             "train_error": [100.0 - r["train_top1"] for r in rows],
@@ -135,13 +175,19 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
             "final_test_error": 100.0 - rows[-1]["test_top1"]
             if rows and "test_top1" in rows[-1]
             else None,
-            "seconds": sum(r["epoch_seconds"] for r in rows),
+            "seconds": seconds,
+            "iterations": done,
+            "target_iterations": target,
+            "complete": complete,
+            # At the speed measured so far; None before the first epoch has finished.
+            "hours_left": None if complete else left,
         }
     checks: dict[str, bool] = {}
 
     def final(name: str) -> float | None:
-        value = curves.get(name, {}).get("final_train_error")
-        return float(value) if value is not None else None
+        curve = curves.get(name, {})
+        value = curve.get("final_train_error")
+        return float(value) if value is not None and curve["complete"] else None
 
     pairs = {
         "plain56_trains_worse_than_plain20": ("plain20", "plain56"),
@@ -160,6 +206,7 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
         "recipe": recipe.to_dict(),
         "train_subset": preset.train_subset,
         "eval_subset": preset.eval_subset,
+        "complete": all(curve["complete"] for curve in curves.values()),
         "models": curves,
         "checks": checks,
     }

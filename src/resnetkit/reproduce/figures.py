@@ -41,13 +41,20 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
     recipe = summary["recipe"]
     images = f"{summary['train_subset']:,}" if summary["train_subset"] else "all 50,000"
     warmup = recipe.get("warmup_iters", 0)
-    fig.suptitle(
+    title = (
         f"Degradation on CIFAR-10: {images} training images, {recipe['max_iters']:,} iterations "
         f"at batch {recipe['batch_size']}, "
         + (f"lr warm-up over {warmup} iterations" if warmup else "no lr warm-up")
-        + "; plain dashed, ResNet solid",
-        fontsize=10,
+        + "; plain dashed, ResNet solid"
     )
+    unfinished = [
+        f"{name} {curve['iterations']:,}"
+        for name, curve in summary["models"].items()
+        if not curve.get("complete", True)
+    ]
+    if unfinished:  # a long run followed while it trains
+        title += "\nIN PROGRESS, iterations so far: " + ", ".join(unfinished)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

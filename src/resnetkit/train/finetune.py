@@ -29,6 +29,7 @@ def finetune(
     scratch: bool = False,
     resume: bool = False,
     progress: bool = True,
+    log_epochs: bool = False,
     device: str = "cpu",
 ) -> FinetuneResult:
     """Fine-tune ``source`` (registered tag, model directory, or checkpoint with ``arch``) on an
@@ -44,6 +45,7 @@ def finetune(
             fine-tuning should beat).
         resume: continue an interrupted run in ``out``.
         progress: show progress bars.
+        log_epochs: without progress bars, still write one line per epoch to stderr.
         device: ``cpu`` or a CUDA device.
     """
     from resnetkit.models.resnet import ResNet
@@ -64,6 +66,7 @@ def finetune(
         image_size=size,
         device=device,
         progress=progress,
+        log_epochs=log_epochs,
         normalization=(tuple(pre["mean"]), tuple(pre["std"])),
     )
     result = train(spec)

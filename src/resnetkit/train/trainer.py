@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ class TrainSpec:
     image_size: int = 32
     device: str = "cpu"
     progress: bool = True
+    # Without progress bars, still write one line per epoch (and resume and early-stop notes)
+    # to stderr: what a run in the background (nohup, a batch job) should leave in its log.
+    log_epochs: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
     # (mean, std) to use instead of the dataset's statistics (a pretrained model's own).
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
@@ -295,8 +299,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- logging
     def _log(self, message: str) -> None:
-        if self.dist.is_main and self.spec.progress:
+        if not self.dist.is_main:
+            return
+        if self.spec.progress:
             tqdm.write(message)
+        elif self.spec.log_epochs:
+            print(message, file=sys.stderr, flush=True)
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, Any]:
