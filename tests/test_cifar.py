@@ -333,6 +333,19 @@ def test_restricted_unpickler_loads_numpy_arrays(tmp_path: Path) -> None:
     assert loaded[b"labels"] == [1, 2, 3]
 
 
+def test_restricted_unpickler_loads_protocol_5(tmp_path: Path) -> None:
+    """numpy pickles arrays with protocol 5 through ``_frombuffer``: a CIFAR batch re-saved
+    with pickle.HIGHEST_PROTOCOL must load, and other numeric functions stay refused."""
+    array = np.arange(3072 * 2, dtype=np.uint8).reshape(2, 3072)
+    path = tmp_path / "p5.pkl"
+    path.write_bytes(pickle.dumps({b"data": array}, protocol=5))
+    assert b"_frombuffer" in path.read_bytes()
+    np.testing.assert_array_equal(load_pickle(path)[b"data"], array)
+    path.write_bytes(b"\x80\x05cnumpy._core.numeric\nfromfunction\n.")
+    with pytest.raises(pickle.UnpicklingError, match="numeric.fromfunction"):
+        load_pickle(path)
+
+
 # ------------------------------------------------------------------------------------------------
 # Missing files and arguments
 # ------------------------------------------------------------------------------------------------
@@ -518,3 +531,21 @@ def test_symlink_member_is_refused_by_download(tmp_path: Path, server: tuple[Pat
     with pytest.raises(UnsafeArchiveError, match="test_batch.bin"):
         download_cifar("cifar10", root, base, md5=md5)
     assert not (root / "cifar-10-batches-bin").exists()
+
+
+def test_extraction_never_deletes_a_folder_of_the_user(tmp_path: Path) -> None:
+    """An archive whose file has the name of a folder in dest is refused before anything is
+    moved: the folder (the user's notes here) survives, and so does every other file."""
+    dest = tmp_path / "dest"
+    (dest / "cifar-10-batches-bin").mkdir(parents=True)
+    (dest / "cifar-10-batches-bin" / "notes.txt").write_text("mine")
+    archive = tmp_path / "clash.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("readme.txt", b"new"), ("cifar-10-batches-bin", b"oops")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(UnsafeArchiveError, match="file cifar-10-batches-bin would replace"):
+        extract_archive(archive, dest)
+    assert (dest / "cifar-10-batches-bin" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in dest.iterdir()) == ["cifar-10-batches-bin"]

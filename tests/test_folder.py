@@ -358,6 +358,54 @@ def test_folder_splits_by_subfolders_or_hold_out(tmp_path: Path) -> None:
         folder_splits(tmp_path, 0.1, seed=0)
 
 
+def _classes_in(root: Path, split: str, names: tuple[str, ...] = ("a", "b")) -> None:
+    for name in names:
+        (root / split / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (4, 4)).save(root / split / name / f"{i}.png")
+
+
+def test_folder_splits_know_the_usual_split_names(tmp_path: Path) -> None:
+    # train/ + valid/: validation from valid/
+    _classes_in(tmp_path / "one", "train")
+    _classes_in(tmp_path / "one", "valid")
+    train, val, classes = folder_splits(tmp_path / "one", 0.5, seed=0)
+    assert classes == ("a", "b") and len(train) == len(val) == 8
+    assert {p.parts[-3] for p, _ in val} == {"valid"}
+    # train/ + test/: test/ is never read, validation is held out of train/
+    _classes_in(tmp_path / "two", "train")
+    _classes_in(tmp_path / "two", "test")
+    train, val, classes = folder_splits(tmp_path / "two", 0.25, seed=0)
+    assert classes == ("a", "b") and len(train) == 6 and len(val) == 2
+    assert {p.parts[-3] for p, _ in train + val} == {"train"}
+    # test/ + val/ without train/: not two classes called "test" and "val"
+    _classes_in(tmp_path / "three", "test")
+    _classes_in(tmp_path / "three", "val")
+    with pytest.raises(ValueError, match=r"split folders \['test', 'val'\] but no train/"):
+        folder_splits(tmp_path / "three", 0.1, seed=0)
+
+
+def test_folder_refuses_val_split_that_would_replace_its_validation(tmp_path: Path) -> None:
+    from resnetkit.data.datasets import load_train_eval
+
+    _classes_in(tmp_path, "train")
+    _classes_in(tmp_path, "val")
+    data = load_train_eval("folder", tmp_path, image_size=4)
+    assert len(data.evals["val"].labels) == 8
+    with pytest.raises(ValueError, match="val_split holds out CIFAR images.*--val-split 0"):
+        load_train_eval("folder", tmp_path, val_split=3, image_size=4)
+
+
+def test_channel_stats_in_chunks_match_numpy() -> None:
+    from resnetkit.data.datasets import channel_stats
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)
+    mean, std = channel_stats(images, chunk=11)  # chunks that split images and pixels
+    x = images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, x.std(0), rtol=1e-9)
+
+
 def test_load_folder_arrays(root: Path) -> None:
     images, labels, classes, failures = load_folder_arrays(root, 16, max_pixels=MAX_PIXELS)
     samples, _ = scan_image_folder(root)

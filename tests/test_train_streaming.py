@@ -101,3 +101,25 @@ def test_streaming_refuses_what_it_cannot_do(photos: Path, tmp_path: Path) -> No
     )
     with pytest.raises(ValueError, match="for image folders.*use crop_flip"):
         train(cifar)
+
+
+def test_resume_counts_a_batch_of_only_bad_images(photos: Path, tmp_path: Path) -> None:
+    """At batch size 1 the broken file is a batch with no good image: it must still count as a
+    position, or a resumed epoch would start one batch early and train one twice."""
+    from resnetkit.data.streaming import folder_loader
+
+    loader = folder_loader(photos / "train", None, None, 1, train=True, seed=0)
+    loader.set_epoch(0)
+    position = list(loader.iterate(keep_empty=True)).index(None)
+    assert position < 26  # the crash below comes after the empty batch
+    assert len(list(loader.iterate())) == 31  # without keep_empty it is left out
+
+    one = RECIPE.override({"batch_size": 1, "epochs": 1})
+    train(spec(photos, tmp_path / "a", one))
+    with pytest.raises(Crash):
+        train(spec(photos, tmp_path / "b", one, on_step=crash_at(27)))
+    train(spec(photos, tmp_path / "b", one, resume=True))
+    a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

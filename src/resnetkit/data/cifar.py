@@ -188,6 +188,9 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        # numpy's protocol-5 pickles (pickle.HIGHEST_PROTOCOL) rebuild arrays from a buffer.
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
@@ -195,15 +198,16 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-def _numpy_multiarray_attr(name: str) -> Any:
-    """Resolve ``name`` in numpy's multiarray module under numpy 1.x or 2.x without warnings."""
-    for module_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+def _numpy_core_attr(submodule: str, name: str) -> Any:
+    """Resolve ``name`` in ``numpy._core.<submodule>`` (numpy 2) or ``numpy.core.<submodule>``
+    (numpy 1) without deprecation warnings."""
+    for package in ("numpy._core", "numpy.core"):
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"{package}.{submodule}")
         except ImportError:
             continue
         return getattr(module, name)
-    raise pickle.UnpicklingError(f"cannot find numpy multiarray.{name}")  # pragma: no cover
+    raise pickle.UnpicklingError(f"cannot find numpy {submodule}.{name}")  # pragma: no cover
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -231,7 +235,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 "only reference what numpy arrays need"
             )
         if module.startswith(("numpy.core.", "numpy._core.")):
-            return _numpy_multiarray_attr(name)
+            return _numpy_core_attr(module.rsplit(".", 1)[1], name)
         return super().find_class(module, name)
 
 
@@ -538,14 +542,28 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         )
 
 
+def _clash(source: Path, target: Path) -> tuple[Path, Path] | None:
+    """The first place where moving ``source`` onto ``target`` would put a file over a folder
+    or a folder over a file, if any."""
+    if not target.exists():
+        return None
+    if source.is_dir() != target.is_dir():
+        return source, target
+    if source.is_dir():
+        for child in source.iterdir():
+            found = _clash(child, target / child.name)
+            if found:
+                return found
+    return None
+
+
 def _merge_into(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, merging folder contents into an existing folder."""
+    """Move ``source`` to ``target``, merging folder contents into an existing folder (a file
+    replaces a file; :func:`_clash` has ruled out the rest)."""
     if source.is_dir() and target.is_dir():
         for child in source.iterdir():
             _merge_into(child, target / child.name)
     else:
-        if target.is_dir():
-            shutil.rmtree(target)
         os.replace(source, target)
 
 
@@ -554,7 +572,9 @@ def extract_archive(archive: str | Path, dest: str | Path) -> None:
 
     Every member is checked before anything is written: absolute paths, ``..`` components,
     links and device files are refused. Extraction goes to a temporary folder inside ``dest``
-    and is then moved into place, so a failure never leaves a half-extracted dataset folder.
+    and is then moved into place, so a failure never leaves a half-extracted dataset folder;
+    files replace files of the same name, but an archive whose file would replace a folder in
+    ``dest`` (or whose folder would replace a file) is refused before anything is moved.
     Where available, tarfile's ``"data"`` filter is applied as a second line of defence.
 
     Args:
@@ -577,6 +597,15 @@ def extract_archive(archive: str | Path, dest: str | Path) -> None:
                 tar.extractall(staging, members=members, filter="data")
             else:  # pragma: no cover - Python without extraction filters
                 tar.extractall(staging, members=members)  # members were checked above
+            for child in staging.iterdir():
+                clash = _clash(child, dest / child.name)
+                if clash:  # what is in dest is the user's: nothing of it is deleted
+                    new, old = clash
+                    kinds = ("folder", "file") if new.is_dir() else ("file", "folder")
+                    raise UnsafeArchiveError(
+                        f"{archive}: its {kinds[0]} {new.relative_to(staging)} would replace the "
+                        f"{kinds[1]} {old}; move that {kinds[1]} away and extract again"
+                    )
             for child in staging.iterdir():
                 _merge_into(child, dest / child.name)
         finally:

@@ -53,10 +53,31 @@ def hold_out(data: ArrayDataset, count: int, seed: int = 0) -> tuple[ArrayDatase
     )
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 (N, H, W, 3) images, in [0, 1] units."""
-    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return tuple(x.mean(0).tolist()), tuple(x.std(0).tolist())
+FOLDER_VAL_SPLIT = (
+    "val_split holds out CIFAR images; a folder is split by its train/ and val/ sub-folders, "
+    "or 10% of it is held out: set val_split to 0 (--val-split 0)"
+)
+
+
+def channel_stats(
+    images: np.ndarray, chunk: int = 1 << 22
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 (N, H, W, C) images, in [0, 1] units.
+
+    Sums run over ``chunk`` pixels at a time, so memory stays a few tens of MB whatever the
+    dataset's size (a float64 copy of all of it is 32 times the images).
+    """
+    pixels = images.reshape(-1, images.shape[-1])
+    total = np.zeros(pixels.shape[1], dtype=np.float64)
+    squares = np.zeros(pixels.shape[1], dtype=np.float64)
+    for start in range(0, len(pixels), chunk):
+        part = pixels[start : start + chunk].astype(np.float64)
+        total += part.sum(0)
+        squares += np.square(part).sum(0)
+    count = max(len(pixels), 1)
+    mean = total / count
+    var = np.maximum(squares / count - mean**2, 0.0)
+    return tuple((mean / 255.0).tolist()), tuple((np.sqrt(var) / 255.0).tolist())
 
 
 def load_train_eval(
@@ -76,10 +97,10 @@ def load_train_eval(
     Args:
         dataset: ``cifar10``, ``cifar100`` or ``folder`` (one sub-folder per class).
         data_dir: where the data lies.
-        val_split: hold this many training images out as "val" (CIFAR).
+        val_split: hold this many training images out as "val" (CIFAR; a folder refuses it).
         image_size: side of the square images of a folder dataset.
         val_fraction: fraction of a folder held out as "val" (stratified), unless the folder has
-            ``train/`` and ``val/`` sub-folders.
+            ``train/`` and ``val/`` sub-folders (see :func:`~resnetkit.data.folder.folder_splits`).
         download: fetch CIFAR if missing.
         train_subset: keep only this many training images (a fixed random draw).
         eval_subset: keep only this many images of each evaluation split.
@@ -99,6 +120,8 @@ def load_train_eval(
         mean, std = CIFAR_MEAN[dataset], CIFAR_STD[dataset]
         size = 32
     else:
+        if val_split:  # it would silently replace the folder's own validation set
+            raise ValueError(FOLDER_VAL_SPLIT)
         fit, held, classes = folder_splits(data_dir, val_fraction, seed)
         train = _folder(image_size, fit, classes)
         evals["val"] = _folder(image_size, held, classes)

@@ -158,8 +158,14 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.iterate()
 
-    def iterate(self, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (inputs, labels) batches, skipping the first ``start_batch`` (resume)."""
+    def iterate(
+        self, start_batch: int = 0, keep_empty: bool = False
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (inputs, labels) batches, skipping the first ``start_batch`` (resume).
+
+        ``keep_empty`` is accepted for the same interface as the folder loader's; tensors are
+        never undecodable, so no batch is ever empty.
+        """
         indices = self._indices()
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + 1)
         for i in range(len(self)):

@@ -331,36 +331,57 @@ def split_samples(
     return train, val
 
 
+VALIDATION_FOLDERS = ("val", "valid", "validation")
+SPLIT_FOLDERS = ("train", *VALIDATION_FOLDERS, "test")
+
+
 def folder_splits(
     root: str | Path, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     """The training and validation samples of an image folder.
 
-    A folder with ``train/`` and ``val/`` sub-folders is split by them (both must have the
-    same class folders); any other folder holds out ``val_fraction`` of each class with
-    :func:`split_samples`.
+    A folder with a ``train/`` sub-folder trains on it and validates on its sibling ``val/``
+    (or ``valid/``, ``validation/``), which must have the same class folders; without one,
+    ``val_fraction`` of each training class is held out with :func:`split_samples`. A ``test/``
+    sibling is never read (keep it for ``resnetkit evaluate``). Any other folder is one set of
+    class folders, split the same way.
 
     Args:
         root: The dataset folder.
-        val_fraction: Fraction held out when there are no ``train/`` and ``val/`` sub-folders.
+        val_fraction: Fraction held out when there is no validation folder.
         seed: Seed of that hold-out.
 
     Returns:
         ``(train, val, classes)``.
 
     Raises:
-        ValueError: If ``val/`` and ``train/`` have different class folders.
+        ValueError: If the validation folder and ``train/`` have different class folders, or
+            if ``root`` has split folders (``test/``, ``val/``...) but no ``train/``.
     """
     root = Path(root)
-    if (root / "train").is_dir() and (root / "val").is_dir():
+    if (root / "train").is_dir():
         train, classes = scan_image_folder(root / "train")
-        val, val_classes = scan_image_folder(root / "val")
-        if val_classes != classes:
-            raise ValueError(
-                f"{root / 'val'}: class folders {list(val_classes)} differ from "
-                f"{root / 'train'}: {list(classes)}; give both the same class folders"
-            )
+        for name in VALIDATION_FOLDERS:
+            if (root / name).is_dir():
+                val, val_classes = scan_image_folder(root / name)
+                if val_classes != classes:
+                    raise ValueError(
+                        f"{root / name}: class folders {list(val_classes)} differ from "
+                        f"{root / 'train'}: {list(classes)}; give both the same class folders"
+                    )
+                return train, val, classes
+        train, val = split_samples(train, val_fraction, seed)
         return train, val, classes
+    splits = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
+    )
+    if splits and all(any(child.is_dir() for child in (root / name).iterdir()) for name in splits):
+        # test/cat/..., val/cat/...: these are splits, and reading them as classes would train
+        # a "test against val" classifier without a word.
+        raise ValueError(
+            f"{root} holds split folders {splits} but no train/: put the training images in "
+            f"{root / 'train'}/<class>/ (with an optional val/), or point at one split folder"
+        )
     samples, classes = scan_image_folder(root)
     train, val = split_samples(samples, val_fraction, seed)
     return train, val, classes

@@ -60,10 +60,11 @@ class FolderLoader(DataLoader[Any]):
 
     Iterating yields ``(images, labels)`` as collated by
     :func:`~resnetkit.data.folder.collate_skip_bad`; a batch whose images were all bad is not
-    yielded at all. After (or during) a pass, :attr:`skipped` is the number of undecodable
-    images met in that pass; it is reset when a new pass starts. It is counted in the main
-    process from what the collate function reports, so it is right with worker processes
-    too (``dataset.failures``, which names the files, is only filled when ``num_workers=0``).
+    yielded at all (see :meth:`iterate`). After (or during) a pass, :attr:`skipped` is the
+    number of undecodable images met in that pass; it is reset when a new pass starts. It is
+    counted in the main process from what the collate function reports, so it is right with
+    worker processes too (``dataset.failures``, which names the files, is only filled when
+    ``num_workers=0``).
 
     Shuffling is seeded by ``(seed, epoch)``: the same epoch always visits images in the same
     order, and :meth:`iterate` can resume from a batch without decoding the skipped ones.
@@ -137,10 +138,12 @@ class FolderLoader(DataLoader[Any]):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         return self.iterate()
 
-    def iterate(self, start_batch: int = 0) -> Iterator[Any]:
+    def iterate(self, start_batch: int = 0, keep_empty: bool = False) -> Iterator[Any]:
         """Yield the good ``(images, labels)`` batches of the epoch, from batch ``start_batch``.
 
-        Batches before ``start_batch`` are skipped without being decoded.
+        Batches before ``start_batch`` are skipped without being decoded. A batch whose every
+        image is bad is left out, or with ``keep_empty`` yielded as ``None``, so that a caller
+        that counts batches to resume (the trainer) counts the same positions as ``start_batch``.
         """
         # The generator shuffles (single process) and seeds the workers; the rank is mixed in
         # so that ranks do not draw identical augmentations for their different images.
@@ -152,7 +155,7 @@ class FolderLoader(DataLoader[Any]):
         self.skipped = 0
         for batch, skipped in super().__iter__():
             self.skipped += skipped
-            if batch is not None:
+            if batch is not None or keep_empty:
                 yield batch
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from resnetkit.data.cifar import ArrayDataset
-from resnetkit.data.datasets import load_train_eval
+from resnetkit.data.datasets import FOLDER_VAL_SPLIT, load_train_eval
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.transforms import batch_random_erasing, batch_trivial_augment
 from resnetkit.train.recipe import Recipe
@@ -208,10 +208,7 @@ def _streaming(
             "'imagenet'); use class_balance 'loss' (inverse-frequency weights in the loss)"
         )
     if recipe.val_split:
-        raise ValueError(
-            "val_split holds out CIFAR images; a folder is split by its train/ and val/ "
-            "sub-folders, or 10% of it is held out"
-        )
+        raise ValueError(FOLDER_VAL_SPLIT)
     train_samples, val_samples, classes = folder_splits(root, 0.1, recipe.seed)
     mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
     norm = Normalization(tuple(mean), tuple(std))

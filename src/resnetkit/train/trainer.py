@@ -92,6 +92,7 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec) -> None:
         self.spec = spec
+        self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self.recipe = recipe = spec.recipe
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
@@ -322,18 +323,39 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def _batches(self) -> Iterator[list[tuple[Tensor, Tensor]]]:
-        """Groups of ``accum_steps`` micro-batches for the current epoch, from where we are."""
+        """Groups of ``accum_steps`` micro-batches for the current epoch, from where we are.
+
+        A micro-batch whose every image failed to decode still takes its place (so resuming
+        counts the same positions as the loader): alone it is left out of its group; under DDP,
+        where every process must take part in every step, this process's last good micro-batch
+        stands in for it. A group left with no data is empty and its step is skipped.
+        """
         self.train_loader.set_epoch(self.epoch)
         accum = self.recipe.accum_steps
         group: list[tuple[Tensor, Tensor]] = []
-        for x, y in self.train_loader.iterate(self.batch_in_epoch * accum):
-            group.append((x, y))
-            if len(group) == accum:
+        positions = 0
+        for batch in self.train_loader.iterate(self.batch_in_epoch * accum, keep_empty=True):
+            positions += 1
+            if batch is not None:
+                self._last_good_batch = batch
+                group.append(batch)
+            elif self.dist.enabled:
+                if self._last_good_batch is None:
+                    raise RuntimeError(
+                        f"rank {self.dist.rank}: every image of a training batch failed to "
+                        "decode before any good batch this epoch; fix or remove the files "
+                        "reported above"
+                    )
+                group.append(self._last_good_batch)
+            if positions == accum:
                 yield group
-                group = []
+                group, positions = [], 0
 
     def _train_step(self, group: list[tuple[Tensor, Tensor]]) -> tuple[float, int, int]:
         recipe = self.recipe
+        if not group:  # every image of the step was undecodable (single process only)
+            self.scheduler.step()
+            return 0.0, 0, 0
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(group):
@@ -435,8 +457,8 @@ class Trainer:
                     self.batch_in_epoch += 1
                     bar.update(1)
                     bar.set_postfix(
-                        loss=f"{loss_sum / seen:.3f}",
-                        acc=f"{100 * correct / seen:.1f}",
+                        loss=f"{loss_sum / max(seen, 1):.3f}",
+                        acc=f"{100 * correct / max(seen, 1):.1f}",
                         img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
                         lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
                     )
