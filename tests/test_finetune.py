@@ -43,7 +43,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 RECIPE = load_recipe("finetune").override(
-    {"epochs": 3, "batch_size": 8, "num_threads": 1, "checkpoint_every_s": 1e9}
+    {"epochs": 3, "batch_size": 8, "num_threads": 1, "checkpoint_every_s": 1e9, "warmup_iters": 2}
 )
 
 
@@ -112,6 +112,8 @@ def test_finetune_beats_or_matches_scratch_on_cli(
         "--num-threads",
         "1",
         "--no-progress",
+        "--warmup-iters",
+        "2",
     ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     shown = json.loads(capsys.readouterr().out)
@@ -132,3 +134,26 @@ def test_sampler_balancing_draws_rare_class_more_often(
     labels = torch.cat([y for _, y in trainer.train_loader])
     share = float((labels == 1).float().mean())
     assert 0.3 < share < 0.7  # 'sky' is 25% of the data but about half of the draws
+
+
+def test_finetune_keeps_a_per_pixel_mean(folder: Path, tmp_path: Path) -> None:
+    """A model trained with the paper's per-pixel mean subtraction is fine-tuned on inputs
+    normalised the same way (not x/255 with the mean dropped)."""
+    torch.manual_seed(0)
+    pixel_mean = torch.rand(3, 32, 32).mul(0.2).add(0.4)
+    pre = {"input_size": 32, "mean": [0.0] * 3, "std": [1.0] * 3}
+    pre["pixel_mean"] = pixel_mean.flatten().tolist()
+    classes = [f"c{i}" for i in range(10)]
+    source = save_model_dir(
+        create_model("resnet20"),
+        tmp_path / "src",
+        arch="resnet20",
+        classes=classes,
+        preprocessing=pre,
+    )
+    result = finetune(source, folder, tmp_path / "ft", recipe=RECIPE, progress=False)
+    cfg = load_model_dir(result.train.model_dir).pretrained_cfg
+    assert torch.tensor(cfg["pixel_mean"]).view(3, 32, 32).allclose(pixel_mean)
+    streamed = RECIPE.override({"augment": "imagenet"})
+    with pytest.raises(ValueError, match="per-pixel mean.*--augment crop_flip"):
+        finetune(source, folder, tmp_path / "ft2", recipe=streamed, progress=False)

@@ -24,6 +24,7 @@ def test_degradation_runs_plots_and_resumes(tmp_path: Path, capsys) -> None:  # 
         "batch_size": 40,
         "milestones": "2,3",
         "num_threads": 1,
+        "warmup_iters": 1,
     }
     models = ("plain20", "resnet20")
     summary = run_degradation(data, tmp_path / "out", "quick", models, False, overrides, True)

@@ -111,8 +111,12 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    rows = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+    rows = [json.loads(r) for r in (tmp_path / "crashed" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # Epoch 2 resumed from its middle (step 6): its sums so far came from the checkpoint.
+    straight = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").open()]
+    for key in ("train_loss", "train_top1", "test_top1"):
+        assert [r[key] for r in rows] == [r[key] for r in straight], key
 
 
 def test_kill_9_then_resume_matches_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
@@ -140,6 +144,10 @@ def test_kill_9_then_resume_matches_uninterrupted(cifar_dir: Path, tmp_path: Pat
         "1",
         "--eval-every",
         "10",
+        "--warmup-iters",
+        "2",
+        "--ema-decay",
+        "0.9",
     ]
     straight = subprocess.run([*args, "--out", str(tmp_path / "a")], capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
@@ -184,7 +192,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path
 
 
 def test_refuses_to_overwrite_a_run_without_resume(cifar_dir: Path, tmp_path: Path) -> None:
-    recipe = TINY.override({"epochs": 1})
+    recipe = TINY.override({"epochs": 1, "ema_decay": 0.5})
     train(spec(cifar_dir, tmp_path / "run", recipe))
     with pytest.raises(FileExistsError, match="--resume"):
         train(spec(cifar_dir, tmp_path / "run", recipe))
@@ -211,6 +219,50 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         r.override({"epochs": "ten"})
     with pytest.raises(ValueError, match="schedule"):
         r.override({"schedule": "linear"})
+
+
+def test_yaml_values_are_type_checked(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("milestones: 300\nbatch_size: 32.0\nmax_iters: 6.4e+4\nlr: 1\n")
+    r = load_recipe(path)  # one milestone, integral floats: what YAML readers write
+    assert r.milestones == (300,) and r.batch_size == 32 and r.max_iters == 64000
+    assert r.lr == 1.0 and isinstance(r.lr, float)
+    for bad, field in (("batch_size: 32.5", "batch_size"), ("nesterov: 1", "nesterov")):
+        path.write_text(bad + "\n")
+        with pytest.raises(ValueError, match=f"r.yaml: recipe field '{field}'"):
+            load_recipe(path)
+    with pytest.raises(ValueError, match="eval_every is 0"):
+        Recipe(eval_every=0)
+    with pytest.raises(FileNotFoundError, match="recipe file not found: .*nope.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_refuses_a_warmup_or_ema_longer_than_the_run(cifar_dir: Path, tmp_path: Path) -> None:
+    # 250 images at batch 50: 5 iterations per epoch, 10 in all
+    with pytest.raises(ValueError, match="warmup_iters 10 is not shorter.*--warmup-iters 1"):
+        Trainer(spec(cifar_dir, tmp_path / "a", TINY.override({"warmup_iters": 10})))
+    expected = r"ema_decay 0.999 .* about 1000 .* 99% the initial.*--ema-decay 0.7408"
+    with pytest.raises(ValueError, match=expected):
+        Trainer(spec(cifar_dir, tmp_path / "b", TINY.override({"ema_decay": 0.999})))
+
+
+def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    from resnetkit.cli.main import main
+
+    recipe = TINY.override({"epochs": 2, "checkpoint_every_iters": 3})
+    with pytest.raises(Crash):
+        train(spec(cifar_dir, tmp_path / "run", recipe, on_step=crash_at(4)))
+    other = recipe.override({"lr": 0.2, "schedule": "onecycle", "num_threads": 2})
+    with pytest.raises(ValueError, match=r"another recipe.*lr: 0.05 -> 0.2; schedule: 'cosine'"):
+        train(spec(cifar_dir, tmp_path / "run", other, resume=True))
+    # Threads and checkpoint cadence may change on resume; `train --resume` without --recipe
+    # takes the run's recipe.yaml (not the fast-cifar default).
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
+    argv += ["--out", str(tmp_path / "run"), "--resume", "--no-progress", "--num-threads", "1"]
+    assert main(argv) == 0
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").lr == 0.05
 
 
 def test_paper_schedule_and_warmup() -> None:
@@ -262,6 +314,10 @@ def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -
         "--num-threads",
         "1",
         "--no-progress",
+        "--warmup-iters",
+        "2",
+        "--ema-decay",
+        "0.5",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -206,6 +206,12 @@ def test_soft_cross_entropy_matches_cross_entropy() -> None:
     torch.testing.assert_close(
         soft_cross_entropy(logits, smoothed), F.cross_entropy(logits, y, label_smoothing=0.1)
     )
+    # Class weights (class_balance: loss) stay in effect under mixup/cutmix.
+    weight = torch.tensor([3.0, 1.0, 1.0, 0.5, 2.0])
+    mixed = torch.softmax(torch.randn(6, 5), dim=1)
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, mixed, weight), F.cross_entropy(logits, mixed, weight=weight)
+    )
 
 
 # --- streaming folder loader ------------------------------------------------------------------

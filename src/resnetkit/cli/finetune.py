@@ -22,7 +22,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     add_model_args(p)
     p.add_argument("--data", required=True, type=Path, help="image folder (DIR/<class>/<image>)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--recipe", default="finetune")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="built-in name or YAML file (default finetune; with --resume, the run's own)",
+    )
     p.add_argument(
         "--scratch",
         action="store_true",
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         arch=args.arch,
-        recipe=recipe_from_args(args),
+        recipe=recipe_from_args(args, default="finetune"),
         scratch=args.scratch,
         resume=args.resume,
         progress=not args.no_progress,

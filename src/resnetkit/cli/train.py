@@ -27,8 +27,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--data-dir", default=Path("."), type=Path)
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--recipe", default="fast-cifar", help="built-in name or YAML file")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="built-in name or YAML file (default fast-cifar; with --resume, the run's own "
+        "OUT/recipe.yaml)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out, with its own recipe"
+    )
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument("--train-subset", type=int, default=0, help="use only N training images")
     p.add_argument("--image-size", type=int, default=32, help="side of folder images")
@@ -56,14 +63,20 @@ def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
         )
 
 
-def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    """The ``--recipe`` with every ``--field`` override applied."""
+def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> Recipe:
+    """The ``--recipe`` with every ``--field`` override applied. Without ``--recipe``, a
+    ``--resume`` continues with the run's own ``OUT/recipe.yaml``, anything else uses
+    ``default``."""
     overrides = {
         k[len("recipe_") :]: v
         for k, v in vars(args).items()
         if k.startswith("recipe_") and v is not None
     }
-    return load_recipe(args.recipe).override(overrides)
+    name = args.recipe
+    if name is None:
+        saved = Path(args.out) / "recipe.yaml"
+        name = saved if getattr(args, "resume", False) and saved.is_file() else default
+    return load_recipe(name).override(overrides)
 
 
 def run_recipes(args: argparse.Namespace) -> int:

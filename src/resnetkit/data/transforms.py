@@ -469,7 +469,14 @@ class MixCut:
         return self.apply(x, y, params)
 
 
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy against probability targets (B, K), computed in float32."""
+def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy against probability targets (B, K), computed in float32.
+
+    ``weight`` (K,) scales each class's term, as ``F.cross_entropy(weight=...)`` does with
+    probability targets (inverse-frequency class weights stay in effect under mixup/cutmix).
+    """
     log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32)
-    return -(targets * log_probs).sum(dim=-1).mean()
+    terms = targets * log_probs
+    if weight is not None:
+        terms = terms * weight.to(terms.dtype)
+    return -terms.sum(dim=-1).mean()

@@ -80,7 +80,7 @@ def build_train_data(
     download: bool = False,
     train_subset: int = 0,
     eval_subset: int = 0,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> TrainData:
     """The in-memory or streaming data of a run (see the module docstring)."""
     if recipe.augment == "imagenet":
@@ -119,7 +119,7 @@ def _in_memory(
     download: bool,
     train_subset: int,
     eval_subset: int,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
 ) -> TrainData:
     data = load_train_eval(
         dataset,
@@ -132,11 +132,22 @@ def _in_memory(
         seed=recipe.seed,
     )
     train_images = to_nchw_tensor(data.train.images)
-    if recipe.normalize == "pixel_mean":
+    # A pretrained model's own normalization (fine-tuning) wins over the recipe's.
+    if isinstance(normalization, Normalization):
+        norm = normalization
+        size = train_images.shape[-2:]
+        if norm.pixel_mean is not None and norm.pixel_mean.shape[-2:] != size:
+            raise ValueError(
+                f"the model subtracts a per-pixel mean of {tuple(norm.pixel_mean.shape[-2:])} "
+                f"pixels, the images are {tuple(size)}: use --image-size "
+                f"{norm.pixel_mean.shape[-1]}"
+            )
+    elif normalization is not None:
+        norm = Normalization(tuple(normalization[0]), tuple(normalization[1]))
+    elif recipe.normalize == "pixel_mean":
         norm = Normalization(pixel_mean=train_images.float().mean(0) / 255.0)
     else:
-        mean, std = normalization or (data.mean, data.std)
-        norm = Normalization(tuple(mean), tuple(std))
+        norm = Normalization(tuple(data.mean), tuple(data.std))
     labels = torch.from_numpy(data.train.labels)
     classes = list(data.train.classes)
     erasing = recipe.random_erasing
@@ -191,7 +202,7 @@ def _streaming(
     image_size: int,
     rank: int,
     world_size: int,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
 ) -> TrainData:
     from resnetkit.data.folder import folder_splits
     from resnetkit.data.streaming import folder_loader
@@ -210,6 +221,14 @@ def _streaming(
     if recipe.val_split:
         raise ValueError(FOLDER_VAL_SPLIT)
     train_samples, val_samples, classes = folder_splits(root, 0.1, recipe.seed)
+    if isinstance(normalization, Normalization):
+        if normalization.pixel_mean is not None:
+            raise ValueError(
+                "the model subtracts a per-pixel mean (it was trained with normalize "
+                "pixel_mean), which streamed random-resized crops cannot follow: use "
+                "--augment crop_flip"
+            )
+        normalization = (normalization.mean, normalization.std)
     mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
     norm = Normalization(tuple(mean), tuple(std))
     crop_pct = 0.875 if image_size >= 128 else 1.0

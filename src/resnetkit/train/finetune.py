@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from resnetkit.data.fast import Normalization
 from resnetkit.models.loading import load_model, preprocessing_of
 from resnetkit.train.checkpoint import atomic_write_text
 from resnetkit.train.recipe import Recipe, load_recipe
@@ -67,11 +70,21 @@ def finetune(
         device=device,
         progress=progress,
         log_epochs=log_epochs,
-        normalization=(tuple(pre["mean"]), tuple(pre["std"])),
+        normalization=_normalization(pre),
     )
     result = train(spec)
     report = write_report(result, out, source=str(source), scratch=scratch)
     return FinetuneResult(result, report)
+
+
+def _normalization(pre: dict[str, Any]) -> Normalization:
+    """The pretrained model's input normalization, a per-pixel mean included (the 2015 paper's
+    CIFAR models subtract one: dropping it would feed the pretrained layers shifted inputs)."""
+    pixel_mean = None
+    if pre.get("pixel_mean") is not None:
+        size = int(pre["input_size"])
+        pixel_mean = torch.tensor(pre["pixel_mean"], dtype=torch.float32).view(3, size, size)
+    return Normalization(tuple(pre["mean"]), tuple(pre["std"]), pixel_mean)
 
 
 def write_report(result: TrainResult, out: Path, *, source: str, scratch: bool) -> dict[str, Any]:

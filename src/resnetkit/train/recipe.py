@@ -74,6 +74,8 @@ class Recipe:
                 )
         if self.batch_size <= 0 or self.epochs <= 0 or self.accum_steps <= 0:
             raise ValueError("batch_size, epochs and accum_steps must be positive")
+        if self.eval_every <= 0:
+            raise ValueError(f"eval_every is {self.eval_every}: evaluate every N >= 1 epochs")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,9 +94,31 @@ class Recipe:
         return replace(self, **parsed)
 
 
+#: Fields a resumed run may change: they decide speed and logging, not the weights.
+RESUMABLE_CHANGES = frozenset(
+    {"num_threads", "num_workers", "checkpoint_every_s", "checkpoint_every_iters", "eval_every"}
+)
+
+
+def recipe_differences(saved: dict[str, Any], current: Recipe) -> list[str]:
+    """``field: saved -> current`` for each field (outside :data:`RESUMABLE_CHANGES`) where a
+    run's saved recipe and ``current`` differ; fields the saved recipe lacks are skipped."""
+    now = current.to_dict()
+    return [
+        f"{key}: {saved[key]!r} -> {now[key]!r}"
+        for key in now
+        if key in saved and key not in RESUMABLE_CHANGES and key != "name"
+        if _comparable(saved[key]) != _comparable(now[key])
+    ]
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def _parse(value: Any, current: Any, key: str) -> Any:
-    if not isinstance(value, str):
-        return tuple(value) if isinstance(current, tuple) else value
+    if not isinstance(value, str):  # from YAML: check the type instead of parsing
+        return _check_type(value, current, key)
     try:
         if isinstance(current, bool):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -113,6 +137,41 @@ def _parse(value: Any, current: Any, key: str) -> Any:
     return value
 
 
+def _check_type(value: Any, current: Any, key: str) -> Any:
+    def wrong() -> ValueError:
+        return ValueError(
+            f"recipe field {key!r}: {value!r} is not {type(current).__name__} "
+            f"(like its default, {current!r})"
+        )
+
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool):
+            raise wrong()
+        if isinstance(value, float) and value.is_integer():  # 64e3 read by YAML as a float
+            return int(value)
+        if not isinstance(value, int):
+            raise wrong()
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong()
+        return float(value)
+    if isinstance(current, tuple):
+        items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(items, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in items
+        ):
+            raise wrong()
+        return tuple(items)
+    if isinstance(current, str) and not isinstance(value, str):
+        raise wrong()
+    return value
+
+
 def builtin_recipes() -> list[str]:
     """Names of the recipes shipped with resnetkit."""
     folder = resources.files("resnetkit.recipes")
@@ -122,7 +181,11 @@ def builtin_recipes() -> list[str]:
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """A built-in recipe by name (``paper-cifar``) or a YAML file path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"recipe file not found: {path} (built-in recipes: {', '.join(builtin_recipes())})"
+            )
         text = path.read_text()
         origin = str(path)
     else:

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from resnetkit.data.fast import Normalization
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.model_dir import save_model_dir
@@ -34,7 +36,7 @@ from resnetkit.train.checkpoint import (
 )
 from resnetkit.train.data_setup import build_train_data
 from resnetkit.train.provenance import provenance
-from resnetkit.train.recipe import Recipe
+from resnetkit.train.recipe import Recipe, recipe_differences
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
 
@@ -63,8 +65,9 @@ class TrainSpec:
     # to stderr: what a run in the background (nohup, a batch job) should leave in its log.
     log_epochs: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
-    # (mean, std) to use instead of the dataset's statistics (a pretrained model's own).
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # (mean, std), or a Normalization (which may subtract a per-pixel mean), to use instead of
+    # the dataset's statistics: a pretrained model's own.
+    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None
     # Called after every optimizer step with the step number (tests use it to simulate a crash).
     on_step: Callable[[int], None] | None = None
 
@@ -155,6 +158,7 @@ class Trainer:
             )
         self.total_iters = recipe.max_iters or recipe.epochs * self.iters_per_epoch
         self.epochs = math.ceil(self.total_iters / self.iters_per_epoch)
+        _check_run_length(recipe, self.total_iters)
 
         self.model = self._build_model()
         self.ema: AveragedModel | None = None
@@ -189,6 +193,7 @@ class Trainer:
         self.evals_since_best = 0
         self.best_weights: dict[str, Tensor] | None = None
         self.stopped_early = False
+        self.epoch_partial: list[Any] = [0.0, 0, 0, 0.0]
         self.runlog = RunLog(self.out, self.dist.is_main)
 
     # ----------------------------------------------------------------- set-up helpers
@@ -259,6 +264,9 @@ class Trainer:
             "best_top1": self.best_top1,
             "evals_since_best": self.evals_since_best,
             "stopped_early": self.stopped_early,
+            "recipe": json.dumps(self.recipe.to_dict()),
+            # loss sum, correct, seen and seconds of the epoch so far (a mid-epoch checkpoint)
+            "epoch_partial": json.dumps(self.epoch_partial),
         }
 
     def save(self) -> None:
@@ -277,6 +285,7 @@ class Trainer:
         if folder is None:
             return False
         tensors, state = load_checkpoint_folder(folder)
+        self._check_same_recipe(state)
         self.model.load_state_dict(tensors["model"])
         if self.ema is not None and "ema" in tensors:
             self.ema.module.load_state_dict(tensors["ema"])
@@ -295,8 +304,29 @@ class Trainer:
         self.evals_since_best = int(state.get("evals_since_best", 0))
         self.stopped_early = bool(state.get("stopped_early", False))
         self.best_weights = tensors.get("best")
+        if self.batch_in_epoch and "epoch_partial" in state:
+            self.epoch_partial = json.loads(state["epoch_partial"])
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
+
+    def _check_same_recipe(self, state: dict[str, Any]) -> None:
+        """Refuse to continue a run with another recipe (a different lr, schedule or batch
+        would silently make it a different run); speed and logging fields may change."""
+        if "recipe" in state:
+            saved = json.loads(state["recipe"])
+        else:  # checkpoints written before the recipe was stored in them
+            path = self.out / "recipe.yaml"
+            saved = yaml.safe_load(path.read_text()) if path.is_file() else None
+        if not isinstance(saved, dict):
+            return
+        changed = recipe_differences(saved, self.recipe)
+        if changed:
+            raise ValueError(
+                f"{self.out} was trained with another recipe; resuming would change "
+                + "; ".join(changed)
+                + f". Resume with the run's own recipe (--recipe {self.out / 'recipe.yaml'}, "
+                "the default of `train --resume`), or start a new run in another --out"
+            )
 
     # ----------------------------------------------------------------- logging
     def _log(self, message: str) -> None:
@@ -375,7 +405,7 @@ class Trainer:
                 with _autocast(recipe.precision, self.device):
                     logits = self.net(x)
                     if targets is not None:
-                        loss = soft_cross_entropy(logits, targets)
+                        loss = soft_cross_entropy(logits, targets, self.loss_weights)
                     else:
                         loss = nn.functional.cross_entropy(
                             logits.float(),
@@ -383,10 +413,12 @@ class Trainer:
                             weight=self.loss_weights,
                             label_smoothing=recipe.label_smoothing,
                         )
-                if not torch.isfinite(loss):
+                if self._diverged(loss):
                     value = float(loss.detach())
+                    where = f" ({value} on this process)" if self.dist.enabled else ""
                     raise TrainingDiverged(
-                        f"loss is {value} at step {self.step} (epoch {self.epoch + 1}); "
+                        f"loss is {'not finite' if where else value}{where} at step "
+                        f"{self.step} (epoch {self.epoch + 1}); "
                         f"stopped. The last good checkpoint is kept in {self.ckpt_root}. "
                         "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
                     )
@@ -403,6 +435,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return loss_total, correct, seen
+
+    def _diverged(self, loss: Tensor) -> bool:
+        """Whether the loss is NaN or infinite, on this process or (DDP) on any: every process
+        must stop together, or the others would wait in the next all-reduce until a timeout."""
+        bad = torch.isfinite(loss.detach()).logical_not().to(torch.float32).reshape(1)
+        if self.dist.enabled:
+            bad = distributed.all_reduce_sum(bad.to(self.device), self.dist)
+        return bool(bad.item() > 0)
 
     def run(self) -> TrainResult:
         spec, recipe = self.spec, self.recipe
@@ -434,8 +474,12 @@ class Trainer:
         last_save = time.monotonic()
         try:
             while self.step < self.total_iters and not self.stopped_early:
-                epoch_start = time.monotonic()
-                loss_sum, correct, seen = 0.0, 0, 0
+                if self.batch_in_epoch == 0:
+                    self.epoch_partial = [0.0, 0, 0, 0.0]
+                # Resumed mid-epoch: the epoch's sums so far come from the checkpoint, so its
+                # metrics row is the same as an uninterrupted run's.
+                loss_sum, correct, seen, before = self.epoch_partial
+                epoch_start = time.monotonic() - before
                 remaining = min(
                     self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch
                 )
@@ -472,6 +516,8 @@ class Trainer:
                         and self.step % recipe.checkpoint_every_iters == 0
                     )
                     if due_time or due_iter:
+                        elapsed = time.monotonic() - epoch_start
+                        self.epoch_partial = [loss_sum, correct, seen, elapsed]
                         self.save()
                         last_save = time.monotonic()
                 bar.close()
@@ -495,8 +541,10 @@ class Trainer:
         return values[0]
 
     def _end_epoch(self, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
-        totals = distributed.all_reduce_sum(
-            torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64),
+        totals = distributed.all_reduce_sum(  # on the device: nccl reduces CUDA tensors only
+            torch.tensor(
+                [loss_sum, float(correct), float(seen)], dtype=torch.float64, device=self.device
+            ),
             self.dist,
         )
         loss_sum, correct_f, seen_f = totals.tolist()
@@ -592,6 +640,26 @@ class Trainer:
         distributed.barrier(self.dist)
         distributed.cleanup(self.dist)
         return TrainResult(self.out, self.dist.is_main, model_dir, metrics, self.history)
+
+
+def _check_run_length(recipe: Recipe, total_iters: int) -> None:
+    """Refuse a warm-up or an EMA longer than the run (a recipe made for 50k images run on a
+    1k-image folder): the lr would never come down, the exported weights would be mostly the
+    initial ones."""
+    if recipe.warmup_iters and recipe.warmup_iters >= total_iters:
+        raise ValueError(
+            f"warmup_iters {recipe.warmup_iters} is not shorter than the run "
+            f"({total_iters} iterations): the lr would only ever rise. Pass --warmup-iters "
+            f"{max(1, total_iters // 10)} (a tenth of the run) or train longer"
+        )
+    if recipe.ema_decay > 0 and recipe.ema_decay**total_iters > 0.5:
+        window = round(1 / (1 - recipe.ema_decay))
+        raise ValueError(
+            f"ema_decay {recipe.ema_decay} averages over about {window} iterations but the run "
+            f"has {total_iters}: the exported weights would still be "
+            f"{100 * recipe.ema_decay**total_iters:.0f}% the initial ones. Pass --ema-decay "
+            f"{math.exp(-3 / total_iters):.4g} or --ema-decay 0"
+        )
 
 
 def train(spec: TrainSpec) -> TrainResult:
