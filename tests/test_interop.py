@@ -438,3 +438,63 @@ def test_load_model_reads_huggingface_names(tmp_path: Path) -> None:
     loaded = load_model(tmp_path / "hf.safetensors", arch="resnet18")
     x = images()
     assert_same(out(loaded, x), out(source, x))
+
+
+def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> None:
+    """An HTML error page, a Git LFS pointer or random bytes saved as .pt are not a security
+    matter: each gets 'not a readable PyTorch checkpoint', with a hint where one is known."""
+    files = {
+        "page.pt": (b"<!DOCTYPE html><html><body>404</body></html>", "an HTML page"),
+        "lfs.pt": (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "git lfs pull"),
+        "junk.pt": (b"hello world, not a checkpoint", ""),
+    }
+    for name, (data, hint) in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match="not a readable PyTorch checkpoint") as err:
+            load_model(tmp_path / name, arch="resnet20")
+        assert hint in str(err.value) and "for safety" not in str(err.value)
+
+
+def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:
+    from resnetkit.models.model_dir import save_model_dir
+
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    good = save_model_dir(ours("resnet20"), tmp_path / "good", arch="resnet20", classes=[],
+                          preprocessing=pre)  # fmt: skip
+    # A Hugging Face directory: convert it first.
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "resnet"}))
+    (hf / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="Hugging Face model directory.*resnetkit convert"):
+        load_model(hf)
+    # Weights of another depth beside a resnet20 description.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((good / "config.json").read_text())
+    from safetensors.torch import save_file
+
+    save_file(ours("resnet32").state_dict(), str(other / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"does not fit the resnet20.*unexpected \(layer1.3"):
+        load_model(other)
+    # A truncated weights file.
+    data = (good / "model.safetensors").read_bytes()
+    (other / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_model(other)
+
+
+def test_converting_a_model_dir_keeps_its_preprocessing_and_metrics(tmp_path: Path) -> None:
+    from resnetkit.models.model_dir import save_model_dir
+
+    pre = {"input_size": 32, "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.243, 0.261]}
+    src = save_model_dir(ours("resnet20"), tmp_path / "src", arch="resnet20",
+                         classes=[f"c{i}" for i in range(10)], preprocessing=pre,
+                         metrics={"test_top1": 91.5})  # fmt: skip
+    assert main(["convert", str(src), "--arch", "resnet20", "--out", str(tmp_path / "c")]) == 0
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert meta["preprocessing"] == pre and meta["metrics"] == {"test_top1": 91.5}
+    args = ["convert", str(src), "--arch", "resnet20", "--num-classes", "5", "--adapt-head"]
+    assert main([*args, "--out", str(tmp_path / "five")]) == 0
+    meta = json.loads((tmp_path / "five" / "config.json").read_text())
+    assert meta["preprocessing"] == pre and meta["metrics"] == {}  # a new head: not measured

@@ -229,3 +229,29 @@ def test_cli_exit_codes(setup: dict, capsys: pytest.CaptureFixture[str], tmp_pat
     assert exit_info.value.code == 2
     with pytest.raises(ValueError, match="no images"):
         predict(setup["model"], [])
+
+
+def test_grayscale_model_predicts_serves_and_exports(tmp_path: Path) -> None:
+    """A model converted to one input channel (--in-chans 1 --adapt-in-chans) gets the
+    photos' luminance, normalised with its RGB statistics averaged."""
+    from resnetkit.export.exporter import export_model
+    from resnetkit.predict import Preprocessing
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_chans=1, num_classes=10).eval()
+    pre = {"input_size": 32, "mean": list(CIFAR_MEAN["cifar10"]), "std": list(CIFAR_STD["cifar10"])}
+    gray = save_model_dir(model, tmp_path / "gray", arch="resnet20", classes=CLASSES,
+                          preprocessing=pre)  # fmt: skip
+    loaded = load_model(gray)
+    prep = Preprocessing.of(loaded)
+    assert prep.channels == 1 and prep.mean == pytest.approx([sum(pre["mean"]) / 3])
+    x = prep.transform()(Image.open(ASSETS[0]).convert("RGB"))
+    luminance = np.asarray(Image.open(ASSETS[0]).convert("L"), dtype=np.float32) / 255.0
+    expected = (luminance - prep.mean[0]) / prep.std[0]
+    assert x.shape == (1, 32, 32) and np.allclose(x[0].numpy(), expected, atol=1e-5)
+    report = predict(gray, ASSETS, top_k=1)
+    assert len(report.predictions) == 3 and not report.failures
+    exported = export_model(loaded, "onnx", tmp_path / "gray.onnx")
+    assert exported.max_abs_diff_image < 1e-4
+    with pytest.raises(ValueError, match="takes 4 input channels"):
+        Preprocessing.of(create_model("resnet20", in_chans=4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -155,6 +156,10 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
      "unsupported_media_type", "text/plain"),
     ("no-file-field", {"files": [("image", ("a.png", CAT, "image/png"))]}, 400, "no_image",
      "'image'"),
+    ("no-filename", {"content": b'--b\r\nContent-Disposition: form-data; name="file"\r\n'
+                                b"Content-Type: image/png\r\n\r\n" + CAT + b"\r\n--b--\r\n",
+                     "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400,
+     "no_image", "has no filename"),
     ("bad-multipart", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
      400, "bad_multipart", "multipart"),
     ("bad-top-k", {"content": CAT, "headers": PNG, "params": {"top_k": 0}}, 422,
@@ -298,7 +303,7 @@ def test_optimized_backend_pads_to_compiled_sizes_and_matches_torch(model_dir: P
 
 
 def test_cli_serve_runs_uvicorn_on_loopback(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port, args.backend, args.max_batch) == ("127.0.0.1", 8000, "torch", 32)
@@ -313,6 +318,12 @@ def test_cli_serve_runs_uvicorn_on_loopback(
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8000
     service = seen["app"].state.service
     assert (service.config.max_batch, service.config.max_wait_ms) == (4, 2.0)
+    # The onnx backend without ONNX Runtime installed: an error with the fix, not a traceback.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert main([*argv, "--backend", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime" in err and "pip install 'resnetkit[export]'" in err, err
+    assert "Traceback" not in err
 
 
 def test_load_test_smoke(tmp_path: Path) -> None:

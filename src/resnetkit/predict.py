@@ -49,7 +49,9 @@ class Preprocessing:
         interpolation: resize interpolation (``bilinear``, ``bicubic``, ...).
         mean: per-channel mean, 0-1 scale (unused with ``pixel_mean``).
         std: per-channel standard deviation, 0-1 scale (unused with ``pixel_mean``).
-        pixel_mean: (3, image_size, image_size) mean image to subtract instead, or ``None``.
+        pixel_mean: (C, image_size, image_size) mean image to subtract instead, or ``None``.
+        channels: 3 (RGB), or 1 for a grayscale model (images are converted to luminance,
+            and three-value mean/std averaged, as timm does for ``in_chans=1``).
     """
 
     image_size: int
@@ -58,6 +60,7 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pixel_mean: Tensor | None = None
+    channels: int = 3
 
     @classmethod
     def of(cls, model: nn.Module) -> Preprocessing:
@@ -68,29 +71,37 @@ class Preprocessing:
         from resnetkit.models.loading import preprocessing_of
 
         cfg = preprocessing_of(model)
+        channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
+        if channels not in (1, 3):
+            raise ValueError(
+                f"the model takes {channels} input channels; image files give 3 (RGB) or 1 "
+                "(grayscale): feed it tensors of your own"
+            )
         size = int(cfg.get("crop") or cfg["input_size"])
         crop_pct = float(cfg.get("crop_pct") or (0.875 if size >= 128 else 1.0))
         resize = int(cfg.get("resize") or round(size / crop_pct))
         pixel_mean = None
         if cfg.get("pixel_mean") is not None:
             values = cfg["pixel_mean"]
-            if len(values) != 3 * size * size:
+            if len(values) != channels * size * size:
                 raise ValueError(
-                    f"the model's pixel_mean has {len(values)} values; expected 3*{size}*{size} "
-                    f"= {3 * size * size} for {size}x{size} inputs"
+                    f"the model's pixel_mean has {len(values)} values; expected "
+                    f"{channels}*{size}*{size} = {channels * size * size} for {size}x{size} "
+                    "inputs"
                 )
-            pixel_mean = torch.tensor(values, dtype=torch.float32).view(3, size, size)
+            pixel_mean = torch.tensor(values, dtype=torch.float32).view(channels, size, size)
         return cls(
             image_size=size,
             resize=resize,
             interpolation=str(cfg.get("interpolation") or "bilinear"),
-            mean=tuple(cfg["mean"]),
-            std=tuple(cfg["std"]),
+            mean=channel_stats_for(cfg["mean"], channels),
+            std=channel_stats_for(cfg["std"], channels),
             pixel_mean=pixel_mean,
+            channels=channels,
         )
 
     def transform(self) -> Callable[[Image.Image], Tensor]:
-        """A function from a decoded RGB image to the model's (3, H, W) float32 input."""
+        """A function from a decoded RGB image to the model's (C, H, W) float32 input."""
         from resnetkit.data.transforms import build_eval_transform
 
         # With a per-pixel mean the transform only scales to 0-1; the mean image is
@@ -98,18 +109,30 @@ class Preprocessing:
         per_channel = self.pixel_mean is None
         base = build_eval_transform(
             self.image_size,
-            self.mean if per_channel else (0.0, 0.0, 0.0),
-            self.std if per_channel else (1.0, 1.0, 1.0),
+            self.mean if per_channel else (0.0,) * self.channels,
+            self.std if per_channel else (1.0,) * self.channels,
             resize=self.resize,
             interpolation=self.interpolation,
         )
         pixel_mean = self.pixel_mean
+        gray = self.channels == 1
 
         def to_input(image: Image.Image) -> Tensor:
-            x: Tensor = base(image)
+            x: Tensor = base(image.convert("L") if gray else image)
             return x - pixel_mean if pixel_mean is not None else x
 
         return to_input
+
+
+def channel_stats_for(values: Sequence[float], channels: int) -> tuple[float, ...]:
+    """A model's per-channel mean or std for ``channels`` inputs: three values averaged to one
+    for a grayscale model (a converted RGB model keeps its RGB statistics in its config)."""
+    values = tuple(float(v) for v in values)
+    if channels == 1 and len(values) == 3:
+        return (sum(values) / 3.0,)
+    if len(values) != channels:
+        raise ValueError(f"{len(values)} normalisation values for a {channels}-channel model")
+    return values
 
 
 def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:

@@ -61,12 +61,17 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    app = create_app(
-        args.model,
-        arch=args.arch,
-        backend=args.backend,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-    )
+    try:
+        app = create_app(
+            args.model,
+            arch=args.arch,
+            backend=args.backend,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+        )
+    except ImportError as err:  # the onnx backend without onnxruntime, say
+        what = f"{err.name} is not installed: pip install 'resnetkit[export]'" if err.name else err
+        print(f"resnetkit serve: error: {what}", file=sys.stderr)
+        return 2
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -498,18 +498,25 @@ def _export_onnx(
     axes = {name: {0: "batch"} for name in ["input", *names]} if dynamic_batch else None
     # The tracer warns about the model's Python input checks and the legacy exporter about
     # its own deprecation; whether the file is right is what the verification decides.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(out),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["input"],
-            output_names=names,
-            dynamic_axes=axes,
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(out),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=names,
+                dynamic_axes=axes,
+            )
+    except Exception as err:  # both exporters failed: most often an opset they cannot write
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ValueError(
+            f"ONNX export at opset {opset} failed ({type(err).__name__}: {reason}); the "
+            f"default, {DEFAULT_OPSET}, works, as do 11 to 23 with this PyTorch"
+        ) from None
     return "torch.onnx.export(dynamo=False)"
 
 
@@ -576,23 +583,27 @@ def _image_tensor(
                 f"({in_chans}, {size}, {size}) or (1, {in_chans}, {size}, {size}) tensor"
             )
         return x
-    if in_chans != 3:
+    if in_chans not in (1, 3):
         raise ValueError(
-            f"the model takes {in_chans} input channels, so an RGB photo cannot check it: pass "
+            f"the model takes {in_chans} input channels, so a photo cannot check it: pass "
             f"image= as a preprocessed ({in_chans}, {size}, {size}) tensor"
         )
     from PIL import Image
 
     from resnetkit.data.images import load_image
+    from resnetkit.predict import channel_stats_for
 
     if image is None:
         with resources.as_file(resources.files("resnetkit.assets") / DEFAULT_IMAGE) as path:
             pil = load_image(path)
     else:
         pil = load_image(image)
+    if in_chans == 1:  # a grayscale model: the photo's luminance
+        pil = pil.convert("L")
     if pil.size != (size, size):
         pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(cfg["std"], dtype=torch.float32).view(3, 1, 1)
+    pixels = np.asarray(pil, dtype=np.float32).reshape(size, size, in_chans) / 255.0
+    x = torch.from_numpy(pixels).permute(2, 0, 1)
+    mean = torch.tensor(channel_stats_for(cfg["mean"], in_chans)).view(in_chans, 1, 1)
+    std = torch.tensor(channel_stats_for(cfg["std"], in_chans)).view(in_chans, 1, 1)
     return ((x - mean) / std).unsqueeze(0)

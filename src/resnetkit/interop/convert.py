@@ -61,6 +61,8 @@ class Checkpoint:
             None when unknown, since shapes cannot tell.
         classes: class names the source carries (Hugging Face ``id2label``, model dirs).
         problems: source features that no resnetkit model has.
+        preprocessing: a resnetkit model directory's input normalization (else empty).
+        metrics: a resnetkit model directory's measured metrics (else empty).
     """
 
     state: dict[str, Tensor]
@@ -71,6 +73,8 @@ class Checkpoint:
     stride_in_1x1: bool | None = None
     classes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -192,6 +196,8 @@ def read_checkpoint(
     ckpt.stride_in_1x1 = meta.get("stride_in_1x1")
     ckpt.classes = list(meta.get("classes", []))
     ckpt.problems = list(meta.get("problems", []))
+    ckpt.preprocessing = dict(meta.get("preprocessing") or {})
+    ckpt.metrics = dict(meta.get("metrics") or {})
     if ckpt.source_format == "keras" and ckpt.stride_in_1x1 is None:
         ckpt.stride_in_1x1 = True  # keras.applications ResNet50/101/152 are all v1
     return ckpt
@@ -265,6 +271,8 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
         meta = {
             "stride_in_1x1": config["config"].get("stride_in_1x1"),
             "classes": config.get("classes") or [],
+            "preprocessing": config.get("preprocessing") or {},
+            "metrics": config.get("metrics") or {},
         }
         return raw, "resnetkit", meta
     raise ValueError(
@@ -596,7 +604,7 @@ def convert_checkpoint(
         from resnetkit.models.model_dir import save_model_dir
 
         keras = ckpt.source_format == "keras"
-        preprocessing = {
+        preprocessing = ckpt.preprocessing or {  # a resnetkit model keeps its own
             "input_size": model.config.default_input_size,
             "mean": list(KERAS_MEAN if keras else IMAGENET_MEAN),
             "std": list(KERAS_STD if keras else IMAGENET_STD),
@@ -612,6 +620,8 @@ def convert_checkpoint(
             arch=arch,
             classes=classes,
             preprocessing=preprocessing,
+            # measured on the source model: still true unless its head or stem was adapted
+            metrics=ckpt.metrics if not report.adapted else None,
             provenance=provenance,
         )
     elif target == "huggingface":

@@ -180,22 +180,34 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def torch_load_weights_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with clear errors: a pickle that names code to run is
+    refused as unsafe; anything else unreadable (an HTML error page, a Git LFS pointer, a
+    truncated download) is "not a readable PyTorch checkpoint"."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except FileNotFoundError:
+        raise
+    except Exception as err:
         match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        what = f" (it references {match.group(1)})" if match else ""
+        if isinstance(err, pickle.UnpicklingError) and match:
+            raise ValueError(
+                f"{path} cannot be loaded with weights_only=True (it references "
+                f"{match.group(1)}): it needs arbitrary unpickling, which can run any code, and "
+                "resnetkit refuses it for safety. To convert it, load it yourself in a trusted "
+                "environment and save only the weights, e.g. "
+                "`from safetensors.torch import save_file; "
+                "save_file(model.state_dict(), 'model.safetensors')`, then pass that file."
+            ) from None
+        head = path.read_bytes()[:64] if path.is_file() else b""
+        hint = ""
+        if head.startswith(b"version https://git-lfs"):
+            hint = "; it is a Git LFS pointer: run `git lfs pull` to fetch the real file"
+        elif head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            hint = "; it is an HTML page (a failed download?)"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"{path} cannot be loaded with weights_only=True{what}: it needs arbitrary "
-            "unpickling, which can run any code, and resnetkit refuses it for safety. To convert "
-            "it, load it yourself in a trusted environment and save only the weights, e.g. "
-            "`from safetensors.torch import save_file; "
-            "save_file(model.state_dict(), 'model.safetensors')`, then pass that file."
+            f"{path}: not a readable PyTorch checkpoint ({first[:200]}){hint}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
 
 
 def _is_state_dict(obj: object) -> bool:

@@ -61,7 +61,18 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
             f"{path} is not a resnetkit model directory: expected config.json and "
             "model.safetensors (written by `resnetkit train` or `resnetkit finetune`)"
         )
-    meta: dict[str, Any] = json.loads(config_file.read_text())
+    try:
+        meta = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        hint = "it was not written by resnetkit"
+        if isinstance(meta, dict) and meta.get("model_type") == "resnet":
+            hint = (
+                "it is a Hugging Face model directory: convert it first with `resnetkit convert "
+                f"{path} --arch ARCH --out DIR`"
+            )
+        raise ValueError(f"{config_file} has no resnetkit model description: {hint}")
     return meta
 
 
@@ -73,8 +84,36 @@ def load_model_dir(path: str | Path) -> ResNet:
     raw = {k: v for k, v in meta["config"].items() if k in known}
     raw["layers"] = tuple(raw["layers"])
     raw["widths"] = tuple(raw["widths"])
-    model = ResNet(ResNetConfig(**raw), name=meta.get("arch", path.name))
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    try:
+        model = ResNet(ResNetConfig(**raw), name=meta.get("arch", path.name))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path / 'config.json'}: cannot build the model ({err})") from None
+    weights = path / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error type for damaged files
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
+    expected = model.state_dict()
+    problems = {
+        "missing": [k for k in expected if k not in state],
+        "unexpected": [k for k in state if k not in expected],
+        "with other shapes": [
+            f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in state and state[k].shape != v.shape
+        ],
+    }
+    if any(problems.values()):
+        found = [
+            f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for label, keys in problems.items()
+            if keys
+        ]
+        raise ValueError(
+            f"{weights} does not fit the {meta.get('arch', 'model')} that config.json "
+            f"describes: {'; '.join(found)}"
+        )
+    model.load_state_dict(state, strict=True)
     model.pretrained_cfg = {  # type: ignore[assignment]
         "classes": meta.get("classes", []),
         **meta.get("preprocessing", {}),

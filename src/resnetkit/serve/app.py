@@ -493,6 +493,16 @@ class Service:
             ]
             images = [upload for field, upload in uploads if field in IMAGE_FIELDS]
             if not images:
+                texts = sorted(
+                    {f for f, v in form.multi_items() if f in IMAGE_FIELDS and isinstance(v, str)}
+                )
+                if texts:  # curl -F 'file=<cat.png' sends the bytes without a filename
+                    raise ApiError(
+                        400,
+                        "no_image",
+                        f"field {texts[0]!r} has no filename, so it arrived as text, not as a "
+                        "file: send it as a file part (curl -F 'file=@cat.png')",
+                    )
                 others = sorted({field for field, _ in uploads})
                 found = f"; found file fields {others}" if others else ""
                 raise ApiError(
