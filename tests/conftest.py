@@ -1,3 +1,11 @@
+import functools
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 
@@ -16,3 +24,33 @@ def one_thread():  # noqa: ANN201
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Serve tmp_path/serve on 127.0.0.1 (random free port); yield (folder, base URL)."""
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(serve))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield serve, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def dead_url() -> str:
+    """A loopback URL on which nothing listens (a port that was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"

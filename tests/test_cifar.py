@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import shlex
-import socket
 import tarfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +28,7 @@ from resnetkit.data.cifar import (
     load_cifar,
     load_pickle,
 )
+from tests.conftest import dead_url
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -412,39 +408,10 @@ def test_array_dataset_validates_and_constants() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """Serve tmp_path/serve on 127.0.0.1 (random free port); yield (folder, base URL)."""
-    serve = tmp_path / "serve"
-    serve.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(serve))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield serve, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
 def make_archive(path: Path, folder: Path) -> str:
     with tarfile.open(path, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
 
 
 @pytest.mark.parametrize(

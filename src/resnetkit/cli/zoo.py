@@ -23,6 +23,13 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
     if not names:
         print(f"no model matches {pattern!r}; try `resnetkit models` for all of them")
         return 1
+    from resnetkit.models.hub import list_hub
+    from resnetkit.models.pretrained import list_pretrained
+
+    weights: dict[str, list[str]] = {}
+    for tag in list_pretrained() + list_hub():
+        arch, _, suffix = tag.partition(".")
+        weights.setdefault(arch, []).append(suffix)
     rows: list[dict[str, Any]] = []
     for name in names:
         params, macs, size = params_and_macs(name)
@@ -35,18 +42,26 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
                 "input_size": size,
                 "block": config.block + (" (pre-act)" if config.preact else ""),
                 "shortcut": config.shortcut,
+                "weights": weights.get(name, []),
             }
         )
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<20} {'params':>10} {'MACs':>11} {'input':>6}  {'block':<20} shortcut")
+    print(
+        f"{'model':<20} {'params':>10} {'MACs':>11} {'input':>6}  {'block':<20} "
+        f"{'shortcut':<9} weights"
+    )
     for r in rows:
         print(
             f"{r['name']:<20} {_human(r['params']):>10} {_human(r['macs']):>11} "
-            f"{r['input_size']:>6}  {r['block']:<20} {r['shortcut']}"
+            f"{r['input_size']:>6}  {r['block']:<20} {r['shortcut']:<9} {', '.join(r['weights'])}"
         )
-    print(f"{len(rows)} models")
+    print(
+        f"{len(rows)} models. Weights: create_model('MODEL.WEIGHTS', pretrained=True); cifar10 "
+        "is packaged (offline), tv_in1k/tv2_in1k are torchvision's ImageNet weights (downloaded "
+        "once, sha256-checked)"
+    )
     return 0
 
 

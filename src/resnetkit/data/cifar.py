@@ -17,7 +17,6 @@ refusing any member that would land outside the target folder.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import importlib
 import io
@@ -26,7 +25,6 @@ import pickle
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -34,6 +32,8 @@ from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from resnetkit.download import ChecksumError, fetch, file_digest
 
 __all__ = [
     "CIFAR_BASE_URL",
@@ -67,7 +67,6 @@ CIFAR_STD: dict[str, tuple[float, float, float]] = {
 
 _IMAGE_SIZE = 32
 _PIXELS = 3 * _IMAGE_SIZE * _IMAGE_SIZE  # 3072 bytes per image
-_CHUNK = 1 << 20
 _NAMES = ("cifar10", "cifar100")
 _SPLITS = ("train", "test")
 _LAYOUT_NAMES = ("binary", "python")
@@ -76,10 +75,6 @@ _PRETTY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 class CIFARFormatError(ValueError):
     """A CIFAR file exists but its contents are not what the official format says."""
-
-
-class ChecksumError(OSError):
-    """A downloaded archive does not have the expected md5 checksum."""
 
 
 class UnsafeArchiveError(ValueError):
@@ -523,11 +518,7 @@ def load_cifar(
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -612,27 +603,6 @@ def extract_archive(archive: str | Path, dest: str | Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _fetch(url: str, target: Path, expected_md5: str, timeout: float) -> None:
-    """Stream ``url`` to a temporary file next to ``target``, check its md5, rename into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        actual = digest.hexdigest()
-        if actual != expected_md5.lower():
-            raise ChecksumError(
-                f"checksum mismatch for {url}: expected md5 {expected_md5.lower()}, got {actual}; "
-                "the download was deleted"
-            )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def download_cifar(
     name: str,
     root: str | Path,
@@ -681,7 +651,7 @@ def download_cifar(
     source = _archive_url(spec, url)
     if not (archive.is_file() and _md5(archive) == expected_md5):
         try:
-            _fetch(source, archive, expected_md5, timeout)
+            fetch(source, archive, "md5", expected_md5, timeout)
         except ChecksumError:
             raise
         except (OSError, http.client.HTTPException) as exc:

@@ -79,8 +79,9 @@ def get_pretrained(name: str) -> PretrainedWeights:
         if len(defaults) != 1:
             shipped = ", ".join(sorted(index)) or "none yet"
             raise KeyError(
-                f"no packaged weights named {name!r}; resnetkit ships: {shipped}. For other "
-                "weights (torchvision, timm, your own) load a checkpoint file instead."
+                f"no packaged weights named {name!r}; resnetkit ships: {shipped}, and fetches "
+                "torchvision's ImageNet weights as ARCH.tv_in1k / ARCH.tv2_in1k (e.g. "
+                "resnet50.tv2_in1k). For other weights (timm, your own) load a checkpoint file."
             )
         name = defaults[0]
     row = index[name]

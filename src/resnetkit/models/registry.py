@@ -95,6 +95,21 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
         )
 
 
+def _find_weights(name: str, arch: str, tag: str) -> Any:
+    """Packaged weights (offline) for their tags and architectures, else torchvision's
+    published ImageNet weights (``resnet50.tv2_in1k``; ``resnet50`` alone: the best of them)."""
+    from resnetkit.models import hub  # weights tables read lazily
+    from resnetkit.models.pretrained import get_pretrained, list_pretrained
+
+    if hub.is_hub_tag(name):
+        return hub.get_hub_weights(name)
+    if not tag and not any(t.split(".")[0] == arch for t in list_pretrained()):
+        default = hub.default_tag(arch)
+        if default is not None:
+            return hub.get_hub_weights(default)
+    return get_pretrained(name if tag else arch)
+
+
 def create_model(
     name: str,
     *,
@@ -109,8 +124,12 @@ def create_model(
     """Build a registered model.
 
     Args:
-        name: a registered architecture (``resnet50``) or a pretrained tag (``resnet20.cifar10``).
-        pretrained: load the packaged weights of a tag (offline), with their preprocessing.
+        name: a registered architecture (``resnet50``) or a pretrained tag: packaged with
+            resnetkit (``resnet20.cifar10``) or torchvision's ImageNet weights
+            (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``).
+        pretrained: load the tag's weights with their preprocessing: packaged ones offline,
+            torchvision's from the cache or downloaded once (sha256 checked); for a bare
+            architecture, its packaged weights or else torchvision's best.
         zero_init_residual: start each residual branch at zero.
         drop_path_rate: stochastic depth rate of the last block.
         grad_checkpointing: trade compute for memory (the 1001/1202-layer nets).
@@ -130,10 +149,16 @@ def create_model(
     _check_options(name, config_changes)
     config = get_model_config(arch)
     if pretrained or tag:
-        from resnetkit.models.pretrained import get_pretrained  # weights index read lazily
-
-        weights = get_pretrained(name if tag else arch)
+        weights = _find_weights(name, arch, tag)
         config = config.with_options(num_classes=weights.num_classes)
+    if pretrained:
+        changed = sorted(k for k, v in config_changes.items() if getattr(config, k) != v)
+        if changed:  # v1.5 weights in a v1 net load without a shape error, and are wrong
+            raise ValueError(
+                f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "
+                "Load them as they are, then model.reset_classifier(N) for a new head (or "
+                "`resnetkit convert --adapt-head/--adapt-in-chans`)"
+            )
     config = config.with_options(**config_changes)
     model = ResNet(
         config,

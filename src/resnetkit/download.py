@@ -1,0 +1,58 @@
+"""Downloads that never leave a partial or unverified file behind.
+
+A file is streamed to a temporary name beside its target, its digest checked, and only then
+renamed into place (atomically), so an interrupted or tampered download is never mistaken
+for a good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+class ChecksumError(OSError):
+    """A downloaded or cached file does not have the expected checksum."""
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(url: str, target: Path, algorithm: str, expected: str, timeout: float) -> None:
+    """Stream ``url`` to ``target``, checking that its ``algorithm`` hex digest starts with
+    ``expected`` (a full digest, or a prefix such as torchvision's 8 characters).
+
+    Raises:
+        ChecksumError: the digest does not match; nothing is left at ``target``.
+        OSError, http.client.HTTPException: the download failed (no network, HTTP error).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.new(algorithm, usedforsecurity=False)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if not actual.startswith(expected.lower()):
+            raise ChecksumError(
+                f"checksum mismatch for {url}: expected {algorithm} {expected.lower()}"
+                f"{'...' if len(expected) < len(actual) else ''}, got {actual}; the download "
+                "was deleted"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
