@@ -239,6 +239,12 @@ def test_features_only_backbone() -> None:
     assert [i["reduction"] for i in model.feature_info] == [1, 2, 4]
     with pytest.raises(ValueError, match="out_indices"):
         create_model("resnet20", out_indices=(3,))
+    with pytest.raises(ValueError, match="out_indices is empty"):
+        create_model("resnet20", features_only=True, out_indices=())
+    # Options are checked: a lower-case "b" would otherwise have built option C.
+    for option, value in (("shortcut", "b"), ("stem", "CIFAR"), ("block", "Bottleneck")):
+        with pytest.raises(ValueError, match=f"{option} must be one of"):
+            create_model("resnet20", **{option: value})
 
 
 def test_zero_init_residual_makes_blocks_start_as_identity_paths() -> None:
@@ -246,6 +252,26 @@ def test_zero_init_residual_makes_blocks_start_as_identity_paths() -> None:
     assert all(blk.bn2.weight.abs().sum() == 0 for s in model.stages for blk in s)
     pre = create_model("preact_resnet110", zero_init_residual=True)
     assert all(blk.conv2.weight.abs().sum() == 0 for s in pre.stages for blk in s)
+    with pytest.raises(ValueError, match="plain20 has no shortcuts"):  # it would output zeros
+        create_model("plain20", zero_init_residual=True)
+
+
+def test_first_preact_unit_follows_the_2016_appendix() -> None:
+    """The first unit after a bare conv (CIFAR) pre-activates both paths; after a BN-ReLU
+    stem (ImageNet) it adds no BN-ReLU of its own; later units keep the raw sum."""
+    cifar = create_model("preact_resnet110").eval()
+    first, second = cifar.layer1[0], cifar.layer1[1]
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        pre = torch.relu(first.bn1(x))
+        branch = first.conv2(torch.relu(first.bn2(first.conv1(pre))))
+        torch.testing.assert_close(first(x), branch + pre)
+        pre2 = torch.relu(second.bn1(x))
+        branch2 = second.conv2(torch.relu(second.bn2(second.conv1(pre2))))
+        torch.testing.assert_close(second(x), branch2 + x)
+    imagenet = create_model("preact_resnet50")
+    assert imagenet.layer1[0].bn1 is None and imagenet.layer1[1].bn1 is not None
+    assert isinstance(imagenet.bn1, torch.nn.BatchNorm2d)  # the stem's BN-ReLU serves it
 
 
 def test_drop_path_is_active_in_training_only() -> None:

@@ -6,6 +6,8 @@ load without a key map.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -194,6 +196,28 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
+def _check_first(first: str) -> str:
+    if first not in ("", "after_conv", "after_bn"):
+        raise ValueError(f"first must be '', 'after_conv' or 'after_bn', got {first!r}")
+    return first
+
+
+def _preactivate(block: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The BN-ReLU'd input of a pre-activation unit's branch, and its shortcut's output.
+
+    2016 paper, appendix (and fb.resnet.torch's preresnet.lua): a unit that changes shape
+    pre-activates both paths (the projection sees BN-ReLU'd input); the first unit after a bare
+    conv stem (``first="after_conv"``, CIFAR) does too, even with an identity shortcut; after a
+    stem that ends in BN-ReLU (``first="after_bn"``, ImageNet) the first unit adds no BN-ReLU.
+    Every other unit keeps the identity on the raw sum.
+    """
+    # relu must not be in-place here: `x` is still needed for the identity shortcut.
+    pre = F.relu(block.bn1(x)) if block.bn1 is not None else x
+    if block.downsample is not None:
+        return pre, block.downsample(pre)
+    return pre, pre if block.first == "after_conv" else x
+
+
 class PreActBasicBlock(nn.Module):
     """BN-ReLU-conv twice; the sum is not activated (2016 paper, Fig. 1b)."""
 
@@ -207,9 +231,12 @@ class PreActBasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         residual: bool = True,
         drop_path: float = 0.0,
+        first: str = "",
     ) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.first = _check_first(first)
+        # "after_bn": the stem already ends with BN-ReLU, so this unit adds none of its own.
+        self.bn1 = nn.BatchNorm2d(in_planes) if first != "after_bn" else None
         self.relu = nn.ReLU(inplace=True)
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -219,9 +246,7 @@ class PreActBasicBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
-        # relu must not be in-place here: `x` is still needed for the identity shortcut.
-        pre = F.relu(self.bn1(x))
-        identity = self.downsample(pre) if self.downsample is not None else x
+        pre, identity = _preactivate(self, x)
 
         out = self.conv1(pre)
         out = self.bn2(out)
@@ -249,11 +274,13 @@ class PreActBottleneck(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
+        first: str = "",
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.first = _check_first(first)
+        self.bn1 = nn.BatchNorm2d(in_planes) if first != "after_bn" else None
         self.conv1 = conv1x1(in_planes, width, stride_1x1)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, stride_3x3, groups)
@@ -265,8 +292,7 @@ class PreActBottleneck(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
-        pre = F.relu(self.bn1(x))
-        identity = self.downsample(pre) if self.downsample is not None else x
+        pre, identity = _preactivate(self, x)
 
         out = self.conv1(pre)
         out = self.bn2(out)

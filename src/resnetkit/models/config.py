@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 BlockType = Literal["basic", "bottleneck"]
 StemType = Literal["imagenet", "cifar", "deep"]
@@ -37,6 +37,13 @@ class ResNetConfig:
     default_input_size: int = 224
 
     def __post_init__(self) -> None:
+        for name, kind in (("block", BlockType), ("stem", StemType), ("shortcut", Shortcut)):
+            allowed = get_args(kind)
+            if getattr(self, name) not in allowed:  # "b" would silently build option C
+                raise ValueError(
+                    f"{name} must be one of {', '.join(map(repr, allowed))}; got "
+                    f"{getattr(self, name)!r}"
+                )
         if len(self.layers) != len(self.widths):
             raise ValueError(
                 f"layers {self.layers} and widths {self.widths} must have the same length"

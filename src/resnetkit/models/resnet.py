@@ -50,6 +50,13 @@ class ResNet(nn.Module):
         self.features_only = features_only
         num_stages = len(config.layers)
         self.out_indices = tuple(range(num_stages) if out_indices is None else out_indices)
+        if not self.out_indices:
+            raise ValueError(f"out_indices is empty: name stages of {name}, 0..{num_stages - 1}")
+        if zero_init_residual and config.shortcut == "none":
+            raise ValueError(
+                f"zero_init_residual zeroes the last BN of every block; {name} has no shortcuts, "
+                "so each block would output zeros forever: leave it off for plain nets"
+            )
         bad = [i for i in self.out_indices if not 0 <= i < num_stages]
         if bad:
             raise ValueError(
@@ -79,6 +86,8 @@ class ResNet(nn.Module):
                         "width_per_group": config.width_per_group,
                         "stride_in_1x1": config.stride_in_1x1,
                     }
+                if config.preact and stage == 0 and i == 0:  # the first unit (see blocks.py)
+                    extra["first"] = "after_bn" if self.bn1 is not None else "after_conv"
                 shortcut = make_shortcut(
                     config.shortcut,
                     in_planes,
