@@ -262,6 +262,45 @@ def test_folder_dataset(tmp_path: Path) -> None:
     assert ten["top5"] == 100.0  # two classes: always within the top 5
 
 
+def test_folder_is_seen_as_the_model_preprocessing_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shorter side to the model's resize (256, or torchvision V2's 232), then the centre 224
+    crop: the field of view training validation, predict and the published numbers use."""
+    import resnetkit.evaluate.evaluator as evaluator
+
+    rng = np.random.default_rng(2)
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    seen: list[int] = []
+    real = evaluator.load_eval_data
+
+    def spy(*args, size: int, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(size)
+        return real(*args, size=size, **kwargs)
+
+    monkeypatch.setattr(evaluator, "load_eval_data", spy)
+    model = create_model("resnet18", num_classes=2).eval()
+    for resize, expected in ((232, 232), (None, 256)):
+        model.pretrained_cfg = {"classes": ["cat", "dog"], "input_size": 224, "resize": resize}
+        result = evaluate_model(model, "folder", tmp_path / "data", batch_size=4)
+        assert seen[-1] == expected and result["count"] == 4
+    crop = evaluator._center_crop(torch.arange(6 * 8).view(1, 1, 6, 8), 4)
+    assert crop[0, 0, 0].tolist() == [10, 11, 12, 13]  # rows 1-4, columns 2-5
+
+
+def test_grayscale_model_and_sample_ten_crop(setup: dict) -> None:
+    gray = create_model("resnet20", in_chans=1, num_classes=10).eval()
+    result = evaluate_model(gray, "cifar10-sample", ".", batch_size=250)
+    assert result["count"] == 500  # luminance in, not a channel-count error
+    trained = load_model("resnet20.cifar10")
+    ten = evaluate_model(trained, "cifar10-sample", ".", ten_crop=True, image_size=48)
+    assert ten["count"] == 500 and ten["top1"] > 50  # crops of the padded 32x32, resized
+
+
 def test_plot_confusion_png(tmp_path: Path) -> None:
     matrix = [[5, 1, 0], [2, 3, 1], [0, 0, 6]]
     path = plot_confusion(matrix, ["airplane", "automobile", "bird"], tmp_path / "a" / "c.png")

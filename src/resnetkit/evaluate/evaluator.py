@@ -34,6 +34,7 @@ from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.folder import format_failures, load_folder_arrays
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
+from resnetkit.predict import channel_stats_for
 
 CIFAR_SIZE = 32
 CIFAR_TEN_CROP_PAD = 4
@@ -156,6 +157,19 @@ def _match_classes(
     return data
 
 
+def _center_crop(images: Tensor, size: int) -> Tensor:
+    """The centre ``size`` x ``size`` of (N, C, H, W) images (torchvision's offsets)."""
+    top = int(round((images.shape[-2] - size) / 2.0))
+    left = int(round((images.shape[-1] - size) / 2.0))
+    return images[..., top : top + size, left : left + size].contiguous()
+
+
+def _luminance(images: Tensor) -> Tensor:
+    """uint8 (N, 3, H, W) RGB -> (N, 1, H, W) luma, with Pillow's ``convert("L")`` arithmetic."""
+    r, g, b = (images[:, i].to(torch.int32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
+
+
 def _pixel_mean(cfg: dict[str, Any], size: int) -> Tensor | None:
     values = cfg.get("pixel_mean")
     if values is None:
@@ -205,18 +219,35 @@ def evaluate_model(
         ValueError: unknown dataset, or the model's class count differs from the data's.
     """
     cfg = preprocessing_of(model)
+    channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
+    if channels not in (1, 3):
+        raise ValueError(f"the model takes {channels} input channels; images give 3 or 1")
     size = int(image_size or cfg["input_size"])
-    data_size = CIFAR_SIZE if dataset in ("cifar10", "cifar100") else size
+    folder = dataset == "folder"
+    data_size = size if folder else CIFAR_SIZE
+    # Folders are seen as the model's preprocessing says: shorter side to its `resize` (by
+    # default size/0.875 from 128 pixels up, as for ImageNet), then the centre `size` crop.
+    default_resize = round(size / 0.875) if size >= 128 else size
+    own_size = size == int(cfg["input_size"])
+    resize = int(cfg.get("resize") or default_resize) if own_size else default_resize
     load_size = data_size
-    if ten_crop and dataset == "folder":
-        load_size = int(round(size * FOLDER_TEN_CROP_SCALE))
+    if folder:
+        load_size = resize
+        if ten_crop and resize <= size:
+            load_size = int(round(size * FOLDER_TEN_CROP_SCALE))
     data = load_eval_data(dataset, data_dir, split=split, size=load_size, download=download)
     where = f"{dataset} {split} in {data_dir}"
     data = _match_classes(data, int(getattr(model, "num_classes", 0)), cfg["classes"], where)
 
     images = to_nchw_tensor(data.images)
+    if folder and not ten_crop and load_size != size:
+        images = _center_crop(images, size)
+    if channels == 1:  # a grayscale model: the images' luminance, as `predict` feeds it
+        images = _luminance(images)
     pixel_mean = _pixel_mean(cfg, data_size)
-    per_channel = Normalization(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    per_channel = Normalization(
+        mean=channel_stats_for(cfg["mean"], channels), std=channel_stats_for(cfg["std"], channels)
+    )
     if ten_crop:
         if dataset != "folder":
             pad = CIFAR_TEN_CROP_PAD
