@@ -40,6 +40,7 @@ def test_backends_match_eager_and_unavailable_ones_say_why() -> None:
         assert 0 < int8.max_abs_diff < 2.0
     table = report.table()
     assert "| 3 | ort-int8 |" in table and "skipped" in table
+    assert report.anchor == "eager"  # the first backend that ran: torchvision has no numbers
     assert report.best_fp32(1) in (report.result("eager", 1), report.result("channels_last", 1))
 
 
@@ -129,3 +130,27 @@ def test_bare_architecture_names_get_random_weights_and_default_preprocessing() 
     assert shipped.pretrained_cfg["classes"][3] == "cat"
     with pytest.raises(ValueError, match="not a model directory"):
         load_model_or_random("resnet20.imagenet")
+
+
+def test_a_failing_backend_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resnetkit.bench as bench
+
+    real = bench.prepare_backend
+
+    def flaky(backend: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if backend == "channels_last":
+            raise RuntimeError("shape '[3, 64, 64]' is invalid")
+        return real(backend, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "prepare_backend", flaky)
+    report = bench_model(
+        load_model("resnet20.cifar10"),
+        backends=("eager", "channels_last"),
+        batch_sizes=(1,),
+        iters=1,
+        warmup=0,
+        rounds=1,
+        log=lambda _: None,
+    )
+    assert report.result("channels_last", 1).skipped.startswith("failed: RuntimeError: shape")
+    assert report.result("eager", 1).latencies_ms

@@ -66,6 +66,30 @@ def test_explain_writes_an_overlay_png(model_dir: Path, tmp_path: Path) -> None:
     assert overlay.size == (256, 256) and overlay.mode == "RGB"
 
 
+def test_overlay_shows_the_part_the_model_saw(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wide picture is centre-cropped for the model; the heatmap lies over that crop, not
+    stretched over the whole picture. Columns 0-47 of 128 are black, the rest white; the
+    model sees columns 32-95, so a quarter of the overlay is dark, not three eighths."""
+    import resnetkit.explain as explain
+
+    pixels = np.zeros((64, 128, 3), dtype=np.uint8)
+    pixels[:, 48:] = 255
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    monkeypatch.setattr(explain, "grad_cam", lambda m, x, t: (torch.ones(32, 32), 0, 0.5))
+    explain_image(load_model_dir(model_dir), tmp_path / "wide.png", tmp_path / "cam.png", alpha=0)
+    shown = np.asarray(Image.open(tmp_path / "cam.png").convert("L"), dtype=float)
+    assert shown.shape == (256, 256)
+    assert shown[:, :56].mean() < 10 and shown[:, 72:].mean() > 245
+
+
+def test_grad_cam_works_on_a_frozen_model(model_dir: Path) -> None:
+    model = load_model_dir(model_dir).requires_grad_(False)
+    cam, cls, _ = grad_cam(model, by_hand(asset("cat.png")))
+    assert cam.shape == (32, 32) and float(cam.max()) == pytest.approx(1.0)
+
+
 def test_embed_gives_pooled_features_and_finds_neighbours(model_dir: Path, tmp_path: Path) -> None:
     pool = tmp_path / "pool"
     pool.mkdir()

@@ -391,6 +391,11 @@ def bench_model(
                     result.skipped = str(err)
                     log(f"batch {batch} {backend}: skipped ({err})")
                     continue
+                except Exception as err:  # one broken path must not lose the others' numbers
+                    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                    result.skipped = f"failed: {type(err).__name__}: {first}"
+                    log(f"batch {batch} {backend}: {result.skipped}")
+                    continue
                 result.setup_s = time.perf_counter() - start
                 runners[backend] = runner
             for r in range(rounds):
@@ -403,6 +408,11 @@ def bench_model(
                         f"batch {batch} round {r + 1}/{rounds} {backend}: "
                         f"p50 {statistics.median(times):.2f} ms"
                     )
+    # The anchor is the first backend that ran (torchvision when it did): a skipped one has
+    # no numbers to divide by.
+    ran = [b for b in backends if any(r.backend == b and r.latencies_ms for r in results)]
+    if ran:
+        anchor = "torchvision" if "torchvision" in ran else ran[0]
     return BenchReport(
         model=name or model.name,
         input_size=size,

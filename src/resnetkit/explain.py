@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from resnetkit.models.resnet import ResNet
 from resnetkit.predict import Preprocessing, collect_images, image_batches
+from resnetkit.train.checkpoint import atomic_write_bytes
 
 
 def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tensor, int, float]:
@@ -34,8 +36,8 @@ def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tenso
     model.eval()
     try:
         with torch.enable_grad():
-            features = model.forward_features(x.requires_grad_(False))
-            features.retain_grad()
+            # A leaf of its own: gradients reach it even when every parameter is frozen.
+            features = model.forward_features(x).detach().requires_grad_(True)
             logits = model.forward_head(features)
             probs = logits.softmax(1)[0]
             cls = int(probs.argmax()) if target is None else int(target)
@@ -79,20 +81,24 @@ def explain_image(
     x = batches[0][1]
     cam, cls, prob = grad_cam(model, x, target)
     image = load_image(image_path)
-    # Show the heatmap over the picture at a size people can look at (at least 256 pixels).
-    side = max(256, min(image.size))
+    # The part of the picture the model saw: its shorter side scaled to `resize`, then the
+    # centre `image_size` square; shown at a size people can look at (at least 256 pixels).
+    width, height = image.size
+    seen = prep.image_size * min(width, height) / prep.resize
+    left, top = (width - seen) / 2, (height - seen) / 2
+    side = max(256, round(seen))
     shown = image.resize(
-        (side * image.size[0] // min(image.size), side * image.size[1] // min(image.size)),
-        Image.Resampling.BICUBIC,
+        (side, side), Image.Resampling.BICUBIC, box=(left, top, left + seen, top + seen)
     )
     heat = Image.fromarray((cam.numpy() * 255).astype(np.uint8)).resize(
         shown.size, Image.Resampling.BILINEAR
     )
     coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
     blend = (1 - alpha) * np.asarray(shown, dtype=np.float64) / 255 + alpha * coloured
+    buffer = io.BytesIO()
+    Image.fromarray((blend.clip(0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((blend.clip(0, 1) * 255).astype(np.uint8)).save(out)
+    atomic_write_bytes(out, buffer.getvalue())
     classes = preprocessing_of(model)["classes"]
     name = str(classes[cls]) if cls < len(classes) else str(cls)
     return {

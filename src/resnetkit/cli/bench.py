@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.train.provenance import machine_info
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends:
+        raise ValueError("--backends names no backend; e.g. --backends eager,onnxruntime")
     model = load_model_or_random(args.model, arch=args.arch)
     report = bench_model(
         model,
@@ -83,9 +85,13 @@ def run(args: argparse.Namespace) -> int:
     )
     report.machine = machine_info()
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(report.table() + "\n")
+        from resnetkit.train.checkpoint import atomic_write_text
+
+        out = (
+            args.out if args.out.suffix == ".json" else args.out.with_name(args.out.name + ".json")
+        )
+        atomic_write_text(out, json.dumps(report.to_dict(), indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), report.table() + "\n")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

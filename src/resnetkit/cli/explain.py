@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -50,15 +51,19 @@ def run_embed(args: argparse.Namespace) -> int:
 
     from resnetkit.explain import embed, nearest
     from resnetkit.models.loading import load_model
+    from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
     model = load_model(args.model, arch=args.arch)
     found = embed(model, args.images, batch_size=args.batch_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, found.vectors)
-    index_file = args.out.with_suffix(".json")
-    index_file.write_text(json.dumps({"paths": found.paths, "failures": found.failures}, indent=2))
+    out = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
+    buffer = io.BytesIO()
+    np.save(buffer, found.vectors)
+    atomic_write_bytes(out, buffer.getvalue())
+    index_file = out.with_suffix(".json")
+    paths = {"paths": found.paths, "failures": found.failures}
+    atomic_write_text(index_file, json.dumps(paths, indent=2) + "\n")
     print(
-        f"{len(found.paths)} vectors of {found.vectors.shape[1]} features -> {args.out} "
+        f"{len(found.paths)} vectors of {found.vectors.shape[1]} features -> {out} "
         f"(paths in {index_file}); {len(found.failures)} unreadable"
     )
     for failure in found.failures:

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args
+from resnetkit.cli.common import add_model_args, positive_int
 from resnetkit.data.datasets import DATASETS
 
 
@@ -33,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="CIFAR root or image folder for calibration",
     )
     p.add_argument("--calibration-split", default="train")
-    p.add_argument("--calibration-size", type=int, default=512)
+    p.add_argument("--calibration-size", type=positive_int, default=512)
     p.add_argument("--eval-dataset", choices=DATASETS, default=None)
     p.add_argument("--eval-dir", type=Path, default=Path("."))
     p.add_argument("--eval-split", default="test")
