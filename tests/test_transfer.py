@@ -32,6 +32,10 @@ def test_few_shot_folder_draws_shots_per_class_and_holds_out_test_images(tmp_pat
     index = int(first.stem)
     assert test.labels[index] == test.classes.index("ship")
     assert np.array_equal(np.asarray(Image.open(first)), test.images[index])
+    # Drawn again into the same folder: only the new draw is there.
+    few_shot_folder(tmp_path / "a", train, test, ["cat", "dog"], 3, seed=3, eval_per_class=5)
+    assert sorted(p.name for p in (tmp_path / "a" / "train").iterdir()) == ["cat", "dog"]
+    assert len(list((tmp_path / "a" / "train" / "cat").iterdir())) == 3
 
 
 def test_bad_requests_are_refused(tmp_path: Path) -> None:
@@ -64,6 +68,10 @@ def test_finetuned_resnet20_beats_scratch_on_few_real_shots(tmp_path: Path) -> N
     assert summary["gain_points"] == pytest.approx(run["finetuned"] - run["scratch"])
     assert json.loads((tmp_path / "transfer.json").read_text()) == summary
     assert (tmp_path / "seed0" / "finetuned" / "model" / "config.json").exists()
+    # Other settings in the same folder would resume these runs on other data: refused.
+    with pytest.raises(ValueError, match=r"other settings \(shots: 10 -> 5\)"):
+        run_transfer(tmp_path, dataset="cifar10-sample", classes=("cat", "ship", "frog"),
+                     shots=5, seeds=(0,), epochs=6, eval_per_class=30, batch_size=10)  # fmt: skip
 
 
 def test_cli_transfer_needs_data_for_full_cifar(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ on little data, not transfer to an unseen domain.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,12 +87,32 @@ def few_shot_folder(
         shot_picks[name] = np.sort(rng.choice(pool, shots, replace=False))
         held_out = np.flatnonzero(test.labels == label)
         eval_picks[name] = held_out[:eval_per_class] if eval_per_class else held_out
+    for split in ("train", "val"):  # written afresh: no image of an earlier draw stays
+        shutil.rmtree(root / split, ignore_errors=True)
     _write_folder(root / "train", train, shot_picks)
     _write_folder(root / "val", test, eval_picks)
     return {
         "train": sum(len(v) for v in shot_picks.values()),
         "val": sum(len(v) for v in eval_picks.values()),
     }
+
+
+def _claim(out: Path, settings: dict[str, Any]) -> None:
+    """Record the settings of the runs in ``out``; refuse other settings there, since the runs
+    resume from their checkpoints and would mix two experiments."""
+    path = out / "transfer-settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [
+            f"{k}: {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v
+        ]
+        if changed:
+            raise ValueError(
+                f"{out} holds transfer runs with other settings ({'; '.join(changed)}); pass "
+                "another --out, or delete that folder to start again"
+            )
+        return
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
 def run_transfer(
@@ -120,6 +141,18 @@ def run_transfer(
     if shots <= 0 or epochs <= 0 or not seeds:
         raise ValueError("shots and epochs must be positive and at least one seed given")
     train, test = _splits(dataset, data_dir)
+    _claim(
+        out,
+        {
+            "source": source,
+            "dataset": dataset,
+            "classes": list(classes),
+            "shots": shots,
+            "epochs": epochs,
+            "eval_per_class": eval_per_class,
+            "batch_size": batch_size,
+        },
+    )
     base = load_recipe("finetune").override(
         {
             "epochs": epochs,
