@@ -645,20 +645,29 @@ class Trainer:
 def _check_run_length(recipe: Recipe, total_iters: int) -> None:
     """Refuse a warm-up or an EMA longer than the run (a recipe made for 50k images run on a
     1k-image folder): the lr would never come down, the exported weights would be mostly the
-    initial ones."""
+    initial ones. Both problems and their fixes are named at once."""
+    problems, fixes = [], []
     if recipe.warmup_iters and recipe.warmup_iters >= total_iters:
-        raise ValueError(
-            f"warmup_iters {recipe.warmup_iters} is not shorter than the run "
-            f"({total_iters} iterations): the lr would only ever rise. Pass --warmup-iters "
-            f"{max(1, total_iters // 10)} (a tenth of the run) or train longer"
+        problems.append(
+            f"warmup_iters {recipe.warmup_iters} is not shorter than the run: the lr would only "
+            "ever rise"
         )
+        fixes.append(f"--warmup-iters {max(1, total_iters // 10)} (a tenth of the run)")
     if recipe.ema_decay > 0 and recipe.ema_decay**total_iters > 0.5:
         window = round(1 / (1 - recipe.ema_decay))
+        problems.append(
+            f"ema_decay {recipe.ema_decay} averages over about {window} iterations: the "
+            f"exported weights would still be {100 * recipe.ema_decay**total_iters:.0f}% the "
+            "initial ones"
+        )
+        fixes.append(f"--ema-decay {math.exp(-3 / total_iters):.4g} (or 0)")
+    if problems:
         raise ValueError(
-            f"ema_decay {recipe.ema_decay} averages over about {window} iterations but the run "
-            f"has {total_iters}: the exported weights would still be "
-            f"{100 * recipe.ema_decay**total_iters:.0f}% the initial ones. Pass --ema-decay "
-            f"{math.exp(-3 / total_iters):.4g} or --ema-decay 0"
+            f"the run has {total_iters} iterations; "
+            + "; ".join(problems)
+            + ". Pass "
+            + " and ".join(fixes)
+            + ", or train longer"
         )
 
 
