@@ -118,6 +118,17 @@ def test_cli_json_and_confusion_png(setup: dict, capsys: pytest.CaptureFixture[s
     assert set(out["per_class"]) == set(CLASSES)
     assert png.read_bytes().startswith(b"\x89PNG")
     assert out["confusion_png"] == str(png)
+    # A folder that does not exist yet, marked by its trailing slash: a default name inside.
+    folder = setup["tmp"] / "new-plots"
+    out = _run_cli(
+        capsys,
+        "--model", str(setup["model_dir"]),
+        "--dataset", "cifar10",
+        "--data-dir", str(setup["data"]),
+        "--confusion", f"{folder}/",
+    )  # fmt: skip
+    assert out["confusion_png"] == str(folder / "confusion_cifar10_test.png")
+    assert (folder / "confusion_cifar10_test.png").is_file()
 
 
 def test_cli_table(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:

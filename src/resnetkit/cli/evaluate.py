@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(
         "--confusion",
-        type=Path,
+        type=str,  # a Path would drop the trailing "/" that marks a folder to create
         default=None,
         metavar="PNG",
         help="write the confusion matrix to this PNG (default: none); given a folder, write "
@@ -54,12 +54,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=run_evaluate)
 
 
-def confusion_path(target: Path, dataset: str, split: str, ten_crop: bool) -> Path:
-    """Where ``--confusion`` writes: the path itself, or a default name inside a folder."""
-    if target.is_dir() or str(target).endswith(("/", "\\")):
+def confusion_path(target: str | Path, dataset: str, split: str, ten_crop: bool) -> Path:
+    """Where ``--confusion`` writes: the path itself, or a default name inside a folder (an
+    existing one, or one given with a trailing slash, created if missing)."""
+    path = Path(target)
+    if path.is_dir() or str(target).endswith(("/", "\\")):
         suffix = "_10crop" if ten_crop else ""
-        return target / f"confusion_{dataset}_{split}{suffix}.png"
-    return target
+        return path / f"confusion_{dataset}_{split}{suffix}.png"
+    return path
 
 
 def format_report(result: dict[str, Any], model_name: str) -> str:
