@@ -333,7 +333,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         if self.spec.progress:
-            tqdm.write(message)
+            tqdm.write(message, file=sys.stderr)  # stdout keeps only results (JSON)
         elif self.spec.log_epochs:
             print(message, file=sys.stderr, flush=True)
 
