@@ -148,3 +148,14 @@ def test_cli_explain_and_embed(
     out = capsys.readouterr().out
     assert np.load(tmp_path / "v.npy").shape == (2, 64)
     assert "cat.png: " in out and "cat.png (1.000)" in out
+
+
+def test_cli_explain_takes_a_class_name(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["explain", "--model", str(model_dir), str(asset("cat.png"))]
+    assert main([*argv, "--out", str(tmp_path / "cam.jpg"), "--target", "ship"]) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "ship"
+    assert Image.open(tmp_path / "cam.jpg").format == "JPEG"  # the format its name says
+    assert main([*argv, "--out", str(tmp_path / "x.png"), "--target", "kangaroo"]) == 2
+    assert "neither a class index nor one of" in capsys.readouterr().err

@@ -98,3 +98,8 @@ def test_dynamic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
     logits = OrtClassifier(shown["int8_path"], model)(torch.randn(2, 3, 32, 32))
     assert bool(torch.isfinite(logits).all())
+    assert "note" not in capsys.readouterr().err  # dynamic quantisation calibrates on nothing
+    # Static, with the default calibration images, for a model of other classes: said so.
+    argv = ["quantize", "--model", str(path), "--out", str(tmp_path / "s.onnx")]
+    assert main([*argv, "--calibration-size", "16"]) == 0
+    assert "calibrating on the bundled CIFAR-10 photos" in capsys.readouterr().err

@@ -267,6 +267,20 @@ def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
     argv += ["--out", str(tmp_path / "run"), "--resume", "--no-progress", "--num-threads", "1"]
     assert main(argv) == 0
     assert load_recipe(tmp_path / "run" / "recipe.yaml").lr == 0.05
+    # Without --resume the finished run is not overwritten: an error line, not a traceback.
+    assert main([a for a in argv if a != "--resume"]) == 2
+
+
+def test_run_files_are_readable_by_others(cifar_dir: Path, tmp_path: Path) -> None:
+    """safetensors and temporary files are created 0600; a model directory must not be."""
+    train(spec(cifar_dir, tmp_path / "run", TINY.override({"epochs": 1, "ema_decay": 0.5})))
+    mask = os.umask(0)
+    os.umask(mask)
+    expected = 0o666 & ~mask
+    for path in ("model/model.safetensors", "model/config.json", "recipe.yaml"):
+        assert (tmp_path / "run" / path).stat().st_mode & 0o777 == expected, path
+    ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt is not None and (ckpt / "model.safetensors").stat().st_mode & 0o777 == expected
 
 
 def test_paper_schedule_and_warmup() -> None:

@@ -53,6 +53,9 @@ def fetch(url: str, target: Path, algorithm: str, expected: str, timeout: float)
                 f"{'...' if len(expected) < len(actual) else ''}, got {actual}; the download "
                 "was deleted"
             )
+        mask = os.umask(0)  # mkstemp's file is private (0600): give it a plain file's mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

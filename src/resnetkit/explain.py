@@ -96,8 +96,9 @@ def explain_image(
     coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
     blend = (1 - alpha) * np.asarray(shown, dtype=np.float64) / 255 + alpha * coloured
     buffer = io.BytesIO()
-    Image.fromarray((blend.clip(0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
     out = Path(out)
+    kind = Image.registered_extensions().get(out.suffix.lower(), "PNG")  # .jpg -> JPEG...
+    Image.fromarray((blend.clip(0, 1) * 255).astype(np.uint8)).save(buffer, format=kind)
     atomic_write_bytes(out, buffer.getvalue())
     classes = preprocessing_of(model)["classes"]
     name = str(classes[cls]) if cls < len(classes) else str(cls)

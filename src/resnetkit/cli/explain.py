@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 from resnetkit.cli.common import add_model_args
 
@@ -15,7 +16,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     add_model_args(p)
     p.add_argument("image", type=Path)
     p.add_argument("--out", required=True, type=Path, help="PNG to write")
-    p.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
+    p.add_argument(
+        "--target", default=None, help="class name or index to explain (default: the predicted)"
+    )
     p.set_defaults(func=run_explain)
 
     p = sub.add_parser(
@@ -39,11 +42,27 @@ def run_explain(args: argparse.Namespace) -> int:
     from resnetkit.explain import explain_image
     from resnetkit.models.loading import load_model
 
-    result = explain_image(
-        load_model(args.model, arch=args.arch), args.image, args.out, target=args.target
-    )
+    model = load_model(args.model, arch=args.arch)
+    result = explain_image(model, args.image, args.out, target=_target(args.target, model))
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _target(text: str | None, model: Any) -> int | None:
+    """A class index from ``--target``: an index, or one of the model's class names."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from resnetkit.models.loading import preprocessing_of
+
+    classes = [str(c) for c in preprocessing_of(model)["classes"]]
+    if text not in classes:
+        raise ValueError(
+            f"--target {text!r} is neither a class index nor one of the model's classes: "
+            + (", ".join(classes) if classes else "(the model has no class names)")
+        )
+    return classes.index(text)
 
 
 def run_embed(args: argparse.Namespace) -> int:

@@ -51,7 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (UnknownModelError, FileNotFoundError, ValueError, TypeError) as err:
+    except (
+        UnknownModelError,
+        FileNotFoundError,
+        FileExistsError,  # a run already in --out (pass --resume)
+        ValueError,
+        TypeError,
+    ) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

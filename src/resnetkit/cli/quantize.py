@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--calibrate-method", choices=("minmax", "percentile", "entropy"), default="minmax"
     )
-    p.add_argument("--calibration-dataset", choices=DATASETS, default="cifar10-sample")
+    p.add_argument(
+        "--calibration-dataset",
+        choices=DATASETS,
+        default="cifar10-sample",
+        help="images that set the int8 activation ranges: use your own (folder with "
+        "--calibration-dir) unless the model is a CIFAR-10 one (default: cifar10-sample, the "
+        "bundled CIFAR-10 photos)",
+    )
     p.add_argument(
         "--calibration-dir",
         type=Path,
@@ -44,8 +52,19 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.export.quantize import quantize_model
     from resnetkit.models.loading import load_model
 
+    model = load_model(args.model, arch=args.arch)
+    if args.method == "static" and args.calibration_dataset == "cifar10-sample":
+        from resnetkit.data.datasets import load_sample
+        from resnetkit.models.loading import preprocessing_of
+
+        if preprocessing_of(model)["classes"] != list(load_sample("test").classes):
+            print(
+                "resnetkit quantize: note: calibrating on the bundled CIFAR-10 photos; for a "
+                "model of other images pass --calibration-dataset folder --calibration-dir DIR",
+                file=sys.stderr,
+            )
     report = quantize_model(
-        load_model(args.model, arch=args.arch),
+        model,
         args.out,
         calibration_dataset=args.calibration_dataset,
         calibration_dir=args.calibration_dir,

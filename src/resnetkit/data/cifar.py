@@ -434,7 +434,8 @@ def _not_found_message(
     download_layout = "binary" if "binary" in layouts else layouts[0]
     spec = _LAYOUTS[(name, download_layout)]
     lines.append(
-        "To get it, pass download=True to load_cifar (--download on the command line), or "
+        "To get it, pass download=True to load_cifar (--download where a command has it: "
+        "train, evaluate), or "
         f"download {_archive_url(spec, url)} and extract it into '{root}'."
     )
     return "\n".join(lines)

@@ -341,8 +341,15 @@ def _require(fmt: str) -> None:
     label, modules, extra = OPTIONAL_FORMATS[fmt]
     missing = [m.replace("_", "-") for m in modules if importlib.util.find_spec(m) is None]
     if missing:
+        where = ""
+        if extra == "tflite":  # its pins would break the serve extra in the same environment
+            where = (
+                " in a separate virtual environment (litert-torch pins pydantic and "
+                "typing-extensions below what `resnetkit serve` needs; `make test-extras` "
+                "builds one in .venv-extras)"
+            )
         raise ImportError(
-            f"{label} export needs {' and '.join(missing)}: pip install 'resnetkit[{extra}]'"
+            f"{label} export needs {' and '.join(missing)}: pip install 'resnetkit[{extra}]'{where}"
         )
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
+from resnetkit.train.checkpoint import usual_mode
 
 FORMAT_VERSION = 1
 
@@ -36,6 +37,7 @@ def save_model_dir(
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out / "model.safetensors"))
+    usual_mode(out / "model.safetensors")  # safetensors writes 0600: others could not read it
     config = asdict(model.config)
     config["layers"] = list(model.config.layers)
     config["widths"] = list(model.config.widths)

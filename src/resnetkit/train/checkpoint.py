@@ -27,6 +27,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def usual_mode(path: Path) -> None:
+    """Give a file (or folder) the permissions a plain ``open`` would, under the umask:
+    temporary files, temporary folders and safetensors' own writes are private (0600/0700),
+    which would leave a model directory unreadable to anyone else."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old or the new content, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +45,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        usual_mode(Path(tmp))
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -70,6 +80,8 @@ def save_checkpoint(
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
+        usual_mode(f)
+    usual_mode(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

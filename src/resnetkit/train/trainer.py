@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,14 @@ class Trainer:
             data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
         )
         needs_val = recipe.select_best or recipe.early_stop_patience > 0
+        val_count = data.eval_counts.get("val", 0)
+        if needs_val and 0 < val_count < 50 and self.dist.is_main:
+            warnings.warn(
+                f"the validation split has only {val_count} images, so select_best and early "
+                "stopping follow noise: give the folder a val/ with more images, or pass "
+                "--select-best false --early-stop-patience 0",
+                stacklevel=2,
+            )
         if needs_val and "val" not in data.eval_loaders:
             raise ValueError(
                 "select_best / early_stop_patience choose on a validation split: set val_split "
