@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         device=args.device,
         download=args.download,
+        progress=sys.stderr.isatty(),
     )
     if args.confusion is not None:
         from resnetkit.evaluate.plots import plot_confusion

@@ -194,6 +194,7 @@ def evaluate_model(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     download: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Measure a classifier on an evaluation split.
 
@@ -209,6 +210,7 @@ def evaluate_model(
             are resized to it when it is not 32.
         device: where to run the model (it is moved there).
         download: fetch CIFAR if missing.
+        progress: show a progress bar on stderr.
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
@@ -264,7 +266,7 @@ def evaluate_model(
     was_training = model.training
     model.to(device).eval()
     try:
-        meter = evaluate_batches(scorer, loader, data.num_classes, device=device)
+        meter = evaluate_batches(scorer, loader, data.num_classes, device=device, progress=progress)
     finally:
         model.train(was_training)
     return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 
 import torch
@@ -59,13 +59,22 @@ def evaluate_batches(
     batches: Iterable[tuple[Tensor, Tensor]],
     num_classes: int,
     device: torch.device | None = None,
+    progress: bool = False,
 ) -> ConfusionMeter:
-    """Run ``model`` over (inputs, labels) batches; returns the filled meter."""
+    """Run ``model`` over (inputs, labels) batches; returns the filled meter. ``progress``
+    shows a bar on stderr (batches, with the running top-1)."""
+    from tqdm import tqdm
+
     meter = ConfusionMeter(num_classes)
-    for x, y in batches:
+    total = len(batches) if isinstance(batches, Sized) else None
+    bar = tqdm(batches, total=total, disable=not progress, unit="batch", leave=False)
+    for x, y in bar:
         if device is not None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x).float()
         loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         meter.update(logits, y, float(loss))
+        if progress:
+            top1 = 100.0 * float(meter.matrix.diag().sum()) / max(meter.count, 1)
+            bar.set_postfix(top1=f"{top1:.2f}")
     return meter
