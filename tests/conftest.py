@@ -12,6 +12,20 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """resnetkit's caches (hub weights, zoo statistics) in a temporary folder, not ~/.cache."""
+    import os
+
+    before = os.environ.get("RESNETKIT_HOME")
+    os.environ["RESNETKIT_HOME"] = str(tmp_path_factory.mktemp("resnetkit-home"))
+    yield
+    if before is None:
+        os.environ.pop("RESNETKIT_HOME", None)
+    else:
+        os.environ["RESNETKIT_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -34,3 +34,18 @@ def test_models_lists_each_model(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_model_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "resnet51"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_models_keeps_its_counts_in_a_cache(capsys, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import json
+
+    monkeypatch.setenv("RESNETKIT_HOME", str(tmp_path))
+    assert main(["models", "resnet20", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    cache = json.loads((tmp_path / "zoo-stats.json").read_text())
+    assert cache["rows"]["resnet20"]["params"] == first[0]["params"] == 269_722
+    # An entry for another config (an older zoo row) is not trusted: counted again.
+    cache["rows"]["resnet20"].update(config="old", params=1)
+    (tmp_path / "zoo-stats.json").write_text(json.dumps(cache))
+    assert main(["models", "resnet20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["params"] == 269_722

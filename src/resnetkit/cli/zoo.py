@@ -17,6 +17,46 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
+class _StatsCache:
+    """Parameters and multiply-adds per model, kept in ``$RESNETKIT_HOME/zoo-stats.json``
+    (default ``~/.cache/resnetkit``) under each config's repr and the torch version: counting
+    them builds every model, seconds for the 1000-layer ones. A cache that cannot be read or
+    written is ignored."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from resnetkit.models.hub import cache_dir
+
+        self.path = cache_dir().parent / "zoo-stats.json"
+        self.version = torch.__version__
+        self.changed = False
+        try:
+            data = json.loads(self.path.read_text())
+            self.rows: dict[str, Any] = data["rows"] if data.get("torch") == self.version else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            self.rows = {}
+
+    def get(self, name: str, key: str) -> tuple[int, int, int]:
+        row = self.rows.get(name)
+        if isinstance(row, dict) and row.get("config") == key:
+            return int(row["params"]), int(row["macs"]), int(row["size"])
+        params, macs, size = params_and_macs(name)
+        self.rows[name] = {"config": key, "params": params, "macs": macs, "size": size}
+        self.changed = True
+        return params, macs, size
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        from resnetkit.train.checkpoint import atomic_write_text
+
+        try:
+            atomic_write_text(self.path, json.dumps({"torch": self.version, "rows": self.rows}))
+        except OSError:
+            pass
+
+
 def models(pattern: str = "*", as_json: bool = False) -> int:
     """List every registered model with its parameters and multiply-adds at its native size."""
     names = list_models(pattern)
@@ -30,10 +70,11 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
     for tag in list_pretrained() + list_hub():
         arch, _, suffix = tag.partition(".")
         weights.setdefault(arch, []).append(suffix)
+    cache = _StatsCache()
     rows: list[dict[str, Any]] = []
     for name in names:
-        params, macs, size = params_and_macs(name)
         config = get_model_config(name)
+        params, macs, size = cache.get(name, repr(config))
         rows.append(
             {
                 "name": name,
@@ -45,6 +86,7 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
                 "weights": weights.get(name, []),
             }
         )
+    cache.save()
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
