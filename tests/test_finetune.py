@@ -87,6 +87,23 @@ def test_backbone_gets_lower_lr_and_loss_is_class_weighted(
     assert weights is not None and weights[1] > weights[0]  # the rarer class weighs more
 
 
+def test_equal_top1_is_decided_by_the_validation_loss(
+    folder: Path, source: Path, tmp_path: Path
+) -> None:
+    from resnetkit.models.loading import load_model
+
+    trainer = Trainer(
+        TrainSpec(load_model(source), "folder", folder, tmp_path / "t", RECIPE, progress=False)
+    )
+    trainer._track_best(50.0, 1.0)
+    trainer._track_best(50.0, 0.8)  # same top-1, lower loss: better
+    assert (trainer.best_top1, trainer.best_loss, trainer.evals_since_best) == (50.0, 0.8, 0)
+    trainer._track_best(50.0, 0.9)  # same top-1, higher loss: not better
+    assert trainer.evals_since_best == 1 and trainer.best_loss == 0.8
+    trainer._track_best(66.7, 2.0)  # higher top-1 wins whatever the loss
+    assert (trainer.best_top1, trainer.evals_since_best) == (66.7, 0)
+
+
 def test_select_best_and_early_stopping(folder: Path, source: Path, tmp_path: Path) -> None:
     recipe = RECIPE.override({"epochs": 6, "lr": 0.0, "warmup_iters": 0, "early_stop_patience": 2})
     result = finetune(source, folder, tmp_path / "ft", recipe=recipe, progress=False)

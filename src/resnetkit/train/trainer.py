@@ -199,6 +199,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.best_top1 = -1.0
+        self.best_loss = math.inf  # breaks ties of top-1 (small validation splits)
         self.evals_since_best = 0
         self.best_weights: dict[str, Tensor] | None = None
         self.stopped_early = False
@@ -271,6 +272,7 @@ class Trainer:
             "history": json.dumps(self.history),
             "train_seconds": self.train_seconds,
             "best_top1": self.best_top1,
+            "best_loss": self.best_loss,
             "evals_since_best": self.evals_since_best,
             "stopped_early": self.stopped_early,
             "recipe": json.dumps(self.recipe.to_dict()),
@@ -310,6 +312,7 @@ class Trainer:
         self.train_seconds = float(state["train_seconds"])
         # Checkpoints written before model selection existed lack these fields.
         self.best_top1 = float(state.get("best_top1", -1.0))
+        self.best_loss = float(state.get("best_loss", math.inf))
         self.evals_since_best = int(state.get("evals_since_best", 0))
         self.stopped_early = bool(state.get("stopped_early", False))
         self.best_weights = tensors.get("best")
@@ -579,7 +582,7 @@ class Trainer:
                 row[f"{name}_top1"] = summary["top1"]
                 row[f"{name}_top5"] = summary["top5"]
         if "val_top1" in row:
-            self._track_best(row["val_top1"])
+            self._track_best(row["val_top1"], row["val_loss"])
             row["best_val_top1"] = self.best_top1
         self.history.append(row)
         self.runlog.append(row)
@@ -588,10 +591,13 @@ class Trainer:
         )
         self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}")
 
-    def _track_best(self, top1: float) -> None:
+    def _track_best(self, top1: float, loss: float) -> None:
+        """Better: a higher validation top-1, or the same top-1 with a lower loss (on a few
+        dozen images top-1 moves in coarse steps and ties are common)."""
         recipe = self.recipe
-        if top1 > self.best_top1:
+        if top1 > self.best_top1 or (top1 == self.best_top1 and loss < self.best_loss):
             self.best_top1 = top1
+            self.best_loss = loss
             self.evals_since_best = 0
             if recipe.select_best:
                 source = self.ema.module if self.ema is not None else self.model
@@ -601,8 +607,8 @@ class Trainer:
         if recipe.early_stop_patience and self.evals_since_best >= recipe.early_stop_patience:
             self.stopped_early = True
             self._log(
-                f"early stop: validation top-1 has not improved for {self.evals_since_best} "
-                f"evaluations (best {self.best_top1:.2f}%)"
+                "early stop: validation top-1 (or, at equal top-1, its loss) has not improved "
+                f"for {self.evals_since_best} evaluations (best {self.best_top1:.2f}%)"
             )
 
     def _finish(self) -> TrainResult:
