@@ -20,6 +20,15 @@ class ChecksumError(OSError):
     """A downloaded or cached file does not have the expected checksum."""
 
 
+def usual_mode(path: Path) -> None:
+    """Give a file (or folder) the permissions a plain ``open`` would, under the umask:
+    temporary files, temporary folders and safetensors' own writes are private (0600/0700),
+    which would leave a model directory unreadable to anyone else."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file, read in chunks."""
     digest = hashlib.new(algorithm, usedforsecurity=False)
@@ -53,9 +62,7 @@ def fetch(url: str, target: Path, algorithm: str, expected: str, timeout: float)
                 f"{'...' if len(expected) < len(actual) else ''}, got {actual}; the download "
                 "was deleted"
             )
-        mask = os.umask(0)  # mkstemp's file is private (0600): give it a plain file's mode
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        usual_mode(tmp)  # mkstemp's file is private (0600)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,9 +15,9 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from resnetkit.download import usual_mode
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
-from resnetkit.train.checkpoint import usual_mode
 
 FORMAT_VERSION = 1
 

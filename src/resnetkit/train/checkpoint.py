@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from resnetkit.download import usual_mode
+
 LATEST = "latest"
 
 
@@ -25,15 +27,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def usual_mode(path: Path) -> None:
-    """Give a file (or folder) the permissions a plain ``open`` would, under the umask:
-    temporary files, temporary folders and safetensors' own writes are private (0600/0700),
-    which would leave a model directory unreadable to anyone else."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
