@@ -17,7 +17,13 @@ from resnetkit.models.model_dir import load_model_dir
 from resnetkit.train.checkpoint import latest_checkpoint
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
 from resnetkit.train.schedule import lr_multiplier
-from resnetkit.train.trainer import Trainer, TrainingDiverged, TrainSpec, train
+from resnetkit.train.trainer import (
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainSpec,
+    train,
+)
 from tests.fakedata import write_fake_cifar10
 
 TINY = Recipe(
@@ -119,7 +125,40 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(
         assert [r[key] for r in rows] == [r[key] for r in straight], key
 
 
-def test_kill_9_then_resume_matches_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
+def sigterm_at(step: int):  # noqa: ANN201
+    def hook(s: int) -> None:
+        if s == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
+@pytest.mark.parametrize("stop_at", [4, 5])  # in the middle of epoch 1, at its last step
+def test_sigterm_checkpoints_at_the_step_and_resume_matches(
+    cifar_dir: Path, tmp_path: Path, stop_at: int
+) -> None:
+    recipe = TINY.override({"epochs": 2})
+    train(spec(cifar_dir, tmp_path / "straight", recipe))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=f"SIGTERM at step {stop_at} .*--resume") as err:
+        train(spec(cifar_dir, tmp_path / "run", recipe, on_step=sigterm_at(stop_at)))
+    assert err.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before, "the old handler must come back"
+    ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt is not None and ckpt.name == f"ckpt-{stop_at:08d}"
+    assert not (tmp_path / "run" / "model").exists()
+    train(spec(cifar_dir, tmp_path / "run", recipe, resume=True))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "run")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_cli_run_resumes_to_the_uninterrupted_weights(
+    cifar_dir: Path, tmp_path: Path, signum: int
+) -> None:
+    """kill -9 loses at most the steps since the last checkpoint; a plain kill (SIGTERM) writes
+    a checkpoint at the step it arrives and exits with status 143."""
     args = [
         sys.executable,
         "-m",
@@ -152,7 +191,10 @@ def test_kill_9_then_resume_matches_uninterrupted(cifar_dir: Path, tmp_path: Pat
     straight = subprocess.run([*args, "--out", str(tmp_path / "a")], capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
     proc = subprocess.Popen(
-        [*args, "--out", str(tmp_path / "b")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*args, "--out", str(tmp_path / "b")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     ckpts = tmp_path / "b" / "checkpoints"
@@ -161,9 +203,13 @@ def test_kill_9_then_resume_matches_uninterrupted(cifar_dir: Path, tmp_path: Pat
         if found is not None and int(found.name.split("-")[1]) >= 7:
             break
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, signum)
+    _, stderr = proc.communicate()
     assert not (tmp_path / "b" / "model").exists(), "the run finished before it was killed"
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, stderr
+        step = int(stderr.split("stopped by SIGTERM at step ")[1].split()[0])
+        assert latest_checkpoint(ckpts).name == f"ckpt-{step:08d}"
     resumed = subprocess.run(
         [*args, "--out", str(tmp_path / "b"), "--resume"], capture_output=True, text=True
     )
@@ -297,12 +343,11 @@ def test_paper_schedule_and_warmup() -> None:
     assert onecycle(0) < onecycle(1950) == pytest.approx(1.0) and onecycle(10000) == 0.0
 
 
-def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+def torchrun_train(cifar_dir: Path, out: Path, epochs: int) -> list[str]:
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -326,7 +371,7 @@ def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -
         "--recipe",
         "fast-cifar",
         "--epochs",
-        "2",
+        str(epochs),
         "--batch-size",
         "50",
         "--num-threads",
@@ -337,6 +382,11 @@ def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -
         "--ema-decay",
         "0.5",
     ]
+
+
+def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = torchrun_train(cifar_dir, out, epochs=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -346,6 +396,31 @@ def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -
     # 250 images, 25 per process per step: 5 steps per epoch, each rank sees half the data
     assert rows[-1]["step"] == 10
     assert load_model_dir(out / "model").config.num_classes == 10
+
+
+def test_sigterm_stops_every_ddp_process_after_the_same_step(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    """torchrun passes SIGTERM on to its workers, which may see it during different steps: they
+    vote in the step's all-reduce and all stop after the same one, with one checkpoint."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        torchrun_train(cifar_dir, out, epochs=40),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the end of epoch 1
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    steps = [int(part.split()[0]) for part in stderr.split("stopped by SIGTERM at step ")[1:]]
+    assert len(steps) == 2 and steps[0] == steps[1], stderr[-3000:]
+    assert latest_checkpoint(out / "checkpoints").name == f"ckpt-{steps[0]:08d}"
+    assert not (out / "model").exists()
 
 
 def test_sync_bn_on_cpu_is_refused_clearly(cifar_dir: Path, tmp_path: Path) -> None:

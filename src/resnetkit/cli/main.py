@@ -23,6 +23,7 @@ from resnetkit.cli import (
     zoo,
 )
 from resnetkit.models.registry import UnknownModelError
+from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:  # a checkpoint was written first
+        print(f"resnetkit {args.command}: {err}", file=sys.stderr)
+        return 128 + err.signum  # the shell's convention for a process stopped by a signal
+    except TrainingDiverged as err:
+        print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

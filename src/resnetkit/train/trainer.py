@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,14 +38,11 @@ from resnetkit.train.checkpoint import (
     state_dict_for_save,
 )
 from resnetkit.train.data_setup import build_train_data
+from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe, recipe_differences
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -96,6 +95,9 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec) -> None:
         self.spec = spec
+        self.stop_signal: int | None = None  # SIGTERM or SIGINT received, see run()
+        self.stop_votes = 0.0  # processes that had received one, at the last all-reduce (DDP)
+        self._old_handlers: dict[int, Any] = {}
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self.recipe = recipe = spec.recipe
         if recipe.num_threads:
@@ -452,8 +454,10 @@ class Trainer:
         """Whether the loss is NaN or infinite, on this process or (DDP) on any: every process
         must stop together, or the others would wait in the next all-reduce until a timeout."""
         bad = torch.isfinite(loss.detach()).logical_not().to(torch.float32).reshape(1)
-        if self.dist.enabled:
-            bad = distributed.all_reduce_sum(bad.to(self.device), self.dist)
+        if self.dist.enabled:  # the same all-reduce carries the votes to stop on a signal
+            asked = torch.tensor([float(self.stop_signal is not None)])
+            votes = distributed.all_reduce_sum(torch.cat([bad, asked]).to(self.device), self.dist)
+            bad, self.stop_votes = votes[:1], float(votes[1])
         return bool(bad.item() > 0)
 
     def run(self) -> TrainResult:
@@ -485,6 +489,7 @@ class Trainer:
         self._set_train_mode()
         last_save = time.monotonic()
         try:
+            self._catch_stop_signals()
             while self.step < self.total_iters and not self.stopped_early:
                 if self.batch_in_epoch == 0:
                     self.epoch_partial = [0.0, 0, 0, 0.0]
@@ -527,18 +532,69 @@ class Trainer:
                         recipe.checkpoint_every_iters
                         and self.step % recipe.checkpoint_every_iters == 0
                     )
-                    if due_time or due_iter:
+                    stop = self._stop_agreed()
+                    if due_time or due_iter or stop:
                         elapsed = time.monotonic() - epoch_start
                         self.epoch_partial = [loss_sum, correct, seen, elapsed]
                         self.save()
                         last_save = time.monotonic()
+                    if stop:
+                        bar.close()
+                        raise self._interrupted()
                 bar.close()
                 self._end_epoch(loss_sum, correct, seen, time.monotonic() - epoch_start)
                 self.save()
                 last_save = time.monotonic()
+                if self._stop_agreed() and self.step < self.total_iters:
+                    raise self._interrupted()
         finally:
             self.runlog.close()
+            self._restore_signals()
         return self._finish()
+
+    # ----------------------------------------------------------------- stopping on a signal
+    def _catch_stop_signals(self) -> None:
+        """SIGTERM (``kill``, a batch system's pre-emption, torchrun passing one on) and the first
+        Ctrl-C ask the run to stop at the end of the current step, after a checkpoint; a second
+        Ctrl-C stops at once. Only the main thread can install handlers: elsewhere (a server's
+        worker thread) the signals keep their old meaning."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[signum] = signal.signal(signum, self._on_stop_signal)
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        if self.dist.is_main:
+            print(
+                f"{signal.Signals(signum).name}: stopping after this step, once a checkpoint is "
+                "written" + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now. Under DDP a signal counts once every process has seen it in the
+        step's all-reduce, so that all of them stop after the same step."""
+        if self.dist.enabled:
+            return self.stop_votes > 0
+        return self.stop_signal is not None
+
+    def _interrupted(self) -> TrainingInterrupted:
+        signum = self.stop_signal if self.stop_signal is not None else signal.SIGTERM
+        return TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} at step {self.step} (epoch "
+            f"{self.epoch + 1}); the checkpoint is in {self.ckpt_root}. To continue, run the same "
+            "command again (train and finetune: add --resume)",
+            signum,
+        )
 
     def _check_in_sync(self) -> float:
         """All processes must hold the same weights; returns the (shared) weight checksum."""

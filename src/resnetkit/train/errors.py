@@ -1,0 +1,15 @@
+"""How a training run can stop early (kept apart from the trainer so the CLI imports little)."""
+
+from __future__ import annotations
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or Ctrl-C stopped the run at the end of a step, after writing a checkpoint."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
