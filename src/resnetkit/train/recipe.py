@@ -43,6 +43,8 @@ class Recipe:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on GPU, with loss scaling)
     channels_last: bool = True
     compile: bool = False
+    # default | reduce-overhead (CUDA graphs: for small models on a GPU) | max-autotune | ...
+    compile_mode: str = "default"
     sync_bn: bool = False
     seed: int = 0
     deterministic: bool = False
@@ -66,6 +68,12 @@ class Recipe:
             "augment": ("crop_flip", "imagenet", "none"),
             "precision": ("fp32", "bf16", "fp16"),
             "class_balance": ("none", "loss", "sampler"),
+            "compile_mode": (
+                "default",
+                "reduce-overhead",
+                "max-autotune",
+                "max-autotune-no-cudagraphs",
+            ),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

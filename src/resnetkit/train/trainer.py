@@ -183,7 +183,12 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if recipe.compile:
-            self.net = torch.compile(self.net)  # type: ignore[assignment]
+            self.net = torch.compile(self.net, mode=recipe.compile_mode)  # type: ignore[assignment]
+        # CUDA graphs (reduce-overhead) reuse their output memory: mark where each step begins.
+        self._graph_steps = recipe.compile and recipe.compile_mode in (
+            "reduce-overhead",
+            "max-autotune",
+        )
         self.optimizer = torch.optim.SGD(
             self._param_groups(),
             lr=recipe.lr,
@@ -403,6 +408,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(group):
+            if self._graph_steps:
+                torch.compiler.cudagraph_mark_step_begin()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if recipe.channels_last:  # the streaming loader yields NCHW batches
                 x = x.contiguous(memory_format=torch.channels_last)
