@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmarks import data_pipeline, train_throughput
+from benchmarks import data_pipeline, gpu_paper_cifar, train_throughput
+
+from tests.fakedata import write_fake_cifar10
 
 # One round of two tiny steps: checks that every variant runs, not how fast it is.
 TINY = ["--rounds", "1", "--steps", "2", "--warmup", "1", "--threads", "1", "--batch-size", "32"]
@@ -73,3 +75,42 @@ def test_fast_pipeline_matches_the_anchor_batches() -> None:
     assert xf.is_contiguous(memory_format=torch.channels_last)
     # Same normalisation: the value of a zero-padded pixel (black) is -mean/std in both.
     assert torch.allclose(xa.amin(dim=(0, 2, 3)), xf.amin(dim=(0, 2, 3)), atol=0.05)
+
+
+def test_gpu_parts_rebuild_the_cifar_batches_byte_for_byte(tmp_path: Path) -> None:
+    data = write_fake_cifar10(tmp_path / "data", n_train=250, n_test=37)
+    gpu_paper_cifar.pack(data, tmp_path / "gpu")
+    for part in ("part1", "part2"):
+        gpu_paper_cifar.unpack(tmp_path / "gpu" / part, tmp_path / "there")
+    for original in (data / "cifar-10-batches-bin").glob("*.bin"):
+        rebuilt = tmp_path / "there" / "cifar-10-batches-bin" / original.name
+        assert rebuilt.read_bytes() == original.read_bytes(), original.name
+    # A part that no longer rebuilds the original is refused, not trained on.
+    labels = tmp_path / "gpu" / "part2" / "test_batch.labels"
+    labels.write_bytes(bytes([(labels.read_bytes()[0] + 1) % 10]) + labels.read_bytes()[1:])
+    with pytest.raises(ValueError, match="does not rebuild the original test_batch.bin"):
+        gpu_paper_cifar.unpack(tmp_path / "gpu" / "part2", tmp_path / "again")
+
+
+def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> None:
+    data = write_fake_cifar10(tmp_path / "data")
+    summary = gpu_paper_cifar.train_all(
+        data,
+        tmp_path / "runs",
+        ("resnet20", "plain20"),
+        budget_s=40,
+        device="cpu",
+        extra="--batch-size 50 --val-split 50 --num-threads 1 --checkpoint-every-iters 2",
+        results=tmp_path / "out",
+        model_args={"plain20": ["--max-iters", "4"]},  # resnet20: the whole 64k iterations
+    )
+    assert json.loads((tmp_path / "out" / "gpu-paper-cifar.json").read_text()) == summary
+    short = summary["models"]["plain20"]
+    assert short["finished"] and short["returncode"] == 0, short["log_tail"]
+    assert short["iterations"] == 4 and not short["stopped_at_budget"]
+    assert "val_top1" in short["epochs"][-1] and short["final_test_top1"] is not None
+    # The run longer than the budget got SIGTERM: it checkpointed where it was and said so.
+    cut = summary["models"]["resnet20"]
+    assert cut["stopped_at_budget"] and cut["returncode"] == 143, cut["log_tail"]
+    assert not cut["finished"] and 0 < cut["iterations"] < 64000
+    assert "stopped by SIGTERM" in cut["log_tail"]

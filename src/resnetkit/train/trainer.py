@@ -468,7 +468,7 @@ class Trainer:
         return bool(bad.item() > 0)
 
     def run(self) -> TrainResult:
-        spec, recipe = self.spec, self.recipe
+        spec = self.spec
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if not spec.resume and latest_checkpoint(self.ckpt_root) is not None:
@@ -494,70 +494,77 @@ class Trainer:
             },
         )
         self._set_train_mode()
-        last_save = time.monotonic()
+        self._catch_stop_signals()
         try:
-            self._catch_stop_signals()
-            while self.step < self.total_iters and not self.stopped_early:
-                if self.batch_in_epoch == 0:
-                    self.epoch_partial = [0.0, 0, 0, 0.0]
-                # Resumed mid-epoch: the epoch's sums so far come from the checkpoint, so its
-                # metrics row is the same as an uninterrupted run's.
-                loss_sum, correct, seen, before = self.epoch_partial
-                epoch_start = time.monotonic() - before
-                remaining = min(
-                    self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch
-                )
-                bar = tqdm(
-                    total=remaining,
-                    initial=self.batch_in_epoch,
-                    desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                    disable=not (spec.progress and self.dist.is_main),
-                    unit="it",
-                    dynamic_ncols=True,
-                    leave=False,
-                )
-                for group in self._batches():
-                    t0 = time.monotonic()
-                    loss, ok, n = self._train_step(group)
-                    self.train_seconds += time.monotonic() - t0
-                    loss_sum, correct, seen = loss_sum + loss, correct + ok, seen + n
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{loss_sum / max(seen, 1):.3f}",
-                        acc=f"{100 * correct / max(seen, 1):.1f}",
-                        img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
-                        lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
-                    )
-                    if spec.on_step is not None:
-                        spec.on_step(self.step)
-                    if self.step >= self.total_iters or self.batch_in_epoch >= remaining:
-                        break
-                    due_time = time.monotonic() - last_save > recipe.checkpoint_every_s
-                    due_iter = (
-                        recipe.checkpoint_every_iters
-                        and self.step % recipe.checkpoint_every_iters == 0
-                    )
-                    stop = self._stop_agreed()
-                    if due_time or due_iter or stop:
-                        elapsed = time.monotonic() - epoch_start
-                        self.epoch_partial = [loss_sum, correct, seen, elapsed]
-                        self.save()
-                        last_save = time.monotonic()
-                    if stop:
-                        bar.close()
-                        raise self._interrupted()
-                bar.close()
-                self._end_epoch(loss_sum, correct, seen, time.monotonic() - epoch_start)
-                self.save()
-                last_save = time.monotonic()
-                if self._stop_agreed() and self.step < self.total_iters:
-                    raise self._interrupted()
+            try:
+                self._train_loop()
+            finally:
+                self.runlog.close()
+            # A signal from here on is too late to stop anything: the model directory is
+            # written in full (a matter of seconds) rather than left half done.
+            return self._finish()
         finally:
-            self.runlog.close()
             self._restore_signals()
-        return self._finish()
+
+    def _train_loop(self) -> None:
+        spec, recipe = self.spec, self.recipe
+        last_save = time.monotonic()
+        while self.step < self.total_iters and not self.stopped_early:
+            if self.batch_in_epoch == 0:
+                self.epoch_partial = [0.0, 0, 0, 0.0]
+            # Resumed mid-epoch: the epoch's sums so far come from the checkpoint, so its
+            # metrics row is the same as an uninterrupted run's.
+            loss_sum, correct, seen, before = self.epoch_partial
+            epoch_start = time.monotonic() - before
+            remaining = min(
+                self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch
+            )
+            bar = tqdm(
+                total=remaining,
+                initial=self.batch_in_epoch,
+                desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                disable=not (spec.progress and self.dist.is_main),
+                unit="it",
+                dynamic_ncols=True,
+                leave=False,
+            )
+            for group in self._batches():
+                t0 = time.monotonic()
+                loss, ok, n = self._train_step(group)
+                self.train_seconds += time.monotonic() - t0
+                loss_sum, correct, seen = loss_sum + loss, correct + ok, seen + n
+                self.step += 1
+                self.batch_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{loss_sum / max(seen, 1):.3f}",
+                    acc=f"{100 * correct / max(seen, 1):.1f}",
+                    img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
+                    lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
+                )
+                if spec.on_step is not None:
+                    spec.on_step(self.step)
+                if self.step >= self.total_iters or self.batch_in_epoch >= remaining:
+                    break
+                due_time = time.monotonic() - last_save > recipe.checkpoint_every_s
+                due_iter = (
+                    recipe.checkpoint_every_iters and self.step % recipe.checkpoint_every_iters == 0
+                )
+                stop = self._stop_agreed()
+                if due_time or due_iter or stop:
+                    elapsed = time.monotonic() - epoch_start
+                    self.epoch_partial = [loss_sum, correct, seen, elapsed]
+                    self.save()
+                    last_save = time.monotonic()
+                if stop:
+                    bar.close()
+                    raise self._interrupted()
+            bar.close()
+            self._end_epoch(loss_sum, correct, seen, time.monotonic() - epoch_start)
+            self.save()
+            last_save = time.monotonic()
+            if self._stop_agreed() and self.step < self.total_iters:
+                raise self._interrupted()
 
     # ----------------------------------------------------------------- stopping on a signal
     def _catch_stop_signals(self) -> None:
