@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from resnetkit.cli.main import main
@@ -84,8 +89,8 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
 
     seen = {}
 
-    def fake(data_dir, out, preset, models, progress, overrides=None, log=False):  # noqa: ANN001, ANN202, E501
-        seen.update(out=out, models=models, overrides=overrides, log=log)
+    def fake(data_dir, out, preset, models, progress, overrides=None, log_epochs=False, jobs=1):  # noqa: ANN001, ANN202, E501
+        seen.update(out=out, models=models, overrides=overrides, log=log_epochs, jobs=jobs)
         return {"models": {}, "checks": {}, "complete": True}
 
     monkeypatch.setattr(degradation, "run_degradation", fake)
@@ -96,7 +101,8 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
     assert main([*argv, "--warmup-iters", "0", "--no-progress"]) == 0
     assert seen["overrides"] == {"warmup_iters": 0}  # the paper's recipe, as it is
     assert main([*argv, "--no-progress"]) == 0
-    assert seen["overrides"] is None  # the preset's own
+    assert seen["overrides"] is None and seen["jobs"] == 1  # the preset's own
+    assert main([*argv, "--no-progress", "--jobs", "2"]) == 0 and seen["jobs"] == 2
     table = presets()
     assert table["quick"].recipe.warmup_iters == 150 and table["quick"].recipe.warmup_lr == 0
     assert table["full"].recipe.warmup_iters == 0  # the paper's schedule, untouched
@@ -136,3 +142,54 @@ def test_report_names_the_missing_folder(tmp_path: Path, capsys) -> None:  # noq
     argv = ["reproduce", "degradation", "--out", str(tmp_path / "none"), "--report"]
     assert main(argv) == 2
     assert "none/quick does not exist" in capsys.readouterr().err
+
+
+TINY = {"epochs": 2, "batch_size": 40, "milestones": "2,3", "num_threads": 1, "warmup_iters": 1}
+
+
+def test_jobs_train_models_at_once_each_with_its_log(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    data = write_fake_cifar10(tmp_path / "data", n_train=80, n_test=20)
+    models = ("plain20", "resnet20")
+    out = tmp_path / "out"
+    summary = run_degradation(data, out, "quick", models, False, {**TINY, "max_iters": 2}, jobs=2)
+    assert summary["complete"] and set(summary["models"]) == set(models)
+    assert "resnet20_trains_better_than_plain20" in summary["checks"]
+    err = capsys.readouterr().err
+    for name in models:
+        assert f"{name} started in its own process with 1 thread(s)" in err
+        assert f"{name} finished" in err
+        assert "epoch 1/1 step 2:" in (out / f"{name}.log").read_text()
+        assert summary["models"][name]["step"] == [2]
+
+
+def test_jobs_pass_sigterm_on_and_every_run_checkpoints(tmp_path: Path) -> None:
+    LONG = {**TINY, "epochs": 100}  # noqa: N806  (far longer than the test waits)
+    data = write_fake_cifar10(tmp_path / "data", n_train=200, n_test=50)
+    out = tmp_path / "out"
+    code = (
+        "import sys; from pathlib import Path; "
+        "from resnetkit.cli.main import main; "
+        "from resnetkit.reproduce import degradation as d; "
+        f"d.presets = lambda real=d.presets: {{k: d.replace(v, recipe=v.recipe.override({LONG!r}), "
+        "train_subset=0, eval_subset=0) for k, v in real().items()}; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    argv = ["reproduce", "degradation", "--data-dir", str(data), "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv, "--models", "plain20,resnet20", "--jobs", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    runs = [out / "quick" / name / "checkpoints" / "latest" for name in ("plain20", "resnet20")]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "every run in progress wrote a checkpoint" in err
+    for name in ("plain20", "resnet20"):
+        log = (out / "quick" / f"{name}.log").read_text()
+        assert "stopped by SIGTERM at step" in log, log[-2000:]
+        assert not (out / "quick" / name / "model").exists()

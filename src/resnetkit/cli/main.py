@@ -23,7 +23,7 @@ from resnetkit.cli import (
     zoo,
 )
 from resnetkit.models.registry import UnknownModelError
-from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
+from resnetkit.train.errors import RunFailed, TrainingDiverged, TrainingInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as err:  # a checkpoint was written first
         print(f"resnetkit {args.command}: {err}", file=sys.stderr)
         return 128 + err.signum  # the shell's convention for a process stopped by a signal
-    except TrainingDiverged as err:
+    except (TrainingDiverged, RunFailed) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -48,6 +48,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "preset's, 150 for quick, 0 for full; 0 is the paper's recipe, lr 0.1 from the start)",
     )
     g.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="train this many models at once, each in its own process with its share of the "
+        "threads and a log of its own (OUT/PRESET/MODEL.log); 2 on 2 cores does about 1.3x the "
+        "work of 1",
+    )
+    g.add_argument(
         "--report",
         action="store_true",
         help="train nothing: summarise and draw what the runs in --out hold so far, with each "
@@ -98,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
         if args.data_dir is None:
             raise ValueError("reproduce degradation needs --data-dir (the folder holding CIFAR-10)")
         summary = run_degradation(
-            args.data_dir, out, args.preset, models, not args.no_progress, overrides, True
+            args.data_dir,
+            out,
+            args.preset,
+            models,
+            not args.no_progress,
+            overrides,
+            log_epochs=True,
+            jobs=args.jobs,
         )
     keys = ("final_train_error", "final_test_error", "iterations", "complete", "hours_left")
     models_out = {name: {k: c[k] for k in keys} for name, c in summary["models"].items()}

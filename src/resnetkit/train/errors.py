@@ -13,3 +13,7 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class RunFailed(RuntimeError):
+    """A training run in a process of its own ended with an error; its log says why."""
