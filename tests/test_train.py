@@ -237,6 +237,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
+def test_cli_reports_a_diverged_run_as_an_error_line(
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.cli.main import main
+
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
+    argv += ["--out", str(tmp_path / "run"), "--no-progress", "--num-threads", "1"]
+    argv += ["--epochs", "2", "--batch-size", "50", "--warmup-iters", "0", "--ema-decay", "0"]
+    assert main([*argv, "--lr", "1e30"]) == 1
+    err = capsys.readouterr().err
+    assert "resnetkit train: error: loss is" in err and "Lower --lr" in err
+
+
 def test_refuses_to_overwrite_a_run_without_resume(cifar_dir: Path, tmp_path: Path) -> None:
     recipe = TINY.override({"epochs": 1, "ema_decay": 0.5})
     train(spec(cifar_dir, tmp_path / "run", recipe))
