@@ -81,6 +81,17 @@ def test_train_writes_model_dir_metrics_and_provenance(cifar_dir: Path, tmp_path
     assert (out / "tensorboard").is_dir()
 
 
+def test_epoch_lines_say_the_time_left(
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.train.trainer import _duration
+
+    train(spec(cifar_dir, tmp_path / "run", TINY, log_epochs=True))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and ", eta " in lines[0] and "eta" not in lines[1]
+    assert [_duration(s) for s in (42.4, 185, 50_280)] == ["42s", "3m05s", "13h58m"]
+
+
 def test_training_learns_an_easy_dataset(cifar_dir: Path, tmp_path: Path) -> None:
     recipe = TINY.override({"epochs": 6, "ema_decay": 0.0, "lr": 0.1})
     result = train(spec(cifar_dir, tmp_path / "run", recipe))

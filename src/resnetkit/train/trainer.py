@@ -659,7 +659,11 @@ class Trainer:
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step", "lr")
         )
-        self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}")
+        # Time left at this epoch's pace (training only; evaluations add a little).
+        iters = self.step - (self.epoch - 1) * self.iters_per_epoch
+        left = (self.total_iters - self.step) * seconds / max(iters, 1)
+        eta = f", eta {_duration(left)}" if self.step < self.total_iters else ""
+        self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}{eta}")
 
     def _track_best(self, top1: float, loss: float) -> None:
         """Better: a higher validation top-1, or the same top-1 with a lower loss (on a few
@@ -725,6 +729,16 @@ class Trainer:
         distributed.barrier(self.dist)
         distributed.cleanup(self.dist)
         return TrainResult(self.out, self.dist.is_main, model_dir, metrics, self.history)
+
+
+def _duration(seconds: float) -> str:
+    """42s, 3m05s, 13h58m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _check_run_length(recipe: Recipe, total_iters: int) -> None:
