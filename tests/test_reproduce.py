@@ -193,3 +193,14 @@ def test_jobs_pass_sigterm_on_and_every_run_checkpoints(tmp_path: Path) -> None:
         log = (out / "quick" / f"{name}.log").read_text()
         assert "stopped by SIGTERM at step" in log, log[-2000:]
         assert not (out / "quick" / name / "model").exists()
+
+
+def test_jobs_start_with_the_most_work_left(tmp_path: Path) -> None:
+    from resnetkit.reproduce.degradation import _work_left
+
+    recipe = presets()["full"].recipe
+    _write_rows(tmp_path / "resnet56", [(60_000, 10.0)])
+    _write_rows(tmp_path / "resnet20", [(16_000, 20.0)])
+    names = ("resnet56", "resnet20", "plain56")
+    left = {name: _work_left(tmp_path, name, recipe) for name in names}
+    assert left == {"resnet56": 56 * 4_000 / 64_000, "resnet20": 15.0, "plain56": 56.0}

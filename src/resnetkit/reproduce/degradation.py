@@ -132,16 +132,21 @@ def run_degradation(
     return report_degradation(out, preset, models, recipe_overrides)
 
 
-def _cost(name: str) -> int:
-    """Relative length of a model's run: its depth (``resnet56`` -> 56)."""
+def _work_left(out: Path, name: str, recipe: Recipe) -> float:
+    """Roughly how long a model's run still has to go: its depth (``resnet56`` -> 56) times
+    the share of its iterations left (1 when the schedule is in epochs)."""
     digits = "".join(ch for ch in name if ch.isdigit())
-    return int(digits) if digits else 0
+    rows = _read_history(out / name)
+    done = rows[-1]["step"] if rows else 0
+    share = max(recipe.max_iters - done, 0) / recipe.max_iters if recipe.max_iters else 1.0
+    return (int(digits) if digits else 1) * share
 
 
 def _train_in_parallel(
     data_dir: Path, out: Path, preset: Preset, recipe: Recipe, names: list[str], jobs: int
 ) -> None:
-    """Train ``names`` with at most ``jobs`` at a time, the deepest first. SIGTERM or Ctrl-C
+    """Train ``names`` with at most ``jobs`` at a time, the longest first (which keeps the
+    last one to finish from starting late). SIGTERM or Ctrl-C
     is passed on to every running model, which checkpoints; then this raises
     :class:`TrainingInterrupted`. A model that fails does not stop the others."""
     import multiprocessing
@@ -155,7 +160,7 @@ def _train_in_parallel(
 
     context = multiprocessing.get_context("spawn")
     threads = max(1, torch.get_num_threads() // jobs)
-    queue = sorted(names, key=_cost, reverse=True)
+    queue = sorted(names, key=lambda name: _work_left(out, name, recipe), reverse=True)
     running: dict[str, Any] = {}
     failed: dict[str, int] = {}
     stop: list[int] = []
