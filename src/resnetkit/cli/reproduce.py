@@ -52,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=positive_int,
         default=1,
         help="train this many models at once, each in its own process with its share of the "
-        "threads and a log of its own (OUT/PRESET/MODEL.log); 2 on 2 cores does about 1.3x the "
+        "threads and a log of its own (OUT/PRESET/MODEL.log); 2 on 2 cores does about 1.6x the "
         "work of 1",
     )
     g.add_argument(

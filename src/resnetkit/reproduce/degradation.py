@@ -92,7 +92,7 @@ def run_degradation(
     epoch to stderr when there are no progress bars (a run in the background). ``jobs`` > 1
     trains that many models at once, each in its own process with its share of the threads and
     its own log (``out/NAME.log``): small CIFAR convolutions use many threads poorly, so on 2
-    cores two one-thread runs do about 1.3x the work of one two-thread run.
+    cores two one-thread runs do about 1.6x the work of one two-thread run.
     """
     from resnetkit.train.trainer import TrainSpec, train
 
