@@ -224,15 +224,20 @@ def train_all(
         rows = _rows(run)
         finished = (run / "model" / "config.json").exists()
         last = rows[-1] if rows else {}
+        evaluated = next((r for r in reversed(rows) if "test_top1" in r), {})
+        latest = run / "checkpoints" / "latest"  # a run stopped mid-epoch got further than rows
+        reached = int(latest.read_text().split("-")[-1]) if latest.exists() else 0
         summary["models"][name] = {
             "finished": finished,
             "returncode": proc.returncode,
             "stopped_at_budget": name in stopped,
             "wall_s": round(ended[name], 1),
             "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows), 1),
-            "iterations": last.get("step", 0),
-            "final_test_top1": last.get("test_top1"),
-            "final_test_error": None if "test_top1" not in last else 100.0 - last["test_top1"],
+            "iterations": max(last.get("step", 0), reached),
+            # The last evaluation (every 4th epoch and the last one): its step says when.
+            "final_test_top1": evaluated.get("test_top1"),
+            "final_test_error": None if not evaluated else 100.0 - evaluated["test_top1"],
+            "final_test_step": evaluated.get("step"),
             "final_train_top1": last.get("train_top1"),
             "extra_args": model_args.get(name, []),
             "epochs": [

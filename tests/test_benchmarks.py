@@ -113,4 +113,7 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     cut = summary["models"]["resnet20"]
     assert cut["stopped_at_budget"] and cut["returncode"] == 143, cut["log_tail"]
     assert not cut["finished"] and 0 < cut["iterations"] < 64000
+    latest = tmp_path / "runs" / "resnet20" / "checkpoints" / "latest"
+    assert cut["iterations"] == int(latest.read_text().split("-")[-1])  # not just whole epochs
+    assert cut["final_test_step"] <= cut["iterations"] and cut["final_test_top1"] is not None
     assert "stopped by SIGTERM" in cut["log_tail"]

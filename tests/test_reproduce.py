@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from resnetkit.cli.main import main
 from resnetkit.reproduce.degradation import presets, run_degradation
 from tests.fakedata import write_fake_cifar10
@@ -175,24 +177,48 @@ def test_jobs_pass_sigterm_on_and_every_run_checkpoints(tmp_path: Path) -> None:
         "sys.exit(main(sys.argv[1:]))"
     )
     argv = ["reproduce", "degradation", "--data-dir", str(data), "--out", str(out)]
+    models = "plain20,resnet20,plain32"  # three for two jobs: one still waits when told to stop
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, *argv, "--models", "plain20,resnet20", "--jobs", "2"],
+        [sys.executable, "-c", code, *argv, "--models", models, "--jobs", "2"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    runs = [out / "quick" / name / "checkpoints" / "latest" for name in ("plain20", "resnet20")]
+    runs = [out / "quick" / name / "checkpoints" / "latest" for name in models.split(",")]
     deadline = time.monotonic() + 120
-    while not all(r.exists() for r in runs) and time.monotonic() < deadline:
+    while sum(r.exists() for r in runs) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "every run in progress wrote a checkpoint" in err
-    for name in ("plain20", "resnet20"):
+    started = [name for name in models.split(",") if (out / "quick" / f"{name}.log").exists()]
+    assert len(started) == 2 and "plain32" in started  # the most work left goes first
+    for name in started:
         log = (out / "quick" / f"{name}.log").read_text()
         assert "stopped by SIGTERM at step" in log, log[-2000:]
         assert not (out / "quick" / name / "model").exists()
+
+
+def test_a_signal_while_a_model_finishes_stops_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnetkit.train import trainer
+    from resnetkit.train.errors import TrainingInterrupted
+
+    finish = trainer.Trainer._finish
+
+    def finish_after_a_kill(self: trainer.Trainer) -> trainer.TrainResult:
+        os.kill(os.getpid(), signal.SIGTERM)  # too late to stop this run: it finishes
+        return finish(self)
+
+    monkeypatch.setattr(trainer.Trainer, "_finish", finish_after_a_kill)
+    data = write_fake_cifar10(tmp_path / "data", n_train=80, n_test=20)
+    overrides = {**TINY, "max_iters": 2}
+    with pytest.raises(TrainingInterrupted, match="SIGTERM once plain20 had finished"):
+        run_degradation(data, tmp_path / "out", "quick", ("plain20", "resnet20"), False, overrides)
+    assert (tmp_path / "out" / "plain20" / "model" / "config.json").exists()
+    assert not (tmp_path / "out" / "resnet20").exists()
 
 
 def test_jobs_start_with_the_most_work_left(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ ResNet solid, as in the paper's figure, and writes the numbers to ``degradation.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,9 +97,12 @@ def run_degradation(
     its own log (``out/NAME.log``): small CIFAR convolutions use many threads poorly, so on 2
     cores two one-thread runs do about 1.6x the work of one two-thread run.
     """
+    from resnetkit.train.errors import TrainingInterrupted
     from resnetkit.train.trainer import TrainSpec, train
 
     chosen = _preset(preset)
+    stopped: int | None = None
+    previous = ""
     recipe = chosen.recipe.override(recipe_overrides or {})
     out.mkdir(parents=True, exist_ok=True)
     todo = [name for name in models if not (out / name / "model" / "config.json").exists()]
@@ -107,6 +113,12 @@ def run_degradation(
         run = out / name
         if (run / "model" / "config.json").exists():
             continue
+        if stopped is not None:  # told to stop while the last model was finishing
+            raise TrainingInterrupted(
+                f"stopped by {signal.Signals(stopped).name} once {previous} had finished; to "
+                "continue, run the same command again",
+                stopped,
+            )
         resume = latest_checkpoint(run / "checkpoints") is not None
         if log_epochs:
             print(
@@ -115,7 +127,7 @@ def run_degradation(
                 file=sys.stderr,
                 flush=True,
             )
-        train(
+        result = train(
             TrainSpec(
                 model=name,
                 dataset="cifar10",
@@ -129,6 +141,7 @@ def run_degradation(
                 log_epochs=log_epochs,
             )
         )
+        stopped, previous = result.stop_signal, name
     return report_degradation(out, preset, models, recipe_overrides)
 
 
@@ -146,11 +159,10 @@ def _train_in_parallel(
     data_dir: Path, out: Path, preset: Preset, recipe: Recipe, names: list[str], jobs: int
 ) -> None:
     """Train ``names`` with at most ``jobs`` at a time, the longest first (which keeps the
-    last one to finish from starting late). SIGTERM or Ctrl-C
-    is passed on to every running model, which checkpoints; then this raises
-    :class:`TrainingInterrupted`. A model that fails does not stop the others."""
+    last one to finish from starting late). SIGTERM or Ctrl-C is passed on to every running
+    model, which checkpoints; then this raises :class:`TrainingInterrupted`. A model that fails
+    does not stop the others."""
     import multiprocessing
-    import signal
     import threading
     import time
 
@@ -166,13 +178,13 @@ def _train_in_parallel(
     stop: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        if not stop:
-            print(
+        if not stop:  # os.write: a print here could interrupt a print (see the trainer)
+            message = (
                 f"{signal.Signals(signum).name}: passing it on to the runs in progress, which "
-                "write a checkpoint and stop",
-                file=sys.stderr,
-                flush=True,
+                "write a checkpoint and stop\n"
             )
+            with contextlib.suppress(OSError):
+                os.write(sys.stderr.fileno(), message.encode())
         stop.append(signum)
         for process in running.values():
             process.terminate()  # SIGTERM: the trainer checkpoints at the end of its step
@@ -181,17 +193,19 @@ def _train_in_parallel(
     if threading.current_thread() is threading.main_thread():
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while queue or running:
+        while (queue and not stop) or running:
             while queue and len(running) < jobs and not stop:
                 name = queue.pop(0)
                 log = out / f"{name}.log"
                 process = context.Process(
                     target=_train_one,
-                    args=(data_dir, out / name, preset, recipe, name, threads, log),
+                    args=(data_dir, out / name, preset, recipe, name, threads, log, os.getpid()),
                     name=f"degradation-{name}",
                 )
                 process.start()
                 running[name] = process
+                if stop:  # the signal came while the process was starting
+                    process.terminate()
                 print(
                     f"degradation ({preset.name}): {name} started in its own process with "
                     f"{threads} thread(s); its log: {log}",
@@ -204,31 +218,42 @@ def _train_in_parallel(
                 process.join()
                 del running[name]
                 code = process.exitcode
-                if code and not stop:
+                if code and not (stop and code in (128 + signal.SIGTERM, -signal.SIGTERM)):
                     failed[name] = code
                 status = "finished" if code == 0 else f"ended with status {code}"
                 print(f"degradation ({preset.name}): {name} {status}", file=sys.stderr, flush=True)
             time.sleep(0.2)
     finally:
         for signum, handler in old.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for process in running.values():  # only after an error here: stop the runs too
+            process.terminate()
+            process.join()
+    failures = ", ".join(
+        f"{name} (status {code}; see {out / name}.log)" for name, code in failed.items()
+    )
     if stop:
         raise TrainingInterrupted(
             f"stopped by {signal.Signals(stop[0]).name}: every run in progress wrote a "
-            f"checkpoint; to continue, run the same command again",
+            "checkpoint; to continue, run the same command again"
+            + (f". Failed before that: {failures}" if failed else ""),
             stop[0],
         )
     if failed:
-        names_logs = ", ".join(f"{name} (see {out / name}.log)" for name in failed)
-        raise RunFailed(f"training failed for {names_logs}; the other models finished")
+        raise RunFailed(f"training failed for {failures}; the other models finished")
 
 
 def _train_one(
-    data_dir: Path, run: Path, preset: Preset, recipe: Recipe, name: str, threads: int, log: Path
+    data_dir: Path,
+    run: Path,
+    preset: Preset,
+    recipe: Recipe,
+    name: str,
+    threads: int,
+    log: Path,
+    parent: int,
 ) -> None:
     """One model's run in a process of its own (see :func:`_train_in_parallel`)."""
-    import os
-    import signal
     import threading
     import time
 
@@ -241,7 +266,6 @@ def _train_one(
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     torch.set_num_threads(threads)
-    parent = os.getppid()
 
     def orphaned() -> None:  # the parent was killed outright: stop as if told to
         while os.getppid() == parent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -79,6 +80,9 @@ class TrainResult:
     model_dir: Path
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
+    # SIGTERM or SIGINT that came too late to stop this run (its last step, or while the model
+    # directory was written): whoever runs more after it should stop instead.
+    stop_signal: int | None = None
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -98,6 +102,7 @@ class Trainer:
         self.stop_signal: int | None = None  # SIGTERM or SIGINT received, see run()
         self.stop_votes = 0.0  # processes that had received one, at the last all-reduce (DDP)
         self._old_handlers: dict[int, Any] = {}
+        self._handler_pid = os.getpid()
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self.recipe = recipe = spec.recipe
         if recipe.num_threads:
@@ -462,8 +467,8 @@ class Trainer:
         must stop together, or the others would wait in the next all-reduce until a timeout."""
         bad = torch.isfinite(loss.detach()).logical_not().to(torch.float32).reshape(1)
         if self.dist.enabled:  # the same all-reduce carries the votes to stop on a signal
-            asked = torch.tensor([float(self.stop_signal is not None)])
-            votes = distributed.all_reduce_sum(torch.cat([bad, asked]).to(self.device), self.dist)
+            asked = torch.tensor([float(self.stop_signal is not None)], device=bad.device)
+            votes = distributed.all_reduce_sum(torch.cat([bad, asked]), self.dist)
             bad, self.stop_votes = votes[:1], float(votes[1])
         return bool(bad.item() > 0)
 
@@ -563,7 +568,7 @@ class Trainer:
             self._end_epoch(loss_sum, correct, seen, time.monotonic() - epoch_start)
             self.save()
             last_save = time.monotonic()
-            if self._stop_agreed() and self.step < self.total_iters:
+            if self._stop_agreed() and self.step < self.total_iters and not self.stopped_early:
                 raise self._interrupted()
 
     # ----------------------------------------------------------------- stopping on a signal
@@ -574,25 +579,30 @@ class Trainer:
         worker thread) the signals keep their old meaning."""
         if threading.current_thread() is not threading.main_thread():
             return
+        self._handler_pid = os.getpid()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[signum] = signal.signal(signum, self._on_stop_signal)
 
     def _restore_signals(self) -> None:
         for signum, handler in self._old_handlers.items():
-            signal.signal(signum, handler)
+            # None: a handler installed from C, which Python cannot put back; the default then.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._old_handlers.clear()
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._handler_pid:
+            return  # a forked data-loading worker: it keeps feeding the step
         if self.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.stop_signal = signum
         if self.dist.is_main:
-            print(
-                f"{signal.Signals(signum).name}: stopping after this step, once a checkpoint is "
-                "written" + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""),
-                file=sys.stderr,
-                flush=True,
-            )
+            # os.write, not print: a handler that interrupts a print to the same stream would
+            # make Python raise "reentrant call" and kill the run without its checkpoint.
+            again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+            name = signal.Signals(signum).name
+            message = f"{name}: stopping after this step, once a checkpoint is written{again}\n"
+            with contextlib.suppress(OSError):
+                os.write(sys.stderr.fileno(), message.encode())
 
     def _stop_agreed(self) -> bool:
         """Whether to stop now. Under DDP a signal counts once every process has seen it in the
@@ -728,7 +738,9 @@ class Trainer:
             )
         distributed.barrier(self.dist)
         distributed.cleanup(self.dist)
-        return TrainResult(self.out, self.dist.is_main, model_dir, metrics, self.history)
+        return TrainResult(
+            self.out, self.dist.is_main, model_dir, metrics, self.history, self.stop_signal
+        )
 
 
 def _duration(seconds: float) -> str:
