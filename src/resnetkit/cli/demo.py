@@ -64,6 +64,7 @@ def _classify_bundled_images() -> None:
 
 
 def _train_briefly(seconds_budget: int) -> None:
+    from resnetkit.train.errors import TrainingInterrupted
     from resnetkit.train.recipe import load_recipe
     from resnetkit.train.trainer import TrainSpec, train
 
@@ -72,11 +73,17 @@ def _train_briefly(seconds_budget: int) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.monotonic()
-        result = train(
-            TrainSpec(
-                "resnet20", "cifar10-sample", Path("."), Path(tmp) / "run", recipe, progress=False
+        try:
+            run = Path(tmp) / "run"
+            result = train(
+                TrainSpec("resnet20", "cifar10-sample", Path("."), run, recipe, progress=False)
             )
-        )
+        except TrainingInterrupted as err:  # its checkpoint lives in a folder about to go
+            raise TrainingInterrupted(
+                "the demo's training was stopped; it keeps nothing (run `resnetkit train` to "
+                "keep a run)",
+                err.signum,
+            ) from None
         elapsed = time.monotonic() - start
     for row in result.history:
         test = f", test top-1 {row['test_top1']:.1f}%" if "test_top1" in row else ""
