@@ -10,7 +10,8 @@ with the iterations it reached. The steps (``.gpu/`` is git-ignored, so only ``c
 
     here:    python -m benchmarks.gpu_paper_cifar pack --data-dir ../shared/data/cifar10 --out .gpu
     call 1:  carry .gpu/part1
-             python3 -m benchmarks.gpu_paper_cifar unpack --part .gpu/part1 --to runs/gpu-cifar
+             python3 -m benchmarks.gpu_paper_cifar unpack --part .gpu/part1 --to runs/gpu-cifar &&
+             python3 -m benchmarks.gpu_paper_cifar smoke    (each model runs; eager ms per step)
     call 2:  carry .gpu/part2 (at once: the machine stays warm only about 30 s)
              python3 -m benchmarks.gpu_paper_cifar unpack --part .gpu/part2 --to runs/gpu-cifar &&
              python3 -m benchmarks.gpu_paper_cifar train --data-dir runs/gpu-cifar \
@@ -130,6 +131,44 @@ def unpack(part: Path, to: Path) -> list[Path]:
         (folder / f"{name}.bin").write_bytes(raw)
         written.append(folder / f"{name}.bin")
     return written
+
+
+def smoke(
+    models: tuple[str, ...] = MODELS, device: str = "cuda", steps: int = 20
+) -> dict[str, Any]:
+    """A few eager training steps of each model on random data (bf16 on a GPU, channels_last):
+    proves the package runs on the device before the long call, and measures eager milliseconds
+    per step."""
+    import torch
+
+    sys.path.insert(0, str(SRC))
+    from resnetkit.models.registry import create_model
+
+    timings: dict[str, Any] = {"device": _device_info()}
+    for name in models:
+        model = create_model(name).to(device).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(128, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (128,), device=device)
+        start = 0.0
+        for step in range(steps + 3):  # 3 warm-up steps
+            if step == 3:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            on_gpu = device.startswith("cuda")  # bf16 there; a CPU without bf16 units: fp32
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=on_gpu):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        timings[name] = {
+            "eager_ms_per_step": round(1000 * (time.perf_counter() - start) / steps, 2),
+            "loss_finite": bool(torch.isfinite(loss)),
+        }
+    return timings
 
 
 def _rows(run: Path) -> list[dict[str, Any]]:
@@ -265,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpack", help="(there) one part -> checked .bin batches")
     p.add_argument("--part", type=Path, required=True)
     p.add_argument("--to", type=Path, required=True)
+    p = sub.add_parser("smoke", help="(there) a few eager steps of each model: runs? how fast?")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--steps", type=int, default=20)
     p = sub.add_parser("train", help="(there) train the models at once within a time budget")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/gpu-paper"))
@@ -280,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "unpack":
         for path in unpack(args.part, args.to):
             print(f"rebuilt {path} (sha256 checked)")
+    elif args.command == "smoke":
+        models = tuple(m for m in args.models.split(",") if m)
+        print(json.dumps(smoke(models, args.device, args.steps), indent=2))
     else:
         summary = train_all(
             args.data_dir,

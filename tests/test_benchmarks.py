@@ -117,3 +117,9 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     assert cut["iterations"] == int(latest.read_text().split("-")[-1])  # not just whole epochs
     assert cut["final_test_step"] <= cut["iterations"] and cut["final_test_top1"] is not None
     assert "stopped by SIGTERM" in cut["log_tail"]
+
+
+def test_gpu_smoke_steps_each_model_and_times_it() -> None:
+    timings = gpu_paper_cifar.smoke(("resnet20",), device="cpu", steps=1)
+    assert timings["resnet20"]["loss_finite"] and timings["resnet20"]["eager_ms_per_step"] > 0
+    assert timings["device"]["torch"] == torch.__version__
