@@ -160,6 +160,7 @@ def test_jobs_train_models_at_once_each_with_its_log(tmp_path: Path, capsys) -> 
     for name in models:
         assert f"{name} started in its own process with 1 thread(s)" in err
         assert f"{name} finished" in err
+        assert f"[{name}] epoch 1/1 step 2:" in err  # its log, passed on
         assert "epoch 1/1 step 2:" in (out / f"{name}.log").read_text()
         assert summary["models"][name]["step"] == [2]
 

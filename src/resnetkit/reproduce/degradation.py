@@ -176,6 +176,18 @@ def _train_in_parallel(
     running: dict[str, Any] = {}
     failed: dict[str, int] = {}
     stop: list[int] = []
+    read: dict[str, int] = {}  # how far each model's log has been passed on
+
+    def pass_on_logs() -> None:
+        """Each model's new log lines, on this process's stderr with the model's name."""
+        for name, offset in read.items():
+            with open(out / f"{name}.log", "rb") as log:
+                log.seek(offset)
+                text = log.read()
+            done = text.rfind(b"\n") + 1  # whole lines only
+            for line in text[:done].decode(errors="replace").splitlines():
+                print(f"[{name}] {line}", file=sys.stderr, flush=True)
+            read[name] = offset + done
 
     def on_signal(signum: int, frame: Any) -> None:
         if not stop:  # os.write: a print here could interrupt a print (see the trainer)
@@ -202,27 +214,31 @@ def _train_in_parallel(
                     args=(data_dir, out / name, preset, recipe, name, threads, log, os.getpid()),
                     name=f"degradation-{name}",
                 )
+                log.touch(mode=0o644)
+                read[name] = log.stat().st_size  # a resumed model's log goes on from here
                 process.start()
                 running[name] = process
                 if stop:  # the signal came while the process was starting
                     process.terminate()
                 print(
                     f"degradation ({preset.name}): {name} started in its own process with "
-                    f"{threads} thread(s); its log: {log}",
+                    f"{threads} thread(s); its log ({log}) follows, each line marked [{name}]",
                     file=sys.stderr,
                     flush=True,
                 )
+            pass_on_logs()
             for name, process in list(running.items()):
                 if process.is_alive():
                     continue
                 process.join()
+                pass_on_logs()
                 del running[name]
                 code = process.exitcode
                 if code and not (stop and code in (128 + signal.SIGTERM, -signal.SIGTERM)):
                     failed[name] = code
                 status = "finished" if code == 0 else f"ended with status {code}"
                 print(f"degradation ({preset.name}): {name} {status}", file=sys.stderr, flush=True)
-            time.sleep(0.2)
+            time.sleep(0.5)
     finally:
         for signum, handler in old.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
