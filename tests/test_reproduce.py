@@ -231,3 +231,16 @@ def test_jobs_start_with_the_most_work_left(tmp_path: Path) -> None:
     names = ("resnet56", "resnet20", "plain56")
     left = {name: _work_left(tmp_path, name, recipe) for name in names}
     assert left == {"resnet56": 56 * 4_000 / 64_000, "resnet20": 15.0, "plain56": 56.0}
+
+
+def test_hours_left_follow_the_recent_pace(tmp_path: Path) -> None:
+    from resnetkit.reproduce.degradation import summarise
+
+    preset = presets()["full"]
+    run = tmp_path / "resnet20"
+    _write_rows(run, [(1000 * i, 50.0) for i in range(1, 4)], seconds=400.0)  # slow at first
+    with open(run / "metrics.jsonl", "a") as f:  # then five epochs at 100 s per 1000 iterations
+        for i in range(4, 9):
+            f.write(json.dumps({"step": 1000 * i, "train_top1": 60, "epoch_seconds": 100}) + "\n")
+    curve = summarise(tmp_path, ("resnet20",), preset, preset.recipe)["models"]["resnet20"]
+    assert curve["hours_left"] == pytest.approx((64_000 - 8_000) * 0.1 / 3600)

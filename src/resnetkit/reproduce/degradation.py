@@ -350,7 +350,12 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
         )
         left = None
         if target is not None and done:
-            left = max(target - done, 0) * seconds / done / 3600
+            # At the pace of the last five epochs: a run that spans sessions changes speed (two
+            # runs at a time, a busy machine), and its early epochs say little about the rest.
+            recent = rows[-5:]
+            span = done - (rows[-6]["step"] if len(rows) > 5 else 0)
+            pace = sum(r["epoch_seconds"] for r in recent) / max(span, 1)
+            left = max(target - done, 0) * pace / 3600
         curves[name] = {
             "step": [r["step"] for r in rows],
             "train_error": [100.0 - r["train_top1"] for r in rows],
@@ -364,7 +369,7 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
             "iterations": done,
             "target_iterations": target,
             "complete": complete,
-            # At the speed measured so far; None before the first epoch has finished.
+            # None before the first epoch has finished.
             "hours_left": None if complete else left,
         }
     checks: dict[str, bool] = {}
