@@ -59,6 +59,12 @@ GPU_SPEED = (
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+def _import_from_src() -> None:
+    """Make this checkout's resnetkit importable (on the device it is not installed)."""
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))
+
+
 def _mosaic(images: np.ndarray) -> np.ndarray:
     """(N, 32, 32, 3) -> one (32*side, 32*side, 3) picture, zero-padded to a square of tiles."""
     n = len(images)
@@ -141,7 +147,7 @@ def smoke(
     per step."""
     import torch
 
-    sys.path.insert(0, str(SRC))
+    _import_from_src()
     from resnetkit.models.registry import create_model
 
     timings: dict[str, Any] = {"device": _device_info()}
@@ -171,13 +177,6 @@ def smoke(
     return timings
 
 
-def _rows(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _device_info() -> dict[str, Any]:
     import torch
 
@@ -201,6 +200,9 @@ def train_all(
     ``budget_s`` seconds; returns (and writes to ``results``) what each reached. ``extra`` goes
     to every model, ``model_args`` (default: ResNet-110's warm-up) to one."""
     model_args = MODEL_ARGS if model_args is None else model_args
+    _import_from_src()
+    from resnetkit.train.runlog import read_metrics
+
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
@@ -260,7 +262,7 @@ def train_all(
     }
     for name, proc in procs.items():
         run = out / name
-        rows = _rows(run)
+        rows = read_metrics(run)
         finished = (run / "model" / "config.json").exists()
         last = rows[-1] if rows else {}
         evaluated = next((r for r in reversed(rows) if "test_top1" in r), {})

@@ -15,10 +15,14 @@ import signal
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnetkit.train.checkpoint import atomic_write_text, latest_checkpoint
 from resnetkit.train.recipe import Recipe, load_recipe
+from resnetkit.train.runlog import read_metrics
+
+if TYPE_CHECKING:
+    from resnetkit.train.trainer import TrainSpec
 
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
@@ -72,11 +76,34 @@ def presets() -> dict[str, Preset]:
     }
 
 
-def _read_history(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _finished(run: Path) -> bool:
+    return (run / "model" / "config.json").exists()
+
+
+def _spec(
+    data_dir: Path,
+    run: Path,
+    preset: Preset,
+    recipe: Recipe,
+    progress: bool,
+    log_epochs: bool,
+) -> TrainSpec:
+    """How one model of the experiment trains (its folder's name is the model's), resuming
+    where a checkpoint is."""
+    from resnetkit.train.trainer import TrainSpec
+
+    return TrainSpec(
+        model=run.name,
+        dataset="cifar10",
+        data_dir=data_dir,
+        out=run,
+        recipe=recipe,
+        resume=latest_checkpoint(run / "checkpoints") is not None,
+        train_subset=preset.train_subset,
+        eval_subset=preset.eval_subset,
+        progress=progress,
+        log_epochs=log_epochs,
+    )
 
 
 def run_degradation(
@@ -98,20 +125,19 @@ def run_degradation(
     cores two one-thread runs do about 1.6x the work of one two-thread run.
     """
     from resnetkit.train.errors import TrainingInterrupted
-    from resnetkit.train.trainer import TrainSpec, train
+    from resnetkit.train.trainer import train
 
     chosen = _preset(preset)
     stopped: int | None = None
     previous = ""
     recipe = chosen.recipe.override(recipe_overrides or {})
     out.mkdir(parents=True, exist_ok=True)
-    todo = [name for name in models if not (out / name / "model" / "config.json").exists()]
+    todo = [name for name in models if not _finished(out / name)]
     if jobs > 1 and len(todo) > 1:
         _train_in_parallel(data_dir, out, chosen, recipe, todo, jobs)
         return report_degradation(out, preset, models, recipe_overrides)
     for index, name in enumerate(models, 1):
-        run = out / name
-        if (run / "model" / "config.json").exists():
+        if _finished(out / name):
             continue
         if stopped is not None:  # told to stop while the last model was finishing
             raise TrainingInterrupted(
@@ -119,28 +145,15 @@ def run_degradation(
                 "continue, run the same command again",
                 stopped,
             )
-        resume = latest_checkpoint(run / "checkpoints") is not None
+        spec = _spec(data_dir, out / name, chosen, recipe, progress, log_epochs)
         if log_epochs:
             print(
                 f"degradation ({chosen.name}): {name}, model {index} of {len(models)}"
-                + (", resuming" if resume else ""),
+                + (", resuming" if spec.resume else ""),
                 file=sys.stderr,
                 flush=True,
             )
-        result = train(
-            TrainSpec(
-                model=name,
-                dataset="cifar10",
-                data_dir=data_dir,
-                out=run,
-                recipe=recipe,
-                resume=resume,
-                train_subset=chosen.train_subset,
-                eval_subset=chosen.eval_subset,
-                progress=progress,
-                log_epochs=log_epochs,
-            )
-        )
+        result = train(spec)
         stopped, previous = result.stop_signal, name
     return report_degradation(out, preset, models, recipe_overrides)
 
@@ -149,7 +162,7 @@ def _work_left(out: Path, name: str, recipe: Recipe) -> float:
     """Roughly how long a model's run still has to go: its depth (``resnet56`` -> 56) times
     the share of its iterations left (1 when the schedule is in epochs)."""
     digits = "".join(ch for ch in name if ch.isdigit())
-    rows = _read_history(out / name)
+    rows = read_metrics(out / name)
     done = rows[-1]["step"] if rows else 0
     share = max(recipe.max_iters - done, 0) / recipe.max_iters if recipe.max_iters else 1.0
     return (int(digits) if digits else 1) * share
@@ -211,7 +224,7 @@ def _train_in_parallel(
                 log = out / f"{name}.log"
                 process = context.Process(
                     target=_train_one,
-                    args=(data_dir, out / name, preset, recipe, name, threads, log, os.getpid()),
+                    args=(data_dir, out / name, preset, recipe, threads, log, os.getpid()),
                     name=f"degradation-{name}",
                 )
                 log.touch(mode=0o644)
@@ -264,7 +277,6 @@ def _train_one(
     run: Path,
     preset: Preset,
     recipe: Recipe,
-    name: str,
     threads: int,
     log: Path,
     parent: int,
@@ -276,7 +288,7 @@ def _train_one(
     import torch
 
     from resnetkit.train.errors import TrainingInterrupted
-    from resnetkit.train.trainer import TrainSpec, train
+    from resnetkit.train.trainer import train
 
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -290,20 +302,7 @@ def _train_one(
 
     threading.Thread(target=orphaned, daemon=True).start()
     try:
-        train(
-            TrainSpec(
-                model=name,
-                dataset="cifar10",
-                data_dir=data_dir,
-                out=run,
-                recipe=recipe,
-                resume=latest_checkpoint(run / "checkpoints") is not None,
-                train_subset=preset.train_subset,
-                eval_subset=preset.eval_subset,
-                progress=False,
-                log_epochs=True,
-            )
-        )
+        train(_spec(data_dir, run, preset, recipe, progress=False, log_epochs=True))
     except TrainingInterrupted as err:
         print(err, file=sys.stderr, flush=True)
         sys.exit(128 + err.signum)
@@ -342,12 +341,10 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
     target = recipe.max_iters or None
     curves: dict[str, Any] = {}
     for name in models:
-        rows = _read_history(out / name)
+        rows = read_metrics(out / name)
         done = rows[-1]["step"] if rows else 0
         seconds = sum(r["epoch_seconds"] for r in rows)
-        complete = (out / name / "model" / "config.json").exists() or (
-            target is not None and done >= target
-        )
+        complete = _finished(out / name) or (target is not None and done >= target)
         left = None
         if target is not None and done:
             # At the pace of the last five epochs: a run that spans sessions changes speed (two

@@ -14,6 +14,14 @@ from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe
 
 
+def read_metrics(out: Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl``, one per epoch (none yet: an empty list)."""
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class RunLog:
     """Files of one run directory. ``enabled=False`` (non-main DDP ranks) writes nothing."""
 
