@@ -2,14 +2,19 @@
 
 from typing import TYPE_CHECKING, Any
 
-from resnetkit.models import ResNet, ResNetConfig, UnknownModelError, create_model, list_models
-
 # Binding the function here (not lazily) also makes ``resnetkit.predict`` the function even after
-# the submodule of the same name is imported. The submodule defers its heavy imports.
+# the submodule of the same name is imported. The submodule imports torch only when called.
 from resnetkit.predict import predict
 
 if TYPE_CHECKING:
     from resnetkit.interop.convert import load_checkpoint
+    from resnetkit.models import (
+        ResNet,
+        ResNetConfig,
+        UnknownModelError,
+        create_model,
+        list_models,
+    )
 
 __version__ = "0.1.0"
 
@@ -24,11 +29,27 @@ __all__ = [
     "predict",
 ]
 
+_LAZY = {
+    "ResNet": "resnetkit.models",
+    "ResNetConfig": "resnetkit.models",
+    "UnknownModelError": "resnetkit.models",
+    "create_model": "resnetkit.models",
+    "list_models": "resnetkit.models",
+    "load_checkpoint": "resnetkit.interop.convert",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # Interop is imported on first use, not with the package.
-    if name == "load_checkpoint":
-        from resnetkit.interop.convert import load_checkpoint
+    # torch is imported on first use, not with the package: `resnetkit --help` and the command
+    # line's argument checks answer in a fraction of a second.
+    if name in _LAZY:
+        import importlib
 
-        return load_checkpoint
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'resnetkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -33,14 +33,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from resnetkit.export.cpu import CPUOptimizationError, Method, optimize_for_cpu
-from resnetkit.models.resnet import ResNet
+# torch is imported by the functions that run models: the backend names serve the command
+# line, which should start fast.
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from resnetkit.export.cpu import Method
+    from resnetkit.models.resnet import ResNet
 
 BACKENDS = (
     "torchvision",
@@ -56,7 +59,7 @@ BACKENDS = (
 FP32_BACKENDS = ("eager", "channels_last", "compile", "onednn-graph")
 DEFAULT_BACKENDS = BACKENDS
 
-Runner = Callable[[Tensor], Any]
+Runner = Callable[["Tensor"], Any]
 
 
 class BackendUnavailable(RuntimeError):
@@ -221,6 +224,8 @@ def prepare_backend(
         BackendUnavailable: the backend cannot run this model here; the message says why.
         ValueError: an unknown backend name.
     """
+    import torch
+
     model = copy.deepcopy(model).cpu().float().eval().requires_grad_(False)
     if name == "eager":
         return _torch_runner(model, channels_last=False)
@@ -242,6 +247,8 @@ def prepare_backend(
 
 
 def _torch_runner(model: nn.Module, *, channels_last: bool, bf16: bool = False) -> Runner:
+    import torch
+
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def run(x: Tensor) -> Tensor:
@@ -252,6 +259,8 @@ def _torch_runner(model: nn.Module, *, channels_last: bool, bf16: bool = False) 
 
 
 def _optimized_runner(model: ResNet, example: Tensor, method: Method) -> Runner:
+    from resnetkit.export.cpu import CPUOptimizationError, optimize_for_cpu
+
     try:
         return optimize_for_cpu(model, example, method)
     except CPUOptimizationError as err:
@@ -342,6 +351,8 @@ def bench_model(
     Returns:
         The report; backends that cannot run here are listed with the reason, not dropped.
     """
+    import torch
+
     from resnetkit.models.loading import preprocessing_of
 
     unknown = [b for b in backends if b not in BACKENDS]
@@ -423,9 +434,11 @@ def bench_model(
 
 
 def _max_abs_diff(output: Any, reference: Tensor) -> float:
+    import torch
+
     if isinstance(output, (list, tuple)):  # ONNX Runtime returns a list of arrays
         output = output[0]
-    got = torch.as_tensor(np.asarray(output)) if not isinstance(output, Tensor) else output
+    got = output if isinstance(output, torch.Tensor) else torch.as_tensor(np.asarray(output))
     return float((got.float() - reference).abs().max())
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from PIL import Image
-from torch import Tensor, nn
+if TYPE_CHECKING:  # torch is imported when a function runs, not with ``import resnetkit``
+    from PIL import Image
+    from torch import Tensor, nn
 
 __all__ = ["PredictionReport", "Preprocessing", "class_names", "collect_images", "predict"]
 
@@ -89,6 +89,8 @@ class Preprocessing:
                     f"{channels}*{size}*{size} = {channels * size * size} for {size}x{size} "
                     "inputs"
                 )
+            import torch
+
             pixel_mean = torch.tensor(values, dtype=torch.float32).view(channels, size, size)
         return cls(
             image_size=size,
@@ -194,6 +196,7 @@ def predict(
             classifier head or whose class names do not match its head, or a model that
             ``load_model`` refuses.
     """
+    import torch
     from tqdm import tqdm
 
     from resnetkit.models.loading import load_model
@@ -271,6 +274,8 @@ def image_batches(
     Unreadable files are appended to ``failures`` (path and reason) as they are met, so the
     list keeps input order; they never stop the rest.
     """
+    import torch
+
     from resnetkit.data.images import ImageDecodeError, load_image
 
     transform = prep.transform()

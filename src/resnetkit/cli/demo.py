@@ -15,9 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-import torch
-
 from resnetkit.cli import zoo
 
 
@@ -26,6 +23,9 @@ def _banner(text: str) -> None:
 
 
 def _classify_bundled_images() -> None:
+    import numpy as np
+    import torch
+
     from resnetkit.data.images import load_image
     from resnetkit.models.pretrained import list_pretrained
     from resnetkit.models.registry import create_model

@@ -22,7 +22,6 @@ from resnetkit.cli import (
     train,
     zoo,
 )
-from resnetkit.models.registry import UnknownModelError
 from resnetkit.train.errors import RunFailed, TrainingDiverged, TrainingInterrupted
 
 
@@ -52,8 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except KeyError as err:  # an unknown model name (UnknownModelError); any other is a bug
+        from resnetkit.models.registry import UnknownModelError
+
+        if not isinstance(err, UnknownModelError):
+            raise
+        print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except (
-        UnknownModelError,
         FileNotFoundError,
         FileExistsError,  # a run already in --out (pass --resume)
         ValueError,

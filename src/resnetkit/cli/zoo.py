@@ -6,9 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from resnetkit.models.analysis import model_stats, params_and_macs
-from resnetkit.models.registry import get_model_config, list_models
-
 
 def _human(n: float, unit: str = "") -> str:
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -41,6 +38,8 @@ class _StatsCache:
         row = self.rows.get(name)
         if isinstance(row, dict) and row.get("config") == key:
             return int(row["params"]), int(row["macs"]), int(row["size"])
+        from resnetkit.models.analysis import params_and_macs
+
         params, macs, size = params_and_macs(name)
         self.rows[name] = {"config": key, "params": params, "macs": macs, "size": size}
         self.changed = True
@@ -59,6 +58,8 @@ class _StatsCache:
 
 def models(pattern: str = "*", as_json: bool = False) -> int:
     """List every registered model with its parameters and multiply-adds at its native size."""
+    from resnetkit.models.registry import get_model_config, list_models
+
     names = list_models(pattern)
     if not names:
         print(f"no model matches {pattern!r}; try `resnetkit models` for all of them")
@@ -109,6 +110,9 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
 
 def info(name: str, input_size: int | None = None, as_json: bool = False) -> int:
     """Parameters, multiply-adds, per-stage shapes and activation memory of one model."""
+    from resnetkit.models.analysis import model_stats
+    from resnetkit.models.registry import get_model_config
+
     stats = model_stats(name, input_size)
     if as_json:
         print(json.dumps(stats.to_dict(), indent=2))

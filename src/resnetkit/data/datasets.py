@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD, ArrayDataset, load_cifar
-from resnetkit.data.folder import Sample, folder_splits, format_failures, load_folder_arrays
+
+if TYPE_CHECKING:
+    from resnetkit.data.folder import Sample
 
 DATASETS = ("cifar10", "cifar100", "folder", "cifar10-sample")
 SAMPLE_FILE = "cifar10_sample.npz"
@@ -122,6 +125,8 @@ def load_train_eval(
     else:
         if val_split:  # it would silently replace the folder's own validation set
             raise ValueError(FOLDER_VAL_SPLIT)
+        from resnetkit.data.folder import folder_splits
+
         fit, held, classes = folder_splits(data_dir, val_fraction, seed)
         train = _folder(image_size, fit, classes)
         evals["val"] = _folder(image_size, held, classes)
@@ -145,6 +150,8 @@ def _subset(data: ArrayDataset, count: int, seed: int) -> ArrayDataset:
 
 
 def _folder(size: int, samples: list[Sample], classes: tuple[str, ...]) -> ArrayDataset:
+    from resnetkit.data.folder import format_failures, load_folder_arrays
+
     images, labels, found, failures = load_folder_arrays(
         None, size, samples=samples, classes=classes
     )

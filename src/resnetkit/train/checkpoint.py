@@ -11,12 +11,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from resnetkit.download import usual_mode
+
+# torch is imported where tensors are written or read: the helpers for plain files also serve
+# the command line, which should start fast.
+if TYPE_CHECKING:
+    import torch
 
 LATEST = "latest"
 
@@ -64,6 +66,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``root/ckpt-<step>`` (one safetensors file per entry of ``tensors``, ``state.pt``),
     then point ``root/latest`` at it and remove older checkpoints beyond ``keep``."""
+    import torch
+    from safetensors.torch import save_file
+
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-ckpt-"))
@@ -106,6 +111,9 @@ def load_checkpoint_folder(
     folder: Path,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint` (weights-only, never arbitrary code)."""
+    import torch
+    from safetensors.torch import load_file
+
     tensors = {
         p.name[: -len(".safetensors")]: load_file(str(p)) for p in folder.glob("*.safetensors")
     }

@@ -10,10 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torchvision
-
 import resnetkit
 
 
@@ -30,6 +26,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def provenance() -> dict[str, Any]:
+    # Imported here: torchvision alone takes seconds, which the command line's help should not.
+    import numpy as np
+    import torch
+    import torchvision
+
     return {
         "resnetkit": resnetkit.__version__,
         "git_commit": git_commit(),
@@ -58,6 +59,8 @@ def cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     """What the numbers depend on: CPU, cores, torch build and threads, current load."""
+    import torch
+
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),

@@ -1,0 +1,55 @@
+"""The command line as a whole: it starts without torch, and the package exports resolve lazily."""
+
+import subprocess
+import sys
+
+import pytest
+
+from resnetkit.cli.main import main
+
+STARTUP = """
+import contextlib, io, sys
+import resnetkit
+from resnetkit.cli.main import build_parser
+
+parser = build_parser()
+commands = sorted(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
+for argv in [["--help"]] + [[name, "--help"] for name in commands]:
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        parser.parse_args(argv)
+    assert "usage:" in out.getvalue(), argv
+heavy = [m for m in ("torch", "torchvision", "onnxruntime") if m in sys.modules]
+print(len(commands), heavy)
+"""
+
+
+def test_help_of_every_command_needs_no_torch() -> None:
+    # Importing torch takes seconds; `resnetkit --help` and each command's help should not.
+    out = subprocess.run(
+        [sys.executable, "-c", STARTUP], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split()
+    assert int(out[0]) >= 14  # every command's help was rendered
+    assert out[1:] == ["[]"], f"imported at start-up: {out[1:]}"
+
+
+def test_package_exports_resolve_on_first_use() -> None:
+    import resnetkit
+    from resnetkit import ResNet, create_model, load_checkpoint
+
+    assert isinstance(create_model("resnet20"), ResNet)
+    assert resnetkit.load_checkpoint is load_checkpoint
+    assert {"create_model", "load_checkpoint", "predict"} <= set(dir(resnetkit))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        resnetkit.nope  # noqa: B018
+
+
+def test_a_key_error_that_is_not_an_unknown_model_is_not_hidden(monkeypatch) -> None:  # noqa: ANN001
+    # A bug raising KeyError must show its traceback, not pass for a user's mistake.
+    import resnetkit.cli.zoo as zoo
+
+    def broken(*_: object, **__: object) -> int:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(zoo, "info", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["info", "resnet20"])
