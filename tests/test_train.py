@@ -92,6 +92,20 @@ def test_epoch_lines_say_the_time_left(
     assert [_duration(s) for s in (42.4, 185, 50_280)] == ["42s", "3m05s", "13h58m"]
 
 
+def test_time_left_leaves_out_the_slow_first_step(
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first step pays for torch.compile and warm-up: at its pace the eta would be hours.
+    def slow_first(step: int) -> None:
+        if step == 1:
+            time.sleep(4)
+
+    train(spec(cifar_dir, tmp_path / "run", TINY, log_epochs=True, on_step=slow_first))
+    first = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch 1/"))
+    seconds = first.split(", eta ")[1]
+    assert seconds.endswith("s") and "m" not in seconds and int(seconds[:-1]) < 4, first
+
+
 def test_training_learns_an_easy_dataset(cifar_dir: Path, tmp_path: Path) -> None:
     recipe = TINY.override({"epochs": 6, "ema_decay": 0.0, "lr": 0.1})
     result = train(spec(cifar_dir, tmp_path / "run", recipe))
@@ -441,8 +455,11 @@ def test_sigterm_stops_every_ddp_process_after_the_same_step(
         time.sleep(0.1)  # the end of epoch 1
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
+    # Both processes compare their steps before stopping (an error if they differ); only the
+    # main one says that the run stopped.
     steps = [int(part.split()[0]) for part in stderr.split("stopped by SIGTERM at step ")[1:]]
-    assert len(steps) == 2 and steps[0] == steps[1], stderr[-3000:]
+    assert len(steps) == 1, stderr[-3000:]
+    assert "stopped after different steps" not in stderr, stderr[-3000:]
     assert latest_checkpoint(out / "checkpoints").name == f"ckpt-{steps[0]:08d}"
     assert not (out / "model").exists()
 

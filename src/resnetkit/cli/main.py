@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:  # a checkpoint was written first
-        print(f"resnetkit {args.command}: {err}", file=sys.stderr)
+        if err.main_process:  # under torchrun, one line for the run, not one per process
+            print(f"resnetkit {args.command}: {err}", file=sys.stderr)
         return 128 + err.signum  # the shell's convention for a process stopped by a signal
     except (TrainingDiverged, RunFailed) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)

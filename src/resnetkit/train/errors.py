@@ -8,11 +8,16 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """SIGTERM or Ctrl-C stopped the run at the end of a step, after writing a checkpoint."""
+    """SIGTERM or Ctrl-C stopped the run at the end of a step, after writing a checkpoint.
 
-    def __init__(self, message: str, signum: int) -> None:
+    ``main_process`` is False in the other processes of a DDP run: they stop alike, and only
+    the main one needs to say so.
+    """
+
+    def __init__(self, message: str, signum: int, main_process: bool = True) -> None:
         super().__init__(message)
         self.signum = signum
+        self.main_process = main_process
 
 
 class RunFailed(RuntimeError):

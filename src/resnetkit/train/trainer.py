@@ -210,6 +210,9 @@ class Trainer:
         self.batch_in_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        # Where this process's pace is measured from: the start of its second step (the first
+        # pays for torch.compile and warm-up), as (time, step).
+        self.pace_from: tuple[float, int] | None = None
         self.best_top1 = -1.0
         self.best_loss = math.inf  # breaks ties of top-1 (small validation splits)
         self.evals_since_best = 0
@@ -514,6 +517,7 @@ class Trainer:
     def _train_loop(self) -> None:
         spec, recipe = self.spec, self.recipe
         last_save = time.monotonic()
+        first_step = self.step
         while self.step < self.total_iters and not self.stopped_early:
             if self.batch_in_epoch == 0:
                 self.epoch_partial = [0.0, 0, 0, 0.0]
@@ -535,6 +539,8 @@ class Trainer:
             )
             for group in self._batches():
                 t0 = time.monotonic()
+                if self.pace_from is None and self.step > first_step:
+                    self.pace_from = (t0, self.step)
                 loss, ok, n = self._train_step(group)
                 self.train_seconds += time.monotonic() - t0
                 loss_sum, correct, seen = loss_sum + loss, correct + ok, seen + n
@@ -612,12 +618,20 @@ class Trainer:
         return self.stop_signal is not None
 
     def _interrupted(self) -> TrainingInterrupted:
+        if self.dist.enabled:  # the vote makes every process stop after the same step; check it
+            step = torch.tensor([float(self.step)], dtype=torch.float64, device=self.device)
+            gathered = [torch.zeros_like(step) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(gathered, step)
+            steps = [int(g.item()) for g in gathered]
+            if len(set(steps)) > 1:
+                raise RuntimeError(f"DDP processes stopped after different steps: {steps}")
         signum = self.stop_signal if self.stop_signal is not None else signal.SIGTERM
         return TrainingInterrupted(
             f"stopped by {signal.Signals(signum).name} at step {self.step} (epoch "
             f"{self.epoch + 1}); the checkpoint is in {self.ckpt_root}. To continue, run the same "
             "command again (train and finetune: add --resume)",
             signum,
+            self.dist.is_main,
         )
 
     def _check_in_sync(self) -> float:
@@ -633,6 +647,7 @@ class Trainer:
         return values[0]
 
     def _end_epoch(self, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
+        now = time.monotonic()
         totals = distributed.all_reduce_sum(  # on the device: nccl reduces CUDA tensors only
             torch.tensor(
                 [loss_sum, float(correct), float(seen)], dtype=torch.float64, device=self.device
@@ -669,9 +684,15 @@ class Trainer:
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step", "lr")
         )
-        # Time left at this epoch's pace (training only; evaluations add a little).
-        iters = self.step - (self.epoch - 1) * self.iters_per_epoch
-        left = (self.total_iters - self.step) * seconds / max(iters, 1)
+        # Time left at this epoch's pace (training only; evaluations add a little), leaving
+        # out this process's first step when it falls in this epoch.
+        epoch_first = (self.epoch - 1) * self.iters_per_epoch
+        if self.pace_from is not None and self.pace_from[1] > epoch_first:
+            since, step = self.pace_from
+            pace = (now - since) / max(self.step - step, 1)
+        else:
+            pace = seconds / max(self.step - epoch_first, 1)
+        left = (self.total_iters - self.step) * pace
         eta = f", eta {_duration(left)}" if self.step < self.total_iters else ""
         self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}{eta}")
 
