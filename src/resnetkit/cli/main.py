@@ -15,6 +15,7 @@ from resnetkit.cli import (
     explain,
     export,
     finetune,
+    plot,
     predict,
     quantize,
     reproduce,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     finetune.add_parsers(sub)
     reproduce.add_parsers(sub)
+    plot.add_parsers(sub)
     evaluate.add_parsers(sub)
     export.add_parsers(sub)
     convert.add_parsers(sub)

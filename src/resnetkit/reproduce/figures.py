@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,29 +61,54 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def plot_training_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss and top-1 error per epoch (train and every evaluated split) from metrics.jsonl rows."""
+_SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#d62728"}
+_SPLIT_STYLES = {"train": ":", "val": "-.", "test": "-"}
+_RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+
+
+def plot_training_curves(
+    runs: Sequence[dict[str, Any]] | Mapping[str, Sequence[dict[str, Any]]],
+    path: Path,
+    title: str = "",
+    x: str = "epoch",
+) -> Path:
+    """Loss and top-1 error (train and every evaluated split) from metrics.jsonl rows.
+
+    ``runs`` is one run's rows, or rows by run label to compare runs in one figure: then each
+    run has a colour and each split a line style (train dotted, val dash-dot, test solid).
+    ``x`` is ``"epoch"`` or ``"step"`` (iterations: runs with other batch sizes or epoch
+    lengths line up by the number of updates).
+    """
+    if x not in ("epoch", "step"):
+        raise ValueError(f"x must be 'epoch' or 'step', got {x!r}")
+    by_run = dict(runs) if isinstance(runs, Mapping) else {"": runs}
     fig = Figure(figsize=(11, 4.2), dpi=150)
     loss_ax, err_ax = fig.subplots(1, 2)
-    epochs = [r["epoch"] for r in rows]
-    loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train", color="#1f77b4")
-    err_ax.plot(epochs, [100 - r["train_top1"] for r in rows], label="train", color="#1f77b4")
-    for split, colour in (("val", "#2ca02c"), ("test", "#d62728")):
-        points = [(r["epoch"], r) for r in rows if f"{split}_top1" in r]
-        if points:
-            xs = [e for e, _ in points]
-            loss_ax.plot(
-                xs, [r[f"{split}_loss"] for _, r in points], "o-", label=split, color=colour
-            )
-            err_ax.plot(
-                xs, [100 - r[f"{split}_top1"] for _, r in points], "o-", label=split, color=colour
-            )
+    for index, (label, rows) in enumerate(by_run.items()):
+        for split in ("train", "val", "test"):
+            points = [r for r in rows if f"{split}_top1" in r]
+            if not points:
+                continue
+            xs = [r[x] for r in points]
+            if len(by_run) == 1:
+                style: dict[str, Any] = {"color": _SPLIT_COLOURS[split], "label": split}
+            else:
+                style = {
+                    "color": _RUN_COLOURS[index % len(_RUN_COLOURS)],
+                    "linestyle": _SPLIT_STYLES[split],
+                    "label": f"{label} {split}",
+                }
+            if split != "train":  # evaluated every few epochs: show where
+                style["marker"] = "o"
+                style["markersize"] = 3
+            loss_ax.plot(xs, [r[f"{split}_loss"] for r in points], **style)
+            err_ax.plot(xs, [100 - r[f"{split}_top1"] for r in points], **style)
     loss_ax.set_title("loss")
     err_ax.set_title("top-1 error (%)")
     for ax in (loss_ax, err_ax):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("iterations" if x == "step" else "epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+    err_ax.legend(fontsize=8 if len(by_run) > 2 else 10)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -1,0 +1,150 @@
+"""``resnetkit plot``: training curves of one run, or of several side by side, at any time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+REQUIRED = ("epoch", "step", "train_loss", "train_top1")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "plot",
+        help="training curves of runs (finished or still training) in one PNG",
+        description="Draws loss and top-1 error against epochs or iterations from each run's "
+        "metrics.jsonl (the --out folder of `resnetkit train`, `finetune` or a degradation "
+        "model), while it trains or after, and prints each run's summary. Several runs share "
+        "the figure: one colour per run, train dotted, val dash-dot, test solid.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.jsonl)")
+    p.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write")
+    p.add_argument(
+        "--x",
+        choices=("epoch", "step"),
+        default="epoch",
+        help="horizontal axis: epochs, or iterations (to line up runs with other batch sizes)",
+    )
+    p.add_argument("--labels", default=None, help="comma-separated, one per run (default: names)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--json", dest="as_json", action="store_true", help="summary as JSON")
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from resnetkit.reproduce.figures import plot_training_curves
+
+    folders = [run.parent if run.name == "metrics.jsonl" else run for run in args.runs]
+    labels = _labels(folders, args.labels)
+    runs = {label: load_rows(folder) for label, folder in zip(labels, folders, strict=True)}
+    title = args.title
+    if title is None and len(folders) == 1:
+        title = _describe(folders[0])
+    plot_training_curves(runs, args.out, title or "", x=args.x)
+    summaries = {label: summarise(rows) for label, rows in runs.items()}
+    if args.as_json:
+        print(json.dumps({"figure": str(args.out), "runs": summaries}, indent=2))
+    else:
+        print(_table(summaries))
+        print(f"figure: {args.out}")
+    return 0
+
+
+def load_rows(folder: Path) -> list[dict[str, Any]]:
+    """A run's metrics rows, checked; errors name the file and what to do."""
+    path = folder / "metrics.jsonl"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such run folder")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{folder} holds no metrics.jsonl: pass the --out folder of `resnetkit train` or "
+            "`resnetkit finetune`"
+        )
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        missing = [key for key in REQUIRED if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise ValueError(f"{path}, line {number}: no {', '.join(missing)}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} is empty: no epoch has finished yet")
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a run stands: its last epoch, and the best and last top-1 of each evaluated split."""
+    last = rows[-1]
+    out: dict[str, Any] = {
+        "epochs": last["epoch"],
+        "step": last["step"],
+        "train_top1": last["train_top1"],
+        "train_loss": last["train_loss"],
+    }
+    for split in ("val", "test"):
+        evaluated = [r for r in rows if f"{split}_top1" in r]
+        if evaluated:
+            best = max(evaluated, key=lambda r: r[f"{split}_top1"])
+            out[f"{split}_top1"] = evaluated[-1][f"{split}_top1"]
+            out[f"best_{split}_top1"] = best[f"{split}_top1"]
+            out[f"best_{split}_epoch"] = best["epoch"]
+    return out
+
+
+def _labels(folders: list[Path], given: str | None) -> list[str]:
+    if given is not None:
+        labels = [label.strip() for label in given.split(",")]
+        if len(labels) != len(folders):
+            raise ValueError(f"--labels names {len(labels)} runs; {len(folders)} were given")
+        return labels
+    # Folder names; where two are alike (runs/a/model, runs/b/model), parents are added.
+    resolved = [folder.resolve() for folder in folders]
+    for depth in range(1, max(len(r.parts) for r in resolved) + 1):
+        labels = ["/".join(r.parts[-depth:]) for r in resolved]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(folder) for folder in folders]  # the same folder twice
+
+
+def _describe(folder: Path) -> str:
+    try:
+        run = json.loads((folder / "run.json").read_text())
+        what = f"{run['model']} on {run['dataset']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return folder.name
+    return what if folder.name == run["model"] else f"{what} ({folder.name})"
+
+
+def _table(runs: dict[str, dict[str, Any]]) -> str:
+    def pct(row: dict[str, Any], key: str) -> str:
+        return f"{row[key]:.2f}" if key in row else "-"
+
+    width = max(3, *(len(label) for label in runs))
+    lines = [
+        f"{'run':<{width}}  epochs     step  train top-1  test top-1  best test (epoch)  "
+        "best val (epoch)"
+    ]
+    for label, row in runs.items():
+        best_test = (
+            f"{row['best_test_top1']:.2f} ({row['best_test_epoch']})"
+            if "best_test_top1" in row
+            else "-"
+        )
+        best_val = (
+            f"{row['best_val_top1']:.2f} ({row['best_val_epoch']})"
+            if "best_val_top1" in row
+            else "-"
+        )
+        lines.append(
+            f"{label:<{width}}  {row['epochs']:>6}  {row['step']:>7}  "
+            f"{pct(row, 'train_top1'):>11}  {pct(row, 'test_top1'):>10}  {best_test:>17}  "
+            f"{best_val:>16}"
+        )
+    return "\n".join(lines)

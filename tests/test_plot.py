@@ -1,0 +1,94 @@
+"""`resnetkit plot`: curves of one or several runs from their metrics.jsonl."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resnetkit.cli.main import main
+from resnetkit.reproduce.figures import plot_training_curves
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(folder: Path, test: list[float], batch: int = 100, val: bool = False) -> Path:
+    folder.mkdir(parents=True)
+    rows = []
+    for epoch, top1 in enumerate(test, 1):
+        row = {
+            "epoch": epoch,
+            "step": epoch * batch,
+            "train_loss": 2.0 / epoch,
+            "train_top1": 50.0 + 10 * epoch,
+            "test_loss": 1.5 / epoch,
+            "test_top1": top1,
+        }
+        if val:
+            row.update(val_loss=1.0, val_top1=top1 - 1)
+        rows.append(json.dumps(row))
+    (folder / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / "run.json").write_text(json.dumps({"model": "resnet20", "dataset": "cifar10"}))
+    return folder
+
+
+def test_compares_runs_with_the_same_folder_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_run(tmp_path / "lr0.1" / "resnet20", [40.0, 70.0, 65.0])
+    b = write_run(tmp_path / "lr0.05" / "resnet20", [30.0, 50.0], batch=50, val=True)
+    out = tmp_path / "figs" / "cmp.png"
+    argv = ["plot", str(a), str(b / "metrics.jsonl"), "--out", str(out), "--x", "step"]
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert out.read_bytes().startswith(PNG) and out.stat().st_size > 20_000
+    assert list(summary["runs"]) == ["lr0.1/resnet20", "lr0.05/resnet20"]
+    first, second = summary["runs"].values()
+    assert (first["epochs"], first["step"], first["test_top1"]) == (3, 300, 65.0)
+    assert (first["best_test_top1"], first["best_test_epoch"]) == (70.0, 2)
+    assert "best_val_top1" not in first and second["best_val_top1"] == 49.0
+
+
+def test_one_run_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", [40.0, 60.0])
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(run), "--out", str(out), "--labels", "mine"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("run ")
+    assert table[1].split()[:5] == ["mine", "2", "200", "70.00", "60.00"]
+    assert out.read_bytes().startswith(PNG)
+
+
+GOOD_ROW = '{"epoch": 1, "step": 5, "train_loss": 1.0, "train_top1": 9}'
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "holds no metrics.jsonl: pass the --out folder"),
+        ("", "is empty: no epoch has finished yet"),
+        (GOOD_ROW + '\n{"epoch": 2,', "line 2: not JSON"),
+        ('{"epoch": 1, "train_loss": 1.0}\n', "line 1: no step, train_top1"),
+    ],
+)
+def test_bad_runs_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is not None:
+        (run / "metrics.jsonl").write_text(content)
+    assert main(["plot", str(run), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(run) in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_labels_must_match_the_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", [40.0])
+    assert main(["plot", str(run), "--labels", "a,b", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--labels names 2 runs; 1 were given" in capsys.readouterr().err
+
+
+def test_curves_take_epochs_or_steps_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="x must be 'epoch' or 'step'"):
+        plot_training_curves([], tmp_path / "x.png", x="time")
