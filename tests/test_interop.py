@@ -419,6 +419,8 @@ def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert_same(out(loaded, x), out(source, x))
     meta = json.loads((tmp_path / "model" / "config.json").read_text())
     assert meta["provenance"]["source_format"] == "script"
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"converted by `resnetkit convert` from {src} (script layout)" in card
 
     args = ["convert", str(src), "--arch", "resnet20", "--num-classes", "5"]
     assert main([*args, "--out", str(tmp_path / "five")]) == 2

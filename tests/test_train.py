@@ -361,7 +361,7 @@ def test_run_files_are_readable_by_others(cifar_dir: Path, tmp_path: Path) -> No
     mask = os.umask(0)
     os.umask(mask)
     expected = 0o666 & ~mask
-    for path in ("model/model.safetensors", "model/config.json", "recipe.yaml"):
+    for path in ("model/model.safetensors", "model/config.json", "model/README.md", "recipe.yaml"):
         assert (tmp_path / "run" / path).stat().st_mode & 0o777 == expected, path
     ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert ckpt is not None and (ckpt / "model.safetensors").stat().st_mode & 0o777 == expected

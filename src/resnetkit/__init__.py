@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         create_model,
         list_models,
     )
+    from resnetkit.models.loading import load_model
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_checkpoint",
+    "load_model",
     "predict",
 ]
 
@@ -36,6 +38,7 @@ _LAZY = {
     "create_model": "resnetkit.models",
     "list_models": "resnetkit.models",
     "load_checkpoint": "resnetkit.interop.convert",
+    "load_model": "resnetkit.models.loading",
 }
 
 

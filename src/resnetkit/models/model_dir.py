@@ -4,6 +4,9 @@ Layout::
 
     model.safetensors   weights (torchvision key names)
     config.json         {"arch", "config", "classes", "preprocessing", "metrics", "provenance"}
+    README.md           a model card for people, written from config.json
+
+Each file is written atomically, config.json last: a directory with a config.json is complete.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from resnetkit.download import usual_mode
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
 
@@ -33,11 +36,12 @@ def save_model_dir(
     provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Write a model directory that :func:`load_model_dir` (and every CLI command) can read."""
+    from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(out / "model.safetensors"))
-    usual_mode(out / "model.safetensors")  # safetensors writes 0600: others could not read it
+    atomic_write_bytes(out / "model.safetensors", safetensors_bytes(tensors))
     config = asdict(model.config)
     config["layers"] = list(model.config.layers)
     config["widths"] = list(model.config.widths)
@@ -50,8 +54,97 @@ def save_model_dir(
         "metrics": metrics or {},
         "provenance": provenance or {},
     }
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "README.md", model_card(meta, model))
+    atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def model_card(meta: dict[str, Any], model: ResNet) -> str:
+    """A README for the people who receive a model directory: what the network is, what it
+    was trained on and how well it does, what its input must look like, and how to use it."""
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    classes = meta["classes"]
+    prep = meta["preprocessing"]
+    prov = meta["provenance"]
+    kind = (
+        "plain network (no shortcuts)"
+        if cfg.shortcut == "none"
+        else (f"{'pre-activation ' if cfg.preact else ''}ResNet, shortcut option {cfg.shortcut}")
+    )
+    lines = [
+        f"# {meta['arch']}",
+        "",
+        f"A resnetkit model directory: a {cfg.depth}-layer {kind}, {cfg.block} blocks, "
+        f"{cfg.stem} stem; {params:,} parameters, {cfg.num_classes} outputs.",
+        "",
+        "## Classes",
+        "",
+        ", ".join(str(c) for c in classes) if classes else "(not named: outputs are indices)",
+        "",
+        "## Input",
+        "",
+    ]
+    size = prep.get("crop") or prep.get("input_size")
+    lines.append(f"- RGB images at {size}x{size} pixels, values scaled to 0-1")
+    if prep.get("pixel_mean") is not None:
+        lines.append(
+            "- minus the per-pixel mean image of the training set (the paper's CIFAR recipe)"
+        )
+    else:
+        lines.append(f"- normalised per channel: mean {prep.get('mean')}, std {prep.get('std')}")
+    lines.append("- `resnetkit predict` and `resnetkit.predict` do all of this from image files")
+    metrics = {k: v for k, v in meta["metrics"].items() if k.endswith(("_top1", "_top5"))}
+    if metrics:
+        lines += ["", "## Measured", "", "| metric | value |", "| --- | ---: |"]
+        counts = prov.get("eval_images") or {}
+        for key, value in metrics.items():
+            split, _, top = key.rpartition("_")
+            images = f" on {counts[split]:,} images" if isinstance(counts.get(split), int) else ""
+            lines.append(f"| {split} {top.replace('top', 'top-')}{images} (%) | {value:.2f} |")
+    recipe = prov.get("recipe")
+    lines += ["", "## Provenance", ""]
+    if isinstance(recipe, dict):
+        lines.append(
+            f"- trained by resnetkit {prov.get('resnetkit', '?')} (git commit "
+            f"{prov.get('git_commit') or 'unknown'}), torch {prov.get('torch', '?')}"
+        )
+        if prov.get("dataset"):
+            count = prov.get("train_images")
+            images = f" ({count:,} training images)" if isinstance(count, int) else ""
+            lines.append(f"- trained on {prov['dataset']}{images}")
+        lines.append(
+            f"- recipe `{recipe.get('name', '?')}`: batch {recipe.get('batch_size')}, lr "
+            f"{recipe.get('lr')}, {recipe.get('schedule')} schedule, weight decay "
+            f"{recipe.get('weight_decay')}; the whole recipe is in config.json"
+        )
+        if prov.get("command"):
+            lines.append(f"- command: `{prov['command']}`")
+    elif prov.get("converted_from"):
+        lines.append(
+            f"- converted by `resnetkit convert` from {prov['converted_from']} "
+            f"({prov.get('source_format')} layout)"
+        )
+    else:
+        lines.append("- see config.json")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "resnetkit predict --model THIS_FOLDER photo.jpg --top-k 3",
+        "resnetkit evaluate --model THIS_FOLDER --dataset folder --data-dir IMAGES",
+        "resnetkit export --model THIS_FOLDER --format onnx --out model.onnx",
+        "```",
+        "",
+        "```python",
+        "import resnetkit",
+        'model = resnetkit.load_model("THIS_FOLDER")  # eval mode, preprocessing attached',
+        'report = resnetkit.predict(model, ["photo.jpg"], top_k=3)',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def read_model_meta(path: str | Path) -> dict[str, Any]:

@@ -740,7 +740,13 @@ class Trainer:
                 classes=self.classes,
                 preprocessing=preprocessing,
                 metrics=metrics,
-                provenance={"recipe": self.recipe.to_dict(), **provenance()},
+                provenance={
+                    "recipe": self.recipe.to_dict(),
+                    "dataset": self.spec.dataset,
+                    "train_images": len(self.data.train_labels),
+                    "eval_images": self.data.eval_counts,
+                    **provenance(),
+                },
             )
             plot_training_curves(
                 self.history, self.out / "curves.png", f"{self.arch} on {self.spec.dataset}"
