@@ -102,6 +102,33 @@ def test_metrics_match_hand_computation(setup: dict) -> None:
         acc = 100.0 * np.mean(pred[mask] == k) if mask.any() else 0.0
         assert result["per_class"][name] == pytest.approx(acc)
     assert result["classes"] == CLASSES
+    # Calibration: 15 equal-width bins of the top softmax probability.
+    confidence = logits.softmax(1).amax(1).double().numpy()
+    bins = np.minimum((confidence * 15).astype(int), 14)
+    right = pred == labels
+    ece = sum(
+        np.mean(bins == b) * abs(right[bins == b].mean() - confidence[bins == b].mean())
+        for b in np.unique(bins)
+    )
+    assert result["ece"] == pytest.approx(100.0 * ece, rel=1e-6)
+    assert sum(b["count"] for b in result["reliability"]) == N_IMAGES
+
+
+def test_ece_of_an_overconfident_and_an_underconfident_bin() -> None:
+    from resnetkit.evaluate.metrics import ConfusionMeter
+
+    meter = ConfusionMeter(2)
+    # Confidence 0.95 right once and wrong once (accuracy 50%), 0.55 right twice (100%).
+    confidence = torch.tensor([0.95, 0.95, 0.55, 0.55], dtype=torch.float64)
+    logits = torch.stack([confidence.log(), (1 - confidence).log()], 1)
+    meter.update(logits, torch.tensor([0, 1, 0, 0]))
+    summary = meter.summary()
+    assert summary["ece"] == pytest.approx(0.5 * 45.0 + 0.5 * 45.0)
+    filled = {i: b for i, b in enumerate(summary["reliability"]) if b["count"]}
+    assert sorted(filled) == [8, 14]
+    assert filled[14]["accuracy"] == 50.0 and filled[14]["confidence"] == pytest.approx(95.0)
+    assert filled[8]["accuracy"] == 100.0 and filled[8]["lower"] == pytest.approx(8 / 15)
+    assert summary["reliability"][0]["confidence"] is None
 
 
 def test_cli_json_and_confusion_png(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,13 +156,23 @@ def test_cli_json_and_confusion_png(setup: dict, capsys: pytest.CaptureFixture[s
     )  # fmt: skip
     assert out["confusion_png"] == str(folder / "confusion_cifar10_test.png")
     assert (folder / "confusion_cifar10_test.png").is_file()
+    out = _run_cli(
+        capsys,
+        "--model", str(setup["model_dir"]),
+        "--dataset", "cifar10",
+        "--data-dir", str(setup["data"]),
+        "--reliability", f"{folder}/",
+    )  # fmt: skip
+    assert out["reliability_png"] == str(folder / "reliability_cifar10_test.png")
+    assert (folder / "reliability_cifar10_test.png").read_bytes().startswith(b"\x89PNG")
+    assert 0.0 <= out["ece"] <= 100.0 and len(out["reliability"]) == 15
 
 
 def test_cli_table(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["evaluate", "--model", str(setup["model_dir"]), "--dataset", "cifar10"]
     assert main([*args, "--data-dir", str(setup["data"])]) == 0
     text = capsys.readouterr().out
-    assert "top-1  50.00%" in text
+    assert "top-1  50.00%" in text and "ECE " in text
     assert "class9" in text
 
 

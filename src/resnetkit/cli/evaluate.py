@@ -51,17 +51,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="write the confusion matrix to this PNG (default: none); given a folder, write "
         "FOLDER/confusion_<dataset>_<split>[_10crop].png",
     )
+    p.add_argument(
+        "--reliability",
+        type=str,
+        default=None,
+        metavar="PNG",
+        help="write a reliability diagram (accuracy against confidence) to this PNG; given a "
+        "folder, FOLDER/reliability_<dataset>_<split>[_10crop].png",
+    )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_evaluate)
 
 
-def confusion_path(target: str | Path, dataset: str, split: str, ten_crop: bool) -> Path:
-    """Where ``--confusion`` writes: the path itself, or a default name inside a folder (an
-    existing one, or one given with a trailing slash, created if missing)."""
+def figure_path(
+    target: str | Path, dataset: str, split: str, ten_crop: bool, kind: str = "confusion"
+) -> Path:
+    """Where ``--confusion`` (``--reliability``) writes: the path itself, or a default name
+    inside a folder (an existing one, or one given with a trailing slash, created if missing)."""
     path = Path(target)
     if path.is_dir() or str(target).endswith(("/", "\\")):
         suffix = "_10crop" if ten_crop else ""
-        return path / f"confusion_{dataset}_{split}{suffix}.png"
+        return path / f"{kind}_{dataset}_{split}{suffix}.png"
     return path
 
 
@@ -72,7 +82,7 @@ def format_report(result: dict[str, Any], model_name: str) -> str:
         f"{model_name} on {result['dataset']} {result['split']}: {result['count']} images, "
         f"{crops}, {result['input_size']}x{result['input_size']}",
         f"  top-1 {result['top1']:6.2f}%   top-5 {result['top5']:6.2f}%   "
-        f"loss {result['loss']:.4f}",
+        f"loss {result['loss']:.4f}   ECE {result['ece']:.2f}% (confidence against accuracy)",
         "",
     ]
     width = max([len("class"), *(len(c) for c in result["classes"])])
@@ -104,10 +114,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.confusion is not None:
         from resnetkit.evaluate.plots import plot_confusion
 
-        path = confusion_path(args.confusion, args.dataset, args.split, args.ten_crop)
+        path = figure_path(args.confusion, args.dataset, args.split, args.ten_crop)
         title = f"{model.name} on {args.dataset} {args.split} (top-1 {result['top1']:.2f}%)"
         result["confusion_png"] = str(
             plot_confusion(result["confusion"], result["classes"], path, title)
+        )
+    if args.reliability is not None:
+        from resnetkit.evaluate.plots import plot_reliability
+
+        path = figure_path(
+            args.reliability, args.dataset, args.split, args.ten_crop, kind="reliability"
+        )
+        title = f"{model.name} on {args.dataset} {args.split}"
+        result["reliability_png"] = str(
+            plot_reliability(result["reliability"], result["ece"], path, title)
         )
     if args.as_json:
         print(json.dumps({"model": str(args.model), **result}))
@@ -115,4 +135,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(format_report(result, str(args.model)))
         if "confusion_png" in result:
             print(f"confusion matrix: {result['confusion_png']}")
+        if "reliability_png" in result:
+            print(f"reliability diagram: {result['reliability_png']}")
     return 0

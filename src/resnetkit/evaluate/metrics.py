@@ -1,12 +1,22 @@
-"""Classification metrics accumulated over batches."""
+"""Classification metrics accumulated over batches.
+
+Besides accuracy, the meter measures calibration: whether a model's confidence (its top
+softmax probability) matches how often it is right. The expected calibration error (ECE) sorts
+the predictions into :data:`CALIBRATION_BINS` equal-width confidence bins and averages
+``|accuracy - confidence|`` over the bins, weighted by their share of the images (Guo et al.
+2017, "On Calibration of Modern Neural Networks", who found ResNet-110 on CIFAR overconfident).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+CALIBRATION_BINS = 15
 
 
 @dataclass
@@ -19,6 +29,8 @@ class ConfusionMeter:
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
         self.top5_hits = 0
         self.loss_sum = 0.0
+        # Per confidence bin: images, summed confidence, correct predictions.
+        self.bins = torch.zeros(3, CALIBRATION_BINS, dtype=torch.float64)
 
     def update(self, logits: Tensor, labels: Tensor, loss_sum: float = 0.0) -> None:
         pred = logits.argmax(1)
@@ -29,6 +41,11 @@ class ConfusionMeter:
         k = min(5, self.num_classes)
         self.top5_hits += int((logits.topk(k, 1).indices == labels[:, None]).any(1).sum())
         self.loss_sum += loss_sum
+        confidence = logits.float().softmax(1).amax(1).double().cpu()
+        which = (confidence * CALIBRATION_BINS).long().clamp(max=CALIBRATION_BINS - 1)
+        right = (pred == labels).double().cpu()
+        for row, values in enumerate((torch.ones_like(confidence), confidence, right)):
+            self.bins[row].index_add_(0, which, values)
 
     @property
     def count(self) -> int:
@@ -50,7 +67,26 @@ class ConfusionMeter:
                 for name, c, t in zip(names, correct, per_class_total, strict=True)
             },
             "confusion": self.matrix.tolist(),
+            **self.calibration(),
         }
+
+    def calibration(self) -> dict[str, Any]:
+        """``ece`` (percent) and ``reliability``: per confidence bin, its bounds, the images in
+        it, their mean confidence and their accuracy (both percent; None for an empty bin)."""
+        count, confidence, right = self.bins
+        n = max(float(count.sum()), 1.0)
+        gap = (right - confidence).abs().sum() / n  # sum over bins of share * |acc - conf|
+        reliability = [
+            {
+                "lower": i / CALIBRATION_BINS,
+                "upper": (i + 1) / CALIBRATION_BINS,
+                "count": int(c),
+                "confidence": 100.0 * float(conf / c) if c else None,
+                "accuracy": 100.0 * float(r / c) if c else None,
+            }
+            for i, (c, conf, r) in enumerate(zip(count, confidence, right, strict=True))
+        ]
+        return {"ece": 100.0 * float(gap), "reliability": reliability}
 
 
 @torch.no_grad()

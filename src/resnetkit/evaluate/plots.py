@@ -1,9 +1,10 @@
-"""Confusion-matrix figures, drawn with matplotlib's object API (no pyplot, no global state)."""
+"""Confusion-matrix and reliability figures, drawn with matplotlib's object API (no pyplot)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,78 @@ def plot_confusion(
                     fontsize=8 if n > 10 else 9,
                 )
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=150)
+    return path
+
+
+def plot_reliability(
+    reliability: Sequence[dict[str, Any]],
+    ece: float,
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Save a reliability diagram: accuracy against confidence per confidence bin (bars), the
+    diagonal a perfectly calibrated model would follow, and how many images fall in each bin.
+
+    Args:
+        reliability: the bins of :meth:`~resnetkit.evaluate.metrics.ConfusionMeter.calibration`.
+        ece: the expected calibration error in percent, written on the plot.
+        path: the PNG to write (parent folders are created).
+        title: drawn above the plot.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    lower = np.array([b["lower"] for b in reliability]) * 100
+    width = np.array([b["upper"] - b["lower"] for b in reliability]) * 100
+    filled = [b["count"] > 0 for b in reliability]
+    accuracy = np.array([b["accuracy"] if b["count"] else 0.0 for b in reliability])
+    confidence = np.array([b["confidence"] if b["count"] else 0.0 for b in reliability])
+    counts = np.array([b["count"] for b in reliability])
+
+    fig = Figure(figsize=(5.5, 6.5), dpi=150, layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.bar(
+        lower,
+        accuracy,
+        width=width,
+        align="edge",
+        color="#1f77b4",
+        edgecolor="white",
+        label="accuracy",
+    )
+    # From each bar's top to its bin's mean confidence: above the bar, overconfident; below
+    # its top, underconfident.
+    gaps = confidence - accuracy
+    top.bar(
+        lower[filled],
+        gaps[filled],
+        bottom=accuracy[filled],
+        width=width[filled],
+        align="edge",
+        fill=False,
+        hatch="///",
+        edgecolor="#d62728",
+        linewidth=0.8,
+        label="gap to mean confidence",
+    )
+    top.plot([0, 100], [0, 100], "--", color="black", linewidth=1, label="calibrated")
+    top.set_xlim(0, 100)
+    top.set_ylim(0, 100)
+    top.set_ylabel("accuracy (%)")
+    top.legend(loc="upper left")
+    top.text(97, 4, f"ECE {ece:.2f}%", ha="right", fontsize=11)
+    top.grid(alpha=0.3)
+    if title:
+        top.set_title(title, fontsize=10)
+    bottom.bar(lower, counts, width=width, align="edge", color="#7f7f7f", edgecolor="white")
+    bottom.set_xlabel("confidence: top softmax probability (%)")
+    bottom.set_ylabel("images")
+    bottom.grid(alpha=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=150)
