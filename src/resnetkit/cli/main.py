@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from resnetkit import __version__
 from resnetkit.cli import (
     bench,
+    calibrate,
     convert,
     demo,
     evaluate,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_parsers(sub)
     plot.add_parsers(sub)
     evaluate.add_parsers(sub)
+    calibrate.add_parsers(sub)
     export.add_parsers(sub)
     convert.add_parsers(sub)
     predict.add_parsers(sub)

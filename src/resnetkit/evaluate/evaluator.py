@@ -220,6 +220,68 @@ def evaluate_model(
     Raises:
         ValueError: unknown dataset, or the model's class count differs from the data's.
     """
+    scorer, loader, data, size = _prepare(
+        model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
+    )
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        meter = evaluate_batches(scorer, loader, data.num_classes, device=device, progress=progress)
+    finally:
+        model.train(was_training)
+    return {
+        **meter.summary(data.classes),
+        "classes": list(data.classes),
+        "dataset": dataset,
+        "split": split,
+        "ten_crop": ten_crop,
+        "input_size": size,
+    }
+
+
+@torch.no_grad()
+def collect_logits(
+    model: nn.Module,
+    dataset: str,
+    data_dir: str | Path,
+    *,
+    split: str = "test",
+    batch_size: int = 256,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = False,
+) -> tuple[Tensor, Tensor, list[str]]:
+    """The model's float32 logits on an evaluation split (on the CPU), its labels and class
+    names, with inputs prepared as :func:`evaluate_model` prepares them (single crop)."""
+    scorer, loader, data, _ = _prepare(
+        model, dataset, data_dir, split, batch_size, False, image_size, download
+    )
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).eval()
+    logits, labels = [], []
+    try:
+        for x, y in loader:
+            logits.append(scorer(x.to(device)).float().cpu())
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    return torch.cat(logits), torch.cat(labels), list(data.classes)
+
+
+def _prepare(
+    model: nn.Module,
+    dataset: str,
+    data_dir: str | Path,
+    split: str,
+    batch_size: int,
+    ten_crop: bool,
+    image_size: int | None,
+    download: bool,
+) -> tuple[_Scorer, TensorLoader, ArrayDataset, int]:
+    """The scorer (model plus its input handling), the batches, the data and the input size
+    of one evaluation: inputs prepared exactly as the model's preprocessing says."""
     cfg = preprocessing_of(model)
     channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
     if channels not in (1, 3):
@@ -261,19 +323,4 @@ def evaluate_model(
         norm = Normalization(pixel_mean=pixel_mean) if pixel_mean is not None else per_channel
         scorer = _Scorer(model, size)
     loader = TensorLoader(images, torch.from_numpy(data.labels), batch_size, norm, train=False)
-
-    device = torch.device(device)
-    was_training = model.training
-    model.to(device).eval()
-    try:
-        meter = evaluate_batches(scorer, loader, data.num_classes, device=device, progress=progress)
-    finally:
-        model.train(was_training)
-    return {
-        **meter.summary(data.classes),
-        "classes": list(data.classes),
-        "dataset": dataset,
-        "split": split,
-        "ten_crop": ten_crop,
-        "input_size": size,
-    }
+    return scorer, loader, data, size

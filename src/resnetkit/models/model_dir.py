@@ -120,6 +120,19 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
         )
         if prov.get("command"):
             lines.append(f"- command: `{prov['command']}`")
+    elif prov.get("calibrated_from"):
+        fit = prov.get("calibration") or {}
+        before, after = fit.get("before") or {}, fit.get("after") or {}
+        lines.append(
+            f"- {prov['calibrated_from']} temperature-scaled by `resnetkit calibrate` "
+            f"(T = {fit.get('temperature', float('nan')):.4f}, fitted on {fit.get('fit_images')} "
+            f"images of {fit.get('dataset')} {fit.get('split')})"
+        )
+        if "ece" in before and "ece" in after:
+            lines.append(
+                f"- on {fit.get('check_images')} other images: calibration error (ECE) "
+                f"{before['ece']:.2f}% -> {after['ece']:.2f}%, top-1 unchanged"
+            )
     elif prov.get("converted_from"):
         lines.append(
             f"- converted by `resnetkit convert` from {prov['converted_from']} "

@@ -1,0 +1,118 @@
+"""``resnetkit calibrate``: temperature scaling, fitted on held-out images and checked on others."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from resnetkit.cli.common import add_model_args
+from resnetkit.data.datasets import DATASETS
+
+#: pretrained_cfg entries that are not input preprocessing.
+NOT_PREPROCESSING = ("classes", "metrics", "tag", "recipe")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "calibrate",
+        help="temperature scaling: confidence that matches accuracy (accuracy unchanged)",
+        description="Fits one temperature T on a random part of an evaluation split (logits "
+        "divided by T, minimising the negative log-likelihood; Guo et al. 2017) and reports "
+        "the calibration error (ECE) and log-likelihood before and after on the other part. "
+        "With --out, writes a model directory with T folded into the classifier, so predict, "
+        "serve, export and quantize give calibrated probabilities. Top-1 never changes.",
+    )
+    add_model_args(p)
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument(
+        "--data-dir",
+        default=Path("."),
+        type=Path,
+        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR)",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        help="held-out images, never the training set (default: test; a folder's val/)",
+    )
+    p.add_argument(
+        "--fit-fraction",
+        type=float,
+        default=0.5,
+        help="the share of the split T is fitted on; the rest measures the result (0.5)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which images go to each part")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    p.add_argument(
+        "--out", type=Path, default=None, help="model directory to write the calibrated model to"
+    )
+    p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from resnetkit.evaluate.calibration import apply_temperature, calibrate
+    from resnetkit.models.loading import load_model, preprocessing_of
+    from resnetkit.models.model_dir import save_model_dir
+
+    if args.out is not None and (args.out / "config.json").exists():
+        raise FileExistsError(
+            f"{args.out} already holds a model; choose another --out (nothing is overwritten)"
+        )
+    model = load_model(args.model, arch=args.arch)
+    report = calibrate(
+        model,
+        args.dataset,
+        args.data_dir,
+        split=args.split,
+        fit_fraction=args.fit_fraction,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        download=args.download,
+    )
+    result: dict[str, Any] = {"model": str(args.model), **report.to_dict()}
+    if args.out is not None:
+        cfg = preprocessing_of(model)
+        metrics = {  # accuracy is unchanged by the temperature; the losses are not
+            k: v for k, v in (cfg.get("metrics") or {}).items() if k.endswith(("_top1", "_top5"))
+        }
+        save_model_dir(
+            apply_temperature(model, report.temperature).cpu(),
+            args.out,
+            arch=model.name,
+            classes=list(cfg["classes"]),
+            preprocessing={k: v for k, v in cfg.items() if k not in NOT_PREPROCESSING},
+            metrics=metrics,
+            provenance={
+                "calibrated_from": str(args.model),
+                "calibration": {
+                    "method": "temperature scaling",
+                    "dataset": args.dataset,
+                    "split": args.split,
+                    "seed": args.seed,
+                    **report.to_dict(),
+                },
+            },
+        )
+        result["out"] = str(args.out)
+    if args.as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    before, after = report.before, report.after
+    print(
+        f"temperature {report.temperature:.4f} (fitted on {report.fit_images} images of "
+        f"{args.dataset} {args.split}; {'under' if report.temperature < 1 else 'over'}confident "
+        f"before)\non the other {report.check_images} images:"
+    )
+    print(f"  {'':<10} {'before':>8} {'after':>8}")
+    print(f"  {'ECE (%)':<10} {before['ece']:>8.2f} {after['ece']:>8.2f}")
+    print(f"  {'NLL':<10} {before['nll']:>8.4f} {after['nll']:>8.4f}")
+    print(f"  {'top-1 (%)':<10} {before['top1']:>8.2f} {after['top1']:>8.2f}")
+    if args.out is not None:
+        print(f"calibrated model: {args.out}")
+    return 0
