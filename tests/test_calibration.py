@@ -74,7 +74,7 @@ def test_cli_writes_a_calibrated_model_directory(
     assert "temperature-scaled by `resnetkit calibrate`" in (out / "README.md").read_text()
     # Never over another model; a table without --json.
     assert main([*argv, "--out", str(out)]) == 2
-    assert "already holds a model" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "temperature 0." in table and "ECE (%)" in table and "underconfident" in table

@@ -151,6 +151,8 @@ def embed(
 
 def nearest(queries: np.ndarray, index: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Cosine-similarity top-k of each query row among the index rows: (scores, indices)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     d = index / np.maximum(np.linalg.norm(index, axis=1, keepdims=True), 1e-12)
     sims = q @ d.T

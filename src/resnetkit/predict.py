@@ -203,6 +203,14 @@ def predict(
 
     if isinstance(inputs, str | Path):
         inputs = [inputs]
+    if isinstance(inputs, bytes | bytearray) or not all(
+        isinstance(item, str | Path) for item in inputs
+    ):
+        raise TypeError(
+            "inputs must be image file or folder paths (str or Path); for encoded bytes, "
+            "decode with resnetkit.data.images.load_image and call the model, or use "
+            "`resnetkit serve`"
+        )
     if not inputs:
         raise ValueError("no images given: pass image files and/or folders")
     if top_k < 1 or batch_size < 1:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from resnetkit.cli.common import add_model_args, positive_int
+from resnetkit.cli.common import add_model_args, output_file, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--out",
-        type=Path,
+        type=output_file,
         default=None,
         help="also write the report here (JSON), and its table beside it (.md)",
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args
+from resnetkit.cli.common import add_model_args, output_folder
 from resnetkit.data.datasets import DATASETS
 
 #: pretrained_cfg entries that are not input preprocessing.
@@ -48,7 +48,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--device", default="cpu")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(
-        "--out", type=Path, default=None, help="model directory to write the calibrated model to"
+        "--out",
+        type=output_folder,
+        default=None,
+        help="model directory to write the calibrated model to",
     )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -59,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.models.loading import load_model, preprocessing_of
     from resnetkit.models.model_dir import save_model_dir
 
-    if args.out is not None and (args.out / "config.json").exists():
-        raise FileExistsError(
-            f"{args.out} already holds a model; choose another --out (nothing is overwritten)"
+    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()):
+        raise FileExistsError(  # before the work: save_model_dir would refuse it after
+            f"{args.out} is not empty; choose a new or empty --out (nothing is overwritten)"
         )
     model = load_model(args.model, arch=args.arch)
     report = calibrate(

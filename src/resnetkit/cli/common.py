@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 MODEL_HELP = (
     "model directory (config.json + model.safetensors), packaged tag such as "
@@ -23,8 +25,48 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def output_file(text: str) -> Path:
+    """An ``--out`` file, checked before any work: not a folder, under a folder that exists
+    (or can be created) and can be written to."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a folder: give a file name (for example {path / 'out'}...)"
+        )
+    check_writable_folder(path.parent)
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """An ``--out`` folder (it may exist), checked like :func:`output_file`."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file: give a folder")
+    check_writable_folder(path)
+    return path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise ``ArgumentTypeError`` unless files can be written in ``folder`` (created later
+    if missing): its nearest existing ancestor must be a writable folder."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing}: permission denied")

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from resnetkit.cli.common import non_negative_int, output_file, output_folder, positive_int
+
 SOURCE_CHOICES = ("auto", "torchvision", "timm", "huggingface", "keras", "script", "resnetkit")
 TARGET_CHOICES = ("resnetkit", "torchvision", "timm", "huggingface", "keras")
 
@@ -43,13 +45,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "(.safetensors, else torch.save); huggingface: transformers directory; keras: .npz",
     )
     p.add_argument("--out", required=True, type=Path, help="file or directory to write")
-    p.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument(
+        "--num-classes",
+        type=non_negative_int,
+        default=None,
+        help="default: the checkpoint's (0: no classifier, a feature extractor)",
+    )
     p.add_argument(
         "--adapt-head",
         action="store_true",
         help="start a new --num-classes head if the checkpoint's does not fit",
     )
-    p.add_argument("--in-chans", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--in-chans", type=positive_int, default=None, help="default: the checkpoint's")
     p.add_argument(
         "--adapt-in-chans",
         action="store_true",
@@ -61,6 +68,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def run_convert(args: argparse.Namespace) -> int:
     from resnetkit.interop.convert import convert_checkpoint
 
+    folder = args.target in ("resnetkit", "huggingface")
+    try:
+        (output_folder if folder else output_file)(str(args.out))
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"--out {args.out}: {err}") from None
+    if folder and args.out.is_dir() and any(args.out.iterdir()):
+        raise FileExistsError(
+            f"{args.out} is not empty; give a new or empty --out folder (nothing is overwritten)"
+        )
     try:
         report, out = convert_checkpoint(
             args.src,

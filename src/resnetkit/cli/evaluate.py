@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args
+from resnetkit.cli.common import add_model_args, check_writable_folder
 from resnetkit.data.datasets import DATASETS
 
 
@@ -98,6 +98,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from resnetkit.evaluate.evaluator import evaluate_model  # heavy imports only when used
     from resnetkit.models.loading import load_model
 
+    figures = {
+        kind: figure_path(target, args.dataset, args.split, args.ten_crop, kind=kind)
+        for kind, target in (("confusion", args.confusion), ("reliability", args.reliability))
+        if target is not None
+    }
+    for kind, path in figures.items():  # checked first: an evaluation can take a while
+        try:
+            check_writable_folder(path.parent)
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f"--{kind} {path}: {err}") from None
     model = load_model(args.model, arch=args.arch)
     result = evaluate_model(
         model,
@@ -111,20 +121,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
         download=args.download,
         progress=sys.stderr.isatty(),
     )
-    if args.confusion is not None:
+    if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion
 
-        path = figure_path(args.confusion, args.dataset, args.split, args.ten_crop)
+        path = figures["confusion"]
         title = f"{model.name} on {args.dataset} {args.split} (top-1 {result['top1']:.2f}%)"
         result["confusion_png"] = str(
             plot_confusion(result["confusion"], result["classes"], path, title)
         )
-    if args.reliability is not None:
+    if "reliability" in figures:
         from resnetkit.evaluate.plots import plot_reliability
 
-        path = figure_path(
-            args.reliability, args.dataset, args.split, args.ten_crop, kind="reliability"
-        )
+        path = figures["reliability"]
         title = f"{model.name} on {args.dataset} {args.split}"
         result["reliability_png"] = str(
             plot_reliability(result["reliability"], result["ece"], path, title)

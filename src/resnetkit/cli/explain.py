@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args
+from resnetkit.cli.common import add_model_args, output_file, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("explain", help="Grad-CAM heatmap of what the model looked at")
     add_model_args(p)
     p.add_argument("image", type=Path)
-    p.add_argument("--out", required=True, type=Path, help="PNG to write")
+    p.add_argument("--out", required=True, type=output_file, help="PNG to write")
     p.add_argument(
         "--target", default=None, help="class name or index to explain (default: the predicted)"
     )
@@ -26,15 +26,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     add_model_args(p)
     p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--out", required=True, type=Path, help=".npy file; paths go to OUT.json")
+    p.add_argument("--out", required=True, type=output_file, help=".npy file; paths go to OUT.json")
     p.add_argument(
         "--search",
         type=Path,
         default=None,
         help="folder to search for each image's nearest neighbours (cosine)",
     )
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--k", type=positive_int, default=5, help="neighbours per image (5)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.set_defaults(func=run_embed)
 
 
@@ -42,6 +42,8 @@ def run_explain(args: argparse.Namespace) -> int:
     from resnetkit.explain import explain_image
     from resnetkit.models.loading import load_model
 
+    if args.out.resolve() == args.image.resolve():
+        raise ValueError(f"--out {args.out} is the input image: give another file name")
     model = load_model(args.model, arch=args.arch)
     result = explain_image(model, args.image, args.out, target=_target(args.target, model))
     print(json.dumps(result, indent=2))
@@ -89,6 +91,10 @@ def run_embed(args: argparse.Namespace) -> int:
         print(f"  {failure['path']}: {failure['reason']}")
     if args.search is not None and len(found.paths):
         pool = embed(model, [args.search], batch_size=args.batch_size)
+        for failure in pool.failures:
+            print(f"  {failure['path']}: {failure['reason']}")
+        if not pool.paths:
+            raise ValueError(f"--search {args.search}: no readable images to search")
         scores, order = nearest(found.vectors, pool.vectors, args.k)
         for path, row_scores, row in zip(found.paths, scores, order, strict=True):
             hits = ", ".join(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args
+from resnetkit.cli.common import add_model_args, output_file, positive_int
 
 FORMAT_CHOICES = ("onnx", "torchscript", "exported-program", "tflite", "coreml")
 
@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--out",
         required=True,
-        type=Path,
+        type=_export_target,
         help="file to write (.onnx, .ts, .pt2, .tflite, .mlpackage)",
     )
     p.add_argument(
@@ -42,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_false",
         help="keep BatchNorm layers instead of folding them into the convolutions",
     )
-    p.add_argument("--input-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--input-size", type=positive_int, default=None, help="default: the model's")
     p.add_argument(
         "--image", type=Path, default=None, help="photo for the check (default: bundled cat.png)"
     )
@@ -53,6 +53,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="largest accepted |exported - eager| on any output (default: 1e-4)",
     )
     p.set_defaults(func=run_export)
+
+
+def _export_target(text: str) -> Path:
+    # A Core ML package is a folder, which a new export may replace.
+    return Path(text) if text.endswith(".mlpackage") else output_file(text)
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args
+from resnetkit.cli.common import add_model_args, output_folder
 from resnetkit.cli.train import add_recipe_overrides, recipe_from_args
 
 
@@ -21,7 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     add_model_args(p)
     p.add_argument("--data", required=True, type=Path, help="image folder (DIR/<class>/<image>)")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=output_folder)
     p.add_argument(
         "--recipe",
         default=None,

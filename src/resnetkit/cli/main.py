@@ -70,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file that cannot be read or written: no traceback for that
+        where = f": {err.filename}" if err.filename else ""
+        print(f"resnetkit {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as err:  # a checkpoint was written first
         if err.main_process:  # under torchrun, one line for the run, not one per process
             print(f"resnetkit {args.command}: {err}", file=sys.stderr)

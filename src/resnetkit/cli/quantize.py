@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args, positive_int
+from resnetkit.cli.common import add_model_args, output_file, positive_int
 from resnetkit.data.datasets import DATASETS
 
 
@@ -21,7 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "With --eval-dataset, prints top-1 of both on the same images.",
     )
     add_model_args(p)
-    p.add_argument("--out", required=True, type=Path, help="int8 ONNX file to write")
+    p.add_argument("--out", required=True, type=output_file, help="int8 ONNX file to write")
     p.add_argument("--method", choices=("static", "dynamic"), default="static")
     p.add_argument(
         "--calibrate-method", choices=("minmax", "percentile", "entropy"), default="minmax"

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from resnetkit.cli.common import positive_int
+from resnetkit.cli.common import output_folder, positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
 from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 
@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="folder holding CIFAR-10 (degradation: required; transfer: needed unless "
         "--dataset cifar10-sample)",
     )
-    p.add_argument("--out", type=Path, default=None, help="default runs/EXPERIMENT")
+    p.add_argument("--out", type=output_folder, default=None, help="default runs/EXPERIMENT")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("degradation")
     g.add_argument(

@@ -7,6 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from resnetkit.cli.common import output_folder
 from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
 
@@ -26,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="cifar10-sample: 1000/500 real CIFAR-10 images bundled with resnetkit",
     )
     p.add_argument("--data-dir", default=Path("."), type=Path)
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--out", required=True, type=output_folder, help="run directory")
     p.add_argument(
         "--recipe",
         default=None,

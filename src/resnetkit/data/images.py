@@ -10,6 +10,7 @@ skip it (training) or report it (prediction, serving).
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 from pathlib import Path
@@ -135,6 +136,24 @@ def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | Non
         img.close()
         raise ImageDecodeError(path, f"image has no pixels ({width}x{height})")
     return img, path
+
+
+def _check_resized_area(
+    img: Image.Image, path: Path | None, shorter_side: int, max_pixels: int
+) -> None:
+    """Refuse a thin image that resizing its shorter side up to ``shorter_side`` would blow
+    up past ``max_pixels`` (a 2000x1 PNG of 86 bytes would become 256x512,000)."""
+    width, height = img.size
+    short, long = min(width, height), max(width, height)
+    if short >= shorter_side:
+        return  # shrinking: never more pixels than the file already has
+    grown_long = math.ceil(long * shorter_side / short)
+    if grown_long * shorter_side > max_pixels:
+        raise ImageDecodeError(
+            path,
+            f"image too elongated: {width}x{height} would become {shorter_side}x{grown_long} "
+            f"pixels once its shorter side is resized to {shorter_side} (limit {max_pixels:,})",
+        )
 
 
 def _full_load(img: Image.Image, path: Path | None) -> None:
@@ -265,6 +284,8 @@ def load_image(
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img, path = _open(source, max_pixels)
         try:
+            if draft_size is not None:
+                _check_resized_area(img, path, draft_size, max_pixels)
             if draft_size is not None and img.format == "JPEG":
                 img.draft(None, (draft_size, draft_size))
             _full_load(img, path)

@@ -36,6 +36,8 @@ FORMATS: tuple[str, ...] = get_args(Format)
 #: ONNX opset used when none is given: the dynamo exporter's default, well inside ONNX
 #: Runtime's support and the TorchScript-based exporter's range.
 DEFAULT_OPSET = 18
+#: The opsets this PyTorch writes ResNets at (both exporters tried, 2026-11).
+OPSET_RANGE = (11, 23)
 #: Largest accepted |exported - eager| on any output element (float32 logits).
 DEFAULT_TOLERANCE = 1e-4
 #: Batch sizes run on the same file: one, and a size no exporter would pick as its example.
@@ -176,6 +178,11 @@ def export_model(
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if opset is not None and fmt != "onnx":
         raise ValueError(f"--opset applies to ONNX only, not to {fmt}")
+    if opset is not None and not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ValueError(
+            f"opset {opset} cannot be written here: choose {OPSET_RANGE[0]} to {OPSET_RANGE[1]} "
+            f"(default {DEFAULT_OPSET})"
+        )
     if fmt in FIXED_BATCH_FORMATS and dynamic_batch:
         raise ValueError(
             f"{fmt} files have a fixed batch size here: export without --dynamic-batch "
@@ -200,6 +207,8 @@ def export_model(
         to_export = fold_batchnorm(reference)
         folded = count_batchnorms(reference) - count_batchnorms(to_export)
 
+    # Read before anything is written: a bad photo must not leave a half-checked file at out.
+    photo = _image_tensor(image, cfg, size, in_chans)
     # Tracing at batch size 1 lets exporters treat the batch as the constant 1.
     example = torch.randn(2 if dynamic_batch else 1, in_chans, size, size)
     notes: list[str] = []
@@ -220,7 +229,6 @@ def export_model(
     else:
         exporter = _export_program(to_export, example, out, dynamic_batch)
 
-    photo = _image_tensor(image, cfg, size, in_chans)
     try:
         runner = load_exported(out, fmt)
     except CannotRunHere as why:
@@ -518,6 +526,8 @@ def _export_onnx(
                 output_names=names,
                 dynamic_axes=axes,
             )
+    except OSError:  # the file cannot be written: say so, not something about opsets
+        raise
     except Exception as err:  # both exporters failed: most often an opset they cannot write
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise ValueError(

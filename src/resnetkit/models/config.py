@@ -48,6 +48,11 @@ class ResNetConfig:
             raise ValueError(
                 f"layers {self.layers} and widths {self.widths} must have the same length"
             )
+        if self.num_classes < 0 or self.in_chans < 1:
+            raise ValueError(
+                f"num_classes must be >= 0 (0: no classifier) and in_chans >= 1; got "
+                f"{self.num_classes} and {self.in_chans}"
+            )
         if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
             raise ValueError("basic blocks support only groups=1 and width_per_group=64")
 

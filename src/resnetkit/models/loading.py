@@ -188,13 +188,16 @@ def torch_load_weights_only(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as err:
-        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        # "Unsupported global: GLOBAL x.y" (an unknown class) or "unsupported GLOBAL x.y
+        # whose module x is blocked" (os.system and the like): either way, code to run.
+        match = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), re.IGNORECASE)
         if isinstance(err, pickle.UnpicklingError) and match:
             raise ValueError(
                 f"{path} cannot be loaded with weights_only=True (it references "
-                f"{match.group(1)}): it needs arbitrary unpickling, which can run any code, and "
-                "resnetkit refuses it for safety. To convert it, load it yourself in a trusted "
-                "environment and save only the weights, e.g. "
+                f"{match.group(1)}): it needs arbitrary "
+                "unpickling, which can run any code, and resnetkit refuses it for safety. To "
+                "convert it, load it yourself in a trusted environment and save only the "
+                "weights, e.g. "
                 "`from safetensors.torch import save_file; "
                 "save_file(model.state_dict(), 'model.safetensors')`, then pass that file."
             ) from None

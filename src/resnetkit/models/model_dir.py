@@ -34,11 +34,26 @@ def save_model_dir(
     preprocessing: dict[str, Any],
     metrics: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    replace: bool = False,
 ) -> Path:
-    """Write a model directory that :func:`load_model_dir` (and every CLI command) can read."""
+    """Write a model directory that :func:`load_model_dir` (and every CLI command) can read.
+
+    ``out`` must be new or empty; with ``replace``, it may also hold a model directory, which
+    is replaced. A folder with anything else in it is refused: its files (a project's own
+    README.md, say) are never overwritten.
+    """
     from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file: give a new or empty folder for the model")
+    if out.is_dir() and any(out.iterdir()):
+        is_model_dir = (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+        if not (replace and is_model_dir):
+            what = "a model directory" if is_model_dir else "other files"
+            raise FileExistsError(
+                f"{out} already holds {what}; give a new or empty folder (nothing is overwritten)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / "model.safetensors", safetensors_bytes(tensors))
@@ -181,7 +196,49 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
                 f"{path} --arch ARCH --out DIR`"
             )
         raise ValueError(f"{config_file} has no resnetkit model description: {hint}")
+    problem = _meta_problem(meta)
+    if problem:
+        raise ValueError(f"{config_file}: {problem}; fix the file or write it again")
     return meta
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed config.json (field and expectation), or None."""
+
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    def numbers(value: Any) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
+
+    config = meta["config"]
+    for key in ("layers", "widths"):
+        if not (isinstance(config.get(key), list) and all(map(positive_int, config[key]))):
+            return f"config.{key} must be a list of positive whole numbers, got {config.get(key)!r}"
+    if "block" not in config:
+        return "config.block is missing (basic or bottleneck)"
+    classes = meta.get("classes", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        return f"classes must be a list of names, got {classes!r}"
+    prep = meta.get("preprocessing", {})
+    if not isinstance(prep, dict):
+        return f"preprocessing must be an object, got {prep!r}"
+    for key in ("input_size", "crop", "resize"):
+        if prep.get(key) is not None and not positive_int(prep[key]):
+            return f"preprocessing.{key} must be a positive whole number, got {prep[key]!r}"
+    for key in ("mean", "std"):
+        value = prep.get(key)
+        if value is not None and not (numbers(value) and len(value) in (1, 3)):
+            return f"preprocessing.{key} must be a list of 1 or 3 numbers, got {value!r}"
+    if prep.get("std") is not None and any(v <= 0 for v in prep["std"]):
+        return f"preprocessing.std must be positive, got {prep['std']!r}"
+    if prep.get("pixel_mean") is not None and not numbers(prep["pixel_mean"]):
+        return "preprocessing.pixel_mean must be a list of numbers"
+    if not isinstance(meta.get("metrics", {}), dict):
+        return f"metrics must be an object, got {meta['metrics']!r}"
+    return None
 
 
 def load_model_dir(path: str | Path) -> ResNet:

@@ -57,7 +57,7 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # the name as given, even without .png
     return path
 
 
@@ -101,7 +101,10 @@ def plot_training_curves(
             if split != "train":  # evaluated every few epochs: show where
                 style["marker"] = "o"
                 style["markersize"] = 3
-            loss_ax.plot(xs, [r[f"{split}_loss"] for r in points], **style)
+            with_loss = [r for r in points if f"{split}_loss" in r]
+            loss_ax.plot(
+                [r[x] for r in with_loss], [r[f"{split}_loss"] for r in with_loss], **style
+            )
             err_ax.plot(xs, [100 - r[f"{split}_top1"] for r in points], **style)
     loss_ax.set_title("loss")
     err_ax.set_title("top-1 error (%)")
@@ -113,5 +116,5 @@ def plot_training_curves(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # the name as given, even without .png
     return path

@@ -205,7 +205,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             )
         text = candidate.read_text()
         origin = f"resnetkit/recipes/{name_or_path}.yaml"
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f", line {where.line + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{origin}{line}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{origin}: a recipe must be a mapping of field: value")
     try:

@@ -167,6 +167,10 @@ class Trainer:
             recipe.mixup_alpha, recipe.cutmix_alpha, len(self.classes), recipe.label_smoothing
         )
         self.iters_per_epoch = len(self.train_loader) // recipe.accum_steps
+        if not len(data.train_labels):
+            raise ValueError(
+                f"no readable training images in {spec.data_dir} (the files skipped above say why)"
+            )
         if self.iters_per_epoch == 0:
             raise ValueError(
                 f"{len(data.train_labels)} training images give no full batch of "
@@ -736,6 +740,7 @@ class Trainer:
             save_model_dir(
                 net,
                 model_dir,
+                replace=True,  # this run's own (a finished run resumed writes it again)
                 arch=self.arch,
                 classes=self.classes,
                 preprocessing=preprocessing,

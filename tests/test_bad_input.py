@@ -1,0 +1,210 @@
+"""A user's mistakes get a clear message naming the file or option, never a traceback, and
+never cost them a file."""
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import resnetkit
+from resnetkit.cli.main import main
+from resnetkit.models.loading import load_model
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.train.recipe import load_recipe
+
+CAT = str(resources.files("resnetkit.assets").joinpath("cat.png"))
+
+
+def parse_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_an_out_file_that_is_a_folder_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model", "resnet20.cifar10"]
+    for argv in (
+        ["explain", *model, CAT, "--out", str(tmp_path)],
+        ["export", *model, "--format", "onnx", "--out", str(tmp_path)],
+        ["quantize", *model, "--out", str(tmp_path)],
+        ["plot", str(tmp_path), "--out", str(tmp_path)],
+    ):
+        assert f"{tmp_path} is a folder: give a file name" in parse_error(argv, capsys), argv
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    err = parse_error(["embed", *model, CAT, "--out", str(blocker / "x.npy")], capsys)
+    assert f"{blocker} is a file, not a folder" in err
+
+
+def test_evaluate_checks_where_its_figures_go_before_evaluating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    argv = ["evaluate", "--model", "nonexistent-model-dir/", "--dataset", "cifar10-sample"]
+    # The figure is checked first: the model is not even looked for.
+    assert main([*argv, "--reliability", str(blocker / "r.png")]) == 2
+    assert f"--reliability {blocker / 'r.png'}: {blocker} is a file" in capsys.readouterr().err
+
+
+def test_export_refuses_unwritable_opsets_and_keeps_out_on_a_bad_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    argv = ["export", "--model", "resnet20.cifar10", "--format", "onnx", "--out", str(out)]
+    assert main([*argv, "--opset", "3"]) == 2
+    assert "opset 3 cannot be written here: choose 11 to 23" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    assert main([*argv, "--image", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier export"
+    assert "must be at least 1" in parse_error([*argv, "--input-size", "-4"], capsys)
+
+
+def test_model_directories_never_overwrite_other_files(tmp_path: Path) -> None:
+    model = resnetkit.create_model("resnet20")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# My project\n")
+    with pytest.raises(FileExistsError, match="already holds other files"):
+        save_model_dir(model, project, arch="resnet20", classes=[], preprocessing={})
+    assert (project / "README.md").read_text() == "# My project\n"
+    out = save_model_dir(model, tmp_path / "m", arch="resnet20", classes=[], preprocessing={})
+    with pytest.raises(FileExistsError, match="already holds a model directory"):
+        save_model_dir(model, out, arch="resnet20", classes=[], preprocessing={})
+    save_model_dir(model, out, arch="resnet20", classes=["a"] * 10, preprocessing={}, replace=True)
+    assert load_model(out).pretrained_cfg["classes"] == ["a"] * 10  # type: ignore[index]
+
+
+def test_convert_refuses_a_folder_with_files_in_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "r20.safetensors"
+    save_file(resnetkit.create_model("resnet20").state_dict(), str(src))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# My project\n")
+    argv = ["convert", str(src), "--arch", "resnet20"]
+    assert main([*argv, "--out", str(project)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert (project / "README.md").read_text() == "# My project\n"
+    assert "must be >= 0" in parse_error([*argv, "--out", "x", "--num-classes", "-3"], capsys)
+    assert "must be at least 1" in parse_error([*argv, "--out", "x", "--in-chans", "0"], capsys)
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        resnetkit.create_model("resnet20", num_classes=-3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["config"].pop("layers"), "config.layers must be a list of positive"),
+        (lambda m: m["config"].update(layers=3), "config.layers must be a list of positive"),
+        (lambda m: m.update(preprocessing=[]), "preprocessing must be an object"),
+        (lambda m: m["preprocessing"].update(input_size="big"), "input_size must be a positive"),
+        (lambda m: m["preprocessing"].update(std=[0, 0, 0]), "preprocessing.std must be positive"),
+        (lambda m: m.update(classes="cat"), "classes must be a list of names"),
+    ],
+)
+def test_a_broken_config_json_names_the_file_and_the_field(
+    tmp_path: Path, change: object, message: str
+) -> None:
+    out = save_model_dir(
+        resnetkit.create_model("resnet20"),
+        tmp_path / "m",
+        arch="resnet20",
+        classes=[],
+        preprocessing={"input_size": 32, "mean": [0.5] * 3, "std": [0.2] * 3},
+    )
+    meta = json.loads((out / "config.json").read_text())
+    change(meta)  # type: ignore[operator]
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=message) as err:
+        load_model(out)
+    assert str(out / "config.json") in str(err.value)
+
+
+def test_a_recipe_that_is_not_yaml_names_its_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("epochs: 3\nlr: [oops\n")
+    with pytest.raises(ValueError, match=r"mine.yaml, line 3: not valid YAML"):
+        load_recipe(bad)
+
+
+def test_a_pickle_that_calls_os_system_is_refused_without_running(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc.weight": torch.zeros(1), "x": Evil()}, evil)
+    with pytest.raises(ValueError, match=r"references posix.system.*refuses it for safety"):
+        load_model(evil, arch="resnet20")
+    assert not marker.exists()
+
+
+def test_a_thin_image_is_refused_before_it_is_blown_up(tmp_path: Path) -> None:
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (4000, 1)).save(thin)
+    model = resnetkit.create_model("resnet18", num_classes=3)  # resized to 256 first
+    report = resnetkit.predict(model, [thin, CAT])
+    assert [f["path"] for f in report.failures] == [str(thin)]
+    assert "too elongated: 4000x1 would become 256x1024000" in report.failures[0]["reason"]
+    assert len(report.predictions) == 1
+    with pytest.raises(TypeError, match="inputs must be image file or folder paths"):
+        resnetkit.predict(model, b"\x89PNG")  # type: ignore[arg-type]
+
+
+def test_training_on_a_folder_of_unreadable_files_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / name / f"{i}.png").write_bytes(b"broken")
+    argv = ["train", "--model", "resnet20", "--dataset", "folder", "--data-dir"]
+    assert main([*argv, str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 2
+    assert "no readable training images in" in capsys.readouterr().err
+
+
+def test_embed_search_in_an_empty_folder_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = ["embed", "--model", "resnet20.cifar10", CAT, "--out", str(tmp_path / "v.npy")]
+    assert main([*argv, "--search", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr()
+    assert "no readable images to search" in err.err and "folder holds no image" in err.out
+    assert "must be at least 1" in parse_error([*argv, "--k", "0"], capsys)
+
+
+def test_explain_never_overwrites_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(Path(CAT).read_bytes())
+    argv = ["explain", "--model", "resnet20.cifar10", str(photo), "--out", str(photo)]
+    assert main(argv) == 2
+    assert "is the input image" in capsys.readouterr().err
+    assert photo.read_bytes() == Path(CAT).read_bytes()
+
+
+def test_plot_writes_the_name_it_was_given(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    row = {"epoch": 1, "step": 1, "train_loss": 1.0, "train_top1": 50.0, "test_top1": 40.0}
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")  # no test_loss: still drawn
+    assert main(["plot", str(run), "--out", str(tmp_path / "noext")]) == 0
+    assert (tmp_path / "noext").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "noext.png").exists()
