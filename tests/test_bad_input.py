@@ -162,6 +162,11 @@ def test_a_thin_image_is_refused_before_it_is_blown_up(tmp_path: Path) -> None:
     assert [f["path"] for f in report.failures] == [str(thin)]
     assert "too elongated: 4000x1 would become 256x1024000" in report.failures[0]["reason"]
     assert len(report.predictions) == 1
+    # Streamed evaluation of a folder resizes too: the image is skipped and reported.
+    from resnetkit.data.folder import ImageFolderDataset
+
+    dataset = ImageFolderDataset(None, samples=[(thin, 0)], classes=["a"], shorter_side=256)
+    assert dataset[0] is None and "too elongated" in dataset.failures[0][1]
     with pytest.raises(TypeError, match="inputs must be image file or folder paths"):
         resnetkit.predict(model, b"\x89PNG")  # type: ignore[arg-type]
 

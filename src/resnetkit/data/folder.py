@@ -157,6 +157,7 @@ class ImageFolderDataset(Dataset[Any]):
         samples: Sequence[tuple[str | Path, int]] | None = None,
         classes: Sequence[str] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        shorter_side: int | None = None,
     ) -> None:
         """Scan ``root`` or take an explicit sample list.
 
@@ -168,6 +169,8 @@ class ImageFolderDataset(Dataset[Any]):
                 :func:`split_samples`); if ``None``, ``root`` is scanned.
             classes: Class names; if ``None``, taken from scanning ``root``.
             max_pixels: Largest accepted ``width * height``; larger images are skipped.
+            shorter_side: What ``transform`` resizes the shorter side to, if it does: passed
+                to :func:`~resnetkit.data.images.load_image` as ``draft_size``.
 
         Raises:
             ValueError: If neither ``root`` nor both ``samples`` and ``classes`` are given,
@@ -189,6 +192,7 @@ class ImageFolderDataset(Dataset[Any]):
             raise ValueError(f"label {bad[0]} outside 0..{len(self.classes) - 1}")
         self.transform = transform
         self.max_pixels = max_pixels
+        self.shorter_side = shorter_side
         self.failures: list[Failure] = []
         self._failed: set[Path] = set()
 
@@ -209,7 +213,7 @@ class ImageFolderDataset(Dataset[Any]):
         if path in self._failed:
             return None
         try:
-            image = load_image(path, max_pixels=self.max_pixels)
+            image = load_image(path, max_pixels=self.max_pixels, draft_size=self.shorter_side)
         except ImageDecodeError as exc:
             self._failed.add(path)
             self.failures.append((path, exc.reason))

@@ -174,6 +174,7 @@ def folder_loader(
     drop_last: bool | None = None,
     pin_memory: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    shorter_side: int | None = None,
 ) -> FolderLoader:
     """A DataLoader over an image folder (or a list of samples) that never crashes on bad files.
 
@@ -204,6 +205,9 @@ def folder_loader(
         drop_last: Override the default (``train``).
         pin_memory: Pin batches for faster host-to-GPU copies.
         max_pixels: Largest accepted ``width * height``; larger images are skipped.
+        shorter_side: What ``transform`` resizes the shorter side to, if it does (evaluation):
+            JPEGs then decode at a reduced scale, and thin images that would grow past
+            ``max_pixels`` are skipped (see :func:`~resnetkit.data.images.load_image`).
 
     Returns:
         A :class:`FolderLoader`.
@@ -225,6 +229,7 @@ def folder_loader(
             samples=samples,
             classes=found,
             max_pixels=max_pixels,
+            shorter_side=shorter_side,
         )
     else:
         if classes is None:
@@ -235,6 +240,7 @@ def folder_loader(
             samples=root_or_samples,
             classes=classes,
             max_pixels=max_pixels,
+            shorter_side=shorter_side,
         )
     return FolderLoader(
         dataset,

@@ -253,6 +253,7 @@ def _streaming(
             256,
             train=False,
             num_workers=recipe.num_workers,
+            shorter_side=resize,
         )
     return TrainData(
         classes=list(classes),
