@@ -505,3 +505,19 @@ def test_compiled_training_follows_eager_training(cifar_dir: Path, tmp_path: Pat
     assert a.keys() == b.keys()
     for key in a:  # fused kernels round differently, nothing more
         torch.testing.assert_close(b[key].float(), a[key].float(), atol=2e-2, rtol=2e-2)
+
+
+def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from resnetkit.cli.main import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10-sample", "--out", str(out)]
+    overrides = ["--batch-size", "50", "--num-threads", "1", "--val-split", "100"]
+    schedule = ["--max-iters", "60", "--milestones", "30,45"]
+    assert main([*argv, *overrides, *schedule, "--recipe", "paper-cifar", "--dry-run", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "900 training images (evaluation: 500 test, 100 val)" in text
+    assert "60 iterations of batch 50 = 4 epochs of 18" in text
+    assert "lr (multistep): 0.1 at 0, 0.01 at 30, 0.001 at 45, 0.001 at 59" in text
+    assert "median of 2 steps" in text and "nothing was written" in text
+    assert not out.exists()

@@ -6,8 +6,9 @@ import argparse
 import json
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-from resnetkit.cli.common import output_folder
+from resnetkit.cli.common import output_folder, positive_int
 from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
 
@@ -42,6 +43,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--image-size", type=int, default=32, help="side of folder images")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--dry-run",
+        nargs="?",
+        const=5,
+        type=positive_int,
+        default=None,
+        metavar="STEPS",
+        help="write nothing: print the data, the schedule and the time the run would take, "
+        "from STEPS timed training steps (default 5)",
+    )
     add_recipe_overrides(p)
     p.set_defaults(func=run_train)
 
@@ -80,6 +91,28 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
     return load_recipe(name).override(overrides)
 
 
+def format_plan(plan: dict[str, Any]) -> str:
+    """The dry run's answer, for people."""
+    evals = ", ".join(f"{n:,} {split}" for split, n in plan["eval_images"].items()) or "none"
+    lrs = ", ".join(f"{lr:.4g} at {step:,}" for step, lr in plan["lr_at_step"].items())
+    hours = plan["estimated_hours"]
+    took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+    return "\n".join(
+        [
+            f"{plan['model']} on {plan['dataset']}: {plan['train_images']:,} training images "
+            f"(evaluation: {evals})",
+            f"  {plan['total_iters']:,} iterations of batch {plan['batch_size']} = "
+            f"{plan['epochs']} epochs of {plan['iters_per_epoch']:,}",
+            f"  lr ({plan['schedule']}): {lrs}",
+            f"  measured: {plan['seconds_per_step']:.3f} s per step "
+            f"({plan['images_per_second']:.0f} images/s, median of {plan['timed_steps']} steps on "
+            f"{plan['device']}, {plan['threads']} threads)",
+            f"  training would take about {took} here (evaluations add a little); nothing was "
+            "written",
+        ]
+    )
+
+
 def run_recipes(args: argparse.Namespace) -> int:
     if args.name is None:
         for name in builtin_recipes():
@@ -108,6 +141,12 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log_epochs=True,
     )
+    if args.dry_run is not None:
+        from resnetkit.train.trainer import Trainer
+
+        plan = Trainer(spec).plan(args.dry_run)
+        print(format_plan(plan))
+        return 0
     result = train(spec)
     if result.is_main:
         print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, indent=2))

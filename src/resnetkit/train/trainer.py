@@ -479,6 +479,47 @@ class Trainer:
             bad, self.stop_votes = votes[:1], float(votes[1])
         return bool(bad.item() > 0)
 
+    def plan(self, steps: int = 5) -> dict[str, Any]:
+        """What this run would do and about how long it would take, writing nothing: the data,
+        the schedule (lr at its turning points) and the pace of ``steps`` timed training steps
+        after one untimed warm-up step (which pays for torch.compile)."""
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        timings: list[float] = []
+        for index, group in enumerate(self._batches()):
+            start = time.monotonic()
+            self._train_step(group)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if index > 0:
+                timings.append(time.monotonic() - start)
+            if len(timings) == steps or index + 1 >= self.iters_per_epoch:
+                break
+        per_step = sorted(timings)[len(timings) // 2] if timings else math.nan
+        recipe, total = self.recipe, self.total_iters
+        turns = {0, recipe.warmup_iters, total // 2, total - 1}
+        if recipe.schedule == "multistep":
+            turns |= {m for m in recipe.milestones if m < total}
+        multiplier = lr_multiplier(recipe, total)
+        return {
+            "model": self.arch,
+            "dataset": self.spec.dataset,
+            "train_images": len(self.data.train_labels),
+            "eval_images": self.data.eval_counts,
+            "batch_size": recipe.batch_size,
+            "iters_per_epoch": self.iters_per_epoch,
+            "total_iters": total,
+            "epochs": self.epochs,
+            "schedule": recipe.schedule,
+            "lr_at_step": {step: recipe.lr * multiplier(step) for step in sorted(turns)},
+            "timed_steps": len(timings),
+            "seconds_per_step": per_step,
+            "images_per_second": recipe.batch_size / per_step if timings else math.nan,
+            "estimated_hours": total * per_step / 3600,
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+        }
+
     def run(self) -> TrainResult:
         spec = self.spec
         if self.dist.is_main:
