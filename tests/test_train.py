@@ -7,12 +7,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
+import resnetkit
 from resnetkit.models.model_dir import load_model_dir
 from resnetkit.train.checkpoint import latest_checkpoint
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
@@ -521,3 +524,99 @@ def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFix
     assert "lr (multistep): 0.1 at 0, 0.01 at 30, 0.001 at 45, 0.001 at 59" in text
     assert "median of 2 steps" in text and "nothing was written" in text
     assert not out.exists()
+
+
+def test_resume_refuses_other_data_or_another_model(cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    recipe = TINY.override({"checkpoint_every_iters": 2, "ema_decay": 0.0})
+    with pytest.raises(Crash):
+        train(spec(cifar_dir, out, recipe, train_subset=100, on_step=crash_at(3)))
+    with pytest.raises(ValueError, match=r"other settings; resuming would change train_images"):
+        train(spec(cifar_dir, out, recipe, train_subset=150, resume=True))
+    other = TrainSpec("resnet32", "cifar10", cifar_dir, out, recipe, resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"model: 'resnet20' -> 'resnet32'"):
+        train(replace(other, train_subset=100))
+
+
+def test_out_is_checked_before_any_training(cifar_dir: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run.json").write_text("my own notes")
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"holds files that are not a training run's"):
+        train(spec(cifar_dir, mine, TINY, on_step=crash_at(1)))  # Crash would mean it trained
+    assert (mine / "run.json").read_text() == "my own notes"
+    with pytest.raises(FileNotFoundError, match="nothing to resume in"):
+        train(spec(cifar_dir, tmp_path / "typo", TINY, resume=True))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_damaged_checkpoint_is_named_and_a_missing_latest_falls_back(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    recipe = TINY.override({"checkpoint_every_iters": 2})
+    with pytest.raises(Crash):
+        train(spec(cifar_dir, out, recipe, on_step=crash_at(5)))
+    ckpts = out / "checkpoints"
+    newest = latest_checkpoint(ckpts)
+    assert newest is not None and newest.name == "ckpt-00000004"
+    (ckpts / "latest").unlink()
+    assert latest_checkpoint(ckpts) == newest  # the newest complete folder
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(
+        ValueError, match=r"ckpt-00000004 is damaged .*continues from ckpt-00000002"
+    ):
+        train(spec(cifar_dir, out, recipe, resume=True))
+
+
+def test_nan_weights_never_reach_a_checkpoint(cifar_dir: Path, tmp_path: Path) -> None:
+    trainer = Trainer(spec(cifar_dir, tmp_path / "run", TINY))
+    bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var.fill_(float("nan"))
+    with pytest.raises(
+        TrainingDiverged, match=r"became NaN or infinite.*No checkpoint was written"
+    ):
+        trainer.save()
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints") is None
+
+
+def test_a_model_write_killed_half_way_is_written_again(tmp_path: Path) -> None:
+    from resnetkit.models.model_dir import save_model_dir
+
+    model = resnetkit.create_model("resnet20")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / ".model.safetensors.abc123").write_bytes(b"half")  # kill -9 during the write
+    (folder / "model.safetensors").write_bytes(b"old")
+    save_model_dir(model, folder, arch="resnet20", classes=[], preprocessing={}, replace=True)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+
+
+def test_settings_that_cannot_work_are_refused(
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.cli.main import main
+
+    for change, message in (
+        ({"lr": float("nan")}, "'lr' is nan"),
+        ({"max_iters": -5}, "'max_iters' is -5"),
+        ({"num_threads": -1}, "'num_threads' is -1"),
+        ({"milestones": (0, 5)}, "milestones"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TINY.override(change)
+    one_class = tmp_path / "wrapped"
+    (one_class / "pets" / "cat").mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(one_class / "pets" / "cat" / f"{i}.png")
+    argv = ["train", "--model", "resnet20", "--dataset", "folder", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--data-dir", str(one_class)]) == 2
+    assert "1 class (pets): a classifier needs at least two" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "--data-dir is needed for --dataset folder" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import output_folder, positive_int
+from resnetkit.cli.common import non_negative_int, output_folder, positive_int
 from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
 
@@ -27,7 +27,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=DATASETS,
         help="cifar10-sample: 1000/500 real CIFAR-10 images bundled with resnetkit",
     )
-    p.add_argument("--data-dir", default=Path("."), type=Path)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        type=Path,
+        help="CIFAR root or image folder (needed for every dataset but cifar10-sample)",
+    )
     p.add_argument("--out", required=True, type=output_folder, help="run directory")
     p.add_argument(
         "--recipe",
@@ -39,8 +44,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--resume", action="store_true", help="continue the run in --out, with its own recipe"
     )
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    p.add_argument("--train-subset", type=int, default=0, help="use only N training images")
-    p.add_argument("--image-size", type=int, default=32, help="side of folder images")
+    p.add_argument(
+        "--train-subset", type=non_negative_int, default=0, help="use only N training images"
+    )
+    p.add_argument("--image-size", type=positive_int, default=32, help="side of folder images")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -126,11 +133,13 @@ def run_recipes(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
 
+    if args.data_dir is None and args.dataset != "cifar10-sample":
+        raise ValueError(f"--data-dir is needed for --dataset {args.dataset}: where the data is")
     recipe = recipe_from_args(args)
     spec = TrainSpec(
         model=args.model,
         dataset=args.dataset,
-        data_dir=args.data_dir,
+        data_dir=args.data_dir or Path("."),
         out=args.out,
         recipe=recipe,
         resume=args.resume,

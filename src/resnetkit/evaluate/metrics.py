@@ -33,6 +33,11 @@ class ConfusionMeter:
         self.bins = torch.zeros(3, CALIBRATION_BINS, dtype=torch.float64)
 
     def update(self, logits: Tensor, labels: Tensor, loss_sum: float = 0.0) -> None:
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(
+                "the model's outputs are NaN or infinite: its weights are broken (a diverged "
+                "training run?)"
+            )
         pred = logits.argmax(1)
         index = labels * self.num_classes + pred
         self.matrix += torch.bincount(index.cpu(), minlength=self.num_classes**2).view(

@@ -23,6 +23,7 @@ from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
 
 FORMAT_VERSION = 1
+MODEL_DIR_FILES = ("model.safetensors", "config.json", "README.md")
 
 
 def save_model_dir(
@@ -48,9 +49,15 @@ def save_model_dir(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file: give a new or empty folder for the model")
     if out.is_dir() and any(out.iterdir()):
-        is_model_dir = (out / "config.json").is_file() and (out / "model.safetensors").is_file()
-        if not (replace and is_model_dir):
-            what = "a model directory" if is_model_dir else "other files"
+        # Ours: the three files, or what a write killed half-way left (temporary copies).
+        ours = all(
+            entry.name in MODEL_DIR_FILES
+            or any(entry.name.startswith(f".{name}.") for name in MODEL_DIR_FILES)
+            for entry in out.iterdir()
+        )
+        if not (replace and ours):
+            is_model_dir = (out / "config.json").is_file()
+            what = "a model directory" if ours and is_model_dir else "other files"
             raise FileExistsError(
                 f"{out} already holds {what}; give a new or empty folder (nothing is overwritten)"
             )
@@ -71,6 +78,9 @@ def save_model_dir(
     }
     atomic_write_text(out / "README.md", model_card(meta, model))
     atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+    for entry in out.iterdir():  # temporary copies of an earlier write that was killed
+        if any(entry.name.startswith(f".{name}.") for name in MODEL_DIR_FILES):
+            entry.unlink(missing_ok=True)
     return out
 
 

@@ -94,17 +94,30 @@ def save_checkpoint(
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint folder under ``root``, or None."""
+    """The checkpoint ``root/latest`` names or, without that file, the newest ``ckpt-*``
+    folder (each is complete: it is renamed into place only once fully written); None if
+    there is none."""
     pointer = root / LATEST
+    complete = sorted(p for p in root.glob("ckpt-*") if (p / "state.pt").is_file())
     if not pointer.exists():
-        return None
+        return complete[-1] if complete else None
     folder = root / pointer.read_text().strip()
     if not (folder / "state.pt").exists():
+        newest = f"the newest complete one, {complete[-1].name}" if complete else "none left"
         raise FileNotFoundError(
-            f"{pointer} names {folder}, which is incomplete or missing; delete {pointer} to "
-            "start over or restore the folder"
+            f"{pointer} names {folder}, which is incomplete or missing; restore the folder, or "
+            f"delete {pointer} to resume from {newest}"
         )
     return folder
+
+
+def older_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints beside ``folder`` written before it, oldest first."""
+    return sorted(
+        p
+        for p in folder.parent.glob("ckpt-*")
+        if p.name < folder.name and (p / "state.pt").is_file()
+    )
 
 
 def load_checkpoint_folder(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -84,6 +85,43 @@ class Recipe:
             raise ValueError("batch_size, epochs and accum_steps must be positive")
         if self.eval_every <= 0:
             raise ValueError(f"eval_every is {self.eval_every}: evaluate every N >= 1 epochs")
+        finite = (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "gamma",
+            "warmup_lr",
+            "label_smoothing",
+            "random_erasing",
+            "mixup_alpha",
+            "cutmix_alpha",
+            "ema_decay",
+            "grad_clip",
+            "checkpoint_every_s",
+            "backbone_lr_mult",
+        )
+        for key in finite:
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"recipe field {key!r} is {value}: it must be a number >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"lr is {self.lr}: it must be positive")
+        counts = (
+            "max_iters",
+            "warmup_iters",
+            "val_split",
+            "crop_padding",
+            "checkpoint_every_iters",
+            "num_threads",
+            "num_workers",
+            "freeze_stages",
+            "early_stop_patience",
+        )
+        for key in counts:
+            if getattr(self, key) < 0:
+                raise ValueError(f"recipe field {key!r} is {getattr(self, key)}: it must be >= 0")
+        if any(m <= 0 for m in self.milestones):
+            raise ValueError(f"milestones {list(self.milestones)} must be positive iterations")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

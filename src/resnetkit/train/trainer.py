@@ -35,6 +35,7 @@ from resnetkit.train.checkpoint import (
     atomic_write_text,
     latest_checkpoint,
     load_checkpoint_folder,
+    older_checkpoints,
     save_checkpoint,
     state_dict_for_save,
 )
@@ -44,6 +45,22 @@ from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe, recipe_differences
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
+
+#: What a run folder holds (a run that never checkpointed may be started again over them).
+RUN_FILES = frozenset(
+    {
+        "run.json",
+        "recipe.yaml",
+        "metrics.jsonl",
+        "tensorboard",
+        "checkpoints",
+        "curves.png",
+        "final_metrics.json",
+        "model",
+        "report.json",  # finetune's
+        "confusion.png",
+    }
+)
 
 
 @dataclass
@@ -143,6 +160,12 @@ class Trainer:
             normalization=spec.normalization,
         )
         self.classes = data.classes
+        if len(self.classes) < 2:
+            one = f" ({self.classes[0]})" if self.classes else ""
+            raise ValueError(
+                f"{spec.data_dir} has {len(self.classes)} class{one}: a classifier needs at least "
+                "two class folders. If the images sit one level deeper, pass that folder"
+            )
         self.norm = data.norm
         self.train_loader = data.train_loader
         self.eval_loaders = data.eval_loaders
@@ -295,11 +318,36 @@ class Trainer:
             "evals_since_best": self.evals_since_best,
             "stopped_early": self.stopped_early,
             "recipe": json.dumps(self.recipe.to_dict()),
+            "run": json.dumps(self._run_facts()),
             # loss sum, correct, seen and seconds of the epoch so far (a mid-epoch checkpoint)
             "epoch_partial": json.dumps(self.epoch_partial),
         }
 
+    def _kept(self) -> str:
+        folder = latest_checkpoint(self.ckpt_root)
+        return (
+            f"The last good checkpoint is kept: {folder}" if folder else "No checkpoint was written"
+        )
+
+    def _check_finite_weights(self) -> None:
+        """A finite loss can still leave NaN or infinite weights or BatchNorm statistics (an
+        lr far too high): stop before they reach a checkpoint or an evaluation."""
+        tensors = [*self.model.named_parameters(), *self.model.named_buffers()]
+        bad = [
+            name
+            for name, t in tensors
+            if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())
+        ]
+        if bad:
+            shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise TrainingDiverged(
+                f"{len(bad)} weight tensors became NaN or infinite by step {self.step} "
+                f"({shown}); stopped. {self._kept()}. Lower --lr, add --grad-clip 1.0 or "
+                "--warmup-iters."
+            )
+
     def save(self) -> None:
+        self._check_finite_weights()  # on every process: they all stop alike
         if not self.dist.is_main:
             return
         tensors = {"model": state_dict_for_save(self.model)}
@@ -314,8 +362,24 @@ class Trainer:
         folder = latest_checkpoint(self.ckpt_root)
         if folder is None:
             return False
-        tensors, state = load_checkpoint_folder(folder)
+        try:
+            tensors, state = load_checkpoint_folder(folder)
+            if "model" not in tensors:
+                raise ValueError("model.safetensors is missing")
+        except Exception as err:  # a damaged file: name it and the way back
+            older = older_checkpoints(folder)
+            back = (
+                f"remove it and {self.ckpt_root / 'latest'}: --resume then continues from "
+                f"{older[-1].name}"
+                if older
+                else "no older checkpoint is left; start the run again in a new --out"
+            )
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise ValueError(
+                f"{folder} is damaged ({type(err).__name__}: {first}); {back}"
+            ) from None
         self._check_same_recipe(state)
+        self._check_same_run(state)
         self.model.load_state_dict(tensors["model"])
         if self.ema is not None and "ema" in tensors:
             self.ema.module.load_state_dict(tensors["ema"])
@@ -357,6 +421,63 @@ class Trainer:
                 + "; ".join(changed)
                 + f". Resume with the run's own recipe (--recipe {self.out / 'recipe.yaml'}, "
                 "the default of `train --resume`), or start a new run in another --out"
+            )
+
+    def _check_out_folder(self) -> None:
+        """Before any work: --resume needs a checkpoint to continue from, and a new run needs
+        a folder that is new, empty, or holds only a run that never wrote a checkpoint (its
+        files are a run's own and are written again)."""
+        has_checkpoint = latest_checkpoint(self.ckpt_root) is not None
+        if self.spec.resume:
+            if not has_checkpoint:
+                raise FileNotFoundError(
+                    f"nothing to resume in {self.out}: it holds no checkpoint; check --out, or "
+                    "run without --resume to start"
+                )
+            return
+        if has_checkpoint:
+            raise FileExistsError(
+                f"{self.out} already holds a run; pass --resume to continue it or choose "
+                "another --out"
+            )
+        foreign = sorted(
+            entry.name
+            for entry in (self.out.iterdir() if self.out.is_dir() else [])
+            if entry.name not in RUN_FILES
+        )
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise FileExistsError(
+                f"{self.out} holds files that are not a training run's ({shown}); choose a new "
+                "or empty --out (nothing is overwritten)"
+            )
+
+    def _run_facts(self) -> dict[str, Any]:
+        """What makes this run this run, beyond its recipe: resuming with any of it changed
+        would train another model on other data under the same step counter."""
+        return {
+            "model": self.arch,
+            "dataset": self.spec.dataset,
+            "classes": list(self.classes),
+            "train_images": len(self.data.train_labels),
+            "iters_per_epoch": self.iters_per_epoch,
+        }
+
+    def _check_same_run(self, state: dict[str, Any]) -> None:
+        if "run" not in state:  # checkpoints written before these facts were stored
+            return
+        saved, now = json.loads(state["run"]), self._run_facts()
+        changed = [
+            f"{key}: {_short(saved[key])} -> {_short(now[key])}"
+            for key in now
+            if key in saved and saved[key] != now[key]
+        ]
+        if changed:
+            raise ValueError(
+                f"{self.out} holds a run of other settings; resuming would change "
+                + "; ".join(changed)
+                + ". Resume with the run's own --model, --dataset, --data-dir, --train-subset "
+                "and --image-size, or start a new run in another --out"
             )
 
     # ----------------------------------------------------------------- logging
@@ -451,8 +572,7 @@ class Trainer:
                     where = f" ({value} on this process)" if self.dist.enabled else ""
                     raise TrainingDiverged(
                         f"loss is {'not finite' if where else value}{where} at step "
-                        f"{self.step} (epoch {self.epoch + 1}); "
-                        f"stopped. The last good checkpoint is kept in {self.ckpt_root}. "
+                        f"{self.step} (epoch {self.epoch + 1}); stopped. {self._kept()}. "
                         "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
                     )
                 self.scaler.scale(loss / len(group)).backward()
@@ -523,12 +643,8 @@ class Trainer:
     def run(self) -> TrainResult:
         spec = self.spec
         if self.dist.is_main:
+            self._check_out_folder()
             self.out.mkdir(parents=True, exist_ok=True)
-            if not spec.resume and latest_checkpoint(self.ckpt_root) is not None:
-                raise FileExistsError(
-                    f"{self.out} already holds a run; pass --resume to continue it or choose "
-                    "another --out"
-                )
         if spec.resume:
             self.try_resume()
         self.runlog.reset(self.history)
@@ -716,6 +832,7 @@ class Trainer:
         if self.data.skipped_images():
             row["skipped_images"] = self.data.skipped_images()
         last = self.step >= self.total_iters
+        self._check_finite_weights()
         if self.epoch % self.recipe.eval_every == 0 or last:
             for name, summary in self.evaluate().items():
                 row[f"{name}_loss"] = summary["loss"]
@@ -858,3 +975,8 @@ def _check_run_length(recipe: Recipe, total_iters: int) -> None:
 def train(spec: TrainSpec) -> TrainResult:
     """Train (or resume) a model as ``spec`` says; see :class:`TrainSpec`."""
     return Trainer(spec).run()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
