@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from resnetkit.data.cifar import ArrayDataset
-from resnetkit.train.checkpoint import atomic_write_text
+from resnetkit.train.checkpoint import atomic_write_text, latest_checkpoint
 from resnetkit.train.recipe import load_recipe
 
 DEFAULT_CLASSES = ("cat", "dog", "deer", "horse", "bird")
@@ -177,7 +177,8 @@ def run_transfer(
                 root / mode,
                 recipe=recipe,
                 scratch=mode == "scratch",
-                resume=True,
+                # an interrupted experiment continues where each run stopped
+                resume=latest_checkpoint(root / mode / "checkpoints") is not None,
                 progress=progress,
             )
             scores[mode] = result.report["val_top1"]

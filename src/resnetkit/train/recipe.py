@@ -104,8 +104,6 @@ class Recipe:
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"recipe field {key!r} is {value}: it must be a number >= 0")
-        if self.lr <= 0:
-            raise ValueError(f"lr is {self.lr}: it must be positive")
         counts = (
             "max_iters",
             "warmup_iters",
