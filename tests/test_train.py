@@ -620,3 +620,19 @@ def test_settings_that_cannot_work_are_refused(
     assert "1 class (pets): a classifier needs at least two" in capsys.readouterr().err
     assert main(argv) == 2
     assert "--data-dir is needed for --dataset folder" in capsys.readouterr().err
+
+
+def test_one_process_at_a_time_trains_in_a_folder(cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(f"{alive.pid}\n")
+        with pytest.raises(FileExistsError, match=f"another process \\(pid {alive.pid}\\)"):
+            train(spec(cifar_dir, out, TINY, on_step=crash_at(1)))
+    finally:
+        alive.kill()
+        alive.wait()
+    # Its process is gone (as after a kill -9): the lock is taken over, and let go at the end.
+    train(spec(cifar_dir, out, TINY.override({"epochs": 1, "ema_decay": 0.0})))
+    assert (out / "model" / "config.json").is_file() and not (out / ".lock").exists()

@@ -59,8 +59,54 @@ RUN_FILES = frozenset(
         "model",
         "report.json",  # finetune's
         "confusion.png",
+        ".lock",  # left by a killed run; see run_lock
     }
 )
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` (this process's id) while a run trains in ``out``: a second process
+    on the same folder (a ``--resume`` typed while the first still runs) would interleave its
+    epochs and delete the other's checkpoint being written. A lock whose process is gone (a
+    kill -9) is taken over."""
+    lock = out / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                holder = 0  # unreadable or half-written: its writer is gone
+            if holder and _process_alive(holder):
+                raise FileExistsError(
+                    f"another process (pid {holder}) is training in {out}; wait for it to end "
+                    f"or stop it (kill {holder}: it checkpoints first), then run again"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise FileExistsError(f"could not take {lock}: another process keeps creating it")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 @dataclass
@@ -641,10 +687,15 @@ class Trainer:
         }
 
     def run(self) -> TrainResult:
+        if not self.dist.is_main:
+            return self._run()
+        self._check_out_folder()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.out):
+            return self._run()
+
+    def _run(self) -> TrainResult:
         spec = self.spec
-        if self.dist.is_main:
-            self._check_out_folder()
-            self.out.mkdir(parents=True, exist_ok=True)
         if spec.resume:
             self.try_resume()
         self.runlog.reset(self.history)
