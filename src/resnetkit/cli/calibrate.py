@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, output_folder
+from resnetkit.cli.common import add_model_args, output_folder, refuse_non_empty
 from resnetkit.data.datasets import DATASETS
 
 #: pretrained_cfg entries that are not input preprocessing.
@@ -62,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.models.loading import load_model, preprocessing_of
     from resnetkit.models.model_dir import save_model_dir
 
-    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()):
-        raise FileExistsError(  # before the work: save_model_dir would refuse it after
-            f"{args.out} is not empty; choose a new or empty --out (nothing is overwritten)"
-        )
+    if args.out is not None:
+        refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
     model = load_model(args.model, arch=args.arch)
     report = calibrate(
         model,

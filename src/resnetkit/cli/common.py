@@ -60,6 +60,14 @@ def output_folder(text: str) -> Path:
     return path
 
 
+def refuse_non_empty(folder: Path) -> None:
+    """Before the work: a model directory is written only into a new or empty ``--out``."""
+    if folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{folder} is not empty; choose a new or empty --out (nothing is overwritten)"
+        )
+
+
 def check_writable_folder(folder: Path) -> None:
     """Raise ``ArgumentTypeError`` unless files can be written in ``folder`` (created later
     if missing): its nearest existing ancestor must be a writable folder."""

@@ -7,7 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from resnetkit.cli.common import non_negative_int, output_file, output_folder, positive_int
+from resnetkit.cli.common import (
+    non_negative_int,
+    output_file,
+    output_folder,
+    positive_int,
+    refuse_non_empty,
+)
 
 SOURCE_CHOICES = ("auto", "torchvision", "timm", "huggingface", "keras", "script", "resnetkit")
 TARGET_CHOICES = ("resnetkit", "torchvision", "timm", "huggingface", "keras")
@@ -73,10 +79,8 @@ def run_convert(args: argparse.Namespace) -> int:
         (output_folder if folder else output_file)(str(args.out))
     except argparse.ArgumentTypeError as err:
         raise ValueError(f"--out {args.out}: {err}") from None
-    if folder and args.out.is_dir() and any(args.out.iterdir()):
-        raise FileExistsError(
-            f"{args.out} is not empty; give a new or empty --out folder (nothing is overwritten)"
-        )
+    if folder:
+        refuse_non_empty(args.out)
     try:
         report, out = convert_checkpoint(
             args.src,

@@ -56,6 +56,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
 def load_rows(folder: Path) -> list[dict[str, Any]]:
     """A run's metrics rows, checked; errors name the file and what to do."""
+    from resnetkit.train.runlog import read_metrics
+
     path = folder / "metrics.jsonl"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such run folder")
@@ -64,18 +66,7 @@ def load_rows(folder: Path) -> list[dict[str, Any]]:
             f"{folder} holds no metrics.jsonl: pass the --out folder of `resnetkit train` or "
             "`resnetkit finetune`"
         )
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        missing = [key for key in REQUIRED if not isinstance(row, dict) or key not in row]
-        if missing:
-            raise ValueError(f"{path}, line {number}: no {', '.join(missing)}")
-        rows.append(row)
+    rows = read_metrics(folder, REQUIRED)
     if not rows:
         raise ValueError(f"{path} is empty: no epoch has finished yet")
     return rows

@@ -14,12 +14,29 @@ from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe
 
 
-def read_metrics(out: Path) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl``, one per epoch (none yet: an empty list)."""
+def read_metrics(out: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl``, one per epoch (none yet: an empty list).
+
+    Raises:
+        ValueError: a line that is not a JSON object, or lacks a ``required`` key (file and
+            line named).
+    """
     path = out / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        missing = [key for key in required if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise ValueError(f"{path}, line {number}: no {', '.join(missing)}")
+        rows.append(row)
+    return rows
 
 
 class RunLog:
