@@ -103,6 +103,7 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
         extra="--batch-size 50 --val-split 50 --num-threads 1 --checkpoint-every-iters 2",
         results=tmp_path / "out",
         model_args={"plain20": ["--max-iters", "4"]},  # resnet20: the whole 64k iterations
+        recipe="paper-cifar",  # the 45k/5k split's recipe: a val split to check
     )
     assert json.loads((tmp_path / "out" / "gpu-paper-cifar.json").read_text()) == summary
     short = summary["models"]["plain20"]
@@ -117,6 +118,10 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     assert cut["iterations"] == int(latest.read_text().split("-")[-1])  # not just whole epochs
     assert cut["final_test_step"] <= cut["iterations"] and cut["final_test_top1"] is not None
     assert "stopped by SIGTERM" in cut["log_tail"]
+    # Each run's curves come back where `reproduce degradation --report` looks for them.
+    for name in ("resnet20", "plain20"):
+        back = tmp_path / "out" / "runs" / "full" / name / "metrics.jsonl"
+        assert back.read_text() == (tmp_path / "runs" / name / "metrics.jsonl").read_text()
 
 
 def test_gpu_smoke_steps_each_model_and_times_it() -> None:

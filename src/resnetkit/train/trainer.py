@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -645,23 +646,68 @@ class Trainer:
             bad, self.stop_votes = votes[:1], float(votes[1])
         return bool(bad.item() > 0)
 
+    @contextlib.contextmanager
+    def trial(self) -> Iterator[Iterator[list[tuple[Tensor, Tensor]]]]:
+        """Training steps that leave no trace, for measuring (:meth:`plan`, the lr finder).
+
+        Yields the step groups (see :meth:`_batches`) epoch after epoch, without end; on leaving,
+        the weights, BatchNorm statistics, EMA, optimizer, scheduler (also if the caller swapped
+        in another), scaler, random state and position in the data are as they were, so a run
+        started afterwards is the run it would have been.
+        """
+        saved_model = copy.deepcopy(self.model.state_dict())
+        saved_ema = copy.deepcopy(self.ema.state_dict()) if self.ema is not None else None
+        saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
+        scheduler, saved_scheduler = self.scheduler, self.scheduler.state_dict()
+        saved_scaler = self.scaler.state_dict()
+        saved_rng = torch.get_rng_state()
+        saved_cuda_rng = (
+            torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        )
+        position = (self.step, self.epoch, self.batch_in_epoch)
+        was_training = self.model.training
+
+        def groups() -> Iterator[list[tuple[Tensor, Tensor]]]:
+            while True:
+                yield from self._batches()
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+        self._set_train_mode()
+        try:
+            yield groups()
+        finally:
+            self.model.load_state_dict(saved_model)
+            if self.ema is not None and saved_ema is not None:
+                self.ema.load_state_dict(saved_ema)
+            self.optimizer.load_state_dict(saved_optimizer)
+            self.scheduler = scheduler
+            scheduler.load_state_dict(saved_scheduler)
+            self.scaler.load_state_dict(saved_scaler)
+            torch.set_rng_state(saved_rng)
+            if saved_cuda_rng is not None:
+                torch.cuda.set_rng_state(saved_cuda_rng, self.device)
+            self.step, self.epoch, self.batch_in_epoch = position
+            self.model.train(was_training)
+
     def plan(self, steps: int = 5) -> dict[str, Any]:
         """What this run would do and about how long it would take, writing nothing: the data,
         the schedule (lr at its turning points) and the pace of ``steps`` timed training steps
-        after one untimed warm-up step (which pays for torch.compile)."""
+        after one untimed warm-up step (which pays for torch.compile). The steps leave no trace
+        (see :meth:`trial`)."""
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         timings: list[float] = []
-        for index, group in enumerate(self._batches()):
-            start = time.monotonic()
-            self._train_step(group)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            if index > 0:
-                timings.append(time.monotonic() - start)
-            if len(timings) == steps or index + 1 >= self.iters_per_epoch:
-                break
-        per_step = sorted(timings)[len(timings) // 2] if timings else math.nan
+        with self.trial() as groups:
+            for index, group in enumerate(groups):
+                start = time.monotonic()
+                self._train_step(group)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if index > 0:
+                    timings.append(time.monotonic() - start)
+                if len(timings) == steps:
+                    break
+        per_step = sorted(timings)[len(timings) // 2]
         recipe, total = self.recipe, self.total_iters
         turns = {0, recipe.warmup_iters, total // 2, total - 1}
         if recipe.schedule == "multistep":
@@ -680,7 +726,7 @@ class Trainer:
             "lr_at_step": {step: recipe.lr * multiplier(step) for step in sorted(turns)},
             "timed_steps": len(timings),
             "seconds_per_step": per_step,
-            "images_per_second": recipe.batch_size / per_step if timings else math.nan,
+            "images_per_second": recipe.batch_size / per_step,
             "estimated_hours": total * per_step / 3600,
             "threads": torch.get_num_threads(),
             "device": str(self.device),
