@@ -174,3 +174,16 @@ def test_finetune_keeps_a_per_pixel_mean(folder: Path, tmp_path: Path) -> None:
     streamed = RECIPE.override({"augment": "imagenet"})
     with pytest.raises(ValueError, match="per-pixel mean.*--augment crop_flip"):
         finetune(source, folder, tmp_path / "ft2", recipe=streamed, progress=False)
+
+
+def test_finetune_find_lr_sweeps_the_new_head_and_writes_no_run(
+    folder: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ft"
+    args = ["finetune", "--model", str(source), "--data", str(folder), "--out", str(out)]
+    args += ["--batch-size", "8", "--num-threads", "1", "--warmup-iters", "0", "--epochs", "2"]
+    assert main([*args, "--find-lr", "6", "--lr-plot", str(tmp_path / "lr.png")]) == 0
+    text = capsys.readouterr().out
+    assert "lr sweep: 6 steps from 1e-06 to" in text  # 3 batches per epoch: two epochs swept
+    assert (tmp_path / "lr.png").stat().st_size > 0
+    assert not out.exists()

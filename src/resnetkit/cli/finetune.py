@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 from resnetkit.cli.common import add_model_args, output_folder
-from resnetkit.cli.train import add_recipe_overrides, recipe_from_args
+from resnetkit.cli.train import (
+    add_lr_finder_args,
+    add_recipe_overrides,
+    check_lr_finder_args,
+    recipe_from_args,
+    sweep_lr,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,14 +41,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+    add_lr_finder_args(p)
     add_recipe_overrides(p)  # --freeze-stages K, --epochs N, --freeze-bn true, ...
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.train.finetune import finetune
+    from resnetkit.train.finetune import finetune_spec, write_report
+    from resnetkit.train.trainer import train
 
-    result = finetune(
+    check_lr_finder_args(args)
+    spec = finetune_spec(
         args.model,
         args.data,
         args.out,
@@ -54,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
         log_epochs=True,
         device=args.device,
     )
-    if result.train.is_main:
-        shown = {k: v for k, v in result.report.items() if k != "per_class"}
+    if args.find_lr is not None:
+        return sweep_lr(spec, args.find_lr, args.lr_plot)
+    result = train(spec)
+    report = write_report(result, args.out, source=str(args.model), scratch=args.scratch)
+    if result.is_main:
+        shown = {k: v for k, v in report.items() if k != "per_class"}
         print(json.dumps(shown, indent=2))
     return 0

@@ -6,11 +6,14 @@ import argparse
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from resnetkit.cli.common import non_negative_int, output_folder, positive_int
+from resnetkit.cli.common import non_negative_int, output_file, output_folder, positive_int
 from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
+
+if TYPE_CHECKING:
+    from resnetkit.train.trainer import TrainSpec
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,12 +63,56 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="write nothing: print the data, the schedule and the time the run would take, "
         "from STEPS timed training steps (default 5)",
     )
+    add_lr_finder_args(p)
     add_recipe_overrides(p)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("recipes", help="list the built-in recipes or print one")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=run_recipes)
+
+
+def add_lr_finder_args(p: argparse.ArgumentParser) -> None:
+    """``--find-lr [STEPS]`` and ``--lr-plot PNG`` (train and finetune)."""
+    p.add_argument(
+        "--find-lr",
+        nargs="?",
+        const=100,
+        type=positive_int,
+        default=None,
+        metavar="STEPS",
+        help="write no run: sweep the lr from 1e-6 to 10 over STEPS training steps (default "
+        "100) and suggest an --lr (the learning-rate range test)",
+    )
+    p.add_argument(
+        "--lr-plot", type=output_file, default=None, help="with --find-lr: loss against lr, PNG"
+    )
+
+
+def check_lr_finder_args(args: argparse.Namespace) -> None:
+    """``--find-lr`` sweeps from the starting weights and writes no run."""
+    if args.lr_plot is not None and args.find_lr is None:
+        raise ValueError("--lr-plot draws the lr sweep: add --find-lr")
+    if args.find_lr is not None and args.resume:
+        raise ValueError("--find-lr sweeps from the starting weights, not a run's: drop --resume")
+    if args.find_lr is not None and getattr(args, "dry_run", None) is not None:
+        raise ValueError("--find-lr and --dry-run are two different rehearsals: pick one")
+
+
+def sweep_lr(spec: TrainSpec, steps: int, plot: Path | None) -> int:
+    """``--find-lr``: the range test on the run ``spec`` describes; prints the answer."""
+    from resnetkit.train.lr_finder import describe, find_lr, plot_sweep
+    from resnetkit.train.trainer import Trainer
+
+    trainer = Trainer(spec)
+    sweep = find_lr(trainer, steps=steps)
+    print(describe(sweep))
+    if plot is not None:
+        plot_sweep(
+            sweep, plot, title=f"lr range test: {trainer.arch}, batch {spec.recipe.batch_size}"
+        )
+        print(f"  plot: {plot}")
+    return 0
 
 
 def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
@@ -150,6 +197,9 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log_epochs=True,
     )
+    check_lr_finder_args(args)
+    if args.find_lr is not None:
+        return sweep_lr(spec, args.find_lr, args.lr_plot)
     if args.dry_run is not None:
         from resnetkit.train.trainer import Trainer
 

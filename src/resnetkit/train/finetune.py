@@ -51,6 +51,38 @@ def finetune(
         log_epochs: without progress bars, still write one line per epoch to stderr.
         device: ``cpu`` or a CUDA device.
     """
+    spec = finetune_spec(
+        source,
+        data,
+        out,
+        arch=arch,
+        recipe=recipe,
+        scratch=scratch,
+        resume=resume,
+        progress=progress,
+        log_epochs=log_epochs,
+        device=device,
+    )
+    result = train(spec)
+    report = write_report(result, out, source=str(source), scratch=scratch)
+    return FinetuneResult(result, report)
+
+
+def finetune_spec(
+    source: str | Path,
+    data: Path,
+    out: Path,
+    *,
+    arch: str | None = None,
+    recipe: Recipe | None = None,
+    scratch: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log_epochs: bool = False,
+    device: str = "cpu",
+) -> TrainSpec:
+    """The training run :func:`finetune` makes (its arguments are that function's): the model
+    loaded with its preprocessing, the folder read at the model's input size."""
     from resnetkit.models.resnet import ResNet
 
     recipe = recipe or load_recipe("finetune")
@@ -58,23 +90,19 @@ def finetune(
     pre = preprocessing_of(model)
     if scratch:  # same architecture and preprocessing, freshly initialised weights
         model = ResNet(model.config, name=model.name)
-    size = int(pre["input_size"])
-    spec = TrainSpec(
+    return TrainSpec(
         model=model,
         dataset="folder",
         data_dir=data,
         out=out,
         recipe=recipe,
         resume=resume,
-        image_size=size,
+        image_size=int(pre["input_size"]),
         device=device,
         progress=progress,
         log_epochs=log_epochs,
         normalization=_normalization(pre),
     )
-    result = train(spec)
-    report = write_report(result, out, source=str(source), scratch=scratch)
-    return FinetuneResult(result, report)
 
 
 def _normalization(pre: dict[str, Any]) -> Normalization:
