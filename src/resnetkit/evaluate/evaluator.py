@@ -16,9 +16,10 @@ With 10 crops, ``loss`` is the negative log of the averaged probability of the t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,12 +225,8 @@ def evaluate_model(
         model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
     )
     device = torch.device(device)
-    was_training = model.training
-    model.to(device).eval()
-    try:
+    with _evaluating(model, device):
         meter = evaluate_batches(scorer, loader, data.num_classes, device=device, progress=progress)
-    finally:
-        model.train(was_training)
     return {
         **meter.summary(data.classes),
         "classes": list(data.classes),
@@ -258,16 +255,23 @@ def collect_logits(
         model, dataset, data_dir, split, batch_size, False, image_size, download
     )
     device = torch.device(device)
-    was_training = model.training
-    model.to(device).eval()
     logits, labels = [], []
-    try:
+    with _evaluating(model, device):
         for x, y in loader:
             logits.append(scorer(x.to(device)).float().cpu())
             labels.append(y)
+    return torch.cat(logits), torch.cat(labels), list(data.classes)
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """The model on ``device`` in eval mode, back in the mode it was in afterwards."""
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        yield
     finally:
         model.train(was_training)
-    return torch.cat(logits), torch.cat(labels), list(data.classes)
 
 
 def _prepare(
