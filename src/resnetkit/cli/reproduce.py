@@ -14,18 +14,21 @@ from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "reproduce",
-        help="reproduce an experiment: degradation (Fig. 6) or few-shot transfer",
+        help="reproduce an experiment: degradation (Fig. 6), layer responses (Fig. 7) or "
+        "few-shot transfer",
         description="degradation: plain-20/56 against ResNet-20/56 on CIFAR-10, the paper's "
-        "Figure 6. transfer: fine-tune a pretrained model and train the same network from "
-        "scratch on a few images per class, scored on held-out test images.",
+        "Figure 6. responses: the std of every 3x3 layer's response in trained models, the "
+        "paper's Figure 7 (by default the models degradation trained). transfer: fine-tune a "
+        "pretrained model and train the same network from scratch on a few images per class, "
+        "scored on held-out test images.",
     )
-    p.add_argument("experiment", choices=("degradation", "transfer"))
+    p.add_argument("experiment", choices=("degradation", "responses", "transfer"))
     p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="folder holding CIFAR-10 (degradation: required; transfer: needed unless "
-        "--dataset cifar10-sample)",
+        help="folder holding CIFAR-10 (degradation, responses: required; transfer: needed "
+        "unless --dataset cifar10-sample)",
     )
     p.add_argument("--out", type=output_folder, default=None, help="default runs/EXPERIMENT")
     p.add_argument("--no-progress", action="store_true")
@@ -39,7 +42,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         + "; full: "
         + presets()["full"].description,
     )
-    g.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    g.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated model names (responses: also model directories or tags such as "
+        "resnet20.cifar10)",
+    )
     g.add_argument(
         "--warmup-iters",
         type=int,
@@ -60,6 +68,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         help="train nothing: summarise and draw what the runs in --out hold so far, with each "
         "model's iterations and hours left (to follow a long run, such as --preset full)",
+    )
+    g = p.add_argument_group("responses")
+    g.add_argument(
+        "--from",
+        dest="runs_from",
+        type=Path,
+        default=None,
+        help="where each of --models is a trained run (NAME/model/); default the degradation "
+        "runs, runs/degradation/PRESET",
     )
     g = p.add_argument_group("transfer")
     g.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
@@ -90,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / args.experiment
     if args.experiment == "transfer":
         return _transfer(args, out)
+    if args.experiment == "responses":
+        return _responses(args, out)
     from resnetkit.reproduce.degradation import report_degradation, run_degradation
 
     out = out / args.preset
@@ -153,4 +172,38 @@ def _transfer(args: argparse.Namespace, out: Path) -> int:
         progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _responses(args: argparse.Namespace, out: Path) -> int:
+    """Each of ``--models`` is ``FROM/NAME/model`` when that exists, else a model directory or
+    tag as given."""
+    from resnetkit.reproduce.responses import measure_responses
+
+    if args.data_dir is None:
+        raise ValueError("reproduce responses needs --data-dir (the folder holding CIFAR-10)")
+    runs = args.runs_from or Path("runs") / "degradation" / args.preset
+    sources: list[str | Path] = []
+    for name in _names(args.models):
+        trained = runs / name / "model"
+        if (trained / "config.json").is_file():
+            sources.append(trained)
+        elif Path(name).exists() or "." in name:  # a model directory or a weights tag
+            sources.append(name)
+        else:
+            raise FileNotFoundError(
+                f"no trained {name} in {runs} ({trained} has no config.json): train it with "
+                f"`resnetkit reproduce degradation --models {name}`, point --from at the runs, "
+                "or give a model directory or a tag such as resnet20.cifar10"
+            )
+    summary = measure_responses(sources, args.data_dir, out)
+    shown = {
+        label: {
+            "top1": round(entry["top1"], 2),
+            "layers": len(entry["std"]),
+            "mean_std": round(sum(entry["std"]) / len(entry["std"]), 4),
+        }
+        for label, entry in summary["models"].items()
+    }
+    print(json.dumps({"figure": str(out / "responses.png"), "models": shown}, indent=2))
     return 0

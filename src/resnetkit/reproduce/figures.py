@@ -1,4 +1,4 @@
-"""Figures people want to look at: the degradation plot and training curves."""
+"""Figures people want to look at: the degradation plot, layer responses and training curves."""
 
 from __future__ import annotations
 
@@ -58,6 +58,41 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")  # the name as given, even without .png
+    return path
+
+
+def plot_responses(summary: dict[str, Any], path: Path) -> Path:
+    """Paper Fig. 7 style: the std of each 3x3 layer's response in layer order (top) and sorted
+    from largest to smallest (bottom); plain nets dashed, ResNets solid, one colour per depth."""
+    fig = Figure(figsize=(8, 7), dpi=150)
+    axes = fig.subplots(2, 1)
+    for label, entry in summary["models"].items():
+        arch = str(entry.get("arch") or label)
+        plain = arch.startswith("plain")
+        style = {
+            "color": _DEPTH_COLOURS.get(_depth(arch), None),
+            "linestyle": "--" if plain else "-",
+            "linewidth": 1.4 if plain else 1.8,
+            "label": f"{label} (test top-1 {entry['top1']:.1f}%)",
+        }
+        stds = entry["std"]
+        index = range(1, len(stds) + 1)
+        axes[0].plot(index, stds, **style)
+        axes[1].plot(index, sorted(stds, reverse=True), **style)
+    axes[0].set_xlabel("layer index (original order)")
+    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    for ax in axes:
+        ax.set_ylabel("std of response")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"Layer responses on {summary['dataset']} {summary['split']}: std after BN, before "
+        "ReLU/addition, of each 3x3 layer; plain dashed, ResNet solid",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
     return path
 
 
