@@ -8,7 +8,8 @@ raw); on arrival every batch file is rebuilt byte for byte and checked against t
 original. Then the five models train at once, each in its own process, for at most
 ``--budget-s`` seconds; a run still going then gets SIGTERM, writes a checkpoint and is reported
 with the iterations it reached. Each run's ``metrics.jsonl`` comes back too, laid out as
-``reproduce degradation --preset full`` lays out its runs, so the figure is drawn here.
+``reproduce degradation --preset full`` lays out its runs, so the figure is drawn here, and
+each finished model, for ``reproduce responses`` (Fig. 7: plain-20/56, ResNet-20/56/110).
 The steps (``.gpu/`` is git-ignored, so only ``carry`` sends it)::
 
     here:    python -m benchmarks.gpu_paper_cifar pack --data-dir ../shared/data/cifar10 --out .gpu
@@ -21,6 +22,8 @@ The steps (``.gpu/`` is git-ignored, so only ``carry`` sends it)::
                  --out runs/gpu-paper --results $OUT --budget-s 420
     here:    copy $OUT/gpu-paper-cifar.json to benchmarks/results/, and $OUT/runs to a
              writable DIR, then: resnetkit reproduce degradation --preset full --out DIR --report
+             and resnetkit reproduce responses --data-dir DATA --from DIR/full \
+                 --models plain20,plain56,resnet20,resnet56,resnet110
 
 The speed settings (bf16, channels_last, CUDA graphs through ``torch.compile``, evaluating every
 4th epoch) change how fast the recipe runs, not the recipe: batch 128, lr 0.1 divided by 10 at
@@ -310,6 +313,9 @@ def train_all(
             for kept in ("metrics.jsonl", "run.json", "recipe.yaml"):
                 if (out / name / kept).is_file():
                     shutil.copy2(out / name / kept, back / kept)
+            # A finished model (1-7 MB) comes back whole, for `reproduce responses` (Fig. 7).
+            if (out / name / "model" / "config.json").is_file():
+                shutil.copytree(out / name / "model", back / "model", dirs_exist_ok=True)
     return summary
 
 

@@ -122,6 +122,10 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     for name in ("resnet20", "plain20"):
         back = tmp_path / "out" / "runs" / "full" / name / "metrics.jsonl"
         assert back.read_text() == (tmp_path / "runs" / name / "metrics.jsonl").read_text()
+    # The finished model comes back whole (for Fig. 7); the one cut short has none to bring.
+    kept = tmp_path / "out" / "runs" / "full" / "plain20" / "model"
+    assert (kept / "model.safetensors").is_file() and (kept / "config.json").is_file()
+    assert not (tmp_path / "out" / "runs" / "full" / "resnet20" / "model").exists()
 
 
 def test_gpu_smoke_steps_each_model_and_times_it() -> None:
