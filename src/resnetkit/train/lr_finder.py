@@ -143,7 +143,10 @@ def find_lr(
             if taken == steps:
                 break
     if not lrs:
-        raise ValueError("the loss was not finite from the first step: check the data and model")
+        raise ValueError(
+            "no step of the sweep trained (the loss was not finite from the first step, or "
+            "every batch failed to decode): check the data and the model"
+        )
     smoothed = centred_average(lrs, losses)
     return LRSweep(lrs, losses, smoothed, lrs[int(np.argmin(smoothed))], stopped)
 
