@@ -665,6 +665,7 @@ class Trainer:
             torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         )
         position = (self.step, self.epoch, self.batch_in_epoch)
+        last_good = self._last_good_batch  # what an undecodable DDP batch is replaced by
         was_training = self.model.training
 
         def groups() -> Iterator[list[tuple[Tensor, Tensor]]]:
@@ -687,6 +688,7 @@ class Trainer:
             if saved_cuda_rng is not None:
                 torch.cuda.set_rng_state(saved_cuda_rng, self.device)
             self.step, self.epoch, self.batch_in_epoch = position
+            self._last_good_batch = last_good
             self.model.train(was_training)
 
     def plan(self, steps: int = 5) -> dict[str, Any]:
