@@ -61,7 +61,7 @@ MODELS = ("resnet20", "resnet56", "resnet110", "plain20", "plain56")
 RECIPE = "paper-cifar-full"
 # The paper, Sec. 4.2: ResNet-110 starts at lr 0.01 until training error is below 80% (~400 it).
 MODEL_ARGS = {"resnet110": ["--warmup-iters", "400", "--warmup-lr", "0.01"]}
-# Evaluating the 10k test images after every one of the 164 epochs would cost ResNet-110 about a
+# Evaluating the 10k test images after every one of the 165 epochs would cost ResNet-110 about a
 # minute of the budget: every 4th epoch, and always after the last.
 GPU_SPEED = (
     "--precision bf16 --channels-last true --compile true --compile-mode reduce-overhead "

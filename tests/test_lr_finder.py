@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from resnetkit.cli.main import main
-from resnetkit.train.lr_finder import centred_average, describe, find_lr, running_average
+from resnetkit.train.lr_finder import (
+    LRSweep,
+    centred_average,
+    describe,
+    find_lr,
+    running_average,
+)
 from resnetkit.train.recipe import Recipe
 from resnetkit.train.trainer import Trainer, TrainSpec
 from tests.fakedata import write_fake_cifar10
@@ -122,16 +128,61 @@ def test_find_lr_refuses_what_it_cannot_sweep(cifar_dir: Path, tmp_path: Path) -
         find_lr(frozen)
 
 
+def test_each_loss_is_paired_with_the_lr_that_produced_it(cifar_dir: Path, tmp_path: Path) -> None:
+    """A step's loss is measured before its update, so it shows the previous step's lr."""
+    t = trainer(cifar_dir, tmp_path / "run", replace(RECIPE, mixup_alpha=0.2))
+    calls: list[tuple[float, float, int]] = []  # (lr of the step, its loss, the step count)
+    step = t._train_step
+
+    def logged(group: list) -> tuple[float, int, int]:  # type: ignore[type-arg]
+        lr, counted = t.optimizer.param_groups[0]["lr"], t.step
+        loss, correct, seen = step(group)
+        calls.append((lr, loss / seen, counted))
+        return loss, correct, seen
+
+    t._train_step = logged  # type: ignore[method-assign]
+    sweep = find_lr(t, start=1e-4, end=1.0, steps=6)
+    assert len(calls) == 7 and len(sweep.lrs) == 6  # one step more, to see the last lr
+    for i, (lr, loss) in enumerate(zip(sweep.lrs, sweep.losses, strict=True)):
+        assert lr == calls[i][0] and loss == calls[i + 1][1]
+    # Steps are counted as in training (mixup draws each step's mix from the count), then
+    # the count is put back.
+    assert [c[2] for c in calls] == list(range(7)) and t.step == 0
+
+
+def test_what_a_sweep_says_fits_how_it_ended() -> None:
+    blown = LRSweep([1e-6], [2.0], [2.0], 1e-6, "diverged")
+    assert "no limit found" not in describe(blown) and "NaN or infinite" in describe(blown)
+    lrs = [1e-4, 1e-3, 1e-2]
+    exploded = LRSweep(lrs, [2.0, 1.5, 1.0], [2.0, 1.5, 1.0], 1e-2, "exploded")
+    assert "suggested --lr 0.01" in describe(exploded)
+    falling = LRSweep(lrs, [2.0, 1.5, 1.0], [2.0, 1.5, 1.0], 1e-2, "end")
+    assert "no limit found" in describe(falling)
+    rising = LRSweep(lrs, [1.0, 1.5, 2.0], [1.0, 1.5, 2.0], 1e-4, "end")
+    assert "never fell" in describe(rising)
+
+
+def test_frozen_batchnorm_stays_frozen_after_a_rehearsal(cifar_dir: Path, tmp_path: Path) -> None:
+    t = trainer(cifar_dir, tmp_path / "run", replace(RECIPE, freeze_bn=True))
+    t._set_train_mode()
+    modes = [m.training for m in t.model.modules()]
+    assert not all(modes)  # the BNs are in eval mode
+    t.plan(1)
+    find_lr(t, steps=5)
+    assert [m.training for m in t.model.modules()] == modes
+
+
 def test_cli_find_lr_prints_a_suggestion_and_draws_it(
     cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out, plot = tmp_path / "run", tmp_path / "lr.png"
+    out, plot = tmp_path / "run", tmp_path / "lr-curve"  # no suffix: written under that name
     argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
-    argv += ["--out", str(out), "--batch-size", "25", "--num-threads", "1", "--ema-decay", "0"]
-    argv += ["--warmup-iters", "0", "--epochs", "1"]
+    # The default recipe's 1950-step warm-up and EMA are longer than this 10-step run: a run
+    # would be refused, a sweep (its own schedule, the raw weights' loss) is not.
+    argv += ["--out", str(out), "--batch-size", "25", "--num-threads", "1", "--epochs", "1"]
     assert main([*argv, "--find-lr", "8", "--lr-plot", str(plot)]) == 0
     text = capsys.readouterr().out
-    assert "lr sweep: 8 steps from 1e-06 to" in text
+    assert "lr sweep: 8 steps from 1e-06 to 10" in text
     assert "lowest loss" in text and "(averaged) at lr" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not out.exists()  # no run was written
@@ -139,3 +190,6 @@ def test_cli_find_lr_prints_a_suggestion_and_draws_it(
     assert "--lr-plot draws the lr sweep: add --find-lr" in capsys.readouterr().err
     assert main([*argv, "--find-lr", "--resume"]) == 2
     assert "drop --resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused while parsing, before any data is read
+        main([*argv, "--find-lr", "3"])
+    assert "at least 5 steps, got 3" in capsys.readouterr().err

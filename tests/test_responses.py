@@ -89,3 +89,20 @@ def test_cli_measures_the_degradation_runs_and_draws_fig7(
     assert main([*argv, "--models", "resnet56", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "no trained resnet56 in" in err and "--from" in err
+
+
+def test_cli_names_the_model_that_failed_and_runs_offline_on_the_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["reproduce", "responses", "--dataset", "cifar10-sample", "--out", str(tmp_path / "r")]
+    missing = str(tmp_path / "nowhere" / "model")
+    assert main([*argv, "--models", missing]) == 2
+    assert f"the model directory {missing} does not exist" in capsys.readouterr().err
+    preact = saved("preact_resnet110", tmp_path / "preact")
+    assert main([*argv, "--models", f"resnet20.cifar10,{preact}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{preact}: a pre-activation ResNet" in err
+    # The bundled 500 real test images: no --data-dir needed.
+    assert main([*argv, "--models", "resnet20.cifar10"]) == 0
+    shown = json.loads(capsys.readouterr().out)["models"]["resnet20"]
+    assert shown["layers"] == 19 and shown["top1"] > 80

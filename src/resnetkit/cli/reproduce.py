@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from resnetkit.cli.common import output_folder, positive_int
@@ -84,7 +85,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--dataset",
         choices=("cifar10", "cifar10-sample"),
         default="cifar10",
-        help="cifar10-sample: the 1000+500 real images bundled with resnetkit (offline)",
+        help="transfer and responses; cifar10-sample: the 1000+500 real images bundled with "
+        "resnetkit (offline)",
     )
     g.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="comma-separated")
     g.add_argument("--shots", type=positive_int, default=50, help="training images per class")
@@ -180,15 +182,22 @@ def _responses(args: argparse.Namespace, out: Path) -> int:
     tag as given."""
     from resnetkit.reproduce.responses import measure_responses
 
-    if args.data_dir is None:
-        raise ValueError("reproduce responses needs --data-dir (the folder holding CIFAR-10)")
+    if args.data_dir is None and args.dataset != "cifar10-sample":
+        raise ValueError(
+            "reproduce responses needs --data-dir (the folder holding CIFAR-10), or "
+            "--dataset cifar10-sample"
+        )
     runs = args.runs_from or Path("runs") / "degradation" / args.preset
     sources: list[str | Path] = []
     for name in _names(args.models):
         trained = runs / name / "model"
         if (trained / "config.json").is_file():
             sources.append(trained)
-        elif Path(name).exists() or "." in name:  # a model directory or a weights tag
+        elif Path(name).exists():  # a model directory
+            sources.append(name)
+        elif "/" in name or os.sep in name:
+            raise FileNotFoundError(f"--models: the model directory {name} does not exist")
+        elif "." in name:  # a weights tag such as resnet20.cifar10
             sources.append(name)
         else:
             raise FileNotFoundError(
@@ -196,7 +205,7 @@ def _responses(args: argparse.Namespace, out: Path) -> int:
                 f"`resnetkit reproduce degradation --models {name}`, point --from at the runs, "
                 "or give a model directory or a tag such as resnet20.cifar10"
             )
-    summary = measure_responses(sources, args.data_dir, out)
+    summary = measure_responses(sources, args.data_dir or Path("."), out, dataset=args.dataset)
     shown = {
         label: {
             "top1": round(entry["top1"], 2),

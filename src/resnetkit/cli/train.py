@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,15 +78,26 @@ def add_lr_finder_args(p: argparse.ArgumentParser) -> None:
         "--find-lr",
         nargs="?",
         const=100,
-        type=positive_int,
+        type=sweep_steps,
         default=None,
         metavar="STEPS",
         help="write no run: sweep the lr from 1e-6 to 10 over STEPS training steps (default "
-        "100) and suggest an --lr (the learning-rate range test)",
+        "100, at least 5) and suggest an --lr (the learning-rate range test; with "
+        "--backbone-lr-mult the backbone sweeps at that multiple)",
     )
     p.add_argument(
-        "--lr-plot", type=output_file, default=None, help="with --find-lr: loss against lr, PNG"
+        "--lr-plot",
+        type=output_file,
+        default=None,
+        help="with --find-lr: loss against lr, a PNG written under the name given",
     )
+
+
+def sweep_steps(text: str) -> int:
+    steps = positive_int(text)
+    if steps < 5:
+        raise argparse.ArgumentTypeError(f"an lr sweep needs at least 5 steps, got {steps}")
+    return steps
 
 
 def check_lr_finder_args(args: argparse.Namespace) -> None:
@@ -104,7 +115,11 @@ def sweep_lr(spec: TrainSpec, steps: int, plot: Path | None) -> int:
     from resnetkit.train.lr_finder import describe, find_lr, plot_sweep
     from resnetkit.train.trainer import Trainer
 
-    trainer = Trainer(spec)
+    # The sweep replaces the schedule (so a warm-up never applies) and measures the training
+    # loss, which an EMA of the weights does not change: neither is checked against the run's
+    # length, as a run's would be.
+    quiet = replace(spec.recipe, warmup_iters=0, warmup_lr=0.0, ema_decay=0.0)
+    trainer = Trainer(replace(spec, recipe=quiet))
     sweep = find_lr(trainer, steps=steps)
     print(describe(sweep))
     if plot is not None:

@@ -124,11 +124,14 @@ def measure_responses(
     ``out/responses.json`` (every layer's std, each model's top-1) and ``out/responses.png``."""
     models: dict[str, Any] = {}
     for source in sources:
-        model = load_model(source)
-        with torch.no_grad():
-            measured = layer_response_stds(
-                model, data_dir, dataset=dataset, split=split, device=device
-            )
+        try:
+            model = load_model(source)
+            with torch.no_grad():
+                measured = layer_response_stds(
+                    model, data_dir, dataset=dataset, split=split, device=device
+                )
+        except (ValueError, FileNotFoundError) as err:  # which of several models it was
+            raise type(err)(f"{source}: {err}") from None
         label = _label(model, str(source), set(models))
         models[label] = {"source": str(source), "arch": getattr(model, "name", None), **measured}
     summary = {

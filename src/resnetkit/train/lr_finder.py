@@ -95,7 +95,8 @@ def find_lr(
         trainer: a :class:`Trainer` not yet run (or between runs).
         start: the first learning rate.
         end: the last, reached at step ``steps``, unless the loss explodes before.
-        steps: how many training steps the sweep takes (they cycle through the data).
+        steps: how many learning rates the sweep tries, one training step each (and one step
+            more, to see the last one's effect); the steps cycle through the data.
         diverge_factor: stop once the running average of the loss exceeds this many times
             its minimum.
 
@@ -124,6 +125,10 @@ def find_lr(
     lrs: list[float] = []
     losses: list[float] = []
     stopped = "end"
+    # A step's loss is measured before its update: it shows what the *previous* step's lr did.
+    # So each loss is paired with the lr of the last step that trained, and one step more than
+    # ``steps`` is run to see the last lr's effect.
+    applied: float | None = None
     with trainer.trial() as groups:
         trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, multiplier)
         for taken, group in enumerate(groups, 1):
@@ -133,14 +138,17 @@ def find_lr(
             except TrainingDiverged:
                 stopped = "diverged"
                 break
-            if seen:  # else every image of the step failed to decode
-                lrs.append(lr)
+            if not seen:  # every image of the step failed to decode: no update either
+                continue
+            if applied is not None:
+                lrs.append(applied)
                 losses.append(loss / seen)
                 running = running_average(losses)
                 if len(losses) > 1 and running[-1] > diverge_factor * min(running):
                     stopped = "exploded"
                     break
-            if taken == steps:
+            applied = lr
+            if taken > steps:
                 break
     if not lrs:
         raise ValueError(
@@ -162,12 +170,12 @@ def describe(sweep: LRSweep) -> str:
         f"lr sweep: {len(sweep.lrs)} steps from {sweep.lrs[0]:.2g} to {sweep.lrs[-1]:.2g}, {why}",
         f"  lowest loss {min(sweep.smoothed):.4f} (averaged) at lr {sweep.suggested:.3g}",
     ]
-    if sweep.suggested == sweep.lrs[-1]:
+    if sweep.suggested == sweep.lrs[-1] and sweep.stopped == "end":
         lines.append(
             "  the loss still fell at the largest lr tried: no limit found (more --find-lr "
             "steps, or the loss is not learning)"
         )
-    elif sweep.suggested == sweep.lrs[0]:
+    elif sweep.suggested == sweep.lrs[0] and len(sweep.lrs) > 1:
         lines.append(
             "  the loss never fell below its start: check the data and the model; no lr suggested"
         )
@@ -203,5 +211,5 @@ def plot_sweep(sweep: LRSweep, path: str | Path, title: str | None = None) -> Pa
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # the name as given, whatever its suffix
     return path

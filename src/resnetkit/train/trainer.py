@@ -666,11 +666,14 @@ class Trainer:
         )
         position = (self.step, self.epoch, self.batch_in_epoch)
         last_good = self._last_good_batch  # what an undecodable DDP batch is replaced by
-        was_training = self.model.training
+        modes = [(module, module.training) for module in self.model.modules()]  # frozen BNs
 
         def groups() -> Iterator[list[tuple[Tensor, Tensor]]]:
             while True:
-                yield from self._batches()
+                for group in self._batches():
+                    yield group
+                    # As the training loop counts: mixup/cutmix draw each step's mix from it.
+                    self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
         self._set_train_mode()
@@ -689,7 +692,8 @@ class Trainer:
                 torch.cuda.set_rng_state(saved_cuda_rng, self.device)
             self.step, self.epoch, self.batch_in_epoch = position
             self._last_good_batch = last_good
-            self.model.train(was_training)
+            for module, training in modes:
+                module.train(training)
 
     def plan(self, steps: int = 5) -> dict[str, Any]:
         """What this run would do and about how long it would take, writing nothing: the data,
