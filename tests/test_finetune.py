@@ -184,6 +184,7 @@ def test_finetune_find_lr_sweeps_the_new_head_and_writes_no_run(
     args += ["--batch-size", "8", "--num-threads", "1", "--warmup-iters", "0", "--epochs", "2"]
     assert main([*args, "--find-lr", "6", "--lr-plot", str(tmp_path / "lr.png")]) == 0
     text = capsys.readouterr().out
-    assert "lr sweep: 6 steps from 1e-06 to" in text  # 3 batches per epoch: two epochs swept
+    # 3 batches per epoch: the sweep crosses epochs; at lr 10 it may blow up a step early.
+    assert "steps from 1e-06 to" in text and "suggested --lr" in text
     assert (tmp_path / "lr.png").stat().st_size > 0
     assert not out.exists()
