@@ -8,6 +8,7 @@ import pytest
 import torch
 from benchmarks import data_pipeline, gpu_paper_cifar, train_throughput
 
+from resnetkit.reproduce.degradation import report_degradation
 from tests.fakedata import write_fake_cifar10
 
 # One round of two tiny steps: checks that every variant runs, not how fast it is.
@@ -126,6 +127,11 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     kept = tmp_path / "out" / "runs" / "full" / "plain20" / "model"
     assert (kept / "model.safetensors").is_file() and (kept / "config.json").is_file()
     assert not (tmp_path / "out" / "runs" / "full" / "resnet20" / "model").exists()
+    # What came back is enough for the Fig. 6 report, drawn here.
+    report = report_degradation(tmp_path / "out" / "runs" / "full", "full", ("resnet20", "plain20"))
+    assert report["models"]["plain20"]["complete"] and not report["models"]["resnet20"]["complete"]
+    assert report["models"]["resnet20"]["iterations"] > 0
+    assert (tmp_path / "out" / "runs" / "full" / "degradation.png").is_file()
 
 
 def test_gpu_smoke_steps_each_model_and_times_it() -> None:
