@@ -47,8 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.train.finetune import finetune_spec, write_report
-    from resnetkit.train.trainer import train
+    from resnetkit.train.finetune import finetune_spec, train_and_report
 
     check_lr_finder_args(args)
     spec = finetune_spec(
@@ -65,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.find_lr is not None:
         return sweep_lr(spec, args.find_lr, args.lr_plot)
-    result = train(spec)
-    report = write_report(result, args.out, source=str(args.model), scratch=args.scratch)
-    if result.is_main:
-        shown = {k: v for k, v in report.items() if k != "per_class"}
+    result = train_and_report(spec, source=args.model, scratch=args.scratch)
+    if result.train.is_main:
+        shown = {k: v for k, v in result.report.items() if k != "per_class"}
         print(json.dumps(shown, indent=2))
     return 0

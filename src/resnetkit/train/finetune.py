@@ -63,8 +63,13 @@ def finetune(
         log_epochs=log_epochs,
         device=device,
     )
+    return train_and_report(spec, source=source, scratch=scratch)
+
+
+def train_and_report(spec: TrainSpec, *, source: str | Path, scratch: bool) -> FinetuneResult:
+    """Train the run :func:`finetune_spec` made and write its report beside it."""
     result = train(spec)
-    report = write_report(result, out, source=str(source), scratch=scratch)
+    report = write_report(result, spec.out, source=str(source), scratch=scratch)
     return FinetuneResult(result, report)
 
 
