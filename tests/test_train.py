@@ -358,6 +358,33 @@ def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
     assert main([a for a in argv if a != "--resume"]) == 2
 
 
+def test_model_options_are_recorded_and_resume_keeps_the_architecture(
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The unit variants share every weight name, so only the recorded architecture stops a
+    resume from training another network with the same checkpoint."""
+    from resnetkit.cli.main import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
+    argv += ["--out", str(out), "--no-progress", "--epochs", "1", "--num-threads", "1"]
+    argv += ["--batch-size", "50", "--warmup-iters", "0", "--ema-decay", "0"]
+    assert main([*argv, "--model-option", "unit=relu_before_add", "--model-option=shortcut=B"]) == 0
+    assert load_model_dir(out / "model").config.unit == "relu_before_add"
+    run = json.loads((out / "run.json").read_text())
+    assert run["model_options"] == {"unit": "relu_before_add", "shortcut": "B"}
+    # --resume without --model-option: the run's own options (a finished run resumes to its end)
+    assert main([*argv, "--resume"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--resume", "--model-option", "unit=bn_after_add"]) == 2
+    err = capsys.readouterr().err
+    assert "architecture.unit: 'relu_before_add' -> 'bn_after_add'" in err, err
+    assert "architecture.shortcut: 'B' -> 'A'" in err and "--model-option" in err
+    with pytest.raises(SystemExit):
+        main([*argv, "--model-option", "unit=bn"])
+    assert "expected one of original, bn_after_add" in capsys.readouterr().err
+
+
 def test_run_files_are_readable_by_others(cifar_dir: Path, tmp_path: Path) -> None:
     """safetensors and temporary files are created 0600; a model directory must not be."""
     train(spec(cifar_dir, tmp_path / "run", TINY.override({"epochs": 1, "ema_decay": 0.5})))

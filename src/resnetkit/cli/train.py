@@ -36,6 +36,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=Path,
         help="CIFAR root or image folder (needed for every dataset but cifar10-sample)",
     )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=None,
+        type=model_option,
+        metavar="KEY=VALUE",
+        help="an architecture option, repeatable: unit=bn_after_add|relu_before_add|"
+        "relu_only_preact (2016 paper, Fig. 4), shortcut=A|B|C, zero_init_residual=true, "
+        "drop_path_rate=0.1 ... (with --resume, default: the run's own)",
+    )
     p.add_argument("--out", required=True, type=output_folder, help="run directory")
     p.add_argument(
         "--recipe",
@@ -160,6 +170,33 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
     return load_recipe(name).override(overrides)
 
 
+def model_option(text: str) -> tuple[str, Any]:
+    """``--model-option KEY=VALUE``, typed (torch is imported only once it is used)."""
+    from resnetkit.models.registry import parse_model_option
+
+    try:
+        return parse_model_option(text)
+    except ValueError as err:  # argparse would print only "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--model-option`` pairs; without any, a ``--resume`` takes the run's own from
+    ``OUT/run.json`` (the check on resuming then compares the architecture)."""
+    if args.model_option is not None:
+        return dict(args.model_option)
+    saved = Path(args.out) / "run.json"
+    if not (getattr(args, "resume", False) and saved.is_file()):
+        return {}
+    try:
+        options = json.loads(saved.read_text()).get("model_options") or {}
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"{saved}: cannot read the run's model options ({err}); pass --model-option again"
+        ) from None
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     """The dry run's answer, for people."""
     evals = ", ".join(f"{n:,} {split}" for split, n in plan["eval_images"].items()) or "none"
@@ -211,6 +248,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         log_epochs=True,
+        model_options=model_options_from_args(args),
     )
     check_lr_finder_args(args)
     if args.find_lr is not None:

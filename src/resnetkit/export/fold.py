@@ -8,7 +8,8 @@ Only *conv -> BN* pairs are folded. A pre-activation block starts with BN -> ReL
 first BN feeds a ReLU (and, in a projection block, the shortcut too), not a convolution's output,
 so it stays a BatchNorm, as does the final BN of a pre-activation net. The inner pairs of such a
 block (``conv1 -> bn2``, and ``conv2 -> bn3`` in the bottleneck) are ordinary conv -> BN pairs and
-are folded.
+are folded. Where a post-activation unit moves its last BN after the addition (the 2016 paper's
+Fig. 4b, ``unit="bn_after_add"``), that BN sees a sum, not a convolution, and stays too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ BLOCK_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
     PreActBasicBlock: (("conv1", "bn2"),),
     PreActBottleneck: (("conv1", "bn2"), ("conv2", "bn3")),
 }
+
+
+def conv_bn_pairs(block: nn.Module) -> tuple[tuple[str, str], ...]:
+    """The (conv, bn) attribute pairs of ``block`` that can be folded."""
+    pairs = BLOCK_PAIRS.get(type(block), ())
+    if getattr(block, "unit", "original") == "bn_after_add":  # its last BN follows the sum
+        pairs = pairs[:-1]
+    return pairs
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -130,8 +139,8 @@ def fold_batchnorm(model: ResNet) -> nn.Module:
     and the forward pass stay those of :class:`ResNet`; each folded conv gains a bias.
 
     Not folded: BNs that precede a convolution, i.e. the first BN of every pre-activation block
-    and the final BN of a pre-activation net. They stay BatchNorm2d (in eval mode), so the
-    outputs do not change.
+    and the final BN of a pre-activation net, and BNs after the addition (``bn_after_add``).
+    They stay BatchNorm2d (in eval mode), so the outputs do not change.
 
     Args:
         model: the model; it is not modified.
@@ -146,7 +155,7 @@ def fold_batchnorm(model: ResNet) -> nn.Module:
     _fold_stem(folded)
     for stage in folded.stages:
         for block in stage:
-            for conv_name, bn_name in BLOCK_PAIRS.get(type(block), ()):
+            for conv_name, bn_name in conv_bn_pairs(block):
                 _fold_attrs(block, conv_name, bn_name)
             downsample = getattr(block, "downsample", None)
             if isinstance(downsample, nn.Sequential):

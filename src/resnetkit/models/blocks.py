@@ -6,10 +6,14 @@ load without a key map.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from resnetkit.models.config import Unit
+
+UNITS: tuple[str, ...] = get_args(Unit)
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -98,8 +102,28 @@ def make_shortcut(
     return nn.Sequential(*layers)
 
 
+def _check_unit(unit: str) -> str:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
+    return unit
+
+
+def _after_sum(unit: str, out: Tensor, bn: nn.Module, relu: nn.Module) -> Tensor:
+    """The end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
+    (c) and (d) nothing, the sum goes on as it is."""
+    if unit == "bn_after_add":
+        out = bn(out)
+    if unit in ("original", "bn_after_add"):
+        out = relu(out)
+    return out
+
+
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions (paper Fig. 2 left / Fig. 5 left)."""
+    """Two 3x3 convolutions (paper Fig. 2 left / Fig. 5 left).
+
+    ``unit`` moves BN and ReLU around the addition as in the 2016 paper's Fig. 4 a-d (see
+    :class:`~resnetkit.models.config.ResNetConfig`); the layers and their names stay the same.
+    """
 
     expansion = 1
 
@@ -111,6 +135,7 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         residual: bool = True,
         drop_path: float = 0.0,
+        unit: str = "original",
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_planes, planes, stride)
@@ -121,26 +146,32 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.unit = _check_unit(unit)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x
+        if self.unit == "relu_only_preact":  # (d): the ReLU moves in front of the conv
+            x = F.relu(x)  # not in place: the identity keeps the raw sum
 
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
         out = self.conv2(out)
-        out = self.bn2(out)
+        if self.unit != "bn_after_add":
+            out = self.bn2(out)
+        if self.unit == "relu_before_add":
+            out = self.relu(out)
 
         if self.residual:
             if self.downsample is not None:
                 identity = self.downsample(x)
             out = self.drop_path(out) + identity
-        return self.relu(out)
+        return _after_sum(self.unit, out, self.bn2, self.relu)
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (paper Fig. 5 right).
+    """1x1 reduce, 3x3, 1x1 expand (paper Fig. 5 right); ``unit`` as in :class:`BasicBlock`.
 
     `stride_in_1x1=True` is the 2015 paper's placement (ResNet v1); the default puts the stride
     on the 3x3 as torchvision does (ResNet v1.5), which is slightly more accurate and costs
@@ -160,6 +191,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
+        unit: str = "original",
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -174,9 +206,12 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.unit = _check_unit(unit)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x
+        if self.unit == "relu_only_preact":  # (d): the ReLU moves in front of the conv
+            x = F.relu(x)  # not in place: the identity keeps the raw sum
 
         out = self.conv1(x)
         out = self.bn1(out)
@@ -187,13 +222,16 @@ class Bottleneck(nn.Module):
         out = self.relu(out)
 
         out = self.conv3(out)
-        out = self.bn3(out)
+        if self.unit != "bn_after_add":
+            out = self.bn3(out)
+        if self.unit == "relu_before_add":
+            out = self.relu(out)
 
         if self.residual:
             if self.downsample is not None:
                 identity = self.downsample(x)
             out = self.drop_path(out) + identity
-        return self.relu(out)
+        return _after_sum(self.unit, out, self.bn3, self.relu)
 
 
 def _check_first(first: str) -> str:

@@ -8,6 +8,8 @@ from typing import Literal, get_args
 BlockType = Literal["basic", "bottleneck"]
 StemType = Literal["imagenet", "cifar", "deep"]
 Shortcut = Literal["A", "B", "C", "none"]
+# Where BN and ReLU sit around the addition in a post-activation unit (2016 paper, Fig. 4).
+Unit = Literal["original", "bn_after_add", "relu_before_add", "relu_only_preact"]
 
 
 @dataclass(frozen=True)
@@ -16,9 +18,9 @@ class ResNetConfig:
 
     References: He et al., "Deep Residual Learning for Image Recognition" (2015) for the
     blocks, shortcut options A/B/C and CIFAR nets; He et al., "Identity Mappings in Deep Residual
-    Networks" (2016) for pre-activation; Xie et al. (ResNeXt) and Zagoruyko & Komodakis (WRN)
-    for `groups` / `width_per_group`; He et al., "Bag of Tricks" (2018) for the deep stem and
-    average-pool shortcut (ResNet-D).
+    Networks" (2016) for pre-activation and the unit ablations of its Fig. 4; Xie et al.
+    (ResNeXt) and Zagoruyko & Komodakis (WRN) for `groups` / `width_per_group`; He et al.,
+    "Bag of Tricks" (2018) for the deep stem and average-pool shortcut (ResNet-D).
     """
 
     block: BlockType  # "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, expansion 4)
@@ -28,7 +30,11 @@ class ResNetConfig:
     stem_width: int = 64  # output channels of the stem
     shortcut: Shortcut = "B"  # paper Table 3: A pad, B project on change, C project always
     stride_in_1x1: bool = False  # v1 (2015 paper) strides the first 1x1; v1.5 strides the 3x3
-    preact: bool = False  # BN-ReLU before each conv (2016 paper)
+    preact: bool = False  # BN-ReLU before each conv (2016 paper, Fig. 4e: full pre-activation)
+    # 2016 paper Fig. 4 a-d, for post-activation units: (a) original, (b) BN after the addition,
+    # (c) ReLU before the addition, (d) ReLU-only pre-activation (ReLU before each conv, BN
+    # after it); all four have the same parameters, (e) is preact=True.
+    unit: Unit = "original"
     groups: int = 1  # grouped 3x3 convolution (ResNeXt cardinality)
     width_per_group: int = 64  # bottleneck width per group; 128 doubles it (Wide ResNet-50-2)
     avg_down: bool = False  # projection shortcut as avgpool + stride-1 1x1 conv (ResNet-D)
@@ -37,7 +43,12 @@ class ResNetConfig:
     default_input_size: int = 224
 
     def __post_init__(self) -> None:
-        for name, kind in (("block", BlockType), ("stem", StemType), ("shortcut", Shortcut)):
+        for name, kind in (
+            ("block", BlockType),
+            ("stem", StemType),
+            ("shortcut", Shortcut),
+            ("unit", Unit),
+        ):
             allowed = get_args(kind)
             if getattr(self, name) not in allowed:  # "b" would silently build option C
                 raise ValueError(
@@ -53,6 +64,12 @@ class ResNetConfig:
                 f"num_classes must be >= 0 (0: no classifier) and in_chans >= 1; got "
                 f"{self.num_classes} and {self.in_chans}"
             )
+        if self.preact and self.unit != "original":
+            raise ValueError(
+                f"unit {self.unit!r} is a variant of the post-activation unit (2016 paper, Fig. "
+                "4b-d); preact=True is the full pre-activation unit (Fig. 4e). Use one or the "
+                "other"
+            )
         if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
             raise ValueError("basic blocks support only groups=1 and width_per_group=64")
 
@@ -60,6 +77,12 @@ class ResNetConfig:
     def expansion(self) -> int:
         """Output channels of a block divided by its base width."""
         return 4 if self.block == "bottleneck" else 1
+
+    @property
+    def sum_activated(self) -> bool:
+        """Whether each unit ends with a ReLU after its addition (Fig. 4a and 4b); the other
+        units leave the sum as it is, so the network applies a final activation instead."""
+        return not self.preact and self.unit in ("original", "bn_after_add")
 
     @property
     def num_features(self) -> int:

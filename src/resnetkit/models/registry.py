@@ -7,7 +7,7 @@ import fnmatch
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from torch import nn
 
@@ -82,6 +82,52 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_model_config(name: str) -> ResNetConfig:
     """The architecture config of a registered model."""
     return get_registry().get(name).config
+
+
+#: Options a training run can set from text (``--model-option KEY=VALUE``), with their types.
+TEXT_OPTIONS: dict[str, Any] = {
+    "zero_init_residual": bool,
+    "drop_path_rate": float,
+    "grad_checkpointing": bool,
+    # the data decides the number of classes and the input size
+    **{k: v for k, v in get_type_hints(ResNetConfig).items() if k not in ("num_classes",)},
+}
+
+
+def parse_model_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(key, typed value)`` for :func:`create_model`, e.g. ``unit=bn_after_add``,
+    ``shortcut=B``, ``zero_init_residual=true``, ``drop_path_rate=0.1``, ``widths=16,32,64``.
+
+    Raises:
+        ValueError: no ``=``, an unknown key (with close matches), or a value of the wrong type.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise ValueError(f"model option {text!r} must be KEY=VALUE, e.g. unit=bn_after_add")
+    if key not in TEXT_OPTIONS:
+        raise ValueError(
+            f"unknown model option {key!r}.{_suggest(key, TEXT_OPTIONS)} "
+            f"Valid options: {', '.join(TEXT_OPTIONS)}"
+        )
+    kind, value = TEXT_OPTIONS[key], value.strip()
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return key, value.lower() in ("true", "1", "yes")
+        if kind in (int, float):
+            return key, kind(value)
+        if get_origin(kind) is tuple:
+            return key, tuple(int(v) for v in value.split(","))
+    except ValueError as err:
+        raise ValueError(f"model option {key}={value!r}: {err}") from None
+    allowed = get_args(kind)
+    if allowed and value not in allowed:
+        raise ValueError(
+            f"model option {key}={value!r}: expected one of {', '.join(map(str, allowed))}"
+        )
+    return key, value
 
 
 def _check_options(name: str, options: dict[str, Any]) -> None:

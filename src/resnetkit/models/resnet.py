@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -88,6 +89,8 @@ class ResNet(nn.Module):
                     }
                 if config.preact and stage == 0 and i == 0:  # the first unit (see blocks.py)
                     extra["first"] = "after_bn" if self.bn1 is not None else "after_conv"
+                if not config.preact:
+                    extra["unit"] = config.unit
                 shortcut = make_shortcut(
                     config.shortcut,
                     in_planes,
@@ -107,8 +110,10 @@ class ResNet(nn.Module):
             )
         self.min_input_size = self.feature_info[-1]["reduction"]
         self.num_features = config.num_features
-        # Pre-activation nets end with a BN-ReLU, since their last block's sum is not activated.
+        # Pre-activation nets end with a BN-ReLU, since their last block's sum is not activated;
+        # units (c) and (d) of the 2016 paper's Fig. 4 leave it unactivated too: a final ReLU.
         self.final_bn = nn.BatchNorm2d(self.num_features) if config.preact else None
+        self.final_relu = not config.sum_activated
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc: nn.Module = self._make_fc(config.num_classes)
         self._init_weights(zero_init_residual)
@@ -161,8 +166,10 @@ class ResNet(nn.Module):
         if zero_init_residual:
             for stage in self.stages:
                 for block in stage:
-                    # A pre-activation branch ends with a conv, a post-activation one with a BN.
-                    names = ("conv3", "conv2") if self.config.preact else ("bn3", "bn2")
+                    # A branch ends with a BN, but with a conv in a pre-activation unit and
+                    # where the BN moved after the addition (Fig. 4b of the 2016 paper).
+                    ends_with_conv = self.config.preact or self.config.unit == "bn_after_add"
+                    names = ("conv3", "conv2") if ends_with_conv else ("bn3", "bn2")
                     last = getattr(block, names[0], None) or getattr(block, names[1])
                     nn.init.zeros_(last.weight)
 
@@ -219,7 +226,9 @@ class ResNet(nn.Module):
 
     def _final_norm(self, x: Tensor) -> Tensor:
         if self.final_bn is not None:
-            x = self.relu(self.final_bn(x))
+            x = self.final_bn(x)
+        if self.final_relu:
+            x = F.relu(x)  # not in place: with (c) or (d) units, x is the last block's sum
         return x
 
     def forward_features(self, x: Tensor) -> Tensor:

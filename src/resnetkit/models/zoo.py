@@ -65,6 +65,11 @@ def model_entries() -> list[ModelEntry]:
         entries.append(ModelEntry(f"resnet{depth}", _imagenet(depth), PAPER_2015 + ", Table 1"))
     for depth in CIFAR_DEPTHS:
         entries.append(ModelEntry(f"resnet{depth}", _cifar(depth), PAPER_2015 + ", Sec. 4.2"))
+    # The bottleneck CIFAR nets of the 2016 paper, in the original (post-activation) form its
+    # Tables 2 and 3 compare with pre-activation; they project where the shape changes.
+    for depth in (164, 1001):
+        config = _cifar(depth, block="bottleneck", shortcut="B")
+        entries.append(ModelEntry(f"resnet{depth}", config, PAPER_2016 + ", Tables 2-3"))
     for depth in IMAGENET_PLAIN_DEPTHS:
         config = _imagenet(depth, shortcut="none")
         entries.append(ModelEntry(f"plain{depth}", config, PAPER_2015 + ", Table 2"))

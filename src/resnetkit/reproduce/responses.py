@@ -31,13 +31,19 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
 
     Raises:
         ValueError: a pre-activation model (its BatchNorms come before the convolutions, so
-            it has no response after BN and before the addition to measure).
+            it has no response after BN and before the addition to measure), or one whose
+            units normalise after the addition.
     """
     config = getattr(model, "config", None)
     if getattr(config, "preact", False):
         raise ValueError(
             "a pre-activation ResNet normalises before each convolution: Fig. 7's responses "
             "(after BN, before the addition) exist only in the original ResNet and plain nets"
+        )
+    if getattr(config, "unit", "original") == "bn_after_add":
+        raise ValueError(
+            "unit 'bn_after_add' normalises after the addition: the last 3x3 of each unit has "
+            "no response after BN and before the addition (Fig. 7) to measure"
         )
     modules = dict(model.named_modules())
     layers = []

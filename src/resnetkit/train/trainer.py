@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +308,8 @@ class Trainer:
             assert isinstance(built, ResNet)
             model = built
         self.arch = model.name
+        # what the weights mean: the unit variants of the 2016 paper share every weight name
+        self.arch_config = json.loads(json.dumps(asdict(model.config)))
         self._freeze(model)
         if self.recipe.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
@@ -504,6 +506,7 @@ class Trainer:
         would train another model on other data under the same step counter."""
         return {
             "model": self.arch,
+            "architecture": self.arch_config,
             "dataset": self.spec.dataset,
             "classes": list(self.classes),
             "train_images": len(self.data.train_labels),
@@ -514,17 +517,24 @@ class Trainer:
         if "run" not in state:  # checkpoints written before these facts were stored
             return
         saved, now = json.loads(state["run"]), self._run_facts()
-        changed = [
-            f"{key}: {_short(saved[key])} -> {_short(now[key])}"
-            for key in now
-            if key in saved and saved[key] != now[key]
-        ]
+        changed = []
+        for key in now:
+            if key not in saved or saved[key] == now[key]:
+                continue
+            if isinstance(now[key], dict) and isinstance(saved[key], dict):  # name the fields
+                changed += [
+                    f"{key}.{k}: {_short(saved[key].get(k))} -> {_short(now[key].get(k))}"
+                    for k in sorted(set(now[key]) | set(saved[key]))
+                    if saved[key].get(k) != now[key].get(k)
+                ]
+            else:
+                changed.append(f"{key}: {_short(saved[key])} -> {_short(now[key])}")
         if changed:
             raise ValueError(
                 f"{self.out} holds a run of other settings; resuming would change "
                 + "; ".join(changed)
-                + ". Resume with the run's own --model, --dataset, --data-dir, --train-subset "
-                "and --image-size, or start a new run in another --out"
+                + ". Resume with the run's own --model, --model-option, --dataset, --data-dir, "
+                "--train-subset and --image-size, or start a new run in another --out"
             )
 
     # ----------------------------------------------------------------- logging
@@ -755,6 +765,7 @@ class Trainer:
             self.recipe,
             {
                 "model": self.arch,
+                "model_options": spec.model_options,
                 "dataset": spec.dataset,
                 "data_dir": str(spec.data_dir),
                 "train_images": len(self.data.train_labels),
@@ -1056,7 +1067,8 @@ def _check_run_length(recipe: Recipe, total_iters: int) -> None:
             f"warmup_iters {recipe.warmup_iters} is not shorter than the run: the lr would only "
             "ever rise"
         )
-        fixes.append(f"--warmup-iters {max(1, total_iters // 10)} (a tenth of the run)")
+        tenth = total_iters // 10
+        fixes.append(f"--warmup-iters {tenth} ({'a tenth of the run' if tenth else 'none'})")
     if recipe.ema_decay > 0 and recipe.ema_decay**total_iters > 0.5:
         window = round(1 / (1 - recipe.ema_decay))
         problems.append(
