@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -23,6 +24,38 @@ def test_info_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "resnet20"]) == 0
     out = capsys.readouterr().out
     assert "269,722" in out and "layer3" in out
+
+
+def test_info_builds_the_model_with_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """Paper Table 3: option A pads instead of projecting, so ResNet-34 A has fewer weights;
+    the Fig. 4 units of the 2016 paper move layers, not weights."""
+    assert main(["info", "resnet34", "--json"]) == 0
+    b = json.loads(capsys.readouterr().out)["params"]
+    assert main(["info", "resnet34", "--model-option", "shortcut=A", "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)["params"]
+    assert a < b == 21_797_672
+    assert main(["info", "resnet110", "--model-option", "unit=relu_only_preact"]) == 0
+    out = capsys.readouterr().out
+    assert "relu_only_preact units" in out and "1,727,962" in out
+
+
+def test_a_closed_pipe_ends_a_listing_quietly() -> None:
+    """`resnetkit models | head`: no "error: Broken pipe" line, the exit status of `ls | head`
+    (shown with `recipes`, the quickest listing)."""
+    import signal
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write fails
+    with os.fdopen(write, "w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "resnetkit.cli.main", "recipes"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert done.returncode == 128 + signal.SIGPIPE and done.stderr == "", done.stderr
 
 
 def test_models_lists_each_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 MODEL_HELP = (
     "model directory (config.json + model.safetensors), packaged tag such as "
@@ -16,6 +17,30 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """``--model NAME_OR_DIR`` and ``--arch ARCH`` (for bare checkpoint files)."""
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+
+
+def model_option(text: str) -> tuple[str, Any]:
+    """``--model-option KEY=VALUE``, typed (torch is imported only once it is used)."""
+    from resnetkit.models.registry import parse_model_option
+
+    try:
+        return parse_model_option(text)
+    except ValueError as err:  # argparse would print only "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_model_option_arg(p: argparse.ArgumentParser, note: str = "") -> None:
+    """``--model-option KEY=VALUE``, repeatable: any architecture option of ``create_model``."""
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=None,
+        type=model_option,
+        metavar="KEY=VALUE",
+        help="an architecture option, repeatable: unit=bn_after_add|relu_before_add|"
+        "relu_only_preact (2016 paper, Fig. 4), shortcut=A|B|C, stride_in_1x1=true, "
+        "zero_init_residual=true, drop_path_rate=0.1 ..." + (f" {note}" if note else ""),
+    )
 
 
 def positive_int(text: str) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -70,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `resnetkit models | head`: the reader has what it wanted
+        with contextlib.suppress(OSError, ValueError):  # no second error when Python flushes
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # what `ls | head` leaves, quietly
     except OSError as err:  # a file that cannot be read or written: no traceback for that
         where = f": {err.filename}" if err.filename else ""
         print(f"resnetkit {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)

@@ -8,7 +8,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resnetkit.cli.common import non_negative_int, output_file, output_folder, positive_int
+from resnetkit.cli.common import (
+    add_model_option_arg,
+    non_negative_int,
+    output_file,
+    output_folder,
+    positive_int,
+)
 from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
 
@@ -36,16 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=Path,
         help="CIFAR root or image folder (needed for every dataset but cifar10-sample)",
     )
-    p.add_argument(
-        "--model-option",
-        action="append",
-        default=None,
-        type=model_option,
-        metavar="KEY=VALUE",
-        help="an architecture option, repeatable: unit=bn_after_add|relu_before_add|"
-        "relu_only_preact (2016 paper, Fig. 4), shortcut=A|B|C, zero_init_residual=true, "
-        "drop_path_rate=0.1 ... (with --resume, default: the run's own)",
-    )
+    add_model_option_arg(p, "(with --resume, default: the run's own)")
     p.add_argument("--out", required=True, type=output_folder, help="run directory")
     p.add_argument(
         "--recipe",
@@ -168,16 +165,6 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
         saved = Path(args.out) / "recipe.yaml"
         name = saved if getattr(args, "resume", False) and saved.is_file() else default
     return load_recipe(name).override(overrides)
-
-
-def model_option(text: str) -> tuple[str, Any]:
-    """``--model-option KEY=VALUE``, typed (torch is imported only once it is used)."""
-    from resnetkit.models.registry import parse_model_option
-
-    try:
-        return parse_model_option(text)
-    except ValueError as err:  # argparse would print only "invalid value"
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:

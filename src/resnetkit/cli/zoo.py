@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from resnetkit.cli.common import add_model_option_arg
+
 
 def _human(n: float, unit: str = "") -> str:
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -108,17 +110,29 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
     return 0
 
 
-def info(name: str, input_size: int | None = None, as_json: bool = False) -> int:
-    """Parameters, multiply-adds, per-stage shapes and activation memory of one model."""
+def info(
+    name: str,
+    input_size: int | None = None,
+    as_json: bool = False,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """Parameters, multiply-adds, per-stage shapes and activation memory of one model, with
+    any architecture ``options`` (``create_model`` keywords) applied."""
     from resnetkit.models.analysis import model_stats
-    from resnetkit.models.registry import get_model_config
+    from resnetkit.models.registry import CONFIG_OPTIONS, get_model_config
 
-    stats = model_stats(name, input_size)
+    options = options or {}
+    stats = model_stats(name, input_size, **options)
     if as_json:
         print(json.dumps(stats.to_dict(), indent=2))
         return 0
-    config = get_model_config(name)
-    print(f"{name}: {stats.depth} layers, {config.block} blocks, shortcut option {config.shortcut}")
+    config = get_model_config(name).with_options(
+        **{k: v for k, v in options.items() if k in CONFIG_OPTIONS}
+    )
+    kind = f"{config.block} blocks" + (" (pre-activation)" if config.preact else "")
+    if config.unit != "original":
+        kind += f", {config.unit} units"
+    print(f"{name}: {stats.depth} layers, {kind}, shortcut option {config.shortcut}")
     print(f"  parameters      {stats.params:,} ({_human(stats.params)})")
     print(
         f"  multiply-adds   {stats.macs:,} ({_human(stats.macs)}) at {stats.input_size}x"
@@ -144,4 +158,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("name")
     p.add_argument("--input-size", type=int, default=None, help="square input side in pixels")
     p.add_argument("--json", dest="as_json", action="store_true")
-    p.set_defaults(func=lambda a: info(a.name, a.input_size, a.as_json))
+    add_model_option_arg(p, "(e.g. shortcut=A to count option A's parameters)")
+    p.set_defaults(func=lambda a: info(a.name, a.input_size, a.as_json, dict(a.model_option or ())))

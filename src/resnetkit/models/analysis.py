@@ -8,6 +8,7 @@ convolutions and matrix products, the convention of the paper and of torchvision
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,9 +66,9 @@ def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def _meta_model(name: str) -> ResNet:
+def _meta_model(name: str, **options: Any) -> ResNet:
     with torch.device("meta"):
-        model = create_model(name)
+        model = create_model(name, **options)
     assert isinstance(model, ResNet)
     return model.eval()
 
@@ -80,11 +81,12 @@ def params_and_macs(name: str, input_size: int | None = None) -> tuple[int, int,
     return count_params(model), count_macs(model, (1, config.in_chans, size, size)), size
 
 
-def model_stats(name: str, input_size: int | None = None) -> ModelStats:
-    """Measure a registered model at ``input_size`` (default: its native size)."""
-    config = get_model_config(name)
+def model_stats(name: str, input_size: int | None = None, **options: Any) -> ModelStats:
+    """Measure a registered model at ``input_size`` (default: its native size), built with
+    ``options`` (``create_model`` keywords such as ``shortcut="A"``)."""
+    model = _meta_model(name, **options)
+    config = model.config
     size = input_size or config.default_input_size
-    model = _meta_model(name)
     x = torch.zeros(1, config.in_chans, size, size, device="meta")
     with torch.no_grad():
         features = model.forward_intermediates(x)
