@@ -64,6 +64,12 @@ def test_models_lists_each_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert "plain56" in out and "853.018K" in out and "7 models" in out
 
 
+def test_info_refuses_a_zero_input_size(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["info", "resnet20", "--input-size", "0"])
+    assert "--input-size" in capsys.readouterr().err
+
+
 def test_unknown_model_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "resnet51"]) == 2
     assert "Did you mean" in capsys.readouterr().err

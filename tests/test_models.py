@@ -187,6 +187,15 @@ def test_unknown_model_suggests_close_names() -> None:
         create_model("resnt50")
 
 
+def test_option_values_are_checked_as_given() -> None:
+    with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\), got 2.0"):
+        create_model("resnet20", drop_path_rate=2.0)  # not the first block's share of it
+    with pytest.raises(ValueError, match="num_classes must be a whole number, got '10'"):
+        create_model("resnet20", num_classes="10")
+    with pytest.raises(ValueError, match=r"layers must be positive whole numbers, got \(3, 0"):
+        create_model("resnet20", layers=(3, 0, 3))
+
+
 def test_unknown_option_lists_valid_ones() -> None:
     with pytest.raises(TypeError, match="num_clases.*Did you mean 'num_classes'.*Valid options"):
         create_model("resnet20", num_clases=3)

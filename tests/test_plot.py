@@ -68,6 +68,8 @@ GOOD_ROW = '{"epoch": 1, "step": 5, "train_loss": 1.0, "train_top1": 9}'
         ("", "is empty: no epoch has finished yet"),
         (GOOD_ROW + '\n{"epoch": 2,', "line 2: not JSON"),
         ('{"epoch": 1, "train_loss": 1.0}\n', "line 1: no step, train_top1"),
+        (GOOD_ROW[:-1] + ', "test_top1": null}\n', "line 1: test_top1 is None, not a number"),
+        (GOOD_ROW.replace("9}", '"9"}') + "\n", "line 1: train_top1 is '9', not a number"),
     ],
 )
 def test_bad_runs_are_named(
@@ -92,3 +94,22 @@ def test_labels_must_match_the_runs(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_curves_take_epochs_or_steps_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="x must be 'epoch' or 'step'"):
         plot_training_curves([], tmp_path / "x.png", x="time")
+
+
+def test_a_figure_never_replaces_a_file_that_is_not_a_png(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = write_run(tmp_path / "run", [40.0, 50.0])
+    script = tmp_path / "mk.py"
+    script.write_text("print('mine')\n")
+    with pytest.raises(SystemExit):  # argparse: exit status 2, before any work
+        main(["plot", str(run), "--out", str(script)])
+    assert "mk.py exists and is not a PNG image: it is not replaced" in capsys.readouterr().err
+    assert script.read_text() == "print('mine')\n"
+    with pytest.raises(SystemExit):
+        main(["plot", str(run), "--out", str(tmp_path / "c.jpg")])
+    assert "figures are written as PNG, not .jpg; name it c.png" in capsys.readouterr().err
+    # An earlier figure, or a name without a suffix, is fine (the figure is redrawn).
+    for name in ("c.png", "c.png", "curves"):
+        assert main(["plot", str(run), "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes().startswith(PNG)

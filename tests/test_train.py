@@ -306,6 +306,18 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         r.override({"epochs": "ten"})
     with pytest.raises(ValueError, match="schedule"):
         r.override({"schedule": "linear"})
+    with pytest.raises(ValueError, match="'epochs': cannot read '2.5e0' as int"):
+        r.override({"epochs": "2.5e0"})  # not silently 2
+    with pytest.raises(ValueError, match="'epochs': cannot read '1e400'"):
+        r.override({"epochs": "1e400"})
+    assert r.override({"max_iters": "64e3"}).max_iters == 64000
+    for key, value in (("ema_decay", "1.0"), ("ema_decay", "1.5"), ("momentum", "5")):
+        with pytest.raises(
+            ValueError, match=f"'{key}' is {float(value)}: it must be in \\[0, 1\\)"
+        ):
+            r.override({key: value})
+    with pytest.raises(ValueError, match="'random_erasing' is 2.0: a probability"):
+        r.override({"random_erasing": "2"})
 
 
 def test_yaml_values_are_type_checked(tmp_path: Path) -> None:
@@ -322,6 +334,25 @@ def test_yaml_values_are_type_checked(tmp_path: Path) -> None:
         Recipe(eval_every=0)
     with pytest.raises(FileNotFoundError, match="recipe file not found: .*nope.yaml"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_mistakes_are_caught_before_the_data_is_read(cifar_dir: Path, tmp_path: Path) -> None:
+    """A tag (weights) given to `train`, a --resume with nothing to resume, a run already in
+    --out: refused before loading (minutes for large data); here the data does not exist."""
+    missing = tmp_path / "no-data"
+    with pytest.raises(ValueError, match="resnet20.cifar10 names pretrained weights.*finetune"):
+        Trainer(replace(spec(missing, tmp_path / "a"), model="resnet20.cifar10"))
+    with pytest.raises(FileNotFoundError, match="nothing to resume in"):
+        Trainer(spec(missing, tmp_path / "b", resume=True))
+    train(spec(cifar_dir, tmp_path / "c", TINY.override({"epochs": 1, "ema_decay": 0.0})))
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        Trainer(spec(missing, tmp_path / "c"))
+
+
+def test_milestones_after_the_end_are_pointed_out(cifar_dir: Path, tmp_path: Path) -> None:
+    late = TINY.override({"schedule": "multistep", "milestones": "4,100000"})
+    with pytest.warns(UserWarning, match=r"milestones \[100000\] are not before the run's end"):
+        Trainer(spec(cifar_dir, tmp_path / "a", late))
 
 
 def test_refuses_a_warmup_or_ema_longer_than_the_run(cifar_dir: Path, tmp_path: Path) -> None:

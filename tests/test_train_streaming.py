@@ -52,16 +52,19 @@ def spec(data: Path, out: Path, recipe: Recipe = RECIPE, **kw: object) -> TrainS
         data_dir=data,
         out=out,
         recipe=recipe,
-        image_size=32,
         progress=False,
-        **kw,  # type: ignore[arg-type]
+        **{"image_size": 32, **kw},  # type: ignore[arg-type]
     )
 
 
 def test_streaming_run_reports_bad_files_and_records_preprocessing(
-    photos: Path, tmp_path: Path
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = train(spec(photos, tmp_path / "run"))
+    # A worker process decodes: the file's name must still reach the log, once.
+    recipe = RECIPE.override({"num_workers": 1})
+    result = train(spec(photos, tmp_path / "run", recipe, log_epochs=True))
+    err = capsys.readouterr().err
+    assert err.count("broken.png: ") == 1 and f"skipped {photos / 'train' / 'top'}" in err, err
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["streaming"] is True
     assert run["train_images"] == 32 and run["eval_images"] == {"val": 8}
@@ -79,11 +82,22 @@ def test_streaming_run_resumes_to_identical_weights(photos: Path, tmp_path: Path
     train(spec(photos, tmp_path / "a"))
     with pytest.raises(Crash):
         train(spec(photos, tmp_path / "b", on_step=crash_at(5)))
+    with pytest.raises(ValueError, match="input_size: 32 -> 40"):  # another --image-size
+        train(spec(photos, tmp_path / "b", resume=True, image_size=40))
     train(spec(photos, tmp_path / "b", resume=True))
     a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_streaming_takes_subsets_like_the_in_memory_path(photos: Path, tmp_path: Path) -> None:
+    from resnetkit.train.trainer import Trainer
+
+    for augment in ("imagenet", "crop_flip"):  # streamed, and decoded into memory
+        recipe = RECIPE.override({"augment": augment})
+        trainer = Trainer(spec(photos, tmp_path / augment, recipe, train_subset=10, eval_subset=3))
+        assert len(trainer.data.train_labels) == 10 and trainer.data.eval_counts == {"val": 3}
 
 
 def test_streaming_refuses_what_it_cannot_do(photos: Path, tmp_path: Path) -> None:

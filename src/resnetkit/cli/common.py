@@ -76,6 +76,40 @@ def output_file(text: str) -> Path:
     return path
 
 
+#: Suffixes of other image and document formats: a PNG under such a name would mislead.
+OTHER_FIGURE_SUFFIXES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pdf", ".svg")
+
+
+def check_png_target(path: Path) -> None:
+    """A figure's file name, before any work: resnetkit writes PNG, under the name given, but
+    not under another format's suffix, and it never replaces a file that is not a PNG (a
+    script or a photo given by mistake).
+
+    Raises:
+        argparse.ArgumentTypeError: the name or the file in its place says why not.
+    """
+    if path.suffix.lower() in OTHER_FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{path}: figures are written as PNG, not {path.suffix}; name it "
+            f"{path.with_suffix('.png').name}"
+        )
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                raise argparse.ArgumentTypeError(
+                    f"{path} exists and is not a PNG image: it is not replaced; choose another "
+                    "name for the figure"
+                )
+
+
+def png_file(text: str) -> Path:
+    """A figure to write (``--out`` of ``plot``, ``--lr-plot``...): see
+    :func:`check_png_target`; an earlier figure under the same name is replaced."""
+    path = output_file(text)
+    check_png_target(path)
+    return path
+
+
 def output_folder(text: str) -> Path:
     """An ``--out`` folder (it may exist), checked like :func:`output_file`."""
     path = Path(text)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, check_writable_folder
+from resnetkit.cli.common import add_model_args, check_png_target, check_writable_folder
 from resnetkit.data.datasets import DATASETS
 
 
@@ -106,6 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for kind, path in figures.items():  # checked first: an evaluation can take a while
         try:
             check_writable_folder(path.parent)
+            check_png_target(path)
         except argparse.ArgumentTypeError as err:
             raise ValueError(f"--{kind} {path}: {err}") from None
     model = load_model(args.model, arch=args.arch)

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, output_file, positive_int
+from resnetkit.cli.common import add_model_args, output_file, png_file, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("explain", help="Grad-CAM heatmap of what the model looked at")
     add_model_args(p)
     p.add_argument("image", type=Path)
-    p.add_argument("--out", required=True, type=output_file, help="PNG to write")
+    p.add_argument("--out", required=True, type=png_file, help="PNG to write")
     p.add_argument(
         "--target", default=None, help="class name or index to explain (default: the predicted)"
     )

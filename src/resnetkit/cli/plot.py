@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import output_file
+from resnetkit.cli.common import png_file
 
 REQUIRED = ("epoch", "step", "train_loss", "train_top1")
 
@@ -22,7 +22,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "the figure: one colour per run, train dotted, val dash-dot, test solid.",
     )
     p.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.jsonl)")
-    p.add_argument("--out", type=output_file, default=Path("curves.png"), help="PNG to write")
+    p.add_argument("--out", type=png_file, default=Path("curves.png"), help="PNG to write")
     p.add_argument(
         "--x",
         choices=("epoch", "step"),

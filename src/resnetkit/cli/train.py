@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from resnetkit.cli.common import (
     add_model_option_arg,
     non_negative_int,
-    output_file,
     output_folder,
+    png_file,
     positive_int,
 )
 from resnetkit.data.datasets import DATASETS
@@ -94,7 +94,7 @@ def add_lr_finder_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--lr-plot",
-        type=output_file,
+        type=png_file,
         default=None,
         help="with --find-lr: loss against lr, a PNG written under the name given",
     )

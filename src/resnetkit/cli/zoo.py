@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from resnetkit.cli.common import add_model_option_arg
+from resnetkit.cli.common import add_model_option_arg, positive_int
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -156,7 +156,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = sub.add_parser("info", help="parameters, multiply-adds and stage shapes of a model")
     p.add_argument("name")
-    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels")
+    p.add_argument(
+        "--input-size", type=positive_int, default=None, help="square input side in pixels"
+    )
     p.add_argument("--json", dest="as_json", action="store_true")
     add_model_option_arg(p, "(e.g. shortcut=A to count option A's parameters)")
     p.set_defaults(func=lambda a: info(a.name, a.input_size, a.as_json, dict(a.model_option or ())))

@@ -141,11 +141,20 @@ def load_train_eval(
     return TrainEvalData(train, evals, tuple(mean), tuple(std), size)
 
 
+def subset_order(total: int, count: int, seed: int) -> np.ndarray:
+    """The indices (sorted) of a fixed random draw of ``count`` of ``total`` items; all of
+    them when ``count`` is 0 or not smaller. Shared by the in-memory and streaming paths."""
+    if not count or count >= total:
+        return np.arange(total)
+    order = np.random.default_rng(seed + 1).permutation(total)[:count]
+    order.sort()
+    return order
+
+
 def _subset(data: ArrayDataset, count: int, seed: int) -> ArrayDataset:
     if count >= len(data.labels):
         return data
-    order = np.random.default_rng(seed + 1).permutation(len(data.labels))[:count]
-    order.sort()
+    order = subset_order(len(data.labels), count, seed)
     return ArrayDataset(data.images[order], data.labels[order], data.classes)
 
 

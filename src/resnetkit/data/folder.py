@@ -17,6 +17,7 @@ import math
 import random
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ __all__ = [
 
 Sample = tuple[Path, int]
 Failure = tuple[Path, str]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """What :class:`ImageFolderDataset` returns for an undecodable file when ``name_failures``
+    is on: the file and why, so that the name survives a trip from a worker process (not a
+    tuple, so that it cannot pass for an ``(image, label)`` pair)."""
+
+    path: Path
+    reason: str
+
 
 _LAYOUT_HINT = "expected layout root/<class>/<image>, e.g. root/cat/001.jpg"
 
@@ -194,30 +206,33 @@ class ImageFolderDataset(Dataset[Any]):
         self.max_pixels = max_pixels
         self.shorter_side = shorter_side
         self.failures: list[Failure] = []
-        self._failed: set[Path] = set()
+        self._failed: dict[Path, str] = {}
+        # Return a Skipped marker instead of None (FolderLoader: names from worker processes).
+        self.name_failures = False
 
     def __len__(self) -> int:
         """Number of samples, including any that will turn out to be undecodable."""
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+    def __getitem__(self, index: int) -> tuple[Any, int] | Skipped | None:
         """Decode one sample.
 
         Args:
             index: Sample index.
 
         Returns:
-            ``(transform(image) or image, label)``, or ``None`` if the file is undecodable.
+            ``(transform(image) or image, label)``; for an undecodable file ``None``, or a
+            :class:`Skipped` naming it when ``name_failures`` is on.
         """
         path, label = self.samples[index]
         if path in self._failed:
-            return None
+            return Skipped(path, self._failed[path]) if self.name_failures else None
         try:
             image = load_image(path, max_pixels=self.max_pixels, draft_size=self.shorter_side)
         except ImageDecodeError as exc:
-            self._failed.add(path)
+            self._failed[path] = exc.reason
             self.failures.append((path, exc.reason))
-            return None
+            return Skipped(path, exc.reason) if self.name_failures else None
         if self.transform is not None:
             return self.transform(image), label
         return image, label
@@ -237,7 +252,7 @@ def collate_skip_bad(batch: Sequence[Any]) -> Any:
     Returns:
         The collated good items, or ``None`` if there are none.
     """
-    good = [item for item in batch if item is not None]
+    good = [item for item in batch if item is not None and not isinstance(item, Skipped)]
     if not good:
         return None
     if isinstance(good[0][0], Image.Image):

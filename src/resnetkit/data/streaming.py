@@ -24,15 +24,23 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from resnetkit.data.folder import ImageFolderDataset, collate_skip_bad, scan_image_folder
+from resnetkit.data.folder import (
+    Failure,
+    ImageFolderDataset,
+    Skipped,
+    collate_skip_bad,
+    scan_image_folder,
+)
 from resnetkit.data.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["FolderLoader", "folder_loader"]
 
 
-def _collate_counting(batch: Sequence[Any]) -> tuple[Any, int]:
-    """``collate_skip_bad`` plus the number of dropped items, so counts survive worker processes."""
-    skipped = sum(item is None for item in batch)
+def _collate_counting(batch: Sequence[Any]) -> tuple[Any, list[Failure]]:
+    """``collate_skip_bad`` plus the dropped items' files and reasons, which survive worker
+    processes (a dataset's own ``failures`` list stays in the process that decoded)."""
+    skipped = [(item.path, item.reason) for item in batch if isinstance(item, Skipped)]
+    skipped += [(Path("?"), "undecodable") for item in batch if item is None]
     return collate_skip_bad(batch), skipped
 
 
@@ -61,10 +69,9 @@ class FolderLoader(DataLoader[Any]):
     Iterating yields ``(images, labels)`` as collated by
     :func:`~resnetkit.data.folder.collate_skip_bad`; a batch whose images were all bad is not
     yielded at all (see :meth:`iterate`). After (or during) a pass, :attr:`skipped` is the
-    number of undecodable images met in that pass; it is reset when a new pass starts. It is
-    counted in the main process from what the collate function reports, so it is right with
-    worker processes too (``dataset.failures``, which names the files, is only filled when
-    ``num_workers=0``).
+    number of undecodable images met in that pass; it is reset when a new pass starts, and
+    :attr:`failures` names the files. Both are kept in the main process from what the collate
+    function reports, so they are right with worker processes too.
 
     Shuffling is seeded by ``(seed, epoch)``: the same epoch always visits images in the same
     order, and :meth:`iterate` can resume from a batch without decoding the skipped ones.
@@ -74,6 +81,8 @@ class FolderLoader(DataLoader[Any]):
 
     Attributes:
         skipped: Undecodable images met in the current (or last) pass.
+        failures: Every undecodable file met so far, with the reason (all passes, all
+            worker processes), in the order they were met.
         epoch: The epoch set by :meth:`set_epoch`.
     """
 
@@ -112,7 +121,9 @@ class FolderLoader(DataLoader[Any]):
         self.rank = rank
         self.epoch = epoch
         self.skipped = 0
+        self.failures: dict[Path, str] = {}
         self._sampler = _ResumableSampler(base)
+        dataset.name_failures = True
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -154,7 +165,9 @@ class FolderLoader(DataLoader[Any]):
         self._sampler.start = start_batch * self.batch_size  # type: ignore[operator]
         self.skipped = 0
         for batch, skipped in super().__iter__():
-            self.skipped += skipped
+            self.skipped += len(skipped)
+            for path, reason in skipped:
+                self.failures.setdefault(path, reason)
             if batch is not None or keep_empty:
                 yield batch
 

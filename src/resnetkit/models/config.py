@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from numbers import Integral
 from typing import Literal, get_args
 
 BlockType = Literal["basic", "bottleneck"]
@@ -59,6 +60,16 @@ class ResNetConfig:
             raise ValueError(
                 f"layers {self.layers} and widths {self.widths} must have the same length"
             )
+        counts = ("num_classes", "in_chans", "stem_width", "groups", "width_per_group")
+        for name in counts:
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        for name in ("layers", "widths"):
+            values = getattr(self, name)
+            whole = all(isinstance(v, Integral) and not isinstance(v, bool) for v in values)
+            if not whole or min(values, default=0) <= 0:
+                raise ValueError(f"{name} must be positive whole numbers, got {values!r}")
         if self.num_classes < 0 or self.in_chans < 1:
             raise ValueError(
                 f"num_classes must be >= 0 (0: no classifier) and in_chans >= 1; got "

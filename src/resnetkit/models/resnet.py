@@ -53,6 +53,8 @@ class ResNet(nn.Module):
         self.out_indices = tuple(range(num_stages) if out_indices is None else out_indices)
         if not self.out_indices:
             raise ValueError(f"out_indices is empty: name stages of {name}, 0..{num_stages - 1}")
+        if not 0.0 <= drop_path_rate < 1.0:  # checked here: blocks see a fraction of it
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if zero_init_residual and config.shortcut == "none":
             raise ValueError(
                 f"zero_init_residual zeroes the last BN of every block; {name} has no shortcuts, "

@@ -90,7 +90,14 @@ def build_train_data(
                 f"folders; {dataset} images are 32x32: use crop_flip"
             )
         return _streaming(
-            data_dir, recipe, per_rank_batch, image_size, rank, world_size, normalization
+            data_dir,
+            recipe,
+            per_rank_batch,
+            image_size,
+            rank,
+            world_size,
+            normalization,
+            subsets=(train_subset, eval_subset),
         )
     return _in_memory(
         dataset=dataset,
@@ -203,7 +210,9 @@ def _streaming(
     rank: int,
     world_size: int,
     normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
+    subsets: tuple[int, int] = (0, 0),
 ) -> TrainData:
+    from resnetkit.data.datasets import subset_order
     from resnetkit.data.folder import folder_splits
     from resnetkit.data.streaming import folder_loader
     from resnetkit.data.transforms import build_eval_transform, from_recipe
@@ -221,6 +230,11 @@ def _streaming(
     if recipe.val_split:
         raise ValueError(FOLDER_VAL_SPLIT)
     train_samples, val_samples, classes = folder_splits(root, 0.1, recipe.seed)
+    # the same fixed random draws as the in-memory path (--train-subset, eval_subset)
+    train_samples = [
+        train_samples[i] for i in subset_order(len(train_samples), subsets[0], recipe.seed)
+    ]
+    val_samples = [val_samples[i] for i in subset_order(len(val_samples), subsets[1], recipe.seed)]
     if isinstance(normalization, Normalization):
         if normalization.pixel_mean is not None:
             raise ValueError(

@@ -118,6 +118,16 @@ class Recipe:
         for key in counts:
             if getattr(self, key) < 0:
                 raise ValueError(f"recipe field {key!r} is {getattr(self, key)}: it must be >= 0")
+        below_one = ("momentum", "ema_decay", "label_smoothing")  # 1 would freeze or erase
+        for key in below_one:
+            if getattr(self, key) >= 1:
+                raise ValueError(
+                    f"recipe field {key!r} is {getattr(self, key)}: it must be in [0, 1)"
+                )
+        if self.random_erasing > 1:
+            raise ValueError(
+                f"recipe field 'random_erasing' is {self.random_erasing}: a probability, in [0, 1]"
+            )
         if any(m <= 0 for m in self.milestones):
             raise ValueError(f"milestones {list(self.milestones)} must be positive iterations")
 
@@ -169,7 +179,12 @@ def _parse(value: Any, current: Any, key: str) -> Any:
                 raise ValueError
             return value.lower() in ("true", "1", "yes")
         if isinstance(current, int):
-            return int(float(value)) if "e" in value.lower() else int(value)
+            if "e" not in value.lower():
+                return int(value)
+            number = float(value)  # 64e3
+            if not number.is_integer():  # also inf and nan
+                raise ValueError
+            return int(number)
         if isinstance(current, float):
             return float(value)
         if isinstance(current, tuple):

@@ -18,8 +18,9 @@ def read_metrics(out: Path, required: tuple[str, ...] = ()) -> list[dict[str, An
     """The rows of a run's ``metrics.jsonl``, one per epoch (none yet: an empty list).
 
     Raises:
-        ValueError: a line that is not a JSON object, or lacks a ``required`` key (file and
-            line named).
+        ValueError: a line that is not a JSON object, lacks a ``required`` key, or holds
+            something else than a number under it or a ``*_top1``/``*_top5``/``*_loss`` key
+            (file, line and key named).
     """
     path = out / "metrics.jsonl"
     if not path.exists():
@@ -35,6 +36,10 @@ def read_metrics(out: Path, required: tuple[str, ...] = ()) -> list[dict[str, An
         missing = [key for key in required if not isinstance(row, dict) or key not in row]
         if missing:
             raise ValueError(f"{path}, line {number}: no {', '.join(missing)}")
+        for key, value in row.items() if isinstance(row, dict) else ():
+            numeric = key in required or key.endswith(("_top1", "_top5", "_loss"))
+            if numeric and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise ValueError(f"{path}, line {number}: {key} is {value!r}, not a number")
         rows.append(row)
     return rows
 

@@ -168,6 +168,7 @@ class Trainer:
         self._old_handlers: dict[int, Any] = {}
         self._handler_pid = os.getpid()
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
+        self._named_failures: set[Path] = set()
         self.recipe = recipe = spec.recipe
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
@@ -186,6 +187,15 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.out = spec.out
         self.ckpt_root = self.out / "checkpoints"
+        if isinstance(spec.model, str) and "." in spec.model:  # a tag: random weights
+            arch, _, tag = spec.model.partition(".")
+            raise ValueError(
+                f"--model {spec.model} names pretrained weights; `train` starts from random "
+                f"weights (--model {arch}). To start from the {tag} weights, use `resnetkit "
+                f"finetune --model {spec.model}`"
+            )
+        if self.dist.is_main:  # before the data is loaded (minutes for a large folder)
+            self._check_out_folder()
 
         per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
         if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
@@ -510,6 +520,7 @@ class Trainer:
             "dataset": self.spec.dataset,
             "classes": list(self.classes),
             "train_images": len(self.data.train_labels),
+            "input_size": self.data.preprocessing["input_size"],  # --image-size of folders
             "iters_per_epoch": self.iters_per_epoch,
         }
 
@@ -545,6 +556,16 @@ class Trainer:
             tqdm.write(message, file=sys.stderr)  # stdout keeps only results (JSON)
         elif self.spec.log_epochs:
             print(message, file=sys.stderr, flush=True)
+
+    def _name_skipped_files(self) -> None:
+        """One line per undecodable file of a streamed folder, the first time it is met
+        (this process's share of the data, under torchrun)."""
+        loaders = [self.data.train_loader, *self.data.eval_loaders.values()]
+        for loader in loaders:
+            for path, reason in getattr(loader, "failures", {}).items():
+                if path not in self._named_failures:
+                    self._named_failures.add(path)
+                    self._log(f"skipped {path}: {reason}")
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -945,6 +966,7 @@ class Trainer:
         }
         if self.data.skipped_images():
             row["skipped_images"] = self.data.skipped_images()
+        self._name_skipped_files()
         last = self.step >= self.total_iters
         self._check_finite_weights()
         if self.epoch % self.recipe.eval_every == 0 or last:
@@ -1077,6 +1099,15 @@ def _check_run_length(recipe: Recipe, total_iters: int) -> None:
             "initial ones"
         )
         fixes.append(f"--ema-decay {math.exp(-3 / total_iters):.4g} (or 0)")
+    late = [m for m in recipe.milestones if m >= total_iters]
+    if recipe.schedule == "multistep" and late and not problems:
+        warnings.warn(
+            f"milestones {late} are not before the run's end ({total_iters} iterations): the lr "
+            "is never divided there. The recipe was made for a longer run; pass --milestones "
+            "(e.g. --milestones "
+            f"{','.join(str(total_iters * k // 4) for k in (2, 3))}) to place them in this one",
+            stacklevel=3,
+        )
     if problems:
         raise ValueError(
             f"the run has {total_iters} iterations; "
