@@ -194,6 +194,25 @@ def test_embed_search_in_an_empty_folder_is_an_error(
     assert "must be at least 1" in parse_error([*argv, "--k", "0"], capsys)
 
 
+def test_embed_of_no_readable_image_keeps_the_earlier_vectors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v.npy"
+    argv = ["embed", "--model", "resnet20.cifar10", "--out", str(out)]
+    assert main([*argv, CAT]) == 0
+    before = out.read_bytes()
+    assert main([*argv, str(tmp_path / "typo.png")]) == 2  # a mistyped path
+    err = capsys.readouterr().err
+    assert "typo.png: file not found" in err and f"nothing written to {out}" in err
+    assert out.read_bytes() == before
+    # A missing --search folder is found out before anything is written, not afterwards.
+    ship = CAT.replace("cat.png", "ship.png")
+    assert main([*argv, CAT, ship, "--search", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "--search" in err and "no such folder" in err
+    assert out.read_bytes() == before
+
+
 def test_explain_never_overwrites_its_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -213,3 +232,23 @@ def test_plot_writes_the_name_it_was_given(tmp_path: Path) -> None:
     assert main(["plot", str(run), "--out", str(tmp_path / "noext")]) == 0
     assert (tmp_path / "noext").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "noext.png").exists()
+
+
+def test_serve_refuses_a_port_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    assert "a TCP port is 1..65535, got 99999" in parse_error(
+        ["serve", "--model", "resnet20.cifar10", "--port", "99999"], capsys
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = taken.getsockname()[1]
+        assert main(["serve", "--model", "resnet20.cifar10", "--port", str(number)]) == 2
+    assert f"cannot listen on 127.0.0.1:{number}" in capsys.readouterr().err
+
+
+def test_export_tolerance_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["export", "--model", "resnet20.cifar10", "--format", "onnx", "--out", "x.onnx"]
+    for bad in ("-1", "0", "nan"):
+        assert "must be a number > 0" in parse_error([*argv, "--tolerance", bad], capsys)

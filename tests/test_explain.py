@@ -159,3 +159,8 @@ def test_cli_explain_takes_a_class_name(
     assert Image.open(tmp_path / "cam.jpg").format == "JPEG"  # the format its name says
     assert main([*argv, "--out", str(tmp_path / "x.png"), "--target", "kangaroo"]) == 2
     assert "neither a class index nor one of" in capsys.readouterr().err
+    (tmp_path / "notes.png").write_text("not a picture")  # never replaced by the heatmap
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "notes.png")])
+    assert "notes.png exists and is not a picture" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "cam.jpg")]) == 0  # a previous result: redone

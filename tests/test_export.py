@@ -224,6 +224,21 @@ def test_broken_export_is_refused(
     assert err.value.report.max_abs_diff == pytest.approx(1e-3, abs=1e-5)
 
 
+def test_a_failed_export_never_replaces_a_verified_file(
+    resnet20: ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "m.onnx"
+    assert export_model(resnet20, "onnx", target).passed
+    verified = target.read_bytes()
+    assert not (tmp_path / "m.unverified.onnx").exists()  # moved onto the target
+    _corrupt_runtime(monkeypatch, 1e-3)
+    with pytest.raises(ExportVerificationError, match="m.onnx was left as it was") as err:
+        export_model(resnet20, "onnx", target)
+    assert target.read_bytes() == verified
+    assert err.value.report.path == tmp_path / "m.unverified.onnx"
+    assert err.value.report.path.is_file()  # kept for inspection
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 

@@ -413,6 +413,9 @@ def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
     code = main(["convert", str(src), "--arch", "resnet20", "--out", str(tmp_path / "model")])
     assert code == 0, capsys.readouterr().err
+    said = capsys.readouterr().out  # what was assumed for a bare checkpoint is said
+    assert "names no input normalization: the model directory assumes ImageNet" in said
+    assert "names no classes: predictions will be class indices" in said
     loaded = load_model(tmp_path / "model")
     assert loaded.pretrained_cfg["mean"] == [0.485, 0.456, 0.406]  # type: ignore[index]
     x = images(32)

@@ -103,3 +103,12 @@ def test_dynamic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     argv = ["quantize", "--model", str(path), "--out", str(tmp_path / "s.onnx")]
     assert main([*argv, "--calibration-size", "16"]) == 0
     assert "calibrating on the bundled CIFAR-10 photos" in capsys.readouterr().err
+    # A folder or split that is not there is found out before the fp32 file is written.
+    for extra, message in (
+        (["--calibration-dataset", "folder"], "--calibration-dir is needed for folder"),
+        (["--calibration-split", "bogus"], "--calibration-split 'bogus': cifar10-sample has"),
+        (["--eval-dataset", "cifar10"], "--eval-dir is needed for cifar10"),
+    ):
+        assert main([*argv[:-1], str(tmp_path / "x.onnx"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not list(tmp_path.glob("x*")), extra

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, output_folder, refuse_non_empty
+from resnetkit.cli.common import add_model_args, data_dir_for, output_folder, refuse_non_empty
 from resnetkit.data.datasets import DATASETS
 
 #: pretrained_cfg entries that are not input preprocessing.
@@ -28,9 +28,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument(
         "--data-dir",
-        default=Path("."),
+        default=None,
         type=Path,
-        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR)",
+        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR); "
+        "needed for every dataset but cifar10-sample",
     )
     p.add_argument(
         "--split",
@@ -62,13 +63,20 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.models.loading import load_model, preprocessing_of
     from resnetkit.models.model_dir import save_model_dir
 
+    if args.split == "train":  # the model fits its training images too well to judge them
+        raise ValueError(
+            "--split train: a temperature fitted on the images the model was trained on "
+            "makes it more, not less, overconfident on new ones; use held-out images (test, "
+            "or a folder's val/)"
+        )
+    data_dir = data_dir_for(args.dataset, args.data_dir)
     if args.out is not None:
         refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
     model = load_model(args.model, arch=args.arch)
     report = calibrate(
         model,
         args.dataset,
-        args.data_dir,
+        data_dir,
         split=args.split,
         fit_fraction=args.fit_fraction,
         seed=args.seed,

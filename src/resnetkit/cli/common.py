@@ -43,6 +43,19 @@ def add_model_option_arg(p: argparse.ArgumentParser, note: str = "") -> None:
     )
 
 
+def data_dir_for(dataset: str, data_dir: Path | None, flag: str = "--data-dir") -> Path:
+    """The folder a dataset is read from: the bundled ``cifar10-sample`` needs none; every
+    other dataset must be told where it is (never the current folder by default)."""
+    if data_dir is not None:
+        return data_dir
+    if dataset == "cifar10-sample":
+        return Path(".")
+    raise ValueError(
+        f"{flag} is needed for {dataset}: the CIFAR root or image folder to read (only the "
+        "bundled cifar10-sample needs none)"
+    )
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -64,13 +77,28 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value != float("inf")):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {value}")
+    return value
+
+
 def output_file(text: str) -> Path:
     """An ``--out`` file, checked before any work: not a folder, under a folder that exists
     (or can be created) and can be written to."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(
-            f"{text} is a folder: give a file name (for example {path / 'out'}...)"
+            f"{text} is a folder: give a file name inside it (for example {path / 'NAME'}, "
+            "with the suffix of the format)"
         )
     check_writable_folder(path.parent)
     return path
@@ -107,6 +135,30 @@ def png_file(text: str) -> Path:
     :func:`check_png_target`; an earlier figure under the same name is replaced."""
     path = output_file(text)
     check_png_target(path)
+    return path
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def image_file(text: str) -> Path:
+    """A picture to write in the format its suffix names (``explain --out``); an existing
+    file is replaced only if it is a picture too (a previous result), never a script."""
+    path = output_file(text)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{path}: name the picture with one of {', '.join(IMAGE_SUFFIXES)}"
+        )
+    if path.is_file():
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError):
+            raise argparse.ArgumentTypeError(
+                f"{path} exists and is not a picture: it is not replaced; choose another name"
+            ) from None
     return path
 
 

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, check_png_target, check_writable_folder
+from resnetkit.cli.common import (
+    add_model_args,
+    check_png_target,
+    check_writable_folder,
+    data_dir_for,
+)
 from resnetkit.data.datasets import DATASETS
 
 
@@ -28,9 +33,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--data-dir",
-        default=Path("."),
+        default=None,
         type=Path,
-        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR)",
+        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR); "
+        "needed for every dataset but cifar10-sample",
     )
     p.add_argument("--split", default="test", help="train or test for CIFAR (default: test)")
     p.add_argument(
@@ -98,6 +104,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from resnetkit.evaluate.evaluator import evaluate_model  # heavy imports only when used
     from resnetkit.models.loading import load_model
 
+    data_dir = data_dir_for(args.dataset, args.data_dir)
     figures = {
         kind: figure_path(target, args.dataset, args.split, args.ten_crop, kind=kind)
         for kind, target in (("confusion", args.confusion), ("reliability", args.reliability))
@@ -113,7 +120,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model(
         model,
         args.dataset,
-        args.data_dir,
+        data_dir,
         split=args.split,
         batch_size=args.batch_size,
         ten_crop=args.ten_crop,

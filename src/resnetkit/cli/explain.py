@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, output_file, png_file, positive_int
+from resnetkit.cli.common import add_model_args, image_file, output_file, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("explain", help="Grad-CAM heatmap of what the model looked at")
     add_model_args(p)
     p.add_argument("image", type=Path)
-    p.add_argument("--out", required=True, type=png_file, help="PNG to write")
+    p.add_argument(
+        "--out", required=True, type=image_file, help="picture to write (.png, .jpg ...)"
+    )
     p.add_argument(
         "--target", default=None, help="class name or index to explain (default: the predicted)"
     )
@@ -74,8 +77,17 @@ def run_embed(args: argparse.Namespace) -> int:
     from resnetkit.models.loading import load_model
     from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
+    if args.search is not None and not args.search.is_dir():  # before any work
+        raise FileNotFoundError(f"--search {args.search}: no such folder of images to search")
     model = load_model(args.model, arch=args.arch)
     found = embed(model, args.images, batch_size=args.batch_size)
+    if not found.paths:  # writing would replace earlier results with nothing
+        for failure in found.failures:
+            print(f"  {failure['path']}: {failure['reason']}", file=sys.stderr)
+        raise ValueError(
+            f"no readable images among {', '.join(map(str, args.images))} (reasons above); "
+            f"nothing written to {args.out}"
+        )
     out = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     buffer = io.BytesIO()
     np.save(buffer, found.vectors)
@@ -89,8 +101,10 @@ def run_embed(args: argparse.Namespace) -> int:
     )
     for failure in found.failures:
         print(f"  {failure['path']}: {failure['reason']}")
-    if args.search is not None and len(found.paths):
+    if args.search is not None:
         pool = embed(model, [args.search], batch_size=args.batch_size)
+        if pool.failures:
+            print(f"{len(pool.failures)} unreadable in --search {args.search}:")
         for failure in pool.failures:
             print(f"  {failure['path']}: {failure['reason']}")
         if not pool.paths:
@@ -101,4 +115,4 @@ def run_embed(args: argparse.Namespace) -> int:
                 f"{pool.paths[j]} ({s:.3f})" for s, j in zip(row_scores, row, strict=True)
             )
             print(f"{path}: {hits}")
-    return 0 if found.paths else 1
+    return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args, output_file, positive_int
+from resnetkit.cli.common import add_model_args, output_file, positive_float, positive_int
 
 FORMAT_CHOICES = ("onnx", "torchscript", "exported-program", "tflite", "coreml")
 
@@ -48,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=positive_float,
         default=1e-4,
         help="largest accepted |exported - eager| on any output (default: 1e-4)",
     )

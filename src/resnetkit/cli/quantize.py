@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args, output_file, positive_int
+from resnetkit.cli.common import add_model_args, data_dir_for, output_file, positive_int
 from resnetkit.data.datasets import DATASETS
 
 
@@ -37,13 +37,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--calibration-dir",
         type=Path,
-        default=Path("."),
-        help="CIFAR root or image folder for calibration",
+        default=None,
+        help="CIFAR root or image folder for calibration (not needed for cifar10-sample)",
     )
     p.add_argument("--calibration-split", default="train")
     p.add_argument("--calibration-size", type=positive_int, default=512)
     p.add_argument("--eval-dataset", choices=DATASETS, default=None)
-    p.add_argument("--eval-dir", type=Path, default=Path("."))
+    p.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=None,
+        help="CIFAR root or image folder to measure top-1 before and after on",
+    )
     p.add_argument("--eval-split", default="test")
     p.set_defaults(func=run)
 
@@ -52,6 +57,23 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.export.quantize import quantize_model
     from resnetkit.models.loading import load_model
 
+    calibration_dir = (
+        data_dir_for(args.calibration_dataset, args.calibration_dir, "--calibration-dir")
+        if args.method == "static"
+        else Path(".")
+    )
+    eval_dir = (
+        data_dir_for(args.eval_dataset, args.eval_dir, "--eval-dir")
+        if args.eval_dataset is not None
+        else Path(".")
+    )
+    checks = (
+        ("--calibration-split", args.calibration_dataset, args.calibration_split),
+        ("--eval-split", args.eval_dataset, args.eval_split),
+    )
+    for flag, dataset, split in checks:  # before the fp32 export is written
+        if dataset not in (None, "folder") and split not in ("train", "test"):
+            raise ValueError(f"{flag} {split!r}: {dataset} has the splits train and test")
     model = load_model(args.model, arch=args.arch)
     if args.method == "static" and args.calibration_dataset == "cifar10-sample":
         from resnetkit.data.datasets import load_sample
@@ -67,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
         model,
         args.out,
         calibration_dataset=args.calibration_dataset,
-        calibration_dir=args.calibration_dir,
+        calibration_dir=calibration_dir,
         calibration_split=args.calibration_split,
         calibration_size=args.calibration_size,
         method=args.method,
         calibrate_method=args.calibrate_method,
         eval_dataset=args.eval_dataset,
-        eval_dir=args.eval_dir,
+        eval_dir=eval_dir,
         eval_split=args.eval_split,
     )
     print(json.dumps(asdict(report), indent=2))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resnetkit.cli.common import add_model_args, non_negative_float, positive_int
+from resnetkit.cli.common import add_model_args, non_negative_float, port, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)",
     )
-    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--port", type=port, default=8000, help="default 8000")
     p.add_argument(
         "--backend",
         choices=("torch", "onnx", "optimized"),
@@ -61,6 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _check_free(args.host, args.port)  # before the model is loaded
     try:
         app = create_app(
             args.model,
@@ -75,3 +76,23 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _check_free(host: str, number: int) -> None:
+    """Uvicorn reports a taken port only with a bare errno, after the model has loaded."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"--host {host}: cannot be resolved ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ValueError(
+                f"cannot listen on {host}:{number} ({err.strerror}): another server may be "
+                "using the port; choose another --port"
+            ) from None

@@ -33,6 +33,7 @@ from resnetkit.data.cifar import ArrayDataset, load_cifar
 from resnetkit.data.datasets import DATASETS, load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.folder import format_failures, load_folder_arrays
+from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
 from resnetkit.predict import channel_stats_for
@@ -221,10 +222,10 @@ def evaluate_model(
     Raises:
         ValueError: unknown dataset, or the model's class count differs from the data's.
     """
+    device = resolve_device(device)  # before the data is read
     scorer, loader, data, size = _prepare(
         model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
     )
-    device = torch.device(device)
     with _evaluating(model, device):
         meter = evaluate_batches(scorer, loader, data.num_classes, device=device, progress=progress)
     return {
@@ -251,10 +252,10 @@ def collect_logits(
 ) -> tuple[Tensor, Tensor, list[str]]:
     """The model's float32 logits on an evaluation split (on the CPU), its labels and class
     names, with inputs prepared as :func:`evaluate_model` prepares them (single crop)."""
+    device = resolve_device(device)
     scorer, loader, data, _ = _prepare(
         model, dataset, data_dir, split, batch_size, False, image_size, download
     )
-    device = torch.device(device)
     logits, labels = [], []
     with _evaluating(model, device):
         for x, y in loader:
@@ -304,7 +305,12 @@ def _prepare(
         if ten_crop and resize <= size:
             load_size = int(round(size * FOLDER_TEN_CROP_SCALE))
     data = load_eval_data(dataset, data_dir, split=split, size=load_size, download=download)
-    where = f"{dataset} {split} in {data_dir}"
+    if folder:  # DIR/SPLIT when it exists, else DIR itself (see load_eval_data)
+        where = (
+            f"folder {Path(data_dir) / split if (Path(data_dir) / split).is_dir() else data_dir}"
+        )
+    else:
+        where = f"{dataset} {split} in {data_dir}"
     data = _match_classes(data, int(getattr(model, "num_classes", 0)), cfg["classes"], where)
 
     images = to_nchw_tensor(data.images)

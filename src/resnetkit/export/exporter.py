@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -192,8 +193,13 @@ def export_model(
         _require(fmt)
     from resnetkit.models.loading import preprocessing_of
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and moved onto it once verified: a file that fails the check
+    # never replaces an earlier (verified) one. A Core ML package is a folder: written in place.
+    out = (
+        target if fmt == "coreml" else target.with_name(f"{target.stem}.unverified{target.suffix}")
+    )
     cfg = preprocessing_of(model)
     size = int(input_size or cfg["input_size"])
     in_chans = _in_chans(model)
@@ -233,11 +239,12 @@ def export_model(
         runner = load_exported(out, fmt)
     except CannotRunHere as why:
         notes.append(str(why))
+        os.replace(out, target)
         return ExportReport(
-            path=out,
+            path=target,
             format=fmt,
             exporter=exporter,
-            size_bytes=_size(out),
+            size_bytes=_size(target),
             input_shape=(1, in_chans, size, size),
             batch_sizes=(),
             max_abs_diff_image=float("nan"),
@@ -261,7 +268,7 @@ def export_model(
         diff_random = max(diff_random, _max_abs_diff(runner(noise), _eager(reference, noise)))
 
     report = ExportReport(
-        path=out,
+        path=target,
         format=fmt,
         exporter=exporter,
         size_bytes=_size(out),
@@ -276,14 +283,22 @@ def export_model(
         notes=tuple(notes),
     )
     if not report.passed:
+        kept = (
+            f"{target} was left as it was; the failed export is kept for inspection at {out}"
+            if out != target
+            else "The file is kept for inspection"
+        )
         raise ExportVerificationError(
-            f"{out} ({fmt}) does not reproduce the eager model: max |exported - eager| is "
+            f"the {fmt} export does not reproduce the eager model: max |exported - eager| is "
             f"{diff_image:.3e} on the real image and {diff_random:.3e} on random input, above "
             f"the tolerance {tolerance:.0e} (PyTorch's own float32 rounding here: "
-            f"{report.float32_noise:.1e}). The file is kept for inspection; try another "
-            "format or opset, or export without BatchNorm folding.",
-            report,
+            f"{report.float32_noise:.1e}). {kept}; try another format or opset, or export "
+            "without BatchNorm folding.",
+            replace(report, path=out),
         )
+    if out != target:
+        del runner  # an ONNX Runtime session may hold the file open
+        os.replace(out, target)
     return report
 
 

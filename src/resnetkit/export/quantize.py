@@ -228,6 +228,6 @@ def compare_accuracy(
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         scores = evaluate_model(OrtClassifier(path, model), dataset, data_dir, split=split)
         results[name] = {"top1": scores["top1"], "top5": scores["top5"], "count": scores["count"]}
-    results["top1_drop"] = results["fp32"]["top1"] - results["int8"]["top1"]
+    results["top1_drop"] = round(results["fp32"]["top1"] - results["int8"]["top1"], 4)
     results["dataset"] = f"{dataset}:{split}"
     return results

@@ -606,6 +606,17 @@ def convert_checkpoint(
         from resnetkit.models.model_dir import save_model_dir
 
         keras = ckpt.source_format == "keras"
+        if not ckpt.preprocessing:  # say what was assumed: predictions depend on it
+            report.notes.append(
+                f"the source names no input normalization: the model directory assumes "
+                f"{'Keras caffe-style' if keras else 'ImageNet'} mean/std; if it was trained "
+                "otherwise, edit preprocessing in its config.json"
+            )
+        if not classes and model.num_classes:
+            report.notes.append(
+                "the source names no classes: predictions will be class indices (edit "
+                "classes in config.json to name them)"
+            )
         preprocessing = ckpt.preprocessing or {  # a resnetkit model keeps its own
             "input_size": model.config.default_input_size,
             "mean": list(KERAS_MEAN if keras else IMAGENET_MEAN),

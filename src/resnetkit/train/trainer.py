@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from resnetkit.data.fast import Normalization
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
+from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
@@ -172,7 +173,7 @@ class Trainer:
         self.recipe = recipe = spec.recipe
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
-        self.device = torch.device(spec.device)
+        self.device = resolve_device(spec.device)
         if recipe.sync_bn and self.device.type != "cuda":
             raise ValueError(
                 "sync_bn needs a GPU: torch's SyncBatchNorm works only on CUDA. On CPU leave it "
