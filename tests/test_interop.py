@@ -458,6 +458,10 @@ def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> N
         with pytest.raises(ValueError, match="not a readable PyTorch checkpoint") as err:
             load_model(tmp_path / name, arch="resnet20")
         assert hint in str(err.value) and "for safety" not in str(err.value)
+        assert "neither a torch.save archive nor a weights pickle" in str(err.value)
+    (tmp_path / "cat.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # given where the model goes
+    with pytest.raises(ValueError, match="cat.png is a picture, not a model"):
+        load_model(tmp_path / "cat.png")
 
 
 def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:

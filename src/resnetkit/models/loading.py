@@ -32,6 +32,9 @@ NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
 def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
     """Load a trained model in eval mode, with ``model.pretrained_cfg`` attached.
 
@@ -57,6 +60,11 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
     if path.is_dir():
         model = load_model_dir(path)
     elif path.is_file():
+        if path.suffix.lower() in PICTURE_SUFFIXES:
+            raise ValueError(
+                f"{path} is a picture, not a model: give --model a model directory, a tag "
+                "such as resnet20.cifar10 or a checkpoint file, and the pictures after it"
+            )
         if arch is None:
             raise ValueError(
                 f"{path} is a bare checkpoint file: give its architecture too "
@@ -207,9 +215,10 @@ def torch_load_weights_only(path: Path) -> Any:
             hint = "; it is a Git LFS pointer: run `git lfs pull` to fetch the real file"
         elif head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
             hint = "; it is an HTML page (a failed download?)"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(
-            f"{path}: not a readable PyTorch checkpoint ({first[:200]}){hint}"
+            f"{path}: not a readable PyTorch checkpoint, neither a torch.save archive nor a "
+            f"weights pickle ({type(err).__name__}: {first[:200]}){hint}"
         ) from None
 
 
