@@ -241,6 +241,22 @@ def test_uniform_interface() -> None:
     assert model(x).shape == (2, 2048)
 
 
+def test_reset_classifier_and_intermediates_check_what_they_are_given() -> None:
+    half = create_model("resnet20").half().eval()
+    half.reset_classifier(5)  # in the model's dtype, not float32
+    assert half(torch.randn(1, 3, 32, 32).half()).shape == (1, 5)
+    named = resnetkit.load_model("resnet20.cifar10")
+    named.reset_classifier(4)  # the old 10 class names go with the old head
+    assert named.pretrained_cfg["classes"] == []  # type: ignore[index]
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        named.reset_classifier(-1)
+    assert named.num_classes == named.config.num_classes == 4  # nothing half-changed
+    x = torch.randn(1, 3, 32, 32)
+    for bad in ((-1,), (5,), ()):
+        with pytest.raises(ValueError, match="must name stages of resnet20, 0..2"):
+            named.forward_intermediates(x, bad)
+
+
 def test_features_only_backbone() -> None:
     model = create_model("resnet20", features_only=True, out_indices=(0, 2)).eval()
     maps = model(torch.randn(2, 3, 32, 32))
@@ -305,6 +321,25 @@ def test_grad_checkpointing_gives_the_same_gradients() -> None:
     ckpt.load_state_dict(plain.state_dict())
     for m in (plain, ckpt):
         m(x).sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_grad_checkpointing_trains_like_the_plain_forward() -> None:
+    """In training mode the recomputation in the backward pass runs every BatchNorm again:
+    its running statistics must still be updated once per step, and stochastic depth must
+    drop the same branches both times."""
+    x = torch.randn(4, 3, 32, 32)
+    plain = create_model("resnet20", drop_path_rate=0.2)
+    ckpt = create_model("resnet20", drop_path_rate=0.2, grad_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    for m in (plain, ckpt):
+        torch.manual_seed(0)
+        m(x).square().mean().backward()
+    a, b = plain.state_dict(), ckpt.state_dict()
+    assert int(b["layer1.0.bn1.num_batches_tracked"]) == 1
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 

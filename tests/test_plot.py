@@ -66,7 +66,7 @@ GOOD_ROW = '{"epoch": 1, "step": 5, "train_loss": 1.0, "train_top1": 9}'
     [
         (None, "holds no metrics.jsonl: pass the --out folder"),
         ("", "is empty: no epoch has finished yet"),
-        (GOOD_ROW + '\n{"epoch": 2,', "line 2: not JSON"),
+        (GOOD_ROW + '\n{"epoch": 2,\n', "line 2: not JSON"),
         ('{"epoch": 1, "train_loss": 1.0}\n', "line 1: no step, train_top1"),
         (GOOD_ROW[:-1] + ', "test_top1": null}\n', "line 1: test_top1 is None, not a number"),
         (GOOD_ROW.replace("9}", '"9"}') + "\n", "line 1: train_top1 is '9', not a number"),
@@ -83,6 +83,17 @@ def test_bad_runs_are_named(
     err = capsys.readouterr().err
     assert message in err and str(run) in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_row_still_being_written_is_left_out(tmp_path: Path) -> None:
+    """The last line without its newline is a row being written (or cut by a kill -9, which
+    --resume writes again): a report of a live run reads the rows before it."""
+    from resnetkit.train.runlog import read_metrics
+
+    run = write_run(tmp_path / "run", [40.0, 50.0])
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "step": 3')
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
 
 
 def test_labels_must_match_the_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -255,3 +255,14 @@ def test_grayscale_model_predicts_serves_and_exports(tmp_path: Path) -> None:
     assert exported.max_abs_diff_image < 1e-4
     with pytest.raises(ValueError, match="takes 4 input channels"):
         Preprocessing.of(create_model("resnet20", in_chans=4))
+
+
+def test_predict_takes_any_iterable_and_refuses_a_backbone(tmp_path: Path) -> None:
+    model = load_model("resnet20.cifar10")
+    report = predict(model, (path for path in ASSETS))  # a generator is read once, whole
+    assert len(report.predictions) == 3
+    backbone = create_model("resnet20.cifar10", pretrained=True, features_only=True)
+    with pytest.raises(ValueError, match="features_only=True: it returns feature maps"):
+        predict(backbone, ASSETS)
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        load_model("./no-such-model")  # a path, not a tag to look up

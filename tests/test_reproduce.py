@@ -146,6 +146,19 @@ def test_report_names_the_missing_folder(tmp_path: Path, capsys) -> None:  # noq
     assert "none/quick does not exist" in capsys.readouterr().err
 
 
+def test_model_names_are_checked_before_any_work(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """A typo in the second model used to surface only when its turn came (an hour later on
+    the quick preset, days on the full one)."""
+    argv = ["reproduce", "degradation", "--out", str(tmp_path / "d"), "--data-dir", str(tmp_path)]
+    assert main([*argv, "--models", "resnet20,resnet2O"]) == 2
+    assert "unknown model 'resnet2O'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "d" / "quick").mkdir(parents=True)
+    for models, message in (("resnet2O", "unknown model"), (",", "--models names nothing")):
+        assert main([*argv, "--report", "--models", models]) == 2
+        assert message in capsys.readouterr().err
+
+
 TINY = {"epochs": 2, "batch_size": 40, "milestones": "2,3", "num_threads": 1, "warmup_iters": 1}
 
 

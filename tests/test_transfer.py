@@ -74,6 +74,26 @@ def test_finetuned_resnet20_beats_scratch_on_few_real_shots(tmp_path: Path) -> N
                      shots=5, seeds=(0,), epochs=6, eval_per_class=30, batch_size=10)  # fmt: skip
 
 
+def test_cli_transfer_checks_its_request_before_claiming_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo must not record settings in --out (the folder would then refuse the fix)."""
+    out = tmp_path / "tr"
+    argv = ["reproduce", "transfer", "--out", str(out), "--dataset", "cifar10-sample"]
+    argv += ["--shots", "2", "--epochs", "1", "--no-progress"]
+    bad = {
+        ("--classes", "cat,dgo", "--seeds", "0"): "unknown class(es) dgo",
+        ("--source", "resnet2O.cifar10", "--seeds", "0"): "resnet2O",
+        ("--seeds", "0,0"): "each seed once",
+        ("--seeds", "0", "--eval-per-class", "-45"): "--eval-per-class must be >= 0",
+        ("--seeds", ","): "--seeds must be integers",
+    }
+    for extra, message in bad.items():
+        assert main([*argv, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+        assert not (out / "transfer-settings.json").exists(), extra
+
+
 def test_cli_transfer_needs_data_for_full_cifar(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reproduce", "transfer", "--seeds", "0", "--no-progress"]) == 2
     assert "--data-dir is needed" in capsys.readouterr().err

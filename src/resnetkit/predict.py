@@ -203,9 +203,10 @@ def predict(
 
     if isinstance(inputs, str | Path):
         inputs = [inputs]
-    if isinstance(inputs, bytes | bytearray) or not all(
-        isinstance(item, str | Path) for item in inputs
-    ):
+    if isinstance(inputs, bytes | bytearray):
+        inputs = [inputs]  # refused below, with the way to classify bytes
+    inputs = list(inputs)  # a generator would be used up by the check below
+    if not all(isinstance(item, str | Path) for item in inputs):
         raise TypeError(
             "inputs must be image file or folder paths (str or Path); for encoded bytes, "
             "decode with resnetkit.data.images.load_image and call the model, or use "
@@ -216,6 +217,11 @@ def predict(
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
     net = load_model(model, arch=arch) if isinstance(model, str | Path) else model
+    if getattr(net, "features_only", False):
+        raise ValueError(
+            "the model was built with features_only=True: it returns feature maps, not class "
+            "scores; build it without features_only to classify"
+        )
     classes = class_names(net)
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)

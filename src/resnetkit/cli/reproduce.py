@@ -101,8 +101,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=run)
 
 
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _names(text: str, flag: str = "--models") -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError(f"{flag} names nothing: give at least one, comma-separated")
+    return names
+
+
+def _registered(names: list[str]) -> tuple[str, ...]:
+    """Model names checked against the registry before any work (a typo would otherwise stop
+    the experiment hours in, when its turn came)."""
+    from resnetkit.models.registry import get_model_config
+
+    for name in names:
+        get_model_config(name)  # UnknownModelError, with close matches
+    return tuple(names)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.reproduce.degradation import report_degradation, run_degradation
 
     out = out / args.preset
-    models = tuple(_names(args.models))
+    models = _registered(_names(args.models))
     overrides = None if args.warmup_iters is None else {"warmup_iters": args.warmup_iters}
     if args.report:
         if not out.is_dir():
@@ -156,17 +169,21 @@ def _transfer(args: argparse.Namespace, out: Path) -> int:
     from resnetkit.reproduce.transfer import run_transfer
 
     try:
-        seeds = [int(s) for s in _names(args.seeds)]
+        seeds = [int(s) for s in _names(args.seeds, "--seeds")]
     except ValueError:
         raise ValueError(
             f"--seeds must be integers separated by commas, got {args.seeds!r}"
         ) from None
+    if len(set(seeds)) != len(seeds):  # a repeated seed is the same run again, not evidence
+        raise ValueError(f"--seeds {args.seeds}: each seed once (runs of a seed are identical)")
+    if args.eval_per_class < 0:
+        raise ValueError(f"--eval-per-class must be >= 0 (0: all), got {args.eval_per_class}")
     summary = run_transfer(
         out,
         source=args.source,
         dataset=args.dataset,
         data_dir=args.data_dir,
-        classes=_names(args.classes),
+        classes=_names(args.classes, "--classes"),
         shots=args.shots,
         seeds=seeds,
         epochs=args.epochs,

@@ -71,7 +71,11 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
                 "(arch='resnet50', or --arch resnet50 on the command line)"
             )
         model = load_checkpoint_file(path, arch)
-    elif path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES or len(path.parts) > 1:
+    elif (
+        path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
+        or len(path.parts) > 1
+        or str(name_or_dir).startswith((".", "~", "/"))  # "./model": a path, not a tag
+    ):
         raise FileNotFoundError(f"no such model directory or checkpoint file: {path}")
     else:
         model = _load_tag(str(name_or_dir))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -222,7 +224,8 @@ class ResNet(nn.Module):
     def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
+                contexts = functools.partial(_recompute_keeps_bn_stats, block)
+                x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)
             return x
         return stage(x)
 
@@ -248,9 +251,18 @@ class ResNet(nn.Module):
         Args:
             x: input images, (batch, in_chans, height, width).
             out_indices: stages to return (0-based); defaults to the model's ``out_indices``.
+
+        Returns:
+            The feature maps of the wanted stages, in stage order, each once.
         """
-        wanted = set(self.out_indices if out_indices is None else out_indices)
         stages = self.stages
+        wanted = set(self.out_indices if out_indices is None else out_indices)
+        bad = sorted(i for i in wanted if not (isinstance(i, int) and 0 <= i < len(stages)))
+        if not wanted or bad:
+            raise ValueError(
+                f"out_indices {tuple(out_indices or ())} must name stages of {self.name}, "
+                f"0..{len(stages) - 1}" + (f" ({bad} are not)" if bad else "")
+            )
         outputs: list[Tensor] = []
         x = self.forward_stem(x)
         for i, stage in enumerate(stages):
@@ -277,11 +289,39 @@ class ResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a new, freshly initialised one (0 removes it)."""
+        """Replace the head by a new, freshly initialised one (0 removes it), on the device
+        and in the dtype of the rest of the model. The old head's class names (in
+        ``pretrained_cfg``) go with it."""
+        config = self.config.with_options(num_classes=num_classes)  # checked before any change
+        weight = self.conv1_weight()
         self.num_classes = num_classes
-        self.config = self.config.with_options(num_classes=num_classes)
-        device = next(self.parameters()).device
-        self.fc = self._make_fc(num_classes).to(device)
+        self.config = config
+        self.fc = self._make_fc(num_classes).to(device=weight.device, dtype=weight.dtype)
+        cfg = getattr(self, "pretrained_cfg", None)
+        if isinstance(cfg, dict) and len(cfg.get("classes") or []) != num_classes:
+            self.pretrained_cfg = {**cfg, "classes": []}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
+
+
+def _recompute_keeps_bn_stats(
+    block: nn.Module,
+) -> tuple[contextlib.AbstractContextManager[None], contextlib.AbstractContextManager[None]]:
+    """Checkpoint contexts (forward, recomputation): the backward pass runs the block's forward
+    again, in training mode, and its BatchNorms would update their running statistics a
+    second time; they are put back as the first forward left them."""
+    return contextlib.nullcontext(), _bn_buffers_restored(block)
+
+
+@contextlib.contextmanager
+def _bn_buffers_restored(block: nn.Module) -> Iterator[None]:
+    norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, buffers in zip(norms, saved, strict=True):
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)

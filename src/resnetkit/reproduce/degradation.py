@@ -38,6 +38,10 @@ class Preset:
     description: str
 
 
+#: What every metrics row of a run must hold for the figure and the report.
+ROW_KEYS = ("step", "train_top1", "epoch_seconds")
+
+
 def presets() -> dict[str, Preset]:
     paper = load_recipe("paper-cifar-full")
     # Quick: 10k training images for 12 epochs (936 iterations), lr divided by 10 at 50% and 75%
@@ -162,7 +166,7 @@ def _work_left(out: Path, name: str, recipe: Recipe) -> float:
     """Roughly how long a model's run still has to go: its depth (``resnet56`` -> 56) times
     the share of its iterations left (1 when the schedule is in epochs)."""
     digits = "".join(ch for ch in name if ch.isdigit())
-    rows = read_metrics(out / name)
+    rows = read_metrics(out / name, ROW_KEYS)
     done = rows[-1]["step"] if rows else 0
     share = max(recipe.max_iters - done, 0) / recipe.max_iters if recipe.max_iters else 1.0
     return (int(digits) if digits else 1) * share
@@ -341,7 +345,7 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
     target = recipe.max_iters or None
     curves: dict[str, Any] = {}
     for name in models:
-        rows = read_metrics(out / name)
+        rows = read_metrics(out / name, ROW_KEYS)
         done = rows[-1]["step"] if rows else 0
         seconds = sum(r["epoch_seconds"] for r in rows)
         complete = _finished(out / name) or (target is not None and done >= target)

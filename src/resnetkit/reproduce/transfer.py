@@ -54,6 +54,24 @@ def _write_folder(root: Path, data: ArrayDataset, picks: dict[str, np.ndarray]) 
             Image.fromarray(data.images[i]).save(folder / f"{int(i):05d}.png")
 
 
+def _check_choice(
+    train: ArrayDataset, classes: Sequence[str], shots: int, eval_per_class: int
+) -> None:
+    unknown = [c for c in classes if c not in train.classes]
+    if unknown:
+        raise ValueError(
+            f"unknown class(es) {', '.join(unknown)}; CIFAR-10 has {', '.join(train.classes)}"
+        )
+    if len(set(classes)) < 2:
+        raise ValueError(f"need at least 2 different classes, got {list(classes)}")
+    if eval_per_class < 0:
+        raise ValueError(f"eval_per_class must be >= 0 (0: all), got {eval_per_class}")
+    for name in classes:
+        available = int((train.labels == train.classes.index(name)).sum())
+        if shots > available:
+            raise ValueError(f"{shots} shots asked for {name!r}, only {available} images there")
+
+
 def few_shot_folder(
     root: Path,
     train: ArrayDataset,
@@ -69,13 +87,7 @@ def few_shot_folder(
     Returns:
         The number of images written to each split.
     """
-    unknown = [c for c in classes if c not in train.classes]
-    if unknown:
-        raise ValueError(
-            f"unknown class(es) {', '.join(unknown)}; CIFAR-10 has {', '.join(train.classes)}"
-        )
-    if len(set(classes)) < 2:
-        raise ValueError(f"need at least 2 different classes, got {list(classes)}")
+    _check_choice(train, classes, shots, eval_per_class)
     rng = np.random.default_rng(seed)
     shot_picks: dict[str, np.ndarray] = {}
     eval_picks: dict[str, np.ndarray] = {}
@@ -136,11 +148,16 @@ def run_transfer(
         The summary: per-seed top-1 on the held-out images for both, their means and standard
         deviations, and the gain of fine-tuning.
     """
+    from resnetkit.models.loading import load_model
     from resnetkit.train.finetune import finetune
 
     if shots <= 0 or epochs <= 0 or not seeds:
         raise ValueError("shots and epochs must be positive and at least one seed given")
     train, test = _splits(dataset, data_dir)
+    # Everything that can be wrong is found out before the settings are recorded: a typo
+    # must not claim the folder for an experiment that can never run.
+    _check_choice(train, classes, shots, eval_per_class)
+    load_model(source)  # an unknown tag or a missing directory, named
     _claim(
         out,
         {

@@ -26,12 +26,16 @@ def read_metrics(out: Path, required: tuple[str, ...] = ()) -> list[dict[str, An
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_text()
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # the row being written (or cut by a kill -9; --resume writes it again)
             raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
         missing = [key for key in required if not isinstance(row, dict) or key not in row]
         if missing:
