@@ -93,6 +93,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g.add_argument("--seeds", default="0,1,2", help="one run pair per seed, comma-separated")
     g.add_argument("--epochs", type=positive_int, default=30)
     g.add_argument(
+        "--batch-size", type=positive_int, default=32, help="at most shots x classes (32)"
+    )
+    g.add_argument(
         "--eval-per-class",
         type=int,
         default=0,
@@ -188,6 +191,7 @@ def _transfer(args: argparse.Namespace, out: Path) -> int:
         seeds=seeds,
         epochs=args.epochs,
         eval_per_class=args.eval_per_class,
+        batch_size=args.batch_size,
         progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=2))

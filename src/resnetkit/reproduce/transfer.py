@@ -170,10 +170,14 @@ def run_transfer(
             "batch_size": batch_size,
         },
     )
-    base = load_recipe("finetune").override(
+    recipe = load_recipe("finetune")
+    # The recipe's warm-up is for a real fine-tuning run; a few-shot one may be shorter.
+    iterations = epochs * ((shots * len(classes)) // batch_size)
+    base = recipe.override(
         {
             "epochs": epochs,
             "batch_size": batch_size,
+            "warmup_iters": min(recipe.warmup_iters, iterations // 10),
             "select_best": False,  # scored on the test images: they must not pick the epoch
             "early_stop_patience": 0,
             "eval_every": epochs,
