@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from resnetkit.cli.main import main
 from resnetkit.reproduce.degradation import presets, run_degradation
+from resnetkit.train.recipe import load_recipe
 from tests.fakedata import write_fake_cifar10
 
 
@@ -138,6 +140,14 @@ def test_report_follows_a_long_run_without_training(tmp_path: Path, capsys) -> N
     assert saved["models"]["resnet56"]["train_error"] == [50.0, 40.0]
     assert (out / "degradation.png").read_bytes().startswith(b"\x89PNG")
     assert not (out / "resnet56" / "checkpoints").exists()  # nothing was trained
+    # The evidence records the recipe the runs were trained with, not --report's options.
+    trained = load_recipe("paper-cifar-full").override({"warmup_iters": 150})
+    (out / "resnet56" / "recipe.yaml").write_text(yaml.safe_dump(trained.to_dict()))
+    assert main([*argv, "--report"]) == 0
+    assert json.loads((out / "degradation.json").read_text())["recipe"]["warmup_iters"] == 150
+    capsys.readouterr()
+    assert main([*argv, "--report", "--warmup-iters", "0"]) == 2
+    assert "trained otherwise (warmup_iters: 150 -> 0" in capsys.readouterr().err
 
 
 def test_report_names_the_missing_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001

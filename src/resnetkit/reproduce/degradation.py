@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnetkit.train.checkpoint import atomic_write_text, latest_checkpoint
-from resnetkit.train.recipe import Recipe, load_recipe
+from resnetkit.train.recipe import Recipe, load_recipe, recipe_differences
 from resnetkit.train.runlog import read_metrics
 
 if TYPE_CHECKING:
@@ -323,6 +323,20 @@ def report_degradation(
     """
     chosen = _preset(preset)
     recipe = chosen.recipe.override(recipe_overrides or {})
+    # The evidence records the recipe the runs were trained with, which --report's own
+    # options cannot change.
+    saved = [
+        out / name / "recipe.yaml" for name in models if (out / name / "recipe.yaml").is_file()
+    ]
+    if saved:
+        trained = load_recipe(saved[0])
+        changed = recipe_differences(trained.to_dict(), recipe)
+        if recipe_overrides and changed:
+            raise ValueError(
+                f"the runs in {out} were trained otherwise ({'; '.join(changed)}, trained -> "
+                "asked): --report describes them as they are; leave out the recipe options"
+            )
+        recipe = trained
     summary = summarise(out, models, chosen, recipe)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "degradation.json", json.dumps(summary, indent=2) + "\n")
