@@ -207,3 +207,17 @@ def test_post_activation_bottleneck_cifar_nets_of_the_2016_paper() -> None:
         False,
     )
     assert r164.final_bn is None and not r164.final_relu
+
+
+def test_a_bare_weights_file_of_a_variant_loads_with_its_options(tmp_path: Path) -> None:
+    """A safetensors file holds weights only: the unit must be said again on loading."""
+    from safetensors.torch import save_file
+
+    model = randomise(create_model("resnet20", unit="relu_before_add", num_classes=10))
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    loaded = load_model(tmp_path / "w.safetensors", arch="resnet20", unit="relu_before_add")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(ValueError, match="apply to bare checkpoint files"):
+        load_model("resnet20.cifar10", unit="bn_after_add")

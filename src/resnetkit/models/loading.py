@@ -35,7 +35,7 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
+def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: Any) -> ResNet:
     """Load a trained model in eval mode, with ``model.pretrained_cfg`` attached.
 
     Args:
@@ -44,6 +44,9 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
             (``.safetensors``, or ``.pt``/``.pth`` holding a state dict).
         arch: registered architecture of a bare checkpoint file, e.g. ``resnet20``. For a
             directory or tag it is optional and must match.
+        **options: for a bare checkpoint file only, the architecture fields it was built with
+            (``unit``, ``shortcut``, ``stride_in_1x1``...): the weights alone cannot tell a
+            Fig. 4 unit variant from the original, whose weight names it shares.
 
     Returns:
         The model in eval mode. ``model.pretrained_cfg`` has at least ``classes`` (may be
@@ -57,6 +60,11 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
         FileNotFoundError: a path-like name that does not exist, or an incomplete directory.
     """
     path = Path(name_or_dir).expanduser()
+    if options and not (path.is_file() and arch is not None):
+        raise ValueError(
+            f"architecture options ({', '.join(options)}) apply to bare checkpoint files; "
+            f"{name_or_dir} already says how it was built"
+        )
     if path.is_dir():
         model = load_model_dir(path)
     elif path.is_file():
@@ -70,7 +78,7 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
                 f"{path} is a bare checkpoint file: give its architecture too "
                 "(arch='resnet50', or --arch resnet50 on the command line)"
             )
-        model = load_checkpoint_file(path, arch)
+        model = load_checkpoint_file(path, arch, **options)
     elif (
         path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
         or len(path.parts) > 1
@@ -133,7 +141,7 @@ def preprocessing_of(model: nn.Module) -> dict[str, Any]:
     return cfg
 
 
-def load_checkpoint_file(path: str | Path, arch: str) -> ResNet:
+def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
     """Build ``arch`` and load a bare checkpoint file into it (strict, shapes checked).
 
     The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
@@ -144,6 +152,8 @@ def load_checkpoint_file(path: str | Path, arch: str) -> ResNet:
     Args:
         path: ``.safetensors``, or ``.pt``/``.pth`` holding a state dict.
         arch: a registered architecture, e.g. ``resnet20``.
+        **options: architecture fields the file cannot tell, e.g. ``unit="bn_after_add"`` or
+            ``shortcut="B"`` (a bare file holds weights only; model directories keep them).
 
     Returns:
         The model, with ``pretrained_cfg`` set to ImageNet mean/std and ``arch``'s input size.
@@ -154,7 +164,9 @@ def load_checkpoint_file(path: str | Path, arch: str) -> ResNet:
     state = to_resnetkit_names(read_state_dict(path)).state
     fc = state.get("fc.weight")
     num_classes = int(fc.shape[0]) if fc is not None else 0
-    config = get_model_config(arch).with_options(num_classes=num_classes)
+    if "num_classes" in options:
+        raise ValueError("num_classes is read from the checkpoint's fc.weight; do not pass it")
+    config = get_model_config(arch).with_options(num_classes=num_classes, **options)
     model = ResNet(config, name=arch)
     _load_checked(model, state, path)
     model.pretrained_cfg = {  # type: ignore[assignment]
