@@ -59,3 +59,18 @@ def test_pixel_mean_models_say_so(tmp_path: Path) -> None:
     card = (out / "README.md").read_text()
     assert "ResNet, shortcut option A" in card and "per-pixel mean image" in card
     assert "(not named: outputs are indices)" in card and "## Measured" not in card
+
+
+def test_a_backbone_comes_back_as_a_backbone(tmp_path: Path) -> None:
+    import torch
+
+    backbone = resnetkit.create_model("resnet20", features_only=True, out_indices=(0, 2)).eval()
+    prep = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_model_dir(backbone, tmp_path / "m", arch="resnet20", classes=[], preprocessing=prep)
+    loaded = resnetkit.load_model(tmp_path / "m")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        maps, again = backbone(x), loaded(x)
+    assert loaded.out_indices == (0, 2) and [m.shape for m in again] == [m.shape for m in maps]
+    for a, b in zip(maps, again, strict=True):
+        torch.testing.assert_close(a, b)

@@ -76,6 +76,8 @@ def save_model_dir(
         "metrics": metrics or {},
         "provenance": provenance or {},
     }
+    if model.features_only:  # a backbone: forward returns these stages' feature maps
+        meta["features"] = {"features_only": True, "out_indices": list(model.out_indices)}
     atomic_write_text(out / "README.md", model_card(meta, model))
     atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
     for entry in out.iterdir():  # temporary copies of an earlier write that was killed
@@ -261,9 +263,15 @@ def load_model_dir(path: str | Path) -> ResNet:
     raw = {k: v for k, v in meta["config"].items() if k in known}
     raw["layers"] = tuple(raw["layers"])
     raw["widths"] = tuple(raw["widths"])
+    features = meta.get("features") or {}
     try:
-        model = ResNet(ResNetConfig(**raw), name=meta.get("arch", path.name))
-    except (KeyError, TypeError, ValueError) as err:
+        model = ResNet(
+            ResNetConfig(**raw),
+            name=meta.get("arch", path.name),
+            features_only=bool(features.get("features_only", False)),
+            out_indices=features.get("out_indices"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path / 'config.json'}: cannot build the model ({err})") from None
     weights = path / "model.safetensors"
     try:
