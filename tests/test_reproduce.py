@@ -169,6 +169,13 @@ def test_model_names_are_checked_before_any_work(tmp_path: Path, capsys) -> None
         assert message in capsys.readouterr().err
 
 
+def test_options_of_another_experiment_are_refused(capsys) -> None:  # noqa: ANN001
+    assert main(["reproduce", "degradation", "--shots", "5", "--data-dir", "."]) == 2
+    assert "not options of reproduce degradation: --shots (transfer)" in capsys.readouterr().err
+    assert main(["reproduce", "transfer", "--jobs", "4", "--report"]) == 2
+    assert "--jobs (degradation), --report (degradation)" in capsys.readouterr().err
+
+
 TINY = {"epochs": 2, "batch_size": 40, "milestones": "2,3", "num_threads": 1, "warmup_iters": 1}
 
 

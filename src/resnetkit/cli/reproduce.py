@@ -11,6 +11,23 @@ from resnetkit.cli.common import output_folder, positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
 from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 
+#: The experiments each option means something to; given to another, it is refused (it would
+#: be silently ignored).
+USES: dict[str, tuple[str, ...]] = {
+    "preset": ("degradation", "responses"),
+    "models": ("degradation", "responses"),
+    "warmup_iters": ("degradation",),
+    "jobs": ("degradation",),
+    "report": ("degradation",),
+    "runs_from": ("responses",),
+    "dataset": ("responses", "transfer"),
+    **{
+        dest: ("transfer",)
+        for dest in ("source", "classes", "shots", "seeds", "epochs", "batch_size")
+    },
+    "eval_per_class": ("transfer",),
+}
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -101,7 +118,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=0,
         help="held-out test images per class (0: all of them)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, option_defaults={dest: p.get_default(dest) for dest in USES})
 
 
 def _names(text: str, flag: str = "--models") -> list[str]:
@@ -122,6 +139,16 @@ def _registered(names: list[str]) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    foreign = [
+        f"--{'from' if dest == 'runs_from' else dest.replace('_', '-')} "
+        f"({' and '.join(USES[dest])})"
+        for dest, default in args.option_defaults.items()
+        if args.experiment not in USES[dest] and getattr(args, dest) != default
+    ]
+    if foreign:
+        raise ValueError(
+            f"not options of reproduce {args.experiment}: {', '.join(foreign)}; leave them out"
+        )
     out = args.out or Path("runs") / args.experiment
     if args.experiment == "transfer":
         return _transfer(args, out)
