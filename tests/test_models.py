@@ -194,6 +194,8 @@ def test_option_values_are_checked_as_given() -> None:
         create_model("resnet20", num_classes="10")
     with pytest.raises(ValueError, match=r"layers must be positive whole numbers, got \(3, 0"):
         create_model("resnet20", layers=(3, 0, 3))
+    with pytest.raises(ValueError, match="plain56 has no shortcuts, so there is nothing to drop"):
+        create_model("plain56", drop_path_rate=0.1)
 
 
 def test_unknown_option_lists_valid_ones() -> None:

@@ -318,6 +318,8 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
             r.override({key: value})
     with pytest.raises(ValueError, match="'random_erasing' is 2.0: a probability"):
         r.override({"random_erasing": "2"})
+    with pytest.raises(ValueError, match="'crop_padding' is 1000: random crops"):
+        r.override({"crop_padding": "1000"})
 
 
 def test_yaml_values_are_type_checked(tmp_path: Path) -> None:

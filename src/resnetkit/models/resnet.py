@@ -57,6 +57,11 @@ class ResNet(nn.Module):
             raise ValueError(f"out_indices is empty: name stages of {name}, 0..{num_stages - 1}")
         if not 0.0 <= drop_path_rate < 1.0:  # checked here: blocks see a fraction of it
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if drop_path_rate and config.shortcut == "none":
+            raise ValueError(
+                f"drop_path_rate drops residual branches; {name} has no shortcuts, so there is "
+                "nothing to drop (a dropped block would output zeros): leave it at 0"
+            )
         if zero_init_residual and config.shortcut == "none":
             raise ValueError(
                 f"zero_init_residual zeroes the last BN of every block; {name} has no shortcuts, "

@@ -124,6 +124,11 @@ class Recipe:
                 raise ValueError(
                     f"recipe field {key!r} is {getattr(self, key)}: it must be in [0, 1)"
                 )
+        if self.crop_padding > 64:
+            raise ValueError(
+                f"recipe field 'crop_padding' is {self.crop_padding}: random crops from images "
+                "padded by that much would be mostly padding; the paper pads 4"
+            )
         if self.random_erasing > 1:
             raise ValueError(
                 f"recipe field 'random_erasing' is {self.random_erasing}: a probability, in [0, 1]"
