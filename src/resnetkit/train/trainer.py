@@ -1102,11 +1102,11 @@ def _check_run_length(recipe: Recipe, total_iters: int) -> None:
         fixes.append(f"--ema-decay {math.exp(-3 / total_iters):.4g} (or 0)")
     late = [m for m in recipe.milestones if m >= total_iters]
     if recipe.schedule == "multistep" and late and not problems:
+        at = sorted({total_iters // 2, total_iters * 3 // 4} - {0})  # the paper's 50% and 75%
         warnings.warn(
             f"milestones {late} are not before the run's end ({total_iters} iterations): the lr "
             "is never divided there. The recipe was made for a longer run; pass --milestones "
-            "(e.g. --milestones "
-            f"{','.join(str(total_iters * k // 4) for k in (2, 3))}) to place them in this one",
+            f"(e.g. --milestones {','.join(map(str, at))}) to place them in this one",
             stacklevel=3,
         )
     if problems:
