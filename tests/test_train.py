@@ -201,7 +201,7 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_weights(
         "--recipe",
         "fast-cifar",
         "--epochs",
-        "4",
+        "3",  # 15 steps: killed after step 7, well before the end
         "--batch-size",
         "50",
         "--num-threads",
