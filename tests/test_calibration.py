@@ -82,6 +82,6 @@ def test_cli_writes_a_calibrated_model_directory(
     assert main([*argv, "--split", "train"]) == 2
     assert "--split train: a temperature fitted on the images" in capsys.readouterr().err
     assert main(["calibrate", "--model", "resnet20.cifar10", "--dataset", "folder"]) == 2
-    assert "--data-dir is needed for folder" in capsys.readouterr().err
+    assert "--data-dir is needed for --dataset folder" in capsys.readouterr().err
     assert main([*argv, "--device", "gpu0"]) == 2
     assert "--device 'gpu0' is not a device: use cpu, cuda" in capsys.readouterr().err

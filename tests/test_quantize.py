@@ -105,9 +105,12 @@ def test_dynamic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "calibrating on the bundled CIFAR-10 photos" in capsys.readouterr().err
     # A folder or split that is not there is found out before the fp32 file is written.
     for extra, message in (
-        (["--calibration-dataset", "folder"], "--calibration-dir is needed for folder"),
+        (
+            ["--calibration-dataset", "folder"],
+            "--calibration-dir is needed for --calibration-dataset folder",
+        ),
         (["--calibration-split", "bogus"], "--calibration-split 'bogus': cifar10-sample has"),
-        (["--eval-dataset", "cifar10"], "--eval-dir is needed for cifar10"),
+        (["--eval-dataset", "cifar10"], "--eval-dir is needed for --eval-dataset cifar10"),
     ):
         assert main([*argv[:-1], str(tmp_path / "x.onnx"), *extra]) == 2
         assert message in capsys.readouterr().err

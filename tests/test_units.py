@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from resnetkit import create_model
 from resnetkit.export.fold import count_batchnorms, fold_batchnorm
@@ -39,6 +39,16 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def figure_4_end(unit: str, branch: Tensor, shortcut: Tensor, bn: nn.Module) -> Tensor:
+    """How each unit of the 2016 paper's Fig. 4 joins its last conv's output to the shortcut."""
+    return {
+        "original": F.relu(bn(branch) + shortcut),
+        "bn_after_add": F.relu(bn(branch + shortcut)),
+        "relu_before_add": F.relu(bn(branch)) + shortcut,
+        "relu_only_preact": bn(branch) + shortcut,
+    }[unit]
+
+
 def test_basic_units_compute_figure_4() -> None:
     """Each unit against the paper's figure, written out with functional ops; with a
     projection, (d) feeds the shortcut the ReLU'd input, as pre-activation units do."""
@@ -50,12 +60,7 @@ def test_basic_units_compute_figure_4() -> None:
         pre = F.relu(x) if unit == "relu_only_preact" else x
         branch = c2(F.relu(b1(c1(pre))))
         shortcut = proj(pre)
-        expected = {
-            "original": F.relu(b2(branch) + shortcut),
-            "bn_after_add": F.relu(b2(branch + shortcut)),
-            "relu_before_add": F.relu(b2(branch)) + shortcut,
-            "relu_only_preact": b2(branch) + shortcut,
-        }[unit]
+        expected = figure_4_end(unit, branch, shortcut, b2)
         with torch.no_grad():
             torch.testing.assert_close(block(x), expected, msg=unit)
 
@@ -68,12 +73,7 @@ def test_bottleneck_units_compute_figure_4() -> None:
         out = F.relu(block.bn1(block.conv1(pre)))
         out = F.relu(block.bn2(block.conv2(out)))
         branch, bn3 = block.conv3(out), block.bn3
-        expected = {
-            "original": F.relu(bn3(branch) + x),
-            "bn_after_add": F.relu(bn3(branch + x)),
-            "relu_before_add": F.relu(bn3(branch)) + x,
-            "relu_only_preact": bn3(branch) + x,
-        }[unit]
+        expected = figure_4_end(unit, branch, x, bn3)
         with torch.no_grad():
             torch.testing.assert_close(block(x), expected, msg=unit)
 

@@ -43,7 +43,12 @@ def add_model_option_arg(p: argparse.ArgumentParser, note: str = "") -> None:
     )
 
 
-def data_dir_for(dataset: str, data_dir: Path | None, flag: str = "--data-dir") -> Path:
+def data_dir_for(
+    dataset: str,
+    data_dir: Path | None,
+    flag: str = "--data-dir",
+    dataset_flag: str = "--dataset",
+) -> Path:
     """The folder a dataset is read from: the bundled ``cifar10-sample`` needs none; every
     other dataset must be told where it is (never the current folder by default)."""
     if data_dir is not None:
@@ -51,8 +56,8 @@ def data_dir_for(dataset: str, data_dir: Path | None, flag: str = "--data-dir") 
     if dataset == "cifar10-sample":
         return Path(".")
     raise ValueError(
-        f"{flag} is needed for {dataset}: the CIFAR root or image folder to read (only the "
-        "bundled cifar10-sample needs none)"
+        f"{flag} is needed for {dataset_flag} {dataset}: the CIFAR root or image folder to "
+        "read (only the bundled cifar10-sample needs none)"
     )
 
 

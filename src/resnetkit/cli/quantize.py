@@ -58,12 +58,17 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.models.loading import load_model
 
     calibration_dir = (
-        data_dir_for(args.calibration_dataset, args.calibration_dir, "--calibration-dir")
+        data_dir_for(
+            args.calibration_dataset,
+            args.calibration_dir,
+            "--calibration-dir",
+            "--calibration-dataset",
+        )
         if args.method == "static"
         else Path(".")
     )
     eval_dir = (
-        data_dir_for(args.eval_dataset, args.eval_dir, "--eval-dir")
+        data_dir_for(args.eval_dataset, args.eval_dir, "--eval-dir", "--eval-dataset")
         if args.eval_dataset is not None
         else Path(".")
     )

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from resnetkit.cli.common import output_folder, positive_int
+from resnetkit.cli.common import data_dir_for, output_folder, positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
 from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 
@@ -230,11 +230,7 @@ def _responses(args: argparse.Namespace, out: Path) -> int:
     tag as given."""
     from resnetkit.reproduce.responses import measure_responses
 
-    if args.data_dir is None and args.dataset != "cifar10-sample":
-        raise ValueError(
-            "reproduce responses needs --data-dir (the folder holding CIFAR-10), or "
-            "--dataset cifar10-sample"
-        )
+    data_dir = data_dir_for(args.dataset, args.data_dir)
     runs = args.runs_from or Path("runs") / "degradation" / args.preset
     sources: list[str | Path] = []
     for name in _names(args.models):
@@ -253,7 +249,7 @@ def _responses(args: argparse.Namespace, out: Path) -> int:
                 f"`resnetkit reproduce degradation --models {name}`, point --from at the runs, "
                 "or give a model directory or a tag such as resnet20.cifar10"
             )
-    summary = measure_responses(sources, args.data_dir or Path("."), out, dataset=args.dataset)
+    summary = measure_responses(sources, data_dir, out, dataset=args.dataset)
     shown = {
         label: {
             "top1": round(entry["top1"], 2),

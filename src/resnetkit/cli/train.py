@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from resnetkit.cli.common import (
     add_model_option_arg,
+    data_dir_for,
     non_negative_int,
     output_folder,
     png_file,
@@ -219,13 +220,12 @@ def run_recipes(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
 
-    if args.data_dir is None and args.dataset != "cifar10-sample":
-        raise ValueError(f"--data-dir is needed for --dataset {args.dataset}: where the data is")
+    data_dir = data_dir_for(args.dataset, args.data_dir)
     recipe = recipe_from_args(args)
     spec = TrainSpec(
         model=args.model,
         dataset=args.dataset,
-        data_dir=args.data_dir or Path("."),
+        data_dir=data_dir,
         out=args.out,
         recipe=recipe,
         resume=args.resume,

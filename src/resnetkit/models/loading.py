@@ -32,9 +32,6 @@ NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
 def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: Any) -> ResNet:
     """Load a trained model in eval mode, with ``model.pretrained_cfg`` attached.
 
@@ -68,7 +65,9 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
     if path.is_dir():
         model = load_model_dir(path)
     elif path.is_file():
-        if path.suffix.lower() in PICTURE_SUFFIXES:
+        from resnetkit.data.images import IMAGE_EXTENSIONS
+
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
             raise ValueError(
                 f"{path} is a picture, not a model: give --model a model directory, a tag "
                 "such as resnet20.cifar10 or a checkpoint file, and the pictures after it"
