@@ -11,22 +11,11 @@ from resnetkit.cli.common import data_dir_for, output_folder, positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
 from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 
-#: The experiments each option means something to; given to another, it is refused (it would
-#: be silently ignored).
-USES: dict[str, tuple[str, ...]] = {
-    "preset": ("degradation", "responses"),
-    "models": ("degradation", "responses"),
-    "warmup_iters": ("degradation",),
-    "jobs": ("degradation",),
-    "report": ("degradation",),
-    "runs_from": ("responses",),
-    "dataset": ("responses", "transfer"),
-    **{
-        dest: ("transfer",)
-        for dest in ("source", "classes", "shots", "seeds", "epochs", "batch_size")
-    },
-    "eval_per_class": ("transfer",),
-}
+
+def _common(p: argparse.ArgumentParser, data_help: str) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    p.add_argument("--out", type=output_folder, default=None, help="default runs/EXPERIMENT")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,24 +23,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "reproduce",
         help="reproduce an experiment: degradation (Fig. 6), layer responses (Fig. 7) or "
         "few-shot transfer",
-        description="degradation: plain-20/56 against ResNet-20/56 on CIFAR-10, the paper's "
-        "Figure 6. responses: the std of every 3x3 layer's response in trained models, the "
-        "paper's Figure 7 (by default the models degradation trained). transfer: fine-tune a "
-        "pretrained model and train the same network from scratch on a few images per class, "
-        "scored on held-out test images.",
+        description="The papers' experiments on real CIFAR-10; "
+        "`resnetkit reproduce EXPERIMENT --help` lists each one's options.",
     )
-    p.add_argument("experiment", choices=("degradation", "responses", "transfer"))
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder holding CIFAR-10 (degradation, responses: required; transfer: needed "
-        "unless --dataset cifar10-sample)",
+    experiments = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+
+    d = experiments.add_parser(
+        "degradation",
+        help="plain-20/56 against ResNet-20/56 on CIFAR-10 (the paper's Figure 6)",
+        description="Train plain-20/56 and ResNet-20/56 on CIFAR-10 and draw the paper's "
+        "Figure 6: training and test error against iterations (plain dashed, ResNet solid), "
+        "with the numbers in OUT/PRESET/degradation.json.",
     )
-    p.add_argument("--out", type=output_folder, default=None, help="default runs/EXPERIMENT")
-    p.add_argument("--no-progress", action="store_true")
-    g = p.add_argument_group("degradation")
-    g.add_argument(
+    _common(d, "folder holding CIFAR-10 (required unless --report)")
+    d.add_argument(
         "--preset",
         default="quick",
         choices=tuple(presets()),
@@ -60,20 +45,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         + "; full: "
         + presets()["full"].description,
     )
-    g.add_argument(
-        "--models",
-        default=",".join(MODELS),
-        help="comma-separated model names (responses: also model directories or tags such as "
-        "resnet20.cifar10)",
-    )
-    g.add_argument(
+    d.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    d.add_argument(
         "--warmup-iters",
         type=int,
         default=None,
         help="ramp the lr up linearly over this many iterations for every model (default: the "
         "preset's, 150 for quick, 0 for full; 0 is the paper's recipe, lr 0.1 from the start)",
     )
-    g.add_argument(
+    d.add_argument(
         "--jobs",
         type=positive_int,
         default=1,
@@ -81,14 +61,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "threads and a log of its own (OUT/PRESET/MODEL.log); 2 on 2 cores does about 1.6x the "
         "work of 1",
     )
-    g.add_argument(
+    d.add_argument(
         "--report",
         action="store_true",
         help="train nothing: summarise and draw what the runs in --out hold so far, with each "
         "model's iterations and hours left (to follow a long run, such as --preset full)",
     )
-    g = p.add_argument_group("responses")
-    g.add_argument(
+    d.set_defaults(func=_degradation)
+
+    r = experiments.add_parser(
+        "responses",
+        help="the std of every 3x3 layer's response in trained models (the paper's Figure 7)",
+        description="Measure the standard deviation of each 3x3 layer's response (after BN, "
+        "before the addition and the ReLU) on the CIFAR-10 test set, the paper's Figure 7; by "
+        "default for the models `reproduce degradation` trained.",
+    )
+    _common(r, "folder holding CIFAR-10 (not needed with --dataset cifar10-sample)")
+    r.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated: names of runs in --from, model directories or tags such as "
+        "resnet20.cifar10",
+    )
+    r.add_argument(
         "--from",
         dest="runs_from",
         type=Path,
@@ -96,29 +91,51 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="where each of --models is a trained run (NAME/model/); default the degradation "
         "runs, runs/degradation/PRESET",
     )
-    g = p.add_argument_group("transfer")
-    g.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
-    g.add_argument(
-        "--dataset",
-        choices=("cifar10", "cifar10-sample"),
-        default="cifar10",
-        help="transfer and responses; cifar10-sample: the 1000+500 real images bundled with "
-        "resnetkit (offline)",
+    r.add_argument(
+        "--preset",
+        default="quick",
+        choices=tuple(presets()),
+        help="which degradation runs the default --from reads",
     )
-    g.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="comma-separated")
-    g.add_argument("--shots", type=positive_int, default=50, help="training images per class")
-    g.add_argument("--seeds", default="0,1,2", help="one run pair per seed, comma-separated")
-    g.add_argument("--epochs", type=positive_int, default=30)
-    g.add_argument(
+    _dataset_arg(r)
+    r.set_defaults(func=_responses)
+
+    t = experiments.add_parser(
+        "transfer",
+        help="few-shot transfer: fine-tuned against trained from scratch",
+        description="Fine-tune a pretrained model and train the same network from scratch on a "
+        "few images per class, scored on held-out test images.",
+    )
+    _common(t, "folder holding CIFAR-10 (not needed with --dataset cifar10-sample)")
+    t.add_argument("--source", default="resnet20.cifar10", help="the pretrained model")
+    _dataset_arg(t)
+    t.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="comma-separated")
+    t.add_argument("--shots", type=positive_int, default=50, help="training images per class")
+    t.add_argument("--seeds", default="0,1,2", help="one run pair per seed, comma-separated")
+    t.add_argument("--epochs", type=positive_int, default=30)
+    t.add_argument(
         "--batch-size", type=positive_int, default=32, help="at most shots x classes (32)"
     )
-    g.add_argument(
+    t.add_argument(
         "--eval-per-class",
         type=int,
         default=0,
         help="held-out test images per class (0: all of them)",
     )
-    p.set_defaults(func=run, option_defaults={dest: p.get_default(dest) for dest in USES})
+    t.set_defaults(func=_transfer)
+
+
+def _dataset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        choices=("cifar10", "cifar10-sample"),
+        default="cifar10",
+        help="cifar10-sample: the 1000+500 real images bundled with resnetkit (offline)",
+    )
+
+
+def _out(args: argparse.Namespace) -> Path:
+    return args.out or Path("runs") / args.experiment
 
 
 def _names(text: str, flag: str = "--models") -> list[str]:
@@ -138,25 +155,10 @@ def _registered(names: list[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def run(args: argparse.Namespace) -> int:
-    foreign = [
-        f"--{'from' if dest == 'runs_from' else dest.replace('_', '-')} "
-        f"({' and '.join(USES[dest])})"
-        for dest, default in args.option_defaults.items()
-        if args.experiment not in USES[dest] and getattr(args, dest) != default
-    ]
-    if foreign:
-        raise ValueError(
-            f"not options of reproduce {args.experiment}: {', '.join(foreign)}; leave them out"
-        )
-    out = args.out or Path("runs") / args.experiment
-    if args.experiment == "transfer":
-        return _transfer(args, out)
-    if args.experiment == "responses":
-        return _responses(args, out)
+def _degradation(args: argparse.Namespace) -> int:
     from resnetkit.reproduce.degradation import report_degradation, run_degradation
 
-    out = out / args.preset
+    out = _out(args) / args.preset
     models = _registered(_names(args.models))
     overrides = None if args.warmup_iters is None else {"warmup_iters": args.warmup_iters}
     if args.report:
@@ -195,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transfer(args: argparse.Namespace, out: Path) -> int:
+def _transfer(args: argparse.Namespace) -> int:
+    out = _out(args)
     from resnetkit.reproduce.transfer import run_transfer
 
     try:
@@ -225,11 +228,12 @@ def _transfer(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def _responses(args: argparse.Namespace, out: Path) -> int:
+def _responses(args: argparse.Namespace) -> int:
     """Each of ``--models`` is ``FROM/NAME/model`` when that exists, else a model directory or
     tag as given."""
     from resnetkit.reproduce.responses import measure_responses
 
+    out = _out(args)
     data_dir = data_dir_for(args.dataset, args.data_dir)
     runs = args.runs_from or Path("runs") / "degradation" / args.preset
     sources: list[str | Path] = []
