@@ -38,7 +38,8 @@ def add_model_option_arg(p: argparse.ArgumentParser, note: str = "") -> None:
         type=model_option,
         metavar="KEY=VALUE",
         help="an architecture option, repeatable: unit=bn_after_add|relu_before_add|"
-        "relu_only_preact (2016 paper, Fig. 4), shortcut=A|B|C, stride_in_1x1=true, "
+        "relu_only_preact (2016 paper, Fig. 4), skip=scaling|exclusive_gating|shortcut_gating|"
+        "dropout with gate_bias=-6 ... (Fig. 2), shortcut=A|B|C, stride_in_1x1=true, "
         "zero_init_residual=true, drop_path_rate=0.1 ..." + (f" {note}" if note else ""),
     )
 

@@ -130,8 +130,7 @@ def info(
         **{k: v for k, v in options.items() if k in CONFIG_OPTIONS}
     )
     kind = f"{config.block} blocks" + (" (pre-activation)" if config.preact else "")
-    if config.unit != "original":
-        kind += f", {config.unit} units"
+    kind += "".join(f", {note}" for note in config.variants())
     print(f"{name}: {stats.depth} layers, {kind}, shortcut option {config.shortcut}")
     print(f"  parameters      {stats.params:,} ({_human(stats.params)})")
     print(

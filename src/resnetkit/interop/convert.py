@@ -423,6 +423,8 @@ def _unsupported(config: ResNetConfig, target: str) -> list[str]:
         problems.append("pre-activation blocks (preact=True)")
     if c.unit != "original":  # same weight names, another function: loading would mislead
         problems.append(f"the {c.unit} unit (2016 paper, Fig. 4; only the original)")
+    if c.skip != "identity":
+        problems.append(f"{c.skip} shortcuts (2016 paper, Fig. 2; only the identity)")
     if c.shortcut != "B":
         problems.append(f"shortcut option {c.shortcut} (only B)")
     if len(c.layers) != 4:

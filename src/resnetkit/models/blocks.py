@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -102,6 +103,72 @@ def make_shortcut(
     return nn.Sequential(*layers)
 
 
+class Skip(nn.Module):
+    """A shortcut that is not the identity (2016 paper, Fig. 2 and Table 1): joins a unit's
+    residual branch ``F(x)`` and its input ``x`` in place of ``F(x) + x``.
+
+    See :class:`~resnetkit.models.config.ResNetConfig` for the kinds. The gate is a 1x1
+    convolution with a bias, ``g(x) = sigmoid(W_g x + b_g)``, one value per channel and pixel;
+    the paper starts ``b_g`` negative (-6), so that ``1 - g`` is near 1 and the unit starts near
+    the identity.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        *,
+        skip_scale: float = 0.5,
+        residual_scale: float = 1.0,
+        gate_bias: float = -6.0,
+        skip_dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if kind not in ("scaling", "exclusive_gating", "shortcut_gating", "dropout"):
+            raise ValueError(f"no Skip of kind {kind!r}")
+        self.kind = kind
+        self.skip_scale = skip_scale
+        self.residual_scale = residual_scale
+        self.gate_bias = gate_bias
+        self.skip_dropout = skip_dropout
+        self.gate: nn.Conv2d | None = None
+        if kind.endswith("gating"):
+            self.gate = nn.Conv2d(channels, channels, 1, bias=True)
+
+    def reset_gate(self) -> None:
+        """Start the gate's bias at ``gate_bias`` (the rest of the model is initialised by
+        :class:`~resnetkit.models.resnet.ResNet`, which does not know about gates)."""
+        if self.gate is not None:
+            assert self.gate.bias is not None
+            nn.init.constant_(self.gate.bias, self.gate_bias)
+
+    def forward(self, branch: Tensor, x: Tensor) -> Tensor:
+        if self.kind == "scaling":
+            return self.residual_scale * branch + self.skip_scale * x
+        if self.kind == "dropout":
+            return branch + F.dropout(x, self.skip_dropout, self.training)
+        assert self.gate is not None
+        gate = torch.sigmoid(self.gate(x))
+        if self.kind == "exclusive_gating":
+            branch = gate * branch
+        return branch + (1.0 - gate) * x
+
+    def extra_repr(self) -> str:
+        values = {
+            "scaling": f"skip_scale={self.skip_scale}, residual_scale={self.residual_scale}",
+            "dropout": f"p={self.skip_dropout}",
+        }.get(self.kind, f"gate_bias={self.gate_bias}")
+        return f"{self.kind}, {values}"
+
+
+def _join(block: Any, branch: Tensor, identity: Tensor) -> Tensor:
+    """The addition that ends a residual unit (with its shortcut's variant, if any)."""
+    branch = block.drop_path(branch)
+    if block.skip is None:
+        return branch + identity
+    return block.skip(branch, identity)
+
+
 def _check_unit(unit: str) -> str:
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
@@ -136,6 +203,7 @@ class BasicBlock(nn.Module):
         residual: bool = True,
         drop_path: float = 0.0,
         unit: str = "original",
+        skip: Skip | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_planes, planes, stride)
@@ -146,6 +214,7 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.skip = skip  # None: the identity (or a projection, in a unit that changes shape)
         self.unit = _check_unit(unit)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -166,7 +235,7 @@ class BasicBlock(nn.Module):
         if self.residual:
             if self.downsample is not None:
                 identity = self.downsample(x)
-            out = self.drop_path(out) + identity
+            out = _join(self, out, identity)
         return _after_sum(self.unit, out, self.bn2, self.relu)
 
 
@@ -192,6 +261,7 @@ class Bottleneck(nn.Module):
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
         unit: str = "original",
+        skip: Skip | None = None,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -206,6 +276,7 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.skip = skip  # None: the identity (or a projection, in a unit that changes shape)
         self.unit = _check_unit(unit)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -230,7 +301,7 @@ class Bottleneck(nn.Module):
         if self.residual:
             if self.downsample is not None:
                 identity = self.downsample(x)
-            out = self.drop_path(out) + identity
+            out = _join(self, out, identity)
         return _after_sum(self.unit, out, self.bn3, self.relu)
 
 
@@ -270,6 +341,7 @@ class PreActBasicBlock(nn.Module):
         residual: bool = True,
         drop_path: float = 0.0,
         first: str = "",
+        skip: Skip | None = None,
     ) -> None:
         super().__init__()
         self.first = _check_first(first)
@@ -282,6 +354,7 @@ class PreActBasicBlock(nn.Module):
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.skip = skip  # None: the identity (or a projection, in a unit that changes shape)
 
     def forward(self, x: Tensor) -> Tensor:
         pre, identity = _preactivate(self, x)
@@ -292,7 +365,7 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(out)
 
         if self.residual:
-            out = self.drop_path(out) + identity
+            out = _join(self, out, identity)
         return out
 
 
@@ -313,6 +386,7 @@ class PreActBottleneck(nn.Module):
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
         first: str = "",
+        skip: Skip | None = None,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -328,6 +402,7 @@ class PreActBottleneck(nn.Module):
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.skip = skip  # None: the identity (or a projection, in a unit that changes shape)
 
     def forward(self, x: Tensor) -> Tensor:
         pre, identity = _preactivate(self, x)
@@ -343,7 +418,7 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(out)
 
         if self.residual:
-            out = self.drop_path(out) + identity
+            out = _join(self, out, identity)
         return out
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Literal, get_args
 
 BlockType = Literal["basic", "bottleneck"]
@@ -11,6 +12,22 @@ StemType = Literal["imagenet", "cifar", "deep"]
 Shortcut = Literal["A", "B", "C", "none"]
 # Where BN and ReLU sit around the addition in a post-activation unit (2016 paper, Fig. 4).
 Unit = Literal["original", "bn_after_add", "relu_before_add", "relu_only_preact"]
+# What an identity shortcut does to its input (2016 paper, Fig. 2 and Table 1).
+Skip = Literal["identity", "scaling", "exclusive_gating", "shortcut_gating", "dropout"]
+# The numeric field each skip reads; set for another skip they would be silently ignored.
+SKIP_FIELDS: dict[str, tuple[str, ...]] = {
+    "identity": (),
+    "scaling": ("skip_scale", "residual_scale"),
+    "exclusive_gating": ("gate_bias",),
+    "shortcut_gating": ("gate_bias",),
+    "dropout": ("skip_dropout",),
+}
+SKIP_FIGURES = {
+    "scaling": "2b",
+    "exclusive_gating": "2c",
+    "shortcut_gating": "2d",
+    "dropout": "2f",
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,16 @@ class ResNetConfig:
     # (c) ReLU before the addition, (d) ReLU-only pre-activation (ReLU before each conv, BN
     # after it); all four have the same parameters, (e) is preact=True.
     unit: Unit = "original"
+    # 2016 paper Fig. 2 / Table 1, on every identity shortcut (a unit that changes shape keeps
+    # its own shortcut): "scaling" sums skip_scale * x + residual_scale * F(x); the gates
+    # g(x) = sigmoid(1x1 conv(x)) start with bias gate_bias, "exclusive_gating" sums
+    # (1 - g) * x + g * F(x) and "shortcut_gating" (1 - g) * x + F(x); "dropout" drops shortcut
+    # entries with probability skip_dropout in training. Fig. 2e (1x1 conv) is shortcut="C".
+    skip: Skip = "identity"
+    skip_scale: float = 0.5
+    residual_scale: float = 1.0
+    gate_bias: float = -6.0
+    skip_dropout: float = 0.5
     groups: int = 1  # grouped 3x3 convolution (ResNeXt cardinality)
     width_per_group: int = 64  # bottleneck width per group; 128 doubles it (Wide ResNet-50-2)
     avg_down: bool = False  # projection shortcut as avgpool + stride-1 1x1 conv (ResNet-D)
@@ -49,6 +76,7 @@ class ResNetConfig:
             ("stem", StemType),
             ("shortcut", Shortcut),
             ("unit", Unit),
+            ("skip", Skip),
         ):
             allowed = get_args(kind)
             if getattr(self, name) not in allowed:  # "b" would silently build option C
@@ -81,8 +109,46 @@ class ResNetConfig:
                 "4b-d); preact=True is the full pre-activation unit (Fig. 4e). Use one or the "
                 "other"
             )
+        self._check_skip()
         if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
             raise ValueError("basic blocks support only groups=1 and width_per_group=64")
+
+    def _check_skip(self) -> None:
+        defaults = {f: getattr(ResNetConfig, f) for fields in SKIP_FIELDS.values() for f in fields}
+        for name in defaults:
+            value = getattr(self, name)
+            if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not 0.0 <= self.skip_dropout < 1.0:
+            raise ValueError(f"skip_dropout must be in [0, 1), got {self.skip_dropout}")
+        stray = [
+            name
+            for name, default in defaults.items()
+            if getattr(self, name) != default and name not in SKIP_FIELDS[self.skip]
+        ]
+        if stray:
+            name = stray[0]
+            users = " or ".join(repr(s) for s, fields in SKIP_FIELDS.items() if name in fields)
+            raise ValueError(
+                f"{name}={getattr(self, name)} is read only with skip={users}; this config "
+                f"has skip={self.skip!r}"
+            )
+        if self.skip != "identity" and self.shortcut in ("none", "C"):
+            has = "no shortcuts" if self.shortcut == "none" else "no identity shortcuts (option C)"
+            raise ValueError(
+                f"skip={self.skip!r} changes the identity shortcuts; this network has {has}"
+            )
+
+    def variants(self) -> list[str]:
+        """The 2016 paper's variants this config uses, in words ([] for the original unit)."""
+        notes = []
+        if self.unit != "original":
+            notes.append(f"{self.unit} units (2016 paper, Fig. 4)")
+        if self.skip != "identity":
+            values = ", ".join(f"{f}={getattr(self, f)}" for f in SKIP_FIELDS[self.skip])
+            figure = SKIP_FIGURES[self.skip]
+            notes.append(f"{self.skip} shortcuts ({values}; 2016 paper, Fig. {figure})")
+        return notes
 
     @property
     def expansion(self) -> int:

@@ -99,8 +99,7 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
         if cfg.shortcut == "none"
         else (f"{'pre-activation ' if cfg.preact else ''}ResNet, shortcut option {cfg.shortcut}")
     )
-    if cfg.unit != "original":
-        kind += f", {cfg.unit} units (2016 paper, Fig. 4)"
+    kind += "".join(f", {note}" for note in cfg.variants())
     lines = [
         f"# {meta['arch']}",
         "",

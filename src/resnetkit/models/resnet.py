@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from resnetkit.models.blocks import block_class, conv3x3, make_shortcut
+from resnetkit.models.blocks import Skip, block_class, conv3x3, make_shortcut
 from resnetkit.models.config import ResNetConfig
 
 
@@ -108,6 +108,15 @@ class ResNet(nn.Module):
                     preact=config.preact,
                     avg_down=config.avg_down,
                 )
+                if residual and shortcut is None and config.skip != "identity":
+                    extra["skip"] = Skip(
+                        config.skip,
+                        out_planes,
+                        skip_scale=config.skip_scale,
+                        residual_scale=config.residual_scale,
+                        gate_bias=config.gate_bias,
+                        skip_dropout=config.skip_dropout,
+                    )
                 blocks.append(
                     block(in_planes, width, block_stride, shortcut, residual, rate, **extra)
                 )
@@ -172,6 +181,9 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, Skip):
+                m.reset_gate()
         if zero_init_residual:
             for stage in self.stages:
                 for block in stage:
