@@ -181,12 +181,12 @@ def test_sigterm_checkpoints_at_the_step_and_resume_matches(
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_cli_run_resumes_to_the_uninterrupted_weights(
-    cifar_dir: Path, tmp_path: Path, signum: int
+def test_killed_cli_runs_resume_to_the_uninterrupted_weights(
+    cifar_dir: Path, tmp_path: Path
 ) -> None:
     """kill -9 loses at most the steps since the last checkpoint; a plain kill (SIGTERM) writes
-    a checkpoint at the step it arrives and exits with status 143."""
+    a checkpoint at the step it arrives and exits with status 143. The uninterrupted run and
+    the two killed ones run side by side, one thread each."""
     args = [
         sys.executable,
         "-m",
@@ -216,35 +216,47 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_weights(
         "--ema-decay",
         "0.9",
     ]
-    straight = subprocess.run([*args, "--out", str(tmp_path / "a")], capture_output=True, text=True)
-    assert straight.returncode == 0, straight.stderr
-    proc = subprocess.Popen(
-        [*args, "--out", str(tmp_path / "b")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    signals = {"kill9": signal.SIGKILL, "term": signal.SIGTERM}
+    straight = subprocess.Popen([*args, "--out", str(tmp_path / "a")], stderr=subprocess.PIPE)
+    procs = {
+        name: subprocess.Popen(
+            [*args, "--out", str(tmp_path / name)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in signals
+    }
     deadline = time.monotonic() + 120
-    ckpts = tmp_path / "b" / "checkpoints"
-    while time.monotonic() < deadline:
-        found = latest_checkpoint(ckpts) if (ckpts / "latest").exists() else None
-        if found is not None and int(found.name.split("-")[1]) >= 7:
-            break
+    waiting = dict(signals)
+    while waiting and time.monotonic() < deadline:
+        for name in list(waiting):
+            ckpts = tmp_path / name / "checkpoints"
+            found = latest_checkpoint(ckpts) if (ckpts / "latest").exists() else None
+            if found is not None and int(found.name.split("-")[1]) >= 7:
+                os.kill(procs[name].pid, waiting.pop(name))
         time.sleep(0.05)
-    os.kill(proc.pid, signum)
-    _, stderr = proc.communicate()
-    assert not (tmp_path / "b" / "model").exists(), "the run finished before it was killed"
-    if signum == signal.SIGTERM:
-        assert proc.returncode == 128 + signal.SIGTERM, stderr
-        step = int(stderr.split("stopped by SIGTERM at step ")[1].split()[0])
-        assert latest_checkpoint(ckpts).name == f"ckpt-{step:08d}"
-    resumed = subprocess.run(
-        [*args, "--out", str(tmp_path / "b"), "--resume"], capture_output=True, text=True
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    errors = {name: proc.communicate()[1] for name, proc in procs.items()}
+    _, straight_err = straight.communicate()
+    assert straight.returncode == 0, straight_err
+    for name in signals:
+        assert not (tmp_path / name / "model").exists(), f"{name} finished before the kill"
+    assert procs["term"].returncode == 128 + signal.SIGTERM, errors["term"]
+    step = int(errors["term"].split("stopped by SIGTERM at step ")[1].split()[0])
+    assert latest_checkpoint(tmp_path / "term" / "checkpoints").name == f"ckpt-{step:08d}"
+    resumed = {
+        name: subprocess.Popen(
+            [*args, "--out", str(tmp_path / name), "--resume"], stderr=subprocess.PIPE, text=True
+        )
+        for name in signals
+    }
+    reference = final_weights(tmp_path / "a")
+    for name, proc in resumed.items():
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+        weights = final_weights(tmp_path / name)
+        for key in reference:
+            assert torch.equal(reference[key], weights[key]), (name, key)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path: Path) -> None:
@@ -444,45 +456,18 @@ def test_paper_schedule_and_warmup() -> None:
     assert onecycle(0) < onecycle(1950) == pytest.approx(1.0) and onecycle(10000) == 0.0
 
 
-def torchrun_train(cifar_dir: Path, out: Path, epochs: int) -> list[str]:
+def torchrun_train(data: Path, out: Path, epochs: int, *options: str) -> list[str]:
+    """`resnetkit train` in 2 CPU processes; ``options`` replace the CIFAR-10 defaults."""
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(port),
-        "-m",
-        "resnetkit.cli.main",
-        "train",
-        "--model",
-        "resnet20",
-        "--dataset",
-        "cifar10",
-        "--data-dir",
-        str(cifar_dir),
-        "--out",
-        str(out),
-        "--recipe",
-        "fast-cifar",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "50",
-        "--num-threads",
-        "1",
-        "--no-progress",
-        "--warmup-iters",
-        "2",
-        "--ema-decay",
-        "0.5",
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    torchrun += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    run = ["-m", "resnetkit.cli.main", "train", "--model", "resnet20", "--data-dir", str(data)]
+    run += ["--out", str(out), "--epochs", str(epochs), "--num-threads", "1", "--no-progress"]
+    cifar = ["--dataset", "cifar10", "--recipe", "fast-cifar", "--batch-size", "50"]
+    cifar += ["--warmup-iters", "2", "--ema-decay", "0.5"]
+    return torchrun + run + list(options or cifar)
 
 
 def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -> None:
@@ -596,6 +581,32 @@ def test_resume_refuses_other_data_or_another_model(cifar_dir: Path, tmp_path: P
     other = TrainSpec("resnet32", "cifar10", cifar_dir, out, recipe, resume=True, progress=False)
     with pytest.raises(ValueError, match=r"model: 'resnet20' -> 'resnet32'"):
         train(replace(other, train_subset=100))
+
+
+def test_a_run_from_before_a_new_architecture_field_resumes(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    """A checkpoint whose facts predate a config field (as `skip` was added) resumes: the
+    missing field is the default it had then, not a change."""
+    out = tmp_path / "run"
+    recipe = TINY.override({"checkpoint_every_iters": 2, "ema_decay": 0.0})
+    with pytest.raises(Crash):
+        train(spec(cifar_dir, out, recipe, train_subset=100, on_step=crash_at(3)))
+    state_file = latest_checkpoint(out / "checkpoints") / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    facts = json.loads(state["run"])
+    for name in ("skip", "skip_scale", "residual_scale", "gate_bias", "skip_dropout"):
+        del facts["architecture"][name]
+    facts["architecture"]["unit"] = "relu_before_add"  # a real change is still named
+    torch.save({**state, "run": json.dumps(facts)}, state_file)
+    only_unit = r"would change architecture.unit: 'relu_before_add' -> 'original'\. Resume"
+    with pytest.raises(ValueError, match=only_unit):  # and no field it lacks
+        train(spec(cifar_dir, out, recipe, train_subset=100, resume=True))
+    facts["architecture"]["unit"] = "original"
+    torch.save({**state, "run": json.dumps(facts)}, state_file)
+    train(spec(cifar_dir, out, recipe, train_subset=100, resume=True))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
 
 
 def test_out_is_checked_before_any_training(cifar_dir: Path, tmp_path: Path) -> None:

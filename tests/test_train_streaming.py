@@ -1,6 +1,9 @@
 """Training an image folder through the streaming path (augment: imagenet)."""
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from safetensors.torch import load_file
 from resnetkit.models.model_dir import read_model_meta
 from resnetkit.train.recipe import Recipe
 from resnetkit.train.trainer import TrainSpec, train
-from tests.test_train import Crash, crash_at
+from tests.test_train import Crash, crash_at, torchrun_train
 
 RECIPE = Recipe(
     epochs=2,
@@ -137,3 +140,21 @@ def test_resume_counts_a_batch_of_only_bad_images(photos: Path, tmp_path: Path) 
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_ddp_names_the_broken_files_of_every_process(photos: Path, tmp_path: Path) -> None:
+    """Each process streams its half of the folder: a broken file met by the second one is
+    named too (by the first, once), and the epoch's count is the sum over both."""
+    data = tmp_path / "photos"
+    shutil.copytree(photos, data)
+    (data / "train" / "bottom" / "00.png").write_bytes(b"GIF89a broken")  # 2 of 32 now
+    options = ["--dataset", "folder", "--augment", "imagenet", "--image-size", "32"]
+    options += ["--batch-size", "8", "--lr", "0.05", "--warmup-iters", "0", "--ema-decay", "0"]
+    cmd = torchrun_train(data, tmp_path / "ddp", 2, *options)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for broken in (data / "train" / "top" / "broken.png", data / "train" / "bottom" / "00.png"):
+        assert proc.stderr.count(f"skipped {broken}: ") == 1, proc.stderr[-3000:]
+    rows = [json.loads(r) for r in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["world_size"], r["skipped_images"]) for r in rows] == [(2, 2), (2, 2)]

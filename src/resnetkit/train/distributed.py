@@ -40,6 +40,15 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def all_gather_objects(value: object, info: DistInfo) -> list[object]:
+    """Every process's ``value`` (picklable), in rank order; ``[value]`` without torchrun."""
+    if not info.enabled:
+        return [value]
+    gathered: list[object] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

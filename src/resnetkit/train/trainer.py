@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from resnetkit.data.fast import Normalization
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
+from resnetkit.models.config import ResNetConfig
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -529,6 +530,8 @@ class Trainer:
         if "run" not in state:  # checkpoints written before these facts were stored
             return
         saved, now = json.loads(state["run"]), self._run_facts()
+        if isinstance(saved.get("architecture"), dict):  # fields added since take defaults
+            saved["architecture"] = {**_config_defaults(), **saved["architecture"]}
         changed = []
         for key in now:
             if key not in saved or saved[key] == now[key]:
@@ -559,14 +562,21 @@ class Trainer:
             print(message, file=sys.stderr, flush=True)
 
     def _name_skipped_files(self) -> None:
-        """One line per undecodable file of a streamed folder, the first time it is met
-        (this process's share of the data, under torchrun)."""
+        """One line per undecodable file of a streamed folder, the first time it is met; under
+        torchrun each process reads its own share, and the main process names them all."""
         loaders = [self.data.train_loader, *self.data.eval_loaders.values()]
+        new: list[tuple[str, str]] = []
         for loader in loaders:
             for path, reason in getattr(loader, "failures", {}).items():
                 if path not in self._named_failures:
                     self._named_failures.add(path)
-                    self._log(f"skipped {path}: {reason}")
+                    new.append((str(path), reason))
+        if self.dist.enabled:  # collective: every process calls it, failures or not
+            shares = distributed.all_gather_objects(new, self.dist)
+            new = sorted({item for share in shares for item in share})  # type: ignore[attr-defined]
+            self._named_failures.update(Path(path) for path, _ in new)
+        for path, reason in new:
+            self._log(f"skipped {path}: {reason}")
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -945,13 +955,13 @@ class Trainer:
 
     def _end_epoch(self, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
         now = time.monotonic()
-        totals = distributed.all_reduce_sum(  # on the device: nccl reduces CUDA tensors only
-            torch.tensor(
-                [loss_sum, float(correct), float(seen)], dtype=torch.float64, device=self.device
-            ),
-            self.dist,
+        # Summed over the processes (each saw its share of the data, and of the broken files);
+        # on the device: nccl reduces CUDA tensors only.
+        mine = [loss_sum, float(correct), float(seen), float(self.data.skipped_images())]
+        totals = distributed.all_reduce_sum(
+            torch.tensor(mine, dtype=torch.float64, device=self.device), self.dist
         )
-        loss_sum, correct_f, seen_f = totals.tolist()
+        loss_sum, correct_f, seen_f, skipped = totals.tolist()
         self.epoch += 1
         self.batch_in_epoch = 0
         row: dict[str, Any] = {
@@ -965,8 +975,8 @@ class Trainer:
             "weight_checksum": self._check_in_sync(),
             "world_size": self.dist.world_size,
         }
-        if self.data.skipped_images():
-            row["skipped_images"] = self.data.skipped_images()
+        if skipped:
+            row["skipped_images"] = int(skipped)
         self._name_skipped_files()
         last = self.step >= self.total_iters
         self._check_finite_weights()
@@ -1122,6 +1132,12 @@ def _check_run_length(recipe: Recipe, total_iters: int) -> None:
 def train(spec: TrainSpec) -> TrainResult:
     """Train (or resume) a model as ``spec`` says; see :class:`TrainSpec`."""
     return Trainer(spec).run()
+
+
+def _config_defaults() -> dict[str, Any]:
+    """The architecture fields that have a default, as a run's facts store them (JSON)."""
+    defaults = {f.name: f.default for f in fields(ResNetConfig) if f.default is not MISSING}
+    return dict(json.loads(json.dumps(defaults)))
 
 
 def _short(value: Any) -> str:
