@@ -131,12 +131,9 @@ def quantize_onnx(
 
     int8_path = Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
-    if method == "dynamic":
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-        return int8_path
-    if method != "static":
+    if method not in ("static", "dynamic"):
         raise ValueError(f"method must be 'static' or 'dynamic', got {method!r}")
-    if not calibration:
+    if method == "static" and not calibration:
         raise ValueError("static quantisation needs calibration images (a folder or a dataset)")
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -153,12 +150,17 @@ def quantize_onnx(
         .name
     )
     with tempfile.TemporaryDirectory() as tmp:
+        # ONNX Runtime's advice for both methods (and its warning when it is not followed):
+        # shape inference and graph clean-up before quantising.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        if method == "dynamic":
+            quantize_dynamic(str(prepared), str(int8_path), weight_type=QuantType.QInt8)
+            return int8_path
         quantize_static(
             str(prepared),
             str(int8_path),
-            _Reader(input_name, calibration),  # type: ignore[arg-type]
+            _Reader(input_name, calibration or []),  # type: ignore[arg-type]
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
