@@ -49,3 +49,27 @@ def test_pretrained_without_tag_uses_the_default_and_unknown_tags_are_explained(
         assert torch.equal(p, q)
     with pytest.raises(KeyError, match="resnet20.cifar10"):
         create_model("resnet56.cifar10", pretrained=True)
+
+
+def test_packaging_refuses_a_run_that_is_not_the_zoo_model(tmp_path: Path) -> None:
+    """A tag is rebuilt from the zoo's config: a run of a variant would ship weights that load
+    into the zoo's network and compute something else."""
+    import importlib.util
+
+    from resnetkit.models.model_dir import save_model_dir
+
+    spec = importlib.util.spec_from_file_location(
+        "package_weights", Path(__file__).parents[1] / "tools" / "package_weights.py"
+    )
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    index = (tool.WEIGHTS / "index.json").read_text()
+    model = create_model("resnet20", unit="bn_after_add")
+    prep = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 32}
+    save_model_dir(
+        model, tmp_path / "run" / "model", arch="resnet20", classes=[], preprocessing=prep
+    )
+    with pytest.raises(SystemExit, match=r"with \{'unit': 'bn_after_add'\}: a tag holds zoo"):
+        tool.package(tmp_path / "run", "resnet20.cifar10_bn")
+    assert (tool.WEIGHTS / "index.json").read_text() == index  # nothing written

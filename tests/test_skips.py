@@ -12,7 +12,7 @@ from torch import Tensor
 
 from resnetkit import create_model
 from resnetkit.export.fold import count_batchnorms, fold_batchnorm
-from resnetkit.interop.convert import to_torchvision
+from resnetkit.interop.convert import convert_checkpoint, to_torchvision
 from resnetkit.models.blocks import Skip
 from resnetkit.models.loading import load_model
 from resnetkit.models.model_dir import save_model_dir
@@ -25,8 +25,8 @@ def figure_2(kind: str, branch: Tensor, x: Tensor, skip: Skip) -> Tensor:
     """The sum before the ReLU in each unit of the 2016 paper's Fig. 2, written out."""
     if kind == "scaling":
         return skip.residual_scale * branch + skip.skip_scale * x
-    if kind == "dropout":  # in eval mode dropout passes everything on
-        return branch + x
+    if kind == "dropout":  # in eval mode: the shortcut scaled by its keep probability
+        return branch + (1 - skip.skip_dropout) * x
     assert skip.gate is not None
     g = torch.sigmoid(F.conv2d(x, skip.gate.weight, skip.gate.bias))
     return (g * branch if kind == "exclusive_gating" else branch) + (1 - g) * x
@@ -72,14 +72,16 @@ def test_gates_add_a_1x1_conv_per_identity_unit_and_start_near_the_identity() ->
     assert gate.weight.std() > 0  # initialised like every conv, not left at zero
 
 
-def test_dropout_on_the_shortcut_drops_only_in_training() -> None:
+def test_dropout_on_the_shortcut_scales_it_by_one_half_on_average() -> None:
+    """Sec. 3.1: dropout "statistically imposes a scale of lambda with an expectation of 0.5
+    on the shortcut": entries dropped and not rescaled in training, x * 0.5 at test."""
     skip = Skip("dropout", 8, skip_dropout=0.5)
     branch, x = torch.zeros(4, 8, 16, 16), torch.ones(4, 8, 16, 16)
     torch.manual_seed(0)
     trained = skip.train()(branch, x)
-    assert set(trained.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and rescaled
-    assert 0.45 < (trained == 0).float().mean() < 0.55
-    assert torch.equal(skip.eval()(branch, x), x)
+    assert set(trained.unique().tolist()) == {0.0, 1.0}  # dropped, or kept as it was
+    assert 0.45 < trained.mean() < 0.55
+    assert torch.equal(skip.eval()(branch, x), 0.5 * x)
 
 
 def test_scaling_the_shortcut_to_zero_is_the_plain_net() -> None:
@@ -133,5 +135,24 @@ def test_shortcut_options_are_checked() -> None:
             create_model("resnet20", **dict(options))
     with pytest.raises(ValueError, match="this network has no shortcuts"):
         create_model("plain20", skip="dropout")
+    with pytest.raises(ValueError, match=r"every unit of resnet50 \(layers \(1, 1, 1, 1\)\)"):
+        create_model("resnet50", layers=(1, 1, 1, 1), skip="exclusive_gating")
     with pytest.raises(ValueError, match=r"exclusive_gating shortcuts \(2016 paper, Fig. 2"):
         to_torchvision(create_model("resnet18", skip="exclusive_gating"))
+
+
+def test_convert_keeps_a_model_directorys_variants(tmp_path: Path) -> None:
+    """The weights alone cannot tell a unit or shortcut variant (nor where gates go): convert
+    builds the source's, and the foreign writers refuse it rather than change the function."""
+    model = randomise(create_model("resnet18", skip="shortcut_gating", unit="relu_before_add"))
+    prep = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 64}
+    src = save_model_dir(model, tmp_path / "m", arch="resnet18", classes=[], preprocessing=prep)
+    report, out = convert_checkpoint(src, "resnet18", tmp_path / "c", target="resnetkit")
+    assert any("shortcut_gating shortcuts" in note for note in report.notes), report.notes
+    converted = load_model(out)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), model(x))
+    for target in ("torchvision", "timm", "huggingface"):
+        with pytest.raises(ValueError, match="the relu_before_add unit"):
+            convert_checkpoint(src, "resnet18", tmp_path / target, target=target)

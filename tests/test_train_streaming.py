@@ -148,13 +148,17 @@ def test_ddp_names_the_broken_files_of_every_process(photos: Path, tmp_path: Pat
     data = tmp_path / "photos"
     shutil.copytree(photos, data)
     (data / "train" / "bottom" / "00.png").write_bytes(b"GIF89a broken")  # 2 of 32 now
+    (data / "val" / "top" / "broken.png").write_bytes(b"")  # met by both: not sharded
     options = ["--dataset", "folder", "--augment", "imagenet", "--image-size", "32"]
     options += ["--batch-size", "8", "--lr", "0.05", "--warmup-iters", "0", "--ema-decay", "0"]
     cmd = torchrun_train(data, tmp_path / "ddp", 2, *options)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for broken in (data / "train" / "top" / "broken.png", data / "train" / "bottom" / "00.png"):
-        assert proc.stderr.count(f"skipped {broken}: ") == 1, proc.stderr[-3000:]
+    first_epoch = proc.stderr.index("epoch 1/2 ")
+    for broken in ("train/top/broken.png", "train/bottom/00.png", "val/top/broken.png"):
+        line = f"skipped {data / broken}: "
+        assert proc.stderr.count(line) == 1, proc.stderr[-3000:]
+        assert proc.stderr.index(line) < first_epoch, broken  # named with the epoch that met it
     rows = [json.loads(r) for r in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["world_size"], r["skipped_images"]) for r in rows] == [(2, 2), (2, 2)]

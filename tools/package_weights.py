@@ -13,7 +13,10 @@ import argparse
 import hashlib
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
+
+from resnetkit.models.registry import get_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "resnetkit" / "weights"
@@ -24,6 +27,16 @@ def package(run: Path, tag: str) -> dict[str, object]:
     meta = json.loads((model_dir / "config.json").read_text())
     if meta["arch"] != tag.split(".")[0]:
         raise SystemExit(f"{run} trained {meta['arch']}, not {tag.split('.')[0]}")
+    # A tag is rebuilt from the zoo's config: a run of another architecture would load into
+    # it (or not) and compute something else.
+    zoo = asdict(get_model_config(meta["arch"]))
+    other = {
+        k: v
+        for k, v in meta["config"].items()
+        if k not in ("num_classes", "in_chans") and json.dumps(v) != json.dumps(zoo.get(k))
+    }
+    if other:
+        raise SystemExit(f"{run} trained {meta['arch']} with {other}: a tag holds zoo models only")
     file = tag.replace(".", "_") + ".safetensors"
     shutil.copyfile(model_dir / "model.safetensors", WEIGHTS / file)
     digest = hashlib.sha256((WEIGHTS / file).read_bytes()).hexdigest()

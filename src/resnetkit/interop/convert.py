@@ -30,7 +30,7 @@ from resnetkit.interop.formats import (
     ours_to_keras,
     to_resnetkit_names,
 )
-from resnetkit.models.config import ResNetConfig
+from resnetkit.models.config import FUNCTION_FIELDS, ResNetConfig
 from resnetkit.models.loading import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -59,6 +59,8 @@ class Checkpoint:
         notes: what was done to the names.
         stride_in_1x1: the source's stride placement when its config says so (Keras: v1);
             None when unknown, since shapes cannot tell.
+        variants: a resnetkit model directory's unit and shortcut variants (2016 paper),
+            which names and shapes cannot tell either.
         classes: class names the source carries (Hugging Face ``id2label``, model dirs).
         problems: source features that no resnetkit model has.
         preprocessing: a resnetkit model directory's input normalization (else empty).
@@ -71,6 +73,7 @@ class Checkpoint:
     detected_format: str = ""
     notes: list[str] = field(default_factory=list)
     stride_in_1x1: bool | None = None
+    variants: dict[str, Any] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -194,6 +197,7 @@ def read_checkpoint(
         translation.notes,
     )
     ckpt.stride_in_1x1 = meta.get("stride_in_1x1")
+    ckpt.variants = dict(meta.get("variants") or {})
     ckpt.classes = list(meta.get("classes", []))
     ckpt.problems = list(meta.get("problems", []))
     ckpt.preprocessing = dict(meta.get("preprocessing") or {})
@@ -270,6 +274,11 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     if "arch" in config and "config" in config:
         meta = {
             "stride_in_1x1": config["config"].get("stride_in_1x1"),
+            "variants": {
+                k: v
+                for k, v in config["config"].items()
+                if k in FUNCTION_FIELDS and k != "stride_in_1x1"
+            },
             "classes": config.get("classes") or [],
             "preprocessing": config.get("preprocessing") or {},
             "metrics": config.get("metrics") or {},
@@ -560,7 +569,8 @@ def model_for(
     """Build ``arch`` shaped like the checkpoint unless told otherwise.
 
     Classes and input channels default to the checkpoint's; the stride placement follows the
-    source when it is known (Keras: v1; a Hugging Face or resnetkit config).
+    source when it is known (Keras: v1; a Hugging Face or resnetkit config), and so do a
+    resnetkit model directory's unit and shortcut variants.
     """
     classes = ckpt.num_classes if num_classes is None else num_classes
     changes: dict[str, Any] = {"num_classes": classes}
@@ -569,6 +579,7 @@ def model_for(
         changes["in_chans"] = in_chans
     if ckpt.stride_in_1x1 is not None and get_model_config(arch).block == "bottleneck":
         changes["stride_in_1x1"] = ckpt.stride_in_1x1
+    changes.update(ckpt.variants)  # (b)-(d) units, gates ...: the source's, not the zoo's
     model = create_model(arch, **changes)
     assert isinstance(model, ResNet)
     return model
@@ -602,6 +613,8 @@ def convert_checkpoint(
     report = load_checkpoint(model, ckpt, adapt_head=adapt_head, adapt_in_chans=adapt_in_chans)
     if ckpt.stride_in_1x1 and model.config.stride_in_1x1:
         report.notes.append("built the model with stride_in_1x1=True (ResNet v1), as the source is")
+    for note in model.config.variants():
+        report.notes.append(f"built the model with {note}, as the source is")
     out = Path(out)
     classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
     if target == "resnetkit":

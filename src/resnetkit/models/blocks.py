@@ -146,7 +146,13 @@ class Skip(nn.Module):
         if self.kind == "scaling":
             return self.residual_scale * branch + self.skip_scale * x
         if self.kind == "dropout":
-            return branch + F.dropout(x, self.skip_dropout, self.training)
+            # Dropout as the paper has it: entries kept with probability 1 - p and not
+            # rescaled, so that the shortcut is scaled by 1 - p on average in training, and
+            # exactly at test ("a scale of lambda with an expectation of 0.5", Sec. 3.1).
+            keep = 1.0 - self.skip_dropout
+            if not self.training:
+                return branch + keep * x
+            return branch + x * torch.bernoulli(torch.full_like(x, keep))
         assert self.gate is not None
         gate = torch.sigmoid(self.gate(x))
         if self.kind == "exclusive_gating":

@@ -22,6 +22,18 @@ SKIP_FIELDS: dict[str, tuple[str, ...]] = {
     "shortcut_gating": ("gate_bias",),
     "dropout": ("skip_dropout",),
 }
+# Fields that change what a network computes but not its weights' names or shapes (gates add
+# weights, but a gated net's weights alone do not say where they go): a weights file cannot
+# tell them, so a model directory's config.json must.
+FUNCTION_FIELDS = (
+    "stride_in_1x1",
+    "unit",
+    "skip",
+    "skip_scale",
+    "residual_scale",
+    "gate_bias",
+    "skip_dropout",
+)
 SKIP_FIGURES = {
     "scaling": "2b",
     "exclusive_gating": "2c",
@@ -57,7 +69,8 @@ class ResNetConfig:
     # its own shortcut): "scaling" sums skip_scale * x + residual_scale * F(x); the gates
     # g(x) = sigmoid(1x1 conv(x)) start with bias gate_bias, "exclusive_gating" sums
     # (1 - g) * x + g * F(x) and "shortcut_gating" (1 - g) * x + F(x); "dropout" drops shortcut
-    # entries with probability skip_dropout in training. Fig. 2e (1x1 conv) is shortcut="C".
+    # entries with probability skip_dropout in training, unscaled, and scales the shortcut by
+    # 1 - skip_dropout at test (the paper's expected scale). Fig. 2e (1x1 conv) is shortcut="C".
     skip: Skip = "identity"
     skip_scale: float = 0.5
     residual_scale: float = 1.0

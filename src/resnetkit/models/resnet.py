@@ -126,6 +126,12 @@ class ResNet(nn.Module):
             self.feature_info.append(
                 {"num_chs": in_planes, "reduction": reduction, "module": f"layer{stage + 1}"}
             )
+        if config.skip != "identity" and not any(isinstance(m, Skip) for m in self.modules()):
+            raise ValueError(
+                f"skip={config.skip!r} changes identity shortcuts, and every unit of {name} "
+                f"(layers {config.layers}) changes shape: it has none. Give a stage 2 or more "
+                "blocks"
+            )
         self.min_input_size = self.feature_info[-1]["reduction"]
         self.num_features = config.num_features
         # Pre-activation nets end with a BN-ReLU, since their last block's sum is not activated;

@@ -977,7 +977,6 @@ class Trainer:
         }
         if skipped:
             row["skipped_images"] = int(skipped)
-        self._name_skipped_files()
         last = self.step >= self.total_iters
         self._check_finite_weights()
         if self.epoch % self.recipe.eval_every == 0 or last:
@@ -985,6 +984,7 @@ class Trainer:
                 row[f"{name}_loss"] = summary["loss"]
                 row[f"{name}_top1"] = summary["top1"]
                 row[f"{name}_top5"] = summary["top5"]
+        self._name_skipped_files()  # after the evaluation: its broken files too
         if "val_top1" in row:
             self._track_best(row["val_top1"], row["val_loss"])
             row["best_val_top1"] = self.best_top1
@@ -1030,6 +1030,7 @@ class Trainer:
         if self.recipe.select_best and self.best_weights is not None:
             final_model.load_state_dict(self.best_weights)
         results = self.evaluate()
+        self._name_skipped_files()
         metrics: dict[str, Any] = {
             f"{name}_{key}": summary[key]
             for name, summary in results.items()
