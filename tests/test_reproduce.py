@@ -175,10 +175,18 @@ def test_each_experiment_has_only_its_own_options(capsys) -> None:  # noqa: ANN0
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "degradation", "--shots", "5", "--data-dir", "."])
     assert exit_info.value.code == 2
-    assert "unrecognized arguments: --shots 5" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    owner = "(--shots is an option of resnetkit reproduce transfer)"
+    assert f"degradation: error: unrecognized arguments: --shots 5 {owner}" in err
+    assert "usage: resnetkit reproduce degradation" in err  # its own usage, not the top one
     with pytest.raises(SystemExit):
-        main(["reproduce", "transfer", "--jobs", "4"])
-    assert "unrecognized arguments: --jobs 4" in capsys.readouterr().err
+        main(["reproduce", "transfer", "--jobs=4"])
+    assert "--jobs=4 (--jobs is an option of resnetkit reproduce degradation)" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["models", "--jobs"])  # no sibling to name: the plain message
+    assert "resnetkit models: error: unrecognized arguments: --jobs\n" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["reproduce", "degradation", "--help"])
     shown = capsys.readouterr().out

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from resnetkit import __version__
 from resnetkit.cli import (
@@ -54,8 +55,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Any]:
+    """The parsers ``args`` went through, outermost first (``resnetkit``, ``reproduce``, ...)."""
+    chain = [parser]
+    while True:
+        subs = [a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = subs[0].choices.get(getattr(args, subs[0].dest, None)) if subs else None
+        if chosen is None:
+            return chain
+        chain.append(chosen)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, and say which sub-command an unknown option belongs to, with that sub-command's
+    usage (argparse reports it against the top-level usage)."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        chain = _chosen(parser, args)
+        flags = [e.split("=")[0] for e in extras if e.startswith("-")]
+        owners = []
+        if len(chain) > 2:  # e.g. `reproduce degradation --shots`: another experiment's option
+            subs = next(a for a in chain[-2]._actions if isinstance(a, argparse._SubParsersAction))
+            owners = [
+                f"{flag} is an option of {sibling.prog}"
+                for flag in flags
+                for sibling in dict.fromkeys(subs.choices.values())
+                if sibling is not chain[-1] and flag in sibling._option_string_actions
+            ]
+        hint = f" ({'; '.join(owners)})" if owners else ""
+        chain[-1].error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return int(args.func(args))
     except KeyError as err:  # an unknown model name (UnknownModelError); any other is a bug
