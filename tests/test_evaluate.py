@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,18 @@ def test_folder_dataset(tmp_path: Path) -> None:
         assert result["count"] == 6 and result["classes"] == ["cat", "dog"]
         assert np.array(result["confusion"]).sum() == 6
     assert ten["top5"] == 100.0  # two classes: always within the top 5
+    # The layout finetune documents, DIR/train/<class> and DIR/val/<class>: without a test/,
+    # the default split is refused, not read as the two "classes" train and val.
+    split = tmp_path / "split"
+    shutil.copytree(tmp_path / "data", split / "train")
+    shutil.copytree(tmp_path / "data", split / "val")
+    with pytest.raises(
+        ValueError,
+        match=r"has no test/ but holds the split folders \['train', "
+        r"'val'\]: pass the split to use \(--split val\)",
+    ):
+        evaluate_model(loaded, "folder", split)
+    assert evaluate_model(loaded, "folder", split, split="val")["count"] == 6
 
 
 def test_folder_is_seen_as_the_model_preprocessing_says(

@@ -60,7 +60,8 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[A
     chain = [parser]
     while True:
         subs = [a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)]
-        chosen = subs[0].choices.get(getattr(args, subs[0].dest, None)) if subs else None
+        name = getattr(args, subs[0].dest, None) if subs else None
+        chosen = subs[0].choices.get(name) if isinstance(name, str) else None
         if chosen is None:
             return chain
         chain.append(chosen)

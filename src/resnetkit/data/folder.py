@@ -41,6 +41,7 @@ __all__ = [
     "load_folder_arrays",
     "resize_center_crop",
     "scan_image_folder",
+    "split_folders",
     "split_samples",
     "verify_images",
 ]
@@ -354,6 +355,18 @@ VALIDATION_FOLDERS = ("val", "valid", "validation")
 SPLIT_FOLDERS = ("train", *VALIDATION_FOLDERS, "test")
 
 
+def split_folders(root: str | Path) -> list[str]:
+    """The split folders (``train/``, ``val/``, ``test/``...) of ``root`` when each holds class
+    folders; [] when ``root`` is a folder of classes (one may be called "test")."""
+    root = Path(root)
+    splits = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
+    )
+    if splits and all(any(child.is_dir() for child in (root / name).iterdir()) for name in splits):
+        return splits
+    return []
+
+
 def folder_splits(
     root: str | Path, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
@@ -391,10 +404,8 @@ def folder_splits(
                 return train, val, classes
         train, val = split_samples(train, val_fraction, seed)
         return train, val, classes
-    splits = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
-    )
-    if splits and all(any(child.is_dir() for child in (root / name).iterdir()) for name in splits):
+    splits = split_folders(root)
+    if splits:
         # test/cat/..., val/cat/...: these are splits, and reading them as classes would train
         # a "test against val" classifier without a word.
         raise ValueError(

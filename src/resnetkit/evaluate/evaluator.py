@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from resnetkit.data.cifar import ArrayDataset, load_cifar
 from resnetkit.data.datasets import DATASETS, load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
-from resnetkit.data.folder import format_failures, load_folder_arrays
+from resnetkit.data.folder import format_failures, load_folder_arrays, split_folders
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
@@ -123,6 +123,14 @@ def load_eval_data(
     root = Path(data_dir)
     if (root / split).is_dir():
         root = root / split
+    elif root.is_dir() and split_folders(root):
+        # train/ and val/ read as two classes would score (or calibrate on) a made-up task
+        others = [name for name in split_folders(root) if name.lower() != "train"]
+        raise ValueError(
+            f"{root} has no {split}/ but holds the split folders {split_folders(root)}: pass "
+            f"the split to use ({' or '.join(f'--split {n}' for n in others) or 'e.g. --split val'}"
+            "), or point --data-dir at one folder of class folders"
+        )
     images, labels, classes, failures = load_folder_arrays(root, size)
     if failures:
         warnings.warn(format_failures(failures, len(labels) + len(failures)), stacklevel=2)
