@@ -424,3 +424,25 @@ def test_resize_center_crop() -> None:
     out = resize_center_crop(image, 10)
     assert out.size == (10, 10)
     assert out.getpixel((0, 5))[2] > 200 and out.getpixel((9, 5))[2] > 200
+
+
+def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
+    """A class folder that links to more images keeps them (rglob skipped symlinked folders
+    without a word); a link back up the tree does not loop; hidden files stay out."""
+    from resnetkit.predict import collect_images
+
+    extra = tmp_path / "elsewhere"
+    extra.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(extra / f"{i}.png")
+    cat = tmp_path / "data" / "cat"
+    cat.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(cat / "own.png")
+    (cat / "._own.png").write_bytes(b"macOS resource fork")
+    (cat / "more").symlink_to(extra, target_is_directory=True)
+    (extra / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    samples, classes = scan_image_folder(tmp_path / "data")
+    names = [p.relative_to(cat).as_posix() for p, _ in samples]
+    assert classes == ("cat",) and names == ["more/0.png", "more/1.png", "more/2.png", "own.png"]
+    files, failures = collect_images([tmp_path / "data"])
+    assert [p.name for p in files] == ["0.png", "1.png", "2.png", "own.png"] and not failures

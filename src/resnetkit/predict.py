@@ -146,7 +146,7 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[
     Returns:
         ``(files, failures)``; a folder without any image file is a failure.
     """
-    from resnetkit.data.images import IMAGE_EXTENSIONS
+    from resnetkit.data.images import IMAGE_EXTENSIONS, image_files
 
     files: list[Path] = []
     failures: list[dict[str, str]] = []
@@ -155,9 +155,7 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[
         if not path.is_dir():
             files.append(path)  # a missing or unreadable file is reported when it is decoded
             continue
-        found = sorted(
-            p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        )
+        found = image_files(path)
         if not found:
             reason = f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
             failures.append({"path": str(path), "reason": reason})

@@ -30,6 +30,7 @@ from resnetkit.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
+    image_files,
     load_image,
     verify_image,
 )
@@ -61,10 +62,6 @@ class Skipped:
 
 
 _LAYOUT_HINT = "expected layout root/<class>/<image>, e.g. root/cat/001.jpg"
-
-
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
@@ -111,15 +108,9 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
     samples: list[Sample] = []
     empty: list[str] = []
     for label, name in enumerate(classes):
-        class_dir = root / name
-        files = [
-            p
-            for p in class_dir.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(p, class_dir) and p.is_file()
-        ]
+        files = image_files(root / name)
         if not files:
             empty.append(name)
-        files.sort(key=lambda p: p.relative_to(class_dir).as_posix())
         samples.extend((p, label) for p in files)
 
     exts = " ".join(IMAGE_EXTENSIONS)

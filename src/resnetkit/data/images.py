@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -80,6 +81,32 @@ class ImageDecodeError(ValueError):
     def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[Path | None, str]]:
         """Pickle by constructor arguments, so the error crosses DataLoader worker processes."""
         return (type(self), (self.path, self.reason))
+
+
+def image_files(root: str | Path) -> list[Path]:
+    """The image files under ``root``, at any depth, in path order.
+
+    Symlinked folders are followed (``Path.rglob`` skips them before Python 3.13, so a class
+    folder of links lost its images without a word), each real folder once, so that a link
+    loop ends. Hidden files and folders below ``root`` (``.DS_Store``, ``._x.jpg``, ``.git/``)
+    are left out.
+    """
+    root = Path(root)
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                if path.is_file():
+                    found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:
