@@ -164,3 +164,13 @@ def test_cli_explain_takes_a_class_name(
         main([*argv, "--out", str(tmp_path / "notes.png")])
     assert "notes.png exists and is not a picture" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "cam.jpg")]) == 0  # a previous result: redone
+
+
+def test_a_class_named_by_a_number_is_its_name_first() -> None:
+    """Folders named 1, 2, 3: --target 1 is the class "1" (index 0), not index 1."""
+    from resnetkit.cli.explain import _target
+
+    model = create_model("resnet20", num_classes=3)
+    model.pretrained_cfg = {"classes": ["1", "2", "3"], "mean": [0.5] * 3, "std": [0.25] * 3}
+    assert [_target(t, model) for t in ("1", "3", "0")] == [0, 2, 0]  # "0": no such name
+    assert _target(None, model) is None

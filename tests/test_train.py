@@ -707,3 +707,13 @@ def test_one_process_at_a_time_trains_in_a_folder(cifar_dir: Path, tmp_path: Pat
     # Its process is gone (as after a kill -9): the lock is taken over, and let go at the end.
     train(spec(cifar_dir, out, TINY.override({"epochs": 1, "ema_decay": 0.0})))
     assert (out / "model" / "config.json").is_file() and not (out / ".lock").exists()
+
+
+def test_the_recorded_command_can_be_pasted_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    from resnetkit.train.provenance import provenance
+
+    argv = ["resnetkit", "finetune", "--data", "/my data/it's", "--out", "runs/ft 1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert shlex.split(provenance()["command"]) == argv

@@ -54,14 +54,17 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def _target(text: str | None, model: Any) -> int | None:
-    """A class index from ``--target``: an index, or one of the model's class names."""
+    """A class index from ``--target``: one of the model's class names (folders named 1, 2,
+    3 are common: a name is matched first), else an index."""
     if text is None:
         return None
-    if text.isdigit():
-        return int(text)
     from resnetkit.models.loading import preprocessing_of
 
     classes = [str(c) for c in preprocessing_of(model)["classes"]]
+    if text in classes:
+        return classes.index(text)
+    if text.isdigit():
+        return int(text)
     if text not in classes:
         raise ValueError(
             f"--target {text!r} is neither a class index nor one of the model's classes: "

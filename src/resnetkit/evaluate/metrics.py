@@ -57,18 +57,20 @@ class ConfusionMeter:
         return int(self.matrix.sum())
 
     def summary(self, classes: Iterable[str] | None = None) -> dict[str, object]:
-        """top1/top5 in percent, mean loss, per-class accuracy and the confusion matrix."""
+        """top1/top5 in percent, mean loss, per-class accuracy (None for a class with no
+        images) and the confusion matrix."""
         n = max(self.count, 1)
         correct = self.matrix.diag()
-        per_class_total = self.matrix.sum(1).clamp(min=1)
+        per_class_total = self.matrix.sum(1)
         names = list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
         return {
             "top1": 100.0 * float(correct.sum()) / n,
             "top5": 100.0 * self.top5_hits / n,
             "loss": self.loss_sum / n,
             "count": self.count,
+            # None for a class without images: 0% would read as a class always missed
             "per_class": {
-                name: 100.0 * float(c) / float(t)
+                name: 100.0 * float(c) / float(t) if t else None
                 for name, c, t in zip(names, correct, per_class_total, strict=True)
             },
             "confusion": self.matrix.tolist(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def provenance() -> dict[str, Any]:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),  # pasted back into a shell, it runs again
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "threads": torch.get_num_threads(),
     }
