@@ -314,10 +314,15 @@ def test_cli_serve_runs_uvicorn_on_loopback(
 
     monkeypatch.setattr("uvicorn.run", fake_run)
     argv = ["serve", "--model", str(model_dir), "--max-batch", "4", "--max-wait-ms", "2"]
-    assert main(argv) == 0
+    assert main([*argv, "--max-body-mib", "2", "--max-megapixels", "1.5", "--max-images", "3"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8000
-    service = seen["app"].state.service
-    assert (service.config.max_batch, service.config.max_wait_ms) == (4, 2.0)
+    config = seen["app"].state.service.config
+    assert (config.max_batch, config.max_wait_ms) == (4, 2.0)
+    assert (config.max_bytes, config.max_pixels, config.max_images_per_request) == (
+        2 * 1024 * 1024,
+        1_500_000,
+        3,
+    )
     # The onnx backend without ONNX Runtime installed: an error with the fix, not a traceback.
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main([*argv, "--backend", "onnx"]) == 2

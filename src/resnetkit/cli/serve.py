@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resnetkit.cli.common import add_model_args, non_negative_float, port, positive_int
+from resnetkit.cli.common import (
+    add_model_args,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+)
+from resnetkit.data.images import DEFAULT_MAX_PIXELS
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,6 +53,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=5.0,
         help="how long a forward pass waits for more requests to join it (default 5)",
     )
+    g = p.add_argument_group("limits (what one request may cost; over them: a 413 or 422)")
+    g.add_argument(
+        "--max-body-mib",
+        type=positive_float,
+        default=10.0,
+        help="largest request body in MiB (default 10)",
+    )
+    g.add_argument(
+        "--max-megapixels",
+        type=positive_float,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        help="largest width x height of one image in millions of pixels, refused before it is "
+        f"decoded (default {DEFAULT_MAX_PIXELS / 1e6:g})",
+    )
+    g.add_argument(
+        "--max-images",
+        type=positive_int,
+        default=16,
+        help="most images in one request (default 16)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -69,6 +96,9 @@ def run_serve(args: argparse.Namespace) -> int:
             backend=args.backend,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
+            max_bytes=int(args.max_body_mib * 1024 * 1024),
+            max_pixels=int(args.max_megapixels * 1e6),
+            max_images_per_request=args.max_images,
         )
     except ImportError as err:  # the onnx backend without onnxruntime, say
         what = f"{err.name} is not installed: pip install 'resnetkit[export]'" if err.name else err
