@@ -22,6 +22,7 @@ from resnetkit.export import (
     fold_conv_bn,
 )
 from resnetkit.export import exporter as exporter_module
+from resnetkit.export.metadata import read_metadata
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -152,6 +153,13 @@ def test_onnx_static_batch(resnet20: ResNet, tmp_path: Path) -> None:
     assert report.folded_batchnorms == 19
     assert report.max_abs_diff_image <= 1e-4 and report.max_abs_diff_random <= 1e-4
     assert onnx_input_dims(report.path) == [1, 3, 32, 32]
+    assert read_metadata(report.path) == {  # what a deployment needs beside the weights
+        "classes": [],
+        "mean": list(CIFAR_MEAN["cifar10"]),
+        "std": list(CIFAR_STD["cifar10"]),
+        "input_size": 32,
+        "arch": "resnet20",
+    }
 
 
 def test_onnx_dynamic_batch_runs_batch_1_and_3(resnet20: ResNet, tmp_path: Path) -> None:
@@ -181,12 +189,14 @@ def test_torchscript_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> None:
     report = export_model(resnet20, "torchscript", tmp_path / "m.ts", dynamic_batch=True)
     assert report.batch_sizes == (1, 3) and report.exporter == "torch.jit.trace"
     assert report.max_abs_diff <= 1e-4
+    assert read_metadata(report.path)["std"] == list(CIFAR_STD["cifar10"])
 
 
 def test_exported_program_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> None:
     report = export_model(resnet20, "exported-program", tmp_path / "m.pt2", dynamic_batch=True)
     assert report.batch_sizes == (1, 3) and report.exporter == "torch.export.export"
     assert report.max_abs_diff <= 1e-4
+    assert read_metadata(report.path)["input_size"] == 32
     loaded = torch.export.load(str(report.path)).module()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -201,6 +211,14 @@ def test_export_checks_arguments(resnet20: ResNet, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"opset 99 cannot be written here: choose 11 to 23"):
         export_model(resnet20, "onnx", tmp_path / "m.onnx", opset=99)
     assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(
+        ValueError,
+        match=r"m.ts: the name says torchscript, the format is onnx: "
+        r"name it m.onnx, or pass --format torchscript",
+    ):
+        export_model(resnet20, "onnx", tmp_path / "m.ts")
+    with pytest.raises(ValueError, match="is not an ONNX, TorchScript or ExportedProgram file"):
+        read_metadata(Path(__file__))
 
 
 def _corrupt_runtime(monkeypatch: pytest.MonkeyPatch, offset: float) -> None:

@@ -11,6 +11,7 @@ from resnetkit.export.exporter import (
     load_exported,
 )
 from resnetkit.export.fold import fold_batchnorm, fold_conv_bn
+from resnetkit.export.metadata import read_metadata
 
 __all__ = [
     "CPUOptimizationError",
@@ -22,4 +23,5 @@ __all__ = [
     "fold_conv_bn",
     "load_exported",
     "optimize_for_cpu",
+    "read_metadata",
 ]

@@ -30,10 +30,20 @@ import torch
 from torch import Tensor, nn
 
 from resnetkit.export.fold import count_batchnorms, fold_batchnorm
+from resnetkit.export.metadata import EXTRA_FILE, add_onnx_metadata, metadata_text
 from resnetkit.models.resnet import ResNet
 
 Format = Literal["onnx", "torchscript", "exported-program", "tflite", "coreml"]
 FORMATS: tuple[str, ...] = get_args(Format)
+SUGGESTED_SUFFIX = {
+    "onnx": ".onnx",
+    "torchscript": ".ts",
+    "exported-program": ".pt2",
+    "tflite": ".tflite",
+    "coreml": ".mlpackage",
+}
+# Suffixes that name one format only (.pt and .pth are left alone: state dicts use them too).
+SUFFIX_FORMATS = {suffix: fmt for fmt, suffix in SUGGESTED_SUFFIX.items()}
 #: ONNX opset used when none is given: the dynamo exporter's default, well inside ONNX
 #: Runtime's support and the TorchScript-based exporter's range.
 DEFAULT_OPSET = 18
@@ -153,7 +163,9 @@ def export_model(
         model: a resnetkit model (``fold_bn`` needs a :class:`ResNet`).
         fmt: "onnx", "torchscript" or "exported-program".
         out: the file to write (parent folders are created). Suggested suffixes: ``.onnx``,
-            ``.ts``, ``.pt2``.
+            ``.ts``, ``.pt2``; another format's suffix is refused. ONNX, TorchScript and
+            ExportedProgram files carry the class names and preprocessing (see
+            :func:`~resnetkit.export.metadata.read_metadata`).
         dynamic_batch: make the batch dimension dynamic, and prove it by running two sizes.
         opset: ONNX opset (default 18); only for "onnx".
         fold_bn: fold BatchNorm into the preceding convolutions first (see
@@ -189,6 +201,12 @@ def export_model(
             f"{fmt} files have a fixed batch size here: export without --dynamic-batch "
             "(batch size 1), or use onnx or exported-program for a dynamic batch"
         )
+    suffix_says = SUFFIX_FORMATS.get(Path(out).suffix.lower())
+    if suffix_says and suffix_says != fmt:  # an .onnx name holding TorchScript misleads
+        raise ValueError(
+            f"{out}: the name says {suffix_says}, the format is {fmt}: name it "
+            f"{Path(out).with_suffix(SUGGESTED_SUFFIX[fmt]).name}, or pass --format {suffix_says}"
+        )
     if fmt in OPTIONAL_FORMATS:
         _require(fmt)
     from resnetkit.models.loading import preprocessing_of
@@ -218,22 +236,24 @@ def export_model(
     # Tracing at batch size 1 lets exporters treat the batch as the constant 1.
     example = torch.randn(2 if dynamic_batch else 1, in_chans, size, size)
     notes: list[str] = []
+    meta = metadata_text(model, cfg)  # classes and preprocessing travel with the file
     if fmt == "onnx":
         requested = opset or DEFAULT_OPSET
         exporter = _export_onnx(to_export, example, out, dynamic_batch, requested, notes)
+        add_onnx_metadata(out, meta)
         # The dynamo exporter writes its own opset and converts afterwards, which can fail
         # (it then only logs): report what the file really declares.
         opset = _onnx_opset(out)
         if opset != requested:
             notes.append(f"opset {requested} was requested; the file declares opset {opset}")
     elif fmt == "torchscript":
-        exporter = _export_torchscript(to_export, example, out, notes)
+        exporter = _export_torchscript(to_export, example, out, notes, meta)
     elif fmt == "tflite":
         exporter = _export_tflite(to_export, example, out)
     elif fmt == "coreml":
         exporter = _export_coreml(to_export, example, out)
     else:
-        exporter = _export_program(to_export, example, out, dynamic_batch)
+        exporter = _export_program(to_export, example, out, dynamic_batch, meta)
 
     try:
         runner = load_exported(out, fmt)
@@ -552,21 +572,25 @@ def _export_onnx(
     return "torch.onnx.export(dynamo=False)"
 
 
-def _export_torchscript(model: nn.Module, example: Tensor, out: Path, notes: list[str]) -> str:
+def _export_torchscript(
+    model: nn.Module, example: Tensor, out: Path, notes: list[str], meta: str
+) -> str:
     # Tracing records the tensor operations; the Python input checks become constants. The
     # batch size is not baked in (no operation depends on it), which the verification proves.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(out))
+        torch.jit.save(traced, str(out), _extra_files={EXTRA_FILE: meta})
     notes.append("TorchScript is deprecated in recent PyTorch; prefer exported-program or onnx")
     return "torch.jit.trace"
 
 
-def _export_program(model: nn.Module, example: Tensor, out: Path, dynamic_batch: bool) -> str:
+def _export_program(
+    model: nn.Module, example: Tensor, out: Path, dynamic_batch: bool, meta: str
+) -> str:
     shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     program = torch.export.export(model, (example,), dynamic_shapes=shapes)
-    torch.export.save(program, str(out))
+    torch.export.save(program, str(out), extra_files={EXTRA_FILE: meta})
     return "torch.export.export"
 
 
