@@ -332,6 +332,7 @@ class Trainer:
 
     def _freeze(self, model: ResNet) -> None:
         k = self.recipe.freeze_stages
+        self._frozen_norms: list[nn.Module] = []
         if k < 0 or k > len(model.stages):
             raise ValueError(f"freeze_stages must be 0..{len(model.stages)}, got {k}")
         if k == 0:
@@ -343,6 +344,11 @@ class Trainer:
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad_(False)
+        # Frozen means frozen: their BatchNorms keep the statistics they came with too (as
+        # FrozenBatchNorm does in torchvision's detection backbones), see _set_train_mode.
+        self._frozen_norms = [
+            m for f in frozen for m in f.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
 
     def _param_groups(self) -> list[dict[str, Any]]:
         if self.recipe.backbone_lr_mult == 1.0:  # one group, in parameter order
@@ -361,6 +367,8 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+        for m in self._frozen_norms:  # those of --freeze-stages
+            m.eval()
 
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
