@@ -446,3 +446,15 @@ def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
     assert classes == ("cat",) and names == ["more/0.png", "more/1.png", "more/2.png", "own.png"]
     files, failures = collect_images([tmp_path / "data"])
     assert [p.name for p in files] == ["0.png", "1.png", "2.png", "own.png"] and not failures
+
+
+def test_a_class_with_no_decodable_file_is_warned_about(tmp_path: Path) -> None:
+    """Its output would ship untrained: 'bird' has one file, and it is text named .jpg."""
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "0.png")
+    (tmp_path / "bird").mkdir()
+    (tmp_path / "bird" / "a.jpg").write_text("junk")
+    with pytest.warns(UserWarning, match=r"no file of class\(es\) bird could be decoded"):
+        _, labels, classes, failures = load_folder_arrays(tmp_path, 8)
+    assert classes == ("bird", "cat", "dog") and labels.tolist() == [1, 2] and len(failures) == 1

@@ -487,4 +487,14 @@ def load_folder_arrays(
     if count < len(samples):
         images = images[:count].copy()
         labels = labels[:count].copy()
+    lost = sorted({label for _, label in samples} - set(labels.tolist()))
+    if lost:  # a class the model would have an output for and never see an image of
+        names = ", ".join(str(classes[i]) for i in lost)
+        warnings.warn(
+            f"{root if root is not None else 'the images given'}: no file of class(es) {names} "
+            "could be decoded (each is listed with its reason): nothing is left of them to "
+            "train on or to score",
+            UserWarning,
+            stacklevel=2,
+        )
     return images, labels, tuple(classes), failures
