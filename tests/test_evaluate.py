@@ -325,6 +325,12 @@ def test_folder_dataset(tmp_path: Path) -> None:
     ):
         evaluate_model(loaded, "folder", split)
     assert evaluate_model(loaded, "folder", split, split="val")["count"] == 6
+    # A test folder of some of the model's classes: scored by name, the others never seen.
+    shutil.copytree(tmp_path / "data" / "dog", tmp_path / "dogs_only" / "dog")
+    dogs = evaluate_model(loaded, "folder", tmp_path / "dogs_only")
+    assert dogs["count"] == 3 and dogs["classes"] == ["cat", "dog"]
+    assert dogs["per_class"]["cat"] is None and dogs["per_class"]["dog"] == dogs["top1"]
+    assert np.array(dogs["confusion"])[0].sum() == 0  # no cat row
 
 
 def test_folder_is_seen_as_the_model_preprocessing_says(

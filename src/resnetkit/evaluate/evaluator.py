@@ -142,9 +142,15 @@ def load_eval_data(
 def _match_classes(
     data: ArrayDataset, num_classes: int, model_classes: list[str], where: str
 ) -> ArrayDataset:
-    """Check the model's head fits the data; reorder labels if only the class order differs."""
+    """Check the model's head fits the data; labels follow the model's class names when the
+    data's are the same set in another order, or some of them (a test folder of a few classes:
+    the others are scored as never seen, per-class None)."""
     if num_classes <= 0:
         raise ValueError("the model has no classifier head (num_classes=0); nothing to evaluate")
+    if len(model_classes) == num_classes and set(data.classes) < set(model_classes):
+        index = {name: i for i, name in enumerate(model_classes)}
+        remap = np.array([index[name] for name in data.classes], dtype=np.int64)
+        return ArrayDataset(data.images, remap[data.labels], tuple(model_classes))
     if num_classes != data.num_classes:
         raise ValueError(
             f"class mismatch: the model predicts {num_classes} classes but {where} has "
