@@ -347,3 +347,49 @@ def test_load_test_smoke(tmp_path: Path) -> None:
     assert results["variants"]["no-batching"]["mean_batch_size"] == 1.0
     table = out.with_suffix(".md").read_text()
     assert "| no-batching |" in table and "| micro-batching |" in table
+
+
+def test_an_exported_onnx_file_is_served_predicted_and_evaluated_alone(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The .onnx file that `resnetkit export` writes is enough to deploy: its classes and
+    preprocessing travel inside it."""
+    from resnetkit.models.loading import load_model
+
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(model_dir), "--format", "onnx", "--dynamic-batch",
+                 "--out", str(onnx_file)]) == 0  # fmt: skip
+    capsys.readouterr()
+    torch_app, file_app = create_app(model_dir), create_app(onnx_file)  # backend "torch" asked
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        response = await c.post("/predict?top_k=10", **multipart("cat.png", "ship.png"))
+        return response.json(), (await c.get("/metadata")).json()
+
+    (want, want_meta), (got, meta) = serve(torch_app, scenario), serve(file_app, scenario)
+    assert meta["backend"] == got["backend"] == "onnx" and meta["classes"] == CLASSES
+    assert meta["preprocessing"] == want_meta["preprocessing"]
+    assert meta["model"]["name"] == "resnet20" and meta["model"]["source"] == str(onnx_file)
+    for g, w in zip(got["predictions"], want["predictions"], strict=True):
+        g_probs = {t["class"]: t["probability"] for t in g["top_k"]}
+        w_probs = {t["class"]: t["probability"] for t in w["top_k"]}
+        assert g_probs == pytest.approx(w_probs, abs=1e-4)
+    with pytest.raises(ValueError, match="an ONNX file runs in ONNX Runtime"):
+        create_app(onnx_file, backend="optimized")
+    # predict and evaluate take the file too, and agree with the model it came from
+    from_file, from_model = predict(onnx_file, ASSETS), predict(load_model(model_dir), ASSETS)
+    for g, w in zip(from_file.predictions, from_model.predictions, strict=True):
+        assert g["top_k"][0]["class"] == w["top_k"][0]["class"]
+    argv = ["evaluate", "--dataset", "cifar10-sample", "--json", "--model"]
+    assert main([*argv, str(onnx_file)]) == 0
+    assert main([*argv, str(model_dir)]) == 0
+    file_scores, model_scores = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert file_scores["top1"] == model_scores["top1"] and file_scores["count"] == 500
+    # an ONNX file from elsewhere cannot say how to prepare its input: refused, with the fix
+    import onnx
+
+    bare = onnx.load(str(onnx_file))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ValueError, match="carries no class names or preprocessing"):
+        predict(tmp_path / "bare.onnx", ASSETS)

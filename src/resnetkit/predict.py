@@ -177,8 +177,9 @@ def predict(
     Args:
         model: a loaded classifier (e.g. from :func:`~resnetkit.models.loading.load_model`),
             or what ``load_model`` accepts: a model directory, a packaged tag such as
-            ``resnet20.cifar10``, or a checkpoint file (with ``arch``). It runs on the device
-            its parameters are on.
+            ``resnet20.cifar10``, or a checkpoint file (with ``arch``); or an ``.onnx`` file
+            written by ``resnetkit export``, run by ONNX Runtime. It runs on the device its
+            parameters are on.
         inputs: image files and/or folders (searched recursively, sorted).
         arch: architecture of a bare checkpoint file, as for ``load_model``.
         top_k: classes reported per image (at most the number of classes).
@@ -197,7 +198,7 @@ def predict(
     import torch
     from tqdm import tqdm
 
-    from resnetkit.models.loading import load_model
+    from resnetkit.models.loading import load_classifier
 
     if isinstance(inputs, str | Path):
         inputs = [inputs]
@@ -214,7 +215,7 @@ def predict(
         raise ValueError("no images given: pass image files and/or folders")
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
-    net = load_model(model, arch=arch) if isinstance(model, str | Path) else model
+    net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else model
     if getattr(net, "features_only", False):
         raise ValueError(
             "the model was built with features_only=True: it returns feature maps, not class "

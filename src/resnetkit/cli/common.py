@@ -13,9 +13,11 @@ MODEL_HELP = (
 )
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model NAME_OR_DIR`` and ``--arch ARCH`` (for bare checkpoint files)."""
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+def add_model_args(p: argparse.ArgumentParser, *, onnx: bool = False) -> None:
+    """``--model NAME_OR_DIR`` and ``--arch ARCH`` (for bare checkpoint files); ``onnx``: the
+    command also runs an ``.onnx`` file written by ``resnetkit export``."""
+    more = ", or an .onnx file from `resnetkit export` (run by ONNX Runtime)" if onnx else ""
+    p.add_argument("--model", required=True, help=MODEL_HELP + more)
     p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
 
 

@@ -24,7 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Top-1/top-5 and per-class accuracy of a trained model, optionally with the "
         "paper's 10-crop testing and a confusion-matrix PNG.",
     )
-    add_model_args(p)
+    add_model_args(p, onnx=True)
     p.add_argument(
         "--dataset",
         required=True,
@@ -102,7 +102,7 @@ def format_report(result: dict[str, Any], model_name: str) -> str:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from resnetkit.evaluate.evaluator import evaluate_model  # heavy imports only when used
-    from resnetkit.models.loading import load_model
+    from resnetkit.models.loading import load_classifier
 
     data_dir = data_dir_for(args.dataset, args.data_dir)
     figures = {
@@ -116,7 +116,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             check_png_target(path)
         except argparse.ArgumentTypeError as err:
             raise ValueError(f"--{kind} {path}: {err}") from None
-    model = load_model(args.model, arch=args.arch)
+    model = load_classifier(args.model, arch=args.arch)
     result = evaluate_model(
         model,
         args.dataset,

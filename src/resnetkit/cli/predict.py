@@ -24,7 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Top-k classes of every image given (folders are searched recursively). "
         "Unreadable files are listed with the reason and do not stop the others.",
     )
-    add_model_args(p)
+    add_model_args(p, onnx=True)
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
@@ -65,10 +65,10 @@ def write_csv(report: PredictionReport) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from resnetkit.models.loading import load_model  # heavy imports only when used
+    from resnetkit.models.loading import load_classifier  # heavy imports only when used
     from resnetkit.predict import predict
 
-    model = load_model(args.model, arch=args.arch)
+    model = load_classifier(args.model, arch=args.arch)
     report = predict(
         model,
         args.inputs,

@@ -26,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Classify images sent to POST /predict (multipart fields file/files, or an "
         "image/* body). Concurrent requests are micro-batched into one forward pass.",
     )
-    add_model_args(p)
+    add_model_args(p, onnx=True)
     p.add_argument(
         "--host",
         default="127.0.0.1",

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.export.runtime import OrtClassifier
 from resnetkit.models.loading import preprocessing_of
 
 
@@ -34,27 +35,6 @@ class QuantReport:
     fp32_bytes: int
     int8_bytes: int
     accuracy: dict[str, Any] = field(default_factory=dict)
-
-
-class OrtClassifier(nn.Module):
-    """An ONNX Runtime session that looks like the resnetkit model it came from (same
-    ``num_classes`` and ``pretrained_cfg``), so evaluation code can run it unchanged."""
-
-    def __init__(self, path: str | Path, template: nn.Module, threads: int = 0) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.num_classes = int(getattr(template, "num_classes", 0))
-        self.pretrained_cfg = preprocessing_of(template)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})
-        return torch.from_numpy(np.asarray(out[0]))
 
 
 def calibration_batches(

@@ -92,6 +92,21 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
     return model.eval()
 
 
+def load_classifier(name_or_path: str | Path, *, arch: str | None = None) -> nn.Module:
+    """:func:`load_model`, or for an ``.onnx`` file written by ``resnetkit export``, that file
+    run by ONNX Runtime (:class:`~resnetkit.export.runtime.OrtClassifier`), with the class
+    names and preprocessing it carries: what ``predict``, ``evaluate`` and ``serve`` load."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        from resnetkit.export.runtime import OrtClassifier
+
+        model = OrtClassifier(path)
+        if arch is not None and model.name != arch:
+            raise ValueError(f"{path} holds a {model.name}, not the requested arch {arch!r}")
+        return model
+    return load_model(name_or_path, arch=arch)
+
+
 def load_model_or_random(name_or_dir: str | Path, *, arch: str | None = None) -> ResNet:
     """:func:`load_model`, or, for a bare architecture name such as ``resnet50``, that
     architecture with random weights and its default preprocessing: what speed measurements

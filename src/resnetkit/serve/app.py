@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,7 +217,9 @@ def create_app(
     Args:
         model_or_path: a loaded classifier, or what
             :func:`~resnetkit.models.loading.load_model` accepts (model directory, packaged
-            tag, or checkpoint file with ``arch``).
+            tag, or checkpoint file with ``arch``), or an ``.onnx`` file written by
+            ``resnetkit export`` (served by ONNX Runtime, with the classes and preprocessing
+            the file carries).
         arch: architecture of a bare checkpoint file.
         backend: "torch" runs the model itself; "onnx" exports it once (dynamic batch,
             verified against PyTorch) to a temporary file and runs that with ONNX Runtime on
@@ -249,6 +251,7 @@ def create_app(
         max_images_per_request=max_images_per_request,
     )
     service = Service(model_or_path, config, arch=arch)
+    config = service.config  # an .onnx file runs on the onnx backend whatever was asked
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -355,22 +358,33 @@ class Service:
     def __init__(
         self, model_or_path: nn.Module | str | Path, config: ServeConfig, *, arch: str | None
     ) -> None:
-        from resnetkit.models.loading import load_model, preprocessing_of
+        from resnetkit.export.runtime import OrtClassifier
+        from resnetkit.models.loading import load_classifier, preprocessing_of
         from resnetkit.predict import class_names
 
         if isinstance(model_or_path, nn.Module):
             model = model_or_path.eval()
             source = None
         else:
-            model = load_model(model_or_path, arch=arch)
+            model = load_classifier(model_or_path, arch=arch)
             source = str(model_or_path)
+        exported = isinstance(model, OrtClassifier)  # an .onnx file: ONNX Runtime runs it
+        if exported and config.backend == "optimized":
+            raise ValueError(
+                f"{source}: an ONNX file runs in ONNX Runtime (backend onnx); the optimized "
+                "backend compiles a PyTorch model: give it the model directory instead"
+            )
+        if exported:
+            config = replace(config, backend="onnx")
         self.model = model
         self.config = config
         self.classes = class_names(model)
         self.preprocessing = Preprocessing.of(model)
         self.model_name = str(getattr(model, "name", type(model).__name__))
         self.metrics = Metrics()
-        if config.backend == "onnx":
+        if exported:
+            forward = _torch_forward(model)  # its forward is the ONNX Runtime session
+        elif config.backend == "onnx":
             forward = _onnx_forward(model)
         elif config.backend == "optimized":
             forward = _optimized_forward(model, self.preprocessing.image_size, config.max_batch)
@@ -658,7 +672,12 @@ def _optimized_forward(
 
 
 def _weights_version(model: nn.Module) -> str:
-    """A fingerprint of the weights (sha256 of every tensor, in order): the model's version."""
+    """A fingerprint of the weights (sha256 of every tensor, in order, or of the ONNX file
+    served): the model's version."""
+    from resnetkit.export.runtime import OrtClassifier
+
+    if isinstance(model, OrtClassifier):
+        return model.file_digest()
     digest = hashlib.sha256()
     for key, value in model.state_dict().items():
         digest.update(key.encode())

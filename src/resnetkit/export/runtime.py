@@ -1,0 +1,74 @@
+"""An exported ONNX file run by ONNX Runtime as if it were the resnetkit model it came from.
+
+``resnetkit predict``, ``evaluate`` and ``serve`` take an ``.onnx`` file as ``--model``: its
+class names and preprocessing come from the file (``resnetkit export`` writes them, see
+:mod:`resnetkit.export.metadata`), so the file alone is enough to deploy and to check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from resnetkit.export.metadata import read_metadata
+from resnetkit.models.loading import preprocessing_of
+
+
+class OrtClassifier(nn.Module):
+    """An ONNX Runtime session with the interface evaluation and serving code expects
+    (``num_classes``, ``pretrained_cfg``, ``name``, logits from ``forward``).
+
+    Args:
+        path: the ONNX file.
+        template: the model it was exported from, for its classes and preprocessing; without
+            one they are read from the file itself.
+        threads: ONNX Runtime's intra-op threads (0: its default).
+
+    Raises:
+        ValueError: no template and a file without resnetkit's metadata (it cannot say how its
+            input must be prepared), or a file that is not ONNX.
+    """
+
+    def __init__(self, path: str | Path, template: nn.Module | None = None, threads: int = 0):
+        super().__init__()
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        meta = {} if template is not None else read_metadata(self.path)
+        if template is None and not meta:
+            raise ValueError(
+                f"{self.path} carries no class names or preprocessing (it was not written by "
+                "`resnetkit export`): export the model again with resnetkit, or load the "
+                "model it came from"
+            )
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        if template is not None:
+            self.num_classes = int(getattr(template, "num_classes", 0))
+            self.name = str(getattr(template, "name", self.path.stem))
+            self.pretrained_cfg = preprocessing_of(template)
+            return
+        width = self.session.get_outputs()[0].shape[-1]
+        self.num_classes = int(width) if isinstance(width, int) else len(meta.get("classes", []))
+        self.name = str(meta.pop("arch", self.path.stem))
+        self.pretrained_cfg = meta
+        self.pretrained_cfg = preprocessing_of(self)  # defaults for what the file leaves out
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.session.run(
+            None, {self.input_name: x.detach().cpu().float().contiguous().numpy()}
+        )
+        return torch.from_numpy(np.asarray(out[0]))
+
+    def file_digest(self) -> str:
+        """sha256 of the file: the deployed model's version."""
+        return "sha256:" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
