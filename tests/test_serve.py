@@ -385,6 +385,16 @@ def test_an_exported_onnx_file_is_served_predicted_and_evaluated_alone(
     assert main([*argv, str(model_dir)]) == 0
     file_scores, model_scores = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert file_scores["top1"] == model_scores["top1"] and file_scores["count"] == 500
+    # exported without --dynamic-batch: batches of 1 only, so a batch runs one image at a time
+    static = tmp_path / "static.onnx"
+    assert (
+        main(["export", "--model", str(model_dir), "--format", "onnx", "--out", str(static)]) == 0
+    )
+    one_by_one = predict(static, ASSETS, batch_size=3)
+    for g, w in zip(one_by_one.predictions, from_file.predictions, strict=True):
+        assert [t["index"] for t in g["top_k"]] == [t["index"] for t in w["top_k"]]
+        probs = [t["probability"] for t in g["top_k"]]
+        assert probs == pytest.approx([t["probability"] for t in w["top_k"]], abs=1e-4)
     # an ONNX file from elsewhere cannot say how to prepare its input: refused, with the fix
     import onnx
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -51,7 +52,14 @@ class OrtClassifier(nn.Module):
         self.session = ort.InferenceSession(
             str(self.path), options, providers=["CPUExecutionProvider"]
         )
-        self.input_name = self.session.get_inputs()[0].name
+        inputs = self.session.get_inputs()[0]
+        self.input_name = inputs.name
+        # A file exported without --dynamic-batch takes batches of exactly one size: larger
+        # ones are run in pieces of that size.
+        batch, channels = (inputs.shape + [None, None])[:2]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        # what evaluation and prediction read to decide grayscale or colour input
+        self.config = SimpleNamespace(in_chans=channels if isinstance(channels, int) else 3)
         if template is not None:
             self.num_classes = int(getattr(template, "num_classes", 0))
             self.name = str(getattr(template, "name", self.path.stem))
@@ -64,9 +72,15 @@ class OrtClassifier(nn.Module):
         self.pretrained_cfg = preprocessing_of(self)  # defaults for what the file leaves out
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.session.run(
-            None, {self.input_name: x.detach().cpu().float().contiguous().numpy()}
-        )
+        x = x.detach().cpu().float().contiguous()
+        if self.fixed_batch is not None and len(x) != self.fixed_batch:
+            if len(x) % self.fixed_batch:
+                raise ValueError(
+                    f"{self.path} takes batches of {self.fixed_batch} (exported without "
+                    f"--dynamic-batch); got {len(x)} images"
+                )
+            return torch.cat([self(piece) for piece in x.split(self.fixed_batch)])
+        out = self.session.run(None, {self.input_name: x.numpy()})
         return torch.from_numpy(np.asarray(out[0]))
 
     def file_digest(self) -> str:
