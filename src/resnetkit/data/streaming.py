@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import (
     DataLoader,
+    Dataset,
     DistributedSampler,
     RandomSampler,
     Sampler,
@@ -44,9 +45,13 @@ def _collate_counting(batch: Sequence[Any]) -> tuple[Any, list[Failure]]:
     return collate_skip_bad(batch), skipped
 
 
-class _ResumableSampler(Sampler[int]):
-    """Yields the indices of ``base``, skipping the first ``start`` once (mid-epoch resume).
+class _ResumableSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, seed)`` for the images of ``base``, skipping the first ``start`` once
+    (mid-epoch resume).
 
+    Each image's random transforms are seeded by its position in the epoch, not drawn from
+    the stream of whichever process decodes it: after a resume the remaining batches go to
+    the worker processes in another order, and the same image must still get the same crop.
     ``start`` is consumed by the next pass, whenever the DataLoader begins reading indices
     (at once with workers, at the first batch without).
     """
@@ -54,13 +59,34 @@ class _ResumableSampler(Sampler[int]):
     def __init__(self, base: Sampler[int]) -> None:
         self.base = base
         self.start = 0
+        self.epoch_seed = 0
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         start, self.start = self.start, 0
-        return itertools.islice(iter(self.base), start, None)
+        picked = itertools.islice(iter(self.base), start, None)
+        for position, index in enumerate(picked, start):
+            yield index, (self.epoch_seed * 1_000_033 + position) % (1 << 63)
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
+
+
+class _SeededItems(Dataset[Any]):
+    """``dataset[index]`` with the torch RNG seeded by the sampler's ``seed`` for that image;
+    the process's own RNG state is put back afterwards (it also drives the training step
+    when there are no worker processes)."""
+
+    def __init__(self, dataset: ImageFolderDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 class FolderLoader(DataLoader[Any]):
@@ -75,9 +101,9 @@ class FolderLoader(DataLoader[Any]):
 
     Shuffling is seeded by ``(seed, epoch)``: the same epoch always visits images in the same
     order, and :meth:`iterate` can resume from a batch without decoding the skipped ones.
-    Random per-image transforms draw from the torch RNG of the process that decodes: worker
-    processes are seeded from the same ``(seed, epoch)`` generator, the main process (with
-    ``num_workers=0``) uses the global torch seed.
+    Random per-image transforms are seeded by ``(seed, epoch, rank)`` and the image's position
+    in the epoch, whichever process decodes it: a resumed pass crops and flips as the
+    uninterrupted one would have, with worker processes too.
 
     Attributes:
         skipped: Undecodable images met in the current (or last) pass.
@@ -125,7 +151,7 @@ class FolderLoader(DataLoader[Any]):
         self._sampler = _ResumableSampler(base)
         dataset.name_failures = True
         super().__init__(
-            dataset,
+            _SeededItems(dataset),
             batch_size=batch_size,
             sampler=self._sampler,
             num_workers=num_workers,
@@ -158,7 +184,9 @@ class FolderLoader(DataLoader[Any]):
         """
         # The generator shuffles (single process) and seeds the workers; the rank is mixed in
         # so that ranks do not draw identical augmentations for their different images.
-        self._generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 8_191 + self.rank)
+        epoch_seed = (self.seed * 1_000_003 + self.epoch) * 8_191 + self.rank
+        self._generator.manual_seed(epoch_seed)
+        self._sampler.epoch_seed = epoch_seed
         base = self._sampler.base
         if isinstance(base, DistributedSampler):
             base.set_epoch(self.epoch)
