@@ -414,17 +414,25 @@ def test_model_options_are_recorded_and_resume_keeps_the_architecture(
     argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
     argv += ["--out", str(out), "--no-progress", "--epochs", "1", "--num-threads", "1"]
     argv += ["--batch-size", "50", "--warmup-iters", "0", "--ema-decay", "0"]
-    assert main([*argv, "--model-option", "unit=relu_before_add", "--model-option=shortcut=B"]) == 0
+    options = ["unit=relu_before_add", "shortcut=B", "drop_path_rate=0.1"]
+    assert main([*argv, *(f"--model-option={o}" for o in options)]) == 0
     assert load_model_dir(out / "model").config.unit == "relu_before_add"
     run = json.loads((out / "run.json").read_text())
-    assert run["model_options"] == {"unit": "relu_before_add", "shortcut": "B"}
-    # --resume without --model-option: the run's own options (a finished run resumes to its end)
+    expected = {"unit": "relu_before_add", "shortcut": "B", "drop_path_rate": 0.1}
+    assert run["model_options"] == expected
+    # --resume: the run's own options, and those given on top (a finished run resumes to its
+    # end); a memory option keeps the rest, and is recorded with them
     assert main([*argv, "--resume"]) == 0
+    assert main([*argv, "--resume", "--model-option", "grad_checkpointing=true"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["model_options"] == {**expected, "grad_checkpointing": True}
     capsys.readouterr()
     assert main([*argv, "--resume", "--model-option", "unit=bn_after_add"]) == 2
     err = capsys.readouterr().err
     assert "architecture.unit: 'relu_before_add' -> 'bn_after_add'" in err, err
-    assert "architecture.shortcut: 'B' -> 'A'" in err and "--model-option" in err
+    assert "shortcut" not in err and "--model-option" in err
+    assert main([*argv, "--resume", "--model-option", "drop_path_rate=0"]) == 2
+    assert "would change drop_path_rate: 0.1 -> 0.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--model-option", "unit=bn"])
     assert "expected one of original, bn_after_add" in capsys.readouterr().err

@@ -169,20 +169,21 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
 
 
 def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--model-option`` pairs; without any, a ``--resume`` takes the run's own from
-    ``OUT/run.json`` (the check on resuming then compares the architecture)."""
-    if args.model_option is not None:
-        return dict(args.model_option)
+    """The ``--model-option`` pairs; a ``--resume`` starts from the run's own (``OUT/run.json``)
+    and the pairs given change them (``grad_checkpointing=true`` to save memory keeps the run's
+    ``drop_path_rate``; the check on resuming refuses a change to what the run trains)."""
+    given = dict(args.model_option or [])
     saved = Path(args.out) / "run.json"
     if not (getattr(args, "resume", False) and saved.is_file()):
-        return {}
+        return given
     try:
         options = json.loads(saved.read_text()).get("model_options") or {}
     except (OSError, ValueError, AttributeError) as err:
         raise ValueError(
             f"{saved}: cannot read the run's model options ({err}); pass --model-option again"
         ) from None
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    own = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return {**own, **given}
 
 
 def format_plan(plan: dict[str, Any]) -> str:

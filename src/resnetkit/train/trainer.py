@@ -527,6 +527,8 @@ class Trainer:
         return {
             "model": self.arch,
             "architecture": self.arch_config,
+            # not a config field, but it changes what every step trains
+            "drop_path_rate": float(self.spec.model_options.get("drop_path_rate", 0.0)),
             "dataset": self.spec.dataset,
             "classes": list(self.classes),
             "train_images": len(self.data.train_labels),
