@@ -725,3 +725,18 @@ def test_the_recorded_command_can_be_pasted_back(monkeypatch: pytest.MonkeyPatch
     argv = ["resnetkit", "finetune", "--data", "/my data/it's", "--out", "runs/ft 1"]
     monkeypatch.setattr(sys, "argv", argv)
     assert shlex.split(provenance()["command"]) == argv
+
+
+def test_epochs_replace_a_recipes_stop_by_iterations(capsys: pytest.CaptureFixture[str]) -> None:
+    """paper-cifar stops at 64k iterations: --epochs alone did nothing."""
+    from resnetkit.cli.main import build_parser
+    from resnetkit.cli.train import recipe_from_args
+
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--out", "x"]
+    args = build_parser().parse_args([*argv, "--recipe", "paper-cifar", "--epochs", "3"])
+    recipe = recipe_from_args(args)
+    assert (recipe.epochs, recipe.max_iters) == (3, 0)
+    assert "replaces the recipe's stop at 64,000 iterations" in capsys.readouterr().err
+    both = [*argv, "--recipe", "paper-cifar", "--epochs", "3", "--max-iters", "100"]
+    recipe = recipe_from_args(build_parser().parse_args(both))
+    assert (recipe.epochs, recipe.max_iters) == (3, 100)

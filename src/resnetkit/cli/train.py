@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,7 +166,16 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
     if name is None:
         saved = Path(args.out) / "recipe.yaml"
         name = saved if getattr(args, "resume", False) and saved.is_file() else default
-    return load_recipe(name).override(overrides)
+    recipe = load_recipe(name)
+    if "epochs" in overrides and "max_iters" not in overrides and recipe.max_iters:
+        # The paper's recipes stop by iterations (64k), which would make --epochs do nothing.
+        overrides["max_iters"] = "0"
+        print(
+            f"note: --epochs {overrides['epochs']} replaces the recipe's stop at "
+            f"{recipe.max_iters:,} iterations (give --max-iters too to keep one)",
+            file=sys.stderr,
+        )
+    return recipe.override(overrides)
 
 
 def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
