@@ -332,6 +332,10 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         r.override({"random_erasing": "2"})
     with pytest.raises(ValueError, match="'crop_padding' is 1000: random crops"):
         r.override({"crop_padding": "1000"})
+    with pytest.raises(ValueError, match="'lr' 0 and 'warmup_lr' 0.01: a warm-up above"):
+        r.override({"lr": "0", "warmup_lr": "0.01", "warmup_iters": "5"})  # was a ZeroDivision
+    with pytest.raises(ValueError, match="cosine ramps up linearly over warmup_iters"):
+        r.override({"schedule": "cosine", "warmup_lr": "0.01"})  # was silently ignored
 
 
 def test_yaml_values_are_type_checked(tmp_path: Path) -> None:

@@ -135,6 +135,17 @@ class Recipe:
             )
         if any(m <= 0 for m in self.milestones):
             raise ValueError(f"milestones {list(self.milestones)} must be positive iterations")
+        if self.warmup_lr and self.lr == 0:  # the warm-up is a fraction of lr
+            raise ValueError(
+                f"recipe fields 'lr' 0 and 'warmup_lr' {self.warmup_lr}: a warm-up above the "
+                "lr it leads to; give lr > 0, or warmup_lr 0"
+            )
+        if self.warmup_lr and self.schedule != "multistep":
+            raise ValueError(
+                f"recipe field 'warmup_lr' ({self.warmup_lr}) is the paper's constant warm-up of "
+                f"the multistep schedule; {self.schedule} ramps up linearly over warmup_iters: "
+                "leave warmup_lr at 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
