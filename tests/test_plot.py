@@ -124,3 +124,19 @@ def test_a_figure_never_replaces_a_file_that_is_not_a_png(
     for name in ("c.png", "c.png", "curves"):
         assert main(["plot", str(run), "--out", str(tmp_path / name)]) == 0
         assert (tmp_path / name).read_bytes().startswith(PNG)
+
+
+def test_a_run_with_no_epoch_yet_is_left_out_of_several(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = write_run(tmp_path / "done", [40.0, 50.0])
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "metrics.jsonl").write_text("")
+    out = tmp_path / "both.png"
+    assert main(["plot", str(done), str(started), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "started: no epoch has finished yet; left out" in captured.err
+    assert out.read_bytes().startswith(PNG) and "done" in captured.out
+    assert main(["plot", str(started), str(started), "--out", str(out), "--labels", "a,b"]) == 2
+    assert "no epoch has finished yet in any of a, b" in capsys.readouterr().err

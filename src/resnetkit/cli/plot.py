@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,16 @@ def run_plot(args: argparse.Namespace) -> int:
 
     folders = [run.parent if run.name == "metrics.jsonl" else run for run in args.runs]
     labels = _labels(folders, args.labels)
-    runs = {label: load_rows(folder) for label, folder in zip(labels, folders, strict=True)}
+    runs = {
+        label: load_rows(folder, empty_ok=len(folders) > 1)
+        for label, folder in zip(labels, folders, strict=True)
+    }
+    waiting = [label for label, rows in runs.items() if not rows]
+    if len(waiting) == len(runs):
+        raise ValueError(f"no epoch has finished yet in any of {', '.join(waiting)}")
+    for label in waiting:  # a run just started beside others: they are drawn, it is named
+        print(f"resnetkit plot: {label}: no epoch has finished yet; left out", file=sys.stderr)
+        del runs[label]
     title = args.title
     if title is None and len(folders) == 1:
         title = _describe(folders[0])
@@ -54,8 +64,9 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_rows(folder: Path) -> list[dict[str, Any]]:
-    """A run's metrics rows, checked; errors name the file and what to do."""
+def load_rows(folder: Path, empty_ok: bool = False) -> list[dict[str, Any]]:
+    """A run's metrics rows, checked; errors name the file and what to do. ``empty_ok``: a run
+    with no finished epoch gives [] instead of an error."""
     from resnetkit.train.runlog import read_metrics
 
     path = folder / "metrics.jsonl"
@@ -67,7 +78,7 @@ def load_rows(folder: Path) -> list[dict[str, Any]]:
             "`resnetkit finetune`"
         )
     rows = read_metrics(folder, REQUIRED)
-    if not rows:
+    if not rows and not empty_ok:
         raise ValueError(f"{path} is empty: no epoch has finished yet")
     return rows
 
