@@ -321,7 +321,7 @@ def test_folder_dataset(tmp_path: Path) -> None:
     with pytest.raises(
         ValueError,
         match=r"has no test/ but holds the split folders \['train', "
-        r"'val'\]: pass the split to use \(--split val\)",
+        r"'val'\]: name the split to use, val \(--split val; for quantize --eval-split",
     ):
         evaluate_model(loaded, "folder", split)
     assert evaluate_model(loaded, "folder", split, split="val")["count"] == 6

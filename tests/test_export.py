@@ -159,6 +159,7 @@ def test_onnx_static_batch(resnet20: ResNet, tmp_path: Path) -> None:
         "std": list(CIFAR_STD["cifar10"]),
         "input_size": 32,
         "arch": "resnet20",
+        "num_classes": 10,
     }
 
 
@@ -296,3 +297,32 @@ def test_cli_export_fails_with_status_2(
     assert code == 2
     assert "FAILED" in captured.out
     assert "does not reproduce the eager model" in captured.err
+
+
+def test_the_file_says_the_size_it_was_exported_at_and_whether_it_classifies(
+    resnet20: ResNet, tmp_path: Path
+) -> None:
+    """--input-size 64 wrote input_size 32 (the file then failed on every image), and a
+    backbone's features were served as 64 classes."""
+    from resnetkit.export.runtime import OrtClassifier
+    from resnetkit.models.loading import load_classifier
+    from resnetkit.predict import class_names
+
+    big = export_model(resnet20, "onnx", tmp_path / "big.onnx", input_size=64, dynamic_batch=True)
+    model = load_classifier(big.path)
+    assert model.pretrained_cfg["input_size"] == 64
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    headless = trained_like("resnet20")
+    headless.reset_classifier(0)
+    headless.pretrained_cfg = resnet20.pretrained_cfg  # type: ignore[assignment]
+    path = export_model(headless, "onnx", tmp_path / "features.onnx").path
+    features = OrtClassifier(path)
+    assert features.num_classes == 0
+    with pytest.raises(ValueError, match="no classifier head"):
+        class_names(features)
+    with pytest.raises(FileNotFoundError, match="no such ONNX file"):
+        load_classifier(tmp_path / "missing.onnx")
+    pixel_mean = trained_like("resnet20")
+    pixel_mean.pretrained_cfg = {**resnet20.pretrained_cfg, "pixel_mean": [0.5] * 3072}
+    with pytest.raises(ValueError, match="per-pixel mean of 32x32 images: export it at that"):
+        export_model(pixel_mean, "onnx", tmp_path / "pm.onnx", input_size=64)

@@ -441,10 +441,22 @@ def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
     (cat / "._own.png").write_bytes(b"macOS resource fork")
     (cat / "more").symlink_to(extra, target_is_directory=True)
     (extra / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    (cat / "up").symlink_to(tmp_path, target_is_directory=True)  # would bring elsewhere/ again
+    dog = tmp_path / "data" / "dog"
+    dog.mkdir()
+    Image.new("RGB", (8, 8)).save(dog / "d.png")
+    (cat / "parent").symlink_to(tmp_path / "data", target_is_directory=True)  # dog/ under cat
     samples, classes = scan_image_folder(tmp_path / "data")
-    names = [p.relative_to(cat).as_posix() for p, _ in samples]
-    assert classes == ("cat",) and names == ["more/0.png", "more/1.png", "more/2.png", "own.png"]
-    files, failures = collect_images([tmp_path / "data"])
+    names = [p.relative_to(tmp_path / "data").as_posix() for p, _ in samples]
+    assert classes == ("cat", "dog")
+    assert names == [
+        "cat/more/0.png",
+        "cat/more/1.png",
+        "cat/more/2.png",
+        "cat/own.png",
+        "dog/d.png",
+    ]
+    files, failures = collect_images([cat])
     assert [p.name for p in files] == ["0.png", "1.png", "2.png", "own.png"] and not failures
 
 

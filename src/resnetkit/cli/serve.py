@@ -88,6 +88,8 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.max_megapixels * 1e6 < 1 or args.max_body_mib * 1024 * 1024 < 1:
+        raise ValueError("--max-megapixels and --max-body-mib must allow at least a pixel, a byte")
     _check_free(args.host, args.port)  # before the model is loaded
     try:
         app = create_app(

@@ -88,15 +88,19 @@ def image_files(root: str | Path) -> list[Path]:
 
     Symlinked folders are followed (``Path.rglob`` skips them before Python 3.13, so a class
     folder of links lost its images without a word), each real folder once, so that a link
-    loop ends. Hidden files and folders below ``root`` (``.DS_Store``, ``._x.jpg``, ``.git/``)
-    are left out.
+    loop ends; a link to ``root`` itself or a folder above it is not. Hidden files and
+    folders below ``root`` (``.DS_Store``, ``._x.jpg``, ``.git/``) are left out.
     """
     root = Path(root)
     found: list[Path] = []
     seen: set[str] = set()
+    real_root = os.path.realpath(root)
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
-        if real in seen:
+        # a folder seen before (a loop), or a link up to the root or above it, whose other
+        # folders (the other classes) would come in under this one's label
+        above = real_root == real or real_root.startswith(real.rstrip(os.sep) + os.sep)
+        if real in seen or (above and folder != str(root)):
             dirs[:] = []
             continue
         seen.add(real)

@@ -126,10 +126,11 @@ def load_eval_data(
     elif root.is_dir() and split_folders(root):
         # train/ and val/ read as two classes would score (or calibrate on) a made-up task
         others = [name for name in split_folders(root) if name.lower() != "train"]
+        choice = " or ".join(others) or "val"
         raise ValueError(
-            f"{root} has no {split}/ but holds the split folders {split_folders(root)}: pass "
-            f"the split to use ({' or '.join(f'--split {n}' for n in others) or 'e.g. --split val'}"
-            "), or point --data-dir at one folder of class folders"
+            f"{root} has no {split}/ but holds the split folders {split_folders(root)}: name the "
+            f"split to use, {choice} (--split {others[0] if others else 'val'}; for quantize "
+            "--eval-split or --calibration-split), or point at one folder of class folders"
         )
     images, labels, classes, failures = load_folder_arrays(root, size)
     if failures:

@@ -220,6 +220,7 @@ def export_model(
     )
     cfg = preprocessing_of(model)
     size = int(input_size or cfg["input_size"])
+    meta = metadata_text(model, cfg, size)  # classes and preprocessing travel with the file
     in_chans = _in_chans(model)
     # The reference is the eager model as the user has it, in float32 on the CPU, unfolded.
     reference = copy.deepcopy(model).cpu().float().eval().requires_grad_(False)
@@ -236,7 +237,6 @@ def export_model(
     # Tracing at batch size 1 lets exporters treat the batch as the constant 1.
     example = torch.randn(2 if dynamic_batch else 1, in_chans, size, size)
     notes: list[str] = []
-    meta = metadata_text(model, cfg)  # classes and preprocessing travel with the file
     if fmt == "onnx":
         requested = opset or DEFAULT_OPSET
         exporter = _export_onnx(to_export, example, out, dynamic_batch, requested, notes)

@@ -17,16 +17,25 @@ from torch import nn
 
 KEY = "resnetkit"
 EXTRA_FILE = "resnetkit.json"
-# What preprocessing_of keeps that an input pipeline needs (pixel_mean: the 2015 paper's
-# per-pixel mean, 3*H*W values, for the models trained with it).
-FIELDS = ("classes", "mean", "std", "input_size", "crop", "interpolation", "pixel_mean")
 
 
-def metadata_text(model: nn.Module, preprocessing: dict[str, Any]) -> str:
-    """The JSON text stored in an exported file."""
-    meta: dict[str, Any] = {k: preprocessing[k] for k in FIELDS if k in preprocessing}
+def metadata_text(model: nn.Module, preprocessing: dict[str, Any], input_size: int) -> str:
+    """The JSON text stored in an exported file: the model's whole preprocessing (classes,
+    mean, std, resize, crop, pixel_mean...), its tag and metrics, its architecture name and
+    number of classes (0: a backbone), at the input size the file was exported at."""
+    meta: dict[str, Any] = dict(preprocessing)
+    if input_size != meta.get("input_size"):
+        if meta.get("pixel_mean") is not None:  # 3 x H x W values, for the model's own size
+            raise ValueError(
+                f"the model subtracts a per-pixel mean of {meta.get('input_size')}x"
+                f"{meta.get('input_size')} images: export it at that size, not {input_size}"
+            )
+        meta["input_size"] = input_size
+        meta.pop("crop", None)  # the crop is the input size
+        meta.pop("resize", None)  # a resize for another size would crop the wrong share
     meta["arch"] = getattr(model, "name", type(model).__name__)
-    return json.dumps(meta)
+    meta["num_classes"] = int(getattr(model, "num_classes", 0) or 0)
+    return json.dumps(meta, default=str)
 
 
 def add_onnx_metadata(path: Path, text: str) -> None:

@@ -66,12 +66,14 @@ class OrtClassifier(nn.Module):
             self.pretrained_cfg = preprocessing_of(template)
             return
         width = self.session.get_outputs()[0].shape[-1]
-        self.num_classes = int(width) if isinstance(width, int) else len(meta.get("classes", []))
+        fallback = int(width) if isinstance(width, int) else len(meta.get("classes", []))
+        self.num_classes = int(meta.pop("num_classes", fallback))  # 0: a backbone's features
         self.name = str(meta.pop("arch", self.path.stem))
         self.pretrained_cfg = meta
         self.pretrained_cfg = preprocessing_of(self)  # defaults for what the file leaves out
 
     def forward(self, x: Tensor) -> Tensor:
+        device = x.device  # ONNX Runtime runs on the CPU here; results go back where x was
         x = x.detach().cpu().float().contiguous()
         if self.fixed_batch is not None and len(x) != self.fixed_batch:
             if len(x) % self.fixed_batch:
@@ -81,7 +83,7 @@ class OrtClassifier(nn.Module):
                 )
             return torch.cat([self(piece) for piece in x.split(self.fixed_batch)])
         out = self.session.run(None, {self.input_name: x.numpy()})
-        return torch.from_numpy(np.asarray(out[0]))
+        return torch.from_numpy(np.asarray(out[0])).to(device)
 
     def file_digest(self) -> str:
         """sha256 of the file: the deployed model's version."""

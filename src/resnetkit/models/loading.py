@@ -97,7 +97,9 @@ def load_classifier(name_or_path: str | Path, *, arch: str | None = None) -> nn.
     run by ONNX Runtime (:class:`~resnetkit.export.runtime.OrtClassifier`), with the class
     names and preprocessing it carries: what ``predict``, ``evaluate`` and ``serve`` load."""
     path = Path(name_or_path).expanduser()
-    if path.suffix.lower() == ".onnx" and path.is_file():
+    if path.suffix.lower() == ".onnx" and not path.is_file():
+        raise FileNotFoundError(f"no such ONNX file: {path}")
+    if path.suffix.lower() == ".onnx":
         from resnetkit.export.runtime import OrtClassifier
 
         model = OrtClassifier(path)

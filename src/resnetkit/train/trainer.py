@@ -322,9 +322,9 @@ class Trainer:
         self.arch = model.name
         # what the weights mean: the unit variants of the 2016 paper share every weight name
         self.arch_config = json.loads(json.dumps(asdict(model.config)))
-        self._freeze(model)
         if self.recipe.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        self._freeze(model)  # after the conversion: its BatchNorms are the ones to keep
         model = model.to(self.device)
         if self.recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
