@@ -123,6 +123,11 @@ class ResNetConfig:
                 "other"
             )
         self._check_skip()
+        if self.block == "basic" and self.stride_in_1x1:  # it would be accepted and do nothing
+            raise ValueError(
+                "stride_in_1x1 moves a bottleneck's stride to its first 1x1 conv (ResNet v1); "
+                "basic blocks have no 1x1: ResNet-18/34 are the same in v1 and v1.5"
+            )
         if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
             raise ValueError("basic blocks support only groups=1 and width_per_group=64")
 
