@@ -30,8 +30,13 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
             "linewidth": 1.6 if plain else 2.2,
             "label": f"{'plain' if plain else 'ResNet'}-{_depth(name)}",
         }
-        axes[0].plot(curve["step"], curve["train_error"], **style)
-        axes[1].plot(curve["test_step"], curve["test_error"], **style)
+        for ax, xs, ys in (
+            (axes[0], curve["step"], curve["train_error"]),
+            (axes[1], curve["test_step"], curve["test_error"]),
+        ):
+            # a run followed early has one or two points: a line alone would not show them
+            dots = {"marker": "o", "markersize": 4} if len(xs) < 3 else {}
+            ax.plot(xs, ys, **style, **dots)
     for ax, title in zip(axes, ("training error", "test error"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("iterations")
