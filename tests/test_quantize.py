@@ -118,3 +118,17 @@ def test_dynamic_and_cli(
         assert main([*argv[:-1], str(tmp_path / "x.onnx"), *extra]) == 2
         assert message in capsys.readouterr().err
         assert not list(tmp_path.glob("x*")), extra
+
+
+def test_a_grayscale_model_calibrates_on_luminance(tmp_path: Path) -> None:
+    """Static quantisation fed a 1-channel model 3-channel calibration batches (an ONNX
+    Runtime error); its batches are now the images' luminance, as evaluate and predict feed."""
+    model = create_model("resnet20", in_chans=1)
+    model.pretrained_cfg = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 32}
+    batches = calibration_batches(model, "cifar10-sample", ".", split="test", count=8)
+    assert batches[0].shape == (8, 1, 32, 32)
+    report = quantize_model(
+        model, tmp_path / "gray.onnx", calibration_dataset="cifar10-sample", calibration_size=8
+    )
+    logits = OrtClassifier(report.int8_path, model)(torch.randn(2, 1, 32, 32))
+    assert logits.shape == (2, 10) and bool(torch.isfinite(logits).all())

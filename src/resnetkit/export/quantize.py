@@ -50,9 +50,11 @@ def calibration_batches(
 ) -> list[np.ndarray]:
     """``count`` images of a split, preprocessed as the model expects, in batches (numpy);
     resized to ``input_size`` pixels when given instead of the model's own input size."""
-    from resnetkit.evaluate.evaluator import load_eval_data
+    from resnetkit.evaluate.evaluator import _luminance, load_eval_data
+    from resnetkit.predict import channel_stats_for
 
     cfg = preprocessing_of(model)
+    channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
     size = int(input_size or cfg["input_size"])
     data = load_eval_data(dataset, data_dir, split=split, size=size)
     rng = np.random.default_rng(seed)
@@ -67,11 +69,15 @@ def calibration_batches(
             .clamp(0, 255)
             .to(torch.uint8)
         )
+    if channels == 1:  # a grayscale model calibrates on luminance, as it is fed
+        images = _luminance(images)
     pixel_mean = cfg.get("pixel_mean")
     norm = (
         Normalization(pixel_mean=torch.tensor(pixel_mean).view(3, size, size))
         if pixel_mean is not None
-        else Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+        else Normalization(
+            channel_stats_for(cfg["mean"], channels), channel_stats_for(cfg["std"], channels)
+        )
     )
     labels = torch.zeros(len(images), dtype=torch.int64)
     loader = TensorLoader(images, labels, batch_size, norm, train=False)
