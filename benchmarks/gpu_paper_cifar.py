@@ -7,23 +7,29 @@ travel), so it goes in two parts, as lossless WebP mosaics (17 MB per 10,000 ima
 raw); on arrival every batch file is rebuilt byte for byte and checked against the SHA-256 of the
 original. Then the five models train at once, each in its own process, for at most
 ``--budget-s`` seconds; a run still going then gets SIGTERM, writes a checkpoint and is reported
-with the iterations it reached. Each run's ``metrics.jsonl`` comes back too, laid out as
-``reproduce degradation --preset full`` lays out its runs, so the figure is drawn here, and
-each finished model, for ``reproduce responses`` (Fig. 7: plain-20/56, ResNet-20/56/110).
-The steps (``.gpu/`` is git-ignored, so only ``carry`` sends it)::
+with the iterations it reached. A device call brings back at most 8 files: the summary, the
+runs' curves and logs in ``logs.tar.xz``, and one tar per run (its finished model, else its
+checkpoint, to continue it). ``receive`` lays them out here as ``reproduce degradation --preset
+full`` lays out its runs, so the figure is drawn here. Run on 2026-11-30 (one H200, PyTorch 2.11
+there): 530 s took ResNet-20 to 29.8k iterations, ResNet-56 to 18.9k, ResNet-110 to 10.1k
+(``benchmarks/results/gpu-paper-cifar.json``). The steps (``.gpu/`` is git-ignored, so only
+``carry`` sends it)::
 
     here:    python -m benchmarks.gpu_paper_cifar pack --data-dir ../shared/data/cifar10 --out .gpu
-    call 1:  carry .gpu/part1
+    call 1:  carry .gpu/part1  (about 60 s; fills the compile cache that call 2 reuses)
              python3 -m benchmarks.gpu_paper_cifar unpack --part .gpu/part1 --to runs/gpu-cifar &&
-             python3 -m benchmarks.gpu_paper_cifar smoke    (each model runs; eager ms per step)
+             python3 -m benchmarks.gpu_paper_cifar smoke --results $OUT/smoke
     call 2:  carry .gpu/part2 (at once: the machine stays warm only about 30 s)
              python3 -m benchmarks.gpu_paper_cifar unpack --part .gpu/part2 --to runs/gpu-cifar &&
              python3 -m benchmarks.gpu_paper_cifar train --data-dir runs/gpu-cifar \
-                 --out runs/gpu-paper --results $OUT --budget-s 420
-    here:    copy $OUT/gpu-paper-cifar.json to benchmarks/results/, and $OUT/runs to a
-             writable DIR, then: resnetkit reproduce degradation --preset full --out DIR --report
-             and resnetkit reproduce responses --data-dir DATA --from DIR/full \
-                 --models plain20,plain56,resnet20,resnet56,resnet110
+                 --out runs/gpu-paper --results $OUT --budget-s 530 --grace-s 30
+    here:    python -m benchmarks.gpu_paper_cifar receive --results FILES_AT --to DIR
+             resnetkit reproduce degradation --preset full --out DIR --report
+             (and, once models finish, reproduce responses --from DIR/full for Fig. 7)
+
+To continue the runs on a later lease, extract the tars that came back into a folder that
+travels (``receive --to runs/gpu-prev``) and give ``train --out runs/gpu-prev/full``: a run with
+a checkpoint resumes.
 
 The speed settings (bf16, channels_last, CUDA graphs through ``torch.compile``, evaluating every
 4th epoch) change how fast the recipe runs, not the recipe: batch 128, lr 0.1 divided by 10 at
@@ -42,10 +48,10 @@ import json
 import math
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +71,11 @@ MODEL_ARGS = {"resnet110": ["--warmup-iters", "400", "--warmup-lr", "0.01"]}
 # minute of the budget: every 4th epoch, and always after the last.
 GPU_SPEED = (
     "--precision bf16 --channels-last true --compile true --compile-mode reduce-overhead "
-    "--eval-every 4"
+    "--eval-every 4 --num-threads 3"
 )
+# What a device call can bring back: at most 8 files of at most 16 MB, at most 2 folders down.
+BACK_FILES = 8
+BACK_BYTES = 16 * 1024 * 1024
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -150,42 +159,52 @@ def unpack(part: Path, to: Path) -> list[Path]:
     return written
 
 
+def smoke_data(cifar: Path, to: Path) -> Path:
+    """A CIFAR-10 folder for the smoke run made of the batches already there (part 1):
+    every missing batch links to one that is, so the reader finds all six, and the names."""
+    src = cifar / "cifar-10-batches-bin"
+    have = sorted(src.glob("*.bin"))
+    if not have:
+        raise FileNotFoundError(f"no .bin batches under {src}: unpack a part first")
+    folder = to / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate([*BATCHES["part1"], *BATCHES["part2"]]):
+        link = folder / f"{name}.bin"
+        if not link.exists():
+            link.symlink_to(have[i % len(have)].resolve())
+    meta = src / "batches.meta.txt"
+    if meta.is_file() and not (folder / meta.name).exists():
+        (folder / meta.name).symlink_to(meta.resolve())
+    return to
+
+
 def smoke(
-    models: tuple[str, ...] = MODELS, device: str = "cuda", steps: int = 20
+    cifar: Path,
+    out: Path,
+    results: Path | None,
+    models: tuple[str, ...] = MODELS,
+    device: str = "cuda",
+    iters: int = 60,
+    budget_s: float = 240.0,
+    extra: str = GPU_SPEED,
 ) -> dict[str, Any]:
-    """A few eager training steps of each model on random data (bf16 on a GPU, channels_last):
-    proves the package runs on the device before the long call, and measures eager milliseconds
-    per step."""
-    import torch
-
-    _import_from_src()
-    from resnetkit.models.registry import create_model
-
-    timings: dict[str, Any] = {"device": _device_info()}
-    for name in models:
-        model = create_model(name).to(device).to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        x = torch.randn(128, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (128,), device=device)
-        start = 0.0
-        for step in range(steps + 3):  # 3 warm-up steps
-            if step == 3:
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-            on_gpu = device.startswith("cuda")  # bf16 there; a CPU without bf16 units: fp32
-            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=on_gpu):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        timings[name] = {
-            "eager_ms_per_step": round(1000 * (time.perf_counter() - start) / steps, 2),
-            "loss_finite": bool(torch.isfinite(loss)),
-        }
-    return timings
+    """The long call's path in small: every model trains ``iters`` iterations through the same
+    command line (bf16, channels_last, CUDA graphs, the test-set evaluation at the end), all at
+    once. It proves the package runs on the device's own PyTorch, warms the compile cache the
+    long call then reuses, and says how long compiling takes. Writes ``out/ok`` when every
+    model finished with a finite test accuracy."""
+    data = smoke_data(cifar, out / "data")
+    extra = f"{extra} --max-iters {iters}"
+    # ResNet-110's warm-up, shortened to fit the short run (400 iterations would be refused).
+    short = {"resnet110": ["--warmup-iters", str(max(1, iters // 10)), "--warmup-lr", "0.01"]}
+    summary = train_all(
+        data, out / "runs", models, budget_s, device, extra, results, short, bundle_runs=False
+    )
+    ok = all(m["finished"] and m["final_test_top1"] is not None for m in summary["models"].values())
+    if ok:
+        (out / "ok").write_text("ok\n")
+    summary["ok"] = ok
+    return summary
 
 
 def _device_info() -> dict[str, Any]:
@@ -207,11 +226,14 @@ def train_all(
     results: Path | None = None,
     model_args: dict[str, list[str]] | None = None,
     recipe: str = RECIPE,
+    grace_s: float = 45.0,
+    bundle_runs: bool = True,
 ) -> dict[str, Any]:
     """Train ``models`` with ``recipe`` at once, one process each, for at most ``budget_s``
     seconds; returns (and writes to ``results``) what each reached, with each run's
     ``metrics.jsonl`` under ``results/runs/full/<model>/``. ``extra`` goes to every model,
-    ``model_args`` (default: ResNet-110's warm-up) to one."""
+    ``model_args`` (default: ResNet-110's warm-up) to one. A run still going at the budget
+    gets SIGTERM (it checkpoints at the end of its step) and ``grace_s`` seconds to exit."""
     model_args = MODEL_ARGS if model_args is None else model_args
     _import_from_src()
     from resnetkit.train.runlog import read_metrics
@@ -261,7 +283,7 @@ def train_all(
                 if name not in ended and name not in stopped:
                     proc.send_signal(signal.SIGTERM)  # writes a checkpoint at the current step
                     stopped.add(name)
-            if time.monotonic() - start > budget_s + 90:
+            if time.monotonic() - start > budget_s + grace_s:
                 for proc in procs.values():
                     if proc.poll() is None:
                         proc.kill()
@@ -305,18 +327,75 @@ def train_all(
             "log_tail": logs[name].read_text(errors="replace")[-1500:],
         }
     if results is not None:
-        results.mkdir(parents=True, exist_ok=True)
+        summary["bundles"] = bring_back(out, tuple(procs), results, bundle_runs)
         (results / "gpu-paper-cifar.json").write_text(json.dumps(summary, indent=2) + "\n")
-        for name in procs:  # what `reproduce degradation --report` reads, a few kB each
-            back = results / "runs" / "full" / name
-            back.mkdir(parents=True, exist_ok=True)
-            for kept in ("metrics.jsonl", "run.json", "recipe.yaml"):
-                if (out / name / kept).is_file():
-                    shutil.copy2(out / name / kept, back / kept)
-            # A finished model (1-7 MB) comes back whole, for `reproduce responses` (Fig. 7).
-            if (out / name / "model" / "config.json").is_file():
-                shutil.copytree(out / name / "model", back / "model", dirs_exist_ok=True)
     return summary
+
+
+def bring_back(
+    out: Path, names: tuple[str, ...], results: Path, runs: bool = True
+) -> dict[str, Any]:
+    """Pack what the device call returns into few files (it brings back at most 8, of at most
+    16 MB each, at most 2 folders down): ``logs.tar.xz`` holds every run's metrics, facts,
+    recipe and log, which ``reproduce degradation --report`` reads; ``<model>.tar`` the run
+    itself, its exported ``model/`` if it finished, else its latest checkpoint, so that
+    extracting it into a runs folder makes a run that ``train --resume`` continues (here on the
+    CPU, or on the next lent GPU); ``runs=False`` leaves those out. The list of what did not
+    fit goes into the summary."""
+    results.mkdir(parents=True, exist_ok=True)
+    small = ("metrics.jsonl", "run.json", "recipe.yaml")
+    with tarfile.open(results / "logs.tar.xz", "w:xz") as tar:
+        for name in names:
+            for kept in small:
+                if (out / name / kept).is_file():
+                    tar.add(out / name / kept, f"{name}/{kept}")
+            if (out / f"{name}.log").is_file():
+                tar.add(out / f"{name}.log", f"{name}.log")
+    bundles: dict[str, Any] = {"logs.tar.xz": (results / "logs.tar.xz").stat().st_size}
+    for name in names[: BACK_FILES - 2] if runs else ():  # the summary and logs take two
+        run = out / name
+        bundle = results / f"{name}.tar"
+        with tarfile.open(bundle, "w") as tar:
+            for kept in small:
+                if (run / kept).is_file():
+                    tar.add(run / kept, f"{name}/{kept}")
+            if (run / "model" / "config.json").is_file():
+                tar.add(run / "model", f"{name}/model")
+            latest = run / "checkpoints" / "latest"
+            if not (run / "model" / "config.json").is_file() and latest.is_file():
+                tar.add(latest, f"{name}/checkpoints/latest")
+                tar.add(
+                    run / "checkpoints" / latest.read_text().strip(),
+                    f"{name}/checkpoints/{latest.read_text().strip()}",
+                )
+        size = bundle.stat().st_size
+        if size > BACK_BYTES:
+            bundle.unlink()
+            bundles[bundle.name] = f"left behind: {size} bytes, over {BACK_BYTES}"
+        else:
+            bundles[bundle.name] = size
+    return bundles
+
+
+def receive(results: Path, to: Path) -> list[str]:
+    """(here) Extract what a call brought back into ``to/full/<model>/``, the layout
+    ``reproduce degradation --preset full --out TO --report`` reads; returns the runs found.
+    The tars are this script's own, but members are still checked to stay inside ``to``."""
+    full = (to / "full").resolve()
+    full.mkdir(parents=True, exist_ok=True)
+    found: set[str] = set()
+    bundles = [results / "logs.tar.xz", *sorted(results.glob("*.tar"))]
+    for bundle in bundles:
+        if not bundle.is_file():
+            continue
+        with tarfile.open(bundle) as tar:
+            for member in tar.getmembers():
+                target = (full / member.name).resolve()
+                if not target.is_relative_to(full) or not (member.isfile() or member.isdir()):
+                    raise ValueError(f"{bundle}: member {member.name!r} would land outside {full}")
+            tar.extractall(full, filter="data")
+            found.update(m.name.split("/")[0] for m in tar.getmembers() if "/" in m.name)
+    return sorted(found)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,10 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpack", help="(there) one part -> checked .bin batches")
     p.add_argument("--part", type=Path, required=True)
     p.add_argument("--to", type=Path, required=True)
-    p = sub.add_parser("smoke", help="(there) a few eager steps of each model: runs? how fast?")
+    p = sub.add_parser("smoke", help="(there) a short run of every model on part 1's batches")
+    p.add_argument("--cifar", type=Path, default=Path("runs/gpu-cifar"))
+    p.add_argument("--out", type=Path, default=Path("runs/gpu-smoke"))
+    p.add_argument("--results", type=Path, help="where its summary and logs go ($OUT/smoke)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--device", default="cuda")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--iters", type=int, default=60)
+    p.add_argument("--budget-s", type=float, default=240.0)
+    p = sub.add_parser("receive", help="(here) what a call brought back -> DIR/full/<model>")
+    p.add_argument("--results", type=Path, required=True, help="the call's files")
+    p.add_argument("--to", type=Path, required=True)
     p = sub.add_parser("train", help="(there) train the models at once within a time budget")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/gpu-paper"))
@@ -341,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--extra", default=GPU_SPEED, help="recipe overrides for every model")
     p.add_argument("--recipe", default=RECIPE)
+    p.add_argument("--grace-s", type=float, default=45.0)
     args = parser.parse_args(argv)
     if args.command == "pack":
         manifest = pack(args.data_dir, args.out)
@@ -348,9 +435,23 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "unpack":
         for path in unpack(args.part, args.to):
             print(f"rebuilt {path} (sha256 checked)")
+    elif args.command == "receive":
+        print("received: " + ", ".join(receive(args.results, args.to)))
     elif args.command == "smoke":
         models = tuple(m for m in args.models.split(",") if m)
-        print(json.dumps(smoke(models, args.device, args.steps), indent=2))
+        summary = smoke(
+            args.cifar, args.out, args.results, models, args.device, args.iters, args.budget_s
+        )
+        for name, entry in summary["models"].items():
+            print(
+                f"{name}: {entry['iterations']} iterations in {entry['wall_s']} s "
+                f"(compiling included), finished {entry['finished']}, "
+                f"rc {entry['returncode']}"
+            )
+            if not entry["finished"]:
+                print(entry["log_tail"])
+        print("SMOKE OK" if summary["ok"] else "SMOKE FAILED")
+        return 0 if summary["ok"] else 1
     else:
         summary = train_all(
             args.data_dir,
@@ -361,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             args.extra,
             args.results,
             recipe=args.recipe,
+            grace_s=args.grace_s,
         )
         for name, entry in summary["models"].items():
             print(

@@ -119,22 +119,63 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     assert cut["iterations"] == int(latest.read_text().split("-")[-1])  # not just whole epochs
     assert cut["final_test_step"] <= cut["iterations"] and cut["final_test_top1"] is not None
     assert "stopped by SIGTERM" in cut["log_tail"]
-    # Each run's curves come back where `reproduce degradation --report` looks for them.
+    # What comes back is few files (a device call returns at most 8), each small enough.
+    back = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert back == ["gpu-paper-cifar.json", "logs.tar.xz", "plain20.tar", "resnet20.tar"]
+    assert all(isinstance(size, int) for size in summary["bundles"].values())
+    runs = tmp_path / "back"
+    assert gpu_paper_cifar.receive(tmp_path / "out", runs) == ["plain20", "resnet20"]
     for name in ("resnet20", "plain20"):
-        back = tmp_path / "out" / "runs" / "full" / name / "metrics.jsonl"
-        assert back.read_text() == (tmp_path / "runs" / name / "metrics.jsonl").read_text()
-    # The finished model comes back whole (for Fig. 7); the one cut short has none to bring.
-    kept = tmp_path / "out" / "runs" / "full" / "plain20" / "model"
+        got = runs / "full" / name / "metrics.jsonl"
+        assert got.read_text() == (tmp_path / "runs" / name / "metrics.jsonl").read_text()
+        assert (runs / "full" / f"{name}.log").is_file()
+    # The finished model comes back whole (for Fig. 7); the one cut short, its checkpoint.
+    kept = runs / "full" / "plain20" / "model"
     assert (kept / "model.safetensors").is_file() and (kept / "config.json").is_file()
-    assert not (tmp_path / "out" / "runs" / "full" / "resnet20" / "model").exists()
+    assert not (runs / "full" / "resnet20" / "model").exists()
+    ckpts = runs / "full" / "resnet20" / "checkpoints"
+    assert (ckpts / (ckpts / "latest").read_text().strip()).is_dir()
     # What came back is enough for the Fig. 6 report, drawn here.
-    report = report_degradation(tmp_path / "out" / "runs" / "full", "full", ("resnet20", "plain20"))
+    report = report_degradation(runs / "full", "full", ("resnet20", "plain20"))
     assert report["models"]["plain20"]["complete"] and not report["models"]["resnet20"]["complete"]
     assert report["models"]["resnet20"]["iterations"] > 0
-    assert (tmp_path / "out" / "runs" / "full" / "degradation.png").is_file()
+    assert (runs / "full" / "degradation.png").is_file()
 
 
-def test_gpu_smoke_steps_each_model_and_times_it() -> None:
-    timings = gpu_paper_cifar.smoke(("resnet20",), device="cpu", steps=1)
-    assert timings["resnet20"]["loss_finite"] and timings["resnet20"]["eager_ms_per_step"] > 0
-    assert timings["device"]["torch"] == torch.__version__
+def test_gpu_receive_refuses_a_member_outside_its_folder(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    (tmp_path / "out").mkdir()
+    with tarfile.open(tmp_path / "out" / "evil.tar", "w") as tar:
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(ValueError, match="would land outside"):
+        gpu_paper_cifar.receive(tmp_path / "out", tmp_path / "runs")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_gpu_smoke_trains_every_model_on_the_first_part(tmp_path: Path) -> None:
+    data = write_fake_cifar10(tmp_path / "data", n_train=250, n_test=37)
+    gpu_paper_cifar.pack(data, tmp_path / "gpu")
+    gpu_paper_cifar.unpack(tmp_path / "gpu" / "part1", tmp_path / "there")  # part 2 not yet
+    summary = gpu_paper_cifar.smoke(
+        tmp_path / "there",
+        tmp_path / "smoke",
+        tmp_path / "out",
+        ("plain20", "resnet110"),  # ResNet-110's 400-iteration warm-up, shortened to fit
+        device="cpu",
+        iters=2,
+        budget_s=60,
+        extra="--batch-size 25 --num-threads 1",  # the device's bf16 and CUDA graphs: not here
+    )
+    assert summary["ok"] and (tmp_path / "smoke" / "ok").is_file()
+    for entry in summary["models"].values():
+        assert entry["iterations"] == 2 and entry["final_test_top1"] is not None
+    assert summary["models"]["resnet110"]["extra_args"][:2] == ["--warmup-iters", "1"]
+    # Only the summary and the logs come back from the smoke call.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "gpu-paper-cifar.json",
+        "logs.tar.xz",
+    ]
