@@ -73,14 +73,16 @@ def test_sweep_is_geometric_and_leaves_the_run_as_it_was(cifar_dir: Path, tmp_pa
     t = trainer(cifar_dir, tmp_path / "run")
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     scheduler = t.scheduler
-    sweep = find_lr(t, start=1e-4, end=1.0, steps=12)  # 12 steps: more than one epoch of 10
+    # 12 steps: more than one epoch of 10. Up to 0.03: at 0.2-1.0 this tiny net's loss blows
+    # up on some CPUs (an AMD EPYC) and not others, which is the next test's business.
+    sweep = find_lr(t, start=1e-4, end=0.03, steps=12)
     assert sweep.stopped == "end" and len(sweep.lrs) == 12
-    assert sweep.lrs[0] == pytest.approx(1e-4) and sweep.lrs[-1] == pytest.approx(1.0)
+    assert sweep.lrs[0] == pytest.approx(1e-4) and sweep.lrs[-1] == pytest.approx(0.03)
     ratios = np.diff(np.log(sweep.lrs))
     assert np.allclose(ratios, ratios[0])
     assert all(math.isfinite(v) for v in sweep.losses + sweep.smoothed)
     assert sweep.suggested in sweep.lrs and len(sweep.smoothed) == 12
-    assert "lr sweep: 12 steps from 0.0001 to 1" in describe(sweep)
+    assert "lr sweep: 12 steps from 0.0001 to 0.03" in describe(sweep)
     # Everything restored: weights and BN statistics, optimizer, scheduler, position, lr.
     for key, value in t.model.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -277,6 +277,67 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
+def test_steps_that_do_not_wait_for_the_device_train_the_same_run(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    """On a GPU the loss and accuracy sums stay on the device between steps (``_defer_sync``);
+    forced on here, the run must end with the same weights and the same metrics."""
+    from resnetkit.train.runlog import read_metrics
+
+    recipe = TINY.override({"ema_decay": 0.0, "checkpoint_every_iters": 3})
+    rows = {}
+    for name, defer in (("waits", False), ("defers", True)):
+        trainer = Trainer(spec(cifar_dir, tmp_path / name, recipe))
+        assert not trainer._defer_sync  # the CPU: every step checks at once
+        trainer._defer_sync = defer
+        trainer.run()
+        rows[name] = read_metrics(tmp_path / name)
+    reference = final_weights(tmp_path / "waits")
+    weights = final_weights(tmp_path / "defers")
+    assert all(torch.equal(reference[k], weights[k]) for k in reference)
+    for a, b in zip(rows["waits"], rows["defers"], strict=True):
+        assert a["train_top1"] == b["train_top1"] and a["step"] == b["step"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)  # float32 sums
+
+
+def test_deferred_nan_check_names_the_step_and_keeps_last_good_checkpoint(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    recipe = TINY.override({"checkpoint_every_iters": 2})
+    trainer = Trainer(spec(cifar_dir, tmp_path / "run", recipe))
+    trainer._defer_sync = True
+
+    def poison(step: int) -> None:
+        if step == 3:
+            with torch.no_grad():
+                trainer.model.fc.weight.fill_(float("nan"))
+
+    trainer.spec.on_step = poison
+    # Found before the checkpoint of step 4, named after the step where it appeared.
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 3 .*last good checkpoint"):
+        trainer.run()
+    assert int(trainer._first_bad_step) == 3  # recorded on the device, not raised at once
+    folder = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert folder is not None and folder.name == "ckpt-00000002"
+
+
+def test_tensor_loader_on_a_device_makes_its_batches_there() -> None:
+    """The GPU path, on the meta device: data, draws sent along, statistics built there once
+    (a CPU tensor mixed into the arithmetic would raise)."""
+    from resnetkit.data.fast import Normalization, TensorLoader
+
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    for norm in (Normalization(pixel_mean=torch.rand(3, 8, 8)), Normalization((0.5,) * 3)):
+        loader = TensorLoader(images, torch.arange(40) % 10, 16, norm, train=True)
+        assert loader.to("meta") and loader.device.type == "meta"
+        batches = list(loader)
+        assert len(batches) == 2 and all(
+            x.device.type == y.device.type == "meta" for x, y in batches
+        )
+        assert batches[0][0].shape == (16, 3, 8, 8) and batches[0][0].dtype == torch.float32
+        assert len(norm._on) == 1 and next(iter(norm._on)).type == "meta"
+
+
 def test_cli_reports_a_diverged_run_as_an_error_line(
     cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

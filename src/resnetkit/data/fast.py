@@ -2,13 +2,16 @@
 
 No per-image Python and no worker processes (the airbench approach): each epoch draws its
 permutation, crops and flips up front from a generator seeded by ``(seed, epoch)``, so a run
-that resumes in the middle of an epoch sees exactly the batches it would have seen.
+that resumes in the middle of an epoch sees exactly the batches it would have seen. On a GPU
+the whole set can live on the device (:meth:`TensorLoader.to`): the random draws stay on the
+CPU generator (the same batches as on a CPU), and each step sends only its indices and crop
+offsets, from pinned memory, so that preparing a batch never waits for the GPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,15 +29,30 @@ class Normalization:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     pixel_mean: Tensor | None = None
+    # The statistics as tensors on each device they were used on: built once, since a copy to
+    # a GPU from ordinary memory would wait for the GPU at every batch.
+    _on: dict[torch.device, tuple[Tensor, Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(subtrahend, divisor) on ``device``."""
+        if device not in self._on:
+            if self.pixel_mean is not None:
+                sub, div = self.pixel_mean.float(), torch.ones(())
+            else:
+                sub = torch.tensor(self.mean).view(1, -1, 1, 1)
+                div = torch.tensor(self.std).view(1, -1, 1, 1)
+            self._on[device] = (sub.to(device), div.to(device))
+        return self._on[device]
 
     def apply(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> normalised float32."""
         x = images.float().div_(255.0)
+        sub, div = self._stats(x.device)
         if self.pixel_mean is not None:
-            return x.sub_(self.pixel_mean.to(x.device))
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return x.sub_(mean).div_(std)
+            return x.sub_(sub)
+        return x.sub_(sub).div_(div)
 
 
 def to_nchw_tensor(images: np.ndarray) -> Tensor:
@@ -46,24 +64,38 @@ def to_nchw_tensor(images: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
+def send(tensor: Tensor, device: torch.device) -> Tensor:
+    """A CPU tensor to ``device`` without waiting for the device: from pinned memory on a GPU
+    (a copy from ordinary memory first waits for the work queued before it)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def random_crop_flip(images: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:
     """Pad by ``pad`` zeros, take a random crop of the original size, flip half horizontally.
 
-    Works on a whole uint8 batch with one gather; the paper's CIFAR augmentation.
+    Works on a whole uint8 batch with one gather; the paper's CIFAR augmentation. The offsets
+    are drawn from the CPU ``generator`` wherever ``images`` are, so a batch on a GPU is the
+    batch on the CPU.
     """
     b, c, h, w = images.shape
+    device = images.device
     if pad > 0:
         images = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = ox[:, None] + torch.arange(w)
+    flipped = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    if device.type != "cpu":  # one small copy for all three
+        oy, ox, flipped = send(torch.stack([oy, ox, flipped.long()]), device).unbind(0)
+        flipped = flipped.bool()
+    rows = (oy[:, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = ox[:, None] + torch.arange(w, device=device)
     if flip:
-        flipped = torch.rand(b, generator=generator) < 0.5
         cols = torch.where(flipped[:, None], cols.flip(1), cols)
     cols = cols[:, None, None, :]
-    batch = torch.arange(b)[:, None, None, None]
-    chans = torch.arange(c)[None, :, None, None]
+    batch = torch.arange(b, device=device)[:, None, None, None]
+    chans = torch.arange(c, device=device)[None, :, None, None]
     return images[batch, chans, rows, cols]
 
 
@@ -131,6 +163,27 @@ class TensorLoader:
         self.sample_weights = sample_weights
         self.epoch = 0
 
+    @property
+    def device(self) -> torch.device:
+        """Where the data and the batches are (the CPU unless :meth:`to` moved them)."""
+        return self.images.device
+
+    def to(self, device: torch.device | str, max_fraction: float = 0.25) -> bool:
+        """Keep the data on ``device`` (a GPU) and prepare every batch there: gather, crop,
+        flip and normalise, with the random draws still made on the CPU, so the batches are the
+        ones a CPU would make. Data taking more than ``max_fraction`` of the device's free memory
+        stays here. Returns whether it moved."""
+        device = torch.device(device)
+        if device.type == "cpu" or device == self.device:
+            return device == self.device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if self.images.nbytes + self.labels.nbytes > max_fraction * free:
+                return False
+        self.images = self.images.to(device)
+        self.labels = self.labels.to(device)
+        return True
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -167,6 +220,8 @@ class TensorLoader:
         never undecodable, so no batch is ever empty.
         """
         indices = self._indices()
+        if self.device.type != "cpu":
+            indices = send(indices, self.device)  # one copy for the epoch
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + 1)
         for i in range(len(self)):
             idx = indices[i * self.batch_size : (i + 1) * self.batch_size]

@@ -142,7 +142,7 @@ def find_lr(
                 continue
             if applied is not None:
                 lrs.append(applied)
-                losses.append(loss / seen)
+                losses.append(float(loss) / seen)
                 running = running_average(losses)
                 if len(losses) > 1 and running[-1] > diverge_factor * min(running):
                     stopped = "exploded"

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from resnetkit.data.fast import Normalization
+from resnetkit.data.fast import Normalization, TensorLoader
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
@@ -50,6 +50,8 @@ from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
 
 #: What a run folder holds (a run that never checkpointed may be started again over them).
+# Steps between looks for a non-finite loss when steps do not wait for the device (a GPU).
+SYNC_EVERY = 100
 RUN_FILES = frozenset(
     {
         "run.json",
@@ -228,6 +230,18 @@ class Trainer:
         self.norm = data.norm
         self.train_loader = data.train_loader
         self.eval_loaders = data.eval_loaders
+        if self.device.type == "cuda":  # in-memory data that fits: batches made on the GPU
+            for loader in (self.train_loader, *self.eval_loaders.values()):
+                if isinstance(loader, TensorLoader):
+                    loader.to(self.device)
+        # On an accelerator a step does not wait for the device to report its loss and
+        # accuracy (three waits a step left a GPU idle most of the time): the sums stay on the
+        # device, and a NaN or infinite loss is looked for every SYNC_EVERY steps and before
+        # anything is saved, evaluated or reported, naming the step where it first appeared.
+        # DDP keeps the per-step check: the same all-reduce carries the votes to stop.
+        self._defer_sync = self.device.type != "cpu" and not self.dist.enabled
+        self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._first_bad_loss = torch.zeros((), device=self.device)
         self.loss_weights = (
             data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
         )
@@ -401,12 +415,16 @@ class Trainer:
     def _check_finite_weights(self) -> None:
         """A finite loss can still leave NaN or infinite weights or BatchNorm statistics (an
         lr far too high): stop before they reach a checkpoint or an evaluation."""
-        tensors = [*self.model.named_parameters(), *self.model.named_buffers()]
-        bad = [
-            name
-            for name, t in tensors
-            if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())
+        tensors = [
+            (name, t)
+            for name, t in (*self.model.named_parameters(), *self.model.named_buffers())
+            if t.is_floating_point()
         ]
+        if not tensors:
+            return
+        # One wait for the device for all of them, not one per tensor.
+        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).tolist()
+        bad = [name for (name, _), ok in zip(tensors, finite, strict=True) if not ok]
         if bad:
             shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
             raise TrainingDiverged(
@@ -416,6 +434,7 @@ class Trainer:
             )
 
     def save(self) -> None:
+        self._check_deferred()
         self._check_finite_weights()  # on every process: they all stop alike
         if not self.dist.is_main:
             return
@@ -632,13 +651,20 @@ class Trainer:
                 yield group
                 group, positions = [], 0
 
-    def _train_step(self, group: list[tuple[Tensor, Tensor]]) -> tuple[float, int, int]:
+    def _train_step(
+        self, group: list[tuple[Tensor, Tensor]], defer: bool = False
+    ) -> tuple[float | Tensor, int | Tensor, int]:
+        """One optimizer step; returns the group's loss sum, correct count and images. With
+        ``defer`` the first two stay device tensors and a non-finite loss is only recorded
+        (see ``_check_deferred``), so that the step never waits for the device."""
         recipe = self.recipe
         if not group:  # every image of the step was undecodable (single process only)
             self.scheduler.step()
             return 0.0, 0, 0
         self.optimizer.zero_grad(set_to_none=True)
-        loss_total, correct, seen = 0.0, 0, 0
+        loss_total: float | Tensor = 0.0
+        correct: int | Tensor = 0
+        seen = 0
         for i, (x, y) in enumerate(group):
             if self._graph_steps:
                 torch.compiler.cudagraph_mark_step_begin()
@@ -666,7 +692,9 @@ class Trainer:
                             weight=self.loss_weights,
                             label_smoothing=recipe.label_smoothing,
                         )
-                if self._diverged(loss):
+                if defer:
+                    self._record_bad(loss)
+                elif self._diverged(loss):
                     value = float(loss.detach())
                     where = f" ({value} on this process)" if self.dist.enabled else ""
                     raise TrainingDiverged(
@@ -675,8 +703,12 @@ class Trainer:
                         "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
                     )
                 self.scaler.scale(loss / len(group)).backward()
-            loss_total += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            if defer:
+                loss_total = loss_total + loss.detach().float() * len(y)
+                correct = correct + (logits.argmax(1) == y).sum()
+            else:
+                loss_total += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         if recipe.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -687,6 +719,26 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return loss_total, correct, seen
+
+    def _record_bad(self, loss: Tensor) -> None:
+        """Remember, on the device, the first step whose loss was not finite."""
+        first = torch.isfinite(loss.detach()).logical_not() & (self._first_bad_step < 0)
+        self._first_bad_step = torch.where(first, self.step, self._first_bad_step)
+        self._first_bad_loss = torch.where(first, loss.detach().float(), self._first_bad_loss)
+
+    def _check_deferred(self) -> None:
+        """Stop on a non-finite loss that ``defer``red steps recorded (one wait for the
+        device). The weights in memory are past it, but no checkpoint is: this runs before
+        every save."""
+        if not self._defer_sync:
+            return
+        step = int(self._first_bad_step)
+        if step >= 0:
+            raise TrainingDiverged(
+                f"loss is {float(self._first_bad_loss)} at step {step} (epoch "
+                f"{step // max(self.iters_per_epoch, 1) + 1}); stopped. {self._kept()}. "
+                "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
+            )
 
     def _diverged(self, loss: Tensor) -> bool:
         """Whether the loss is NaN or infinite, on this process or (DDP) on any: every process
@@ -835,6 +887,7 @@ class Trainer:
         spec, recipe = self.spec, self.recipe
         last_save = time.monotonic()
         first_step = self.step
+        postfix_at = 0.0
         while self.step < self.total_iters and not self.stopped_early:
             if self.batch_in_epoch == 0:
                 self.epoch_partial = [0.0, 0, 0, 0.0]
@@ -858,20 +911,25 @@ class Trainer:
                 t0 = time.monotonic()
                 if self.pace_from is None and self.step > first_step:
                     self.pace_from = (t0, self.step)
-                loss, ok, n = self._train_step(group)
+                loss, ok, n = self._train_step(group, defer=self._defer_sync)
                 self.train_seconds += time.monotonic() - t0
                 loss_sum, correct, seen = loss_sum + loss, correct + ok, seen + n
                 self.step += 1
                 self.batch_in_epoch += 1
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{loss_sum / max(seen, 1):.3f}",
-                    acc=f"{100 * correct / max(seen, 1):.1f}",
-                    img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
-                    lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
-                )
+                # Reading the sums waits for the device: deferred, at most once a second.
+                if not bar.disable and (not self._defer_sync or t0 - postfix_at > 1.0):
+                    postfix_at = t0
+                    bar.set_postfix(
+                        loss=f"{float(loss_sum) / max(seen, 1):.3f}",
+                        acc=f"{100 * float(correct) / max(seen, 1):.1f}",
+                        img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
+                        lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
+                    )
                 if spec.on_step is not None:
                     spec.on_step(self.step)
+                if self.step % SYNC_EVERY == 0:
+                    self._check_deferred()
                 if self.step >= self.total_iters or self.batch_in_epoch >= remaining:
                     break
                 due_time = time.monotonic() - last_save > recipe.checkpoint_every_s
@@ -880,15 +938,18 @@ class Trainer:
                 )
                 stop = self._stop_agreed()
                 if due_time or due_iter or stop:
+                    self._check_deferred()  # before the sums are read
                     elapsed = time.monotonic() - epoch_start
-                    self.epoch_partial = [loss_sum, correct, seen, elapsed]
+                    self.epoch_partial = [float(loss_sum), int(correct), seen, elapsed]
                     self.save()
                     last_save = time.monotonic()
                 if stop:
                     bar.close()
                     raise self._interrupted()
             bar.close()
-            self._end_epoch(loss_sum, correct, seen, time.monotonic() - epoch_start)
+            self._check_deferred()
+            seconds = time.monotonic() - epoch_start
+            self._end_epoch(float(loss_sum), int(correct), seen, seconds)
             self.save()
             last_save = time.monotonic()
             if self._stop_agreed() and self.step < self.total_iters and not self.stopped_early:
