@@ -27,9 +27,12 @@ there): 530 s took ResNet-20 to 29.8k iterations, ResNet-56 to 18.9k, ResNet-110
              resnetkit reproduce degradation --preset full --out DIR --report
              (and, once models finish, reproduce responses --from DIR/full for Fig. 7)
 
-To continue the runs on a later lease, extract the tars that came back into a folder that
-travels (``receive --to runs/gpu-prev``) and give ``train --out runs/gpu-prev/full``: a run with
-a checkpoint resumes.
+Next time, add ``--mps`` to both calls: one ResNet-20 process alone trained at 27,000 images/s
+on that H200 (``benchmarks/gpu_step_wait.py``), about what all five moved together, so without
+MPS running them at once bought nothing; the smoke call says whether MPS started (not yet tried
+on the device). To continue the runs on a later lease, extract the tars that came back into a
+folder that travels (``receive --to runs/gpu-prev``) and give ``train --out runs/gpu-prev/full``:
+a run with a checkpoint resumes.
 
 The speed settings (bf16, channels_last, CUDA graphs through ``torch.compile``, evaluating every
 4th epoch) change how fast the recipe runs, not the recipe: batch 128, lr 0.1 divided by 10 at
@@ -42,12 +45,14 @@ degradation preset does).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +192,7 @@ def smoke(
     iters: int = 60,
     budget_s: float = 240.0,
     extra: str = GPU_SPEED,
+    mps: bool = False,
 ) -> dict[str, Any]:
     """The long call's path in small: every model trains ``iters`` iterations through the same
     command line (bf16, channels_last, CUDA graphs, the test-set evaluation at the end), all at
@@ -198,7 +204,16 @@ def smoke(
     # ResNet-110's warm-up, shortened to fit the short run (400 iterations would be refused).
     short = {"resnet110": ["--warmup-iters", str(max(1, iters // 10)), "--warmup-lr", "0.01"]}
     summary = train_all(
-        data, out / "runs", models, budget_s, device, extra, results, short, bundle_runs=False
+        data,
+        out / "runs",
+        models,
+        budget_s,
+        device,
+        extra,
+        results,
+        short,
+        bundle_runs=False,
+        mps=mps,
     )
     ok = all(m["finished"] and m["final_test_top1"] is not None for m in summary["models"].values())
     if ok:
@@ -216,33 +231,22 @@ def _device_info() -> dict[str, Any]:
     return info
 
 
-def train_all(
+def _train_at_once(
     data_dir: Path,
     out: Path,
-    models: tuple[str, ...] = MODELS,
-    budget_s: float = 420.0,
-    device: str = "cuda",
-    extra: str = GPU_SPEED,
-    results: Path | None = None,
-    model_args: dict[str, list[str]] | None = None,
-    recipe: str = RECIPE,
-    grace_s: float = 45.0,
-    bundle_runs: bool = True,
-) -> dict[str, Any]:
-    """Train ``models`` with ``recipe`` at once, one process each, for at most ``budget_s``
-    seconds; returns (and writes to ``results``) what each reached, with each run's
-    ``metrics.jsonl`` under ``results/runs/full/<model>/``. ``extra`` goes to every model,
-    ``model_args`` (default: ResNet-110's warm-up) to one. A run still going at the budget
-    gets SIGTERM (it checkpoints at the end of its step) and ``grace_s`` seconds to exit."""
-    model_args = MODEL_ARGS if model_args is None else model_args
-    _import_from_src()
-    from resnetkit.train.runlog import read_metrics
-
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    models: tuple[str, ...],
+    budget_s: float,
+    device: str,
+    extra: str,
+    model_args: dict[str, list[str]],
+    recipe: str,
+    grace_s: float,
+    env: dict[str, str],
+) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, Path], float, dict[str, float], set[str]]:
+    """Start one ``train`` per model, stop those still going at the budget; returns the
+    processes, their logs, the start time, when each ended and which were stopped."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    logs = {}
+    logs: dict[str, Path] = {}
     start = time.monotonic()
     for name in models:
         run = out / name
@@ -288,13 +292,84 @@ def train_all(
                     if proc.poll() is None:
                         proc.kill()
         time.sleep(0.5)
+    return procs, logs, start, ended, stopped
+
+
+def start_mps(folder: Path) -> dict[str, str] | None:
+    """Start CUDA's Multi-Process Service: without it a GPU runs one process's kernels at a
+    time (time-slicing), and the paper recipe's small nets at batch 128 are bound by the
+    latency of many small kernels, so five processes together went no faster than one alone
+    (2026-11-30). Under MPS their kernels share the GPU at once. Returns the environment the
+    processes need, or None where the control program is missing or did not start. It is a
+    user-space daemon: no setting of the GPU changes, and :func:`stop_mps` ends it."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        return None
+    env = {
+        "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"),
+        "CUDA_MPS_LOG_DIRECTORY": str(folder / "log"),
+    }
+    for path in env.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run([control, "-d"], env={**os.environ, **env}, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return env if done.returncode == 0 else None
+
+
+def stop_mps(env: dict[str, str]) -> None:
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is not None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run([control], input=b"quit\n", env={**os.environ, **env}, timeout=30)
+
+
+def train_all(
+    data_dir: Path,
+    out: Path,
+    models: tuple[str, ...] = MODELS,
+    budget_s: float = 420.0,
+    device: str = "cuda",
+    extra: str = GPU_SPEED,
+    results: Path | None = None,
+    model_args: dict[str, list[str]] | None = None,
+    recipe: str = RECIPE,
+    grace_s: float = 45.0,
+    bundle_runs: bool = True,
+    mps: bool = False,
+) -> dict[str, Any]:
+    """Train ``models`` with ``recipe`` at once, one process each, for at most ``budget_s``
+    seconds; returns (and writes to ``results``, with the runs: :func:`bring_back`) what each
+    reached. ``extra`` goes to every model, ``model_args`` (default: ResNet-110's warm-up) to
+    one. A run still going at the budget gets SIGTERM (it checkpoints at the end of its step)
+    and ``grace_s`` seconds to exit. ``mps`` runs them under CUDA's Multi-Process Service
+    (:func:`start_mps`); the summary says whether it started."""
+    model_args = MODEL_ARGS if model_args is None else model_args
+    _import_from_src()
+    from resnetkit.train.runlog import read_metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    mps_env = start_mps(out / "mps") if mps else None
+    env.update(mps_env or {})
+    try:
+        procs, logs, start, ended, stopped = _train_at_once(
+            data_dir, out, models, budget_s, device, extra, model_args, recipe, grace_s, env
+        )
+    finally:
+        if mps_env is not None:
+            stop_mps(mps_env)
     summary: dict[str, Any] = {
         "recipe": recipe,
         "speed_settings": extra,
         "budget_s": budget_s,
+        "mps": mps_env is not None,
         "device": _device_info(),
         "models": {},
     }
+
     for name, proc in procs.items():
         run = out / name
         rows = read_metrics(run)
@@ -415,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--iters", type=int, default=60)
     p.add_argument("--budget-s", type=float, default=240.0)
+    p.add_argument("--mps", action="store_true", help="under CUDA's Multi-Process Service")
     p = sub.add_parser("receive", help="(here) what a call brought back -> DIR/full/<model>")
     p.add_argument("--results", type=Path, required=True, help="the call's files")
     p.add_argument("--to", type=Path, required=True)
@@ -428,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", default=GPU_SPEED, help="recipe overrides for every model")
     p.add_argument("--recipe", default=RECIPE)
     p.add_argument("--grace-s", type=float, default=45.0)
+    p.add_argument("--mps", action="store_true", help="under CUDA's Multi-Process Service")
     args = parser.parse_args(argv)
     if args.command == "pack":
         manifest = pack(args.data_dir, args.out)
@@ -440,7 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "smoke":
         models = tuple(m for m in args.models.split(",") if m)
         summary = smoke(
-            args.cifar, args.out, args.results, models, args.device, args.iters, args.budget_s
+            args.cifar,
+            args.out,
+            args.results,
+            models,
+            args.device,
+            args.iters,
+            args.budget_s,
+            mps=args.mps,
         )
         for name, entry in summary["models"].items():
             print(
@@ -450,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not entry["finished"]:
                 print(entry["log_tail"])
+        if args.mps:
+            print(f"MPS started: {summary['mps']}")
         print("SMOKE OK" if summary["ok"] else "SMOKE FAILED")
         return 0 if summary["ok"] else 1
     else:
@@ -463,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             args.results,
             recipe=args.recipe,
             grace_s=args.grace_s,
+            mps=args.mps,
         )
         for name, entry in summary["models"].items():
             print(

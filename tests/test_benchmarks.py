@@ -1,6 +1,7 @@
 """The benchmarks run end to end on the bundled sample and write what their README promises."""
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,49 @@ def test_gpu_smoke_trains_every_model_on_the_first_part(tmp_path: Path) -> None:
         "gpu-paper-cifar.json",
         "logs.tar.xz",
     ]
+
+
+def test_gpu_runs_under_mps_start_and_stop_its_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in control program records how it is called: started as a daemon before the
+    runs (which get its pipe folder), told to quit after; without one the runs go on alone."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    control = bin_dir / "nvidia-cuda-mps-control"
+    control.write_text(
+        f'#!/bin/sh\necho "$* pipe=$CUDA_MPS_PIPE_DIRECTORY input=$(cat -)" >> {calls}\n'
+    )
+    control.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    data = write_fake_cifar10(tmp_path / "data", n_train=100, n_test=20)
+    summary = gpu_paper_cifar.train_all(
+        data,
+        tmp_path / "runs",
+        ("plain20",),
+        budget_s=60,
+        device="cpu",
+        extra="--batch-size 25 --max-iters 1 --num-threads 1",
+        mps=True,
+    )
+    assert summary["mps"] and summary["models"]["plain20"]["finished"]
+    started, quit_ = calls.read_text().splitlines()
+    pipe = tmp_path / "runs" / "mps" / "pipe"
+    assert started.startswith(f"-d pipe={pipe}") and quit_ == f" pipe={pipe} input=quit"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no control program: no MPS, still runs
+    assert gpu_paper_cifar.start_mps(tmp_path / "again") is None
+
+
+def test_gpu_step_wait_runs_both_steps_and_reports_the_ratio(tmp_path: Path) -> None:
+    from benchmarks import gpu_step_wait
+
+    argv = ["--out", str(tmp_path), "--device", "cpu", "--no-compile", "--images", "200"]
+    assert gpu_step_wait.main([*argv, "--epochs", "2", "--rounds", "1"]) == 0
+    summary = json.loads((tmp_path / "gpu-step-wait.json").read_text())
+    waits, defers = summary["runs"]["waits"][0], summary["runs"]["defers"][0]
+    assert waits["waits"] and not defers["waits"]
+    assert not waits["data_on_device"] and not defers["data_on_device"]  # the CPU: nowhere else
+    ips = summary["images_per_second"]
+    assert ips["waits"] > 0 and summary["speedup"] == round(ips["defers"] / ips["waits"], 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-step-wait.json"]  # no leftovers
