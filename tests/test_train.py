@@ -458,11 +458,17 @@ def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
     other = recipe.override({"lr": 0.2, "schedule": "onecycle", "num_threads": 2})
     with pytest.raises(ValueError, match=r"another recipe.*lr: 0.05 -> 0.2; schedule: 'cosine'"):
         train(spec(cifar_dir, tmp_path / "run", other, resume=True))
-    # Threads and checkpoint cadence may change on resume; `train --resume` without --recipe
-    # takes the run's recipe.yaml (not the fast-cifar default).
+    # The precision changes the arithmetic of every step: refused too.
+    with pytest.raises(ValueError, match=r"another recipe.*precision: 'fp32' -> 'bf16'"):
+        train(
+            spec(cifar_dir, tmp_path / "run", recipe.override({"precision": "bf16"}), resume=True)
+        )
+    # Threads, checkpoint cadence and speed settings (memory format, compiling: a run compiled
+    # on a GPU goes on without) may change on resume; `train --resume` without --recipe takes
+    # the run's recipe.yaml (not the fast-cifar default).
     argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
     argv += ["--out", str(tmp_path / "run"), "--resume", "--no-progress", "--num-threads", "1"]
-    assert main(argv) == 0
+    assert main([*argv, "--channels-last", "false", "--compile-mode", "reduce-overhead"]) == 0
     assert load_recipe(tmp_path / "run" / "recipe.yaml").lr == 0.05
     # Without --resume the finished run is not overwritten: an error line, not a traceback.
     assert main([a for a in argv if a != "--resume"]) == 2

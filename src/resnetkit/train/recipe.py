@@ -164,9 +164,19 @@ class Recipe:
         return replace(self, **parsed)
 
 
-#: Fields a resumed run may change: they decide speed and logging, not the weights.
+#: Fields a resumed run may change: they decide speed and logging, not the weights (a run
+#: compiled on a GPU can go on without compiling elsewhere; the precision is not among them).
 RESUMABLE_CHANGES = frozenset(
-    {"num_threads", "num_workers", "checkpoint_every_s", "checkpoint_every_iters", "eval_every"}
+    {
+        "num_threads",
+        "num_workers",
+        "checkpoint_every_s",
+        "checkpoint_every_iters",
+        "eval_every",
+        "compile",
+        "compile_mode",
+        "channels_last",
+    }
 )
 
 

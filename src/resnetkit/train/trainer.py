@@ -49,9 +49,9 @@ from resnetkit.train.recipe import Recipe, recipe_differences
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
 
-#: What a run folder holds (a run that never checkpointed may be started again over them).
 # Steps between looks for a non-finite loss when steps do not wait for the device (a GPU).
 SYNC_EVERY = 100
+#: What a run folder holds (a run that never checkpointed may be started again over them).
 RUN_FILES = frozenset(
     {
         "run.json",
