@@ -187,6 +187,24 @@ def _luminance(images: Tensor) -> Tensor:
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
 
 
+def to_model_channels(images: Tensor, channels: int) -> Tensor:
+    """uint8 (N, 3, H, W) images as a model with ``channels`` inputs sees them: unchanged for
+    3, their luminance for a grayscale model (as ``predict`` feeds it)."""
+    return _luminance(images) if channels == 1 else images
+
+
+def model_normalization(cfg: dict[str, Any], channels: int, size: int) -> Normalization:
+    """How a model's preprocessing ``cfg`` normalises ``size`` x ``size`` inputs: its per-pixel
+    mean (the 2015 paper's CIFAR models), else its per-channel mean and std, one value each
+    for a grayscale model."""
+    pixel_mean = _pixel_mean(cfg, size)
+    if pixel_mean is not None:
+        return Normalization(pixel_mean=pixel_mean)
+    return Normalization(
+        mean=channel_stats_for(cfg["mean"], channels), std=channel_stats_for(cfg["std"], channels)
+    )
+
+
 def _pixel_mean(cfg: dict[str, Any], size: int) -> Tensor | None:
     values = cfg.get("pixel_mean")
     if values is None:
@@ -331,21 +349,17 @@ def _prepare(
     images = to_nchw_tensor(data.images)
     if folder and not ten_crop and load_size != size:
         images = _center_crop(images, size)
-    if channels == 1:  # a grayscale model: the images' luminance, as `predict` feeds it
-        images = _luminance(images)
-    pixel_mean = _pixel_mean(cfg, data_size)
-    per_channel = Normalization(
-        mean=channel_stats_for(cfg["mean"], channels), std=channel_stats_for(cfg["std"], channels)
-    )
+    images = to_model_channels(images, channels)
+    norm = model_normalization(cfg, channels, data_size)
     if ten_crop:
         if dataset != "folder":
             pad = CIFAR_TEN_CROP_PAD
             images = F.pad(images, (pad, pad, pad, pad))  # zero pixels, as in training
         # Crops are taken after normalising; a per-pixel mean only fits the cropped size.
-        norm = Normalization() if pixel_mean is not None else per_channel
+        pixel_mean = norm.pixel_mean
+        norm = Normalization() if pixel_mean is not None else norm
         scorer = _Scorer(model, size, crop=data_size, pixel_mean=pixel_mean)
     else:
-        norm = Normalization(pixel_mean=pixel_mean) if pixel_mean is not None else per_channel
         scorer = _Scorer(model, size)
     loader = TensorLoader(images, torch.from_numpy(data.labels), batch_size, norm, train=False)
     return scorer, loader, data, size

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.data.fast import TensorLoader, to_nchw_tensor
 from resnetkit.export.runtime import OrtClassifier
 from resnetkit.models.loading import preprocessing_of
 
@@ -50,8 +50,11 @@ def calibration_batches(
 ) -> list[np.ndarray]:
     """``count`` images of a split, preprocessed as the model expects, in batches (numpy);
     resized to ``input_size`` pixels when given instead of the model's own input size."""
-    from resnetkit.evaluate.evaluator import _luminance, load_eval_data
-    from resnetkit.predict import channel_stats_for
+    from resnetkit.evaluate.evaluator import (
+        load_eval_data,
+        model_normalization,
+        to_model_channels,
+    )
 
     cfg = preprocessing_of(model)
     channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
@@ -69,16 +72,9 @@ def calibration_batches(
             .clamp(0, 255)
             .to(torch.uint8)
         )
-    if channels == 1:  # a grayscale model calibrates on luminance, as it is fed
-        images = _luminance(images)
-    pixel_mean = cfg.get("pixel_mean")
-    norm = (
-        Normalization(pixel_mean=torch.tensor(pixel_mean).view(3, size, size))
-        if pixel_mean is not None
-        else Normalization(
-            channel_stats_for(cfg["mean"], channels), channel_stats_for(cfg["std"], channels)
-        )
-    )
+    # Calibrated on what the model is fed: luminance for a grayscale model, its normalisation.
+    images = to_model_channels(images, channels)
+    norm = model_normalization(cfg, channels, size)
     labels = torch.zeros(len(images), dtype=torch.int64)
     loader = TensorLoader(images, labels, batch_size, norm, train=False)
     return [x.numpy() for x, _ in loader]
