@@ -39,6 +39,20 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def check_trains_and_folds(model: nn.Module, tol: float) -> tuple[nn.Module, Tensor]:
+    """Every parameter gets a gradient, and with random weights and statistics the model with
+    its BatchNorms folded computes what it did (to ``tol``); returns (folded, the input)."""
+    x = torch.randn(2, 3, 32, 32)
+    model(x).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing[:3]
+    randomise(model)
+    folded = fold_batchnorm(model)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=tol, atol=tol)
+    return folded, x
+
+
 def figure_4_end(unit: str, branch: Tensor, shortcut: Tensor, bn: nn.Module) -> Tensor:
     """How each unit of the 2016 paper's Fig. 4 joins its last conv's output to the shortcut."""
     return {
@@ -113,14 +127,7 @@ def test_without_shortcuts_every_unit_is_the_same_plain_net() -> None:
 def test_every_unit_trains_and_folds(name: str, unit: str) -> None:
     short = {"layers": (1, 2, 1, 1)} if name == "resnet50" else {}  # bottlenecks, fewer
     model = create_model(name, unit=unit, num_classes=4, **short)
-    x = torch.randn(2, 3, 32, 32)
-    model(x).square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    assert not missing, missing[:3]
-    randomise(model)
-    folded = fold_batchnorm(model)
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    folded, _ = check_trains_and_folds(model, tol=1e-4)
     # (b)'s BN after the addition sees a sum, not a conv's output: one stays per block.
     blocks = sum(len(stage) for stage in model.stages)
     assert count_batchnorms(folded) == (blocks if unit == "bn_after_add" else 0)
