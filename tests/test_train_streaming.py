@@ -162,3 +162,31 @@ def test_ddp_names_the_broken_files_of_every_process(photos: Path, tmp_path: Pat
         assert proc.stderr.index(line) < first_epoch, broken  # named with the epoch that met it
     rows = [json.loads(r) for r in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["world_size"], r["skipped_images"]) for r in rows] == [(2, 2), (2, 2)]
+
+
+def test_folder_image_size_defaults_to_the_recipes_crops(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --image-size the ImageNet recipe's random-resized crops are 224 pixels, as in
+    the papers (32 would train an ImageNet ResNet on thumbnails); the in-memory path keeps 32;
+    a size given wins."""
+    import resnetkit.train.trainer as trainer_module
+    from resnetkit.cli.main import main
+
+    sizes = []
+
+    def fake_train(spec: TrainSpec) -> None:
+        sizes.append(spec.image_size)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(trainer_module, "train", fake_train)
+    base = ["train", "--model", "resnet18", "--dataset", "folder", "--data-dir", str(photos)]
+    for extra in (
+        ["--recipe", "paper-imagenet"],
+        ["--augment", "imagenet"],
+        ["--augment", "crop_flip"],
+        ["--augment", "imagenet", "--image-size", "64"],
+    ):
+        with pytest.raises(SystemExit):
+            main([*base, "--out", str(tmp_path / str(len(sizes))), *extra])
+    assert sizes == [224, 224, 32, 64]

@@ -59,7 +59,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--train-subset", type=non_negative_int, default=0, help="use only N training images"
     )
-    p.add_argument("--image-size", type=positive_int, default=32, help="side of folder images")
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        help="side of folder images (default 224 with --augment imagenet, else 32)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -228,6 +233,12 @@ def run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_image_size(recipe: Recipe) -> int:
+    """A folder's training side without --image-size: the ImageNet recipe's random-resized
+    crops are 224 pixels (the papers'), the CIFAR-style in-memory path keeps 32."""
+    return 224 if recipe.augment == "imagenet" else 32
+
+
 def run_train(args: argparse.Namespace) -> int:
     from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
 
@@ -242,7 +253,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         download=args.download,
         train_subset=args.train_subset,
-        image_size=args.image_size,
+        image_size=args.image_size or default_image_size(recipe),
         device=args.device,
         progress=not args.no_progress,
         log_epochs=True,
