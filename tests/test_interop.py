@@ -99,6 +99,20 @@ def test_torchvision_round_trip(name: str) -> None:
     assert_same(out(back, x), out(reference, x))
 
 
+def test_torchvision_weights_into_a_v1_model_load_with_a_note() -> None:
+    """torchvision's and timm's ResNets are all v1.5, which shapes cannot show: loading their
+    names into a v1 model says so (a note: a bare state dict with these names may be v1)."""
+    reference = randomize(torchvision.models.resnet50(num_classes=10))
+    v1 = ours("resnet50", num_classes=10, stride_in_1x1=True)
+    report = load_checkpoint(v1, reference.state_dict())
+    assert report.loaded and report.source_format == "torchvision"
+    assert any("torchvision's and timm's ResNets are all v1.5" in n for n in report.notes)
+    x = images()
+    assert (out(v1, x) - out(reference, x)).abs().max() > 1e-3  # why the note matters
+    v15 = load_checkpoint(ours("resnet50", num_classes=10), reference.state_dict())
+    assert not any("v1.5" in n for n in v15.notes)
+
+
 @pytest.mark.parametrize("name", ["resnet50", "resnet50d"])
 def test_timm_round_trip(name: str) -> None:
     reference = randomize(timm.create_model(name, pretrained=False, num_classes=10))

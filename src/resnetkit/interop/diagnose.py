@@ -240,6 +240,15 @@ def stride_findings(model: ResNet, ckpt: Checkpoint) -> tuple[list[str], list[st
         return [], []
     ours, theirs = model.config.stride_in_1x1, ckpt.stride_in_1x1
     if theirs is None:
+        if ckpt.source_format in ("torchvision", "timm") and ours:
+            # Every ResNet they publish is v1.5, but a plain state dict with these names may
+            # be anyone's (resnetkit's own use them too): a note, not a refusal.
+            return [
+                f"the model is {_stride_name(ours)}, and torchvision's and timm's ResNets are "
+                "all v1.5 (stride on the 3x3): shapes cannot tell them apart, so their weights "
+                "would load here and give wrong outputs. If these weights come from either, "
+                "create the model with stride_in_1x1=False (the default)."
+            ], []
         if ckpt.source_format != "huggingface":
             return [], []
         return [
