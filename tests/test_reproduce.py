@@ -93,8 +93,19 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
 
     seen = {}
 
-    def fake(data_dir, out, preset, models, progress, overrides=None, log_epochs=False, jobs=1):  # noqa: ANN001, ANN202, E501
+    def fake(
+        data_dir,
+        out,
+        preset,
+        models,
+        progress,
+        overrides=None,
+        log_epochs=False,
+        jobs=1,
+        device="cpu",
+    ):  # noqa: ANN001, ANN202, E501
         seen.update(out=out, models=models, overrides=overrides, log=log_epochs, jobs=jobs)
+        seen["device"] = device
         return {"models": {}, "checks": {}, "complete": True}
 
     monkeypatch.setattr(degradation, "run_degradation", fake)
@@ -107,6 +118,14 @@ def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None
     assert main([*argv, "--no-progress"]) == 0
     assert seen["overrides"] is None and seen["jobs"] == 1  # the preset's own
     assert main([*argv, "--no-progress", "--jobs", "2"]) == 0 and seen["jobs"] == 2
+    assert seen["device"] == "cpu"
+    # On a GPU: the device, bf16 and CUDA graphs reach every model.
+    gpu = ["--device", "cuda", "--precision", "bf16", "--compile", "--no-progress"]
+    assert main([*argv, *gpu]) == 0 and seen["device"] == "cuda"
+    expected = {"precision": "bf16", "compile": True, "compile_mode": "reduce-overhead"}
+    assert seen["overrides"] == expected
+    assert main([*argv, "--compile", "--no-progress"]) == 0  # on a CPU: inductor's default
+    assert seen["overrides"] == {"compile": True, "compile_mode": "default"}
     table = presets()
     assert table["quick"].recipe.warmup_iters == 150 and table["quick"].recipe.warmup_lr == 0
     assert table["full"].recipe.warmup_iters == 0  # the paper's schedule, untouched

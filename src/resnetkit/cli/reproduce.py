@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from resnetkit.cli.common import data_dir_for, output_folder, positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
@@ -60,6 +61,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="train this many models at once, each in its own process with its share of the "
         "threads and a log of its own (OUT/PRESET/MODEL.log); 2 on 2 cores does about 1.6x the "
         "work of 1",
+    )
+    d.add_argument(
+        "--device",
+        default="cpu",
+        help="where the models train: cpu, cuda, cuda:1 ... (on a GPU add --precision bf16 "
+        "--compile; there --jobs > 1 runs the models' kernels in turn unless CUDA's "
+        "Multi-Process Service runs)",
+    )
+    d.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="arithmetic of every model (default: the preset's, fp32; bf16 pays on GPUs and "
+        "on CPUs with native bf16). A run resumes only in its own precision",
+    )
+    d.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every model (on a GPU with CUDA graphs: reduce-overhead)",
     )
     d.add_argument(
         "--report",
@@ -160,7 +180,15 @@ def _degradation(args: argparse.Namespace) -> int:
 
     out = _out(args) / args.preset
     models = _registered(_names(args.models))
-    overrides = None if args.warmup_iters is None else {"warmup_iters": args.warmup_iters}
+    given: dict[str, Any] = {}
+    if args.warmup_iters is not None:
+        given["warmup_iters"] = args.warmup_iters
+    if args.precision is not None:
+        given["precision"] = args.precision
+    if args.compile:
+        on_gpu = args.device.startswith("cuda")
+        given.update(compile=True, compile_mode="reduce-overhead" if on_gpu else "default")
+    overrides = given or None
     if args.report:
         if not out.is_dir():
             raise FileNotFoundError(
@@ -180,6 +208,7 @@ def _degradation(args: argparse.Namespace) -> int:
             overrides,
             log_epochs=True,
             jobs=args.jobs,
+            device=args.device,
         )
     keys = ("final_train_error", "final_test_error", "iterations", "complete", "hours_left")
     models_out = {name: {k: c[k] for k in keys} for name, c in summary["models"].items()}

@@ -91,6 +91,7 @@ def _spec(
     recipe: Recipe,
     progress: bool,
     log_epochs: bool,
+    device: str = "cpu",
 ) -> TrainSpec:
     """How one model of the experiment trains (its folder's name is the model's), resuming
     where a checkpoint is."""
@@ -107,6 +108,7 @@ def _spec(
         eval_subset=preset.eval_subset,
         progress=progress,
         log_epochs=log_epochs,
+        device=device,
     )
 
 
@@ -119,6 +121,7 @@ def run_degradation(
     recipe_overrides: dict[str, Any] | None = None,
     log_epochs: bool = False,
     jobs: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train every model (resuming unfinished runs, skipping finished ones), plot and summarise.
 
@@ -126,7 +129,9 @@ def run_degradation(
     epoch to stderr when there are no progress bars (a run in the background). ``jobs`` > 1
     trains that many models at once, each in its own process with its share of the threads and
     its own log (``out/NAME.log``): small CIFAR convolutions use many threads poorly, so on 2
-    cores two one-thread runs do about 1.6x the work of one two-thread run.
+    cores two one-thread runs do about 1.6x the work of one two-thread run. ``device`` is
+    where every model trains (``cuda``: on a GPU, where ``jobs`` > 1 runs the models' kernels
+    in turn unless CUDA's Multi-Process Service is running).
     """
     from resnetkit.train.errors import TrainingInterrupted
     from resnetkit.train.trainer import train
@@ -138,7 +143,7 @@ def run_degradation(
     out.mkdir(parents=True, exist_ok=True)
     todo = [name for name in models if not _finished(out / name)]
     if jobs > 1 and len(todo) > 1:
-        _train_in_parallel(data_dir, out, chosen, recipe, todo, jobs)
+        _train_in_parallel(data_dir, out, chosen, recipe, todo, jobs, device)
         return report_degradation(out, preset, models, recipe_overrides)
     for index, name in enumerate(models, 1):
         if _finished(out / name):
@@ -149,7 +154,7 @@ def run_degradation(
                 "continue, run the same command again",
                 stopped,
             )
-        spec = _spec(data_dir, out / name, chosen, recipe, progress, log_epochs)
+        spec = _spec(data_dir, out / name, chosen, recipe, progress, log_epochs, device)
         if log_epochs:
             print(
                 f"degradation ({chosen.name}): {name}, model {index} of {len(models)}"
@@ -173,7 +178,13 @@ def _work_left(out: Path, name: str, recipe: Recipe) -> float:
 
 
 def _train_in_parallel(
-    data_dir: Path, out: Path, preset: Preset, recipe: Recipe, names: list[str], jobs: int
+    data_dir: Path,
+    out: Path,
+    preset: Preset,
+    recipe: Recipe,
+    names: list[str],
+    jobs: int,
+    device: str = "cpu",
 ) -> None:
     """Train ``names`` with at most ``jobs`` at a time, the longest first (which keeps the
     last one to finish from starting late). SIGTERM or Ctrl-C is passed on to every running
@@ -228,7 +239,7 @@ def _train_in_parallel(
                 log = out / f"{name}.log"
                 process = context.Process(
                     target=_train_one,
-                    args=(data_dir, out / name, preset, recipe, threads, log, os.getpid()),
+                    args=(data_dir, out / name, preset, recipe, threads, log, os.getpid(), device),
                     name=f"degradation-{name}",
                 )
                 log.touch(mode=0o644)
@@ -284,6 +295,7 @@ def _train_one(
     threads: int,
     log: Path,
     parent: int,
+    device: str = "cpu",
 ) -> None:
     """One model's run in a process of its own (see :func:`_train_in_parallel`)."""
     import threading
@@ -306,7 +318,7 @@ def _train_one(
 
     threading.Thread(target=orphaned, daemon=True).start()
     try:
-        train(_spec(data_dir, run, preset, recipe, progress=False, log_epochs=True))
+        train(_spec(data_dir, run, preset, recipe, False, True, device))
     except TrainingInterrupted as err:
         print(err, file=sys.stderr, flush=True)
         sys.exit(128 + err.signum)
