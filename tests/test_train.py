@@ -811,3 +811,21 @@ def test_epochs_replace_a_recipes_stop_by_iterations(capsys: pytest.CaptureFixtu
     both = [*argv, "--recipe", "paper-cifar", "--epochs", "3", "--max-iters", "100"]
     recipe = recipe_from_args(build_parser().parse_args(both))
     assert (recipe.epochs, recipe.max_iters) == (3, 100)
+
+
+def test_a_run_says_first_what_trains_where_and_how(
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.cli.main import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
+    argv += ["--out", str(out), "--no-progress", "--num-threads", "1", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "50", "--warmup-iters", "0", "--ema-decay", "0"]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == (
+        "training resnet20 (0.27M parameters) on cpu: fp32, channels_last; 250 training "
+        "images in memory; 5 iterations, 5 per epoch"
+    )
+    facts = json.loads((out / "run.json").read_text())
+    assert facts["device"] == "cpu" and facts["data_on_device"] is False

@@ -582,6 +582,33 @@ class Trainer:
             )
 
     # ----------------------------------------------------------------- logging
+    def _data_on_device(self) -> bool:
+        loader = self.train_loader
+        return isinstance(loader, TensorLoader) and loader.device.type != "cpu"
+
+    def _describe_start(self) -> str:
+        """The first line of a run's log: what trains, where, how, and on what."""
+        r = self.recipe
+        params = sum(p.numel() for p in self.model.parameters())
+        how = [r.precision] + (["channels_last"] if r.channels_last else [])
+        if r.compile:
+            how.append(f"torch.compile ({r.compile_mode})")
+        if self._defer_sync:
+            how.append("steps not waiting for the device")
+        where = str(self.device)
+        if self.dist.enabled:
+            where += f" x {self.dist.world_size} processes"
+        if self.data.streaming:
+            data = "streamed from disk"
+        else:
+            data = "in memory" + (" on the device" if self._data_on_device() else "")
+        start = f", from step {self.step:,}" if self.step else ""
+        return (
+            f"training {self.arch} ({params / 1e6:.2f}M parameters) on {where}: "
+            f"{', '.join(how)}; {len(self.data.train_labels):,} training images {data}; "
+            f"{self.total_iters:,} iterations, {self.iters_per_epoch:,} per epoch{start}"
+        )
+
     def _log(self, message: str) -> None:
         if not self.dist.is_main:
             return
@@ -867,9 +894,11 @@ class Trainer:
                 "streaming": self.data.streaming,
                 "world_size": self.dist.world_size,
                 "device": str(self.device),
+                "data_on_device": self._data_on_device(),
                 "total_iters": self.total_iters,
             },
         )
+        self._log(self._describe_start())
         self._set_train_mode()
         self._catch_stop_signals()
         try:
