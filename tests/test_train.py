@@ -259,9 +259,15 @@ def test_killed_cli_runs_resume_to_the_uninterrupted_weights(
             assert torch.equal(reference[key], weights[key]), (name, key)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("defer", [False, True])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    cifar_dir: Path, tmp_path: Path, defer: bool
+) -> None:
+    """defer: as on a GPU, the NaN is recorded on the device and found before the checkpoint of
+    step 4, named after the step where it appeared."""
     recipe = TINY.override({"checkpoint_every_iters": 2})
     trainer = Trainer(spec(cifar_dir, tmp_path / "run", recipe))
+    trainer._defer_sync = defer
 
     def poison(step: int) -> None:
         if step == 3:
@@ -269,8 +275,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_dir: Path, tmp_path
                 trainer.model.fc.weight.fill_(float("nan"))
 
     trainer.spec.on_step = poison
-    with pytest.raises(TrainingDiverged, match="loss is nan at step 3.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 3 .*last good checkpoint"):
         trainer.run()
+    assert int(trainer._first_bad_step) == (3 if defer else -1)
     folder = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert folder is not None and folder.name == "ckpt-00000002"
     weights = load_file(str(folder / "model.safetensors"))
@@ -298,27 +305,6 @@ def test_steps_that_do_not_wait_for_the_device_train_the_same_run(
     for a, b in zip(rows["waits"], rows["defers"], strict=True):
         assert a["train_top1"] == b["train_top1"] and a["step"] == b["step"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)  # float32 sums
-
-
-def test_deferred_nan_check_names_the_step_and_keeps_last_good_checkpoint(
-    cifar_dir: Path, tmp_path: Path
-) -> None:
-    recipe = TINY.override({"checkpoint_every_iters": 2})
-    trainer = Trainer(spec(cifar_dir, tmp_path / "run", recipe))
-    trainer._defer_sync = True
-
-    def poison(step: int) -> None:
-        if step == 3:
-            with torch.no_grad():
-                trainer.model.fc.weight.fill_(float("nan"))
-
-    trainer.spec.on_step = poison
-    # Found before the checkpoint of step 4, named after the step where it appeared.
-    with pytest.raises(TrainingDiverged, match="loss is nan at step 3 .*last good checkpoint"):
-        trainer.run()
-    assert int(trainer._first_bad_step) == 3  # recorded on the device, not raised at once
-    folder = latest_checkpoint(tmp_path / "run" / "checkpoints")
-    assert folder is not None and folder.name == "ckpt-00000002"
 
 
 def test_tensor_loader_on_a_device_makes_its_batches_there() -> None:
