@@ -140,6 +140,14 @@ def test_resume_counts_a_batch_of_only_bad_images(photos: Path, tmp_path: Path) 
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # The broken file was met before the crash; the resumed pass skips its batch undecoded, yet
+    # the epoch's row still counts it (from the checkpoint), as the uninterrupted run's does.
+    rows = {
+        name: [json.loads(r) for r in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("a", "b")
+    }
+    assert [r["skipped_images"] for r in rows["b"]] == [r["skipped_images"] for r in rows["a"]]
+    assert rows["a"][0]["skipped_images"] == 1
 
 
 def test_ddp_names_the_broken_files_of_every_process(photos: Path, tmp_path: Path) -> None:

@@ -318,7 +318,9 @@ class Trainer:
         self.evals_since_best = 0
         self.best_weights: dict[str, Tensor] | None = None
         self.stopped_early = False
-        self.epoch_partial: list[Any] = [0.0, 0, 0, 0.0]
+        # The epoch so far, for a mid-epoch checkpoint: loss sum, correct, seen, seconds and
+        # undecodable images met (a resumed pass does not decode the batches it skips).
+        self.epoch_partial: list[Any] = [0.0, 0, 0, 0.0, 0]
         self.runlog = RunLog(self.out, self.dist.is_main)
 
     # ----------------------------------------------------------------- set-up helpers
@@ -488,7 +490,8 @@ class Trainer:
         self.stopped_early = bool(state.get("stopped_early", False))
         self.best_weights = tensors.get("best")
         if self.batch_in_epoch and "epoch_partial" in state:
-            self.epoch_partial = json.loads(state["epoch_partial"])
+            saved = json.loads(state["epoch_partial"])
+            self.epoch_partial = [*saved, 0][:5]  # older checkpoints lack the skipped count
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
 
@@ -919,10 +922,10 @@ class Trainer:
         postfix_at = 0.0
         while self.step < self.total_iters and not self.stopped_early:
             if self.batch_in_epoch == 0:
-                self.epoch_partial = [0.0, 0, 0, 0.0]
+                self.epoch_partial = [0.0, 0, 0, 0.0, 0]
             # Resumed mid-epoch: the epoch's sums so far come from the checkpoint, so its
             # metrics row is the same as an uninterrupted run's.
-            loss_sum, correct, seen, before = self.epoch_partial
+            loss_sum, correct, seen, before, skipped_before = self.epoch_partial
             epoch_start = time.monotonic() - before
             remaining = min(
                 self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch
@@ -969,7 +972,8 @@ class Trainer:
                 if due_time or due_iter or stop:
                     self._check_deferred()  # before the sums are read
                     elapsed = time.monotonic() - epoch_start
-                    self.epoch_partial = [float(loss_sum), int(correct), seen, elapsed]
+                    skipped = skipped_before + self.data.skipped_images()
+                    self.epoch_partial = [float(loss_sum), int(correct), seen, elapsed, skipped]
                     self.save()
                     last_save = time.monotonic()
                 if stop:
@@ -978,7 +982,7 @@ class Trainer:
             bar.close()
             self._check_deferred()
             seconds = time.monotonic() - epoch_start
-            self._end_epoch(float(loss_sum), int(correct), seen, seconds)
+            self._end_epoch(float(loss_sum), int(correct), seen, seconds, skipped_before)
             self.save()
             last_save = time.monotonic()
             if self._stop_agreed() and self.step < self.total_iters and not self.stopped_early:
@@ -1053,11 +1057,15 @@ class Trainer:
             raise RuntimeError(f"DDP processes have diverged: weight checksums {values}")
         return values[0]
 
-    def _end_epoch(self, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
+    def _end_epoch(
+        self, loss_sum: float, correct: int, seen: int, seconds: float, skipped_before: int = 0
+    ) -> None:
         now = time.monotonic()
         # Summed over the processes (each saw its share of the data, and of the broken files);
         # on the device: nccl reduces CUDA tensors only.
-        mine = [loss_sum, float(correct), float(seen), float(self.data.skipped_images())]
+        # Images skipped before a mid-epoch resume were saved by the main process alone.
+        skipped = self.data.skipped_images() + (skipped_before if self.dist.is_main else 0)
+        mine = [loss_sum, float(correct), float(seen), float(skipped)]
         totals = distributed.all_reduce_sum(
             torch.tensor(mine, dtype=torch.float64, device=self.device), self.dist
         )
