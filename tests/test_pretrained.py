@@ -72,4 +72,15 @@ def test_packaging_refuses_a_run_that_is_not_the_zoo_model(tmp_path: Path) -> No
     )
     with pytest.raises(SystemExit, match=r"with \{'unit': 'bn_after_add'\}: a tag holds zoo"):
         tool.package(tmp_path / "run", "resnet20.cifar10_bn")
+    # A per-pixel mean (the paper recipe) does not fit a tag's per-channel statistics.
+    paper = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 32, "pixel_mean": [0.5] * 3072}
+    save_model_dir(
+        create_model("resnet20"),
+        tmp_path / "p" / "model",
+        arch="resnet20",
+        classes=[],
+        preprocessing=paper,
+    )
+    with pytest.raises(SystemExit, match="subtracts a per-pixel mean"):
+        tool.package(tmp_path / "p", "resnet20.cifar10_paper")
     assert (tool.WEIGHTS / "index.json").read_text() == index  # nothing written

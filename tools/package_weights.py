@@ -37,6 +37,13 @@ def package(run: Path, tag: str) -> dict[str, object]:
     }
     if other:
         raise SystemExit(f"{run} trained {meta['arch']} with {other}: a tag holds zoo models only")
+    if meta["preprocessing"].get("pixel_mean") is not None:
+        # The index holds a per-channel mean and std: shipped without its per-pixel mean, such
+        # a model (the paper recipe's normalize: pixel_mean) would be fed the wrong inputs.
+        raise SystemExit(
+            f"{run} subtracts a per-pixel mean (the paper recipe's normalize: pixel_mean); a tag "
+            "carries a per-channel mean and std only: share the model directory instead"
+        )
     file = tag.replace(".", "_") + ".safetensors"
     shutil.copyfile(model_dir / "model.safetensors", WEIGHTS / file)
     digest = hashlib.sha256((WEIGHTS / file).read_bytes()).hexdigest()
