@@ -727,11 +727,8 @@ class Trainer:
                 elif self._diverged(loss):
                     value = float(loss.detach())
                     where = f" ({value} on this process)" if self.dist.enabled else ""
-                    raise TrainingDiverged(
-                        f"loss is {'not finite' if where else value}{where} at step "
-                        f"{self.step} (epoch {self.epoch + 1}); stopped. {self._kept()}. "
-                        "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
-                    )
+                    what = f"{'not finite' if where else value}{where}"
+                    raise self._diverged_error(what, self.step, self.epoch + 1)
                 self.scaler.scale(loss / len(group)).backward()
             if defer:
                 loss_total = loss_total + loss.detach().float() * len(y)
@@ -764,11 +761,14 @@ class Trainer:
             return
         step = int(self._first_bad_step)
         if step >= 0:
-            raise TrainingDiverged(
-                f"loss is {float(self._first_bad_loss)} at step {step} (epoch "
-                f"{step // max(self.iters_per_epoch, 1) + 1}); stopped. {self._kept()}. "
-                "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
-            )
+            epoch = step // max(self.iters_per_epoch, 1) + 1
+            raise self._diverged_error(str(float(self._first_bad_loss)), step, epoch)
+
+    def _diverged_error(self, loss: str, step: int, epoch: int) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"loss is {loss} at step {step} (epoch {epoch}); stopped. {self._kept()}. "
+            "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
+        )
 
     def _diverged(self, loss: Tensor) -> bool:
         """Whether the loss is NaN or infinite, on this process or (DDP) on any: every process
@@ -970,7 +970,6 @@ class Trainer:
                 )
                 stop = self._stop_agreed()
                 if due_time or due_iter or stop:
-                    self._check_deferred()  # before the sums are read
                     elapsed = time.monotonic() - epoch_start
                     skipped = skipped_before + self.data.skipped_images()
                     self.epoch_partial = [float(loss_sum), int(correct), seen, elapsed, skipped]
