@@ -1,10 +1,12 @@
 """Package a finished training run's model as resnetkit's shipped weights.
 
-    python tools/package_weights.py RUN_DIR --tag resnet20.cifar10
+    python tools/package_weights.py RUN_DIR --tag resnet20.cifar10 [--default]
 
 Copies RUN_DIR/model/model.safetensors into src/resnetkit/weights/, records its sha256,
-classes, preprocessing and the run's measured test accuracy in weights/index.json, and copies
-the run's metrics, recipe, provenance and curves to docs/results/<tag>/ as evidence.
+classes, preprocessing (a per-pixel mean too, for the paper recipe's models) and the run's
+measured test accuracy in weights/index.json, and copies the run's metrics, recipe, provenance
+and curves to docs/results/<tag>/ as evidence. An architecture with several tags needs one
+marked ``--default``: the weights ``create_model(ARCH, pretrained=True)`` loads.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "resnetkit" / "weights"
 
 
-def package(run: Path, tag: str) -> dict[str, object]:
+def package(run: Path, tag: str, default: bool = False) -> dict[str, object]:
     model_dir = run / "model"
     meta = json.loads((model_dir / "config.json").read_text())
     if meta["arch"] != tag.split(".")[0]:
@@ -37,12 +39,20 @@ def package(run: Path, tag: str) -> dict[str, object]:
     }
     if other:
         raise SystemExit(f"{run} trained {meta['arch']} with {other}: a tag holds zoo models only")
-    if meta["preprocessing"].get("pixel_mean") is not None:
-        # The index holds a per-channel mean and std: shipped without its per-pixel mean, such
-        # a model (the paper recipe's normalize: pixel_mean) would be fed the wrong inputs.
+    index_path = WEIGHTS / "index.json"
+    index = json.loads(index_path.read_text())
+    others = [t for t in index if t.split(".")[0] == meta["arch"] and t != tag]
+    was_default = bool(index.get(tag, {}).get("default"))
+    if (
+        others
+        and not default
+        and not was_default
+        and not any(index[t].get("default") for t in others)
+    ):
         raise SystemExit(
-            f"{run} subtracts a per-pixel mean (the paper recipe's normalize: pixel_mean); a tag "
-            "carries a per-channel mean and std only: share the model directory instead"
+            f"{meta['arch']} already ships {', '.join(others)}: pass --default to make {tag} "
+            f"what create_model({meta['arch']!r}, pretrained=True) loads, or mark one of those "
+            '"default": true in the index first'
         )
     file = tag.replace(".", "_") + ".safetensors"
     shutil.copyfile(model_dir / "model.safetensors", WEIGHTS / file)
@@ -61,10 +71,16 @@ def package(run: Path, tag: str) -> dict[str, object]:
         "metrics": metrics,
         "recipe": f"{recipe['name']} ({recipe['epochs']} epochs)",
     }
-    index_path = WEIGHTS / "index.json"
-    index = json.loads(index_path.read_text())
+    if pre.get("pixel_mean") is not None:
+        # 9 significant digits give back every float32 exactly.
+        entry["pixel_mean"] = [float(f"{v:.9g}") for v in pre["pixel_mean"]]
+    if default:
+        for t in others:
+            index[t].pop("default", None)
+    if default or was_default:
+        entry["default"] = True
     index[tag] = entry
-    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    index_path.write_text(dump_index(index))
     evidence = ROOT / "docs" / "results" / tag
     evidence.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "recipe.yaml", "run.json", "curves.png", "final_metrics.json"):
@@ -73,13 +89,31 @@ def package(run: Path, tag: str) -> dict[str, object]:
     return entry
 
 
+def dump_index(index: dict[str, dict[str, object]]) -> str:
+    """The index as indented JSON, with a per-pixel mean (3,072 numbers) kept on one line."""
+    compact = {}
+    for tag, entry in index.items():
+        if "pixel_mean" in entry:
+            entry = {**entry, "pixel_mean": f"@pixel_mean:{tag}@"}
+        compact[tag] = entry
+    text = json.dumps(compact, indent=2) + "\n"
+    for tag, entry in index.items():
+        if "pixel_mean" in entry:
+            text = text.replace(f'"@pixel_mean:{tag}@"', json.dumps(entry["pixel_mean"]))
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--tag", required=True)
+    parser.add_argument(
+        "--default", action="store_true", help="the architecture's default weights from now on"
+    )
     args = parser.parse_args()
-    entry = package(args.run, args.tag)
-    print(json.dumps({k: v for k, v in entry.items() if k != "classes"}, indent=2))
+    entry = package(args.run, args.tag, args.default)
+    shown = {k: v for k, v in entry.items() if k not in ("classes", "pixel_mean")}
+    print(json.dumps(shown, indent=2))
 
 
 if __name__ == "__main__":

@@ -67,10 +67,13 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
         print(f"no model matches {pattern!r}; try `resnetkit models` for all of them")
         return 1
     from resnetkit.models.hub import list_hub
-    from resnetkit.models.pretrained import list_pretrained
+    from resnetkit.models.pretrained import default_tag, list_pretrained
 
     weights: dict[str, list[str]] = {}
-    for tag in list_pretrained() + list_hub():
+    packaged = list_pretrained()
+    # An architecture's default weights (what create_model(ARCH, pretrained=True) loads) first.
+    first = {default_tag(tag.partition(".")[0]) for tag in packaged}
+    for tag in sorted(packaged, key=lambda t: t not in first) + list_hub():
         arch, _, suffix = tag.partition(".")
         weights.setdefault(arch, []).append(suffix)
     cache = _StatsCache()
@@ -102,10 +105,11 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
             f"{r['name']:<20} {_human(r['params']):>10} {_human(r['macs']):>11} "
             f"{r['input_size']:>6}  {r['block']:<20} {r['shortcut']:<9} {', '.join(r['weights'])}"
         )
+    suffixes = ", ".join(sorted({t.partition(".")[2] for t in packaged}))
     print(
-        f"{len(rows)} models. Weights: create_model('MODEL.WEIGHTS', pretrained=True); cifar10 "
-        "is packaged (offline), tv_in1k/tv2_in1k are torchvision's ImageNet weights (downloaded "
-        "once, sha256-checked)"
+        f"{len(rows)} models. Weights: create_model('MODEL.WEIGHTS', pretrained=True), the "
+        f"first listed for MODEL alone; {suffixes} are packaged (offline), tv_in1k/tv2_in1k are "
+        "torchvision's ImageNet weights (downloaded once, sha256-checked)"
     )
     return 0
 

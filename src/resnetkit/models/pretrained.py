@@ -18,7 +18,7 @@ WEIGHTS_PACKAGE = "resnetkit.weights"
 class PretrainedWeights:
     """A packaged checkpoint with the preprocessing it expects and what it measured."""
 
-    tag: str  # "arch.dataset", e.g. "resnet20.cifar10"
+    tag: str  # "arch.weights", e.g. "resnet20.cifar10" or "resnet20.paper_cifar10"
     file: str  # safetensors file inside resnetkit/weights
     sha256: str
     num_classes: int
@@ -28,6 +28,8 @@ class PretrainedWeights:
     input_size: int
     metrics: dict[str, float] = field(default_factory=dict)
     recipe: str = ""
+    #: 3*H*W floats (the 2015 paper's per-pixel mean, subtracted after cropping), or None.
+    pixel_mean: tuple[float, ...] | None = None
 
     @property
     def path(self) -> Path:
@@ -35,7 +37,7 @@ class PretrainedWeights:
 
     def pretrained_cfg(self) -> dict[str, Any]:
         """What a user needs to feed the model: preprocessing, classes and measured accuracy."""
-        return {
+        cfg: dict[str, Any] = {
             "tag": self.tag,
             "classes": list(self.classes),
             "mean": list(self.mean),
@@ -44,6 +46,9 @@ class PretrainedWeights:
             "metrics": dict(self.metrics),
             "recipe": self.recipe,
         }
+        if self.pixel_mean is not None:
+            cfg["pixel_mean"] = list(self.pixel_mean)
+        return cfg
 
     def load_into(self, model: nn.Module) -> None:
         """Load the weights (checksum verified, strict) and attach ``model.pretrained_cfg``."""
@@ -71,20 +76,38 @@ def list_pretrained() -> list[str]:
     return sorted(_index())
 
 
+def default_tag(arch: str, index: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """The tag ``create_model(arch, pretrained=True)`` loads: the architecture's only packaged
+    weights, or the one marked ``"default": true`` in the index when it has several."""
+    index = _index() if index is None else index
+    tags = sorted(tag for tag in index if tag.split(".")[0] == arch)
+    if len(tags) <= 1:
+        return tags[0] if tags else None
+    marked = [tag for tag in tags if index[tag].get("default")]
+    if len(marked) != 1:
+        raise RuntimeError(
+            f"resnetkit's weights index marks {len(marked)} of {arch}'s tags ({', '.join(tags)}) "
+            "as the default, not one; name the tag you want, e.g. "
+            f"create_model({tags[0]!r}, pretrained=True)"
+        )
+    return marked[0]
+
+
 def get_pretrained(name: str) -> PretrainedWeights:
     """The packaged weights for a tag (``resnet20.cifar10``) or an architecture's default tag."""
     index = _index()
     if name not in index:
-        defaults = [tag for tag in index if tag.split(".")[0] == name]
-        if len(defaults) != 1:
+        default = default_tag(name, index) if "." not in name else None
+        if default is None:
             shipped = ", ".join(sorted(index)) or "none yet"
             raise KeyError(
                 f"no packaged weights named {name!r}; resnetkit ships: {shipped}, and fetches "
                 "torchvision's ImageNet weights as ARCH.tv_in1k / ARCH.tv2_in1k (e.g. "
                 "resnet50.tv2_in1k). For other weights (timm, your own) load a checkpoint file."
             )
-        name = defaults[0]
+        name = default
     row = index[name]
+    pixel_mean = row.get("pixel_mean")
     return PretrainedWeights(
         tag=name,
         file=row["file"],
@@ -96,4 +119,5 @@ def get_pretrained(name: str) -> PretrainedWeights:
         input_size=int(row["input_size"]),
         metrics={k: float(v) for k, v in row.get("metrics", {}).items()},
         recipe=row.get("recipe", ""),
+        pixel_mean=None if pixel_mean is None else tuple(float(v) for v in pixel_mean),
     )
