@@ -549,23 +549,34 @@ def test_two_process_ddp_on_cpu_stays_in_sync(cifar_dir: Path, tmp_path: Path) -
     assert load_model_dir(out / "model").config.num_classes == 10
 
 
-def test_sigterm_stops_every_ddp_process_after_the_same_step(
+def test_sigterm_stops_every_ddp_process_after_the_same_step_and_resume_matches(
     cifar_dir: Path, tmp_path: Path
 ) -> None:
     """torchrun passes SIGTERM on to its workers, which may see it during different steps: they
-    vote in the step's all-reduce and all stop after the same one, with one checkpoint."""
-    out = tmp_path / "ddp"
+    vote in the step's all-reduce and all stop after the same one, with one checkpoint. The
+    stopped run saves at every step (``--checkpoint-every-s 0``, the main process's clock
+    deciding for all) with the epoch's sums over both processes, so the resumed epoch's
+    metrics are the uninterrupted run's, not the main process's share twice."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # 250 images at batch 10: 25 steps an epoch, 5 images per process per step.
+    small = ["--dataset", "cifar10", "--recipe", "fast-cifar", "--batch-size", "10"]
+    small += ["--warmup-iters", "2", "--ema-decay", "0.5", "--eval-every", "2"]
+    straight = tmp_path / "straight"
+    done = subprocess.run(
+        torchrun_train(cifar_dir, straight, 2, *small), capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "ddp"
+    cmd = torchrun_train(cifar_dir, out, 2, *small, "--checkpoint-every-s", "0")
     proc = subprocess.Popen(
-        torchrun_train(cifar_dir, out, epochs=40),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)  # the end of epoch 1
+    while time.monotonic() < deadline:
+        latest = latest_checkpoint(out / "checkpoints")
+        if latest is not None and int(latest.name.split("-")[1]) >= 6:
+            break
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     # Both processes compare their steps before stopping (an error if they differ); only the
@@ -574,7 +585,19 @@ def test_sigterm_stops_every_ddp_process_after_the_same_step(
     assert len(steps) == 1, stderr[-3000:]
     assert "stopped after different steps" not in stderr, stderr[-3000:]
     assert latest_checkpoint(out / "checkpoints").name == f"ckpt-{steps[0]:08d}"
+    assert 6 <= steps[0] < 25, "the run must stop in the middle of epoch 1"
     assert not (out / "model").exists()
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = final_weights(straight), final_weights(out)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").open()]
+    expected = [json.loads(r) for r in (straight / "metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == [r["step"] for r in expected] == [25, 50]
+    for row, want in zip(rows, expected, strict=True):
+        assert row["train_top1"] == want["train_top1"]
+        assert row["train_loss"] == pytest.approx(want["train_loss"], rel=1e-12)
 
 
 def test_sync_bn_on_cpu_is_refused_clearly(cifar_dir: Path, tmp_path: Path) -> None:

@@ -169,6 +169,10 @@ class Trainer:
         self.spec = spec
         self.stop_signal: int | None = None  # SIGTERM or SIGINT received, see run()
         self.stop_votes = 0.0  # processes that had received one, at the last all-reduce (DDP)
+        # Whether the main process's clock says a time-based checkpoint is due, as the last
+        # all-reduce carried it (DDP): every process saves after the same step.
+        self.save_votes = 0.0
+        self._last_save = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
         self._handler_pid = os.getpid()
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
@@ -404,8 +408,10 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "recipe": json.dumps(self.recipe.to_dict()),
             "run": json.dumps(self._run_facts()),
-            # loss sum, correct, seen and seconds of the epoch so far (a mid-epoch checkpoint)
+            # loss sum, correct, seen, seconds and undecodable images of the epoch so far (a
+            # mid-epoch checkpoint), summed over the DDP processes
             "epoch_partial": json.dumps(self.epoch_partial),
+            "epoch_partial_all": True,
         }
 
     def _kept(self) -> str:
@@ -492,6 +498,13 @@ class Trainer:
         if self.batch_in_epoch and "epoch_partial" in state:
             saved = json.loads(state["epoch_partial"])
             self.epoch_partial = [*saved, 0][:5]  # older checkpoints lack the skipped count
+            if not self.dist.is_main:
+                # The sums cover every process: the main one carries them into the epoch's
+                # all-reduce, the others start from nothing (and keep the seconds). Older
+                # checkpoints held the main process's own sums, which stand in for each.
+                if state.get("epoch_partial_all"):
+                    self.epoch_partial[:3] = [0.0, 0, 0]
+                self.epoch_partial[4] = 0
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
 
@@ -774,11 +787,18 @@ class Trainer:
         """Whether the loss is NaN or infinite, on this process or (DDP) on any: every process
         must stop together, or the others would wait in the next all-reduce until a timeout."""
         bad = torch.isfinite(loss.detach()).logical_not().to(torch.float32).reshape(1)
-        if self.dist.enabled:  # the same all-reduce carries the votes to stop on a signal
-            asked = torch.tensor([float(self.stop_signal is not None)], device=bad.device)
-            votes = distributed.all_reduce_sum(torch.cat([bad, asked]), self.dist)
-            bad, self.stop_votes = votes[:1], float(votes[1])
+        if self.dist.enabled:
+            # The same all-reduce carries the votes to stop on a signal, and the main process's
+            # word that a time-based checkpoint is due (the clocks of the others do not count).
+            asked = float(self.stop_signal is not None)
+            due = float(self.dist.is_main and self._save_time_due())
+            flags = torch.tensor([asked, due], device=bad.device)
+            votes = distributed.all_reduce_sum(torch.cat([bad, flags]), self.dist)
+            bad, self.stop_votes, self.save_votes = votes[:1], float(votes[1]), float(votes[2])
         return bool(bad.item() > 0)
+
+    def _save_time_due(self) -> bool:
+        return time.monotonic() - self._last_save > self.recipe.checkpoint_every_s
 
     @contextlib.contextmanager
     def trial(self) -> Iterator[Iterator[list[tuple[Tensor, Tensor]]]]:
@@ -917,7 +937,7 @@ class Trainer:
 
     def _train_loop(self) -> None:
         spec, recipe = self.spec, self.recipe
-        last_save = time.monotonic()
+        self._last_save = time.monotonic()
         first_step = self.step
         postfix_at = 0.0
         while self.step < self.total_iters and not self.stopped_early:
@@ -964,7 +984,7 @@ class Trainer:
                     self._check_deferred()
                 if self.step >= self.total_iters or self.batch_in_epoch >= remaining:
                     break
-                due_time = time.monotonic() - last_save > recipe.checkpoint_every_s
+                due_time = self.save_votes > 0 if self.dist.enabled else self._save_time_due()
                 due_iter = (
                     recipe.checkpoint_every_iters and self.step % recipe.checkpoint_every_iters == 0
                 )
@@ -972,9 +992,12 @@ class Trainer:
                 if due_time or due_iter or stop:
                     elapsed = time.monotonic() - epoch_start
                     skipped = skipped_before + self.data.skipped_images()
-                    self.epoch_partial = [float(loss_sum), int(correct), seen, elapsed, skipped]
+                    loss_all, correct_all, seen_all, skipped_all = self._epoch_sums(
+                        float(loss_sum), int(correct), seen, skipped
+                    )
+                    self.epoch_partial = [loss_all, correct_all, seen_all, elapsed, skipped_all]
                     self.save()
-                    last_save = time.monotonic()
+                    self._last_save = time.monotonic()
                 if stop:
                     bar.close()
                     raise self._interrupted()
@@ -983,7 +1006,7 @@ class Trainer:
             seconds = time.monotonic() - epoch_start
             self._end_epoch(float(loss_sum), int(correct), seen, seconds, skipped_before)
             self.save()
-            last_save = time.monotonic()
+            self._last_save = time.monotonic()
             if self._stop_agreed() and self.step < self.total_iters and not self.stopped_early:
                 raise self._interrupted()
 
@@ -1056,19 +1079,26 @@ class Trainer:
             raise RuntimeError(f"DDP processes have diverged: weight checksums {values}")
         return values[0]
 
+    def _epoch_sums(
+        self, loss_sum: float, correct: int, seen: int, skipped: int
+    ) -> tuple[float, int, int, int]:
+        """The epoch's sums over every process (each saw its share of the data, and of the
+        broken files); on the device: nccl reduces CUDA tensors only."""
+        if not self.dist.enabled:
+            return loss_sum, correct, seen, skipped
+        mine = [loss_sum, float(correct), float(seen), float(skipped)]
+        totals = distributed.all_reduce_sum(
+            torch.tensor(mine, dtype=torch.float64, device=self.device), self.dist
+        ).tolist()
+        return totals[0], int(totals[1]), int(totals[2]), int(totals[3])
+
     def _end_epoch(
         self, loss_sum: float, correct: int, seen: int, seconds: float, skipped_before: int = 0
     ) -> None:
         now = time.monotonic()
-        # Summed over the processes (each saw its share of the data, and of the broken files);
-        # on the device: nccl reduces CUDA tensors only.
-        # Images skipped before a mid-epoch resume were saved by the main process alone.
-        skipped = self.data.skipped_images() + (skipped_before if self.dist.is_main else 0)
-        mine = [loss_sum, float(correct), float(seen), float(skipped)]
-        totals = distributed.all_reduce_sum(
-            torch.tensor(mine, dtype=torch.float64, device=self.device), self.dist
-        )
-        loss_sum, correct_f, seen_f, skipped = totals.tolist()
+        # Sums from before a mid-epoch resume are the main process's to carry (see try_resume).
+        skipped = self.data.skipped_images() + skipped_before
+        loss_sum, correct_f, seen_f, skipped = self._epoch_sums(loss_sum, correct, seen, skipped)
         self.epoch += 1
         self.batch_in_epoch = 0
         row: dict[str, Any] = {
