@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -295,3 +296,42 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         return Recipe().override(data)
     except ValueError as err:
         raise ValueError(f"{origin}: {err}") from None
+
+
+def check_run_length(recipe: Recipe, total_iters: int) -> None:
+    """Refuse a warm-up or an EMA longer than the run (a recipe made for 50k images run on a
+    1k-image folder): the lr would never come down, the exported weights would be mostly the
+    initial ones. Both problems and their fixes are named at once."""
+    problems, fixes = [], []
+    if recipe.warmup_iters and recipe.warmup_iters >= total_iters:
+        problems.append(
+            f"warmup_iters {recipe.warmup_iters} is not shorter than the run: the lr would only "
+            "ever rise"
+        )
+        tenth = total_iters // 10
+        fixes.append(f"--warmup-iters {tenth} ({'a tenth of the run' if tenth else 'none'})")
+    if recipe.ema_decay > 0 and recipe.ema_decay**total_iters > 0.5:
+        window = round(1 / (1 - recipe.ema_decay))
+        problems.append(
+            f"ema_decay {recipe.ema_decay} averages over about {window} iterations: the "
+            f"exported weights would still be {100 * recipe.ema_decay**total_iters:.0f}% the "
+            "initial ones"
+        )
+        fixes.append(f"--ema-decay {math.exp(-3 / total_iters):.4g} (or 0)")
+    late = [m for m in recipe.milestones if m >= total_iters]
+    if recipe.schedule == "multistep" and late and not problems:
+        at = sorted({total_iters // 2, total_iters * 3 // 4} - {0})  # the paper's 50% and 75%
+        warnings.warn(
+            f"milestones {late} are not before the run's end ({total_iters} iterations): the lr "
+            "is never divided there. The recipe was made for a longer run; pass --milestones "
+            f"(e.g. --milestones {','.join(map(str, at))}) to place them in this one",
+            stacklevel=3,
+        )
+    if problems:
+        raise ValueError(
+            f"the run has {total_iters} iterations; "
+            + "; ".join(problems)
+            + ". Pass "
+            + " and ".join(fixes)
+            + ", or train longer"
+        )

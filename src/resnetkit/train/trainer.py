@@ -6,19 +6,16 @@ import contextlib
 import copy
 import json
 import math
-import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -28,7 +25,6 @@ from resnetkit.data.fast import Normalization, TensorLoader
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
-from resnetkit.models.config import ResNetConfig
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -45,73 +41,19 @@ from resnetkit.train.checkpoint import (
 from resnetkit.train.data_setup import build_train_data
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
-from resnetkit.train.recipe import Recipe, recipe_differences
+from resnetkit.train.recipe import Recipe, check_run_length
+from resnetkit.train.run_folder import (
+    check_out_folder,
+    check_same_recipe,
+    check_same_run,
+    run_lock,
+)
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
+from resnetkit.train.signals import StopSignals
 
 # Steps between looks for a non-finite loss when steps do not wait for the device (a GPU).
 SYNC_EVERY = 100
-#: What a run folder holds (a run that never checkpointed may be started again over them).
-RUN_FILES = frozenset(
-    {
-        "run.json",
-        "recipe.yaml",
-        "metrics.jsonl",
-        "tensorboard",
-        "checkpoints",
-        "curves.png",
-        "final_metrics.json",
-        "model",
-        "report.json",  # finetune's
-        "confusion.png",
-        ".lock",  # left by a killed run; see run_lock
-    }
-)
-
-
-@contextlib.contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold ``out/.lock`` (this process's id) while a run trains in ``out``: a second process
-    on the same folder (a ``--resume`` typed while the first still runs) would interleave its
-    epochs and delete the other's checkpoint being written. A lock whose process is gone (a
-    kill -9) is taken over."""
-    lock = out / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                holder = 0  # unreadable or half-written: its writer is gone
-            if holder and _process_alive(holder):
-                raise FileExistsError(
-                    f"another process (pid {holder}) is training in {out}; wait for it to end "
-                    f"or stop it (kill {holder}: it checkpoints first), then run again"
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a run that was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise FileExistsError(f"could not take {lock}: another process keeps creating it")
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 @dataclass
@@ -167,14 +109,12 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec) -> None:
         self.spec = spec
-        self.stop_signal: int | None = None  # SIGTERM or SIGINT received, see run()
+        self.signals = StopSignals()  # SIGTERM or Ctrl-C stop the run after a step, see run()
         self.stop_votes = 0.0  # processes that had received one, at the last all-reduce (DDP)
         # Whether the main process's clock says a time-based checkpoint is due, as the last
         # all-reduce carried it (DDP): every process saves after the same step.
         self.save_votes = 0.0
         self._last_save = time.monotonic()
-        self._old_handlers: dict[int, Any] = {}
-        self._handler_pid = os.getpid()
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self._named_failures: set[Path] = set()
         self.recipe = recipe = spec.recipe
@@ -187,6 +127,7 @@ class Trainer:
                 "off (each process normalises its own batch, as the paper's multi-GPU runs did)."
             )
         self.dist = distributed.init_distributed(self.device)
+        self.signals.announce = self.dist.is_main
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -203,7 +144,7 @@ class Trainer:
                 f"finetune --model {spec.model}`"
             )
         if self.dist.is_main:  # before the data is loaded (minutes for a large folder)
-            self._check_out_folder()
+            check_out_folder(self.out, self.ckpt_root, self.spec.resume)
 
         per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
         if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
@@ -278,7 +219,7 @@ class Trainer:
             )
         self.total_iters = recipe.max_iters or recipe.epochs * self.iters_per_epoch
         self.epochs = math.ceil(self.total_iters / self.iters_per_epoch)
-        _check_run_length(recipe, self.total_iters)
+        check_run_length(recipe, self.total_iters)
 
         self.model = self._build_model()
         self.ema: AveragedModel | None = None
@@ -474,8 +415,8 @@ class Trainer:
             raise ValueError(
                 f"{folder} is damaged ({type(err).__name__}: {first}); {back}"
             ) from None
-        self._check_same_recipe(state)
-        self._check_same_run(state)
+        check_same_recipe(self.out, state, self.recipe)
+        check_same_run(self.out, state, self._run_facts())
         self.model.load_state_dict(tensors["model"])
         if self.ema is not None and "ema" in tensors:
             self.ema.module.load_state_dict(tensors["ema"])
@@ -508,54 +449,6 @@ class Trainer:
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
 
-    def _check_same_recipe(self, state: dict[str, Any]) -> None:
-        """Refuse to continue a run with another recipe (a different lr, schedule or batch
-        would silently make it a different run); speed and logging fields may change."""
-        if "recipe" in state:
-            saved = json.loads(state["recipe"])
-        else:  # checkpoints written before the recipe was stored in them
-            path = self.out / "recipe.yaml"
-            saved = yaml.safe_load(path.read_text()) if path.is_file() else None
-        if not isinstance(saved, dict):
-            return
-        changed = recipe_differences(saved, self.recipe)
-        if changed:
-            raise ValueError(
-                f"{self.out} was trained with another recipe; resuming would change "
-                + "; ".join(changed)
-                + f". Resume with the run's own recipe (--recipe {self.out / 'recipe.yaml'}, "
-                "the default of `train --resume`), or start a new run in another --out"
-            )
-
-    def _check_out_folder(self) -> None:
-        """Before any work: --resume needs a checkpoint to continue from, and a new run needs
-        a folder that is new, empty, or holds only a run that never wrote a checkpoint (its
-        files are a run's own and are written again)."""
-        has_checkpoint = latest_checkpoint(self.ckpt_root) is not None
-        if self.spec.resume:
-            if not has_checkpoint:
-                raise FileNotFoundError(
-                    f"nothing to resume in {self.out}: it holds no checkpoint; check --out, or "
-                    "run without --resume to start"
-                )
-            return
-        if has_checkpoint:
-            raise FileExistsError(
-                f"{self.out} already holds a run; pass --resume to continue it or choose "
-                "another --out"
-            )
-        foreign = sorted(
-            entry.name
-            for entry in (self.out.iterdir() if self.out.is_dir() else [])
-            if entry.name not in RUN_FILES
-        )
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise FileExistsError(
-                f"{self.out} holds files that are not a training run's ({shown}); choose a new "
-                "or empty --out (nothing is overwritten)"
-            )
-
     def _run_facts(self) -> dict[str, Any]:
         """What makes this run this run, beyond its recipe: resuming with any of it changed
         would train another model on other data under the same step counter."""
@@ -570,32 +463,6 @@ class Trainer:
             "input_size": self.data.preprocessing["input_size"],  # --image-size of folders
             "iters_per_epoch": self.iters_per_epoch,
         }
-
-    def _check_same_run(self, state: dict[str, Any]) -> None:
-        if "run" not in state:  # checkpoints written before these facts were stored
-            return
-        saved, now = json.loads(state["run"]), self._run_facts()
-        if isinstance(saved.get("architecture"), dict):  # fields added since take defaults
-            saved["architecture"] = {**_config_defaults(), **saved["architecture"]}
-        changed = []
-        for key in now:
-            if key not in saved or saved[key] == now[key]:
-                continue
-            if isinstance(now[key], dict) and isinstance(saved[key], dict):  # name the fields
-                changed += [
-                    f"{key}.{k}: {_short(saved[key].get(k))} -> {_short(now[key].get(k))}"
-                    for k in sorted(set(now[key]) | set(saved[key]))
-                    if saved[key].get(k) != now[key].get(k)
-                ]
-            else:
-                changed.append(f"{key}: {_short(saved[key])} -> {_short(now[key])}")
-        if changed:
-            raise ValueError(
-                f"{self.out} holds a run of other settings; resuming would change "
-                + "; ".join(changed)
-                + ". Resume with the run's own --model, --model-option, --dataset, --data-dir, "
-                "--train-subset and --image-size, or start a new run in another --out"
-            )
 
     # ----------------------------------------------------------------- logging
     def _data_on_device(self) -> bool:
@@ -790,7 +657,7 @@ class Trainer:
         if self.dist.enabled:
             # The same all-reduce carries the votes to stop on a signal, and the main process's
             # word that a time-based checkpoint is due (the clocks of the others do not count).
-            asked = float(self.stop_signal is not None)
+            asked = float(self.signals.signum is not None)
             due = float(self.dist.is_main and self._save_time_due())
             flags = torch.tensor([asked, due], device=bad.device)
             votes = distributed.all_reduce_sum(torch.cat([bad, flags]), self.dist)
@@ -895,7 +762,7 @@ class Trainer:
     def run(self) -> TrainResult:
         if not self.dist.is_main:
             return self._run()
-        self._check_out_folder()
+        check_out_folder(self.out, self.ckpt_root, self.spec.resume)
         self.out.mkdir(parents=True, exist_ok=True)
         with run_lock(self.out):
             return self._run()
@@ -923,7 +790,7 @@ class Trainer:
         )
         self._log(self._describe_start())
         self._set_train_mode()
-        self._catch_stop_signals()
+        self.signals.catch()
         try:
             try:
                 self._train_loop()
@@ -933,7 +800,7 @@ class Trainer:
             # written in full (a matter of seconds) rather than left half done.
             return self._finish()
         finally:
-            self._restore_signals()
+            self.signals.restore()
 
     def _train_loop(self) -> None:
         spec, recipe = self.spec, self.recipe
@@ -1010,45 +877,12 @@ class Trainer:
             if self._stop_agreed() and self.step < self.total_iters and not self.stopped_early:
                 raise self._interrupted()
 
-    # ----------------------------------------------------------------- stopping on a signal
-    def _catch_stop_signals(self) -> None:
-        """SIGTERM (``kill``, a batch system's pre-emption, torchrun passing one on) and the first
-        Ctrl-C ask the run to stop at the end of the current step, after a checkpoint; a second
-        Ctrl-C stops at once. Only the main thread can install handlers: elsewhere (a server's
-        worker thread) the signals keep their old meaning."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._handler_pid = os.getpid()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[signum] = signal.signal(signum, self._on_stop_signal)
-
-    def _restore_signals(self) -> None:
-        for signum, handler in self._old_handlers.items():
-            # None: a handler installed from C, which Python cannot put back; the default then.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        self._old_handlers.clear()
-
-    def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self._handler_pid:
-            return  # a forked data-loading worker: it keeps feeding the step
-        if self.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.stop_signal = signum
-        if self.dist.is_main:
-            # os.write, not print: a handler that interrupts a print to the same stream would
-            # make Python raise "reentrant call" and kill the run without its checkpoint.
-            again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
-            name = signal.Signals(signum).name
-            message = f"{name}: stopping after this step, once a checkpoint is written{again}\n"
-            with contextlib.suppress(OSError):
-                os.write(sys.stderr.fileno(), message.encode())
-
     def _stop_agreed(self) -> bool:
         """Whether to stop now. Under DDP a signal counts once every process has seen it in the
         step's all-reduce, so that all of them stop after the same step."""
         if self.dist.enabled:
             return self.stop_votes > 0
-        return self.stop_signal is not None
+        return self.signals.signum is not None
 
     def _interrupted(self) -> TrainingInterrupted:
         if self.dist.enabled:  # the vote makes every process stop after the same step; check it
@@ -1058,7 +892,7 @@ class Trainer:
             steps = [int(g.item()) for g in gathered]
             if len(set(steps)) > 1:
                 raise RuntimeError(f"DDP processes stopped after different steps: {steps}")
-        signum = self.stop_signal if self.stop_signal is not None else signal.SIGTERM
+        signum = self.signals.signum if self.signals.signum is not None else signal.SIGTERM
         return TrainingInterrupted(
             f"stopped by {signal.Signals(signum).name} at step {self.step} (epoch "
             f"{self.epoch + 1}); the checkpoint is in {self.ckpt_root}. To continue, run the same "
@@ -1214,7 +1048,7 @@ class Trainer:
         distributed.barrier(self.dist)
         distributed.cleanup(self.dist)
         return TrainResult(
-            self.out, self.dist.is_main, model_dir, metrics, self.history, self.stop_signal
+            self.out, self.dist.is_main, model_dir, metrics, self.history, self.signals.signum
         )
 
 
@@ -1228,56 +1062,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _check_run_length(recipe: Recipe, total_iters: int) -> None:
-    """Refuse a warm-up or an EMA longer than the run (a recipe made for 50k images run on a
-    1k-image folder): the lr would never come down, the exported weights would be mostly the
-    initial ones. Both problems and their fixes are named at once."""
-    problems, fixes = [], []
-    if recipe.warmup_iters and recipe.warmup_iters >= total_iters:
-        problems.append(
-            f"warmup_iters {recipe.warmup_iters} is not shorter than the run: the lr would only "
-            "ever rise"
-        )
-        tenth = total_iters // 10
-        fixes.append(f"--warmup-iters {tenth} ({'a tenth of the run' if tenth else 'none'})")
-    if recipe.ema_decay > 0 and recipe.ema_decay**total_iters > 0.5:
-        window = round(1 / (1 - recipe.ema_decay))
-        problems.append(
-            f"ema_decay {recipe.ema_decay} averages over about {window} iterations: the "
-            f"exported weights would still be {100 * recipe.ema_decay**total_iters:.0f}% the "
-            "initial ones"
-        )
-        fixes.append(f"--ema-decay {math.exp(-3 / total_iters):.4g} (or 0)")
-    late = [m for m in recipe.milestones if m >= total_iters]
-    if recipe.schedule == "multistep" and late and not problems:
-        at = sorted({total_iters // 2, total_iters * 3 // 4} - {0})  # the paper's 50% and 75%
-        warnings.warn(
-            f"milestones {late} are not before the run's end ({total_iters} iterations): the lr "
-            "is never divided there. The recipe was made for a longer run; pass --milestones "
-            f"(e.g. --milestones {','.join(map(str, at))}) to place them in this one",
-            stacklevel=3,
-        )
-    if problems:
-        raise ValueError(
-            f"the run has {total_iters} iterations; "
-            + "; ".join(problems)
-            + ". Pass "
-            + " and ".join(fixes)
-            + ", or train longer"
-        )
-
-
 def train(spec: TrainSpec) -> TrainResult:
     """Train (or resume) a model as ``spec`` says; see :class:`TrainSpec`."""
     return Trainer(spec).run()
-
-
-def _config_defaults() -> dict[str, Any]:
-    """The architecture fields that have a default, as a run's facts store them (JSON)."""
-    defaults = {f.name: f.default for f in fields(ResNetConfig) if f.default is not MISSING}
-    return dict(json.loads(json.dumps(defaults)))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
