@@ -30,9 +30,15 @@ there): 530 s took ResNet-20 to 29.8k iterations, ResNet-56 to 18.9k, ResNet-110
 Next time, add ``--mps`` to both calls: one ResNet-20 process alone trained at 27,000 images/s
 on that H200 (``benchmarks/gpu_step_wait.py``), about what all five moved together, so without
 MPS running them at once bought nothing; the smoke call says whether MPS started (not yet tried
-on the device). To continue the runs on a later lease, extract the tars that came back into a
-folder that travels (``receive --to runs/gpu-prev``) and give ``train --out runs/gpu-prev/full``:
-a run with a checkpoint resumes.
+on the device). To continue runs on a later lease (from where the GPU left them, or from where
+this CPU got them since), ``send`` packs their latest checkpoints as the device packs its own::
+
+    here:    python -m benchmarks.gpu_paper_cifar send --runs runs/gpu-paper/full \
+                 --models resnet56,plain56,resnet110 --to .gpu/prev
+    call 0:  carry .gpu/prev
+             python3 -m benchmarks.gpu_paper_cifar receive --results .gpu/prev --to runs/gpu-prev
+
+and give the training call ``--out runs/gpu-prev``: a run with a checkpoint resumes.
 
 The speed settings (bf16, channels_last, CUDA graphs through ``torch.compile``, evaluating every
 4th epoch) change how fast the recipe runs, not the recipe: batch 128, lr 0.1 divided by 10 at
@@ -494,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("receive", help="(here) what a call brought back -> DIR/full/<model>")
     p.add_argument("--results", type=Path, required=True, help="the call's files")
     p.add_argument("--to", type=Path, required=True)
+    p = sub.add_parser("send", help="(here) runs' latest checkpoints -> tars to carry")
+    p.add_argument("--runs", type=Path, required=True, help="a folder of runs, e.g. DIR/full")
+    p.add_argument("--models", required=True)
+    p.add_argument("--to", type=Path, required=True)
     p = sub.add_parser("train", help="(there) train the models at once within a time budget")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/gpu-paper"))
@@ -514,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rebuilt {path} (sha256 checked)")
     elif args.command == "receive":
         print("received: " + ", ".join(receive(args.results, args.to)))
+    elif args.command == "send":
+        models = tuple(m for m in args.models.split(",") if m)
+        missing = [m for m in models if not (args.runs / m).is_dir()]
+        if missing:
+            raise SystemExit(f"no run folder for {', '.join(missing)} in {args.runs}")
+        print(json.dumps(bring_back(args.runs, models, args.to), indent=2))
     elif args.command == "smoke":
         models = tuple(m for m in args.models.split(",") if m)
         summary = smoke(

@@ -141,6 +141,16 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     assert report["models"]["plain20"]["complete"] and not report["models"]["resnet20"]["complete"]
     assert report["models"]["resnet20"]["iterations"] > 0
     assert (runs / "full" / "degradation.png").is_file()
+    # Runs continued here travel back to a device the same way (send, then receive there).
+    gpu_paper_cifar.main(
+        ["send", "--runs", str(runs / "full"), "--models", "resnet20", "--to", str(tmp_path / "s")]
+    )
+    assert gpu_paper_cifar.receive(tmp_path / "s", tmp_path / "there") == ["resnet20"]
+    sent = tmp_path / "there" / "full" / "resnet20" / "checkpoints"
+    assert (sent / "latest").read_text() == (ckpts / "latest").read_text()
+    name = (ckpts / "latest").read_text().strip()
+    for file in (ckpts / name).iterdir():
+        assert (sent / name / file.name).read_bytes() == file.read_bytes()
 
 
 def test_gpu_receive_refuses_a_member_outside_its_folder(tmp_path: Path) -> None:
