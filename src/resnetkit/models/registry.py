@@ -171,11 +171,12 @@ def create_model(
 
     Args:
         name: a registered architecture (``resnet50``) or a pretrained tag: packaged with
-            resnetkit (``resnet20.cifar10``) or torchvision's ImageNet weights
-            (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``).
+            resnetkit (``resnet20.cifar10``, ``resnet20.paper_cifar10``) or torchvision's
+            ImageNet weights (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``).
         pretrained: load the tag's weights with their preprocessing: packaged ones offline,
             torchvision's from the cache or downloaded once (sha256 checked); for a bare
-            architecture, its packaged weights or else torchvision's best.
+            architecture, its default packaged weights (``resnet20``: ``resnet20.cifar10``)
+            or else torchvision's best.
         zero_init_residual: start each residual branch at zero.
         drop_path_rate: stochastic depth rate of the last block.
         grad_checkpointing: trade compute for memory (the 1001/1202-layer nets).
