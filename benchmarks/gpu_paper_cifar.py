@@ -37,8 +37,10 @@ this CPU got them since), ``send`` packs their latest checkpoints as the device 
                  --models resnet56,plain56,resnet110 --to .gpu/prev
     call 0:  carry .gpu/prev
              python3 -m benchmarks.gpu_paper_cifar receive --results .gpu/prev --to runs/gpu-prev
+    call 2:  ... train --data-dir runs/gpu-cifar --out runs/gpu-prev/full \
+                 --models resnet56,plain56,resnet110 --results $OUT ...
 
-and give the training call ``--out runs/gpu-prev``: a run with a checkpoint resumes.
+(a run with a checkpoint resumes; ``--models`` keeps the finished ones from starting again).
 
 The speed settings (bf16, channels_last, CUDA graphs through ``torch.compile``, evaluating every
 4th epoch) change how fast the recipe runs, not the recipe: batch 128, lr 0.1 divided by 10 at
@@ -458,6 +460,44 @@ def bring_back(
     return bundles
 
 
+def send(runs: Path, models: tuple[str, ...], to: Path) -> dict[str, int]:
+    """(here) Pack each run's latest checkpoint, with its metrics, facts and recipe, into
+    ``to/<model>.tar`` as the device packs its own, for a later call to carry and ``receive``
+    there. Refuses a run with nothing to continue from (no checkpoint: never saved, or finished)
+    and one that a live process is still training (its checkpoint may change while packed).
+    Returns each tar's size (what travels: at most 64 MiB a call, all carried paths together)."""
+    _import_from_src()
+    from resnetkit.train.run_folder import process_alive
+
+    problems = []
+    for name in models:
+        run = runs / name
+        lock = run / ".lock"
+        holder = lock.read_text().split()[0] if lock.is_file() else ""
+        if holder.isdigit() and process_alive(int(holder)):
+            problems.append(f"{run} is being trained (pid {holder}): stop it first (kill {holder})")
+        elif not (run / "checkpoints" / "latest").is_file():
+            problems.append(f"{run} has no checkpoint to continue from")
+    if problems:
+        raise SystemExit("; ".join(problems))
+    to.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for name in models:
+        run = runs / name
+        pointer = (run / "checkpoints" / "latest").read_bytes()  # read once
+        latest = pointer.decode().strip()
+        with tarfile.open(to / f"{name}.tar", "w") as tar:
+            for kept in ("metrics.jsonl", "run.json", "recipe.yaml"):
+                if (run / kept).is_file():
+                    tar.add(run / kept, f"{name}/{kept}")
+            tar.add(run / "checkpoints" / latest, f"{name}/checkpoints/{latest}")
+            info = tarfile.TarInfo(f"{name}/checkpoints/latest")
+            info.size = len(pointer)
+            tar.addfile(info, io.BytesIO(pointer))
+        sizes[f"{name}.tar"] = (to / f"{name}.tar").stat().st_size
+    return sizes
+
+
 def receive(results: Path, to: Path) -> list[str]:
     """(here) Extract what a call brought back into ``to/full/<model>/``, the layout
     ``reproduce degradation --preset full --out TO --report`` reads; returns the runs found.
@@ -526,10 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print("received: " + ", ".join(receive(args.results, args.to)))
     elif args.command == "send":
         models = tuple(m for m in args.models.split(",") if m)
-        missing = [m for m in models if not (args.runs / m).is_dir()]
-        if missing:
-            raise SystemExit(f"no run folder for {', '.join(missing)} in {args.runs}")
-        print(json.dumps(bring_back(args.runs, models, args.to), indent=2))
+        print(json.dumps(send(args.runs, models, args.to), indent=2))
     elif args.command == "smoke":
         models = tuple(m for m in args.models.split(",") if m)
         summary = smoke(

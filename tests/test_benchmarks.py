@@ -151,6 +151,13 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     name = (ckpts / "latest").read_text().strip()
     for file in (ckpts / name).iterdir():
         assert (sent / name / file.name).read_bytes() == file.read_bytes()
+    # Nothing to continue (a finished run), or a run still training here: refused, named.
+    with pytest.raises(SystemExit, match="plain20 has no checkpoint to continue from"):
+        gpu_paper_cifar.send(runs / "full", ("plain20",), tmp_path / "s2")
+    (runs / "full" / "resnet20" / ".lock").write_text(f"{os.getpid()}\n")
+    with pytest.raises(SystemExit, match=f"is being trained \\(pid {os.getpid()}\\)"):
+        gpu_paper_cifar.send(runs / "full", ("resnet20",), tmp_path / "s2")
+    assert not (tmp_path / "s2").exists()
 
 
 def test_gpu_receive_refuses_a_member_outside_its_folder(tmp_path: Path) -> None:

@@ -88,3 +88,13 @@ def test_models_keeps_its_counts_in_a_cache(capsys, tmp_path, monkeypatch) -> No
     (tmp_path / "zoo-stats.json").write_text(json.dumps(cache))
     assert main(["models", "resnet20", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["params"] == 269_722
+
+
+def test_models_list_the_weights_a_bare_name_loads_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["models", "resnet[25]0", "--json"]) == 0
+    rows = {r["name"]: r["weights"] for r in json.loads(capsys.readouterr().out)}
+    # create_model("resnet50", pretrained=True) is tv2_in1k; "resnet20" the packaged cifar10.
+    assert rows["resnet50"] == ["tv2_in1k", "tv_in1k"]
+    assert rows["resnet20"] == ["cifar10", "paper_cifar10"]

@@ -102,11 +102,24 @@ def test_packaging_keeps_a_per_pixel_mean_and_one_default_per_architecture(
             arch="resnet20",
             classes=["a", "b", "c"],
             preprocessing=prep,
-            metrics={"test_top1": 50.0},
+            metrics={"test_top1": 50.0, "stopped_early": False},
             provenance={"recipe": {"name": name, "epochs": 1}},
         )
         runs[name] = tmp_path / name
     tool.package(runs["fast"], "resnet20.fast")  # the only one: the default without a mark
+    assert "stopped_early" not in json.loads((weights / "index.json").read_text())["resnet20.fast"]
+    short = tmp_path / "short"
+    save_model_dir(
+        create_model("resnet20", num_classes=3),
+        short / "model",
+        arch="resnet20",
+        classes=["a", "b", "c"],
+        preprocessing={"mean": [0.0] * 3, "std": [1.0] * 3, "input_size": 32, "pixel_mean": [0.5]},
+        metrics={"test_top1": 50.0},
+        provenance={"recipe": {"name": "short", "epochs": 1}},
+    )
+    with pytest.raises(SystemExit, match="pixel_mean has 1 values, not 3\\*32\\*32"):
+        tool.package(short, "resnet20.short", default=True)
     with pytest.raises(SystemExit, match="pass --default"):
         tool.package(runs["paper"], "resnet20.paper")
     tool.package(runs["paper"], "resnet20.paper", default=True)

@@ -39,6 +39,13 @@ def package(run: Path, tag: str, default: bool = False) -> dict[str, object]:
     }
     if other:
         raise SystemExit(f"{run} trained {meta['arch']} with {other}: a tag holds zoo models only")
+    pre = meta["preprocessing"]
+    size = int(pre["input_size"])
+    if pre.get("pixel_mean") is not None and len(pre["pixel_mean"]) != 3 * size * size:
+        raise SystemExit(
+            f"{model_dir / 'config.json'}: preprocessing.pixel_mean has "
+            f"{len(pre['pixel_mean'])} values, not 3*{size}*{size} for its input_size {size}"
+        )
     index_path = WEIGHTS / "index.json"
     index = json.loads(index_path.read_text())
     others = [t for t in index if t.split(".")[0] == meta["arch"] and t != tag]
@@ -57,8 +64,11 @@ def package(run: Path, tag: str, default: bool = False) -> dict[str, object]:
     file = tag.replace(".", "_") + ".safetensors"
     shutil.copyfile(model_dir / "model.safetensors", WEIGHTS / file)
     digest = hashlib.sha256((WEIGHTS / file).read_bytes()).hexdigest()
-    pre = meta["preprocessing"]
-    metrics = {k: v for k, v in meta["metrics"].items() if isinstance(v, (int, float))}
+    metrics = {
+        k: v
+        for k, v in meta["metrics"].items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)  # not stopped_early
+    }
     recipe = meta["provenance"]["recipe"]
     entry = {
         "file": file,
@@ -99,7 +109,7 @@ def dump_index(index: dict[str, dict[str, object]]) -> str:
     text = json.dumps(compact, indent=2) + "\n"
     for tag, entry in index.items():
         if "pixel_mean" in entry:
-            text = text.replace(f'"@pixel_mean:{tag}@"', json.dumps(entry["pixel_mean"]))
+            text = text.replace(json.dumps(f"@pixel_mean:{tag}@"), json.dumps(entry["pixel_mean"]))
     return text
 
 

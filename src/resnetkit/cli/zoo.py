@@ -66,16 +66,23 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
     if not names:
         print(f"no model matches {pattern!r}; try `resnetkit models` for all of them")
         return 1
-    from resnetkit.models.hub import list_hub
+    from resnetkit.models import hub
     from resnetkit.models.pretrained import default_tag, list_pretrained
 
     weights: dict[str, list[str]] = {}
     packaged = list_pretrained()
-    # An architecture's default weights (what create_model(ARCH, pretrained=True) loads) first.
-    first = {default_tag(tag.partition(".")[0]) for tag in packaged}
-    for tag in sorted(packaged, key=lambda t: t not in first) + list_hub():
+    for tag in packaged + hub.list_hub():
         arch, _, suffix = tag.partition(".")
         weights.setdefault(arch, []).append(suffix)
+    for arch, suffixes in weights.items():
+        # What create_model(ARCH, pretrained=True) loads first: packaged weights win.
+        try:
+            first = default_tag(arch) or hub.default_tag(arch)
+        except RuntimeError:  # an index with no single default: listed as it is
+            continue
+        if first is not None and first.partition(".")[2] in suffixes:
+            default = first.partition(".")[2]
+            weights[arch] = [default] + [s for s in suffixes if s != default]
     cache = _StatsCache()
     rows: list[dict[str, Any]] = []
     for name in names:
@@ -105,10 +112,10 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
             f"{r['name']:<20} {_human(r['params']):>10} {_human(r['macs']):>11} "
             f"{r['input_size']:>6}  {r['block']:<20} {r['shortcut']:<9} {', '.join(r['weights'])}"
         )
-    suffixes = ", ".join(sorted({t.partition(".")[2] for t in packaged}))
+    shipped = ", ".join(sorted({t.partition(".")[2] for t in packaged}))
     print(
         f"{len(rows)} models. Weights: create_model('MODEL.WEIGHTS', pretrained=True), the "
-        f"first listed for MODEL alone; {suffixes} are packaged (offline), tv_in1k/tv2_in1k are "
+        f"first listed for MODEL alone; {shipped} are packaged (offline), tv_in1k/tv2_in1k are "
         "torchvision's ImageNet weights (downloaded once, sha256-checked)"
     )
     return 0

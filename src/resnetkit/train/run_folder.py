@@ -50,7 +50,7 @@ def run_lock(out: Path) -> Iterator[None]:
                 holder = int(lock.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 holder = 0  # unreadable or half-written: its writer is gone
-            if holder and _process_alive(holder):
+            if holder and process_alive(holder):
                 raise FileExistsError(
                     f"another process (pid {holder}) is training in {out}; wait for it to end "
                     f"or stop it (kill {holder}: it checkpoints first), then run again"
@@ -68,7 +68,7 @@ def run_lock(out: Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
