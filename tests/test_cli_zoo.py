@@ -98,3 +98,19 @@ def test_models_list_the_weights_a_bare_name_loads_first(
     # create_model("resnet50", pretrained=True) is tv2_in1k; "resnet20" the packaged cifar10.
     assert rows["resnet50"] == ["tv2_in1k", "tv_in1k"]
     assert rows["resnet20"] == ["cifar10", "paper_cifar10"]
+
+
+def test_info_of_a_tag_says_what_its_weights_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """Read from the index: nothing is loaded or downloaded (this machine has no network)."""
+    assert main(["info", "resnet20.paper_cifar10", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    card = data["weights"]
+    assert data["params"] == 269_722 and card["num_classes"] == 10
+    assert card["recipe"].startswith("paper-cifar") and card["metrics"]["test_top1"] > 91.25
+    assert card["preprocessing"]["per_pixel_mean"] == "3x32x32"
+    assert main(["info", "resnet50.tv2_in1k"]) == 0
+    out = capsys.readouterr().out
+    assert "25,557,032" in out and "imagenet_top1 80.858" in out
+    assert "resize 232 (bilinear), crop 224x224" in out and "(1000 in all)" in out
+    assert main(["info", "resnet56.cifar10"]) == 2
+    assert "resnetkit ships: resnet20.cifar10" in capsys.readouterr().err

@@ -128,21 +128,28 @@ def info(
     options: dict[str, Any] | None = None,
 ) -> int:
     """Parameters, multiply-adds, per-stage shapes and activation memory of one model, with
-    any architecture ``options`` (``create_model`` keywords) applied."""
+    any architecture ``options`` (``create_model`` keywords) applied; for a pretrained tag
+    (``resnet20.paper_cifar10``), also what its weights are: source, recipe, measured
+    accuracy, preprocessing and classes (read from the index: nothing is downloaded)."""
     from resnetkit.models.analysis import model_stats
-    from resnetkit.models.registry import CONFIG_OPTIONS, get_model_config
+    from resnetkit.models.registry import CONFIG_OPTIONS, find_weights, get_model_config
 
-    options = options or {}
-    stats = model_stats(name, input_size, **options)
+    options = dict(options or {})
+    arch, _, tag = name.partition(".")
+    card = None
+    if tag:
+        card = _weights_card(find_weights(name))
+        options.setdefault("num_classes", card["num_classes"])
+    stats = model_stats(arch, input_size, **options)
     if as_json:
-        print(json.dumps(stats.to_dict(), indent=2))
+        print(json.dumps({**stats.to_dict(), **({"weights": card} if card else {})}, indent=2))
         return 0
-    config = get_model_config(name).with_options(
+    config = get_model_config(arch).with_options(
         **{k: v for k, v in options.items() if k in CONFIG_OPTIONS}
     )
     kind = f"{config.block} blocks" + (" (pre-activation)" if config.preact else "")
     kind += "".join(f", {note}" for note in config.variants())
-    print(f"{name}: {stats.depth} layers, {kind}, shortcut option {config.shortcut}")
+    print(f"{arch}: {stats.depth} layers, {kind}, shortcut option {config.shortcut}")
     print(f"  parameters      {stats.params:,} ({_human(stats.params)})")
     print(
         f"  multiply-adds   {stats.macs:,} ({_human(stats.macs)}) at {stats.input_size}x"
@@ -155,7 +162,58 @@ def info(
     for stage, shape in stats.stage_shapes.items():
         print(f"    {stage:<8} {shape}")
     print(f"    {'logits':<8} {stats.output_shape}")
+    if card:
+        _print_card(card)
     return 0
+
+
+def _weights_card(weights: Any) -> dict[str, Any]:
+    """What a user needs to know of pretrained weights before using them."""
+    cfg = weights.pretrained_cfg()
+    pixel_mean = cfg.get("pixel_mean")
+    prep = {k: cfg[k] for k in ("input_size", "resize", "crop", "interpolation") if k in cfg}
+    if pixel_mean is not None:  # 3 x H x W values: summarised, not listed
+        prep["per_pixel_mean"] = f"3x{cfg['input_size']}x{cfg['input_size']}"
+    else:
+        prep.update(mean=cfg["mean"], std=cfg["std"])
+    card: dict[str, Any] = {"tag": weights.tag}
+    if hasattr(weights, "url"):
+        card["source"] = "torchvision's published ImageNet weights (downloaded once, cached)"
+        card["file"] = weights.url
+        card["sha256"] = weights.sha256_prefix  # the prefix in the file's name
+    else:
+        card["source"] = "trained by resnetkit, packaged (offline)"
+        card["file"] = weights.file
+        card["sha256"] = weights.sha256
+        card["recipe"] = weights.recipe
+    card.update(
+        metrics=cfg["metrics"],
+        preprocessing=prep,
+        num_classes=len(cfg["classes"]),
+        classes=cfg["classes"],
+    )
+    return card
+
+
+def _print_card(card: dict[str, Any]) -> None:
+    prep = card["preprocessing"]
+    print(f"weights {card['tag']}: {card['source']}")
+    print(f"  file            {card['file']} (sha256 {card['sha256'][:16]}...)")
+    if card.get("recipe"):
+        print(f"  trained with    {card['recipe']}")
+    shown = ", ".join(f"{k} {v:g}" for k, v in card["metrics"].items())
+    print(f"  measured        {shown or 'nothing recorded'}")
+    if "per_pixel_mean" in prep:
+        norm = f"per-pixel mean ({prep['per_pixel_mean']}) subtracted"
+    else:
+        norm = f"mean {prep['mean']}, std {prep['std']}"
+    size = f"{prep['input_size']}x{prep['input_size']}"
+    if prep.get("resize"):
+        size = f"resize {prep['resize']} ({prep.get('interpolation', 'bilinear')}), crop " + size
+    print(f"  input           {size}, {norm}")
+    names = card["classes"]
+    more = f", ... ({len(names)} in all)" if len(names) > 10 else ""
+    print(f"  classes         {', '.join(names[:10])}{more}")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -156,6 +156,24 @@ def _find_weights(name: str, arch: str, tag: str) -> Any:
     return get_pretrained(name if tag else arch)
 
 
+def find_weights(name: str) -> Any:
+    """What a pretrained name stands for, without loading or downloading anything: the
+    :class:`~resnetkit.models.pretrained.PretrainedWeights` packaged with resnetkit or the
+    :class:`~resnetkit.models.hub.HubWeights` of torchvision's ImageNet weights; a bare
+    architecture gives its default weights.
+
+    Raises:
+        UnknownModelError: the architecture is not registered.
+        ValueError: no weights go by that name (the message lists those that do).
+    """
+    arch, _, tag = name.partition(".")
+    get_model_config(arch)
+    try:
+        return _find_weights(name, arch, tag)
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
+
+
 def create_model(
     name: str,
     *,
