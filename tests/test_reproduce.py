@@ -84,8 +84,12 @@ def test_full_preset_also_checks_that_depth_pays_off(tmp_path: Path) -> None:
         "resnet20_trains_better_than_plain20": True,
         "resnet56_trains_better_than_resnet20": True,
     }
+    # The paper's Table 6 stands beside the runs of its own schedule, not the quick one's.
+    assert full["models"]["resnet56"]["paper_test_error"] == 6.97
+    assert "paper_test_error" not in full["models"]["plain56"]
     quick = summarise(tmp_path, MODELS, table["quick"], table["quick"].recipe)
     assert "resnet56_trains_better_than_resnet20" not in quick["checks"]
+    assert "paper_test_error" not in quick["models"]["resnet56"]
 
 
 def test_cli_passes_a_warmup_to_every_model(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

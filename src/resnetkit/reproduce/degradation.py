@@ -358,6 +358,18 @@ def report_degradation(
     return summary
 
 
+#: Test error (%) of the CIFAR-10 ResNets in He et al. 2015, Table 6 (best of 5 runs for 110),
+#: trained on the schedule of the full preset; the plain nets appear only in Fig. 6.
+PAPER_TEST_ERROR = {
+    "resnet20": 8.75,
+    "resnet32": 7.51,
+    "resnet44": 7.17,
+    "resnet56": 6.97,
+    "resnet110": 6.43,
+    "resnet1202": 7.93,
+}
+
+
 def _preset(name: str) -> Preset:
     table = presets()
     if name not in table:
@@ -399,6 +411,8 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
             # None before the first epoch has finished.
             "hours_left": None if complete else left,
         }
+        if preset.name == "full" and name in PAPER_TEST_ERROR:  # the paper's schedule
+            curves[name]["paper_test_error"] = PAPER_TEST_ERROR[name]
     checks: dict[str, bool] = {}
 
     def final(name: str) -> float | None:

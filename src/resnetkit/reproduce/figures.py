@@ -24,11 +24,14 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
         if not curve["step"]:
             continue
         plain = name.startswith("plain")
+        label = f"{'plain' if plain else 'ResNet'}-{_depth(name)}"
+        if curve.get("paper_test_error") is not None:
+            label += f" (paper: {curve['paper_test_error']:g}% test)"
         style = {
             "color": _DEPTH_COLOURS.get(_depth(name), "black"),
             "linestyle": "--" if plain else "-",
             "linewidth": 1.6 if plain else 2.2,
-            "label": f"{'plain' if plain else 'ResNet'}-{_depth(name)}",
+            "label": label,
         }
         for ax, xs, ys in (
             (axes[0], curve["step"], curve["train_error"]),
