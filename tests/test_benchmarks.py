@@ -243,3 +243,18 @@ def test_gpu_step_wait_runs_both_steps_and_reports_the_ratio(tmp_path: Path) -> 
     ips = summary["images_per_second"]
     assert ips["waits"] > 0 and summary["speedup"] == round(ips["defers"] / ips["waits"], 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-step-wait.json"]  # no leftovers
+
+
+def test_train_memory_measures_both_variants_in_fresh_processes(tmp_path: Path) -> None:
+    from benchmarks import train_memory
+
+    argv = ["--models", "resnet56", "--batch-size", "32", "--steps", "1", "--rounds", "1"]
+    assert train_memory.main([*argv, "--threads", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "train_memory.json").read_text())
+    s = report["models"]["resnet56"]
+    plain, ckpt = s["plain"], s["checkpointed"]
+    # Keeping only each block's input: clearly less memory for a step, paid for in time.
+    assert 0 < ckpt["step_memory_mib"] < plain["step_memory_mib"] / 1.5
+    assert s["memory_ratio"] == pytest.approx(plain["step_memory_mib"] / ckpt["step_memory_mib"])
+    assert ckpt["step_seconds"] > 0 and plain["step_seconds"] > 0
+    assert "| resnet56 |" in (tmp_path / "train_memory.md").read_text()
