@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,16 @@ def _rss_mib() -> float:
 
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib() -> float:
+    """This process's resident high-water mark (VmHWM). Not ``getrusage``'s ru_maxrss: Linux
+    carries that across exec, so a child started from a larger process (pytest, say) would
+    report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status: this benchmark needs Linux")
 
 
 def one(
@@ -81,7 +90,7 @@ def one(
         loss.backward()
         opt.step()
         seconds.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak = _peak_rss_mib()
     if not torch.isfinite(loss):
         raise RuntimeError(f"{model_name}: the loss is {float(loss)}")
     return {
