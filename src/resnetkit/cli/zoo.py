@@ -74,10 +74,12 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
     for tag in packaged + hub.list_hub():
         arch, _, suffix = tag.partition(".")
         weights.setdefault(arch, []).append(suffix)
+    shipped_archs = {tag.partition(".")[0] for tag in packaged}
     for arch, suffixes in weights.items():
-        # What create_model(ARCH, pretrained=True) loads first: packaged weights win.
+        # What create_model(ARCH, pretrained=True) loads first: packaged weights win (the
+        # index is read only for the architectures that have some).
         try:
-            first = default_tag(arch) or hub.default_tag(arch)
+            first = default_tag(arch) if arch in shipped_archs else hub.default_tag(arch)
         except RuntimeError:  # an index with no single default: listed as it is
             continue
         if first is not None and first.partition(".")[2] in suffixes:
