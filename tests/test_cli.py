@@ -53,3 +53,33 @@ def test_a_key_error_that_is_not_an_unknown_model_is_not_hidden(monkeypatch) -> 
     monkeypatch.setattr(zoo, "info", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["info", "resnet20"])
+
+
+def test_a_missing_extra_is_named_with_its_pip_command(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    from importlib import resources
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if resnetkit[export] were not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    cat = str(resources.files("resnetkit.assets") / "cat.png")
+    assert main(["predict", "--model", str(tmp_path / "m.onnx"), cat]) == 2
+    assert main(["quantize", "--model", "resnet20.cifar10", "--out", str(tmp_path / "q.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("pip install 'resnetkit[export]'") == 2, err
+    assert "resnetkit predict: error: onnxruntime is not installed" in err
+    assert "Traceback" not in err
+
+
+def test_a_runtime_error_that_is_not_an_export_failure_is_not_hidden(monkeypatch) -> None:  # noqa: ANN001
+    import resnetkit.cli.zoo as zoo
+
+    def broken(*_: object, **__: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(zoo, "info", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["info", "resnet20"])

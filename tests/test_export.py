@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from pathlib import Path
 
 import onnx
@@ -22,7 +23,7 @@ from resnetkit.export import (
     fold_conv_bn,
 )
 from resnetkit.export import exporter as exporter_module
-from resnetkit.export.metadata import read_metadata
+from resnetkit.export.metadata import metadata_text, read_metadata
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -320,6 +321,8 @@ def test_the_file_says_the_size_it_was_exported_at_and_whether_it_classifies(
     assert features.num_classes == 0
     with pytest.raises(ValueError, match="no classifier head"):
         class_names(features)
+    backbone = create_model("resnet20", features_only=True)  # keeps num_classes=10, no head
+    assert json.loads(metadata_text(backbone, {}, 32))["num_classes"] == 0
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):
         load_classifier(tmp_path / "missing.onnx")
     pixel_mean = trained_like("resnet20")

@@ -24,7 +24,7 @@ from resnetkit.cli.main import build_parser, main
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.predict import predict
-from resnetkit.serve import BatcherClosedError, MicroBatcher, create_app
+from resnetkit.serve import BatcherClosedError, MicroBatcher, ServeConfig, create_app
 
 CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -140,6 +140,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
      "too_many_pixels", "pixels"),
     ("too-many-pixels", {"content": png_bytes(64, 64), "headers": PNG}, 413, "too_many_pixels",
      "4,096 pixels"),
+    ("too-elongated", {"content": png_bytes(200, 1), "headers": PNG}, 413, "too_many_pixels",
+     "too elongated"),
     ("content-length", {"content": b"\x89PNG" + bytes(70_000), "headers": PNG}, 413,
      "payload_too_large", "Content-Length"),
     ("body-size", {"content": _chunked, "headers": PNG}, 413, "payload_too_large",
@@ -192,6 +194,23 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(
     assert word in body["detail"]
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
     assert f'resnetkit_rejected_inputs_total{{reason="{error}"}} 1.0' in metrics
+
+
+def test_an_app_starts_again_after_shutdown(model_dir: Path) -> None:
+    app = create_app(model_dir)
+
+    async def scenario(c: httpx.AsyncClient) -> int:
+        return (await c.post("/predict", content=CAT, headers=PNG)).status_code
+
+    assert serve(app, scenario) == 200
+    assert app.state.service.batcher.closed  # the first shutdown stopped its worker
+    assert serve(app, scenario) == 200  # a second lifespan (two TestClient blocks) serves again
+
+
+def test_a_backbone_without_classifier_is_refused() -> None:
+    backbone = create_model("resnet20", features_only=True, out_indices=(0, 2))
+    with pytest.raises(ValueError, match="features_only=True: it returns feature maps"):
+        create_app(backbone)
 
 
 def test_metrics_count_requests_latency_batches_and_rejections(model_dir: Path) -> None:
@@ -307,6 +326,7 @@ def test_cli_serve_runs_uvicorn_on_loopback(
 ) -> None:
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port, args.backend, args.max_batch) == ("127.0.0.1", 8000, "torch", 32)
+    assert args.max_megapixels * 1e6 == ServeConfig().max_pixels == 25_000_000  # not Pillow's 89.5
     seen: dict[str, Any] = {}
 
     def fake_run(app: FastAPI, **kwargs: Any) -> None:

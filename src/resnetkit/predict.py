@@ -216,11 +216,6 @@ def predict(
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
     net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else model
-    if getattr(net, "features_only", False):
-        raise ValueError(
-            "the model was built with features_only=True: it returns feature maps, not class "
-            "scores; build it without features_only to classify"
-        )
     classes = class_names(net)
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)
@@ -257,9 +252,18 @@ def predict(
 
 
 def class_names(model: nn.Module) -> list[str]:
-    """The names of the classes a model predicts (indices as strings when it lists none)."""
+    """The names of the classes a model predicts (indices as strings when it lists none).
+
+    Raises:
+        ValueError: the model has no classifier head (``num_classes=0`` or ``features_only``).
+    """
     from resnetkit.models.loading import preprocessing_of
 
+    if getattr(model, "features_only", False):
+        raise ValueError(
+            "the model was built with features_only=True: it returns feature maps, not class "
+            "scores; build it without features_only to classify"
+        )
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     if num_classes <= 0:
         raise ValueError("the model has no classifier head (num_classes=0); nothing to predict")

@@ -123,6 +123,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainingDiverged, RunFailed) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except ImportError as err:  # an optional extra that is not installed
+        extra = _EXTRAS.get((err.name or "").split(".")[0])
+        hint = f": pip install 'resnetkit[{extra}]'" if extra else ""
+        what = f"{err.name} is not installed{hint}" if err.name else str(err)
+        print(f"resnetkit {args.command}: error: {what}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # a model that exports or compiles to something else
+        from resnetkit.export.cpu import CPUOptimizationError
+        from resnetkit.export.exporter import ExportVerificationError
+
+        if not isinstance(err, ExportVerificationError | CPUOptimizationError):
+            raise
+        print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+#: The extra that brings each optional module (``pip install 'resnetkit[EXTRA]'``).
+_EXTRAS = {
+    "onnx": "export",
+    "onnxruntime": "export",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "prometheus_client": "serve",
+    "tensorboard": "tensorboard",
+    "litert_torch": "tflite",
+    "coremltools": "coreml",
+}
 
 
 if __name__ == "__main__":

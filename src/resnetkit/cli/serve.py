@@ -16,7 +16,7 @@ from resnetkit.cli.common import (
     positive_float,
     positive_int,
 )
-from resnetkit.data.images import DEFAULT_MAX_PIXELS
+from resnetkit.data.images import SERVE_MAX_PIXELS
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,9 +63,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g.add_argument(
         "--max-megapixels",
         type=positive_float,
-        default=DEFAULT_MAX_PIXELS / 1e6,
+        default=SERVE_MAX_PIXELS / 1e6,
         help="largest width x height of one image in millions of pixels, refused before it is "
-        f"decoded (default {DEFAULT_MAX_PIXELS / 1e6:g})",
+        f"decoded (default {SERVE_MAX_PIXELS / 1e6:g})",
     )
     g.add_argument(
         "--max-images",
@@ -118,13 +118,14 @@ def _check_free(host: str, number: int) -> None:
         infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         raise ValueError(f"--host {host}: cannot be resolved ({err.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as err:
-            raise ValueError(
-                f"cannot listen on {host}:{number} ({err.strerror}): another server may be "
-                "using the port; choose another --port"
-            ) from None
+    # Every address the name resolves to (localhost: ::1 and 127.0.0.1), as uvicorn binds them.
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind(address)
+            except OSError as err:
+                raise ValueError(
+                    f"cannot listen on {host}:{number} ({address[0]}: {err.strerror}): another "
+                    "server may be using the port; choose another --port"
+                ) from None

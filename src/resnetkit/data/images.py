@@ -25,6 +25,7 @@ __all__ = [
     "REASON_CORRUPT",
     "REASON_EMPTY",
     "REASON_NOT_IMAGE",
+    "SERVE_MAX_PIXELS",
     "ImageDecodeError",
     "load_image",
     "to_rgb",
@@ -47,6 +48,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 
 #: Default pixel limit (width * height); the same value as Pillow's own default guard.
 DEFAULT_MAX_PIXELS = 89_478_485
+#: What ``resnetkit serve`` accepts per image: 25 megapixels (75 MB once decoded to RGB), well
+#: below Pillow's 89-megapixel default, since a server decodes many untrusted images at once.
+SERVE_MAX_PIXELS = 25_000_000
 
 REASON_EMPTY = "empty file"
 REASON_CORRUPT = "truncated or corrupt image data"

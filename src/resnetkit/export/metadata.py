@@ -34,7 +34,9 @@ def metadata_text(model: nn.Module, preprocessing: dict[str, Any], input_size: i
         meta.pop("crop", None)  # the crop is the input size
         meta.pop("resize", None)  # a resize for another size would crop the wrong share
     meta["arch"] = getattr(model, "name", type(model).__name__)
-    meta["num_classes"] = int(getattr(model, "num_classes", 0) or 0)
+    # A features_only net keeps num_classes but outputs feature maps: no classifier head.
+    head = not getattr(model, "features_only", False)
+    meta["num_classes"] = int(getattr(model, "num_classes", 0) or 0) if head else 0
     return json.dumps(meta, default=str)
 
 

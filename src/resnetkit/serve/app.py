@@ -48,7 +48,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from torch import Tensor, nn
 
-from resnetkit.data.images import REASON_CORRUPT, REASON_EMPTY, REASON_NOT_IMAGE
+from resnetkit.data.images import (
+    REASON_CORRUPT,
+    REASON_EMPTY,
+    REASON_NOT_IMAGE,
+    SERVE_MAX_PIXELS,
+)
 from resnetkit.predict import Preprocessing
 from resnetkit.serve.batcher import BatcherClosedError, MicroBatcher
 
@@ -57,9 +62,8 @@ __all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
 Backend = Literal["torch", "onnx", "optimized"]
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "optimized")
 MiB = 1024 * 1024
-#: Largest accepted width * height per image: 25 megapixels (75 MB once decoded to RGB),
-#: well below Pillow's 89-megapixel default, since a server decodes many images at once.
-DEFAULT_MAX_PIXELS = 25_000_000
+#: Largest accepted width * height per image (25 megapixels).
+DEFAULT_MAX_PIXELS = SERVE_MAX_PIXELS
 #: Multipart fields that carry images.
 IMAGE_FIELDS = ("file", "files")
 #: Content types a multipart part may declare (besides none at all and ``image/*``).
@@ -122,7 +126,8 @@ _DECODE_ERRORS: dict[str, tuple[int, str]] = {
 def _decode_error(reason: str) -> tuple[int, str]:
     if reason in _DECODE_ERRORS:
         return _DECODE_ERRORS[reason]
-    if reason.startswith(("image too large", "refused as a possible decompression bomb")):
+    too_many = ("image too large", "image too elongated", "refused as a possible decompression")
+    if reason.startswith(too_many):
         return 413, "too_many_pixels"
     return 422, "undecodable_image"  # e.g. an unsupported mode, or no pixels at all
 
@@ -255,7 +260,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.batcher.start()
+        service.start()
         try:
             yield
         finally:
@@ -390,12 +395,8 @@ class Service:
             forward = _optimized_forward(model, self.preprocessing.image_size, config.max_batch)
         else:
             forward = _torch_forward(model)
-        self.batcher = MicroBatcher(
-            forward,
-            max_batch=config.max_batch,
-            max_wait_ms=config.max_wait_ms,
-            on_batch=self.metrics.batch_size.observe,
-        )
+        self._forward = forward
+        self.batcher = self._new_batcher()
         self._transform = self.preprocessing.transform()
         cfg = preprocessing_of(model)
         prep = self.preprocessing
@@ -551,6 +552,20 @@ class Service:
         return names, data
 
     # --- decoding and predicting --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread; after a shutdown, a new batcher (an app can start again)."""
+        if self.batcher.closed:
+            self.batcher = self._new_batcher()
+        self.batcher.start()
+
+    def _new_batcher(self) -> MicroBatcher:
+        return MicroBatcher(
+            self._forward,
+            max_batch=self.config.max_batch,
+            max_wait_ms=self.config.max_wait_ms,
+            on_batch=self.metrics.batch_size.observe,
+        )
 
     def preprocess(self, names: list[str | None], images: list[bytes]) -> Tensor:
         """Decode and preprocess every image (on a thread: this is CPU work).

@@ -78,6 +78,11 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: the batcher takes no more requests."""
+        return self._closed
+
     def start(self) -> None:
         """Start the worker thread (idempotent)."""
         with self._lock:
