@@ -325,6 +325,9 @@ def test_folder_dataset(tmp_path: Path) -> None:
     ):
         evaluate_model(loaded, "folder", split)
     assert evaluate_model(loaded, "folder", split, split="val")["count"] == 6
+    (split / "val").rename(split / "Validation")  # found whatever the case
+    (split / "train").rename(split / "Training")
+    assert evaluate_model(loaded, "folder", split, split="validation")["count"] == 6
     # A test folder of some of the model's classes: scored by name, the others never seen.
     shutil.copytree(tmp_path / "data" / "dog", tmp_path / "dogs_only" / "dog")
     dogs = evaluate_model(loaded, "folder", tmp_path / "dogs_only")

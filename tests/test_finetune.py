@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from resnetkit.cli.main import main
 from resnetkit.models.model_dir import load_model_dir, save_model_dir
 from resnetkit.models.registry import create_model
-from resnetkit.train.finetune import finetune
+from resnetkit.train.finetune import finetune, finetune_spec
 from resnetkit.train.recipe import load_recipe
 from resnetkit.train.trainer import Trainer, TrainSpec
 
@@ -189,3 +189,45 @@ def test_finetune_find_lr_sweeps_the_new_head_and_writes_no_run(
     assert "steps from 1e-06 to" in text and "suggested --lr" in text
     assert (tmp_path / "lr.png").stat().st_size > 0
     assert not out.exists()
+
+
+def test_a_new_head_unless_the_source_predicts_the_same_classes(
+    folder: Path, tmp_path: Path
+) -> None:
+    # Two classes in the source as in the folder: the count alone must not keep the head.
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=2)
+    pre = {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    weight = base.fc.weight.detach().clone()
+    heads = {}
+    for classes in (["apple", "sky"], ["sky", "apple"], ["c0", "c1"]):
+        name = "-".join(classes)
+        src = save_model_dir(
+            base, tmp_path / name, arch="resnet20", classes=classes, preprocessing=pre
+        )
+        spec = finetune_spec(src, folder, tmp_path / "ft" / name, recipe=RECIPE, progress=False)
+        heads[name] = Trainer(spec).model.fc.weight.detach()
+    assert torch.equal(heads["apple-sky"], weight)  # the same classes: the same head
+    assert torch.equal(heads["sky-apple"], weight[[1, 0]])  # the same classes, rows reordered
+    assert not torch.allclose(heads["c0-c1"], weight)  # other classes: a fresh head
+
+
+def test_one_image_a_class_leaves_no_validation_and_best_epoch_is_refused(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing can be held out of one image a class: selecting on an empty split would pick
+    # epoch 1 on a val_top1 of 0.
+    for name in ("apple", "sky"):
+        (tmp_path / "one" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "one" / name / "0.png")
+    args = ["finetune", "--model", str(source), "--data", str(tmp_path / "one")]
+    args += ["--num-threads", "1", "--no-progress", "--epochs", "1", "--batch-size", "2"]
+    assert main([*args, "--out", str(tmp_path / "ft")]) == 2
+    assert "--select-best false --early-stop-patience 0" in capsys.readouterr().err
+    # Without selection it trains; a broken file is listed on stderr, stdout stays JSON.
+    (tmp_path / "one" / "sky" / "broken.png").write_bytes(b"not a png")
+    plain = ["--select-best", "false", "--early-stop-patience", "0", "--warmup-iters", "0"]
+    assert main([*args, *plain, "--out", str(tmp_path / "ft2")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["epochs_run"] == 1
+    assert "broken.png" in captured.err and "broken.png" not in captured.out

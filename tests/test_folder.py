@@ -123,7 +123,12 @@ def _rel(root: Path, path: Path) -> str:
 
 
 def test_scan_finds_classes_labels_and_ignores_hidden(root: Path) -> None:
-    samples, classes = scan_image_folder(root)
+    with pytest.warns(
+        UserWarning,
+        match=r"1 file\(s\) in the class folders are not named as "
+        r"images and were left out \(\.txt: 1\)",
+    ):
+        samples, classes = scan_image_folder(root)
     assert classes == ("cats", "dogs", "fish")
     found = {_rel(root, p): label for p, label in samples}
     assert set(found) == GOOD | set(BAD)
@@ -148,6 +153,19 @@ def test_scan_errors(tmp_path: Path) -> None:
         samples, classes = scan_image_folder(tmp_path)
     assert classes == ("empty_class", "full")
     assert [label for _, label in samples] == [1]
+
+
+def test_scan_knows_jpeg_by_its_other_names_and_says_what_it_left_out(tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()
+    for name in ("a.jpg", "b.JFIF", "c.jpe"):
+        Image.new("RGB", (4, 4)).save(tmp_path / "cat" / name, format="JPEG")
+    Image.new("RGB", (4, 4)).save(tmp_path / "cat" / "d.avif")
+    for name in ("e.heic", "f.heic", "labels.csv"):
+        (tmp_path / "cat" / name).write_bytes(b"x")
+    with pytest.warns(UserWarning, match=r"3 file\(s\) .* left out \(\.heic: 2, \.csv: 1\)"):
+        samples, _ = scan_image_folder(tmp_path)
+    assert [p.name for p, _ in samples] == ["a.jpg", "b.JFIF", "c.jpe", "d.avif"]
+    assert all(load_image(p).size == (4, 4) for p, _ in samples)
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -315,6 +333,13 @@ def test_verify_images_reports_exactly_the_bad_files(root: Path) -> None:
     assert str(root / "cats/z_text.jpg") in report
     assert verify_images([root / "cats/a_rgb.jpg"], full_decode=True) == []
 
+    # A thin image that resizing to the training size would blow up: refused as training would.
+    thin = root.parent / "thin.png"
+    Image.new("RGB", (2000, 1)).save(thin)
+    assert verify_images([thin], 100_000, full_decode=True) == []
+    [(_, reason)] = verify_images([thin], 100_000, full_decode=True, size=32)
+    assert reason.startswith("image too elongated: 2000x1 would become 32x64000")
+
 
 # --- split and in-memory arrays -----------------------------------------------------------
 
@@ -470,3 +495,30 @@ def test_a_class_with_no_decodable_file_is_warned_about(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"no file of class\(es\) bird could be decoded"):
         _, labels, classes, failures = load_folder_arrays(tmp_path, 8)
     assert classes == ("bird", "cat", "dog") and labels.tolist() == [1, 2] and len(failures) == 1
+
+
+def test_split_folders_are_found_in_any_case_and_by_their_long_names(tmp_path: Path) -> None:
+    # Train/ + Validation/: validation from Validation/, not a hold-out of Train/
+    _classes_in(tmp_path / "one", "Train")
+    _classes_in(tmp_path / "one", "Validation")
+    train, val, classes = folder_splits(tmp_path / "one", 0.5, seed=0)
+    assert classes == ("a", "b") and len(train) == len(val) == 8
+    assert {p.parts[-3] for p, _ in val} == {"Validation"}
+    # Training/ + Testing/ (a common download layout): not two classes "Testing", "Training"
+    _classes_in(tmp_path / "two", "Training")
+    _classes_in(tmp_path / "two", "Testing")
+    train, val, classes = folder_splits(tmp_path / "two", 0.25, seed=0)
+    assert classes == ("a", "b") and len(train) == 6 and len(val) == 2
+    assert {p.parts[-3] for p, _ in train + val} == {"Training"}
+    # a class that happens to be called "train" (it holds images): still a class
+    for name in ("bus", "train"):
+        (tmp_path / "three" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (4, 4)).save(tmp_path / "three" / name / f"{i}.png")
+    assert folder_splits(tmp_path / "three", 0.5, seed=0)[2] == ("bus", "train")
+    # train/*.png + val/*.png: splits without class folders, refused
+    for name in ("train", "val"):
+        (tmp_path / "four" / name).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "four" / name / "0.png")
+    with pytest.raises(ValueError, match=r"look like split folders but hold images"):
+        folder_splits(tmp_path / "four", 0.1, seed=0)

@@ -324,6 +324,23 @@ def test_tensor_loader_on_a_device_makes_its_batches_there() -> None:
         assert len(norm._on) == 1 and next(iter(norm._on)).type == "meta"
 
 
+def test_tensor_loader_draws_other_crops_on_each_rank() -> None:
+    from resnetkit.data.fast import Normalization, TensorLoader
+
+    image = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8)
+    images = image.expand(32, -1, -1, -1).contiguous()  # which images a rank gets is moot
+    labels = torch.zeros(32, dtype=torch.int64)
+
+    def first_batch(rank: int, world_size: int) -> torch.Tensor:
+        loader = TensorLoader(
+            images, labels, 16, Normalization(), train=True, rank=rank, world_size=world_size
+        )
+        return next(iter(loader))[0]
+
+    assert torch.equal(first_batch(0, 2), first_batch(0, 1))  # rank 0: the one-process draws
+    assert not torch.equal(first_batch(0, 2), first_batch(1, 2))
+
+
 def test_cli_reports_a_diverged_run_as_an_error_line(
     cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -129,7 +130,9 @@ def load_train_eval(
 
         fit, held, classes = folder_splits(data_dir, val_fraction, seed)
         train = _folder(image_size, fit, classes)
-        evals["val"] = _folder(image_size, held, classes)
+        val = _folder(image_size, held, classes)
+        if len(val.labels):  # none held out (one image a class) or none readable: no "val"
+            evals["val"] = val
         mean, std = channel_stats(train.images)
         size = image_size
     if train_subset:
@@ -164,6 +167,6 @@ def _folder(size: int, samples: list[Sample], classes: tuple[str, ...]) -> Array
     images, labels, found, failures = load_folder_arrays(
         None, size, samples=samples, classes=classes
     )
-    if failures:
-        print(format_failures(failures, len(labels) + len(failures)))
+    if failures:  # on stderr: stdout carries the command's JSON result
+        print(format_failures(failures, len(labels) + len(failures)), file=sys.stderr)
     return ArrayDataset(images, labels, tuple(found))

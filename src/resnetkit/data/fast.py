@@ -222,7 +222,11 @@ class TensorLoader:
         indices = self._indices()
         if self.device.type != "cpu":
             indices = send(indices, self.device)  # one copy for the epoch
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + 1)
+        # Each process its own crops and flips (the same on every process would make a global
+        # batch of N processes hold N copies of each draw); process 0's stream is the
+        # single-process one.
+        base = (self.seed * 1_000_003 + self.epoch) * 7 + 1
+        g = torch.Generator().manual_seed(base + self.rank * 998_244_353)
         for i in range(len(self)):
             idx = indices[i * self.batch_size : (i + 1) * self.batch_size]
             # Draw the augmentation even for skipped batches, so that a resumed epoch

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,9 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
 
     samples: list[Sample] = []
     empty: list[str] = []
+    skipped: Counter[str] = Counter()
     for label, name in enumerate(classes):
-        files = image_files(root / name)
+        files = image_files(root / name, skipped)
         if not files:
             empty.append(name)
         samples.extend((p, label) for p in files)
@@ -123,6 +125,15 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
         warnings.warn(
             f"{len(empty)} class folder(s) in {root} contain no images (recognised extensions: "
             f"{exts}): {', '.join(empty)}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if skipped:  # a .heic photo is left out by its name: say so, not nothing
+        kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
+        warnings.warn(
+            f"{root}: {skipped.total()} file(s) in the class folders are not named as images "
+            f"and were left out ({kinds}{', ...' if len(skipped) > 5 else ''}); recognised "
+            f"extensions: {exts}",
             UserWarning,
             stacklevel=2,
         )
@@ -259,6 +270,7 @@ def verify_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     full_decode: bool = False,
+    size: int | None = None,
 ) -> list[Failure]:
     """Check every file up front and list the unusable ones.
 
@@ -268,7 +280,10 @@ def verify_images(
     Args:
         samples: ``(path, label)`` pairs, or plain paths.
         max_pixels: Largest accepted ``width * height``.
-        full_decode: Decode all pixel data (slower, catches every file training would skip).
+        full_decode: Decode all pixel data (slower; with ``size``, catches every file training
+            at that size would skip).
+        size: The side the images will be resized to (see :func:`load_image`'s
+            ``draft_size``): a thin image that resizing would blow up is refused.
 
     Returns:
         ``(path, reason)`` for each bad file, in input order; see :func:`format_failures`.
@@ -277,7 +292,7 @@ def verify_images(
     for item in samples:
         path = Path(item[0] if isinstance(item, tuple) else item)
         try:
-            verify_image(path, max_pixels=max_pixels, full_decode=full_decode)
+            verify_image(path, max_pixels=max_pixels, full_decode=full_decode, draft_size=size)
         except ImageDecodeError as exc:
             failures.append((path, exc.reason))
     return failures
@@ -342,8 +357,23 @@ def split_samples(
     return train, val
 
 
+TRAIN_FOLDERS = ("train", "training")
 VALIDATION_FOLDERS = ("val", "valid", "validation")
-SPLIT_FOLDERS = ("train", *VALIDATION_FOLDERS, "test")
+TEST_FOLDERS = ("test", "testing")
+#: Split folder names, matched whatever their case (``Train/``, ``Validation/``...).
+SPLIT_FOLDERS = (*TRAIN_FOLDERS, *VALIDATION_FOLDERS, *TEST_FOLDERS)
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """Sub-folders of ``root`` named like a split (any case) that hold class folders, by
+    lower-case name: a class folder called "train" holds images, not folders."""
+    return {
+        p.name.lower(): p
+        for p in sorted(root.iterdir())
+        if p.is_dir()
+        and p.name.lower() in SPLIT_FOLDERS
+        and any(child.is_dir() for child in p.iterdir())
+    }
 
 
 def split_folders(root: str | Path) -> list[str]:
@@ -353,9 +383,18 @@ def split_folders(root: str | Path) -> list[str]:
     splits = sorted(
         p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
     )
-    if splits and all(any(child.is_dir() for child in (root / name).iterdir()) for name in splits):
+    if splits and len(_split_dirs(root)) == len(splits):
         return splits
     return []
+
+
+def find_split(root: str | Path, split: str) -> Path | None:
+    """``root/split`` if it is a folder, else the split folder of ``root`` with that name in
+    another case (``Val/`` for ``val``); None when there is none."""
+    root = Path(root)
+    if (root / split).is_dir():
+        return root / split
+    return _split_dirs(root).get(split.lower()) if root.is_dir() else None
 
 
 def folder_splits(
@@ -363,11 +402,12 @@ def folder_splits(
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     """The training and validation samples of an image folder.
 
-    A folder with a ``train/`` sub-folder trains on it and validates on its sibling ``val/``
-    (or ``valid/``, ``validation/``), which must have the same class folders; without one,
-    ``val_fraction`` of each training class is held out with :func:`split_samples`. A ``test/``
-    sibling is never read (keep it for ``resnetkit evaluate``). Any other folder is one set of
-    class folders, split the same way.
+    A folder with a ``train/`` (or ``training/``, in any case) sub-folder of class folders
+    trains on it and validates on its sibling ``val/`` (or ``valid/``, ``validation/``), which
+    must have the same class folders; without one, ``val_fraction`` of each training class is
+    held out with :func:`split_samples`. A ``test/`` (``testing/``) sibling is never read
+    (keep it for ``resnetkit evaluate``). Any other folder is one set of class folders, split
+    the same way.
 
     Args:
         root: The dataset folder.
@@ -378,21 +418,24 @@ def folder_splits(
         ``(train, val, classes)``.
 
     Raises:
-        ValueError: If the validation folder and ``train/`` have different class folders, or
-            if ``root`` has split folders (``test/``, ``val/``...) but no ``train/``.
+        ValueError: If the validation folder and the training folder have different class
+            folders, or if ``root`` has split folders (``test/``, ``val/``...) but no
+            ``train/``.
     """
     root = Path(root)
-    if (root / "train").is_dir():
-        train, classes = scan_image_folder(root / "train")
-        for name in VALIDATION_FOLDERS:
-            if (root / name).is_dir():
-                val, val_classes = scan_image_folder(root / name)
-                if val_classes != classes:
-                    raise ValueError(
-                        f"{root / name}: class folders {list(val_classes)} differ from "
-                        f"{root / 'train'}: {list(classes)}; give both the same class folders"
-                    )
-                return train, val, classes
+    dirs = _split_dirs(root)
+    train_dir = next((dirs[name] for name in TRAIN_FOLDERS if name in dirs), None)
+    if train_dir is not None:
+        train, classes = scan_image_folder(train_dir)
+        val_dir = next((dirs[name] for name in VALIDATION_FOLDERS if name in dirs), None)
+        if val_dir is not None:
+            val, val_classes = scan_image_folder(val_dir)
+            if val_classes != classes:
+                raise ValueError(
+                    f"{val_dir}: class folders {list(val_classes)} differ from "
+                    f"{train_dir}: {list(classes)}; give both the same class folders"
+                )
+            return train, val, classes
         train, val = split_samples(train, val_fraction, seed)
         return train, val, classes
     splits = split_folders(root)
@@ -402,6 +445,13 @@ def folder_splits(
         raise ValueError(
             f"{root} holds split folders {splits} but no train/: put the training images in "
             f"{root / 'train'}/<class>/ (with an optional val/), or point at one split folder"
+        )
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(folders) > 1 and all(name.lower() in SPLIT_FOLDERS for name in folders):
+        # train/*.jpg + val/*.jpg: splits without class folders, not classes "train" and "val"
+        raise ValueError(
+            f"{root}: {folders} look like split folders but hold images, not class folders: "
+            f"put each class's images in its own folder, {root / folders[0]}/<class>/"
         )
     samples, classes = scan_image_folder(root)
     train, val = split_samples(samples, val_fraction, seed)

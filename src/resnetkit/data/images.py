@@ -14,6 +14,7 @@ import math
 import os
 import struct
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +37,15 @@ __all__ = [
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
     ".jpeg",
+    ".jfif",  # JPEG, as some browsers save it
+    ".jpe",
     ".png",
     ".bmp",
     ".gif",
     ".tif",
     ".tiff",
     ".webp",
+    ".avif",
     ".ppm",
     ".pgm",
 )
@@ -87,13 +91,18 @@ class ImageDecodeError(ValueError):
         return (type(self), (self.path, self.reason))
 
 
-def image_files(root: str | Path) -> list[Path]:
+def image_files(root: str | Path, skipped: Counter[str] | None = None) -> list[Path]:
     """The image files under ``root``, at any depth, in path order.
 
     Symlinked folders are followed (``Path.rglob`` skips them before Python 3.13, so a class
     folder of links lost its images without a word), each real folder once, so that a link
     loop ends; a link to ``root`` itself or a folder above it is not. Hidden files and
     folders below ``root`` (``.DS_Store``, ``._x.jpg``, ``.git/``) are left out.
+
+    Args:
+        root: The folder to search.
+        skipped: If given, counts the other (non-hidden) files by lower-case suffix, so a
+            caller can say what it left out (``.heic: 12``).
     """
     root = Path(root)
     found: list[Path] = []
@@ -111,9 +120,13 @@ def image_files(root: str | Path) -> list[Path]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
             path = Path(folder) / name
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
                 if path.is_file():
                     found.append(path)
+            elif skipped is not None:
+                skipped[path.suffix.lower() or "(no suffix)"] += 1
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -342,24 +355,29 @@ def verify_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     full_decode: bool = False,
+    draft_size: int | None = None,
 ) -> None:
     """Check that an image is usable, without keeping its pixels.
 
     The fast check (default) reads the header, applies the size limit and runs Pillow's
     ``verify()`` (which, e.g., checks PNG chunk checksums). It catches empty files, non-images,
     oversized images and many corrupt files, but not every truncated JPEG; ``full_decode=True``
-    runs the complete :func:`load_image` and catches everything that would fail in training.
+    runs the complete :func:`load_image` and, given the ``draft_size`` the images will be
+    resized to, catches everything that would fail in training (a thin image that resizing
+    would blow up too).
 
     Args:
         source: A file path or encoded bytes.
         max_pixels: Largest accepted ``width * height``.
         full_decode: Decode all pixel data instead of the fast header check.
+        draft_size: With ``full_decode``: the side the images will be resized to, as for
+            :func:`load_image`.
 
     Raises:
         ImageDecodeError: If the image is unusable, as for :func:`load_image`.
     """
     if full_decode:
-        load_image(source, max_pixels=max_pixels)
+        load_image(source, max_pixels=max_pixels, draft_size=draft_size)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

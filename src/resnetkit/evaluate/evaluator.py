@@ -32,7 +32,13 @@ from torch import Tensor, nn
 from resnetkit.data.cifar import ArrayDataset, load_cifar
 from resnetkit.data.datasets import DATASETS, load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
-from resnetkit.data.folder import format_failures, load_folder_arrays, split_folders
+from resnetkit.data.folder import (
+    TRAIN_FOLDERS,
+    find_split,
+    format_failures,
+    load_folder_arrays,
+    split_folders,
+)
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
@@ -121,11 +127,12 @@ def load_eval_data(
     if dataset != "folder":
         return load_cifar(data_dir, dataset, split, download=download)
     root = Path(data_dir)
-    if (root / split).is_dir():
-        root = root / split
+    found = find_split(root, split)
+    if found is not None:
+        root = found
     elif root.is_dir() and split_folders(root):
         # train/ and val/ read as two classes would score (or calibrate on) a made-up task
-        others = [name for name in split_folders(root) if name.lower() != "train"]
+        others = [name for name in split_folders(root) if name.lower() not in TRAIN_FOLDERS]
         choice = " or ".join(others) or "val"
         raise ValueError(
             f"{root} has no {split}/ but holds the split folders {split_folders(root)}: name the "

@@ -107,6 +107,7 @@ def finetune_spec(
         progress=progress,
         log_epochs=log_epochs,
         normalization=_normalization(pre),
+        new_head=True,
     )
 
 

@@ -25,6 +25,7 @@ from resnetkit.data.fast import Normalization, TensorLoader
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
+from resnetkit.models.loading import preprocessing_of
 from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -81,6 +82,9 @@ class TrainSpec:
     normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None
     # Called after every optimizer step with the step number (tests use it to simulate a crash).
     on_step: Callable[[int], None] | None = None
+    # Fine-tuning a built model: a fresh classifier for the data's classes, even when it has as
+    # many classes as the data (its rows are kept only for the same class names, reordered).
+    new_head: bool = False
 
 
 @dataclass
@@ -201,8 +205,10 @@ class Trainer:
             )
         if needs_val and "val" not in data.eval_loaders:
             raise ValueError(
-                "select_best / early_stop_patience choose on a validation split: set val_split "
-                "(CIFAR) or give the folder a val/ sub-folder (or let it hold some images out)"
+                "select_best / early_stop_patience choose on a validation split, and there is "
+                "none (or it holds no readable image): set val_split (CIFAR) or give the folder "
+                "a val/ sub-folder (or let it hold some images out: a class needs 2 or more), "
+                "or pass --select-best false --early-stop-patience 0"
             )
         self.mixcut = MixCut(
             recipe.mixup_alpha, recipe.cutmix_alpha, len(self.classes), recipe.label_smoothing
@@ -272,8 +278,7 @@ class Trainer:
     def _build_model(self) -> ResNet:
         if isinstance(self.spec.model, ResNet):
             model = self.spec.model
-            if model.num_classes != len(self.classes):
-                model.reset_classifier(len(self.classes))
+            self._fit_head(model)
         else:
             built = create_model(
                 self.spec.model, num_classes=len(self.classes), **self.spec.model_options
@@ -290,6 +295,29 @@ class Trainer:
         if self.recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
+
+    def _fit_head(self, model: ResNet) -> None:
+        """A classifier for the data's classes: the model's own when it predicts the same
+        classes (by name under ``new_head``: CIFAR's class 3 is not a folder's class 3)."""
+        wanted = list(self.classes)
+        if model.num_classes != len(wanted):
+            model.reset_classifier(len(wanted))
+            return
+        if not self.spec.new_head:
+            return
+        own = [str(c) for c in preprocessing_of(model)["classes"]]
+        if own == wanted:
+            return
+        if sorted(own) == sorted(wanted) and len(set(own)) == len(own):
+            order = [own.index(name) for name in wanted]  # the same classes, in another order
+            head = model.fc
+            assert isinstance(head, nn.Linear)
+            with torch.no_grad():
+                head.weight.copy_(head.weight[order].clone())
+                if head.bias is not None:
+                    head.bias.copy_(head.bias[order].clone())
+            return
+        model.reset_classifier(len(wanted))
 
     def _freeze(self, model: ResNet) -> None:
         k = self.recipe.freeze_stages
