@@ -263,6 +263,21 @@ def test_keras_round_trip_npz(tmp_path: Path) -> None:
     assert_same(out(model, x), out(source, x))
 
 
+def test_a_keras_named_weights_file_loads_as_keras_v1(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from resnetkit.interop.formats import KERAS_MEAN
+
+    source, weights = _keras_source()
+    path = tmp_path / "keras.safetensors"
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, path)
+    model = load_model(path, arch="resnet50")  # the names say Keras: v1, caffe-style inputs
+    assert model.config.stride_in_1x1
+    assert model.pretrained_cfg["mean"] == list(KERAS_MEAN)
+    x = images()
+    assert_same(out(model.eval(), x), out(source, x))
+
+
 def test_keras_conv_biases_fold_into_batchnorm() -> None:
     """A Keras conv bias b before a BN is the same function as b = 0 with moving_mean - b."""
     source, weights = _keras_source()
@@ -316,6 +331,8 @@ def _script_checkpoint(state: dict[str, Tensor], variant: str) -> dict[str, Any]
         return {"epoch": 7, "model_state_dict": {f"module.{k}": v for k, v in state.items()}}
     if variant.startswith("compiled"):
         return {"state_dict": {f"module._orig_mod.{k}": v for k, v in state.items()}}
+    if variant.startswith("lightning-compiled"):  # a Lightning module around a compiled net
+        return {"state_dict": {f"model._orig_mod.{k}": v for k, v in state.items()}}
     if variant.startswith("lightning"):
         return {"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 1}
     return {"model": state, "optimizer": {"lr": 0.1}}
@@ -327,6 +344,7 @@ def _script_checkpoint(state: dict[str, Tensor], variant: str) -> dict[str, Any]
         "ddp",
         "compiled head=linear",
         "lightning head=classifier",
+        "lightning-compiled head=linear",
         "plain head=head no-counters",
         "ddp head=linear no-counters",
     ],
@@ -341,6 +359,8 @@ def test_training_script_checkpoints(variant: str, legacy: bool, tmp_path: Path)
     report = load_checkpoint(model, path)
     assert report.loaded and report.source_format == "script"
     assert report.notes  # says what was unwrapped / stripped / renamed
+    if "compiled" in variant:
+        assert "stripped the '_orig_mod.' prefix (torch.compile)" in report.notes
     x = images(32)
     assert_same(out(model, x), out(source, x))
 
@@ -521,3 +541,70 @@ def test_converting_a_model_dir_keeps_its_preprocessing_and_metrics(tmp_path: Pa
     assert main([*args, "--out", str(tmp_path / "five")]) == 0
     meta = json.loads((tmp_path / "five" / "config.json").read_text())
     assert meta["preprocessing"] == pre and meta["metrics"] == {}  # a new head: not measured
+
+
+def test_an_mlp_head_is_not_squeezed_into_fc() -> None:
+    state = dict(ours("resnet20").state_dict())
+    fc_w, fc_b = state.pop("fc.weight"), state.pop("fc.bias")
+    state |= {"classifier.0.weight": torch.zeros(32, 64), "classifier.0.bias": torch.zeros(32)}
+    state |= {"classifier.3.weight": fc_w[:, :32], "classifier.3.bias": fc_b}
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(ours("resnet20"), state)
+    notes = err.value.report.notes
+    assert any("classifier has several layers (classifier.0, classifier.3)" in n for n in notes)
+    assert not any("renamed the classifier" in n for n in notes)
+
+
+def test_keras_optimizer_slots_are_refused_not_loaded() -> None:
+    _, weights = _keras_source()
+    slot = dict(weights)
+    slot["Adam/m/conv1_conv/kernel:0"] = np.zeros_like(weights["conv1_conv/kernel:0"])
+    with pytest.raises(ValueError, match="two arrays for Keras layer 'conv1_conv' weight 'kernel'"):
+        load_checkpoint(ours("resnet50", num_classes=10, stride_in_1x1=True), slot)
+
+
+def test_convert_refuses_another_architecture_than_the_model_directory_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.models.model_dir import save_model_dir
+
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    plain = save_model_dir(
+        create_model("plain20"), tmp_path / "plain", arch="plain20", classes=[], preprocessing=pre
+    )
+    # plain-20's weights fit ResNet-20 (option A adds none): built, it would compute another net
+    argv = ["convert", str(plain), "--arch", "resnet20", "--out", str(tmp_path / "conv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds a plain20 with shortcut 'none' (--arch resnet20: 'A')" in err
+    assert "pass --arch plain20" in err and not (tmp_path / "conv").exists()
+    assert main([*argv[:3], "plain20", *argv[4:]]) == 0
+
+
+def test_convert_writes_nothing_it_cannot_finish(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    src = tmp_path / "r18.safetensors"
+    save_file(ours("resnet18").state_dict(), src)
+    existing = tmp_path / "existing.npz"
+    existing.write_bytes(b"keep me")
+    argv = ["convert", str(src), "--arch", "resnet18", "--to", "keras", "--out", str(existing)]
+    from resnetkit.interop.convert import convert_checkpoint
+
+    with pytest.raises(ValueError, match="basic blocks"):  # Keras has no ResNet-18
+        convert_checkpoint(src, "resnet18", existing, target="keras")
+    assert main(argv) == 2
+    assert existing.read_bytes() == b"keep me"
+    assert (
+        main(["convert", str(src), "--arch", "resnet18", "--to", "torchvision", "--out", str(src)])
+        == 2
+    )  # the source itself: refused
+    assert load_model(src, arch="resnet18").num_classes == 1000
+
+
+def test_a_broken_config_json_is_named(tmp_path: Path) -> None:
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{oops")
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"hf/config.json: not valid JSON"):
+        read_checkpoint(tmp_path / "hf")

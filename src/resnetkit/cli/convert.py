@@ -75,6 +75,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from resnetkit.interop.convert import convert_checkpoint
 
     folder = args.target in ("resnetkit", "huggingface")
+    if Path(args.out).resolve() == Path(args.src).resolve():
+        raise ValueError(f"--out {args.out} is the source: write the conversion to a new name")
     try:
         (output_folder if folder else output_file)(str(args.out))
     except argparse.ArgumentTypeError as err:

@@ -9,17 +9,18 @@ fix the two mismatches that transfer learning wants on purpose, and the report s
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from resnetkit.interop.diagnose import diagnose, stride_findings
@@ -65,6 +66,8 @@ class Checkpoint:
         problems: source features that no resnetkit model has.
         preprocessing: a resnetkit model directory's input normalization (else empty).
         metrics: a resnetkit model directory's measured metrics (else empty).
+        architecture: a resnetkit model directory's whole architecture (its config and arch
+            name; else empty): a plain net and an option-A ResNet have the same weights.
     """
 
     state: dict[str, Tensor]
@@ -78,6 +81,7 @@ class Checkpoint:
     problems: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -202,6 +206,7 @@ def read_checkpoint(
     ckpt.problems = list(meta.get("problems", []))
     ckpt.preprocessing = dict(meta.get("preprocessing") or {})
     ckpt.metrics = dict(meta.get("metrics") or {})
+    ckpt.architecture = dict(meta.get("architecture") or {})
     if ckpt.source_format == "keras" and ckpt.stride_in_1x1 is None:
         ckpt.stride_in_1x1 = True  # keras.applications ResNet50/101/152 are all v1
     return ckpt
@@ -248,9 +253,11 @@ def _read_h5(path: Path) -> dict[str, np.ndarray]:
         if isinstance(obj, h5py.Dataset):
             arrays[name] = np.asarray(obj)
 
-    # Keras 2 weight files hold layer/layer/kernel:0 (under model_weights/ in whole-model files).
+    # Keras 2 weight files hold layer/layer/kernel:0 (under model_weights/ in whole-model files,
+    # beside optimizer_weights/ whose Adam/m/conv1_conv/kernel would pass for the model's own).
     with h5py.File(path, "r") as f:
-        f.visititems(collect)
+        group = f["model_weights"] if "model_weights" in f else f
+        group.visititems(collect)
     return arrays
 
 
@@ -263,7 +270,12 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
             f"{path}: expected config.json and model.safetensors (a Hugging Face or resnetkit "
             "model directory)"
         )
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
     raw = (
         _read_safetensors(weights)
         if weights.suffix == ".safetensors"
@@ -282,6 +294,7 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
             "classes": config.get("classes") or [],
             "preprocessing": config.get("preprocessing") or {},
             "metrics": config.get("metrics") or {},
+            "architecture": {"arch": config["arch"], "config": dict(config["config"])},
         }
         return raw, "resnetkit", meta
     raise ValueError(
@@ -535,14 +548,13 @@ def to_huggingface(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
     tensors = ours_to_huggingface(_detached(model))
     if len(tensors) != len(model.state_dict()):
         raise AssertionError("every parameter must have exactly one Hugging Face name")
+    from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        str(out / "model.safetensors"),
-        metadata={"format": "pt"},
-    )
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    weights = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
+    atomic_write_bytes(out / "model.safetensors", weights)
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")  # last
     return out
 
 
@@ -582,7 +594,34 @@ def model_for(
     changes.update(ckpt.variants)  # (b)-(d) units, gates ...: the source's, not the zoo's
     model = create_model(arch, **changes)
     assert isinstance(model, ResNet)
+    _check_same_architecture(ckpt, arch, model.config)
     return model
+
+
+# What a user may change when converting (the head, the stem's channels) or that changes no
+# computation (the input size a model is described at).
+_ADAPTABLE_FIELDS = ("num_classes", "in_chans", "default_input_size")
+
+
+def _check_same_architecture(ckpt: Checkpoint, arch: str, config: ResNetConfig) -> None:
+    """A resnetkit model directory says what it is: refuse building something else from its
+    weights (a plain-20's weights load into ResNet-20 with option-A shortcuts without a
+    mismatch, and compute another function)."""
+    saved = ckpt.architecture.get("config")
+    if not saved:
+        return
+    built = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in config.json
+    differ = [
+        f"{name} {saved[name]!r} (--arch {arch}: {built[name]!r})"
+        for name in built
+        if name in saved and name not in _ADAPTABLE_FIELDS and saved[name] != built[name]
+    ]
+    if differ:
+        raise ValueError(
+            f"{ckpt.source} holds a {ckpt.architecture.get('arch')} with "
+            f"{', '.join(differ)}: its weights would load but compute something else; pass "
+            f"--arch {ckpt.architecture.get('arch')}"
+        )
 
 
 def convert_checkpoint(
@@ -655,14 +694,20 @@ def convert_checkpoint(
     elif target == "huggingface":
         to_huggingface(model, out, classes=classes or None)
     elif target == "keras":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("wb") as f:
-            np.savez(f, **to_keras_dict(model))  # type: ignore[arg-type]
+        from resnetkit.train.checkpoint import atomic_write_bytes
+
+        arrays = to_keras_dict(model)  # refuses a model Keras cannot express, before writing
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        atomic_write_bytes(out, buffer.getvalue())
     else:
+        from resnetkit.train.checkpoint import atomic_write_bytes
+
         state = to_torchvision(model) if target == "torchvision" else to_timm(model)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() in SAFETENSORS_SUFFIXES:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+            atomic_write_bytes(out, save({k: v.contiguous() for k, v in state.items()}))
         else:
-            torch.save(state, out)
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            atomic_write_bytes(out, buffer.getvalue())
     return report, out

@@ -250,33 +250,46 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
         raise ValueError(f"state dict nested too deeply under {', '.join(NESTED_KEYS)}")
     state = {k: _as_tensor(v) for k, v in current.items()}
 
-    for prefix, why in (("module.", "DataParallel/DDP"), ("_orig_mod.", "torch.compile")):
-        if any(k.startswith(prefix) or f".{prefix}" in k for k in state):
-            notes.append(f"stripped the {prefix!r} prefix ({why})")
-    stripped: dict[str, Tensor] = {}
-    for key, value in state.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        stripped[key] = value
-    state = stripped
-
-    heads = sorted(k for k in state if "/" not in k and not k.startswith(_OUR_ROOTS))
-    first = {k.split(".", 1)[0] for k in state}
-    if len(first) == 1 and "/" not in next(iter(state), "") and heads == sorted(state):
-        prefix = f"{first.pop()}."
-        inner = [k[len(prefix) :] for k in state]
-        if any(k.startswith(_OUR_ROOTS) for k in inner):
-            notes.append(f"stripped the {prefix!r} prefix shared by every key")
-            state = dict(zip(inner, state.values(), strict=True))
+    why = {"module.": "DataParallel/DDP", "_orig_mod.": "torch.compile"}
+    # A wrapper inside a shared prefix (a Lightning module's model._orig_mod.conv1...) comes
+    # off once that prefix has: repeat until nothing changes.
+    for _ in range(4):
+        changed = False
+        stripped: dict[str, Tensor] = {}
+        for key, value in state.items():
+            while key.startswith(WRAPPER_PREFIXES):
+                prefix, key = key.split(".", 1)
+                note = f"stripped the '{prefix}.' prefix ({why.get(prefix + '.', 'a wrapper')})"
+                if note not in notes:
+                    notes.append(note)
+                changed = True
+            stripped[key] = value
+        state = stripped
+        heads = sorted(k for k in state if "/" not in k and not k.startswith(_OUR_ROOTS))
+        first = {k.split(".", 1)[0] for k in state}
+        if len(first) == 1 and "/" not in next(iter(state), "") and heads == sorted(state):
+            prefix = f"{first.pop()}."
+            inner = [k[len(prefix) :] for k in state]
+            if any(k.startswith(_OUR_ROOTS + WRAPPER_PREFIXES) for k in inner):
+                notes.append(f"stripped the {prefix!r} prefix shared by every key")
+                state = dict(zip(inner, state.values(), strict=True))
+                changed = True
+        if not changed:
+            break
 
     if not any(k.startswith("fc.") for k in state) and not any(
         k.startswith("resnet.") for k in state
     ):
         renamed = {k: f"fc.{m.group(1)}" for k in state if (m := _HEAD_ALIAS.match(k))}
-        if renamed:
-            head = next(iter(renamed)).rsplit(".", 1)[0]
-            notes.append(f"renamed the classifier {head!r} to 'fc'")
+        modules = sorted({k.rsplit(".", 1)[0] for k in renamed})
+        if len(modules) == 1:
+            notes.append(f"renamed the classifier {modules[0]!r} to 'fc'")
             state = {renamed.get(k, k): v for k, v in state.items()}
+        elif modules:  # classifier.0 and classifier.3: an MLP head, not one linear layer
+            notes.append(
+                f"the classifier has several layers ({', '.join(modules)}); a ResNet's head "
+                "is one linear layer, so none of them became 'fc'"
+            )
     shortcuts = {
         k: f"{m.group(1)}downsample.{m.group(2)}" for k in state if (m := _SHORTCUT_ALIAS.match(k))
     }
@@ -351,7 +364,14 @@ def keras_to_ours(arrays: Mapping[str, Tensor]) -> Translation:
             out.untranslated.append(key)
             out.state[key] = value
         else:
-            layers.setdefault(split[0], {})[split[1]] = value
+            layer = layers.setdefault(split[0], {})
+            if split[1] in layer:  # e.g. an optimizer's slot named after the layer's weight
+                raise ValueError(
+                    f"two arrays for Keras layer {split[0]!r} weight {split[1]!r} (one is "
+                    f"{key!r}): save the model's weights alone (model.save_weights), not the "
+                    "optimizer's"
+                )
+            layer[split[1]] = value
     used: set[tuple[str, str]] = set()
     for layer, weights in layers.items():
         module = KERAS_MAP.ours(layer)

@@ -172,23 +172,35 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
             ``shortcut="B"`` (a bare file holds weights only; model directories keep them).
 
     Returns:
-        The model, with ``pretrained_cfg`` set to ImageNet mean/std and ``arch``'s input size.
+        The model, with ``pretrained_cfg`` set to ImageNet mean/std (Keras weights: v1 stride
+        placement and Keras' caffe-style mean/std) and ``arch``'s input size.
     """
-    from resnetkit.interop.formats import to_resnetkit_names  # HF/Keras names, script heads
+    from resnetkit.interop.formats import (  # HF/Keras names, script heads
+        KERAS_MEAN,
+        KERAS_STD,
+        to_resnetkit_names,
+    )
 
     path = Path(path)
-    state = to_resnetkit_names(read_state_dict(path)).state
+    translation = to_resnetkit_names(read_state_dict(path))
+    state = translation.state
     fc = state.get("fc.weight")
     num_classes = int(fc.shape[0]) if fc is not None else 0
     if "num_classes" in options:
         raise ValueError("num_classes is read from the checkpoint's fc.weight; do not pass it")
+    keras = translation.source_format == "keras"
+    if keras and get_model_config(arch).block == "bottleneck":
+        # keras.applications ResNet50/101/152 are v1 (stride in the first 1x1), which the
+        # weights' shapes cannot tell.
+        options.setdefault("stride_in_1x1", True)
     config = get_model_config(arch).with_options(num_classes=num_classes, **options)
     model = ResNet(config, name=arch)
     _load_checked(model, state, path)
     model.pretrained_cfg = {  # type: ignore[assignment]
         "classes": [],
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        # Keras weights were trained on caffe-style inputs (0-255, mean only)
+        "mean": list(KERAS_MEAN if keras else IMAGENET_MEAN),
+        "std": list(KERAS_STD if keras else IMAGENET_STD),
         "input_size": config.default_input_size,
         "source": str(path),
     }
