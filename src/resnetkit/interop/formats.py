@@ -364,14 +364,14 @@ def keras_to_ours(arrays: Mapping[str, Tensor]) -> Translation:
             out.untranslated.append(key)
             out.state[key] = value
         else:
-            layer = layers.setdefault(split[0], {})
-            if split[1] in layer:  # e.g. an optimizer's slot named after the layer's weight
+            found = layers.setdefault(split[0], {})
+            if split[1] in found:  # e.g. an optimizer's slot named after the layer's weight
                 raise ValueError(
                     f"two arrays for Keras layer {split[0]!r} weight {split[1]!r} (one is "
                     f"{key!r}): save the model's weights alone (model.save_weights), not the "
                     "optimizer's"
                 )
-            layer[split[1]] = value
+            found[split[1]] = value
     used: set[tuple[str, str]] = set()
     for layer, weights in layers.items():
         module = KERAS_MAP.ours(layer)
