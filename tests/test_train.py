@@ -578,6 +578,8 @@ def test_sigterm_stops_every_ddp_process_after_the_same_step_and_resume_matches(
     # 250 images at batch 10: 25 steps an epoch, 5 images per process per step.
     small = ["--dataset", "cifar10", "--recipe", "fast-cifar", "--batch-size", "10"]
     small += ["--warmup-iters", "2", "--ema-decay", "0.5", "--eval-every", "2"]
+    # DropPath draws from each process's own global stream: resumed, each continues its own.
+    small += ["--model-option", "drop_path_rate=0.2"]
     straight = tmp_path / "straight"
     done = subprocess.run(
         torchrun_train(cifar_dir, straight, 2, *small), capture_output=True, text=True, env=env

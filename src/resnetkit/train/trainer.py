@@ -360,7 +360,7 @@ class Trainer:
             m.eval()
 
     # ----------------------------------------------------------------- checkpoints
-    def _state(self) -> dict[str, Any]:
+    def _state(self, streams: list[Any]) -> dict[str, Any]:
         return {
             "step": self.step,
             "epoch": self.epoch,
@@ -369,6 +369,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
+            "rng": streams,  # every process's own, in rank order
             "history": json.dumps(self.history),
             "train_seconds": self.train_seconds,
             "best_top1": self.best_top1,
@@ -410,9 +411,19 @@ class Trainer:
                 "--warmup-iters."
             )
 
+    def _rng_state(self) -> dict[str, Tensor | None]:
+        """This process's random streams (DropPath and skip dropout draw from them)."""
+        on_gpu = self.device.type == "cuda"
+        return {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if on_gpu else None,
+        }
+
     def save(self) -> None:
         self._check_deferred()
         self._check_finite_weights()  # on every process: they all stop alike
+        # Each process's own streams (seeded seed + rank), for each to continue its own.
+        streams = distributed.all_gather_objects(self._rng_state(), self.dist)
         if not self.dist.is_main:
             return
         tensors = {"model": state_dict_for_save(self.model)}
@@ -421,7 +432,7 @@ class Trainer:
             tensors["ema_meta"] = {"n_averaged": self.ema.n_averaged.detach().cpu().clone()}
         if self.best_weights is not None:
             tensors["best"] = self.best_weights
-        save_checkpoint(self.ckpt_root, self.step, tensors, self._state())
+        save_checkpoint(self.ckpt_root, self.step, tensors, self._state(streams))
 
     def try_resume(self) -> bool:
         folder = latest_checkpoint(self.ckpt_root)
@@ -452,7 +463,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
+        self._restore_rng(state)
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
@@ -476,6 +487,17 @@ class Trainer:
                 self.epoch_partial[4] = 0
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        streams = state.get("rng")
+        if not streams or len(streams) != self.dist.world_size:
+            # Older checkpoints: the main process's CPU stream, for every process.
+            torch.set_rng_state(state["rng_cpu"])
+            return
+        own = streams[self.dist.rank]
+        torch.set_rng_state(own["cpu"])
+        if own.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], self.device)
 
     def _run_facts(self) -> dict[str, Any]:
         """What makes this run this run, beyond its recipe: resuming with any of it changed
