@@ -816,6 +816,24 @@ def test_one_process_at_a_time_trains_in_a_folder(cifar_dir: Path, tmp_path: Pat
     assert (out / "model" / "config.json").is_file() and not (out / ".lock").exists()
 
 
+def test_a_lock_whose_process_id_was_reused_is_taken_over(tmp_path: Path) -> None:
+    from resnetkit.train.run_folder import _start_time, run_lock
+
+    # A restarted container gives ids out again: this process's own, or a live process that
+    # started after the lock was written, is not the run that wrote it.
+    for stale in (f"{os.getpid()}\n", f"1 {int(_start_time(1) or 0) + 1}\n"):
+        (tmp_path / ".lock").write_text(stale)
+        with run_lock(tmp_path):
+            holder = (tmp_path / ".lock").read_text().split()
+            assert holder == [str(os.getpid()), _start_time(os.getpid())]
+        assert not (tmp_path / ".lock").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
+    # The same id and start time: the run is alive, and the lock is kept.
+    (tmp_path / ".lock").write_text(f"1 {_start_time(1)}\n")
+    with pytest.raises(FileExistsError, match=r"another process \(pid 1\)"), run_lock(tmp_path):
+        pass
+
+
 def test_the_recorded_command_can_be_pasted_back(monkeypatch: pytest.MonkeyPatch) -> None:
     import shlex
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -37,28 +38,31 @@ RUN_FILES = frozenset(
 
 @contextlib.contextmanager
 def run_lock(out: Path) -> Iterator[None]:
-    """Hold ``out/.lock`` (this process's id) while a run trains in ``out``: a second process
-    on the same folder (a ``--resume`` typed while the first still runs) would interleave its
-    epochs and delete the other's checkpoint being written. A lock whose process is gone (a
-    kill -9) is taken over."""
+    """Hold ``out/.lock`` (this process's id and start time) while a run trains in ``out``: a
+    second process on the same folder (a ``--resume`` typed while the first still runs) would
+    interleave its epochs and delete the other's checkpoint being written. A lock whose
+    process is gone (a kill -9) is taken over, also when its id now belongs to another
+    process (a restarted container reuses ids, this one's included)."""
     lock = out / ".lock"
-    for _ in range(2):
+    mine = f"{os.getpid()} {_start_time(os.getpid()) or '-'}\n"
+    for _ in range(3):
+        # Written whole under another name, then linked into place: never seen half-written.
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=".lock.")
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(tmp, lock)
         except FileExistsError:
-            try:
-                holder = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                holder = 0  # unreadable or half-written: its writer is gone
-            if holder and process_alive(holder):
+            holder = _holder(lock)
+            if holder is not None:
                 raise FileExistsError(
                     f"another process (pid {holder}) is training in {out}; wait for it to end "
                     f"or stop it (kill {holder}: it checkpoints first), then run again"
                 ) from None
             lock.unlink(missing_ok=True)  # left by a run that was killed
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         break
     else:
         raise FileExistsError(f"could not take {lock}: another process keeps creating it")
@@ -66,6 +70,34 @@ def run_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _holder(lock: Path) -> int | None:
+    """The id of the live process that holds ``lock``, or None if the lock is stale."""
+    try:
+        fields = lock.read_text().split()
+        pid = int(fields[0])
+    except (OSError, ValueError, IndexError):
+        return None  # unreadable or empty (an older resnetkit's half-written lock)
+    if pid == os.getpid():
+        return None  # this process does not hold it yet: an earlier one with the same id did
+    if not process_alive(pid):
+        return None
+    started = fields[1] if len(fields) > 1 and fields[1] != "-" else None
+    now = _start_time(pid)
+    if started is not None and now is not None and now != started:
+        return None  # the id was reused by another process
+    return pid
+
+
+def _start_time(pid: int) -> str | None:
+    """When a process started, in clock ticks since boot (Linux); None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces, so count from its closing ")".
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def process_alive(pid: int) -> bool:
