@@ -25,8 +25,12 @@ def test_logits_that_say_nothing_are_refused() -> None:
     # Always sure of the wrong class: the best "temperature" is infinite (uniform output).
     labels = torch.arange(200) % 4
     logits = 10.0 * torch.nn.functional.one_hot((labels + 1) % 4, 4).double()
-    with pytest.raises(ValueError, match=r"outside .*\(wrong preprocessing"):
+    with pytest.raises(ValueError, match=r"above 20.0: .*\(wrong preprocessing"):
         fit_temperature(logits, labels)
+    # Right on every image: the sharper the better, without bound. Not the model's fault.
+    right = 5.0 * torch.nn.functional.one_hot(labels, 4).double()
+    with pytest.raises(ValueError, match=r"classifies all 200 fitting images correctly"):
+        fit_temperature(right, labels)
     with pytest.raises(ValueError, match="no images"):
         fit_temperature(logits[:0], labels[:0])
 

@@ -83,3 +83,29 @@ def test_a_runtime_error_that_is_not_an_export_failure_is_not_hidden(monkeypatch
     monkeypatch.setattr(zoo, "info", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["info", "resnet20"])
+
+
+def test_batch_size_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("evaluate", "calibrate"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--model", "resnet20.cifar10", "--batch-size", "0"])
+        assert exit_.value.code == 2
+        assert "--batch-size" in capsys.readouterr().err
+
+
+def test_the_recorded_commit_is_resnetkit_s_own(tmp_path) -> None:  # noqa: ANN001
+    from resnetkit.train.provenance import git_commit
+
+    # resnetkit installed into another project's .venv: that project's commit is not ours
+    project = tmp_path / "project"
+    (project / ".venv").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    env = ["-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run(
+        ["git", *env, "-C", str(project), "commit", "-q", "--allow-empty", "-m", "x"], check=True
+    )
+    assert git_commit(project / ".venv") is None
+    # the checkout itself (this repository, when the tests run from it)
+    here = git_commit()
+    assert here is None or len(here) == 40

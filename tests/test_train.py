@@ -676,6 +676,20 @@ def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFix
     assert "lr (multistep): 0.1 at 0, 0.01 at 30, 0.001 at 45, 0.001 at 59" in text
     assert "median of 2 steps" in text and "nothing was written" in text
     assert not out.exists()
+    # --resume: the time left from the latest checkpoint, not the whole run's
+    (out / "checkpoints" / "ckpt-00000045").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt-00000045" / "state.pt").write_bytes(b"")
+    again = [*argv, *overrides, *schedule, "--recipe", "paper-cifar", "--dry-run", "2"]
+    assert main([*again, "--resume"]) == 0
+    assert "here from step 45 (the latest checkpoint)" in capsys.readouterr().out
+
+
+def test_fp16_on_a_cpu_is_refused_before_the_data_loads(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision fp16 needs a GPU"):
+        Trainer(
+            spec(tmp_path / "no-data-here", tmp_path / "run", TINY.override({"precision": "fp16"}))
+        )
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_refuses_other_data_or_another_model(cifar_dir: Path, tmp_path: Path) -> None:

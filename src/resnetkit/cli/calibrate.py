@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import add_model_args, data_dir_for, output_folder, refuse_non_empty
+from resnetkit.cli.common import (
+    add_model_args,
+    data_dir_for,
+    output_folder,
+    positive_int,
+    refuse_non_empty,
+)
 from resnetkit.data.datasets import DATASETS
 
 #: pretrained_cfg entries that are not input preprocessing.
@@ -45,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="the share of the split T is fitted on; the rest measures the result (0.5)",
     )
     p.add_argument("--seed", type=int, default=0, help="which images go to each part")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(

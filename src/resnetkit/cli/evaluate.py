@@ -13,6 +13,7 @@ from resnetkit.cli.common import (
     check_png_target,
     check_writable_folder,
     data_dir_for,
+    positive_int,
 )
 from resnetkit.data.datasets import DATASETS
 
@@ -45,8 +46,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="average the softmax over 4 corner + centre crops and their flips (CIFAR: from "
         "images padded by 4 pixels; folders: from images resized to 1.14x)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--image-size", type=positive_int, default=None, help="default: the model's")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(

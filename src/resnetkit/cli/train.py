@@ -217,8 +217,9 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"  measured: {plan['seconds_per_step']:.3f} s per step "
             f"({plan['images_per_second']:.0f} images/s, median of {plan['timed_steps']} steps on "
             f"{plan['device']}, {plan['threads']} threads)",
-            f"  training would take about {took} here (evaluations add a little); nothing was "
-            "written",
+            f"  training would take about {took} here"
+            + (f" from step {plan['from_step']:,} (the latest checkpoint)" if plan["from_step"] else "")
+            + " (evaluations add a little); nothing was written",
         ]
     )
 

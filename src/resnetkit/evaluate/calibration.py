@@ -59,10 +59,18 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     The loss is convex in ``1/T``; L-BFGS on ``log T`` finds its minimum in a few steps.
 
     Raises:
-        ValueError: no images, or a fitted temperature outside :data:`TEMPERATURE_RANGE`.
+        ValueError: no images, every image classified correctly (nothing to fit), or a fitted
+            temperature outside :data:`TEMPERATURE_RANGE`.
     """
     if len(labels) == 0:
         raise ValueError("no images to fit the temperature on")
+    if bool((logits.argmax(dim=1) == labels).all()):
+        # The likelihood then only grows as the temperature falls: where it stops says
+        # nothing about the model, only about the optimiser.
+        raise ValueError(
+            f"the model classifies all {len(labels)} fitting images correctly, so nothing "
+            "bounds how confident it should be: fit on more (or harder) held-out images"
+        )
     logits = logits.detach().double()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
@@ -76,10 +84,15 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     optimizer.step(closure)  # type: ignore[no-untyped-call]
     temperature = float(log_t.detach().exp())
     low, high = TEMPERATURE_RANGE
-    if not low <= temperature <= high:
+    if temperature < low:
         raise ValueError(
-            f"the fitted temperature {temperature:.3g} is outside [{low}, {high}]: the model's "
-            "outputs barely depend on the images (wrong preprocessing or an untrained model?)"
+            f"the fitted temperature {temperature:.3g} is below {low}: the few images it "
+            "misclassifies barely count; fit on more (or harder) held-out images"
+        )
+    if temperature > high:
+        raise ValueError(
+            f"the fitted temperature {temperature:.3g} is above {high}: the model's outputs "
+            "barely depend on the images (wrong preprocessing or an untrained model?)"
         )
     return temperature
 

@@ -15,15 +15,28 @@ import resnetkit
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """The current git commit of the source tree (None outside a checkout)."""
+    """The current git commit of resnetkit's source tree (None outside its own checkout: an
+    install into a project's .venv sits inside that project's repository, not ours)."""
     here = cwd or Path(resnetkit.__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD", "--show-toplevel"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2:
+        return None
+    commit, top = lines
+    try:
+        project = (Path(top) / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return commit if 'name = "resnetkit"' in project else None
 
 
 def provenance() -> dict[str, Any]:

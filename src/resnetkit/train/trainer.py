@@ -130,6 +130,10 @@ class Trainer:
                 "sync_bn needs a GPU: torch's SyncBatchNorm works only on CUDA. On CPU leave it "
                 "off (each process normalises its own batch, as the paper's multi-GPU runs did)."
             )
+        if recipe.precision == "fp16" and self.device.type != "cuda":  # before the data loads
+            raise ValueError(
+                "precision fp16 needs a GPU (it relies on loss scaling); use bf16 on CPU"
+            )
         self.dist = distributed.init_distributed(self.device)
         self.signals.announce = self.dist.is_main
         if self.device.type == "cuda" and self.dist.enabled:
@@ -786,6 +790,9 @@ class Trainer:
                     break
         per_step = sorted(timings)[len(timings) // 2]
         recipe, total = self.recipe, self.total_iters
+        # --resume: what is left from the latest checkpoint (its name holds its step)
+        latest = latest_checkpoint(self.ckpt_root) if self.spec.resume else None
+        done = min(int(latest.name.rsplit("-", 1)[1]), total) if latest is not None else 0
         turns = {0, recipe.warmup_iters, total // 2, total - 1}
         if recipe.schedule == "multistep":
             turns |= {m for m in recipe.milestones if m < total}
@@ -804,7 +811,8 @@ class Trainer:
             "timed_steps": len(timings),
             "seconds_per_step": per_step,
             "images_per_second": recipe.batch_size / per_step,
-            "estimated_hours": total * per_step / 3600,
+            "from_step": done,
+            "estimated_hours": (total - done) * per_step / 3600,
             "threads": torch.get_num_threads(),
             "device": str(self.device),
         }
