@@ -681,7 +681,7 @@ def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFix
     (out / "checkpoints" / "ckpt-00000045" / "state.pt").write_bytes(b"")
     again = [*argv, *overrides, *schedule, "--recipe", "paper-cifar", "--dry-run", "2"]
     assert main([*again, "--resume"]) == 0
-    assert "here from step 45 (the latest checkpoint)" in capsys.readouterr().out
+    assert " from step 45 (the latest checkpoint) here" in capsys.readouterr().out
 
 
 def test_fp16_on_a_cpu_is_refused_before_the_data_loads(tmp_path: Path) -> None:

@@ -207,6 +207,8 @@ def format_plan(plan: dict[str, Any]) -> str:
     lrs = ", ".join(f"{lr:.4g} at {step:,}" for step, lr in plan["lr_at_step"].items())
     hours = plan["estimated_hours"]
     took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+    if plan["from_step"]:
+        took += f" from step {plan['from_step']:,} (the latest checkpoint)"
     return "\n".join(
         [
             f"{plan['model']} on {plan['dataset']}: {plan['train_images']:,} training images "
@@ -217,9 +219,8 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"  measured: {plan['seconds_per_step']:.3f} s per step "
             f"({plan['images_per_second']:.0f} images/s, median of {plan['timed_steps']} steps on "
             f"{plan['device']}, {plan['threads']} threads)",
-            f"  training would take about {took} here"
-            + (f" from step {plan['from_step']:,} (the latest checkpoint)" if plan["from_step"] else "")
-            + " (evaluations add a little); nothing was written",
+            f"  training would take about {took} here (evaluations add a little); nothing was "
+            "written",
         ]
     )
 
