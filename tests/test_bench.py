@@ -154,3 +154,15 @@ def test_a_failing_backend_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch
     )
     assert report.result("channels_last", 1).skipped.startswith("failed: RuntimeError: shape")
     assert report.result("eager", 1).latencies_ms
+
+
+def test_a_backend_or_threads_given_wrong_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+
+    argv = ["bench", "--model", "resnet20", "--iters", "1", "--rounds", "1"]
+    assert main([*argv, "--backends", "eager,channels_last,eager"]) == 2
+    assert "eager given twice" in capsys.readouterr().err
+    assert main([*argv, "--backends", ","]) == 2
+    assert "--backends eager,ort" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--threads", "-1"])
+    assert "--threads" in capsys.readouterr().err

@@ -140,3 +140,15 @@ def test_a_run_with_no_epoch_yet_is_left_out_of_several(
     assert out.read_bytes().startswith(PNG) and "done" in captured.out
     assert main(["plot", str(started), str(started), "--out", str(out), "--labels", "a,b"]) == 2
     assert "no epoch has finished yet in any of a, b" in capsys.readouterr().err
+
+
+def test_labels_must_tell_runs_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        row = {"epoch": 1, "step": 10, "train_loss": 1.0, "train_top1": 50.0}
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["plot", *runs, "--labels", "run,run", "--out", str(tmp_path / "c.png")]) == 2
+    assert "--labels must name each run once" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()

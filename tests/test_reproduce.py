@@ -171,6 +171,33 @@ def test_report_follows_a_long_run_without_training(tmp_path: Path, capsys) -> N
     capsys.readouterr()
     assert main([*argv, "--report", "--warmup-iters", "0"]) == 2
     assert "trained otherwise (warmup_iters: 150 -> 0" in capsys.readouterr().err
+    # Two models trained otherwise: one figure would compare them as if alike. Refused.
+    other = load_recipe("paper-cifar-full")
+    (out / "resnet20" / "recipe.yaml").write_text(yaml.safe_dump(other.to_dict()))
+    assert main([*argv, "--report"]) == 2
+    assert "were trained with different recipes (warmup_iters: " in capsys.readouterr().err
+
+
+def test_a_finished_model_trained_otherwise_is_not_mixed_in(tmp_path: Path) -> None:
+    # plain20 finished without the quick preset's warm-up; asking for the preset's own recipe
+    # must not train the others with it and compare them in one figure.
+    run = tmp_path / "out" / "quick" / "plain20"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    trained = presets()["quick"].recipe.override({"warmup_iters": 0})
+    (run / "recipe.yaml").write_text(yaml.safe_dump(trained.to_dict()))
+    models = ("plain20", "resnet20")
+    with pytest.raises(ValueError, match=r"plain20 was trained with another recipe \(warmup_iters"):
+        run_degradation(tmp_path / "no-data", tmp_path / "out" / "quick", "quick", models)
+    assert not (tmp_path / "out" / "quick" / "resnet20").exists()
+    with pytest.raises(ValueError, match="named twice"):
+        run_degradation(tmp_path / "no-data", tmp_path / "o2", "quick", ("plain20", "plain20"))
+
+
+def test_cli_refuses_a_model_named_twice(capsys) -> None:  # noqa: ANN001
+    argv = ["reproduce", "degradation", "--models", "plain20,resnet20,plain20", "--jobs", "2"]
+    assert main([*argv, "--data-dir", "x", "--out", "y"]) == 2
+    assert "--models names plain20 twice" in capsys.readouterr().err
 
 
 def test_report_names_the_missing_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001

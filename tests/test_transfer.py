@@ -80,13 +80,14 @@ def test_cli_transfer_checks_its_request_before_claiming_the_folder(
     """A typo must not record settings in --out (the folder would then refuse the fix)."""
     out = tmp_path / "tr"
     argv = ["reproduce", "transfer", "--out", str(out), "--dataset", "cifar10-sample"]
-    argv += ["--shots", "2", "--epochs", "1", "--no-progress"]
+    argv += ["--shots", "2", "--epochs", "1", "--no-progress", "--batch-size", "8"]
     bad = {
         ("--classes", "cat,dgo", "--seeds", "0"): "unknown class(es) dgo",
         ("--source", "resnet2O.cifar10", "--seeds", "0"): "resnet2O",
         ("--seeds", "0,0"): "each seed once",
         ("--seeds", "0", "--eval-per-class", "-45"): "--eval-per-class must be >= 0",
         ("--seeds", ","): "--seeds must be integers",
+        ("--seeds", "0", "--batch-size", "32"): "are 10 training images, which must hold",
     }
     for extra, message in bad.items():
         assert main([*argv, *extra]) == 2, extra

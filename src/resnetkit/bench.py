@@ -360,6 +360,12 @@ def bench_model(
         raise ValueError(
             f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}"
         )
+    # Each measured once: a second row of the same name would leave the first one empty.
+    names, sizes = list(backends), list(batch_sizes)
+    twice = [str(v) for v in sorted({b for b in names if names.count(b) > 1})]
+    twice += [f"batch size {v}" for v in sorted({b for b in sizes if sizes.count(b) > 1})]
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice: give each once")
     for value, what in ((iters, "iters"), (rounds, "rounds")):
         if value <= 0:
             raise ValueError(f"{what} must be positive, got {value}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from resnetkit.cli.common import add_model_args, output_file, positive_int
+from resnetkit.cli.common import add_model_args, non_negative_int, output_file, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,9 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--input-size", type=positive_int, default=None)
     p.add_argument("--iters", type=positive_int, default=20, help="timed calls per round")
     p.add_argument("--rounds", type=positive_int, default=3)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=non_negative_int, default=3)
     p.add_argument(
-        "--threads", type=int, default=0, help="intra-op threads (0: one per core, the default)"
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="intra-op threads (0: one per core, the default)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends:
-        raise ValueError("--backends names no backend; e.g. --backends eager,onnxruntime")
+        raise ValueError("--backends names no backend; e.g. --backends eager,ort")
     model = load_model_or_random(args.model, arch=args.arch)
     report = bench_model(
         model,

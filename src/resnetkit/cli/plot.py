@@ -107,6 +107,8 @@ def _labels(folders: list[Path], given: str | None) -> list[str]:
         labels = [label.strip() for label in given.split(",")]
         if len(labels) != len(folders):
             raise ValueError(f"--labels names {len(labels)} runs; {len(folders)} were given")
+        if "" in labels or len(set(labels)) != len(labels):  # one run would hide another
+            raise ValueError(f"--labels must name each run once, and differently: {given!r}")
         return labels
     # Folder names; where two are alike (runs/a/model, runs/b/model), parents are added.
     resolved = [folder.resolve() for folder in folders]

@@ -162,6 +162,9 @@ def _names(text: str, flag: str = "--models") -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise ValueError(f"{flag} names nothing: give at least one, comma-separated")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{flag} names {', '.join(twice)} twice: give each once")
     return names
 
 
@@ -231,7 +234,9 @@ def _transfer(args: argparse.Namespace) -> int:
     from resnetkit.reproduce.transfer import run_transfer
 
     try:
-        seeds = [int(s) for s in _names(args.seeds, "--seeds")]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        if not seeds:
+            raise ValueError
     except ValueError:
         raise ValueError(
             f"--seeds must be integers separated by commas, got {args.seeds!r}"

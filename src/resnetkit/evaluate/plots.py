@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from resnetkit.figure_io import save_png
+
 #: Above this many classes the cells are too small for their counts to be readable.
 MAX_CLASSES_WITH_COUNTS = 20
 
@@ -73,9 +75,7 @@ def plot_confusion(
                 )
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=150)
-    return path
+    return save_png(fig, path, dpi=150)
 
 
 def plot_reliability(
@@ -145,6 +145,4 @@ def plot_reliability(
     bottom.set_ylabel("images")
     bottom.grid(alpha=0.3)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=150)
-    return path
+    return save_png(fig, path, dpi=150)

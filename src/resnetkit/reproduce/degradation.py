@@ -140,6 +140,18 @@ def run_degradation(
     stopped: int | None = None
     previous = ""
     recipe = chosen.recipe.override(recipe_overrides or {})
+    if len(set(models)) != len(models):  # two processes would train into one folder
+        raise ValueError(f"a model is named twice in {', '.join(models)}")
+    # A finished model is not trained again: one trained otherwise (another warm-up, say)
+    # would sit in the same figure and checks as if it were comparable.
+    for name in models:
+        if (out / name / "recipe.yaml").is_file():
+            changed = recipe_differences(load_recipe(out / name / "recipe.yaml").to_dict(), recipe)
+            if changed:
+                raise ValueError(
+                    f"{out / name} was trained with another recipe ({'; '.join(changed)}, "
+                    "trained -> asked): give the same options as before, or another --out"
+                )
     out.mkdir(parents=True, exist_ok=True)
     todo = [name for name in models if not _finished(out / name)]
     if jobs > 1 and len(todo) > 1:
@@ -342,6 +354,14 @@ def report_degradation(
     ]
     if saved:
         trained = load_recipe(saved[0])
+        for other in saved[1:]:  # one figure, one recipe
+            apart = recipe_differences(load_recipe(other).to_dict(), trained)
+            if apart:
+                raise ValueError(
+                    f"{other.parent} and {saved[0].parent} were trained with different recipes "
+                    f"({'; '.join(apart)}): their curves and checks would not compare like "
+                    "with like; report them from separate --out folders"
+                )
         changed = recipe_differences(trained.to_dict(), recipe)
         if recipe_overrides and changed:
             raise ValueError(

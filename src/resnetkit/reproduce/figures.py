@@ -8,6 +8,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from resnetkit.figure_io import save_png
+
 _DEPTH_COLOURS = {20: "#1f77b4", 32: "#2ca02c", 44: "#9467bd", 56: "#d62728", 110: "#ff7f0e"}
 
 
@@ -64,9 +66,7 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
         title += "\nIN PROGRESS, iterations so far: " + ", ".join(unfinished)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")  # the name as given, even without .png
-    return path
+    return save_png(fig, path)
 
 
 def plot_responses(summary: dict[str, Any], path: Path) -> Path:
@@ -99,9 +99,7 @@ def plot_responses(summary: dict[str, Any], path: Path) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)
 
 
 _SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#d62728"}
@@ -158,6 +156,4 @@ def plot_training_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")  # the name as given, even without .png
-    return path
+    return save_png(fig, path)

@@ -158,6 +158,12 @@ def run_transfer(
     # must not claim the folder for an experiment that can never run.
     _check_choice(train, classes, shots, eval_per_class)
     load_model(source)  # an unknown tag or a missing directory, named
+    if batch_size < 1 or batch_size > shots * len(classes):
+        raise ValueError(
+            f"--batch-size {batch_size}: {shots} shots of {len(classes)} classes are "
+            f"{shots * len(classes)} training images, which must hold at least one batch; "
+            "lower --batch-size or raise --shots"
+        )
     _claim(
         out,
         {

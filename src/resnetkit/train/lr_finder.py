@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from resnetkit.figure_io import save_png
+
 if TYPE_CHECKING:
     from resnetkit.train.trainer import Trainer
 
@@ -210,6 +212,4 @@ def plot_sweep(sweep: LRSweep, path: str | Path, title: str | None = None) -> Pa
     ax.set_title(title or "learning-rate range test")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")  # the name as given, whatever its suffix
-    return path
+    return save_png(fig, path)
