@@ -1,5 +1,8 @@
 """The model zoo: exact to the papers and to torchvision, one interface, clear errors."""
 
+import re
+
+import numpy as np
 import pytest
 import torch
 import torchvision.models as tvm
@@ -270,8 +273,33 @@ def test_features_only_backbone() -> None:
     assert [i["reduction"] for i in model.feature_info] == [1, 2, 4]
     with pytest.raises(ValueError, match="out_indices"):
         create_model("resnet20", out_indices=(3,))
-    with pytest.raises(ValueError, match="out_indices is empty"):
+    with pytest.raises(ValueError, match=r"out_indices \[\] must name stages of resnet20, 0..2"):
         create_model("resnet20", features_only=True, out_indices=())
+    # numpy indices, or one stage as an int, are stage numbers too; halves are not
+    x = torch.randn(1, 3, 32, 32)
+    numpy_indices = create_model("resnet20", features_only=True, out_indices=np.array([0, 2]))
+    assert [f.shape[1] for f in numpy_indices.eval()(x)] == [16, 64]
+    assert [f.shape[1] for f in model.forward_intermediates(x, np.array([1]))] == [32]
+    assert [f.shape[1] for f in model.forward_intermediates(x, 2)] == [64]
+    with pytest.raises(ValueError, match=r"must be stage numbers of resnet20, 0..2; got \(0.5,\)"):
+        create_model("resnet20", features_only=True, out_indices=(0.5,))
+
+
+def test_config_refuses_what_would_build_and_fail_or_do_nothing() -> None:
+    bad = {
+        "stride_in_1x1": ("resnet50", "false", "must be True or False"),
+        "avg_down": ("resnet50", "no", "must be True or False"),
+        "stem_width": ("resnet20", 0, "stem_width must be >= 1"),
+        "groups": ("resnet50", -2, "groups and width_per_group >= 1"),
+        "width_per_group": ("resnet164", 2, "narrowest bottleneck (width 16) without a channel"),
+    }
+    for option, (name, value, message) in bad.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            create_model(name, **{option: value})
+    with pytest.raises(ValueError, match="stem_width must be >= 2"):
+        create_model("resnet50d", stem_width=1)
+    with pytest.raises(ValueError, match="shortcut 'A' has no projections"):
+        create_model("resnet50d", shortcut="A")
     # Options are checked: a lower-case "b" would otherwise have built option C.
     for option, value in (("shortcut", "b"), ("stem", "CIFAR"), ("block", "Bottleneck")):
         with pytest.raises(ValueError, match=f"{option} must be one of"):
@@ -355,7 +383,11 @@ def test_info_stats() -> None:
     assert stats.params == 269_722
     assert stats.macs == pytest.approx(40.55e6, rel=0.01)
     assert stats.stage_shapes["layer3"] == [1, 64, 8, 8]
-    assert stats.activation_bytes > 0
+    # fp32 outputs per image, each tensor once (in-place ReLUs and DropPath hand back their
+    # input): stem conv+BN 2 x 16x32x32; per block conv, BN, conv, BN: 4 x 16x32x32 (x3),
+    # 4 x 32x16x16 (x3) + option A's padded shortcut, 4 x 64x8x8 (x3) + its shortcut; 64 + 10.
+    elements = 2 * 16_384 + 12 * 16_384 + 13 * 8_192 + 13 * 4_096 + 64 + 10
+    assert stats.activation_bytes == 4 * elements == 1_556_776
     assert model_stats("resnet50", input_size=112).macs == count_macs(
         meta_model("resnet50"), (1, 3, 112, 112)
     )

@@ -51,9 +51,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     total = 0
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+    def hook(_module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
         nonlocal total
-        if isinstance(output, torch.Tensor):
+        # An in-place ReLU, or DropPath in eval, hands back its input: memory counted already.
+        if isinstance(output, torch.Tensor) and not any(output is x for x in inputs):
             total += output.numel() * 4
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]

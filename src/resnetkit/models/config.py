@@ -116,6 +116,30 @@ class ResNetConfig:
                 f"num_classes must be >= 0 (0: no classifier) and in_chans >= 1; got "
                 f"{self.num_classes} and {self.in_chans}"
             )
+        for name in ("stride_in_1x1", "preact", "avg_down"):  # "false" is a true string
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        size = self.default_input_size
+        if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"default_input_size must be a positive whole number, got {size!r}")
+        # A convolution with no output channel builds and fails at the first forward pass.
+        least_stem = 2 if self.stem == "deep" else 1  # the deep stem's first convs: half
+        if self.stem_width < least_stem or self.groups < 1 or self.width_per_group < 1:
+            raise ValueError(
+                f"stem_width must be >= {least_stem}, groups and width_per_group >= 1; got "
+                f"{self.stem_width}, {self.groups} and {self.width_per_group}"
+            )
+        if self.block == "bottleneck" and min(self.widths) * self.width_per_group < 64:
+            raise ValueError(
+                f"width_per_group {self.width_per_group} leaves the narrowest bottleneck "
+                f"(width {min(self.widths)}) without a channel: at least "
+                f"{-(-64 // min(self.widths))}"
+            )
+        if self.avg_down and self.shortcut in ("A", "none"):  # it would build and do nothing
+            raise ValueError(
+                f"avg_down makes the projection shortcuts average-pool first (ResNet-D); "
+                f"shortcut {self.shortcut!r} has no projections"
+            )
         if self.preact and self.unit != "original":
             raise ValueError(
                 f"unit {self.unit!r} is a variant of the post-activation unit (2016 paper, Fig. "

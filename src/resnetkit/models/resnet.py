@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 from collections.abc import Iterator, Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -52,9 +54,11 @@ class ResNet(nn.Module):
         self.grad_checkpointing = grad_checkpointing
         self.features_only = features_only
         num_stages = len(config.layers)
-        self.out_indices = tuple(range(num_stages) if out_indices is None else out_indices)
-        if not self.out_indices:
-            raise ValueError(f"out_indices is empty: name stages of {name}, 0..{num_stages - 1}")
+        self.out_indices = (
+            tuple(range(num_stages))
+            if out_indices is None
+            else _stage_indices(out_indices, num_stages, name)
+        )
         if not 0.0 <= drop_path_rate < 1.0:  # checked here: blocks see a fraction of it
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if drop_path_rate and config.shortcut == "none":
@@ -66,11 +70,6 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"zero_init_residual zeroes the last BN of every block; {name} has no shortcuts, "
                 "so each block would output zeros forever: leave it off for plain nets"
-            )
-        bad = [i for i in self.out_indices if not 0 <= i < num_stages]
-        if bad:
-            raise ValueError(
-                f"out_indices {bad} out of range: {name} has stages 0..{num_stages - 1}"
             )
 
         self._build_stem(config)
@@ -279,13 +278,11 @@ class ResNet(nn.Module):
             The feature maps of the wanted stages, in stage order, each once.
         """
         stages = self.stages
-        wanted = set(self.out_indices if out_indices is None else out_indices)
-        bad = sorted(i for i in wanted if not (isinstance(i, int) and 0 <= i < len(stages)))
-        if not wanted or bad:
-            raise ValueError(
-                f"out_indices {tuple(out_indices or ())} must name stages of {self.name}, "
-                f"0..{len(stages) - 1}" + (f" ({bad} are not)" if bad else "")
-            )
+        wanted = set(
+            self.out_indices
+            if out_indices is None
+            else _stage_indices(out_indices, len(stages), self.name)
+        )
         outputs: list[Tensor] = []
         x = self.forward_stem(x)
         for i, stage in enumerate(stages):
@@ -348,3 +345,22 @@ def _bn_buffers_restored(block: nn.Module) -> Iterator[None]:
             for module, buffers in zip(norms, saved, strict=True):
                 for name, value in buffers.items():
                     getattr(module, name).copy_(value)
+
+
+def _stage_indices(value: int | Sequence[int], num_stages: int, name: str) -> tuple[int, ...]:
+    """``out_indices`` as a tuple of stage numbers (an int, a list, a numpy array...), each in
+    ``0..num_stages - 1``."""
+    items: Any = [value] if isinstance(value, Integral) else value
+    try:
+        indices = tuple(operator.index(i) for i in items)
+    except TypeError:
+        raise ValueError(
+            f"out_indices must be stage numbers of {name}, 0..{num_stages - 1}; got {value!r}"
+        ) from None
+    bad = sorted(i for i in indices if not 0 <= i < num_stages)
+    if not indices or bad:
+        raise ValueError(
+            f"out_indices {list(indices)} must name stages of {name}, 0..{num_stages - 1}"
+            + (f" ({bad} are not)" if bad else "")
+        )
+    return indices
