@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -400,6 +401,17 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         r.override({"lr": "0", "warmup_lr": "0.01", "warmup_iters": "5"})  # was a ZeroDivision
     with pytest.raises(ValueError, match="cosine ramps up linearly over warmup_iters"):
         r.override({"schedule": "cosine", "warmup_lr": "0.01"})  # was silently ignored
+    silently_wrong = {  # each was accepted, and trained otherwise than asked (or crashed late)
+        "warmup_iters is 0: give --warmup-iters too": {"warmup_lr": "0.01"},
+        "'gamma' is 0.0: the factor": {"gamma": "0"},
+        "'gamma' is 5.0: the factor": {"gamma": "5"},
+        "Nesterov momentum needs a momentum": {"nesterov": "true", "momentum": "0"},
+        "'seed' is -1: it must be in": {"seed": "-1"},
+        "'seed' is 4294967296": {"seed": str(2**32)},
+    }
+    for message, fields in silently_wrong.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            r.override(fields)
 
 
 def test_yaml_values_are_type_checked(tmp_path: Path) -> None:
@@ -682,6 +694,15 @@ def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFix
     again = [*argv, *overrides, *schedule, "--recipe", "paper-cifar", "--dry-run", "2"]
     assert main([*again, "--resume"]) == 0
     assert " from step 45 (the latest checkpoint) here" in capsys.readouterr().out
+    # A rehearsal writes nothing: it may look at a folder that holds a run without --resume
+    assert main(again) == 0
+    assert "nothing was written" in capsys.readouterr().out
+    # --milestones on a schedule that does not read them: refused, not ignored
+    onecycle = [*argv, "--recipe", "fast-cifar", "--milestones", "30,45", "--dry-run", "1"]
+    assert main(onecycle) == 2
+    assert "--milestones shape the multistep schedule; this recipe's schedule is onecycle" in (
+        capsys.readouterr().err
+    )
 
 
 def test_fp16_on_a_cpu_is_refused_before_the_data_loads(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def sweep_lr(spec: TrainSpec, steps: int, plot: Path | None) -> int:
     # loss, which an EMA of the weights does not change: neither is checked against the run's
     # length, as a run's would be.
     quiet = replace(spec.recipe, warmup_iters=0, warmup_lr=0.0, ema_decay=0.0)
-    trainer = Trainer(replace(spec, recipe=quiet))
+    trainer = Trainer(replace(spec, recipe=quiet, writes=False))
     sweep = find_lr(trainer, steps=steps)
     print(describe(sweep))
     if plot is not None:
@@ -180,7 +180,15 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
             f"{recipe.max_iters:,} iterations (give --max-iters too to keep one)",
             file=sys.stderr,
         )
-    return recipe.override(overrides)
+    resolved = recipe.override(overrides)
+    ignored = [f"--{key.replace('_', '-')}" for key in ("milestones", "gamma") if key in overrides]
+    if ignored and resolved.schedule != "multistep":
+        raise ValueError(
+            f"{' and '.join(ignored)} shape the multistep schedule; this recipe's schedule is "
+            f"{resolved.schedule}, which does not read them: add --schedule multistep, or leave "
+            "them out"
+        )
+    return resolved
 
 
 def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -267,7 +275,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.dry_run is not None:
         from resnetkit.train.trainer import Trainer
 
-        plan = Trainer(spec).plan(args.dry_run)
+        plan = Trainer(replace(spec, writes=False)).plan(args.dry_run)
         print(format_plan(plan))
         return 0
     result = train(spec)

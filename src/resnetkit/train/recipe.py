@@ -51,7 +51,8 @@ class Recipe:
     seed: int = 0
     deterministic: bool = False
     eval_every: int = 1  # epochs between evaluations
-    checkpoint_every_s: float = 300.0  # also checkpoint in mid-epoch after this many seconds
+    # also checkpoint in mid-epoch after this many seconds (0: after every step)
+    checkpoint_every_s: float = 300.0
     checkpoint_every_iters: int = 0  # and/or every this many iterations; 0 disables
     num_threads: int = 0  # torch intra-op threads; 0 keeps the default
     num_workers: int = 0  # decoding processes of the streaming folder path (augment imagenet)
@@ -141,11 +142,28 @@ class Recipe:
                 f"recipe fields 'lr' 0 and 'warmup_lr' {self.warmup_lr}: a warm-up above the "
                 "lr it leads to; give lr > 0, or warmup_lr 0"
             )
+        if not 0 < self.gamma <= 1:
+            raise ValueError(
+                f"recipe field 'gamma' is {self.gamma}: the factor multistep multiplies the lr "
+                "by at each milestone, in (0, 1] (the paper's 0.1 divides it by 10)"
+            )
+        if self.nesterov and self.momentum == 0:  # torch refuses it only at the first step
+            raise ValueError(
+                "recipe field 'nesterov' is true and 'momentum' 0: Nesterov momentum needs a "
+                "momentum; give --momentum > 0, or --nesterov false"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"recipe field 'seed' is {self.seed}: it must be in [0, 2**32)")
         if self.warmup_lr and self.schedule != "multistep":
             raise ValueError(
                 f"recipe field 'warmup_lr' ({self.warmup_lr}) is the paper's constant warm-up of "
                 f"the multistep schedule; {self.schedule} ramps up linearly over warmup_iters: "
                 "leave warmup_lr at 0"
+            )
+        if self.warmup_lr and not self.warmup_iters:  # the warm-up would last no step
+            raise ValueError(
+                f"recipe field 'warmup_lr' ({self.warmup_lr}) is the lr of the first "
+                "warmup_iters iterations, and warmup_iters is 0: give --warmup-iters too"
             )
 
     def to_dict(self) -> dict[str, Any]:

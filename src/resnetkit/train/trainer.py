@@ -85,6 +85,9 @@ class TrainSpec:
     # Fine-tuning a built model: a fresh classifier for the data's classes, even when it has as
     # many classes as the data (its rows are kept only for the same class names, reordered).
     new_head: bool = False
+    # False for rehearsals that write nothing (--dry-run, --find-lr): --out is not checked, so
+    # they may be pointed at a run folder that holds a run.
+    writes: bool = True
 
 
 @dataclass
@@ -151,7 +154,7 @@ class Trainer:
                 f"weights (--model {arch}). To start from the {tag} weights, use `resnetkit "
                 f"finetune --model {spec.model}`"
             )
-        if self.dist.is_main:  # before the data is loaded (minutes for a large folder)
+        if self.dist.is_main and spec.writes:  # before the data loads (minutes for a folder)
             check_out_folder(self.out, self.ckpt_root, self.spec.resume)
 
         per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
