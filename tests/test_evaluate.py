@@ -361,7 +361,7 @@ def test_folder_is_seen_as_the_model_preprocessing_says(
         model.pretrained_cfg = {"classes": ["cat", "dog"], "input_size": 224, "resize": resize}
         result = evaluate_model(model, "folder", tmp_path / "data", batch_size=4)
         assert seen[-1] == expected and result["count"] == 4
-    crop = evaluator._center_crop(torch.arange(6 * 8).view(1, 1, 6, 8), 4)
+    crop = evaluator.center_crop(torch.arange(6 * 8).view(1, 1, 6, 8), 4)
     assert crop[0, 0, 0].tolist() == [10, 11, 12, 13]  # rows 1-4, columns 2-5
 
 

@@ -329,3 +329,13 @@ def test_the_file_says_the_size_it_was_exported_at_and_whether_it_classifies(
     pixel_mean.pretrained_cfg = {**resnet20.pretrained_cfg, "pixel_mean": [0.5] * 3072}
     with pytest.raises(ValueError, match="per-pixel mean of 32x32 images: export it at that"):
         export_model(pixel_mean, "onnx", tmp_path / "pm.onnx", input_size=64)
+
+
+def test_an_exported_file_is_not_taken_for_a_bare_checkpoint(tmp_path: Path) -> None:
+    from resnetkit.models.loading import load_model
+
+    for name in ("m.ts", "m.pt2"):
+        (tmp_path / name).write_bytes(b"exported")
+        for arch in (None, "resnet20"):  # --arch would only lead to "unknown format"
+            with pytest.raises(ValueError, match=r"is an exported model, which runs outside"):
+                load_model(tmp_path / name, arch=arch)

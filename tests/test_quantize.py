@@ -11,6 +11,7 @@ import torch
 
 from resnetkit.cli.main import main
 from resnetkit.evaluate.evaluator import evaluate_model
+from resnetkit.export.metadata import read_metadata
 from resnetkit.export.quantize import (
     OrtClassifier,
     calibration_batches,
@@ -48,6 +49,10 @@ def test_static_int8_is_smaller_and_keeps_accuracy(trained: ResNet, tmp_path: Pa
     assert acc["fp32"]["top1"] == pytest.approx(torch_top1, abs=0.21)  # ONNX fp32 == PyTorch
     assert acc["fp32"]["top1"] > 20  # it learned something: chance is 10%
     assert abs(acc["top1_drop"]) <= 3.0
+    # The int8 file says what it is and carries its own accuracy, not the fp32 model's.
+    meta = read_metadata(report.int8_path)
+    assert meta["metrics"] == {"top1": acc["int8"]["top1"], "top5": acc["int8"]["top5"]}
+    assert meta["quantized"] == {"method": "static", "evaluated_on": "cifar10-sample:test"}
 
 
 def test_int8_predictions_agree_with_fp32(trained: ResNet, tmp_path: Path) -> None:
@@ -114,6 +119,10 @@ def test_dynamic_and_cli(
         ),
         (["--calibration-split", "bogus"], "--calibration-split 'bogus': cifar10-sample has"),
         (["--eval-dataset", "cifar10"], "--eval-dir is needed for --eval-dataset cifar10"),
+        (
+            ["--eval-dataset", "folder", "--eval-dir", str(tmp_path / "typo")],
+            "image folder not found",
+        ),
     ):
         assert main([*argv[:-1], str(tmp_path / "x.onnx"), *extra]) == 2
         assert message in capsys.readouterr().err
@@ -132,3 +141,32 @@ def test_a_grayscale_model_calibrates_on_luminance(tmp_path: Path) -> None:
     )
     logits = OrtClassifier(report.int8_path, model)(torch.randn(2, 1, 32, 32))
     assert logits.shape == (2, 10) and bool(torch.isfinite(logits).all())
+
+
+def test_a_folder_calibrates_on_what_the_model_is_fed_and_decodes_only_its_draw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image, ImageOps
+
+    import resnetkit.data.folder as folder_module
+
+    # Photos with a white frame: resized to the model's 80 and centre-cropped to 64, as
+    # evaluate, predict and serve see them, no frame is left (resized straight to 64, it is).
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(5):
+            inner = Image.new("RGB", (84, 84), (60 + 10 * i, 90, 80))
+            ImageOps.expand(inner, border=8, fill="white").save(
+                tmp_path / "data" / name / f"{i}.png"
+            )
+    model = create_model("resnet20", num_classes=2)
+    model.pretrained_cfg = {"input_size": 64, "resize": 80, "mean": [0.0] * 3, "std": [1.0] * 3}
+    decoded = []
+    real = folder_module.load_image
+    monkeypatch.setattr(
+        folder_module, "load_image", lambda path, **kw: decoded.append(path) or real(path, **kw)
+    )
+    batches = calibration_batches(model, "folder", tmp_path / "data", count=3, batch_size=8)
+    assert [b.shape for b in batches] == [(3, 3, 64, 64)]
+    assert len(decoded) == 3  # of 10 files
+    assert batches[0].max() < 0.5  # no white: (255 / 255 - 0) / 1 would be 1.0

@@ -242,7 +242,7 @@ def prepare_backend(
     if name == "torchvision":
         return _torch_runner(_torchvision_twin(model), channels_last=False)
     if name in ("ort", "ort-int8"):
-        return _ort_runner(name, model, workdir, calibration, threads)
+        return _ort_runner(name, model, workdir, calibration, threads, example.shape[-1])
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
@@ -295,6 +295,7 @@ def _ort_runner(
     workdir: Path,
     calibration: Callable[[], list[np.ndarray]],
     threads: int,
+    size: int,
 ) -> Runner:
     try:
         import onnxruntime as ort
@@ -305,12 +306,12 @@ def _ort_runner(
     from resnetkit.export.exporter import export_model
     from resnetkit.export.quantize import quantize_onnx
 
-    fp32 = workdir / "model.fp32.onnx"
+    fp32 = workdir / f"model-{size}.fp32.onnx"  # at the size measured (--input-size)
     if not fp32.exists():
-        export_model(model, "onnx", fp32, dynamic_batch=True)
+        export_model(model, "onnx", fp32, dynamic_batch=True, input_size=size)
     path = fp32
     if name == "ort-int8":
-        path = quantize_onnx(fp32, workdir / "model.int8.onnx", calibration())
+        path = quantize_onnx(fp32, workdir / f"model-{size}.int8.onnx", calibration())
     options = ort.SessionOptions()  # the defaults: all graph optimisations
     if threads:
         options.intra_op_num_threads = threads

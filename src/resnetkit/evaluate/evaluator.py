@@ -37,6 +37,7 @@ from resnetkit.data.folder import (
     find_split,
     format_failures,
     load_folder_arrays,
+    scan_image_folder,
     split_folders,
 )
 from resnetkit.devices import resolve_device
@@ -109,6 +110,8 @@ def load_eval_data(
     split: str = "test",
     size: int = 32,
     download: bool = False,
+    subset: int = 0,
+    seed: int = 0,
 ) -> ArrayDataset:
     """Load an evaluation split as uint8 arrays.
 
@@ -119,13 +122,48 @@ def load_eval_data(
         split: ``train`` or ``test`` for CIFAR; a sub-folder name for folders.
         size: side of folder images (resized and centre-cropped); CIFAR is always 32.
         download: fetch CIFAR if missing.
+        subset: keep only a fixed random draw of this many images (0: all); a folder decodes
+            only those.
+        seed: seed of that draw.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if dataset == "cifar10-sample":
-        return load_sample(split)
     if dataset != "folder":
-        return load_cifar(data_dir, dataset, split, download=download)
+        data = (
+            load_sample(split)
+            if dataset == "cifar10-sample"
+            else load_cifar(data_dir, dataset, split, download=download)
+        )
+        if subset:
+            pick = _draw(len(data.labels), subset, seed)
+            data = ArrayDataset(data.images[pick], data.labels[pick], data.classes)
+        return data
+    root = folder_split(data_dir, split)
+    samples, classes = scan_image_folder(root)
+    if subset:
+        samples = [samples[i] for i in _draw(len(samples), subset, seed)]
+    images, labels, classes, failures = load_folder_arrays(
+        None, size, samples=samples, classes=classes
+    )
+    if failures:
+        warnings.warn(format_failures(failures, len(labels) + len(failures)), stacklevel=2)
+    if not len(labels):
+        raise ValueError(f"no readable images in {root}")
+    return ArrayDataset(images, labels, classes)
+
+
+def _draw(total: int, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random draw of ``count`` of ``total`` items."""
+    return np.sort(np.random.default_rng(seed).permutation(total)[: min(count, total)])
+
+
+def folder_split(data_dir: str | Path, split: str) -> Path:
+    """The folder of class folders that ``split`` names under ``data_dir`` (``data_dir/val``,
+    in any case), or ``data_dir`` itself when it holds no split folders.
+
+    Raises:
+        ValueError: ``data_dir`` holds split folders, none of them ``split``.
+    """
     root = Path(data_dir)
     found = find_split(root, split)
     if found is not None:
@@ -139,12 +177,7 @@ def load_eval_data(
             f"split to use, {choice} (--split {others[0] if others else 'val'}; for quantize "
             "--eval-split or --calibration-split), or point at one folder of class folders"
         )
-    images, labels, classes, failures = load_folder_arrays(root, size)
-    if failures:
-        warnings.warn(format_failures(failures, len(labels) + len(failures)), stacklevel=2)
-    if not len(labels):
-        raise ValueError(f"no readable images in {root}")
-    return ArrayDataset(images, labels, classes)
+    return root
 
 
 def _match_classes(
@@ -181,7 +214,16 @@ def _match_classes(
     return data
 
 
-def _center_crop(images: Tensor, size: int) -> Tensor:
+def folder_resize(cfg: dict[str, Any], size: int) -> int:
+    """The side a folder's images are resized to before the centre ``size`` crop, as the
+    model's preprocessing says: its ``resize`` at its own size, else size/0.875 from 128 pixels
+    up (as for ImageNet) and ``size`` itself below."""
+    default_resize = round(size / 0.875) if size >= 128 else size
+    own_size = size == int(cfg["input_size"])
+    return int(cfg.get("resize") or default_resize) if own_size else default_resize
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
     """The centre ``size`` x ``size`` of (N, C, H, W) images (torchvision's offsets)."""
     top = int(round((images.shape[-2] - size) / 2.0))
     left = int(round((images.shape[-1] - size) / 2.0))
@@ -334,11 +376,7 @@ def _prepare(
     size = int(image_size or cfg["input_size"])
     folder = dataset == "folder"
     data_size = size if folder else CIFAR_SIZE
-    # Folders are seen as the model's preprocessing says: shorter side to its `resize` (by
-    # default size/0.875 from 128 pixels up, as for ImageNet), then the centre `size` crop.
-    default_resize = round(size / 0.875) if size >= 128 else size
-    own_size = size == int(cfg["input_size"])
-    resize = int(cfg.get("resize") or default_resize) if own_size else default_resize
+    resize = folder_resize(cfg, size)
     load_size = data_size
     if folder:
         load_size = resize
@@ -355,7 +393,7 @@ def _prepare(
 
     images = to_nchw_tensor(data.images)
     if folder and not ten_crop and load_size != size:
-        images = _center_crop(images, size)
+        images = center_crop(images, size)
     images = to_model_channels(images, channels)
     norm = model_normalization(cfg, channels, data_size)
     if ten_crop:

@@ -110,7 +110,7 @@ def optimize_for_cpu(
     allowed = tolerance * max(1.0, float(want.abs().max()))
     if not diff <= allowed:
         raise CPUOptimizationError(
-            f"{method} output differs from eager by {diff:.2e} (> {allowed:.1e}, {tolerance:.0e} "
+            f"{method} output differs from eager by {diff:.2e} (> {allowed:.1e}, {tolerance:.3g} "
             "of the largest output); do not use it for this model"
         )
     return run

@@ -133,7 +133,7 @@ class ExportReport:
             f"  verified at     batch sizes {', '.join(map(str, self.batch_sizes))}",
             f"  max |diff|      real image {self.max_abs_diff_image:.2e}, "
             f"random input {self.max_abs_diff_random:.2e} "
-            f"(tolerance {self.tolerance:.0e}): {verdict}",
+            f"(tolerance {self.tolerance:.3g}): {verdict}",
             f"  float32 noise   {self.float32_noise:.2e} (eager float32 vs float64)",
         ]
         lines += [f"  note: {note}" for note in self.notes]
@@ -311,7 +311,7 @@ def export_model(
         raise ExportVerificationError(
             f"the {fmt} export does not reproduce the eager model: max |exported - eager| is "
             f"{diff_image:.3e} on the real image and {diff_random:.3e} on random input, above "
-            f"the tolerance {tolerance:.0e} (PyTorch's own float32 rounding here: "
+            f"the tolerance {tolerance:.3g} (PyTorch's own float32 rounding here: "
             f"{report.float32_noise:.1e}). {kept}; try another format or opset, or export "
             "without BatchNorm folding.",
             replace(report, path=out),

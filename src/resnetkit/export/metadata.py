@@ -31,6 +31,7 @@ def metadata_text(model: nn.Module, preprocessing: dict[str, Any], input_size: i
                 f"{meta.get('input_size')} images: export it at that size, not {input_size}"
             )
         meta["input_size"] = input_size
+        meta.pop("metrics", None)  # measured at the model's own size, not this one
         meta.pop("crop", None)  # the crop is the input size
         meta.pop("resize", None)  # a resize for another size would crop the wrong share
     meta["arch"] = getattr(model, "name", type(model).__name__)

@@ -9,6 +9,7 @@ and it is offered for completeness.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,9 +49,13 @@ def calibration_batches(
     seed: int = 0,
     input_size: int | None = None,
 ) -> list[np.ndarray]:
-    """``count`` images of a split, preprocessed as the model expects, in batches (numpy);
-    resized to ``input_size`` pixels when given instead of the model's own input size."""
+    """``count`` images of a split (a fixed random draw: only those are decoded), preprocessed
+    as the model is fed when evaluated, predicting or served (a folder's images resized to the
+    model's ``resize``, then centre-cropped), in batches (numpy); at ``input_size`` pixels when
+    given instead of the model's own input size."""
     from resnetkit.evaluate.evaluator import (
+        center_crop,
+        folder_resize,
         load_eval_data,
         model_normalization,
         to_model_channels,
@@ -59,10 +64,12 @@ def calibration_batches(
     cfg = preprocessing_of(model)
     channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
     size = int(input_size or cfg["input_size"])
-    data = load_eval_data(dataset, data_dir, split=split, size=size)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.permutation(len(data.labels))[: min(count, len(data.labels))])
-    images = to_nchw_tensor(data.images[pick])
+    folder = dataset == "folder"
+    load = folder_resize(cfg, size) if folder else size
+    data = load_eval_data(dataset, data_dir, split=split, size=load, subset=count, seed=seed)
+    images = to_nchw_tensor(data.images)
+    if folder and load != size:
+        images = center_crop(images, size)
     if images.shape[-1] != size:
         images = (
             torch.nn.functional.interpolate(
@@ -168,11 +175,13 @@ def quantize_model(
 ) -> QuantReport:
     """Export ``model`` to fp32 ONNX (verified), quantise it to int8, and measure top-1 of
     both on ``eval_dataset`` when given (the accuracy cost of quantisation)."""
+    from resnetkit.evaluate.evaluator import load_eval_data
     from resnetkit.export.exporter import export_model
+    from resnetkit.export.metadata import add_onnx_metadata, read_metadata
 
     out = Path(out)
     fp32 = out.with_name(out.stem.replace(".int8", "") + ".fp32.onnx")
-    export_model(model, "onnx", fp32, dynamic_batch=True)
+    # The data first: a missing folder or split is named before any file is written.
     batches: list[np.ndarray] = []
     if method == "static":
         batches = calibration_batches(
@@ -182,10 +191,20 @@ def quantize_model(
             split=calibration_split,
             count=calibration_size,
         )
+    if eval_dataset is not None:
+        load_eval_data(eval_dataset, eval_dir, split=eval_split, subset=1)
+    export_model(model, "onnx", fp32, dynamic_batch=True)
     quantize_onnx(fp32, out, batches, method=method, calibrate_method=calibrate_method)
     accuracy: dict[str, Any] = {}
     if eval_dataset is not None:
         accuracy = compare_accuracy(model, fp32, out, eval_dataset, eval_dir, eval_split)
+    # The int8 file carried the fp32 model's metrics: its own, measured above, or none.
+    meta = read_metadata(out)
+    meta.pop("metrics", None)
+    meta["quantized"] = {"method": method, "evaluated_on": accuracy.get("dataset")}
+    if accuracy:
+        meta["metrics"] = {"top1": accuracy["int8"]["top1"], "top5": accuracy["int8"]["top5"]}
+    add_onnx_metadata(out, json.dumps(meta))
     return QuantReport(
         fp32_path=str(fp32),
         int8_path=str(out),

@@ -30,6 +30,8 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 #: Prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: What ``resnetkit export`` writes: files to deploy, not to load back as a model.
+EXPORT_SUFFIXES = (".onnx", ".ts", ".pt2", ".tflite", ".mlpackage")
 
 
 def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: Any) -> ResNet:
@@ -71,6 +73,12 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
             raise ValueError(
                 f"{path} is a picture, not a model: give --model a model directory, a tag "
                 "such as resnet20.cifar10 or a checkpoint file, and the pictures after it"
+            )
+        if path.suffix.lower() in EXPORT_SUFFIXES:
+            raise ValueError(
+                f"{path} is an exported model, which runs outside PyTorch training: this "
+                "needs a model directory, a tag or a checkpoint file (predict, evaluate and "
+                "serve also run .onnx exports)"
             )
         if arch is None:
             raise ValueError(
