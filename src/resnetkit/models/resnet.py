@@ -32,7 +32,10 @@ class ResNet(nn.Module):
         drop_path_rate: stochastic depth, rising linearly from 0 to this rate over the blocks.
         grad_checkpointing: recompute block activations in the backward pass to save memory.
         features_only: make ``forward`` return the stage outputs listed in ``out_indices``.
-        out_indices: stages (0-based) returned by ``forward`` when ``features_only``.
+        out_indices: residual stages returned by ``forward`` when ``features_only``, 0 being
+            ``layer1`` (timm counts its stem as 0: its (2, 3, 4) is this (1, 2, 3)); an int or
+            any sequence of ints. The classifier and later stages stay (weights load as
+            they are) and get no gradient.
         name: the model's name, used in error messages.
     """
 
