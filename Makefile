@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "resnetkit needs Python >= 3.10; $(PYTHON) is older: make PYTHON=python3.11 ..."; exit 1; }
+	@# A .venv left half-made (no pip: python3-venv was missing) is made again.
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
@@ -19,7 +22,8 @@ EXTRAS_VENV := .venv-extras
 EXTRAS_STAMP := $(EXTRAS_VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 $(EXTRAS_STAMP): pyproject.toml
-	test -x $(EXTRAS_VENV)/bin/python || $(PYTHON) -m venv $(EXTRAS_VENV)
+	$(EXTRAS_VENV)/bin/python -m pip --version >/dev/null 2>&1 || \
+	  { rm -rf $(EXTRAS_VENV) && $(PYTHON) -m venv $(EXTRAS_VENV); }
 	$(EXTRAS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(EXTRAS_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(EXTRAS_VENV)/bin/python -m pip install -q -e '.[tflite,coreml]' pytest==9.2.0

@@ -1,5 +1,7 @@
 import functools
 import http.server
+import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -8,6 +10,12 @@ from typing import Any
 
 import pytest
 import torch
+
+#: torch.compile on a CPU builds C++ kernels: without a compiler it cannot run at all.
+needs_cxx = pytest.mark.skipif(
+    not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")),
+    reason="torch.compile on a CPU needs a C++ compiler (apt install g++)",
+)
 
 torch.set_num_threads(2)
 

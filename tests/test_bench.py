@@ -9,6 +9,7 @@ from resnetkit.bench import BackendResult, BenchReport, bench_model
 from resnetkit.cli.main import main
 from resnetkit.models.loading import load_model
 from resnetkit.models.registry import create_model
+from tests.conftest import needs_cxx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,6 +103,7 @@ def test_cli_prints_json_and_writes_the_report(
     assert "--batch-size must be integers" in capsys.readouterr().err
 
 
+@needs_cxx
 def test_compiled_and_bf16_paths_compute_the_same_model() -> None:
     report = bench_model(
         load_model("resnet20.cifar10"),

@@ -8,6 +8,9 @@ import torch
 from resnetkit import create_model
 from resnetkit.export import CPUOptimizationError, optimize_for_cpu
 from resnetkit.export.cpu import chunk_for
+from tests.conftest import needs_cxx
+
+pytestmark = needs_cxx
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,20 @@ def test_packaging_keeps_a_per_pixel_mean_and_one_default_per_architecture(
     tool.package(runs["paper"], "resnet20.paper")
     assert json.loads((weights / "index.json").read_text())["resnet20.paper"]["default"]
     assert (tmp_path / "docs" / "results" / "resnet20.paper").is_dir()
+    # A model folder of no training run (calibrate's, convert's): refused before any write,
+    # the shipped file and the digest that names it untouched.
+    before = {f.name: f.read_bytes() for f in weights.iterdir()}
+    calibrated = tmp_path / "calibrated"
+    save_model_dir(
+        create_model("resnet20", num_classes=3),
+        calibrated / "model",
+        arch="resnet20",
+        classes=["a", "b", "c"],
+        preprocessing={"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 32},
+    )
+    with pytest.raises(SystemExit, match=r"names no training recipe \(provenance.recipe\)"):
+        tool.package(calibrated, "resnet20.paper")
+    assert {f.name: f.read_bytes() for f in weights.iterdir()} == before
 
 
 def test_paper_recipe_weights_load_with_their_per_pixel_mean() -> None:

@@ -164,6 +164,11 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
      "no_image", "has no filename"),
     ("bad-multipart", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
      400, "bad_multipart", "multipart"),
+    ("unclosed-multipart", {"content": b'--b\r\nContent-Disposition: form-data; name="file"; '
+                                       b'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+                                       + CAT + b"\r\n",
+                            "headers": {"content-type": "multipart/form-data; boundary=b"}},
+     400, "bad_multipart", "ends before its closing boundary --b--"),
     ("bad-top-k", {"content": CAT, "headers": PNG, "params": {"top_k": 0}}, 422,
      "invalid_parameter", "top_k"),
 ]  # fmt: skip
@@ -205,6 +210,14 @@ def test_an_app_starts_again_after_shutdown(model_dir: Path) -> None:
     assert serve(app, scenario) == 200
     assert app.state.service.batcher.closed  # the first shutdown stopped its worker
     assert serve(app, scenario) == 200  # a second lifespan (two TestClient blocks) serves again
+
+
+def test_a_wait_that_would_kill_the_worker_is_refused() -> None:
+    for wait in (float("inf"), 1e300, -1.0):
+        with pytest.raises(ValueError, match=r"max_wait_ms must be in \[0, 60000\]"):
+            ServeConfig(max_wait_ms=wait)
+        with pytest.raises(ValueError, match=r"max_wait_ms must be in \[0, 60000\]"):
+            MicroBatcher(lambda x: x, max_wait_ms=wait)
 
 
 def test_a_backbone_without_classifier_is_refused() -> None:

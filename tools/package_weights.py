@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from resnetkit.models.registry import get_model_config
+from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "resnetkit" / "weights"
@@ -39,6 +40,14 @@ def package(run: Path, tag: str, default: bool = False) -> dict[str, object]:
     }
     if other:
         raise SystemExit(f"{run} trained {meta['arch']} with {other}: a tag holds zoo models only")
+    if meta["config"].get("in_chans", 3) != 3:  # the index has no field for it: tags are RGB
+        raise SystemExit(f"{run} takes {meta['config']['in_chans']} input channels: tags are RGB")
+    recipe = (meta.get("provenance") or {}).get("recipe")
+    if not isinstance(recipe, dict) or not {"name", "epochs"} <= set(recipe):
+        raise SystemExit(
+            f"{model_dir / 'config.json'} names no training recipe (provenance.recipe): package "
+            "the model directory of a `resnetkit train` run"
+        )
     pre = meta["preprocessing"]
     size = int(pre["input_size"])
     if pre.get("pixel_mean") is not None and len(pre["pixel_mean"]) != 3 * size * size:
@@ -62,14 +71,13 @@ def package(run: Path, tag: str, default: bool = False) -> dict[str, object]:
             '"default": true in the index first'
         )
     file = tag.replace(".", "_") + ".safetensors"
-    shutil.copyfile(model_dir / "model.safetensors", WEIGHTS / file)
-    digest = hashlib.sha256((WEIGHTS / file).read_bytes()).hexdigest()
+    weights = (model_dir / "model.safetensors").read_bytes()
+    digest = hashlib.sha256(weights).hexdigest()
     metrics = {
         k: v
         for k, v in meta["metrics"].items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)  # not stopped_early
     }
-    recipe = meta["provenance"]["recipe"]
     entry = {
         "file": file,
         "sha256": digest,
@@ -90,9 +98,12 @@ def package(run: Path, tag: str, default: bool = False) -> dict[str, object]:
     if default or was_default:
         entry["default"] = True
     index[tag] = entry
-    index_path.write_text(dump_index(index))
+    # Everything checked: the weights, then the index naming their digest, each whole.
+    atomic_write_bytes(WEIGHTS / file, weights)
+    atomic_write_text(index_path, dump_index(index))
     evidence = ROOT / "docs" / "results" / tag
-    evidence.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(evidence, ignore_errors=True)  # no file of an earlier run beside this one's
+    evidence.mkdir(parents=True)
     for name in ("metrics.jsonl", "recipe.yaml", "run.json", "curves.png", "final_metrics.json"):
         if (run / name).exists():
             shutil.copyfile(run / name, evidence / name)

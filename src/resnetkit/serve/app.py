@@ -22,6 +22,7 @@ on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
@@ -30,6 +31,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
+import anyio.to_thread
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +44,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -55,7 +57,7 @@ from resnetkit.data.images import (
     SERVE_MAX_PIXELS,
 )
 from resnetkit.predict import Preprocessing
-from resnetkit.serve.batcher import BatcherClosedError, MicroBatcher
+from resnetkit.serve.batcher import MAX_WAIT_MS, BatcherClosedError, MicroBatcher
 
 __all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
 
@@ -101,8 +103,8 @@ class ServeConfig:
         for name in ("max_batch", "max_bytes", "max_pixels", "max_images_per_request"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
+            raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS:g}], got {self.max_wait_ms}")
 
 
 class ApiError(Exception):
@@ -293,7 +295,11 @@ def create_app(
         top_k: int = Query(5, ge=1, description="classes per image (at most all classes)"),
     ) -> dict[str, Any]:
         names, images = await service.read_images(request)
-        batch = await run_in_threadpool(service.preprocess, names, images)
+        # Decoded a few requests at a time (one per core): 40 threads each decoding 16 large
+        # images at once would hold gigabytes.
+        batch = await anyio.to_thread.run_sync(
+            service.preprocess, names, images, limiter=service.decode_limiter()
+        )
         logits = await service.batcher.submit(batch)
         return {
             "model": service.model_name,
@@ -397,6 +403,7 @@ class Service:
             forward = _torch_forward(model)
         self._forward = forward
         self.batcher = self._new_batcher()
+        self._limiter: anyio.CapacityLimiter | None = None
         self._transform = self.preprocessing.transform()
         cfg = preprocessing_of(model)
         prep = self.preprocessing
@@ -490,6 +497,15 @@ class Service:
     ) -> tuple[list[str | None], list[bytes]]:
         if not body:
             raise ApiError(400, "empty_body", "the request body is empty: send an image")
+        boundary = _boundary(request.headers.get("content-type", ""))
+        if boundary and not body.rstrip().endswith(b"--" + boundary + b"--"):
+            # The parser would drop the unfinished last part without a word (an image lost).
+            raise ApiError(
+                400,
+                "bad_multipart",
+                f"the multipart body ends before its closing boundary --{boundary.decode()}--: "
+                "send the whole body",
+            )
 
         async def stream() -> AsyncGenerator[bytes, None]:
             yield body
@@ -558,6 +574,13 @@ class Service:
         if self.batcher.closed:
             self.batcher = self._new_batcher()
         self.batcher.start()
+        self._limiter = None  # made in this lifespan's event loop, on first use
+
+    def decode_limiter(self) -> anyio.CapacityLimiter:
+        """How many requests decode their images at once: one per core."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        return self._limiter
 
     def _new_batcher(self) -> MicroBatcher:
         return MicroBatcher(
@@ -604,6 +627,15 @@ class Service:
             }
             for name, ps, cs in zip(names, values.tolist(), indices.tolist(), strict=True)
         ]
+
+
+def _boundary(content_type: str) -> bytes:
+    """The boundary a multipart Content-Type names (b"" when it names none)."""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            return value.strip().strip('"').encode("latin-1", "replace")
+    return b""
 
 
 def _name(filename: str | None, index: int, count: int) -> str:

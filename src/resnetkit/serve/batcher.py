@@ -39,6 +39,8 @@ class _Job:
 
 
 _STOP = object()  # queue sentinel: the worker drains what it has, then exits
+#: The longest a forward pass may wait for more requests (a minute: far past any use).
+MAX_WAIT_MS = 60_000.0
 
 
 class MicroBatcher:
@@ -64,8 +66,8 @@ class MicroBatcher:
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if not 0 <= max_wait_ms <= MAX_WAIT_MS:  # inf or 1e300 would kill the worker thread
+            raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS:g}], got {max_wait_ms}")
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0 if max_batch > 1 else 0.0
@@ -135,6 +137,15 @@ class MicroBatcher:
             self._thread.start()
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # a bug: every waiting request gets an error, not silence
+            with self._lock:
+                self._closed = True
+            self._fail_queued()
+            raise
+
+    def _serve(self) -> None:
         carry: _Job | None = None  # a job that did not fit into the previous batch
         stopping = False
         while True:
