@@ -34,13 +34,15 @@ on the device). To continue runs on a later lease (from where the GPU left them,
 this CPU got them since), ``send`` packs their latest checkpoints as the device packs its own::
 
     here:    python -m benchmarks.gpu_paper_cifar send --runs runs/gpu-paper/full \
-                 --models resnet56,plain56,resnet110 --to .gpu/prev
-    call 0:  carry .gpu/prev
-             python3 -m benchmarks.gpu_paper_cifar receive --results .gpu/prev --to runs/gpu-prev
+                 --models resnet56,plain56,resnet110 --to .gpu/send   (a new, empty folder)
+    call 0:  carry .gpu/send
+             python3 -m benchmarks.gpu_paper_cifar receive --results .gpu/send --to runs/gpu-prev
     call 2:  ... train --data-dir runs/gpu-cifar --out runs/gpu-prev/full \
-                 --models resnet56,plain56,resnet110 --results $OUT ...
+                 --models resnet56,plain56,resnet110 --require-resume --results $OUT ...
 
-(a run with a checkpoint resumes; ``--models`` keeps the finished ones from starting again).
+(a run with a checkpoint resumes; ``--require-resume`` refuses to start one from step 0 when
+the machine lost call 0's files; ``--models`` keeps the finished ones from starting again;
+``receive`` here refuses to replace a run that got further here meanwhile).
 
 The speed settings (bf16, channels_last, CUDA graphs through ``torch.compile``, evaluating every
 4th epoch) change how fast the recipe runs, not the recipe: batch 128, lr 0.1 divided by 10 at
@@ -303,6 +305,10 @@ def _train_at_once(
     return procs, logs, start, ended, stopped
 
 
+#: One CUDA call, made through the MPS server to prove a client reaches it.
+MPS_PROBE = [sys.executable, "-c", "import torch; torch.ones(1, device='cuda').sum().item()"]
+
+
 def start_mps(folder: Path) -> dict[str, str] | None:
     """Start CUDA's Multi-Process Service: without it a GPU runs one process's kernels at a
     time (time-slicing), and the paper recipe's small nets at batch 128 are bound by the
@@ -319,18 +325,35 @@ def start_mps(folder: Path) -> dict[str, str] | None:
     }
     for path in env.values():
         Path(path).mkdir(parents=True, exist_ok=True)
+    stop_mps(env)  # one left by an earlier call on this machine
+    quiet = {
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+    }
     try:
-        done = subprocess.run([control, "-d"], env={**os.environ, **env}, timeout=30)
+        done = subprocess.run([control, "-d"], env={**os.environ, **env}, timeout=30, **quiet)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return env if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    # The daemon forking proves little: a client must reach it (else it would run without MPS
+    # silently, or stall). One CUDA call through it, in a bounded time.
+    try:
+        reached = subprocess.run(MPS_PROBE, env={**os.environ, **env}, timeout=60, **quiet)
+    except (OSError, subprocess.TimeoutExpired):
+        reached = None
+    if reached is None or reached.returncode != 0:
+        stop_mps(env)
+        return None
+    return env
 
 
 def stop_mps(env: dict[str, str]) -> None:
     control = shutil.which("nvidia-cuda-mps-control")
     if control is not None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run([control], input=b"quit\n", env={**os.environ, **env}, timeout=30)
+            subprocess.run([control], input=b"quit\n", env={**os.environ, **env}, timeout=5)
 
 
 def train_all(
@@ -346,6 +369,7 @@ def train_all(
     grace_s: float = 45.0,
     bundle_runs: bool = True,
     mps: bool = False,
+    require_resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``models`` with ``recipe`` at once, one process each, for at most ``budget_s``
     seconds; returns (and writes to ``results``, with the runs: :func:`bring_back`) what each
@@ -357,27 +381,62 @@ def train_all(
     _import_from_src()
     from resnetkit.train.runlog import read_metrics
 
+    if require_resume:  # runs sent from here: never start one of them again from step 0
+        missing = [m for m in models if not (out / m / "checkpoints" / "latest").is_file()]
+        if missing:
+            raise SystemExit(
+                f"no checkpoint to continue under {out} for {', '.join(missing)} (--require-"
+                "resume): receive the sent runs first (call 0), in this same machine"
+            )
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    mps_env = start_mps(out / "mps") if mps else None
-    env.update(mps_env or {})
-    try:
-        procs, logs, start, ended, stopped = _train_at_once(
-            data_dir, out, models, budget_s, device, extra, model_args, recipe, grace_s, env
-        )
-    finally:
-        if mps_env is not None:
-            stop_mps(mps_env)
     summary: dict[str, Any] = {
         "recipe": recipe,
         "speed_settings": extra,
         "budget_s": budget_s,
-        "mps": mps_env is not None,
-        "device": _device_info(),
+        "device": _device_info(),  # before training: nothing slow after the budget
         "models": {},
     }
+    mps_folder = (out / "mps").resolve()  # absolute: a daemon may change its directory
+    mps_env = start_mps(mps_folder) if mps else None
+    summary["mps"] = mps_env is not None
+    env.update(mps_env or {})
+    try:
+        try:
+            procs, logs, start, ended, stopped = _train_at_once(
+                data_dir, out, models, budget_s, device, extra, model_args, recipe, grace_s, env
+            )
+        finally:
+            if mps_env is not None:
+                stop_mps(mps_env)
+        if mps_env is not None:
+            summary["mps_clients"] = _mps_clients(mps_folder)
+        _summarise_runs(summary, out, procs, logs, ended, stopped, model_args, read_metrics)
+    finally:  # whatever went wrong above, the runs as they stand come back
+        if results is not None:
+            summary["bundles"] = bring_back(out, models, results, bundle_runs, mps_folder)
+            (results / "gpu-paper-cifar.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
+
+def _mps_clients(folder: Path) -> int:
+    """How many processes the MPS server took on (its control log's "NEW CLIENT" lines): the
+    daemon forking says little, a client that cannot reach it runs without MPS silently."""
+    log = folder / "log" / "control.log"
+    return log.read_text(errors="replace").count("NEW CLIENT") if log.is_file() else 0
+
+
+def _summarise_runs(
+    summary: dict[str, Any],
+    out: Path,
+    procs: dict[str, subprocess.Popen[bytes]],
+    logs: dict[str, Path],
+    ended: dict[str, float],
+    stopped: set[str],
+    model_args: dict[str, list[str]],
+    read_metrics: Any,
+) -> None:
     for name, proc in procs.items():
         run = out / name
         rows = read_metrics(run)
@@ -409,14 +468,14 @@ def train_all(
             ],
             "log_tail": logs[name].read_text(errors="replace")[-1500:],
         }
-    if results is not None:
-        summary["bundles"] = bring_back(out, tuple(procs), results, bundle_runs)
-        (results / "gpu-paper-cifar.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def bring_back(
-    out: Path, names: tuple[str, ...], results: Path, runs: bool = True
+    out: Path,
+    names: tuple[str, ...],
+    results: Path,
+    runs: bool = True,
+    mps_folder: Path | None = None,
 ) -> dict[str, Any]:
     """Pack what the device call returns into few files (it brings back at most 8, of at most
     16 MB each, at most 2 folders down): ``logs.tar.xz`` holds every run's metrics, facts,
@@ -434,6 +493,8 @@ def bring_back(
                     tar.add(out / name / kept, f"{name}/{kept}")
             if (out / f"{name}.log").is_file():
                 tar.add(out / f"{name}.log", f"{name}.log")
+        for log in sorted((mps_folder / "log").glob("*.log")) if mps_folder else ():
+            tar.add(log, f"mps-{log.name}")  # did the clients reach the server?
     bundles: dict[str, Any] = {"logs.tar.xz": (results / "logs.tar.xz").stat().st_size}
     for name in names[: BACK_FILES - 2] if runs else ():  # the summary and logs take two
         run = out / name
@@ -476,8 +537,12 @@ def send(runs: Path, models: tuple[str, ...], to: Path) -> dict[str, int]:
         holder = lock.read_text().split()[0] if lock.is_file() else ""
         if holder.isdigit() and process_alive(int(holder)):
             problems.append(f"{run} is being trained (pid {holder}): stop it first (kill {holder})")
+        elif (run / "model" / "config.json").is_file():
+            problems.append(f"{run} has finished: nothing to continue")
         elif not (run / "checkpoints" / "latest").is_file():
             problems.append(f"{run} has no checkpoint to continue from")
+    if to.is_dir() and any(to.iterdir()):  # an older tar there would travel too
+        problems.append(f"{to} is not empty: send into a new folder (or empty it first)")
     if problems:
         raise SystemExit("; ".join(problems))
     to.mkdir(parents=True, exist_ok=True)
@@ -505,18 +570,65 @@ def receive(results: Path, to: Path) -> list[str]:
     full = (to / "full").resolve()
     full.mkdir(parents=True, exist_ok=True)
     found: set[str] = set()
-    bundles = [results / "logs.tar.xz", *sorted(results.glob("*.tar"))]
+    bundles = [b for b in (results / "logs.tar.xz", *sorted(results.glob("*.tar"))) if b.is_file()]
+    incoming: dict[str, int] = {}
     for bundle in bundles:
-        if not bundle.is_file():
-            continue
         with tarfile.open(bundle) as tar:
             for member in tar.getmembers():
                 target = (full / member.name).resolve()
                 if not target.is_relative_to(full) or not (member.isfile() or member.isdir()):
                     raise ValueError(f"{bundle}: member {member.name!r} would land outside {full}")
+                if "/" in member.name:
+                    name = member.name.split("/")[0]
+                    incoming[name] = max(incoming.get(name, 0), _step_in(tar, member))
+    # A run further along here (continued on the CPU meanwhile) is not replaced by an older one.
+    behind = [
+        f"{name} (here {_progress(full / name)}, coming {step})"
+        for name, step in sorted(incoming.items())
+        if _progress(full / name) > step
+    ]
+    if behind:
+        raise SystemExit(
+            f"{full} holds runs further along than what came back: {', '.join(behind)}; "
+            "receive into another --to"
+        )
+    for bundle in bundles:
+        with tarfile.open(bundle) as tar:
             tar.extractall(full, filter="data")
             found.update(m.name.split("/")[0] for m in tar.getmembers() if "/" in m.name)
     return sorted(found)
+
+
+def _step_in(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int:
+    """How far a run's member says it got: its checkpoint pointer, its metrics' last step, or
+    its exported model (finished: beyond any step)."""
+    if member.name.endswith("/model/config.json"):
+        return 1 << 62
+    if not member.isfile() or not member.name.endswith(("/checkpoints/latest", "metrics.jsonl")):
+        return 0
+    handle = tar.extractfile(member)
+    text = handle.read().decode(errors="replace") if handle is not None else ""
+    return _step_of(text, member.name.endswith("latest"))
+
+
+def _step_of(text: str, pointer: bool) -> int:
+    if pointer:  # ckpt-00018925
+        tail = text.strip().rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+    steps = [json.loads(line).get("step", 0) for line in text.splitlines() if line.strip()]
+    return max(steps, default=0)
+
+
+def _progress(run: Path) -> int:
+    """How far a run here got (0: none)."""
+    if (run / "model" / "config.json").is_file():
+        return 1 << 62
+    done = 0
+    if (run / "checkpoints" / "latest").is_file():
+        done = _step_of((run / "checkpoints" / "latest").read_text(), True)
+    if (run / "metrics.jsonl").is_file():
+        done = max(done, _step_of((run / "metrics.jsonl").read_text(errors="replace"), False))
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,6 +667,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default=RECIPE)
     p.add_argument("--grace-s", type=float, default=45.0)
     p.add_argument("--mps", action="store_true", help="under CUDA's Multi-Process Service")
+    p.add_argument(
+        "--require-resume",
+        action="store_true",
+        help="refuse to start a model that has no checkpoint under --out (runs sent from here)",
+    )
     args = parser.parse_args(argv)
     if args.command == "pack":
         manifest = pack(args.data_dir, args.out)
@@ -603,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             recipe=args.recipe,
             grace_s=args.grace_s,
             mps=args.mps,
+            require_resume=args.require_resume,
         )
         for name, entry in summary["models"].items():
             print(

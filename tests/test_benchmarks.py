@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,8 +157,23 @@ def test_gpu_paper_runs_train_at_once_and_stop_at_the_budget(tmp_path: Path) -> 
     for file in (ckpts / name).iterdir():
         assert (sent / name / file.name).read_bytes() == file.read_bytes()
     # Nothing to continue (a finished run), or a run still training here: refused, named.
-    with pytest.raises(SystemExit, match="plain20 has no checkpoint to continue from"):
+    with pytest.raises(SystemExit, match="plain20 has finished: nothing to continue"):
         gpu_paper_cifar.send(runs / "full", ("plain20",), tmp_path / "s2")
+    # An older tar left in the folder would travel too: only an empty one is sent into.
+    with pytest.raises(SystemExit, match=r"s is not empty: send into a new folder"):
+        gpu_paper_cifar.send(runs / "full", ("resnet20",), tmp_path / "s")
+    # A run that got further here meanwhile is not replaced by what comes back.
+    there = tmp_path / "there" / "full" / "resnet20"
+    (there / "checkpoints" / "latest").write_text("ckpt-99999999")
+    with pytest.raises(SystemExit, match=r"further along than what came back: resnet20 \(here"):
+        gpu_paper_cifar.receive(tmp_path / "s", tmp_path / "there")
+    assert (there / "checkpoints" / "latest").read_text() == "ckpt-99999999"
+    # Sent runs must resume there: a machine that lost them does not start them from step 0.
+    with pytest.raises(SystemExit, match=r"no checkpoint to continue .* for plain56"):
+        gpu_paper_cifar.main(
+            ["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "there" / "full"),
+             "--models", "resnet20,plain56", "--device", "cpu", "--require-resume"]
+        )  # fmt: skip
     (runs / "full" / "resnet20" / ".lock").write_text(f"{os.getpid()}\n")
     with pytest.raises(SystemExit, match=f"is being trained \\(pid {os.getpid()}\\)"):
         gpu_paper_cifar.send(runs / "full", ("resnet20",), tmp_path / "s2")
@@ -217,6 +233,7 @@ def test_gpu_runs_under_mps_start_and_stop_its_daemon(
     )
     control.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(gpu_paper_cifar, "MPS_PROBE", [sys.executable, "-c", "pass"])
     data = write_fake_cifar10(tmp_path / "data", n_train=100, n_test=20)
     summary = gpu_paper_cifar.train_all(
         data,
@@ -228,9 +245,17 @@ def test_gpu_runs_under_mps_start_and_stop_its_daemon(
         mps=True,
     )
     assert summary["mps"] and summary["models"]["plain20"]["finished"]
-    started, quit_ = calls.read_text().splitlines()
-    pipe = tmp_path / "runs" / "mps" / "pipe"
-    assert started.startswith(f"-d pipe={pipe}") and quit_ == f" pipe={pipe} input=quit"
+    pipe = tmp_path / "runs" / "mps" / "pipe"  # absolute: a daemon may change its directory
+    # A daemon left by an earlier call is told to quit, then one starts; it quits at the end.
+    assert calls.read_text().splitlines() == [
+        f" pipe={pipe} input=quit",
+        f"-d pipe={pipe} input=",
+        f" pipe={pipe} input=quit",
+    ]
+    # A client that cannot reach the server: no MPS (the daemon told to quit), runs go alone.
+    monkeypatch.setattr(gpu_paper_cifar, "MPS_PROBE", [sys.executable, "-c", "raise SystemExit(1)"])
+    assert gpu_paper_cifar.start_mps(tmp_path / "probe") is None
+    assert calls.read_text().splitlines()[-1].endswith("input=quit")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no control program: no MPS, still runs
     assert gpu_paper_cifar.start_mps(tmp_path / "again") is None
 
