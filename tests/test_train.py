@@ -910,3 +910,32 @@ def test_a_run_says_first_what_trains_where_and_how(
     )
     facts = json.loads((out / "run.json").read_text())
     assert facts["device"] == "cpu" and facts["data_on_device"] is False
+
+
+def test_the_weight_ema_is_torchs_and_waits_for_no_device() -> None:
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from resnetkit.train.trainer import WeightEMA
+
+    torch.manual_seed(0)
+    model = resnetkit.create_model("resnet20")
+    ours = WeightEMA(model, 0.9)
+    torchs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(3):  # weights and BatchNorm statistics (floats and step counts) move
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()(torch.randn(4, 3, 32, 32))
+        ours.update_parameters(model)
+        torchs.update_parameters(model)
+    assert ours.n_averaged.device.type == "cpu" and int(ours.n_averaged) == 3
+    theirs = torchs.module.state_dict()
+    for name, a in ours.module.state_dict().items():
+        assert torch.equal(a, theirs[name]), name
+
+
+def test_cuda_graphs_with_accumulation_are_refused() -> None:
+    recipe = load_recipe("fast-cifar")
+    with pytest.raises(ValueError, match="compile_mode 'reduce-overhead' \\(CUDA graphs\\) with"):
+        recipe.override({"compile": "true", "compile_mode": "reduce-overhead", "accum_steps": "2"})
+    recipe.override({"compile": "true", "compile_mode": "default", "accum_steps": "2"})

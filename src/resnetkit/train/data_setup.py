@@ -81,6 +81,7 @@ def build_train_data(
     train_subset: int = 0,
     eval_subset: int = 0,
     normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    pin_memory: bool = False,
 ) -> TrainData:
     """The in-memory or streaming data of a run (see the module docstring)."""
     if recipe.augment == "imagenet":
@@ -98,6 +99,7 @@ def build_train_data(
             world_size,
             normalization,
             subsets=(train_subset, eval_subset),
+            pin_memory=pin_memory,
         )
     return _in_memory(
         dataset=dataset,
@@ -211,6 +213,7 @@ def _streaming(
     world_size: int,
     normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
     subsets: tuple[int, int] = (0, 0),
+    pin_memory: bool = False,
 ) -> TrainData:
     from resnetkit.data.datasets import subset_order
     from resnetkit.data.folder import folder_splits
@@ -257,6 +260,7 @@ def _streaming(
         seed=recipe.seed,
         rank=rank,
         world_size=world_size,
+        pin_memory=pin_memory,  # a GPU copies pinned batches without waiting
     )
     eval_loaders: dict[str, Any] = {}
     if val_samples:

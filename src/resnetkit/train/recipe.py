@@ -152,6 +152,14 @@ class Recipe:
                 "recipe field 'nesterov' is true and 'momentum' 0: Nesterov momentum needs a "
                 "momentum; give --momentum > 0, or --nesterov false"
             )
+        if self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
+            if self.accum_steps > 1:  # pytorch/pytorch#169545
+                raise ValueError(
+                    f"compile_mode {self.compile_mode!r} (CUDA graphs) with accum_steps "
+                    f"{self.accum_steps}: the graphs reuse the memory the first micro-batch's "
+                    "gradients live in, so the next would overwrite them; use compile_mode "
+                    "default, or accum_steps 1"
+                )
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"recipe field 'seed' is {self.seed}: it must be in [0, 2**32)")
         if self.warmup_lr and self.schedule != "multistep":

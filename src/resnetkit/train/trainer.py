@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from resnetkit.data.fast import Normalization, TensorLoader
@@ -102,6 +102,38 @@ class TrainResult:
     stop_signal: int | None = None
 
 
+class WeightEMA(AveragedModel):
+    """An exponential moving average of a model's weights and buffers: torch's
+    ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)``,
+    computing the same, whose update never waits for a GPU (torch's copies its step counter,
+    a CPU tensor, to the device for every group of tensors: a blocking copy, twice a step, of
+    a number the average never reads)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__(model, use_buffers=True)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        mine = [t.detach() for t in (*self.module.parameters(), *self.module.buffers())]
+        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        if self.n_averaged == 0:  # a CPU counter: no wait
+            for ema, new in zip(mine, theirs, strict=True):
+                ema.copy_(new)
+        else:
+            by_dtype: dict[torch.dtype, tuple[list[Tensor], list[Tensor]]] = {}
+            for ema, new in zip(mine, theirs, strict=True):
+                if ema.is_floating_point():
+                    pair = by_dtype.setdefault(ema.dtype, ([], []))
+                    pair[0].append(ema)
+                    pair[1].append(new)
+                else:  # as torch's EMA does integers (BatchNorm's step counts)
+                    ema.copy_(ema * self.decay + new * (1 - self.decay))
+            for emas, news in by_dtype.values():
+                torch._foreach_lerp_(emas, news, 1 - self.decay)
+        self.n_averaged += 1
+
+
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -175,6 +207,7 @@ class Trainer:
             train_subset=spec.train_subset,
             eval_subset=spec.eval_subset,
             normalization=spec.normalization,
+            pin_memory=self.device.type == "cuda",
         )
         self.classes = data.classes
         if len(self.classes) < 2:
@@ -237,9 +270,7 @@ class Trainer:
         self.model = self._build_model()
         self.ema: AveragedModel | None = None
         if recipe.ema_decay > 0:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
-            )
+            self.ema = WeightEMA(self.model, recipe.ema_decay)
         self.net: nn.Module = self.model
         if self.dist.enabled:
             self.net = DistributedDataParallel(
