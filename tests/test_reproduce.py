@@ -336,8 +336,10 @@ def test_hours_left_follow_the_recent_pace(tmp_path: Path) -> None:
     preset = presets()["full"]
     run = tmp_path / "resnet20"
     _write_rows(run, [(1000 * i, 50.0) for i in range(1, 4)], seconds=400.0)  # slow at first
-    with open(run / "metrics.jsonl", "a") as f:  # then five epochs at 100 s per 1000 iterations
-        for i in range(4, 9):
-            f.write(json.dumps({"step": 1000 * i, "train_top1": 60, "epoch_seconds": 100}) + "\n")
+    with open(run / "metrics.jsonl", "a") as f:  # then five epochs at 100 s per 1000 iterations,
+        for i in range(4, 9):  # one of them stretched by a pause: their median pace counts
+            seconds = 1000 if i == 6 else 100
+            f.write(json.dumps({"step": 1000 * i, "train_top1": 60, "epoch_seconds": seconds}))
+            f.write("\n")
     curve = summarise(tmp_path, ("resnet20",), preset, preset.recipe)["models"]["resnet20"]
     assert curve["hours_left"] == pytest.approx((64_000 - 8_000) * 0.1 / 3600)

@@ -409,11 +409,15 @@ def summarise(out: Path, models: tuple[str, ...], preset: Preset, recipe: Recipe
         complete = _finished(out / name) or (target is not None and done >= target)
         left = None
         if target is not None and done:
-            # At the pace of the last five epochs: a run that spans sessions changes speed (two
-            # runs at a time, a busy machine), and its early epochs say little about the rest.
-            recent = rows[-5:]
-            span = done - (rows[-6]["step"] if len(rows) > 5 else 0)
-            pace = sum(r["epoch_seconds"] for r in recent) / max(span, 1)
+            # At the pace of the last five epochs, their median: a run that spans sessions
+            # changes speed (two runs at a time, a busy machine), its early epochs say little
+            # about the rest, and one epoch stretched by a pause would skew a mean.
+            steps = [0, *(r["step"] for r in rows)]
+            paces = sorted(
+                r["epoch_seconds"] / max(r["step"] - before, 1)
+                for r, before in zip(rows[-5:], steps[-6:-1], strict=True)
+            )
+            pace = paces[len(paces) // 2]
             left = max(target - done, 0) * pace / 3600
         curves[name] = {
             "step": [r["step"] for r in rows],
