@@ -97,15 +97,20 @@ def test_the_recorded_commit_is_resnetkit_s_own(tmp_path) -> None:  # noqa: ANN0
     from resnetkit.train.provenance import git_commit
 
     # resnetkit installed into another project's .venv: that project's commit is not ours
-    project = tmp_path / "project"
-    (project / ".venv").mkdir(parents=True)
-    (project / "pyproject.toml").write_text('[project]\nname = "other"\n')
     env = ["-c", "user.email=a@b", "-c", "user.name=a"]
-    subprocess.run(["git", "init", "-q", str(project)], check=True)
-    subprocess.run(
-        ["git", *env, "-C", str(project), "commit", "-q", "--allow-empty", "-m", "x"], check=True
-    )
-    assert git_commit(project / ".venv") is None
+    commits = {}
+    for name in ("other", "resnetkit"):
+        project = tmp_path / f"my {name}"  # a space in the path, too
+        (project / ".venv").mkdir(parents=True)
+        (project / "pyproject.toml").write_text(f'[project]\nname = "{name}"\n')
+        subprocess.run(["git", "init", "-q", str(project)], check=True)
+        subprocess.run(
+            ["git", *env, "-C", str(project), "commit", "-q", "--allow-empty", "-m", "x"],
+            check=True,
+        )
+        commits[name] = git_commit(project / ".venv")
+    assert commits["other"] is None
+    assert commits["resnetkit"] is not None and len(commits["resnetkit"]) == 40
     # the checkout itself (this repository, when the tests run from it)
     here = git_commit()
     assert here is None or len(here) == 40

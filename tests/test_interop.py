@@ -566,6 +566,7 @@ def test_keras_optimizer_slots_are_refused_not_loaded() -> None:
 def test_convert_refuses_another_architecture_than_the_model_directory_says(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from resnetkit.interop.convert import convert_checkpoint
     from resnetkit.models.model_dir import save_model_dir
 
     pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -579,6 +580,11 @@ def test_convert_refuses_another_architecture_than_the_model_directory_says(
     assert "holds a plain20 with shortcut 'none' (--arch resnet20: 'A')" in err
     assert "pass --arch plain20" in err and not (tmp_path / "conv").exists()
     assert main([*argv[:3], "plain20", *argv[4:]]) == 0
+    # The same architecture with options its zoo entry lacks: built as the directory says.
+    variant = create_model("resnet20", shortcut="B", avg_down=True)
+    save_model_dir(variant, tmp_path / "d", arch="resnet20", classes=[], preprocessing=pre)
+    report, out = convert_checkpoint(tmp_path / "d", "resnet20", tmp_path / "d2")
+    assert report.loaded and load_model(out).config == variant.config
 
 
 def test_convert_writes_nothing_it_cannot_finish(tmp_path: Path) -> None:

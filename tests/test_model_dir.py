@@ -74,3 +74,24 @@ def test_a_backbone_comes_back_as_a_backbone(tmp_path: Path) -> None:
     assert loaded.out_indices == (0, 2) and [m.shape for m in again] == [m.shape for m in maps]
     for a, b in zip(maps, again, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_an_older_directory_with_a_flag_that_did_nothing_still_loads(tmp_path: Path) -> None:
+    import json
+    import warnings
+
+    from resnetkit.models.model_dir import load_model_dir, save_model_dir
+
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    out = save_model_dir(
+        resnetkit.create_model("resnet20"), tmp_path / "m", arch="resnet20", classes=[],
+        preprocessing=pre,
+    )  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    config["config"]["avg_down"] = True  # built (and ignored) by versions before the check
+    (out / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model_dir(out)
+    assert not model.config.avg_down
+    assert any("avg_down has no effect with shortcut 'A'" in str(w.message) for w in caught)

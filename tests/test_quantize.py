@@ -51,7 +51,7 @@ def test_static_int8_is_smaller_and_keeps_accuracy(trained: ResNet, tmp_path: Pa
     assert abs(acc["top1_drop"]) <= 3.0
     # The int8 file says what it is and carries its own accuracy, not the fp32 model's.
     meta = read_metadata(report.int8_path)
-    assert meta["metrics"] == {"top1": acc["int8"]["top1"], "top5": acc["int8"]["top5"]}
+    assert meta["metrics"] == {"test_top1": acc["int8"]["top1"], "test_top5": acc["int8"]["top5"]}
     assert meta["quantized"] == {"method": "static", "evaluated_on": "cifar10-sample:test"}
 
 

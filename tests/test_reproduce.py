@@ -171,11 +171,18 @@ def test_report_follows_a_long_run_without_training(tmp_path: Path, capsys) -> N
     capsys.readouterr()
     assert main([*argv, "--report", "--warmup-iters", "0"]) == 2
     assert "trained otherwise (warmup_iters: 150 -> 0" in capsys.readouterr().err
-    # Two models trained otherwise: one figure would compare them as if alike. Refused.
+    # A model warmed up as the paper warmed ResNet-110 up: reported, with the difference said.
     other = load_recipe("paper-cifar-full")
     (out / "resnet20" / "recipe.yaml").write_text(yaml.safe_dump(other.to_dict()))
+    assert main([*argv, "--report"]) == 0
+    capsys.readouterr()
+    saved = json.loads((out / "degradation.json").read_text())
+    assert saved["warmup_differences"] == {"resnet56": ["warmup_iters: 150 -> 0"]}
+    # Two models trained otherwise: one figure would compare them as if alike. Refused.
+    decayed = other.override({"weight_decay": "5e-4"})
+    (out / "resnet20" / "recipe.yaml").write_text(yaml.safe_dump(decayed.to_dict()))
     assert main([*argv, "--report"]) == 2
-    assert "were trained with different recipes (warmup_iters: " in capsys.readouterr().err
+    assert "were trained with different recipes (weight_decay: " in capsys.readouterr().err
 
 
 def test_a_finished_model_trained_otherwise_is_not_mixed_in(tmp_path: Path) -> None:

@@ -412,6 +412,16 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
     for message, fields in silently_wrong.items():
         with pytest.raises(ValueError, match=re.escape(message)):
             r.override(fields)
+    assert r.override({"schedule": "cosine", "gamma": "0"}).gamma == 0  # read only by multistep
+
+
+def test_overrides_mend_a_recipe_file_before_it_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "warm.yaml"
+    path.write_text("warmup_lr: 0.01\nschedule: multistep\nmilestones: [100]\n")
+    with pytest.raises(ValueError, match="warm.yaml: .*give --warmup-iters too"):
+        load_recipe(path)
+    recipe = load_recipe(path, {"warmup_iters": "40"})  # --warmup-iters 40 on the command line
+    assert (recipe.warmup_iters, recipe.warmup_lr) == (40, 0.01)
 
 
 def test_yaml_values_are_type_checked(tmp_path: Path) -> None:
@@ -863,6 +873,8 @@ def test_a_lock_whose_process_id_was_reused_is_taken_over(tmp_path: Path) -> Non
             assert holder == [str(os.getpid()), _start_time(os.getpid())]
         assert not (tmp_path / ".lock").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
+    with run_lock(tmp_path):  # readable by another user sharing the folder
+        assert (tmp_path / ".lock").stat().st_mode & 0o777 == 0o644
     # The same id and start time: the run is alive, and the lock is kept.
     (tmp_path / ".lock").write_text(f"1 {_start_time(1)}\n")
     with pytest.raises(FileExistsError, match=r"another process \(pid 1\)"), run_lock(tmp_path):
@@ -932,10 +944,3 @@ def test_the_weight_ema_is_torchs_and_waits_for_no_device() -> None:
     theirs = torchs.module.state_dict()
     for name, a in ours.module.state_dict().items():
         assert torch.equal(a, theirs[name]), name
-
-
-def test_cuda_graphs_with_accumulation_are_refused() -> None:
-    recipe = load_recipe("fast-cifar")
-    with pytest.raises(ValueError, match="compile_mode 'reduce-overhead' \\(CUDA graphs\\) with"):
-        recipe.override({"compile": "true", "compile_mode": "reduce-overhead", "accum_steps": "2"})
-    recipe.override({"compile": "true", "compile_mode": "default", "accum_steps": "2"})

@@ -18,7 +18,7 @@ from resnetkit.cli.common import (
     positive_int,
 )
 from resnetkit.data.datasets import DATASETS
-from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
+from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe, recipe_source
 
 if TYPE_CHECKING:
     from resnetkit.train.trainer import TrainSpec
@@ -171,16 +171,16 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
     if name is None:
         saved = Path(args.out) / "recipe.yaml"
         name = saved if getattr(args, "resume", False) and saved.is_file() else default
-    recipe = load_recipe(name)
-    if "epochs" in overrides and "max_iters" not in overrides and recipe.max_iters:
+    stop = recipe_source(name)[0].get("max_iters", Recipe().max_iters)
+    if "epochs" in overrides and "max_iters" not in overrides and stop:
         # The paper's recipes stop by iterations (64k), which would make --epochs do nothing.
         overrides["max_iters"] = "0"
         print(
             f"note: --epochs {overrides['epochs']} replaces the recipe's stop at "
-            f"{recipe.max_iters:,} iterations (give --max-iters too to keep one)",
+            f"{int(float(stop)):,} iterations (give --max-iters too to keep one)",
             file=sys.stderr,
         )
-    resolved = recipe.override(overrides)
+    resolved = load_recipe(name, overrides)  # checked as a whole: overrides may mend the file
     ignored = [f"--{key.replace('_', '-')}" for key in ("milestones", "gamma") if key in overrides]
     if ignored and resolved.schedule != "multistep":
         raise ValueError(

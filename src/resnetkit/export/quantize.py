@@ -191,8 +191,8 @@ def quantize_model(
             split=calibration_split,
             count=calibration_size,
         )
-    if eval_dataset is not None:
-        load_eval_data(eval_dataset, eval_dir, split=eval_split, subset=1)
+    if eval_dataset is not None:  # a few images, so that one damaged file does not stop it
+        load_eval_data(eval_dataset, eval_dir, split=eval_split, subset=8)
     export_model(model, "onnx", fp32, dynamic_batch=True)
     quantize_onnx(fp32, out, batches, method=method, calibrate_method=calibrate_method)
     accuracy: dict[str, Any] = {}
@@ -202,8 +202,12 @@ def quantize_model(
     meta = read_metadata(out)
     meta.pop("metrics", None)
     meta["quantized"] = {"method": method, "evaluated_on": accuracy.get("dataset")}
-    if accuracy:
-        meta["metrics"] = {"top1": accuracy["int8"]["top1"], "top5": accuracy["int8"]["top5"]}
+    if accuracy:  # named as every model's metrics are: <split>_top1
+        split = eval_split
+        meta["metrics"] = {
+            f"{split}_top1": accuracy["int8"]["top1"],
+            f"{split}_top5": accuracy["int8"]["top5"],
+        }
     add_onnx_metadata(out, json.dumps(meta))
     return QuantReport(
         fp32_path=str(fp32),

@@ -592,6 +592,13 @@ def model_for(
     if ckpt.stride_in_1x1 is not None and get_model_config(arch).block == "bottleneck":
         changes["stride_in_1x1"] = ckpt.stride_in_1x1
     changes.update(ckpt.variants)  # (b)-(d) units, gates ...: the source's, not the zoo's
+    saved = ckpt.architecture.get("config") or {}
+    if saved and ckpt.architecture.get("arch") == arch:
+        # A resnetkit directory of this architecture: built as it says (ResNet-D shortcuts,
+        # widths...), which its weights' names and shapes cannot all tell.
+        for key, value in saved.items():
+            if key not in _ADAPTABLE_FIELDS and key not in changes:
+                changes[key] = tuple(value) if isinstance(value, list) else value
     model = create_model(arch, **changes)
     assert isinstance(model, ResNet)
     _check_same_architecture(ckpt, arch, model.config)

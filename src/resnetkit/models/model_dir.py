@@ -12,6 +12,7 @@ Each file is written atomically, config.json last: a directory with a config.jso
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,15 @@ def load_model_dir(path: str | Path) -> ResNet:
     raw = {k: v for k, v in meta["config"].items() if k in known}
     raw["layers"] = tuple(raw["layers"])
     raw["widths"] = tuple(raw["widths"])
+    if raw.get("avg_down") and raw.get("shortcut") in ("A", "none"):
+        # Older versions built this and it did nothing (no projection to average-pool):
+        # the same network without the flag, which is now refused for new models.
+        warnings.warn(
+            f"{path / 'config.json'}: avg_down has no effect with shortcut "
+            f"{raw['shortcut']!r}; loaded without it",
+            stacklevel=2,
+        )
+        raw["avg_down"] = False
     features = meta.get("features") or {}
     try:
         model = ResNet(

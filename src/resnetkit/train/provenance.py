@@ -28,7 +28,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = out.stdout.split()
+    lines = out.stdout.splitlines()  # the top-level path may hold spaces
     if out.returncode != 0 or len(lines) != 2:
         return None
     commit, top = lines

@@ -142,7 +142,7 @@ class Recipe:
                 f"recipe fields 'lr' 0 and 'warmup_lr' {self.warmup_lr}: a warm-up above the "
                 "lr it leads to; give lr > 0, or warmup_lr 0"
             )
-        if not 0 < self.gamma <= 1:
+        if self.schedule == "multistep" and not 0 < self.gamma <= 1:
             raise ValueError(
                 f"recipe field 'gamma' is {self.gamma}: the factor multistep multiplies the lr "
                 "by at each milestone, in (0, 1] (the paper's 0.1 divides it by 10)"
@@ -152,14 +152,6 @@ class Recipe:
                 "recipe field 'nesterov' is true and 'momentum' 0: Nesterov momentum needs a "
                 "momentum; give --momentum > 0, or --nesterov false"
             )
-        if self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
-            if self.accum_steps > 1:  # pytorch/pytorch#169545
-                raise ValueError(
-                    f"compile_mode {self.compile_mode!r} (CUDA graphs) with accum_steps "
-                    f"{self.accum_steps}: the graphs reuse the memory the first micro-batch's "
-                    "gradients live in, so the next would overwrite them; use compile_mode "
-                    "default, or accum_steps 1"
-                )
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"recipe field 'seed' is {self.seed}: it must be in [0, 2**32)")
         if self.warmup_lr and self.schedule != "multistep":
@@ -290,8 +282,19 @@ def builtin_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A built-in recipe by name (``paper-cifar``) or a YAML file path."""
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """A built-in recipe by name (``paper-cifar``) or a YAML file path, with ``overrides``
+    (field: value, strings parsed) applied before the whole is checked: an override may fix
+    what the file alone would not pass (``warmup_lr`` in the file, ``--warmup-iters`` given)."""
+    data, origin = recipe_source(name_or_path)
+    try:
+        return Recipe().override({**data, **(overrides or {})})
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None
+
+
+def recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """A recipe's fields as its file holds them (unchecked), and where it comes from."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
@@ -318,10 +321,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise ValueError(f"{origin}{line}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{origin}: a recipe must be a mapping of field: value")
-    try:
-        return Recipe().override(data)
-    except ValueError as err:
-        raise ValueError(f"{origin}: {err}") from None
+    return data, origin
 
 
 def check_run_length(recipe: Recipe, total_iters: int) -> None:

@@ -49,11 +49,22 @@ def run_lock(out: Path) -> Iterator[None]:
         # Written whole under another name, then linked into place: never seen half-written.
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".lock.")
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)  # readable by whoever else shares the folder
             f.write(mine)
         try:
-            os.link(tmp, lock)
+            try:
+                os.link(tmp, lock)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links (FAT, some mounts)
+                _create_lock(lock, mine)
         except FileExistsError:
             holder = _holder(lock)
+            if holder == -1:
+                raise FileExistsError(
+                    f"{lock} belongs to another user, who may be training in {out}: ask them, "
+                    "or remove the lock if no run is going"
+                ) from None
             if holder is not None:
                 raise FileExistsError(
                     f"another process (pid {holder}) is training in {out}; wait for it to end "
@@ -72,11 +83,20 @@ def run_lock(out: Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
+def _create_lock(lock: Path, text: str) -> None:
+    """``lock`` created only if absent (FileExistsError otherwise), then written."""
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _holder(lock: Path) -> int | None:
     """The id of the live process that holds ``lock``, or None if the lock is stale."""
     try:
         fields = lock.read_text().split()
         pid = int(fields[0])
+    except PermissionError:
+        return -1  # another user's: taken as held, not deleted
     except (OSError, ValueError, IndexError):
         return None  # unreadable or empty (an older resnetkit's half-written lock)
     if pid == os.getpid():
@@ -131,7 +151,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
     foreign = sorted(
         entry.name
         for entry in (out.iterdir() if out.is_dir() else [])
-        if entry.name not in RUN_FILES
+        if entry.name not in RUN_FILES and not entry.name.startswith(".lock.")  # a lock's draft
     )
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")

@@ -283,6 +283,13 @@ class Trainer:
             "reduce-overhead",
             "max-autotune",
         )
+        if self._graph_steps and recipe.accum_steps > 1 and self.device.type == "cuda":
+            raise ValueError(  # pytorch/pytorch#169545
+                f"compile_mode {recipe.compile_mode!r} (CUDA graphs) with accum_steps "
+                f"{recipe.accum_steps}: the graphs reuse the memory the first micro-batch's "
+                "gradients live in, so the next would overwrite them; use compile_mode default, "
+                "or accum_steps 1"
+            )
         self.optimizer = torch.optim.SGD(
             self._param_groups(),
             lr=recipe.lr,
