@@ -944,3 +944,42 @@ def test_the_weight_ema_is_torchs_and_waits_for_no_device() -> None:
     theirs = torchs.module.state_dict()
     for name, a in ours.module.state_dict().items():
         assert torch.equal(a, theirs[name]), name
+
+
+def test_a_deferred_step_never_waits_for_the_device(cifar_dir: Path, tmp_path: Path) -> None:
+    """The GPU path, on the meta device: a step that defers its checks must not read a number
+    back (a meta tensor refuses to) nor copy from ordinary memory without non_blocking (each
+    such copy waits for the GPU): with EMA and label smoothing, as the fast recipe trains."""
+    from torch.overrides import TorchFunctionMode
+
+    recipe = TINY.override({"ema_decay": "0.9", "label_smoothing": "0.1", "nesterov": "true"})
+    trainer = Trainer(spec(cifar_dir, tmp_path / "run", recipe))
+    meta = torch.device("meta")
+    trainer.device = meta
+    trainer.model.to(meta)  # the optimizer holds the same parameters, now on the device
+    assert trainer.ema is not None
+    trainer.ema.module.to(meta)  # its step counter stays in ordinary memory, as on a GPU
+    trainer._first_bad_step = trainer._first_bad_step.to(meta)
+    trainer._first_bad_loss = trainer._first_bad_loss.to(meta)
+    waits: list[str] = []
+
+    class CountWaits(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            kwargs = kwargs or {}
+            source = args[0] if args else None
+            if getattr(func, "__name__", "") == "to" and isinstance(source, torch.Tensor):
+                target = kwargs.get("device") or next(
+                    (a for a in args[1:] if isinstance(a, str | torch.device)), None
+                )
+                blocking = not kwargs.get("non_blocking", False)
+                if source.device.type == "cpu" and target is not None and blocking:
+                    waits.append(f"{torch.device(target)} copy of {tuple(source.shape)}")
+            return func(*args, **kwargs)
+
+    x = torch.empty(10, 3, 32, 32, device=meta)
+    y = torch.zeros(10, dtype=torch.int64, device=meta)
+    for _ in range(2):  # the EMA's first update copies, the next ones average
+        with CountWaits():
+            loss, correct, seen = trainer._train_step([(x, y)], defer=True)
+    assert waits == [] and seen == 10
+    assert isinstance(loss, torch.Tensor) and loss.device == meta  # still on the device
