@@ -983,3 +983,39 @@ def test_a_deferred_step_never_waits_for_the_device(cifar_dir: Path, tmp_path: P
             loss, correct, seen = trainer._train_step([(x, y)], defer=True)
     assert waits == [] and seen == 10
     assert isinstance(loss, torch.Tensor) and loss.device == meta  # still on the device
+
+
+def test_batches_are_augmented_on_the_device_without_waiting_for_it() -> None:
+    """The GPU data path, on the meta device: TrivialAugment, random erasing and MixCut send
+    their CPU draws without a blocking copy (each would wait for the GPU's queued work)."""
+    from torch.overrides import TorchFunctionMode
+
+    from resnetkit.data.fast import Normalization, TensorLoader
+    from resnetkit.data.transforms import MixCut, batch_random_erasing, batch_trivial_augment
+
+    waits: list[str] = []
+
+    class CountWaits(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            kwargs = kwargs or {}
+            source = args[0] if args else None
+            if getattr(func, "__name__", "") == "to" and isinstance(source, torch.Tensor):
+                target = kwargs.get("device") or next(
+                    (a for a in args[1:] if isinstance(a, str | torch.device)), None
+                )
+                blocking = not kwargs.get("non_blocking", False)
+                if source.device.type == "cpu" and target is not None and blocking:
+                    waits.append(f"{torch.device(target)} copy of {tuple(source.shape)}")
+            return func(*args, **kwargs)
+
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    loader = TensorLoader(
+        images, torch.arange(64) % 10, 32, Normalization((0.5,) * 3), train=True,
+        uint8_augment=batch_trivial_augment,
+        float_augment=lambda x, g: batch_random_erasing(x, 0.5, g),
+    )  # fmt: skip
+    assert loader.to("meta")
+    with CountWaits():
+        batches = list(loader)
+        mixed, _ = MixCut(0.2, 1.0, 10, 0.0)(*batches[0], torch.Generator().manual_seed(0))
+    assert waits == [] and len(batches) == 2 and mixed.device.type == "meta"

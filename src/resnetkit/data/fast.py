@@ -43,7 +43,7 @@ class Normalization:
             else:
                 sub = torch.tensor(self.mean).view(1, -1, 1, 1)
                 div = torch.tensor(self.std).view(1, -1, 1, 1)
-            self._on[device] = (sub.to(device), div.to(device))
+            self._on[device] = (send(sub, device), send(div, device))
         return self._on[device]
 
     def apply(self, images: Tensor) -> Tensor:
@@ -69,7 +69,7 @@ def send(tensor: Tensor, device: torch.device) -> Tensor:
     (a copy from ordinary memory first waits for the work queued before it)."""
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    return tensor.to(device, non_blocking=device.type != "cpu")
 
 
 def random_crop_flip(images: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:

@@ -23,6 +23,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from resnetkit.data.fast import send
+
 if TYPE_CHECKING:
     from resnetkit.train.recipe import Recipe
 
@@ -220,11 +222,11 @@ def batch_trivial_augment(images: Tensor, generator: torch.Generator) -> Tensor:
         idx = selected.nonzero().squeeze(1)
         if len(idx) == 0:
             continue
-        dev_idx = idx.to(images.device)
+        dev_idx = send(idx, images.device)
         if name == "geometric":
             out[dev_idx] = _affine_batch(images[dev_idx], ops[idx], magnitude[idx])
         else:
-            m = magnitude[idx].float().to(images.device).view(-1, 1, 1, 1)
+            m = send(magnitude[idx].float(), images.device).view(-1, 1, 1, 1)
             out[dev_idx] = _colour_op(name, images[dev_idx], m)
     return out
 
@@ -263,7 +265,7 @@ def _sharpness(x: Tensor, factor: Tensor) -> Tensor:
     if x.shape[-1] <= 2 or x.shape[-2] <= 2:
         return x.to(torch.uint8)
     a, c = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, c, a], [a, a, a]], device=x.device)
+    kernel = send(torch.tensor([[a, a, a], [a, c, a], [a, a, a]]), x.device)
     blurred = F.conv2d(x, kernel.expand(3, 1, 3, 3), groups=3).round_()
     inner = x[..., 1:-1, 1:-1]
     inner.add_((blurred - inner).mul_(1.0 - factor))
@@ -286,7 +288,7 @@ def _affine_batch(x: Tensor, ops: Tensor, magnitude: Tensor) -> Tensor:
     corner = (ops == TA_OP_NAMES.index("ShearX")) | (ops == TA_OP_NAMES.index("ShearY"))
     cx = torch.where(corner, -0.5 * w, 0.0)
     cy = torch.where(corner, -0.5 * h, 0.0)
-    theta = _inverse_affine(angle, tx, ty, shear_x, shear_y, cx, cy).float().to(x.device)
+    theta = send(_inverse_affine(angle, tx, ty, shear_x, shear_y, cx, cy).float(), x.device)
 
     # The sampling grid of torchvision's _affine_grid: pixel centres relative to the image
     # centre, mapped by theta, normalised to [-1, 1].
@@ -295,7 +297,7 @@ def _affine_batch(x: Tensor, ops: Tensor, magnitude: Tensor) -> Tensor:
     base = torch.stack(
         [xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=x.device)], dim=-1
     )
-    scale = torch.tensor([0.5 * w, 0.5 * h], device=x.device)
+    scale = send(torch.tensor([0.5 * w, 0.5 * h]), x.device)
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(theta.transpose(1, 2) / scale)
     out = F.grid_sample(
         x.float(), grid.view(b, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False
@@ -364,7 +366,7 @@ def batch_random_erasing(
     in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
     mask = (in_rows[:, :, None] & in_cols[:, None, :]) & erase[:, None, None]
-    return x.masked_fill(mask[:, None].to(x.device), value)
+    return x.masked_fill(send(mask[:, None], x.device), value)
 
 
 # --- MixUp / CutMix ---------------------------------------------------------------------------
@@ -454,7 +456,7 @@ class MixCut:
         t = self.targets(y)
         if params is None:
             return x, t
-        perm = params.perm.to(x.device)
+        perm = send(params.perm, x.device)
         t = t.mul(params.lam).add_(t[perm], alpha=1.0 - params.lam)
         if params.box is None:
             return x.mul(params.lam).add_(x[perm], alpha=1.0 - params.lam), t
