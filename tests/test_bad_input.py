@@ -59,7 +59,7 @@ def test_export_refuses_unwritable_opsets_and_keeps_out_on_a_bad_photo(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "model.onnx"
-    out.write_bytes(b"an earlier export")
+    out.write_bytes(b"\x08\x09an earlier export")  # as ONNX files begin
     argv = ["export", "--model", "resnet20.cifar10", "--format", "onnx", "--out", str(out)]
     assert main([*argv, "--opset", "3"]) == 2
     assert "opset 3 cannot be written here: choose 11 to 23" in capsys.readouterr().err
@@ -67,7 +67,7 @@ def test_export_refuses_unwritable_opsets_and_keeps_out_on_a_bad_photo(
     bad.write_bytes(b"not a png")
     assert main([*argv, "--image", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
-    assert out.read_bytes() == b"an earlier export"
+    assert out.read_bytes() == b"\x08\x09an earlier export"
     assert "must be at least 1" in parse_error([*argv, "--input-size", "-4"], capsys)
 
 

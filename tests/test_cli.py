@@ -114,3 +114,69 @@ def test_the_recorded_commit_is_resnetkit_s_own(tmp_path) -> None:  # noqa: ANN0
     # the checkout itself (this repository, when the tests run from it)
     here = git_commit()
     assert here is None or len(here) == 40
+
+
+def test_outputs_never_replace_inputs_or_unrelated_files(
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    import json
+    from importlib import resources
+
+    from safetensors.torch import save_file
+
+    from resnetkit import create_model
+
+    cat = str(resources.files("resnetkit.assets") / "cat.png")
+    weights = tmp_path / "ck.safetensors"
+    save_file(create_model("resnet20").state_dict(), weights)
+    before = weights.read_bytes()
+    export = ["export", "--model", str(weights), "--arch", "resnet20", "--format", "torchscript"]
+    assert main([*export, "--out", str(weights)]) == 2  # the checkpoint itself
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main([*export, "--out", str(notes)]) == 2
+    assert weights.read_bytes() == before and notes.read_text() == "mine"
+    assert "nothing was overwritten" in capsys.readouterr().err
+    # embed's path index beside the vectors: an unrelated JSON of that name is kept
+    (tmp_path / "feats.json").write_text(json.dumps({"important": True}))
+    assert (
+        main(["embed", "--model", "resnet20.cifar10", cat, "--out", str(tmp_path / "feats.npy")])
+        == 2
+    )
+    assert json.loads((tmp_path / "feats.json").read_text()) == {"important": True}
+    assert not (tmp_path / "feats.npy").exists()
+    # evaluate: two figures under one name, an image side past reason
+    evaluate = ["evaluate", "--model", "resnet20.cifar10", "--dataset", "cifar10-sample"]
+    same = str(tmp_path / "same.png")
+    assert main([*evaluate, "--confusion", same, "--reliability", same]) == 2
+    assert "--confusion and --reliability both name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*evaluate, "--image-size", "100000"])
+    # plot's default name is checked like any other
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "curves.png").write_text("my notes")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"epoch": 1, "step": 1, "train_top1": 5.0}) + "\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["plot", str(run)])
+    assert "not a PNG" in capsys.readouterr().err
+    assert (tmp_path / "curves.png").read_text() == "my notes"
+
+
+def test_calibrate_refuses_training_images_in_any_name_and_bad_numbers(
+    tmp_path,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    argv = ["calibrate", "--model", "resnet20.cifar10", "--dataset", "folder"]
+    for split in ("Train", "training"):
+        assert main([*argv, "--data-dir", str(tmp_path), "--split", split]) == 2
+        assert f"--split {split}: a temperature fitted" in capsys.readouterr().err
+    for option, value in (("--fit-fraction", "1.5"), ("--seed", str(10**30))):
+        with pytest.raises(SystemExit):
+            main(["calibrate", "--model", "resnet20.cifar10", option, value])
+        assert option in capsys.readouterr().err

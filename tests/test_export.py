@@ -339,3 +339,12 @@ def test_an_exported_file_is_not_taken_for_a_bare_checkpoint(tmp_path: Path) -> 
         for arch in (None, "resnet20"):  # --arch would only lead to "unknown format"
             with pytest.raises(ValueError, match=r"is an exported model, which runs outside"):
                 load_model(tmp_path / name, arch=arch)
+
+
+def test_evaluate_names_the_size_an_onnx_file_takes(
+    resnet20: ResNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = export_model(resnet20, "onnx", tmp_path / "r.onnx").path
+    argv = ["evaluate", "--model", str(path), "--dataset", "cifar10-sample", "--image-size", "64"]
+    assert main(argv) == 2
+    assert "takes 32x32 inputs; drop --image-size" in capsys.readouterr().err

@@ -415,6 +415,11 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
     assert r.override({"schedule": "cosine", "gamma": "0"}).gamma == 0  # read only by multistep
 
 
+def test_a_recipe_file_may_have_an_upper_case_suffix(tmp_path: Path) -> None:
+    (tmp_path / "r.YAML").write_text("lr: 0.2\n")
+    assert load_recipe(tmp_path / "r.YAML").lr == 0.2
+
+
 def test_overrides_mend_a_recipe_file_before_it_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "warm.yaml"
     path.write_text("warmup_lr: 0.01\nschedule: multistep\nmilestones: [100]\n")

@@ -10,9 +10,11 @@ from typing import Any
 from resnetkit.cli.common import (
     add_model_args,
     data_dir_for,
+    fraction,
     output_folder,
     positive_int,
     refuse_non_empty,
+    seed,
 )
 from resnetkit.data.datasets import DATASETS
 
@@ -46,11 +48,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--fit-fraction",
-        type=float,
+        type=fraction,
         default=0.5,
         help="the share of the split T is fitted on; the rest measures the result (0.5)",
     )
-    p.add_argument("--seed", type=int, default=0, help="which images go to each part")
+    p.add_argument("--seed", type=seed, default=0, help="which images go to each part")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
@@ -65,13 +67,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetkit.data.folder import TRAIN_FOLDERS
     from resnetkit.evaluate.calibration import apply_temperature, calibrate
     from resnetkit.models.loading import load_model, preprocessing_of
     from resnetkit.models.model_dir import save_model_dir
 
-    if args.split == "train":  # the model fits its training images too well to judge them
+    if args.split.lower() in TRAIN_FOLDERS:  # the model fits its training images too well
         raise ValueError(
-            "--split train: a temperature fitted on the images the model was trained on "
+            f"--split {args.split}: a temperature fitted on the images the model was trained on "
             "makes it more, not less, overconfident on new ones; use held-out images (test, "
             "or a folder's val/)"
         )

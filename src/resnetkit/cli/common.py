@@ -71,6 +71,34 @@ def positive_int(text: str) -> int:
     return value
 
 
+def image_side(text: str) -> int:
+    """A square image side in pixels: 1 to 4096 (a ResNet at 100,000 pixels would ask for
+    120 GB an image)."""
+    value = positive_int(text)
+    if value > 4096:
+        raise argparse.ArgumentTypeError(f"at most 4096 pixels, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number in [0, 2**32)."""
+    value = non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32, got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:

@@ -13,6 +13,7 @@ from resnetkit.cli.common import (
     check_png_target,
     check_writable_folder,
     data_dir_for,
+    image_side,
     positive_int,
 )
 from resnetkit.data.datasets import DATASETS
@@ -47,7 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "images padded by 4 pixels; folders: from images resized to 1.14x)",
     )
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--image-size", type=positive_int, default=None, help="default: the model's")
+    p.add_argument(
+        "--image-size", type=image_side, default=None, help="default: the model's (at most 4096)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(
@@ -117,7 +120,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
             check_png_target(path)
         except argparse.ArgumentTypeError as err:
             raise ValueError(f"--{kind} {path}: {err}") from None
+    if len(figures) == 2 and figures["confusion"].resolve() == figures["reliability"].resolve():
+        raise ValueError(
+            f"--confusion and --reliability both name {figures['confusion']}: one figure would "
+            "replace the other; give two files (or a folder)"
+        )
     model = load_classifier(args.model, arch=args.arch)
+    fixed = getattr(model, "fixed_input_size", None)  # an ONNX file exported at one size
+    if args.image_size is not None and fixed is not None and args.image_size != fixed:
+        raise ValueError(
+            f"--image-size {args.image_size}: {args.model} takes {fixed}x{fixed} inputs; drop "
+            f"--image-size, or export again with --input-size {args.image_size}"
+        )
     result = evaluate_model(
         model,
         args.dataset,

@@ -82,6 +82,13 @@ def run_embed(args: argparse.Namespace) -> int:
 
     if args.search is not None and not args.search.is_dir():  # before any work
         raise FileNotFoundError(f"--search {args.search}: no such folder of images to search")
+    out = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
+    index_file = out.with_suffix(".json")
+    if index_file.is_dir() or (index_file.is_file() and not _is_embed_index(index_file)):
+        raise ValueError(
+            f"{index_file} (where the paths of the vectors go) exists and is not an embed "
+            "index: choose another --out (nothing was written)"
+        )
     model = load_model(args.model, arch=args.arch)
     found = embed(model, args.images, batch_size=args.batch_size)
     if not found.paths:  # writing would replace earlier results with nothing
@@ -91,13 +98,12 @@ def run_embed(args: argparse.Namespace) -> int:
             f"no readable images among {', '.join(map(str, args.images))} (reasons above); "
             f"nothing written to {args.out}"
         )
-    out = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     buffer = io.BytesIO()
     np.save(buffer, found.vectors)
-    atomic_write_bytes(out, buffer.getvalue())
-    index_file = out.with_suffix(".json")
     paths = {"paths": found.paths, "failures": found.failures}
+    # The index first: vectors beside another run's index would name the wrong images.
     atomic_write_text(index_file, json.dumps(paths, indent=2) + "\n")
+    atomic_write_bytes(out, buffer.getvalue())
     print(
         f"{len(found.paths)} vectors of {found.vectors.shape[1]} features -> {out} "
         f"(paths in {index_file}); {len(found.failures)} unreadable"
@@ -119,3 +125,10 @@ def run_embed(args: argparse.Namespace) -> int:
             )
             print(f"{path}: {hits}")
     return 0
+
+
+def _is_embed_index(path: Path) -> bool:
+    try:
+        return "paths" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False

@@ -60,10 +60,37 @@ def _export_target(text: str) -> Path:
     return Path(text) if text.endswith(".mlpackage") else output_file(text)
 
 
+#: How the files ``export`` writes begin: only such a file is replaced by a new export.
+_EXPORT_MAGIC = (b"PK\x03\x04", b"\x08")  # zip (TorchScript, ExportedProgram), ONNX protobuf
+
+
+def _check_not_an_input(out: Path, model: str) -> None:
+    """``--out`` is neither the model being exported (or a file of its directory) nor some
+    other file: an existing file is replaced only when it is an earlier export."""
+    source = Path(model).expanduser()
+    target = out.resolve()
+    if source.exists() and (target == source.resolve() or source.resolve() in target.parents):
+        raise ValueError(f"--out {out} is (inside) the model being exported: write elsewhere")
+    if out.is_file() and out.suffix.lower() in (".onnx", ".ts", ".pt2"):
+        with out.open("rb") as f:
+            head = f.read(4)
+        if head and not head.startswith(_EXPORT_MAGIC):
+            raise ValueError(
+                f"--out {out} exists and is not an exported model: choose another name "
+                "(nothing was overwritten)"
+            )
+    elif out.is_file() and out.suffix.lower() not in (".tflite",):
+        raise ValueError(
+            f"--out {out} exists and its name is not an export's (.onnx, .ts, .pt2, .tflite, "
+            ".mlpackage): choose another name (nothing was overwritten)"
+        )
+
+
 def run_export(args: argparse.Namespace) -> int:
     from resnetkit.export.exporter import ExportVerificationError, export_model
     from resnetkit.models.loading import load_model
 
+    _check_not_an_input(args.out, args.model)
     model = load_model(args.model, arch=args.arch)
     try:
         report = export_model(

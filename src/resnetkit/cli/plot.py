@@ -23,7 +23,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "the figure: one colour per run, train dotted, val dash-dot, test solid.",
     )
     p.add_argument("runs", nargs="+", type=Path, help="run folders (or their metrics.jsonl)")
-    p.add_argument("--out", type=png_file, default=Path("curves.png"), help="PNG to write")
+    # A string default, so that argparse runs png_file on it too (a Path would skip it).
+    p.add_argument("--out", type=png_file, default="curves.png", help="PNG to write")
     p.add_argument(
         "--x",
         choices=("epoch", "step"),

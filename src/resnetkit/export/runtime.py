@@ -58,6 +58,9 @@ class OrtClassifier(nn.Module):
         # ones are run in pieces of that size.
         batch, channels = (inputs.shape + [None, None])[:2]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        height = (inputs.shape + [None] * 4)[2]
+        #: The input side the file was exported at (None: any; exports fix it).
+        self.fixed_input_size = height if isinstance(height, int) and height > 0 else None
         # what evaluation and prediction read to decide grayscale or colour input
         self.config = SimpleNamespace(in_chans=channels if isinstance(channels, int) else 3)
         if template is not None:

@@ -296,7 +296,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
 def recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     """A recipe's fields as its file holds them (unchecked), and where it comes from."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
             raise FileNotFoundError(
                 f"recipe file not found: {path} (built-in recipes: {', '.join(builtin_recipes())})"
