@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from torch.overrides import TorchFunctionMode
 
 import resnetkit
 from resnetkit.models.model_dir import load_model_dir
@@ -951,12 +952,31 @@ def test_the_weight_ema_is_torchs_and_waits_for_no_device() -> None:
         assert torch.equal(a, theirs[name]), name
 
 
+class BlockingCopies(TorchFunctionMode):
+    """Records every copy from ordinary memory to a device made without non_blocking: on a
+    GPU each waits for the work queued before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        source = args[0] if args else None
+        if getattr(func, "__name__", "") == "to" and isinstance(source, torch.Tensor):
+            target = kwargs.get("device") or next(
+                (a for a in args[1:] if isinstance(a, str | torch.device)), None
+            )
+            blocking = not kwargs.get("non_blocking", False)
+            if source.device.type == "cpu" and target is not None and blocking:
+                self.seen.append(f"{torch.device(target)} copy of {tuple(source.shape)}")
+        return func(*args, **kwargs)
+
+
 def test_a_deferred_step_never_waits_for_the_device(cifar_dir: Path, tmp_path: Path) -> None:
     """The GPU path, on the meta device: a step that defers its checks must not read a number
     back (a meta tensor refuses to) nor copy from ordinary memory without non_blocking (each
     such copy waits for the GPU): with EMA and label smoothing, as the fast recipe trains."""
-    from torch.overrides import TorchFunctionMode
-
     recipe = TINY.override({"ema_decay": "0.9", "label_smoothing": "0.1", "nesterov": "true"})
     trainer = Trainer(spec(cifar_dir, tmp_path / "run", recipe))
     meta = torch.device("meta")
@@ -966,52 +986,21 @@ def test_a_deferred_step_never_waits_for_the_device(cifar_dir: Path, tmp_path: P
     trainer.ema.module.to(meta)  # its step counter stays in ordinary memory, as on a GPU
     trainer._first_bad_step = trainer._first_bad_step.to(meta)
     trainer._first_bad_loss = trainer._first_bad_loss.to(meta)
-    waits: list[str] = []
-
-    class CountWaits(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-            kwargs = kwargs or {}
-            source = args[0] if args else None
-            if getattr(func, "__name__", "") == "to" and isinstance(source, torch.Tensor):
-                target = kwargs.get("device") or next(
-                    (a for a in args[1:] if isinstance(a, str | torch.device)), None
-                )
-                blocking = not kwargs.get("non_blocking", False)
-                if source.device.type == "cpu" and target is not None and blocking:
-                    waits.append(f"{torch.device(target)} copy of {tuple(source.shape)}")
-            return func(*args, **kwargs)
 
     x = torch.empty(10, 3, 32, 32, device=meta)
     y = torch.zeros(10, dtype=torch.int64, device=meta)
     for _ in range(2):  # the EMA's first update copies, the next ones average
-        with CountWaits():
+        with BlockingCopies() as copies:
             loss, correct, seen = trainer._train_step([(x, y)], defer=True)
-    assert waits == [] and seen == 10
+    assert copies.seen == [] and seen == 10
     assert isinstance(loss, torch.Tensor) and loss.device == meta  # still on the device
 
 
 def test_batches_are_augmented_on_the_device_without_waiting_for_it() -> None:
     """The GPU data path, on the meta device: TrivialAugment, random erasing and MixCut send
     their CPU draws without a blocking copy (each would wait for the GPU's queued work)."""
-    from torch.overrides import TorchFunctionMode
-
     from resnetkit.data.fast import Normalization, TensorLoader
     from resnetkit.data.transforms import MixCut, batch_random_erasing, batch_trivial_augment
-
-    waits: list[str] = []
-
-    class CountWaits(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-            kwargs = kwargs or {}
-            source = args[0] if args else None
-            if getattr(func, "__name__", "") == "to" and isinstance(source, torch.Tensor):
-                target = kwargs.get("device") or next(
-                    (a for a in args[1:] if isinstance(a, str | torch.device)), None
-                )
-                blocking = not kwargs.get("non_blocking", False)
-                if source.device.type == "cpu" and target is not None and blocking:
-                    waits.append(f"{torch.device(target)} copy of {tuple(source.shape)}")
-            return func(*args, **kwargs)
 
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     loader = TensorLoader(
@@ -1020,7 +1009,7 @@ def test_batches_are_augmented_on_the_device_without_waiting_for_it() -> None:
         float_augment=lambda x, g: batch_random_erasing(x, 0.5, g),
     )  # fmt: skip
     assert loader.to("meta")
-    with CountWaits():
+    with BlockingCopies() as copies:
         batches = list(loader)
         mixed, _ = MixCut(0.2, 1.0, 10, 0.0)(*batches[0], torch.Generator().manual_seed(0))
-    assert waits == [] and len(batches) == 2 and mixed.device.type == "meta"
+    assert copies.seen == [] and len(batches) == 2 and mixed.device.type == "meta"
