@@ -112,9 +112,15 @@ def test_select_best_and_early_stopping(folder: Path, source: Path, tmp_path: Pa
     assert len(history) == 3  # no improvement possible with lr 0: 1 eval + 2 patience
     assert result.train.metrics["stopped_early"] is True
     assert result.report["val_top1"] == pytest.approx(max(r["val_top1"] for r in history))
+    # lr 0 still moves BatchNorm's running statistics, so each epoch's validation loss differs;
+    # the model written is the best epoch's (highest top-1, then lowest loss), not the last one's
+    best = min(range(len(history)), key=lambda i: (-history[i]["val_top1"], history[i]["val_loss"]))
+    assert best != len(history) - 1  # otherwise restoring the best weights would not show
+    assert result.train.metrics["val_loss"] == pytest.approx(history[best]["val_loss"], rel=1e-5)
+    assert result.train.metrics["val_loss"] != pytest.approx(history[-1]["val_loss"], rel=1e-5)
 
 
-def test_finetune_beats_or_matches_scratch_on_cli(
+def test_finetune_cli_starts_from_the_source_and_scratch_from_random_weights(
     folder: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [
@@ -138,6 +144,13 @@ def test_finetune_beats_or_matches_scratch_on_cli(
     assert shown["from_scratch"] is False and 0 <= shown["val_top1"] <= 100
     assert main([*args, "--out", str(tmp_path / "b"), "--scratch"]) == 0
     assert json.loads(capsys.readouterr().out)["from_scratch"] is True
+    # the report's flag is not enough: the weights show where each run started
+    stem = "conv1.weight"
+    start = load_file(str(source / "model.safetensors"))[stem]
+    tuned = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))[stem]
+    scratch = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))[stem]
+    moved = float((tuned - start).abs().max())
+    assert moved < 0.1 * float((scratch - start).abs().max())
 
 
 def test_sampler_balancing_draws_rare_class_more_often(
