@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.models as tvm
+from torch import Tensor
 
 import resnetkit
 from resnetkit import create_model, list_models
@@ -348,12 +349,32 @@ def test_drop_path_is_active_in_training_only() -> None:
     assert torch.equal(model(x), model(x))
 
 
+def _saved_for_backward(model: torch.nn.Module, x: Tensor) -> int:
+    """How many tensors the forward pass keeps for the backward pass (outside checkpoints)."""
+    count = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal count
+        count += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x).sum()
+    out.backward()
+    return count
+
+
 def test_grad_checkpointing_gives_the_same_gradients() -> None:
     x = torch.randn(2, 3, 32, 32)
     plain = create_model("resnet20").eval()
     ckpt = create_model("resnet20", grad_checkpointing=True).eval()
     ckpt.load_state_dict(plain.state_dict())
+    # the same gradients would also come from a model that ignored the flag: it must keep
+    # only the blocks' inputs (and the stem and head), not every activation
+    kept, kept_ckpt = _saved_for_backward(plain, x), _saved_for_backward(ckpt, x)
+    assert kept_ckpt * 4 < kept
     for m in (plain, ckpt):
+        m.zero_grad(set_to_none=True)
         m(x).sum().backward()
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
@@ -367,7 +388,11 @@ def test_grad_checkpointing_trains_like_the_plain_forward() -> None:
     plain = create_model("resnet20", drop_path_rate=0.2)
     ckpt = create_model("resnet20", drop_path_rate=0.2, grad_checkpointing=True)
     ckpt.load_state_dict(plain.state_dict())
+    # in eval mode (BatchNorm's statistics stay as they are): the flag really recomputes
+    assert _saved_for_backward(ckpt.eval(), x[:1]) * 4 < _saved_for_backward(plain.eval(), x[:1])
+    ckpt.train(), plain.train()
     for m in (plain, ckpt):
+        m.zero_grad(set_to_none=True)
         torch.manual_seed(0)
         m(x).square().mean().backward()
     a, b = plain.state_dict(), ckpt.state_dict()
