@@ -421,3 +421,33 @@ def test_info_stats() -> None:
 def test_pretrained_unknown_tag_is_explained() -> None:
     with pytest.raises(KeyError, match="no packaged weights named 'resnet50.imagenet'"):
         create_model("resnet50.imagenet", pretrained=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("resnet20", {}),
+        ("preact_resnet18", {"skip": "shortcut_gating"}),
+        ("resnet18", {"unit": "bn_after_add", "drop_path_rate": 0.1}),
+    ],
+)
+def test_fx_feature_extraction_and_tracing(name: str, options: dict[str, object]) -> None:
+    """torch.fx traces every model (torchvision's create_feature_extractor, FX quantisation),
+    torch.export too; TorchScript's jit.script is refused with what to use instead."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    model = create_model(name, **options).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model.forward_intermediates(x)
+        fx = create_feature_extractor(model, {"layer2": "c3", "fc": "logits"})
+        got = fx(x)
+        torch.testing.assert_close(got["c3"], want[1])
+        torch.testing.assert_close(got["logits"], model(x))
+        exported = torch.export.export(model, (x,)).module()
+        torch.testing.assert_close(exported(x), model(x))
+    with pytest.raises(TypeError, match="torch.export"):
+        torch.jit.script(model)
+    with pytest.raises(ValueError, match="expects 3 input channels"):  # eager keeps its check
+        model(torch.randn(1, 1, 32, 32))

@@ -167,28 +167,10 @@ class Skip(nn.Module):
         return f"{self.kind}, {values}"
 
 
-def _join(block: Any, branch: Tensor, identity: Tensor) -> Tensor:
-    """The addition that ends a residual unit (with its shortcut's variant, if any)."""
-    branch = block.drop_path(branch)
-    if block.skip is None:
-        return branch + identity
-    return block.skip(branch, identity)
-
-
 def _check_unit(unit: str) -> str:
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
     return unit
-
-
-def _after_sum(unit: str, out: Tensor, bn: nn.Module, relu: nn.Module) -> Tensor:
-    """The end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
-    (c) and (d) nothing, the sum goes on as it is."""
-    if unit == "bn_after_add":
-        out = bn(out)
-    if unit in ("original", "bn_after_add"):
-        out = relu(out)
-    return out
 
 
 class BasicBlock(nn.Module):
@@ -241,8 +223,15 @@ class BasicBlock(nn.Module):
         if self.residual:
             if self.downsample is not None:
                 identity = self.downsample(x)
-            out = _join(self, out, identity)
-        return _after_sum(self.unit, out, self.bn2, self.relu)
+            out = self.drop_path(out)
+            out = out + identity if self.skip is None else self.skip(out, identity)
+        # the end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
+        # (c) and (d) nothing, the sum goes on as it is
+        if self.unit == "bn_after_add":
+            out = self.bn2(out)
+        if self.unit == "original" or self.unit == "bn_after_add":
+            out = self.relu(out)
+        return out
 
 
 class Bottleneck(nn.Module):
@@ -307,8 +296,15 @@ class Bottleneck(nn.Module):
         if self.residual:
             if self.downsample is not None:
                 identity = self.downsample(x)
-            out = _join(self, out, identity)
-        return _after_sum(self.unit, out, self.bn3, self.relu)
+            out = self.drop_path(out)
+            out = out + identity if self.skip is None else self.skip(out, identity)
+        # the end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
+        # (c) and (d) nothing, the sum goes on as it is
+        if self.unit == "bn_after_add":
+            out = self.bn3(out)
+        if self.unit == "original" or self.unit == "bn_after_add":
+            out = self.relu(out)
+        return out
 
 
 def _check_first(first: str) -> str:
@@ -317,23 +313,30 @@ def _check_first(first: str) -> str:
     return first
 
 
-def _preactivate(block: Any, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The BN-ReLU'd input of a pre-activation unit's branch, and its shortcut's output.
+class _PreActUnit(nn.Module):
+    """What the two pre-activation units share."""
 
-    2016 paper, appendix (and fb.resnet.torch's preresnet.lua): a unit that changes shape
-    pre-activates both paths (the projection sees BN-ReLU'd input); the first unit after a bare
-    conv stem (``first="after_conv"``, CIFAR) does too, even with an identity shortcut; after a
-    stem that ends in BN-ReLU (``first="after_bn"``, ImageNet) the first unit adds no BN-ReLU.
-    Every other unit keeps the identity on the raw sum.
-    """
-    # relu must not be in-place here: `x` is still needed for the identity shortcut.
-    pre = F.relu(block.bn1(x)) if block.bn1 is not None else x
-    if block.downsample is not None:
-        return pre, block.downsample(pre)
-    return pre, pre if block.first == "after_conv" else x
+    bn1: nn.Module | None
+    downsample: nn.Module | None
+    first: str
+
+    def _preactivate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The BN-ReLU'd input of a pre-activation unit's branch, and its shortcut's output.
+
+        2016 paper, appendix (and fb.resnet.torch's preresnet.lua): a unit that changes shape
+        pre-activates both paths (the projection sees BN-ReLU'd input); the first unit after a bare
+        conv stem (``first="after_conv"``, CIFAR) does too, even with an identity shortcut; after a
+        stem that ends in BN-ReLU (``first="after_bn"``, ImageNet) the first unit adds no BN-ReLU.
+        Every other unit keeps the identity on the raw sum.
+        """
+        # relu must not be in-place here: `x` is still needed for the identity shortcut.
+        pre = F.relu(self.bn1(x)) if self.bn1 is not None else x
+        if self.downsample is not None:
+            return pre, self.downsample(pre)
+        return pre, pre if self.first == "after_conv" else x
 
 
-class PreActBasicBlock(nn.Module):
+class PreActBasicBlock(_PreActUnit):
     """BN-ReLU-conv twice; the sum is not activated (2016 paper, Fig. 1b)."""
 
     expansion = 1
@@ -363,7 +366,7 @@ class PreActBasicBlock(nn.Module):
         self.skip = skip  # None: the identity (or a projection, in a unit that changes shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        pre, identity = _preactivate(self, x)
+        pre, identity = self._preactivate(x)
 
         out = self.conv1(pre)
         out = self.bn2(out)
@@ -371,11 +374,12 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(out)
 
         if self.residual:
-            out = _join(self, out, identity)
+            out = self.drop_path(out)
+            out = out + identity if self.skip is None else self.skip(out, identity)
         return out
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_PreActUnit):
     """Pre-activation bottleneck (2016 paper): PreAct-ResNet-164/1001 and the ImageNet depths."""
 
     expansion = 4
@@ -411,7 +415,7 @@ class PreActBottleneck(nn.Module):
         self.skip = skip  # None: the identity (or a projection, in a unit that changes shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        pre, identity = _preactivate(self, x)
+        pre, identity = self._preactivate(x)
 
         out = self.conv1(pre)
         out = self.bn2(out)
@@ -424,7 +428,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(out)
 
         if self.residual:
-            out = _join(self, out, identity)
+            out = self.drop_path(out)
+            out = out + identity if self.skip is None else self.skip(out, identity)
         return out
 
 

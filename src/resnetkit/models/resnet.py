@@ -208,6 +208,15 @@ class ResNet(nn.Module):
         assert isinstance(conv, nn.Conv2d)
         return conv.weight
 
+    def __prepare_scriptable__(self) -> ResNet:
+        """``torch.jit.script`` calls this first: say what to use instead of its own error."""
+        raise TypeError(
+            f"{self.name} does not compile with torch.jit.script (TorchScript is deprecated in "
+            "PyTorch). Use torch.export.export(model.eval(), (example,)) for a graph, "
+            "torch.compile for speed, or `resnetkit export` for ONNX; torch.fx (and "
+            "torchvision's create_feature_extractor) and torch.jit.trace trace it as well."
+        )
+
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError that states the expected shape if ``x`` cannot be an input."""
         in_chans = self.config.in_chans
@@ -237,7 +246,8 @@ class ResNet(nn.Module):
 
     def forward_stem(self, x: Tensor) -> Tensor:
         """Run the stem (conv1, bn1, relu, maxpool as the config has them)."""
-        self.check_input(x)
+        if not (torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)):
+            self.check_input(x)  # shapes are symbols while tracing
         x = self.conv1(x)
         if self.bn1 is not None:
             x = self.bn1(x)
