@@ -6,7 +6,7 @@ load without a key map.
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
