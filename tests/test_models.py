@@ -419,8 +419,38 @@ def test_info_stats() -> None:
 
 
 def test_pretrained_unknown_tag_is_explained() -> None:
+    from resnetkit.models.registry import UnknownWeightsError, find_weights
+
     with pytest.raises(KeyError, match="no packaged weights named 'resnet50.imagenet'"):
         create_model("resnet50.imagenet", pretrained=True)
+    with pytest.raises(UnknownWeightsError, match="Did you mean 'resnet20.cifar10'"):
+        create_model("resnet20.cifar1", pretrained=True)
+    with pytest.raises(ValueError, match="Did you mean 'resnet20.cifar10'"):  # the same error
+        find_weights("resnet20.cifar1")
+    with pytest.raises(TypeError, match="name the weights in the model name"):
+        create_model("resnet20", pretrained="paper_cifar10")  # type: ignore[arg-type]
+
+
+def test_pretrained_with_another_head_or_input_width_adapts_the_weights() -> None:
+    """timm's fine-tuning idiom: the body keeps the weights, a new head (classes forgotten),
+    a grey first conv that sums the RGB filters (a grey image gives the RGB response)."""
+    source = create_model("resnet20.cifar10", pretrained=True).eval()
+    torch.manual_seed(0)
+    model = create_model("resnet20.cifar10", pretrained=True, num_classes=4).eval()
+    assert model.fc.out_features == 4 and model.pretrained_cfg["classes"] == []
+    assert model.pretrained_cfg["mean"] == source.pretrained_cfg["mean"]
+    torch.manual_seed(0)  # a fresh head, initialised as the architecture's own
+    assert torch.equal(model.fc.weight, create_model("resnet20", num_classes=4).fc.weight)
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    for key, value in body.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    grey = create_model("resnet20", pretrained=True, in_chans=1, num_classes=0).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            grey(x), source.forward_features(x.expand(-1, 3, -1, -1)).mean((2, 3))
+        )
+    assert grey.config.in_chans == 1 and grey.num_classes == 0
 
 
 @pytest.mark.parametrize(
@@ -451,3 +481,15 @@ def test_fx_feature_extraction_and_tracing(name: str, options: dict[str, object]
         torch.jit.script(model)
     with pytest.raises(ValueError, match="expects 3 input channels"):  # eager keeps its check
         model(torch.randn(1, 1, 32, 32))
+
+
+def test_list_models_with_pretrained_lists_the_weights_tags() -> None:
+    tags = resnetkit.list_models("resnet*", pretrained=True)
+    assert {"resnet20.cifar10", "resnet20.paper_cifar10", "resnet50.tv2_in1k"} <= set(tags)
+    assert "resnet18.tv2_in1k" not in tags and "resnet20" not in tags
+    assert resnetkit.list_models("resnet20.*", pretrained=True) == [
+        "resnet20.cifar10",
+        "resnet20.paper_cifar10",
+    ]
+    for tag in tags:  # each names weights create_model would load
+        assert resnetkit.find_weights(tag).tag == tag

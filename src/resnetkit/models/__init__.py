@@ -3,7 +3,9 @@
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.registry import (
     UnknownModelError,
+    UnknownWeightsError,
     create_model,
+    find_weights,
     get_model_config,
     list_models,
 )
@@ -13,7 +15,9 @@ __all__ = [
     "ResNet",
     "ResNetConfig",
     "UnknownModelError",
+    "UnknownWeightsError",
     "create_model",
+    "find_weights",
     "get_model_config",
     "list_models",
 ]

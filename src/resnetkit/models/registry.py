@@ -9,8 +9,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any, get_args, get_origin, get_type_hints
 
-from torch import nn
-
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
 from resnetkit.models.zoo import ModelEntry, model_entries
@@ -31,6 +29,10 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class UnknownWeightsError(UnknownModelError, ValueError):
+    """A pretrained tag no weights go by; the message lists close matches and where to look."""
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -74,9 +76,18 @@ def get_registry() -> Registry:
     return registry
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the registered models matching a shell-style pattern, e.g. ``"resnet*"``."""
-    return get_registry().names(pattern)
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Names of the registered models matching a shell-style pattern, e.g. ``"resnet*"``;
+    with ``pretrained=True`` the weights' tags instead (``resnet20.cifar10``,
+    ``resnet50.tv2_in1k``: packaged ones and torchvision's), each a name for
+    :func:`create_model`."""
+    if not pretrained:
+        return get_registry().names(pattern)
+    from resnetkit.models import hub
+    from resnetkit.models.pretrained import list_pretrained
+
+    tags = list_pretrained() + hub.list_hub()
+    return [t for t in tags if fnmatch.fnmatchcase(t, pattern)]
 
 
 def get_model_config(name: str) -> ResNetConfig:
@@ -153,7 +164,11 @@ def _find_weights(name: str, arch: str, tag: str) -> Any:
         default = hub.default_tag(arch)
         if default is not None:
             return hub.get_hub_weights(default)
-    return get_pretrained(name if tag else arch)
+    try:
+        return get_pretrained(name if tag else arch)
+    except KeyError as err:
+        close = _suggest(name, list_pretrained() + hub.list_hub())
+        raise UnknownWeightsError(f"{err.args[0]}{close}") from None
 
 
 def find_weights(name: str) -> Any:
@@ -168,10 +183,7 @@ def find_weights(name: str) -> Any:
     """
     arch, _, tag = name.partition(".")
     get_model_config(arch)
-    try:
-        return _find_weights(name, arch, tag)
-    except KeyError as err:
-        raise ValueError(str(err.args[0])) from None
+    return _find_weights(name, arch, tag)
 
 
 def create_model(
@@ -184,7 +196,7 @@ def create_model(
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     **config_changes: Any,
-) -> nn.Module:
+) -> ResNet:
     """Build a registered model.
 
     Args:
@@ -194,7 +206,9 @@ def create_model(
         pretrained: load the tag's weights with their preprocessing: packaged ones offline,
             torchvision's from the cache or downloaded once (sha256 checked); for a bare
             architecture, its default packaged weights (``resnet20``: ``resnet20.cifar10``)
-            or else torchvision's best.
+            or else torchvision's best. With another ``num_classes`` (0: no head) the body
+            keeps the weights and the head starts fresh; with another ``in_chans`` the first
+            conv's RGB filters are summed (1) or repeated and scaled (N), as timm does.
         zero_init_residual: start each residual branch at zero.
         drop_path_rate: stochastic depth rate of the last block.
         grad_checkpointing: trade compute for memory (the 1001/1202-layer nets).
@@ -208,25 +222,41 @@ def create_model(
 
     Raises:
         UnknownModelError: the name is not registered (the message lists close matches).
-        TypeError: an option is unknown (the message lists the valid ones).
+        UnknownWeightsError: no weights go by the tag (a ``KeyError`` and a ``ValueError``;
+            the message lists close matches).
+        TypeError: an option is unknown (the message lists the valid ones), or
+            ``pretrained`` is not a bool.
+        ValueError: ``pretrained`` with an option that changes what the weights compute.
     """
     arch, _, tag = name.partition(".")
     _check_options(name, config_changes)
     config = get_model_config(arch)
+    if not isinstance(pretrained, bool):  # a tag passed here would load another one silently
+        raise TypeError(
+            f"pretrained must be True or False, got {pretrained!r}; name the weights in the "
+            f"model name instead, e.g. create_model('{arch}.TAG', pretrained=True)"
+        )
+    adapt: dict[str, int] = {}
     if pretrained or tag:
         weights = _find_weights(name, arch, tag)
         config = config.with_options(num_classes=weights.num_classes)
     if pretrained:
+        # as timm: another head or input width adapts the weights (a new head, the first
+        # conv's RGB filters summed or repeated); anything else would change what they compute
+        adapt = {
+            k: config_changes.pop(k)
+            for k in ("num_classes", "in_chans")
+            if k in config_changes and config_changes[k] != getattr(config, k)
+        }
         changed = sorted(k for k, v in config_changes.items() if getattr(config, k) != v)
         if changed:  # v1.5 weights in a v1 net load without a shape error, and are wrong
             raise ValueError(
                 f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "
-                "Load them as they are, then model.reset_classifier(N) for a new head (or "
-                "`resnetkit convert --adapt-head/--adapt-in-chans`)"
+                "Only num_classes (a new head) and in_chans (an adapted first conv) can differ"
             )
     config = config.with_options(**config_changes)
     model = ResNet(
-        config,
+        config.with_options(**adapt),
         zero_init_residual=zero_init_residual,
         drop_path_rate=drop_path_rate,
         grad_checkpointing=grad_checkpointing,
@@ -235,5 +265,33 @@ def create_model(
         name=arch,
     )
     if pretrained:
-        weights.load_into(model)
+        if adapt:
+            source = ResNet(config, name=arch)
+            weights.load_into(source)
+            _load_adapted(model, source, adapt)
+        else:
+            weights.load_into(model)
     return model
+
+
+def _load_adapted(model: ResNet, source: ResNet, adapt: dict[str, int]) -> None:
+    """Load ``source``'s weights into ``model``, which differs in ``adapt`` (its number of
+    classes: the new head keeps its initialisation; of input channels: the first conv's RGB
+    filters summed or repeated, as timm's ``adapt_input_conv``)."""
+    from resnetkit.interop.convert import adapt_input_conv
+
+    state = source.state_dict()
+    if "in_chans" in adapt:
+        conv = source.conv1_weight()
+        key = next(k for k, v in source.named_parameters() if v is conv)
+        state[key] = adapt_input_conv(adapt["in_chans"], conv.detach())
+    if "num_classes" in adapt:
+        own = model.state_dict()
+        for key in [k for k in state if k.startswith("fc.")]:
+            del state[key]
+        state.update({k: v for k, v in own.items() if k.startswith("fc.")})
+    model.load_state_dict(state, strict=True)
+    cfg = dict(getattr(source, "pretrained_cfg", None) or {})
+    if "num_classes" in adapt:
+        cfg["classes"] = []  # the weights' class names went with their head
+    model.pretrained_cfg = cfg  # type: ignore[assignment]
