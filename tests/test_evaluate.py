@@ -390,3 +390,27 @@ def test_unknown_model_name_is_explained(setup: dict) -> None:
         load_model("no_such_model")
     with pytest.raises(FileNotFoundError):
         load_model(setup["tmp"] / "missing.pt", arch="resnet20")
+
+
+def test_evaluation_leaves_the_model_on_its_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model evaluated in the middle of training (on a GPU) must go on training there: it is
+    moved to the evaluation device and back. Here its home is faked as 'meta'."""
+    model = create_model("resnet20").train()
+    moves: list[torch.device] = []
+    real_to = model.to
+
+    def to(device: torch.device) -> torch.nn.Module:
+        moves.append(torch.device(device))
+        return real_to(torch.device("cpu"))
+
+    home = torch.empty(0, device="meta")
+    monkeypatch.setattr(model, "to", to)
+    monkeypatch.setattr(model, "parameters", lambda: iter([home]))
+    with evaluator._evaluating(model, torch.device("cpu")):
+        assert not model.training
+    assert model.training and moves == [torch.device("cpu"), torch.device("meta")]
+    moves.clear()
+    monkeypatch.setattr(model, "parameters", lambda: iter([torch.empty(0)]))
+    with evaluator._evaluating(model, torch.device("cpu")):
+        pass
+    assert moves == [torch.device("cpu")]  # already home: no second move

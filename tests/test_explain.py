@@ -42,7 +42,10 @@ def by_hand(path: Path) -> torch.Tensor:
 def test_grad_cam_matches_an_independent_computation(model_dir: Path) -> None:
     model = load_model_dir(model_dir).eval()
     x = by_hand(asset("cat.png"))
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)  # a caller's accumulated gradient
     cam, cls, prob = grad_cam(model, x, target=3)
+    assert torch.equal(model.fc.weight.grad, torch.ones_like(model.fc.weight))  # left as it was
+    model.fc.weight.grad = None
     assert cls == 3 and 0 < prob < 1 and cam.shape == (32, 32)
     assert float(cam.min()) == 0.0 and float(cam.max()) == pytest.approx(1.0)
     # Reference: the gradient of the class score with respect to the last feature map.
@@ -106,6 +109,10 @@ def test_embed_gives_pooled_features_and_finds_neighbours(model_dir: Path, tmp_p
             model.forward_features(by_hand(asset("cat.png"))), pre_logits=True
         )
     np.testing.assert_allclose(found.vectors[1], expected[0].numpy(), rtol=1e-4, atol=1e-5)
+    in_double = embed(model.double(), [pool], batch_size=2)  # batches take the model's dtype
+    assert in_double.vectors.dtype == np.float32
+    np.testing.assert_allclose(in_double.vectors, found.vectors, rtol=1e-4, atol=1e-5)
+    model.float()
     scores, order = nearest(found.vectors[[2]], found.vectors, k=2)
     assert order[0, 0] == 2 and scores[0, 0] == pytest.approx(1.0)
 

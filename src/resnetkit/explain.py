@@ -43,17 +43,15 @@ def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tenso
             cls = int(probs.argmax()) if target is None else int(target)
             if not 0 <= cls < logits.shape[1]:
                 raise ValueError(f"target class {cls} out of range 0..{logits.shape[1] - 1}")
-            model.zero_grad(set_to_none=True)
-            logits[0, cls].backward()
-        assert features.grad is not None
-        weights = features.grad.mean(dim=(2, 3), keepdim=True)  # importance of each channel
+            # only this leaf's gradient: the model's own .grad (a caller's accumulation) stays
+            (grad,) = torch.autograd.grad(logits[0, cls], features)
+        weights = grad.mean(dim=(2, 3), keepdim=True)  # importance of each channel
         cam = F.relu((weights * features).sum(1, keepdim=True)).detach()
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
         cam = cam - cam.min()
         if cam.max() > 0:
             cam = cam / cam.max()
     finally:
-        model.zero_grad(set_to_none=True)
         model.train(was_training)
     return cam, cls, float(probs[cls].detach())
 
@@ -137,8 +135,11 @@ def embed(
     paths: list[str] = []
     chunks: list[Tensor] = []
     try:
+        weight = model.conv1_weight()  # batches go where the model is, in its dtype
         for batch_paths, batch in image_batches(files, prep, batch_size, failures):
-            chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True))
+            batch = batch.to(device=weight.device, dtype=weight.dtype)
+            pooled = model.forward_head(model.forward_features(batch), pre_logits=True)
+            chunks.append(pooled.float().cpu())
             paths += [str(p) for p in batch_paths]
     finally:
         model.train(was_training)

@@ -17,6 +17,7 @@ With 10 crops, ``loss`` is the negative log of the averaged probability of the t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -348,13 +349,17 @@ def collect_logits(
 
 @contextlib.contextmanager
 def _evaluating(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """The model on ``device`` in eval mode, back in the mode it was in afterwards."""
+    """The model on ``device`` in eval mode, back on its own device and in its own mode
+    afterwards (a model evaluated in the middle of training goes on training where it was)."""
     was_training = model.training
+    home = next((t.device for t in itertools.chain(model.parameters(), model.buffers())), None)
     model.to(device).eval()
     try:
         yield
     finally:
         model.train(was_training)
+        if home is not None and home != device:
+            model.to(home)
 
 
 def _prepare(
