@@ -242,6 +242,39 @@ def test_pillow_bomb_guard_is_caught(root: Path, monkeypatch: pytest.MonkeyPatch
         load_image(path)
 
 
+def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server decodes in threads: warnings.catch_warnings() there restored each other's
+    saved filter lists and left DecompressionBombWarning an error for the whole process."""
+    import threading
+    import warnings
+
+    data = (root / "cats/b_rgb.png").read_bytes()
+    before = list(warnings.filters)
+    start = threading.Barrier(8)
+
+    def decode() -> None:
+        start.wait()
+        for _ in range(150):
+            load_image(data)
+
+    threads = [threading.Thread(target=decode) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert warnings.filters == before
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # and a bomb is still refused
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(root / "cats/a_rgb.jpg")
+    assert warnings.filters == before
+    with warnings.catch_warnings(record=True) as seen:  # outside a decode: a warning again
+        warnings.simplefilter("always")
+        warnings.warn("x", Image.DecompressionBombWarning, stacklevel=1)
+    assert len(seen) == 1
+
+
 def test_bytes_source_and_error_pickling(root: Path) -> None:
     image = load_image((root / "cats/b_rgb.png").read_bytes())
     assert image.size == (30, 40) and image.mode == "RGB"

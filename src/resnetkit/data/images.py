@@ -9,12 +9,15 @@ skip it (training) or report it (prediction, serving).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import struct
+import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +138,45 @@ def _too_large(width: int, height: int, max_pixels: int) -> str:
         f"image too large: {width}x{height} = {width * height:,} pixels exceeds the limit of "
         f"{max_pixels:,} pixels (possible decompression bomb)"
     )
+
+
+_BOMB_FILTER = ("error", None, Image.DecompressionBombWarning, None, 0)
+_bomb_lock = threading.Lock()
+_bomb_users = 0
+
+
+@contextlib.contextmanager
+def _bombs_are_errors() -> Iterator[None]:
+    """Pillow's ``DecompressionBombWarning`` raised as an error while images decode.
+
+    Not ``warnings.catch_warnings()``: it saves and restores the whole process-wide filter
+    list, so two threads decoding at once (the server does) can restore each other's copy and
+    leave the "error" filter in place for good. Here the first decoder in puts one filter
+    entry in, the last one out takes that entry out, under a lock; decoding itself runs
+    unlocked, in parallel.
+    """
+    global _bomb_users
+    with _bomb_lock:
+        if _bomb_users == 0:
+            warnings.filters.insert(0, _BOMB_FILTER)  # type: ignore[arg-type]
+            _filters_changed()
+        _bomb_users += 1
+    try:
+        yield
+    finally:
+        with _bomb_lock:
+            _bomb_users -= 1
+            if _bomb_users == 0:
+                with contextlib.suppress(ValueError):  # someone reset the filters meanwhile
+                    warnings.filters.remove(_BOMB_FILTER)  # type: ignore[arg-type]
+                _filters_changed()
+
+
+def _filters_changed() -> None:
+    """Tell the warnings module its filters changed (its caches key on a version number)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()
 
 
 def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | None]:
@@ -334,8 +376,7 @@ def load_image(
             ``"truncated or corrupt image data"``, ``"not an image (unrecognised format)"``,
             ``"image too large: ..."`` (size and limit), ``"file not found"``, and so on.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _bombs_are_errors():
         img, path = _open(source, max_pixels)
         try:
             if draft_size is not None:
@@ -385,8 +426,7 @@ def verify_image(
     if full_decode:
         load_image(source, max_pixels=max_pixels, draft_size=draft_size)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _bombs_are_errors():
         img, path = _open(source, max_pixels)
         try:
             img.verify()
