@@ -493,3 +493,12 @@ def test_list_models_with_pretrained_lists_the_weights_tags() -> None:
     ]
     for tag in tags:  # each names weights create_model would load
         assert resnetkit.find_weights(tag).tag == tag
+
+
+def test_config_lists_become_tuples() -> None:
+    built = create_model("resnet18", layers=[2, 2, 2, 2], widths=[64, 128, 256, 512]).config
+    assert built == get_model_config("resnet18") and hash(built) == hash(built)
+    assert built.layers == (2, 2, 2, 2) and isinstance(built.widths, tuple)
+    # the same architecture spelled with a list is not "another architecture" for weights
+    model = create_model("resnet20.cifar10", pretrained=True, layers=[3, 3, 3])
+    assert model.pretrained_cfg["classes"][0] == "airplane"

@@ -1013,3 +1013,8 @@ def test_batches_are_augmented_on_the_device_without_waiting_for_it() -> None:
         batches = list(loader)
         mixed, _ = MixCut(0.2, 1.0, 10, 0.0)(*batches[0], torch.Generator().manual_seed(0))
     assert copies.seen == [] and len(batches) == 2 and mixed.device.type == "meta"
+
+
+def test_train_spec_takes_paths_as_strings() -> None:
+    spec = TrainSpec("resnet20", "cifar10", "data", "runs/a", load_recipe("fast-cifar"))  # type: ignore[arg-type]
+    assert spec.data_dir == Path("data") and spec.out / "model" == Path("runs/a/model")

@@ -158,7 +158,7 @@ def _bombs_are_errors() -> Iterator[None]:
     global _bomb_users
     with _bomb_lock:
         if _bomb_users == 0:
-            warnings.filters.insert(0, _BOMB_FILTER)  # type: ignore[arg-type]
+            warnings.filters.insert(0, _BOMB_FILTER)  # type: ignore[attr-defined]
             _filters_changed()
         _bomb_users += 1
     try:
@@ -168,7 +168,7 @@ def _bombs_are_errors() -> Iterator[None]:
             _bomb_users -= 1
             if _bomb_users == 0:
                 with contextlib.suppress(ValueError):  # someone reset the filters meanwhile
-                    warnings.filters.remove(_BOMB_FILTER)  # type: ignore[arg-type]
+                    warnings.filters.remove(_BOMB_FILTER)  # type: ignore[attr-defined]
                 _filters_changed()
 
 

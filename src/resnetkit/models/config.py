@@ -84,6 +84,10 @@ class ResNetConfig:
     default_input_size: int = 224
 
     def __post_init__(self) -> None:
+        for name in ("layers", "widths"):  # a list given would make the config unhashable
+            value = getattr(self, name)  # and unequal to the same built-in one
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         for name, kind in (
             ("block", BlockType),
             ("stem", StemType),

@@ -248,7 +248,8 @@ def create_model(
             for k in ("num_classes", "in_chans")
             if k in config_changes and config_changes[k] != getattr(config, k)
         }
-        changed = sorted(k for k, v in config_changes.items() if getattr(config, k) != v)
+        wanted = config.with_options(**config_changes)  # lists become tuples there
+        changed = sorted(k for k in config_changes if getattr(wanted, k) != getattr(config, k))
         if changed:  # v1.5 weights in a v1 net load without a shape error, and are wrong
             raise ValueError(
                 f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "

@@ -63,7 +63,7 @@ class TrainSpec:
 
     model: str | ResNet  # a registered name, or a built model to fine-tune
     dataset: str
-    data_dir: Path
+    data_dir: Path  # a str is taken too
     out: Path
     recipe: Recipe
     resume: bool = False
@@ -88,6 +88,11 @@ class TrainSpec:
     # False for rehearsals that write nothing (--dry-run, --find-lr): --out is not checked, so
     # they may be pointed at a run folder that holds a run.
     writes: bool = True
+
+    def __post_init__(self) -> None:
+        # strings are paths too (TrainSpec(..., data_dir="data", out="runs/a"))
+        self.data_dir = Path(self.data_dir)
+        self.out = Path(self.out)
 
 
 @dataclass
