@@ -32,6 +32,19 @@ def test_help_of_every_command_needs_no_torch() -> None:
     assert out[1:] == ["[]"], f"imported at start-up: {out[1:]}"
 
 
+def test_training_and_evaluation_import_no_plotting_library() -> None:
+    # matplotlib (about half a second) is imported by the functions that draw, not with the
+    # trainer or the evaluator
+    code = (
+        "import sys, resnetkit.train.trainer, resnetkit.evaluate.evaluator, resnetkit.predict; "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["False"]
+
+
 def test_package_exports_resolve_on_first_use() -> None:
     import resnetkit
     from resnetkit import ResNet, create_model, load_checkpoint

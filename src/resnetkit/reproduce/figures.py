@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from resnetkit.figure_io import save_png
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _DEPTH_COLOURS = {20: "#1f77b4", 32: "#2ca02c", 44: "#9467bd", 56: "#d62728", 110: "#ff7f0e"}
 
@@ -20,7 +21,7 @@ def _depth(name: str) -> int:
 def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
     """Paper Fig. 6 style: training (left) and test (right) error against iterations;
     plain nets dashed, ResNets solid, one colour per depth."""
-    fig = Figure(figsize=(11, 4.2), dpi=150)
+    fig = _figure(figsize=(11, 4.2), dpi=150)
     axes = fig.subplots(1, 2, sharey=True)
     for name, curve in summary["models"].items():
         if not curve["step"]:
@@ -72,7 +73,7 @@ def plot_degradation(summary: dict[str, Any], path: Path) -> Path:
 def plot_responses(summary: dict[str, Any], path: Path) -> Path:
     """Paper Fig. 7 style: the std of each 3x3 layer's response in layer order (top) and sorted
     from largest to smallest (bottom); plain nets dashed, ResNets solid, one colour per depth."""
-    fig = Figure(figsize=(8, 7), dpi=150)
+    fig = _figure(figsize=(8, 7), dpi=150)
     axes = fig.subplots(2, 1)
     for label, entry in summary["models"].items():
         arch = str(entry.get("arch") or label)
@@ -123,7 +124,7 @@ def plot_training_curves(
     if x not in ("epoch", "step"):
         raise ValueError(f"x must be 'epoch' or 'step', got {x!r}")
     by_run = dict(runs) if isinstance(runs, Mapping) else {"": runs}
-    fig = Figure(figsize=(11, 4.2), dpi=150)
+    fig = _figure(figsize=(11, 4.2), dpi=150)
     loss_ax, err_ax = fig.subplots(1, 2)
     for index, (label, rows) in enumerate(by_run.items()):
         for split in ("train", "val", "test"):
@@ -157,3 +158,11 @@ def plot_training_curves(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def _figure(figsize: tuple[float, float], dpi: int) -> Figure:
+    """A new figure; matplotlib is imported here, not with the training code that imports
+    this module (half a second of every ``import resnetkit.train.trainer``)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=dpi)
