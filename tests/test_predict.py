@@ -266,3 +266,16 @@ def test_predict_takes_any_iterable_and_refuses_a_backbone(tmp_path: Path) -> No
         predict(backbone, ASSETS)
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_model("./no-such-model")  # a path, not a tag to look up
+
+
+def test_predict_takes_another_librarys_resnet() -> None:
+    """A torchvision ResNet has no num_classes attribute: its head says how many classes."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=5).eval()
+    report = predict(net, ASSETS[:1], top_k=5, batch_size=1)
+    got = report.predictions[0]["top_k"]
+    assert sorted(p["class"] for p in got) == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ValueError, match="neither num_classes nor an fc layer"):
+        predict(torch.nn.Sequential(torch.nn.Flatten()), ASSETS[:1])

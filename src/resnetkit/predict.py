@@ -264,7 +264,17 @@ def class_names(model: nn.Module) -> list[str]:
             "the model was built with features_only=True: it returns feature maps, not class "
             "scores; build it without features_only to classify"
         )
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    model = getattr(model, "module", model)  # DistributedDataParallel, or an EMA wrapper
+    if hasattr(model, "num_classes"):
+        num_classes = int(model.num_classes or 0)
+    else:  # another library's ResNet (torchvision, timm): its head says it
+        fc = getattr(model, "fc", None)
+        num_classes = int(getattr(fc, "out_features", 0) or 0)
+        if fc is None:
+            raise ValueError(
+                f"cannot tell how many classes this {type(model).__name__} predicts (it has "
+                "neither num_classes nor an fc layer); load it with resnetkit.load_model"
+            )
     if num_classes <= 0:
         raise ValueError("the model has no classifier head (num_classes=0); nothing to predict")
     names = [str(c) for c in preprocessing_of(model)["classes"]]
