@@ -266,7 +266,7 @@ def class_names(model: nn.Module) -> list[str]:
         )
     model = getattr(model, "module", model)  # DistributedDataParallel, or an EMA wrapper
     if hasattr(model, "num_classes"):
-        num_classes = int(model.num_classes or 0)
+        num_classes = int(getattr(model, "num_classes", 0) or 0)
     else:  # another library's ResNet (torchvision, timm): its head says it
         fc = getattr(model, "fc", None)
         num_classes = int(getattr(fc, "out_features", 0) or 0)
