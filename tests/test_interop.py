@@ -54,7 +54,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.Linear):
                 m.bias.copy_(torch.randn(m.out_features, generator=g))
-        model.train()(torch.randn(2, 3, 64, 64, generator=g))
+        chans = int(getattr(getattr(model, "config", None), "in_chans", 3))
+        model.train()(torch.randn(2, chans, 64, 64, generator=g))
     for m in norms:
         m.momentum = 0.1
     return model.eval()
@@ -477,6 +478,18 @@ def test_load_model_reads_huggingface_names(tmp_path: Path) -> None:
     loaded = load_model(tmp_path / "hf.safetensors", arch="resnet18")
     x = images()
     assert_same(out(loaded, x), out(source, x))
+
+
+def test_a_bare_checkpoint_tells_its_classes_and_input_channels(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    for arch in ("resnet20", "resnet50d"):  # a 3x3 conv stem, and a deep stem (conv1.0)
+        source = randomize(ours(arch, num_classes=3, in_chans=1), seed=3)
+        save_file(source.state_dict(), str(tmp_path / f"{arch}.safetensors"))
+        loaded = load_model(tmp_path / f"{arch}.safetensors", arch=arch)
+        assert (loaded.config.in_chans, loaded.num_classes) == (1, 3)
+        x = torch.randn(2, 1, 64, 64)
+        assert_same(out(loaded, x), out(source, x))
 
 
 def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> None:

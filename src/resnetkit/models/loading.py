@@ -169,7 +169,7 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
     """Build ``arch`` and load a bare checkpoint file into it (strict, shapes checked).
 
     The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
-    backbone). Weights nested under ``state_dict``, ``model_state_dict`` or ``model`` are
+    backbone), the input channels from the first conv's. Weights nested under ``state_dict``, ``model_state_dict`` or ``model`` are
     unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped; Hugging Face names and heads
     called ``linear``/``classifier``/``head`` are translated (see :mod:`resnetkit.interop`).
 
@@ -196,6 +196,9 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
     num_classes = int(fc.shape[0]) if fc is not None else 0
     if "num_classes" in options:
         raise ValueError("num_classes is read from the checkpoint's fc.weight; do not pass it")
+    stem = next((state[k] for k in ("conv1.weight", "conv1.0.weight") if k in state), None)
+    if stem is not None and stem.dim() == 4 and "in_chans" not in options:
+        options["in_chans"] = int(stem.shape[1])  # a grey (1) or multispectral first conv
     keras = translation.source_format == "keras"
     if keras and get_model_config(arch).block == "bottleneck":
         # keras.applications ResNet50/101/152 are v1 (stride in the first 1x1), which the
