@@ -169,9 +169,10 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
     """Build ``arch`` and load a bare checkpoint file into it (strict, shapes checked).
 
     The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
-    backbone), the input channels from the first conv's. Weights nested under ``state_dict``, ``model_state_dict`` or ``model`` are
-    unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped; Hugging Face names and heads
-    called ``linear``/``classifier``/``head`` are translated (see :mod:`resnetkit.interop`).
+    backbone), the input channels from the first conv's. Weights nested under
+    ``state_dict``, ``model_state_dict`` or ``model`` are unwrapped and ``module.`` /
+    ``_orig_mod.`` prefixes stripped; Hugging Face names and heads called
+    ``linear``/``classifier``/``head`` are translated (see :mod:`resnetkit.interop`).
 
     Args:
         path: ``.safetensors``, or ``.pt``/``.pth`` holding a state dict.
