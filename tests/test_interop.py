@@ -264,6 +264,28 @@ def test_keras_round_trip_npz(tmp_path: Path) -> None:
     assert_same(out(model, x), out(source, x))
 
 
+def test_keras_weights_are_laid_out_as_keras_reads_them() -> None:
+    """Checked element by element against Keras' own conventions, not against our reader
+    (which undoes whatever the writer does): kernels (kh, kw, in, out), the stem's input
+    channels in BGR order, Dense kernels (in, out), and BN variances for Keras' epsilon."""
+    source, weights = _keras_source()
+    conv = source.conv1.weight.detach()  # (out, in RGB, kh, kw)
+    kernel = torch.from_numpy(weights["conv1_conv/kernel:0"])
+    assert kernel.shape == (7, 7, 3, 64)
+    for o, c, i, j in [(0, 0, 0, 1), (5, 2, 3, 6), (63, 1, 6, 0)]:
+        assert kernel[i, j, 2 - c, o] == conv[o, c, i, j]  # channel c of RGB is 2 - c of BGR
+    block = torch.from_numpy(weights["conv2_block1_2_conv/kernel:0"])
+    w = source.layer1[0].conv2.weight.detach()
+    assert block[0, 2, 5, 7] == w[7, 5, 0, 2] and block[2, 0, 5, 7] == w[7, 5, 2, 0]
+    dense = torch.from_numpy(weights["predictions/kernel:0"])
+    assert dense.shape == (2048, 10) and dense[100, 3] == source.fc.weight[3, 100]
+    bn = source.bn1
+    keras_var = torch.from_numpy(weights["conv1_bn/moving_variance:0"]).double()
+    # Keras divides by sqrt(var + 1.001e-5), torch by sqrt(var + 1e-5): the same number
+    torch.testing.assert_close(keras_var + 1.001e-5, bn.running_var.double() + 1e-5)
+    assert np.array_equal(weights["conv1_bn/moving_mean:0"], bn.running_mean.numpy())
+
+
 def test_a_keras_named_weights_file_loads_as_keras_v1(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
