@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -327,14 +328,34 @@ def test_keras_weights_refused_by_v15_model() -> None:
         to_keras_dict(ours("resnet50"))
 
 
-def test_keras_h5_needs_h5py(tmp_path: Path) -> None:
+def test_keras_h5_needs_h5py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "weights.h5"
     path.write_bytes(b"not really")
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="h5py"):
-            read_checkpoint(path)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"needs h5py \(pip install h5py\).*np.savez"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("whole_model", [False, True])
+def test_keras_h5_weights_load(tmp_path: Path, whole_model: bool) -> None:
+    """Keras 2's .h5 layout: LAYER/LAYER/NAME:0 datasets; a whole-model file keeps them under
+    model_weights/, beside optimizer_weights/ whose Adam slots carry the same layer names."""
+    h5py = pytest.importorskip("h5py")
+    source, weights = _keras_source()
+    path = tmp_path / "resnet50.h5"
+    with h5py.File(path, "w") as f:
+        root = f.create_group("model_weights") if whole_model else f
+        for key, value in weights.items():
+            layer = key.split("/")[0]
+            root[f"{layer}/{key}"] = value
+        if whole_model:  # slots of the same shapes, not weights: must be left alone
+            for key, value in weights.items():
+                f[f"optimizer_weights/Adam/{key}"] = np.zeros_like(value)
+    model = ours("resnet50", num_classes=10, stride_in_1x1=True)
+    report = load_checkpoint(model, path)
+    assert report.source_format == "keras" and not (report.unexpected or report.missing)
+    x = images()
+    assert_same(out(model, x), out(source, x))
 
 
 # --- training-script checkpoints -----------------------------------------------------------
