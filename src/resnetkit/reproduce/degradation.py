@@ -45,7 +45,7 @@ ROW_KEYS = ("step", "train_top1", "epoch_seconds")
 def presets() -> dict[str, Preset]:
     paper = load_recipe("paper-cifar-full")
     # Quick: 10k training images for 12 epochs (936 iterations), lr divided by 10 at 50% and 75%
-    # of the schedule as the paper's 32k/48k of 64k; about an hour on 2 idle CPU cores.
+    # of the schedule as the paper's 32k/48k of 64k; 72-97 minutes measured on 2 CPU cores.
     # Every model ramps the lr up linearly over the first 150 iterations: at lr 0.1 from the
     # first step ResNet-56's first epoch diverges (the paper warms its ResNet-110 up for the
     # same reason) and 936 iterations leave it no time to recover, which hides the cure
@@ -68,7 +68,7 @@ def presets() -> dict[str, Preset]:
             10_000,
             2_000,
             "10k training images, 12 epochs with a 150-iteration lr warm-up, 2k test images "
-            "(about an hour on 2 cores)",
+            "(about 1.5 hours on 2 cores)",
         ),
         "full": Preset(
             "full",
@@ -129,7 +129,8 @@ def run_degradation(
     epoch to stderr when there are no progress bars (a run in the background). ``jobs`` > 1
     trains that many models at once, each in its own process with its share of the threads and
     its own log (``out/NAME.log``): small CIFAR convolutions use many threads poorly, so on 2
-    cores two one-thread runs do about 1.6x the work of one two-thread run. ``device`` is
+    cores two one-thread runs do about 1.7x the work of one two-thread run in fp32 (1.1x in
+    bf16, where one run uses the cores better). ``device`` is
     where every model trains (``cuda``: on a GPU, where ``jobs`` > 1 runs the models' kernels
     in turn unless CUDA's Multi-Process Service is running).
     """
