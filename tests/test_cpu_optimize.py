@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from resnetkit import create_model
-from resnetkit.export import CPUOptimizationError, optimize_for_cpu
+from resnetkit.export import CPUOptimizationError, cpu, optimize_for_cpu
 from resnetkit.export.cpu import chunk_for
 from tests.conftest import needs_cxx
 
@@ -52,10 +52,51 @@ def test_optimized_model_matches_eager_at_any_batch_size(
     assert model.training is False
 
 
-def test_a_result_outside_the_tolerance_is_refused(one_thread: None) -> None:
+def _recording_backend(
+    monkeypatch: pytest.MonkeyPatch, shapes: list[int], error: float = 0.0
+) -> None:
+    """The oneDNN backend replaced by the folded model itself, recording each batch it runs
+    and adding ``error`` to its outputs (a miscompiled graph)."""
+
+    def build(folded: torch.nn.Module) -> object:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            shapes.append(x.shape[0])
+            with torch.inference_mode():
+                return folded(x) + error
+
+        return run
+
+    monkeypatch.setattr(cpu, "_onednn_graph", build)
+
+
+def test_a_result_outside_the_tolerance_is_refused(
+    one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = create_model("resnet20").eval()
-    with pytest.raises(CPUOptimizationError, match="differs from eager by"):
-        optimize_for_cpu(model, torch.randn(1, 3, 32, 32), "onednn-graph", tolerance=-1.0)
+    x = torch.randn(1, 3, 32, 32)
+    _recording_backend(monkeypatch, [], error=1e-2)  # far above the default 1e-4
+    with pytest.raises(CPUOptimizationError, match="differs from eager by 1.00e-02"):
+        optimize_for_cpu(model, x, "onednn-graph")
+    _recording_backend(monkeypatch, [], error=1e-6)  # within it: accepted
+    optimize_for_cpu(model, x, "onednn-graph")
+
+
+def test_batches_run_in_chunks_of_the_compiled_size(
+    one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = create_model("resnet20").eval()
+    shapes: list[int] = []
+    _recording_backend(monkeypatch, shapes)
+    run = optimize_for_cpu(model, torch.randn(4, 3, 32, 32), "onednn-graph", chunk_size=4)
+    shapes.clear()
+    x = torch.randn(9, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-4)
+    assert shapes == [4, 4, 1]
+    shapes.clear()
+    run = optimize_for_cpu(model, torch.randn(4, 3, 32, 32), "onednn-graph", chunk_size=None)
+    run(x)
+    assert shapes[-1] == 9  # no chunking: one piece
 
 
 def test_chunks_give_the_same_result_as_one_piece(one_thread: None) -> None:
