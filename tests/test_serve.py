@@ -334,6 +334,33 @@ def test_optimized_backend_pads_to_compiled_sizes_and_matches_torch(model_dir: P
     assert meta["backend"] == "optimized" and len(got["predictions"]) == 3
 
 
+def test_optimized_backend_only_ever_runs_the_sizes_it_compiled(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch reaches the compiled graph padded to a size compiled at start-up (a new
+    size would compile again, seconds, in the middle of serving)."""
+    from resnetkit.export import cpu
+
+    seen: list[int] = []
+
+    def build(folded: torch.nn.Module) -> Any:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.shape[0])
+            with torch.inference_mode():
+                return folded(x)
+
+        return run
+
+    monkeypatch.setattr(cpu, "_onednn_graph", build)
+    fn = create_app(model_dir, backend="optimized", max_batch=8).state.service.batcher.fn
+    compiled = set(seen)
+    assert compiled == {1, 2, 4, 8}  # 32x32 images: chunks of 196, so every size up to 8
+    seen.clear()
+    for n in range(1, 9):
+        assert fn(torch.randn(n, 3, 32, 32)).shape == (n, 10)
+    assert seen == [1, 2, 4, 4, 8, 8, 8, 8]
+
+
 def test_cli_serve_runs_uvicorn_on_loopback(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
