@@ -7,6 +7,7 @@ import io
 import json
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from importlib import resources
@@ -247,7 +248,7 @@ def test_metrics_count_requests_latency_batches_and_rejections(model_dir: Path) 
     assert 'resnetkit_rejected_inputs_total{reason="not_an_image"} 1.0' in text
 
 
-@pytest.mark.parametrize(("max_batch", "most_calls"), [(8, 7), (1, 8)])
+@pytest.mark.parametrize(("max_batch", "most_calls"), [(8, 2), (1, 8)])
 def test_concurrent_requests_share_forward_passes(
     model_dir: Path, max_batch: int, most_calls: int
 ) -> None:
@@ -290,6 +291,22 @@ def test_batcher_splits_and_fills_batches() -> None:
     batcher.close()
     with pytest.raises(BatcherClosedError):
         batcher.submit_nowait(jobs[0])
+
+
+@pytest.mark.parametrize(("wait_ms", "expected"), [(1000, [2]), (0, [1, 1])])
+def test_batcher_waits_for_more_requests_only_as_long_as_asked(
+    wait_ms: int, expected: list[int]
+) -> None:
+    """A second request 50 ms after the first joins its batch within a 1 s window, and runs
+    on its own without one."""
+    sizes: list[int] = []
+    batcher = MicroBatcher(lambda x: x, max_batch=4, max_wait_ms=wait_ms, on_batch=sizes.append)
+    first = batcher.submit_nowait(torch.zeros(1, 1))
+    time.sleep(0.05)
+    second = batcher.submit_nowait(torch.ones(1, 1))
+    assert float(second.result(timeout=10)) == 1.0 and float(first.result(timeout=10)) == 0.0
+    batcher.close()
+    assert sizes == expected
 
 
 def test_onnx_backend_matches_torch(model_dir: Path) -> None:
