@@ -83,7 +83,14 @@ def test_models_keeps_its_counts_in_a_cache(capsys, tmp_path, monkeypatch) -> No
     first = json.loads(capsys.readouterr().out)
     cache = json.loads((tmp_path / "zoo-stats.json").read_text())
     assert cache["rows"]["resnet20"]["params"] == first[0]["params"] == 269_722
+    # An entry for this config is read, not counted again (a planted number shows it)
+    config = cache["rows"]["resnet20"]["config"]
+    cache["rows"]["resnet20"]["params"] = 1
+    (tmp_path / "zoo-stats.json").write_text(json.dumps(cache))
+    assert main(["models", "resnet20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["params"] == 1
     # An entry for another config (an older zoo row) is not trusted: counted again.
+    assert config != "old"
     cache["rows"]["resnet20"].update(config="old", params=1)
     (tmp_path / "zoo-stats.json").write_text(json.dumps(cache))
     assert main(["models", "resnet20", "--json"]) == 0
