@@ -370,6 +370,16 @@ def test_grayscale_model_and_sample_ten_crop(setup: dict, monkeypatch: pytest.Mo
     result = evaluate_model(gray, "cifar10-sample", ".", batch_size=250)
     assert result["count"] == 500  # luminance in, not a channel-count error
     sample = evaluator.load_sample("test")
+    # what it saw: Pillow's luma of each image, normalised by the averaged mean and std
+    few = ArrayDataset(sample.images[:4], sample.labels[:4], sample.classes)
+    monkeypatch.setattr(evaluator, "load_sample", lambda split: few)
+    logits, _, _ = evaluator.collect_logits(gray, "cifar10-sample", ".")
+    luma = np.stack([np.asarray(Image.fromarray(img).convert("L")) for img in few.images])
+    cfg = preprocessing_of(gray)
+    mean, std = sum(cfg["mean"]) / 3, sum(cfg["std"]) / 3
+    x = (torch.from_numpy(luma).float().unsqueeze(1) / 255 - mean) / std
+    with torch.no_grad():
+        torch.testing.assert_close(logits, gray(x), atol=1e-4, rtol=1e-4)
     first = ArrayDataset(sample.images[:48], sample.labels[:48], sample.classes)
     monkeypatch.setattr(evaluator, "load_sample", lambda split: first)  # 10 crops x 48 images
     trained = load_model("resnet20.cifar10")
