@@ -377,24 +377,26 @@ def test_incomplete_folder_lists_the_missing_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"name": "cifar1000"},
-        {"split": "val"},
-        {"label_kind": "medium"},
-        {"name": "cifar10", "label_kind": "coarse"},
-        {"layout": "hdf5"},
+        ({"name": "cifar1000"}, "unknown CIFAR dataset 'cifar1000'"),
+        ({"split": "val"}, "unknown split 'val'"),
+        ({"label_kind": "medium"}, "label_kind"),
+        ({"name": "cifar10", "label_kind": "coarse"}, "coarse"),
+        ({"layout": "hdf5"}, "unknown layout 'hdf5'"),
     ],
 )
-def test_bad_arguments_raise_value_error(tmp_path: Path, kwargs: dict[str, str]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_arguments_raise_value_error(
+    tmp_path: Path, kwargs: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
         load_cifar(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 def test_array_dataset_validates_and_constants() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be uint8 with shape \(N, H, W, 3\)"):
         ArrayDataset(np.zeros((2, 32, 32), np.uint8), np.zeros(2, np.int64), ("a",))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels must be int64 with shape \(2,\)"):
         ArrayDataset(np.zeros((2, 32, 32, 3), np.uint8), np.zeros(3, np.int64), ("a",))
     ds = ArrayDataset(np.zeros((2, 32, 32, 3), np.uint8), np.zeros(2, np.int64), ("a", "b"))
     assert len(ds) == 2 and ds.num_classes == 2

@@ -61,10 +61,9 @@ def test_degradation_runs_plots_and_resumes(tmp_path: Path, capsys) -> None:  # 
 
 
 def test_cli_rejects_unknown_preset(capsys) -> None:  # noqa: ANN001
-    try:
+    with pytest.raises(SystemExit) as exit_:
         main(["reproduce", "degradation", "--preset", "huge", "--data-dir", "x"])
-    except SystemExit as exit_:
-        assert exit_.code == 2
+    assert exit_.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 
 

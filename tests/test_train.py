@@ -29,6 +29,7 @@ from resnetkit.train.trainer import (
     TrainSpec,
     train,
 )
+from tests.conftest import needs_cxx
 from tests.fakedata import write_fake_cifar10
 
 TINY = Recipe(
@@ -678,6 +679,7 @@ def test_compile_mode_is_checked() -> None:
         Recipe(compile_mode="fastest")
 
 
+@needs_cxx
 @pytest.mark.slow  # compiling a training step takes about two minutes on 2 cores
 def test_compiled_training_follows_eager_training(cifar_dir: Path, tmp_path: Path) -> None:
     recipe = TINY.override({"epochs": 1, "max_iters": 3, "ema_decay": 0.0, "warmup_iters": 0})
