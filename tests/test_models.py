@@ -271,7 +271,11 @@ def test_features_only_backbone() -> None:
     model = create_model("resnet20", features_only=True, out_indices=(0, 2)).eval()
     maps = model(torch.randn(2, 3, 32, 32))
     assert [tuple(m.shape) for m in maps] == [(2, 16, 32, 32), (2, 64, 8, 8)]
-    assert [i["reduction"] for i in model.feature_info] == [1, 2, 4]
+    # as timm: the stages forward returns, with its accessors (a neck's input widths)
+    assert model.feature_info.channels() == [16, 64]
+    assert model.feature_info.reduction() == [1, 4]
+    assert model.feature_info.module_name() == ["layer1", "layer3"]
+    assert create_model("resnet20").feature_info.channels() == [16, 32, 64]  # every stage
     with pytest.raises(ValueError, match="out_indices"):
         create_model("resnet20", out_indices=(3,))
     with pytest.raises(ValueError, match=r"out_indices \[\] must name stages of resnet20, 0..2"):

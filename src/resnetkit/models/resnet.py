@@ -18,6 +18,20 @@ from resnetkit.models.blocks import Skip, block_class, conv3x3, make_shortcut
 from resnetkit.models.config import ResNetConfig
 
 
+class FeatureInfo(list[dict[str, Any]]):
+    """Per-stage ``num_chs``, ``reduction`` and ``module``, with timm's ``FeatureInfo``
+    accessors (a neck reads ``model.feature_info.channels()``)."""
+
+    def channels(self) -> list[int]:
+        return [int(info["num_chs"]) for info in self]
+
+    def reduction(self) -> list[int]:
+        return [int(info["reduction"]) for info in self]
+
+    def module_name(self) -> list[str]:
+        return [str(info["module"]) for info in self]
+
+
 class ResNet(nn.Module):
     """A residual (or plain) network built from a :class:`ResNetConfig`.
 
@@ -82,7 +96,7 @@ class ResNet(nn.Module):
         in_planes = config.stem_width
         block_index = 0
         reduction = 1 if config.stem == "cifar" else 4
-        self.feature_info: list[dict[str, Any]] = []
+        stage_info: list[dict[str, Any]] = []
         for stage, (depth, width) in enumerate(zip(config.layers, config.widths, strict=True)):
             stride = 1 if stage == 0 else 2
             reduction *= stride
@@ -125,16 +139,20 @@ class ResNet(nn.Module):
                 in_planes = out_planes
                 block_index += 1
             self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
-            self.feature_info.append(
+            stage_info.append(
                 {"num_chs": in_planes, "reduction": reduction, "module": f"layer{stage + 1}"}
             )
+        # as timm: every stage, or with features_only the ones forward returns
+        self.feature_info = FeatureInfo(
+            [stage_info[i] for i in self.out_indices] if features_only else stage_info
+        )
         if config.skip != "identity" and not any(isinstance(m, Skip) for m in self.modules()):
             raise ValueError(
                 f"skip={config.skip!r} changes identity shortcuts, and every unit of {name} "
                 f"(layers {config.layers}) changes shape: it has none. Give a stage 2 or more "
                 "blocks"
             )
-        self.min_input_size = self.feature_info[-1]["reduction"]
+        self.min_input_size = stage_info[-1]["reduction"]
         self.num_features = config.num_features
         # Pre-activation nets end with a BN-ReLU, since their last block's sum is not activated;
         # units (c) and (d) of the 2016 paper's Fig. 4 leave it unactivated too: a final ReLU.
