@@ -32,6 +32,8 @@ def test_tags_follow_torchvision_tables() -> None:
     assert w.metrics["imagenet_top1"] == pytest.approx(80.858) and w.num_classes == 1000
     assert w.classes[0] == "tench" and w.interpolation == "bilinear"
     assert hub.get_hub_weights("resnet50.tv_in1k").resize == 256
+    # timm's data config reads crop_pct: the same resize-then-crop as ours
+    assert w.pretrained_cfg()["crop_pct"] * 232 == pytest.approx(224)
     with pytest.raises(KeyError, match="not a torchvision weights tag"):
         hub.get_hub_weights("resnet20.tv_in1k")
     # v1.5 weights in a v1 net would load without a shape error: refused before any download.

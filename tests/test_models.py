@@ -506,3 +506,18 @@ def test_config_lists_become_tuples() -> None:
     # the same architecture spelled with a list is not "another architecture" for weights
     model = create_model("resnet20.cifar10", pretrained=True, layers=[3, 3, 3])
     assert model.pretrained_cfg["classes"][0] == "airplane"
+
+
+def test_timm_reads_the_packaged_weights_preprocessing() -> None:
+    """timm's resolve_model_data_config fills in its ImageNet defaults (bicubic, 1/0.875
+    resize and crop) for what a pretrained_cfg leaves out: the CIFAR weights say theirs."""
+    from timm.data import resolve_model_data_config
+
+    from resnetkit.predict import Preprocessing
+
+    model = create_model("resnet20.cifar10", pretrained=True)
+    timm_cfg = resolve_model_data_config(model)
+    ours = Preprocessing.of(model)
+    assert (timm_cfg["interpolation"], timm_cfg["crop_pct"]) == ("bilinear", 1.0)
+    assert (timm_cfg["input_size"], ours.image_size, ours.resize) == (32, 32, 32)
+    assert tuple(timm_cfg["mean"]) == ours.mean and tuple(timm_cfg["std"]) == ours.std

@@ -72,6 +72,7 @@ class HubWeights:
             "input_size": self.input_size,
             "resize": self.resize,
             "crop": self.input_size,
+            "crop_pct": self.input_size / self.resize,  # the same crop, as timm reads it
             "interpolation": self.interpolation,
             # torchvision's published accuracy on the ImageNet-1k validation set
             "metrics": dict(self.metrics),

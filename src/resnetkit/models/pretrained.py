@@ -43,6 +43,10 @@ class PretrainedWeights:
             "mean": list(self.mean),
             "std": list(self.std),
             "input_size": self.input_size,
+            # said outright, so that timm's resolve_data_config does not assume its ImageNet
+            # defaults (bicubic, resize by 1/0.875 and crop) for these 32x32 images
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
             "metrics": dict(self.metrics),
             "recipe": self.recipe,
         }
