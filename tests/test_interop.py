@@ -263,6 +263,7 @@ def test_keras_round_trip_npz(tmp_path: Path) -> None:
     assert report.source_format == "keras" and any("BGR" in n for n in report.notes)
     x = images()
     assert_same(out(model, x), out(source, x))
+    assert_same(out(load_model(path, arch="resnet50"), x), out(source, x))  # load_model too
 
 
 def test_keras_weights_are_laid_out_as_keras_reads_them() -> None:
@@ -356,6 +357,9 @@ def test_keras_h5_weights_load(tmp_path: Path, whole_model: bool) -> None:
     assert report.source_format == "keras" and not (report.unexpected or report.missing)
     x = images()
     assert_same(out(model, x), out(source, x))
+    loaded = load_model(path, arch="resnet50")  # the same file as a model: Keras is v1
+    assert loaded.config.stride_in_1x1 and loaded.num_classes == 10
+    assert_same(out(loaded, x), out(source, x))
 
 
 # --- training-script checkpoints -----------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 MODEL_HELP = (
     "model directory (config.json + model.safetensors), packaged tag such as "
-    "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, needs --arch)"
+    "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, Keras .npz/.h5; needs --arch)"
 )
 
 

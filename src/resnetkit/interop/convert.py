@@ -35,6 +35,7 @@ from resnetkit.models.config import FUNCTION_FIELDS, ResNetConfig
 from resnetkit.models.loading import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    KERAS_SUFFIXES,
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
     torch_load_weights_only,
@@ -42,7 +43,6 @@ from resnetkit.models.loading import (
 from resnetkit.models.registry import create_model, get_model_config
 from resnetkit.models.resnet import ResNet
 
-KERAS_SUFFIXES = (".npz", ".h5", ".hdf5")
 TARGETS = ("resnetkit", "torchvision", "timm", "huggingface", "keras")
 _SHOWN = 5  # keys listed per category in a summary
 

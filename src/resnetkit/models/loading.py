@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+KERAS_SUFFIXES = (".npz", ".h5", ".hdf5")  # Keras ResNet weights (.h5 needs h5py)
 #: Keys under which training scripts commonly nest the weights, tried in this order.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 #: Prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``.
@@ -237,8 +239,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
     elif suffix in PICKLE_SUFFIXES:
         raw = torch_load_weights_only(path)
+    elif suffix in KERAS_SUFFIXES:  # Keras weights: read as `resnetkit convert` reads them
+        from resnetkit.interop.convert import _read_path
+
+        arrays, _, _ = _read_path(path)
+        raw = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
     else:
-        known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
+        known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
     return _strip_prefixes(_unwrap(raw, path))
 
