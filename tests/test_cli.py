@@ -45,6 +45,17 @@ def test_training_and_evaluation_import_no_plotting_library() -> None:
     assert out.stdout.split() == ["False"]
 
 
+def test_python_dash_m_resnetkit_is_the_command_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "resnetkit", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip().startswith("resnetkit ")
+
+
 def test_package_exports_resolve_on_first_use() -> None:
     import resnetkit
     from resnetkit import ResNet, create_model, load_checkpoint

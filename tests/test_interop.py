@@ -333,7 +333,7 @@ def test_keras_h5_needs_h5py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     path = tmp_path / "weights.h5"
     path.write_bytes(b"not really")
     monkeypatch.setitem(sys.modules, "h5py", None)  # as if it were not installed
-    with pytest.raises(ImportError, match=r"needs h5py \(pip install h5py\).*np.savez"):
+    with pytest.raises(ImportError, match=r"needs h5py: pip install 'resnetkit\[keras\]'.*savez"):
         read_checkpoint(path)
 
 

@@ -150,6 +150,7 @@ _EXTRAS = {
     "tensorboard": "tensorboard",
     "litert_torch": "tflite",
     "coremltools": "coreml",
+    "h5py": "keras",
 }
 
 

@@ -243,7 +243,8 @@ def _read_h5(path: Path) -> dict[str, np.ndarray]:
         import h5py
     except ImportError:
         raise ImportError(
-            f"reading {path} needs h5py (pip install h5py). Or save the weights as .npz in "
+            f"reading {path} needs h5py: pip install 'resnetkit[keras]'. Or save the weights "
+            "as .npz in "
             "Keras: np.savez('weights.npz', **{w.path: w.numpy() for w in model.weights}) "
             "(tf.keras 2: w.name instead of w.path)"
         ) from None
