@@ -323,6 +323,11 @@ def test_the_file_says_the_size_it_was_exported_at_and_whether_it_classifies(
         class_names(features)
     backbone = create_model("resnet20", features_only=True)  # keeps num_classes=10, no head
     assert json.loads(metadata_text(backbone, {}, 32))["num_classes"] == 0
+    # at another size the original's resize and crop share go: predict and evaluate then
+    # both use the one default (resize 256, crop 224), as they would disagree otherwise
+    cfg = {"input_size": 32, "resize": 32, "crop": 32, "crop_pct": 1.0, "interpolation": "bilinear"}
+    at_224 = json.loads(metadata_text(backbone, cfg, 224))
+    assert at_224["input_size"] == 224 and not {"resize", "crop", "crop_pct"} & set(at_224)
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):
         load_classifier(tmp_path / "missing.onnx")
     pixel_mean = trained_like("resnet20")

@@ -276,6 +276,9 @@ def test_features_only_backbone() -> None:
     assert model.feature_info.reduction() == [1, 4]
     assert model.feature_info.module_name() == ["layer1", "layer3"]
     assert create_model("resnet20").feature_info.channels() == [16, 32, 64]  # every stage
+    unordered = create_model("resnet20", features_only=True, out_indices=(2, 0, 2)).eval()
+    maps = unordered(torch.randn(1, 3, 32, 32))  # stage order, each once: as feature_info says
+    assert [m.shape[1] for m in maps] == unordered.feature_info.channels() == [16, 64]
     with pytest.raises(ValueError, match="out_indices"):
         create_model("resnet20", out_indices=(3,))
     with pytest.raises(ValueError, match=r"out_indices \[\] must name stages of resnet20, 0..2"):
@@ -433,6 +436,11 @@ def test_pretrained_unknown_tag_is_explained() -> None:
         find_weights("resnet20.cifar1")
     with pytest.raises(TypeError, match="name the weights in the model name"):
         create_model("resnet20", pretrained="paper_cifar10")  # type: ignore[arg-type]
+    # a torchvision tag that exists for other depths only: the same error, no traceback
+    with pytest.raises(UnknownWeightsError, match="resnet18"):
+        find_weights("resnet18.tv2_in1k")
+    with pytest.raises(FileNotFoundError, match="no such model directory or checkpoint"):
+        resnetkit.load_model("weights.npz", arch="resnet50")  # a missing file, not a model name
 
 
 def test_pretrained_with_another_head_or_input_width_adapts_the_weights() -> None:
@@ -455,6 +463,19 @@ def test_pretrained_with_another_head_or_input_width_adapts_the_weights() -> Non
             grey(x), source.forward_features(x.expand(-1, 3, -1, -1)).mean((2, 3))
         )
     assert grey.config.in_chans == 1 and grey.num_classes == 0
+    # what was measured on the weights as they were is not claimed for the adapted model
+    assert "metrics" not in grey.pretrained_cfg and "metrics" in source.pretrained_cfg
+    assert grey.pretrained_cfg["adapted"] == ["in_chans=1", "num_classes=0"]
+    # the paper's per-pixel mean follows the input channels: one grey mean image
+    paper = create_model("resnet20.paper_cifar10", pretrained=True, in_chans=1, num_classes=2)
+    rgb = torch.tensor(
+        source_paper_mean := create_model("resnet20.paper_cifar10", pretrained=True).pretrained_cfg[
+            "pixel_mean"
+        ]
+    ).view(3, -1)
+    assert len(source_paper_mean) == 3 * 32 * 32
+    torch.testing.assert_close(torch.tensor(paper.pretrained_cfg["pixel_mean"]), rgb.mean(0))
+    assert len(resnetkit.predict(paper, [_asset("cat.png")]).predictions) == 1
 
 
 @pytest.mark.parametrize(
@@ -503,6 +524,8 @@ def test_config_lists_become_tuples() -> None:
     built = create_model("resnet18", layers=[2, 2, 2, 2], widths=[64, 128, 256, 512]).config
     assert built == get_model_config("resnet18") and hash(built) == hash(built)
     assert built.layers == (2, 2, 2, 2) and isinstance(built.widths, tuple)
+    from_numpy = create_model("resnet18", layers=np.array([2, 2, 2, 2])).config
+    assert from_numpy == built and type(from_numpy.layers[0]) is int  # JSON-writable
     # the same architecture spelled with a list is not "another architecture" for weights
     model = create_model("resnet20.cifar10", pretrained=True, layers=[3, 3, 3])
     assert model.pretrained_cfg["classes"][0] == "airplane"
@@ -521,3 +544,9 @@ def test_timm_reads_the_packaged_weights_preprocessing() -> None:
     assert (timm_cfg["interpolation"], timm_cfg["crop_pct"]) == ("bilinear", 1.0)
     assert (timm_cfg["input_size"], ours.image_size, ours.resize) == (32, 32, 32)
     assert tuple(timm_cfg["mean"]) == ours.mean and tuple(timm_cfg["std"]) == ours.std
+
+
+def _asset(name: str) -> str:
+    from importlib import resources
+
+    return str(resources.files("resnetkit.assets").joinpath(name))

@@ -279,3 +279,21 @@ def test_predict_takes_another_librarys_resnet() -> None:
     assert sorted(p["class"] for p in got) == ["0", "1", "2", "3", "4"]
     with pytest.raises(ValueError, match="neither num_classes nor an fc layer"):
         predict(torch.nn.Sequential(torch.nn.Flatten()), ASSETS[:1])
+    import timm  # its pretrained_cfg: input_size (3, 224, 224), bicubic, crop_pct 0.875
+
+    tm = timm.create_model("resnet18", num_classes=3).eval()
+    assert len(predict(tm, ASSETS[:1], top_k=3).predictions[0]["top_k"]) == 3
+
+
+def test_predict_sees_through_wrappers(setup: dict) -> None:
+    """An EMA (AveragedModel) or DataParallel wrapper has no preprocessing of its own: the
+    model inside it gives classes, preprocessing and the same answers."""
+    from torch.optim.swa_utils import AveragedModel
+
+    model = resnetkit.create_model("resnet20.cifar10", pretrained=True).eval()
+    plain = predict(model, ASSETS, top_k=2).predictions
+    for wrapped in (AveragedModel(model), torch.nn.DataParallel(model)):
+        assert predict(wrapped, ASSETS, top_k=2).predictions == plain
+    backbone = resnetkit.create_model("resnet20", features_only=True)
+    with pytest.raises(ValueError, match="features_only=True"):
+        predict(AveragedModel(backbone), ASSETS[:1])

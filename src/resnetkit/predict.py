@@ -215,7 +215,7 @@ def predict(
         raise ValueError("no images given: pass image files and/or folders")
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
-    net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else model
+    net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else unwrap(model)
     classes = class_names(net)
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)
@@ -251,6 +251,17 @@ def predict(
     return report
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel, DataParallel or an AveragedModel (EMA):
+    the one whose preprocessing, classes and head count."""
+    from torch import nn
+
+    inner = getattr(model, "module", None)
+    while isinstance(inner, nn.Module) and inner is not model:
+        model, inner = inner, getattr(inner, "module", None)
+    return model
+
+
 def class_names(model: nn.Module) -> list[str]:
     """The names of the classes a model predicts (indices as strings when it lists none).
 
@@ -259,12 +270,12 @@ def class_names(model: nn.Module) -> list[str]:
     """
     from resnetkit.models.loading import preprocessing_of
 
+    model = unwrap(model)
     if getattr(model, "features_only", False):
         raise ValueError(
             "the model was built with features_only=True: it returns feature maps, not class "
             "scores; build it without features_only to classify"
         )
-    model = getattr(model, "module", model)  # DistributedDataParallel, or an EMA wrapper
     if hasattr(model, "num_classes"):
         num_classes = int(getattr(model, "num_classes", 0) or 0)
     else:  # another library's ResNet (torchvision, timm): its head says it

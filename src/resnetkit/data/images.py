@@ -9,15 +9,11 @@ skip it (training) or report it (prediction, serving).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
 import struct
-import threading
-import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,49 +136,11 @@ def _too_large(width: int, height: int, max_pixels: int) -> str:
     )
 
 
-_BOMB_FILTER = ("error", None, Image.DecompressionBombWarning, None, 0)
-_bomb_lock = threading.Lock()
-_bomb_users = 0
-
-
-@contextlib.contextmanager
-def _bombs_are_errors() -> Iterator[None]:
-    """Pillow's ``DecompressionBombWarning`` raised as an error while images decode.
-
-    Not ``warnings.catch_warnings()``: it saves and restores the whole process-wide filter
-    list, so two threads decoding at once (the server does) can restore each other's copy and
-    leave the "error" filter in place for good. Here the first decoder in puts one filter
-    entry in, the last one out takes that entry out, under a lock; decoding itself runs
-    unlocked, in parallel.
-    """
-    global _bomb_users
-    with _bomb_lock:
-        if _bomb_users == 0:
-            warnings.filters.insert(0, _BOMB_FILTER)  # type: ignore[attr-defined]
-            _filters_changed()
-        _bomb_users += 1
-    try:
-        yield
-    finally:
-        with _bomb_lock:
-            _bomb_users -= 1
-            if _bomb_users == 0:
-                with contextlib.suppress(ValueError):  # someone reset the filters meanwhile
-                    warnings.filters.remove(_BOMB_FILTER)  # type: ignore[attr-defined]
-                _filters_changed()
-
-
-def _filters_changed() -> None:
-    """Tell the warnings module its filters changed (its caches key on a version number)."""
-    mutated = getattr(warnings, "_filters_mutated", None)
-    if mutated is not None:
-        mutated()
-
-
 def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | None]:
-    """Open lazily (header only) and refuse empty, unreadable, non-image and oversized input.
-
-    Must be called with ``Image.DecompressionBombWarning`` turned into an error.
+    """Open lazily (header only) and refuse empty, unreadable, non-image and oversized input
+    (over ``max_pixels``, or over Pillow's own ``Image.MAX_IMAGE_PIXELS``: a possible
+    decompression bomb, refused here rather than left to Pillow's warning; the process-wide
+    warning filters are not touched, since threads decode at once).
 
     Returns:
         The opened (not yet decoded) image and the source path (``None`` for bytes).
@@ -219,6 +177,15 @@ def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | Non
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError(path, REASON_CORRUPT) from exc
     width, height = img.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        img.close()
+        raise ImageDecodeError(
+            path,
+            f"refused as a possible decompression bomb: {width}x{height} = "
+            f"{width * height:,} pixels, over Pillow's limit of {int(limit):,} "
+            "(PIL.Image.MAX_IMAGE_PIXELS)",
+        )
     if width * height > max_pixels:
         img.close()
         raise ImageDecodeError(path, _too_large(width, height, max_pixels))
@@ -376,24 +343,23 @@ def load_image(
             ``"truncated or corrupt image data"``, ``"not an image (unrecognised format)"``,
             ``"image too large: ..."`` (size and limit), ``"file not found"``, and so on.
     """
-    with _bombs_are_errors():
-        img, path = _open(source, max_pixels)
+    img, path = _open(source, max_pixels)
+    try:
+        if draft_size is not None:
+            _check_resized_area(img, path, draft_size, max_pixels)
+        if draft_size is not None and img.format == "JPEG":
+            img.draft(None, (draft_size, draft_size))
+        _full_load(img, path)
         try:
-            if draft_size is not None:
-                _check_resized_area(img, path, draft_size, max_pixels)
-            if draft_size is not None and img.format == "JPEG":
-                img.draft(None, (draft_size, draft_size))
-            _full_load(img, path)
-            try:
-                oriented = ImageOps.exif_transpose(img)
-            except _DECODE_ERRORS:  # unreadable EXIF: keep the stored orientation
-                oriented = img.copy()
-            try:
-                rgb = to_rgb(oriented)
-            except ValueError as exc:
-                raise ImageDecodeError(path, f"unsupported image mode {img.mode!r}") from exc
-        finally:
-            img.close()
+            oriented = ImageOps.exif_transpose(img)
+        except _DECODE_ERRORS:  # unreadable EXIF: keep the stored orientation
+            oriented = img.copy()
+        try:
+            rgb = to_rgb(oriented)
+        except ValueError as exc:
+            raise ImageDecodeError(path, f"unsupported image mode {img.mode!r}") from exc
+    finally:
+        img.close()
     return rgb
 
 
@@ -426,14 +392,13 @@ def verify_image(
     if full_decode:
         load_image(source, max_pixels=max_pixels, draft_size=draft_size)
         return
-    with _bombs_are_errors():
-        img, path = _open(source, max_pixels)
-        try:
-            img.verify()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            msg = f"refused as a possible decompression bomb: {exc}"
-            raise ImageDecodeError(path, msg) from exc
-        except _DECODE_ERRORS as exc:
-            raise ImageDecodeError(path, REASON_CORRUPT) from exc
-        finally:
-            img.close()
+    img, path = _open(source, max_pixels)
+    try:
+        img.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        msg = f"refused as a possible decompression bomb: {exc}"
+        raise ImageDecodeError(path, msg) from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError(path, REASON_CORRUPT) from exc
+    finally:
+        img.close()

@@ -293,7 +293,7 @@ def evaluate_model(
         ten_crop: the paper's 10-crop testing (see the module docstring).
         image_size: model input side; defaults to the model's ``input_size``. CIFAR images
             are resized to it when it is not 32.
-        device: where to run the model (it is moved there).
+        device: where to run the model (it is moved there, and back afterwards).
         download: fetch CIFAR if missing.
         progress: show a progress bar on stderr.
 

@@ -84,9 +84,9 @@ class ResNetConfig:
     default_input_size: int = 224
 
     def __post_init__(self) -> None:
-        for name in ("layers", "widths"):  # a list given would make the config unhashable
-            value = getattr(self, name)  # and unequal to the same built-in one
-            if isinstance(value, list):
+        for name in ("layers", "widths"):  # a list or array given would make the config
+            value = getattr(self, name)  # unhashable and unequal to the same built-in one
+            if not isinstance(value, str | bytes) and hasattr(value, "__iter__"):
                 object.__setattr__(self, name, tuple(value))
         for name, kind in (
             ("block", BlockType),
@@ -115,6 +115,7 @@ class ResNetConfig:
             whole = all(isinstance(v, Integral) and not isinstance(v, bool) for v in values)
             if not whole or min(values, default=0) <= 0:
                 raise ValueError(f"{name} must be positive whole numbers, got {values!r}")
+            object.__setattr__(self, name, tuple(int(v) for v in values))  # JSON takes these
         if self.num_classes < 0 or self.in_chans < 1:
             raise ValueError(
                 f"num_classes must be >= 0 (0: no classifier) and in_chans >= 1; got "

@@ -42,7 +42,7 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
     Args:
         name_or_dir: a model directory (``config.json`` + ``model.safetensors``), a packaged
             weights tag such as ``resnet20.cifar10``, or, with ``arch``, a checkpoint file
-            (``.safetensors``, or ``.pt``/``.pth`` holding a state dict).
+            (``.safetensors``, ``.pt``/``.pth`` holding a state dict, or Keras ``.npz``/``.h5``).
         arch: registered architecture of a bare checkpoint file, e.g. ``resnet20``. For a
             directory or tag it is optional and must match.
         **options: for a bare checkpoint file only, the architecture fields it was built with
@@ -89,7 +89,7 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
             )
         model = load_checkpoint_file(path, arch, **options)
     elif (
-        path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
+        path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES
         or len(path.parts) > 1
         or str(name_or_dir).startswith((".", "~", "/"))  # "./model": a path, not a tag
     ):
@@ -163,7 +163,10 @@ def preprocessing_of(model: nn.Module) -> dict[str, Any]:
     cfg["classes"] = list(cfg.get("classes") or [])
     cfg["mean"] = [float(v) for v in cfg.get("mean") or IMAGENET_MEAN]
     cfg["std"] = [float(v) for v in cfg.get("std") or IMAGENET_STD]
-    cfg["input_size"] = int(cfg.get("input_size") or default_size)
+    size = cfg.get("input_size") or default_size
+    if isinstance(size, list | tuple):  # timm's (channels, height, width)
+        size = size[-1]
+    cfg["input_size"] = int(size)
     return cfg
 
 
@@ -177,7 +180,8 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
     ``linear``/``classifier``/``head`` are translated (see :mod:`resnetkit.interop`).
 
     Args:
-        path: ``.safetensors``, or ``.pt``/``.pth`` holding a state dict.
+        path: ``.safetensors``, ``.pt``/``.pth`` holding a state dict, or Keras
+            ``.npz``/``.h5``.
         arch: a registered architecture, e.g. ``resnet20``.
         **options: architecture fields the file cannot tell, e.g. ``unit="bn_after_add"`` or
             ``shortcut="B"`` (a bare file holds weights only; model directories keep them).

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any, get_args, get_origin, get_type_hints
 
+import torch
+
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
 from resnetkit.models.zoo import ModelEntry, model_entries
@@ -159,7 +161,10 @@ def _find_weights(name: str, arch: str, tag: str) -> Any:
     from resnetkit.models.pretrained import get_pretrained, list_pretrained
 
     if hub.is_hub_tag(name):
-        return hub.get_hub_weights(name)
+        try:
+            return hub.get_hub_weights(name)
+        except KeyError as err:  # a tag torchvision has for other depths only
+            raise UnknownWeightsError(str(err.args[0])) from None
     if not tag and not any(t.split(".")[0] == arch for t in list_pretrained()):
         default = hub.default_tag(arch)
         if default is not None:
@@ -167,7 +172,8 @@ def _find_weights(name: str, arch: str, tag: str) -> Any:
     try:
         return get_pretrained(name if tag else arch)
     except KeyError as err:
-        close = _suggest(name, list_pretrained() + hub.list_hub())
+        known = [t for t in list_pretrained() + hub.list_hub() if t.split(".")[0] == arch]
+        close = _suggest(name, known)  # (the message lists every packaged tag already)
         raise UnknownWeightsError(f"{err.args[0]}{close}") from None
 
 
@@ -231,7 +237,7 @@ def create_model(
     arch, _, tag = name.partition(".")
     _check_options(name, config_changes)
     config = get_model_config(arch)
-    if not isinstance(pretrained, bool):  # a tag passed here would load another one silently
+    if isinstance(pretrained, str):  # a tag passed here would load another one silently
         raise TypeError(
             f"pretrained must be True or False, got {pretrained!r}; name the weights in the "
             f"model name instead, e.g. create_model('{arch}.TAG', pretrained=True)"
@@ -295,4 +301,12 @@ def _load_adapted(model: ResNet, source: ResNet, adapt: dict[str, int]) -> None:
     cfg = dict(getattr(source, "pretrained_cfg", None) or {})
     if "num_classes" in adapt:
         cfg["classes"] = []  # the weights' class names went with their head
+    pixel_mean = cfg.get("pixel_mean")
+    if "in_chans" in adapt and pixel_mean is not None:  # one mean image per input channel
+        rgb = torch.tensor(pixel_mean, dtype=torch.float64).view(3, -1)
+        grey = rgb.mean(0, keepdim=True).expand(adapt["in_chans"], -1)
+        cfg["pixel_mean"] = [float(v) for v in grey.flatten()]
+    # what was measured was measured on the weights as they were
+    cfg.pop("metrics", None)
+    cfg["adapted"] = [f"{k}={v}" for k, v in sorted(adapt.items())]
     model.pretrained_cfg = cfg  # type: ignore[assignment]

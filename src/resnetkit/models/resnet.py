@@ -380,7 +380,7 @@ def _bn_buffers_restored(block: nn.Module) -> Iterator[None]:
 
 def _stage_indices(value: int | Sequence[int], num_stages: int, name: str) -> tuple[int, ...]:
     """``out_indices`` as a tuple of stage numbers (an int, a list, a numpy array...), each in
-    ``0..num_stages - 1``."""
+    ``0..num_stages - 1``, in stage order and each once: the order the maps come out in."""
     items: Any = [value] if isinstance(value, Integral) else value
     try:
         indices = tuple(operator.index(i) for i in items)
@@ -394,4 +394,4 @@ def _stage_indices(value: int | Sequence[int], num_stages: int, name: str) -> tu
             f"out_indices {list(indices)} must name stages of {name}, 0..{num_stages - 1}"
             + (f" ({bad} are not)" if bad else "")
         )
-    return indices
+    return tuple(sorted(set(indices)))

@@ -371,7 +371,7 @@ class Service:
     ) -> None:
         from resnetkit.export.runtime import OrtClassifier
         from resnetkit.models.loading import load_classifier, preprocessing_of
-        from resnetkit.predict import class_names
+        from resnetkit.predict import class_names, unwrap
 
         if isinstance(model_or_path, nn.Module):
             model = model_or_path.eval()
@@ -387,6 +387,8 @@ class Service:
             )
         if exported:
             config = replace(config, backend="onnx")
+        if not exported:
+            model = unwrap(model)  # DDP / EMA wrappers: the inner model's preprocessing
         self.model = model
         self.config = config
         self.classes = class_names(model)
