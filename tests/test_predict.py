@@ -231,7 +231,7 @@ def test_cli_exit_codes(setup: dict, capsys: pytest.CaptureFixture[str], tmp_pat
         predict(setup["model"], [])
 
 
-def test_grayscale_model_predicts_serves_and_exports(tmp_path: Path) -> None:
+def test_grayscale_model_predicts_and_exports(tmp_path: Path) -> None:
     """A model converted to one input channel (--in-chans 1 --adapt-in-chans) gets the
     photos' luminance, normalised with its RGB statistics averaged."""
     from resnetkit.export.exporter import export_model
