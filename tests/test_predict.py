@@ -285,6 +285,20 @@ def test_predict_takes_another_librarys_resnet() -> None:
     assert len(predict(tm, ASSETS[:1], top_k=3).predictions[0]["top_k"]) == 3
 
 
+def test_the_models_preprocessing_is_public() -> None:
+    """resnetkit.Preprocessing (as timm's resolve_data_config + create_transform): the input
+    predict builds for an image, usable on its own."""
+    model = resnetkit.create_model("resnet20.cifar10", pretrained=True).eval()
+    prep = resnetkit.Preprocessing.of(model)
+    assert (prep.image_size, prep.resize, prep.mean) == (32, 32, tuple(CIFAR_MEAN["cifar10"]))
+    x = prep.transform()(Image.open(ASSETS[0]).convert("RGB"))
+    with torch.no_grad():
+        probs = model(x.unsqueeze(0)).softmax(1)[0]
+    top = predict(model, ASSETS[:1], top_k=1).predictions[0]["top_k"][0]
+    assert top["index"] == int(probs.argmax())
+    assert top["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+
+
 def test_predict_sees_through_wrappers(setup: dict) -> None:
     """An EMA (AveragedModel) or DataParallel wrapper has no preprocessing of its own: the
     model inside it gives classes, preprocessing and the same answers."""

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 # Binding the function here (not lazily) also makes ``resnetkit.predict`` the function even after
 # the submodule of the same name is imported. The submodule imports torch only when called.
-from resnetkit.predict import predict
+from resnetkit.predict import Preprocessing, predict
 
 if TYPE_CHECKING:
     from resnetkit.interop.convert import load_checkpoint
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Preprocessing",
     "ResNet",
     "ResNetConfig",
     "UnknownModelError",
