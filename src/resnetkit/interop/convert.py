@@ -533,9 +533,40 @@ def huggingface_config(model: ResNet, classes: list[str] | None = None) -> dict[
     }
 
 
+#: PIL's resampling filters as transformers' image processors number them.
+_PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
+    """The ``preprocessor_config.json`` that gives ``AutoImageProcessor`` (and so
+    ``transformers.pipeline("image-classification")``) the model's own preprocessing: the
+    ConvNeXt processor Hugging Face's ResNets use, resizing the shorter side to
+    ``size / crop_pct`` and cropping ``size``. ``None`` for a model that subtracts a per-pixel
+    mean (the 2015 paper's CIFAR recipe), which that processor cannot express."""
+    from resnetkit.predict import Preprocessing
+
+    prep = Preprocessing.of(model)
+    if prep.pixel_mean is not None or prep.channels != 3:
+        return None
+    return {
+        "image_processor_type": "ConvNextImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": prep.image_size},
+        "crop_pct": prep.image_size / prep.resize,
+        "resample": _PIL_RESAMPLE.get(prep.interpolation, 2),
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(prep.mean),
+        "image_std": list(prep.std),
+    }
+
+
 def to_huggingface(model: ResNet, out_dir: str | Path, *, classes: list[str] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that
-    ``transformers.ResNetForImageClassification.from_pretrained(out_dir)`` loads.
+    ``transformers.ResNetForImageClassification.from_pretrained(out_dir)`` loads, and the
+    ``preprocessor_config.json`` of its preprocessing (see :func:`huggingface_preprocessor`),
+    so that ``transformers.pipeline("image-classification", model=out_dir)`` runs it.
 
     Args:
         model: a ResNet with the ImageNet stem and option-B shortcuts (v1 or v1.5).
@@ -555,6 +586,10 @@ def to_huggingface(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
     out.mkdir(parents=True, exist_ok=True)
     weights = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
     atomic_write_bytes(out / "model.safetensors", weights)
+    processor = huggingface_preprocessor(model)
+    if processor is not None:
+        text = json.dumps(processor, indent=2) + "\n"
+        atomic_write_text(out / "preprocessor_config.json", text)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")  # last
     return out
 
