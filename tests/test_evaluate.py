@@ -424,3 +424,23 @@ def test_evaluation_leaves_the_model_on_its_own_device(monkeypatch: pytest.Monke
     with evaluator._evaluating(model, torch.device("cpu")):
         pass
     assert moves == [torch.device("cpu")]  # already home: no second move
+
+
+def test_precision_recall_f1_for_imbalanced_classes() -> None:
+    """Worked by hand: a -> a x3, a -> b, b -> b x2, c -> a (c never predicted); d has no
+    images. Precision a 3/4, b 2/3, c undefined; recall a 3/4, b 1, c 0."""
+    from resnetkit.evaluate.metrics import ConfusionMeter
+
+    pairs = [(0, 0)] * 3 + [(0, 1)] + [(1, 1)] * 2 + [(2, 0)]
+    labels = torch.tensor([t for t, _ in pairs])
+    logits = torch.nn.functional.one_hot(torch.tensor([p for _, p in pairs]), 4).float()
+    meter = ConfusionMeter(4)
+    meter.update(logits, labels)
+    got = meter.summary(["a", "b", "c", "d"])
+    assert got["precision"] == {"a": 75.0, "b": pytest.approx(200 / 3), "c": None, "d": None}
+    assert got["recall"] == {"a": 75.0, "b": 100.0, "c": 0.0, "d": None}
+    assert got["f1"] == {"a": 75.0, "b": pytest.approx(80.0), "c": 0.0, "d": None}
+    assert got["macro_f1"] == pytest.approx((75 + 80 + 0) / 3)
+    assert got["balanced_accuracy"] == pytest.approx((75 + 100 + 0) / 3)
+    assert got["weighted_f1"] == pytest.approx((75 * 4 + 80 * 2) / 7)
+    assert got["top1"] == pytest.approx(500 / 7)  # what top-1 alone says of the same model

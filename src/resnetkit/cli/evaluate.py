@@ -93,14 +93,22 @@ def format_report(result: dict[str, Any], model_name: str) -> str:
         f"{crops}, {result['input_size']}x{result['input_size']}",
         f"  top-1 {result['top1']:6.2f}%   top-5 {result['top5']:6.2f}%   "
         f"loss {result['loss']:.4f}   ECE {result['ece']:.2f}% (confidence against accuracy)",
+        f"  balanced accuracy {result['balanced_accuracy']:6.2f}%   macro F1 "
+        f"{result['macro_f1']:6.2f}%   weighted F1 {result['weighted_f1']:6.2f}%",
         "",
     ]
+
+    def cell(value: float | None) -> str:
+        return f"{value:6.2f}%" if value is not None else f"{'-':>7}"
+
     width = max([len("class"), *(len(c) for c in result["classes"])])
-    lines.append(f"  {'class':<{width}}  {'top-1':>7}  {'images':>6}")
+    header = f"  {'class':<{width}}  {'recall':>7}  {'precision':>9}  {'F1':>7}  {'images':>6}"
+    lines.append(header)
     for name, row in zip(result["classes"], result["confusion"], strict=True):
-        images = sum(row)
-        accuracy = f"{result['per_class'][name]:6.2f}%" if images else f"{'-':>7}"
-        lines.append(f"  {name:<{width}}  {accuracy}  {images:>6}")
+        lines.append(
+            f"  {name:<{width}}  {cell(result['recall'][name])}  "
+            f"{cell(result['precision'][name]):>9}  {cell(result['f1'][name])}  {sum(row):>6}"
+        )
     return "\n".join(lines)
 
 

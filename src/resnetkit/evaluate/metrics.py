@@ -58,7 +58,8 @@ class ConfusionMeter:
 
     def summary(self, classes: Iterable[str] | None = None) -> dict[str, object]:
         """top1/top5 in percent, mean loss, per-class accuracy (None for a class with no
-        images) and the confusion matrix."""
+        images), the confusion matrix, per-class precision/recall/F1 with their macro and
+        weighted means (:meth:`per_class_scores`) and calibration."""
         n = max(self.count, 1)
         correct = self.matrix.diag()
         per_class_total = self.matrix.sum(1)
@@ -74,7 +75,43 @@ class ConfusionMeter:
                 for name, c, t in zip(names, correct, per_class_total, strict=True)
             },
             "confusion": self.matrix.tolist(),
+            **self.per_class_scores(names),
             **self.calibration(),
+        }
+
+    def per_class_scores(self, names: list[str]) -> dict[str, Any]:
+        """For imbalanced data, where top-1 flatters a model that ignores rare classes:
+        ``precision``, ``recall`` and ``f1`` per class (percent; None where undefined: a class
+        never predicted has no precision, one without images no recall), ``macro_f1`` and
+        ``balanced_accuracy`` (the mean over the classes that have images, an undefined
+        precision counting as 0, as scikit-learn's ``zero_division=0``) and ``weighted_f1``
+        (weighted by images per class)."""
+        matrix = self.matrix.double()
+        hits = matrix.diag()
+        true, predicted = matrix.sum(1), matrix.sum(0)
+        precision, recall, f1 = {}, {}, {}
+        macro_f1 = balanced = weighted = 0.0
+        present = int((true > 0).sum())
+        for i, name in enumerate(names):
+            p = float(hits[i] / predicted[i]) if predicted[i] else None
+            r = float(hits[i] / true[i]) if true[i] else None
+            f = None
+            if r is not None:
+                p0 = p or 0.0
+                f = 2 * p0 * r / (p0 + r) if p0 + r else 0.0
+                macro_f1 += f / present
+                balanced += r / present
+                weighted += f * float(true[i]) / max(float(true.sum()), 1.0)
+            precision[name] = None if p is None else 100.0 * p
+            recall[name] = None if r is None else 100.0 * r
+            f1[name] = None if f is None else 100.0 * f
+        return {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "macro_f1": 100.0 * macro_f1,
+            "weighted_f1": 100.0 * weighted,
+            "balanced_accuracy": 100.0 * balanced,
         }
 
     def calibration(self) -> dict[str, Any]:
