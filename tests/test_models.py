@@ -24,7 +24,9 @@ TORCHVISION_PARAMS = {
     "resnet152": 60_192_808,
     "resnext50_32x4d": 25_028_904,
     "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
     "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
 }
 CIFAR_PARAMS = {  # paper Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M
     "resnet20": 269_722,
@@ -132,7 +134,8 @@ def test_option_a_pads_new_channels_equally_on_both_sides() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["resnet18", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2"]
+    "name",
+    ["resnet18", "resnet50", "resnet101", "resnext50_32x4d", "resnext101_64x4d", "wide_resnet50_2"],
 )
 def test_torchvision_state_dict_loads_strict_and_gives_same_outputs(name: str) -> None:
     reference = getattr(tvm, name)().eval()

@@ -35,7 +35,9 @@ ARCHS = (
     "resnet152",
     "resnext50_32x4d",
     "resnext101_32x8d",
+    "resnext101_64x4d",
     "wide_resnet50_2",
+    "wide_resnet101_2",
 )
 _HASH = re.compile(r"-([a-f0-9]{6,})\.")
 

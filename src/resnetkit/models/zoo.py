@@ -98,8 +98,18 @@ def model_entries() -> list[ModelEntry]:
             "Xie et al. 2017, Aggregated Residual Transformations (torchvision layout)",
         ),
         ModelEntry(
+            "resnext101_64x4d",
+            _imagenet(101, groups=64, width_per_group=4),
+            "Xie et al. 2017, Aggregated Residual Transformations (torchvision layout)",
+        ),
+        ModelEntry(
             "wide_resnet50_2",
             _imagenet(50, width_per_group=128),
+            "Zagoruyko & Komodakis 2016, Wide Residual Networks (torchvision layout)",
+        ),
+        ModelEntry(
+            "wide_resnet101_2",
+            _imagenet(101, width_per_group=128),
             "Zagoruyko & Komodakis 2016, Wide Residual Networks (torchvision layout)",
         ),
         ModelEntry(
