@@ -1013,3 +1013,33 @@ def test_batches_are_augmented_on_the_device_without_waiting_for_it() -> None:
 def test_train_spec_takes_paths_as_strings() -> None:
     spec = TrainSpec("resnet20", "cifar10", "data", "runs/a", load_recipe("fast-cifar"))  # type: ignore[arg-type]
     assert spec.data_dir == Path("data") and spec.out / "model" == Path("runs/a/model")
+
+
+def test_adamw_without_decay_on_norms_and_biases_trains_and_resumes_exactly(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    recipe = TINY.override(
+        {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "decay_norm_and_bias": False}
+    )
+    trainer = Trainer(spec(cifar_dir, tmp_path / "look", recipe))
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    decayed, plain = trainer.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # convs and fc weight
+    assert {p.ndim for p in plain["params"]} == {1}  # BN weights and biases, fc bias
+    count = sum(p.numel() for g in (decayed, plain) for p in g["params"])
+    assert count == sum(p.numel() for p in trainer.model.parameters())
+    train(spec(cifar_dir, tmp_path / "straight", recipe))
+    with pytest.raises(TrainingInterrupted):
+        train(spec(cifar_dir, tmp_path / "run", recipe, on_step=sigterm_at(4)))
+    train(spec(cifar_dir, tmp_path / "run", recipe, resume=True))  # Adam's moments restored
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "run")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(ValueError, match="Nesterov momentum is SGD's"):
+        recipe.override({"nesterov": True})  # asked for outright: refused
+    # a recipe with Nesterov SGD switched to AdamW drops its Nesterov (--optimizer adamw alone)
+    assert load_recipe("fast-cifar").override({"optimizer": "adamw"}).nesterov is False
+    assert load_recipe("fast-cifar", {"optimizer": "adamw"}).nesterov is False  # the CLI's way
+    with pytest.raises(ValueError, match="'optimizer' is 'lamb'"):
+        recipe.override({"optimizer": "lamb"})

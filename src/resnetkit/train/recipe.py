@@ -22,9 +22,15 @@ class Recipe:
     max_iters: int = 0  # stop after this many iterations (the paper's 64k); 0: use epochs
     batch_size: int = 128  # global batch (split across processes)
     lr: float = 0.1  # peak learning rate for batch_size
+    # sgd (with momentum, as the papers) | adamw (Loshchilov & Hutter 2019, betas 0.9/0.999;
+    # momentum and nesterov are SGD's and go unused)
+    optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    # False: no weight decay on BatchNorm weights and on biases (every 1-D parameter), as
+    # torchvision's --norm-weight-decay 0 and timm's default filter do
+    decay_norm_and_bias: bool = True
     schedule: str = "multistep"  # multistep | cosine | onecycle (linear up, linear down)
     milestones: tuple[int, ...] = ()  # iterations where multistep divides lr by `gamma`
     gamma: float = 0.1
@@ -66,6 +72,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         choices = {
+            "optimizer": ("sgd", "adamw"),
             "schedule": ("multistep", "cosine", "onecycle"),
             "normalize": ("mean_std", "pixel_mean"),
             "augment": ("crop_flip", "imagenet", "none"),
@@ -147,6 +154,11 @@ class Recipe:
                 f"recipe field 'gamma' is {self.gamma}: the factor multistep multiplies the lr "
                 "by at each milestone, in (0, 1] (the paper's 0.1 divides it by 10)"
             )
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError(
+                f"recipe field 'nesterov' is true with optimizer {self.optimizer!r}: Nesterov "
+                "momentum is SGD's; give --nesterov false, or --optimizer sgd"
+            )
         if self.nesterov and self.momentum == 0:  # torch refuses it only at the first step
             raise ValueError(
                 "recipe field 'nesterov' is true and 'momentum' 0: Nesterov momentum needs a "
@@ -180,6 +192,8 @@ class Recipe:
             if key not in known:
                 raise ValueError(f"unknown recipe field {key!r}; fields: {', '.join(known)}")
             parsed[key] = _parse(value, getattr(self, key), key)
+        if parsed.get("optimizer", "sgd") != "sgd" and "nesterov" not in parsed:
+            parsed["nesterov"] = False  # the recipe's SGD setting, not asked for with AdamW
         return replace(self, **parsed)
 
 
@@ -287,8 +301,13 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     (field: value, strings parsed) applied before the whole is checked: an override may fix
     what the file alone would not pass (``warmup_lr`` in the file, ``--warmup-iters`` given)."""
     data, origin = recipe_source(name_or_path)
+    overrides = dict(overrides or {})
+    keys = {k.replace("-", "_") for k in overrides}
+    switched = {v for k, v in overrides.items() if k.replace("-", "_") == "optimizer"}
+    if switched and "nesterov" not in keys and str(switched.pop()).lower() != "sgd":
+        data = {**data, "nesterov": False}  # the file's SGD setting, not asked for with AdamW
     try:
-        return Recipe().override({**data, **(overrides or {})})
+        return Recipe().override({**data, **overrides})
     except ValueError as err:
         raise ValueError(f"{origin}: {err}") from None
 

@@ -295,13 +295,19 @@ class Trainer:
                 "gradients live in, so the next would overwrite them; use compile_mode default, "
                 "or accum_steps 1"
             )
-        self.optimizer = torch.optim.SGD(
-            self._param_groups(),
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay,
-        )
+        self.optimizer: torch.optim.Optimizer
+        if recipe.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(
+                self._param_groups(), lr=recipe.lr, weight_decay=recipe.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.SGD(
+                self._param_groups(),
+                lr=recipe.lr,
+                momentum=recipe.momentum,
+                nesterov=recipe.nesterov,
+                weight_decay=recipe.weight_decay,
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(recipe, self.total_iters)
         )
@@ -390,15 +396,30 @@ class Trainer:
         ]
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        if self.recipe.backbone_lr_mult == 1.0:  # one group, in parameter order
-            return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
-        head = [p for p in self.model.fc.parameters() if p.requires_grad]
-        head_ids = {id(p) for p in head}
-        body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [{"params": head, "lr": self.recipe.lr}]
-        if body:
-            groups.append({"params": body, "lr": self.recipe.lr * self.recipe.backbone_lr_mult})
-        return groups
+        """The head and the body (when the body learns slower), each split in two when
+        BatchNorm weights and biases get no weight decay."""
+        recipe = self.recipe
+        if recipe.backbone_lr_mult == 1.0:  # one group, in parameter order
+            groups: list[dict[str, Any]] = [
+                {"params": [p for p in self.model.parameters() if p.requires_grad]}
+            ]
+        else:
+            head = [p for p in self.model.fc.parameters() if p.requires_grad]
+            head_ids = {id(p) for p in head}
+            body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+            groups = [{"params": head, "lr": recipe.lr}]
+            if body:
+                groups.append({"params": body, "lr": recipe.lr * recipe.backbone_lr_mult})
+        if recipe.decay_norm_and_bias:
+            return groups
+        split = []
+        for group in groups:
+            params = group["params"]
+            for kept, decay in (([p for p in params if p.ndim > 1], recipe.weight_decay),
+                                ([p for p in params if p.ndim <= 1], 0.0)):  # fmt: skip
+                if kept:
+                    split.append({**group, "params": kept, "weight_decay": decay})
+        return split
 
     def _set_train_mode(self) -> None:
         self.model.train()
