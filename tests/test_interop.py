@@ -233,6 +233,19 @@ def test_huggingface_pipeline_runs_the_exported_model_as_resnetkit_does(tmp_path
     assert theirs.keys() == mine.keys()
     for label, score in mine.items():
         assert theirs[label] == pytest.approx(score, abs=2e-3)
+    # a large, non-square photo at 448 (resize 512): transformers' processor reads it as
+    # resnetkit does (its ConvNeXt processor would stretch it uncropped at 384 and more)
+    from PIL import Image
+
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": 448, "resize": 512}
+    to_huggingface(model, tmp_path / "big", classes=["a", "b", "c"])
+    processor = transformers.AutoImageProcessor.from_pretrained(str(tmp_path / "big"))
+    noise = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    photo = Image.fromarray(noise).resize((1000, 600), Image.BILINEAR)
+    theirs_x = processor(photo, return_tensors="pt")["pixel_values"][0]
+    mine_x = resnetkit.Preprocessing.of(model).transform()(photo)
+    assert theirs_x.shape == mine_x.shape == (3, 448, 448)
+    assert float((theirs_x - mine_x).abs().mean()) < 1e-3
     # a per-pixel mean (the paper's CIFAR recipe) has no processor to say it: none written
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": 32, "resize": 32,
                             "pixel_mean": [0.5] * 3 * 32 * 32}  # fmt: skip

@@ -41,7 +41,7 @@ def test_model_card_says_what_the_model_is_and_how_to_use_it(tmp_path: Path) -> 
     assert "cat, dog, eel" in card and "32x32 pixels" in card and "mean [0.5, 0.5, 0.5]" in card
     assert "| test top-1 on 300 images (%) | 87.25 |" in card and "test loss" not in card
     assert "- trained on folder (1,200 training images)" in card
-    assert "git commit abc123" in card and "recipe `paper-cifar`: batch 128, lr 0.1" in card
+    assert "git commit abc123" in card and "recipe `paper-cifar`: SGD, batch 128, lr 0.1" in card
     assert "`resnetkit train --model plain20`" in card
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",

@@ -1038,6 +1038,18 @@ def test_adamw_without_decay_on_norms_and_biases_trains_and_resumes_exactly(
         assert torch.equal(a[key], b[key]), key
     with pytest.raises(ValueError, match="Nesterov momentum is SGD's"):
         recipe.override({"nesterov": True})  # asked for outright: refused
+    # a run saved before these fields existed trained with SGD, decaying every parameter:
+    # resuming it with AdamW is another recipe, said so (not torch's KeyError 'step')
+    from resnetkit.train.recipe import recipe_differences
+
+    old = {k: v for k, v in TINY.to_dict().items() if k not in ("optimizer", "decay_norm_and_bias")}
+    assert recipe_differences(old, TINY) == []
+    assert set(recipe_differences(old, recipe)) == {
+        "optimizer: 'sgd' -> 'adamw'",
+        "lr: 0.05 -> 0.002",
+        "weight_decay: 0.0005 -> 0.05",
+        "decay_norm_and_bias: True -> False",
+    }
     # a recipe with Nesterov SGD switched to AdamW drops its Nesterov (--optimizer adamw alone)
     assert load_recipe("fast-cifar").override({"optimizer": "adamw"}).nesterov is False
     assert load_recipe("fast-cifar", {"optimizer": "adamw"}).nesterov is False  # the CLI's way

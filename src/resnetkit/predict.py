@@ -39,7 +39,7 @@ class PredictionReport:
         return {"predictions": self.predictions, "failures": self.failures}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a Tensor field: == would raise; compare the fields
 class Preprocessing:
     """How a decoded RGB image becomes a model input.
 

@@ -539,21 +539,27 @@ _PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box":
 
 def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
     """The ``preprocessor_config.json`` that gives ``AutoImageProcessor`` (and so
-    ``transformers.pipeline("image-classification")``) the model's own preprocessing: the
-    ConvNeXt processor Hugging Face's ResNets use, resizing the shorter side to
-    ``size / crop_pct`` and cropping ``size``. ``None`` for a model that subtracts a per-pixel
-    mean (the 2015 paper's CIFAR recipe), which that processor cannot express."""
+    ``transformers.pipeline("image-classification")``) the model's own preprocessing: a
+    ``BitImageProcessor`` resizing the shorter side to ``resize`` and cropping the centre
+    (transformers' ConvNeXt processor, which its ResNets ship with, stretches inputs of 384
+    and more instead of cropping them, and rounds its resize from a ratio). ``None`` where
+    that cannot be said: a per-pixel mean (the 2015 paper's CIFAR recipe), a grayscale model,
+    an interpolation PIL does not name. The crop can sit one pixel apart on a long side whose
+    margin is odd (transformers and torchvision round the centre differently)."""
     from resnetkit.predict import Preprocessing
 
     prep = Preprocessing.of(model)
-    if prep.pixel_mean is not None or prep.channels != 3:
+    resample = _PIL_RESAMPLE.get(prep.interpolation)
+    if prep.pixel_mean is not None or prep.channels != 3 or resample is None:
         return None
     return {
-        "image_processor_type": "ConvNextImageProcessor",
+        "image_processor_type": "BitImageProcessor",
+        "do_convert_rgb": True,
         "do_resize": True,
-        "size": {"shortest_edge": prep.image_size},
-        "crop_pct": prep.image_size / prep.resize,
-        "resample": _PIL_RESAMPLE.get(prep.interpolation, 2),
+        "size": {"shortest_edge": prep.resize},
+        "resample": resample,
+        "do_center_crop": True,
+        "crop_size": {"height": prep.image_size, "width": prep.image_size},
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,

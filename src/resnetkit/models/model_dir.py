@@ -143,7 +143,8 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
             images = f" ({count:,} training images)" if isinstance(count, int) else ""
             lines.append(f"- trained on {prov['dataset']}{images}")
         lines.append(
-            f"- recipe `{recipe.get('name', '?')}`: batch {recipe.get('batch_size')}, lr "
+            f"- recipe `{recipe.get('name', '?')}`: {str(recipe.get('optimizer', 'sgd')).upper()}"
+            f", batch {recipe.get('batch_size')}, lr "
             f"{recipe.get('lr')}, {recipe.get('schedule')} schedule, weight decay "
             f"{recipe.get('weight_decay')}; the whole recipe is in config.json"
         )

@@ -213,9 +213,15 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+#: Fields added after runs were saved without them, with the value those runs trained with.
+ADDED_FIELDS: dict[str, Any] = {"optimizer": "sgd", "decay_norm_and_bias": True}
+
+
 def recipe_differences(saved: dict[str, Any], current: Recipe) -> list[str]:
     """``field: saved -> current`` for each field (outside :data:`RESUMABLE_CHANGES`) where a
-    run's saved recipe and ``current`` differ; fields the saved recipe lacks are skipped."""
+    run's saved recipe and ``current`` differ; fields the saved recipe lacks are skipped,
+    except those of :data:`ADDED_FIELDS`, which such a run trained with as they say."""
+    saved = {**ADDED_FIELDS, **saved}
     now = current.to_dict()
     return [
         f"{key}: {saved[key]!r} -> {now[key]!r}"

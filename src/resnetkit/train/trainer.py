@@ -968,7 +968,7 @@ class Trainer:
                         loss=f"{float(loss_sum) / max(seen, 1):.3f}",
                         acc=f"{100 * float(correct) / max(seen, 1):.1f}",
                         img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
-                        lr=f"{self.scheduler.get_last_lr()[0]:.4f}",
+                        lr=f"{self.scheduler.get_last_lr()[0]:.4g}",
                     )
                 if spec.on_step is not None:
                     spec.on_step(self.step)
