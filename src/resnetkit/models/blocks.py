@@ -173,6 +173,16 @@ def _check_unit(unit: str) -> str:
     return unit
 
 
+def _after_sum(unit: str, out: Tensor, bn: nn.Module, relu: nn.Module) -> Tensor:
+    """The end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
+    (c) and (d) nothing, the sum goes on as it is."""
+    if unit == "bn_after_add":
+        out = bn(out)
+    if unit in ("original", "bn_after_add"):
+        out = relu(out)
+    return out
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (paper Fig. 2 left / Fig. 5 left).
 
@@ -225,13 +235,7 @@ class BasicBlock(nn.Module):
                 identity = self.downsample(x)
             out = self.drop_path(out)
             out = out + identity if self.skip is None else self.skip(out, identity)
-        # the end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
-        # (c) and (d) nothing, the sum goes on as it is
-        if self.unit == "bn_after_add":
-            out = self.bn2(out)
-        if self.unit == "original" or self.unit == "bn_after_add":
-            out = self.relu(out)
-        return out
+        return _after_sum(self.unit, out, self.bn2, self.relu)
 
 
 class Bottleneck(nn.Module):
@@ -298,13 +302,7 @@ class Bottleneck(nn.Module):
                 identity = self.downsample(x)
             out = self.drop_path(out)
             out = out + identity if self.skip is None else self.skip(out, identity)
-        # the end of a post-activation unit (2016 paper, Fig. 4): (a) ReLU; (b) BN, then ReLU;
-        # (c) and (d) nothing, the sum goes on as it is
-        if self.unit == "bn_after_add":
-            out = self.bn3(out)
-        if self.unit == "original" or self.unit == "bn_after_add":
-            out = self.relu(out)
-        return out
+        return _after_sum(self.unit, out, self.bn3, self.relu)
 
 
 def _check_first(first: str) -> str:
