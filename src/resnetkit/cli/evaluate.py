@@ -18,6 +18,18 @@ from resnetkit.cli.common import (
 )
 from resnetkit.data.datasets import DATASETS
 
+#: The paper's multi-scale test sides (resnetkit.evaluate.evaluator.PAPER_SCALES; not imported
+#: from there, which would load torch to build the parser).
+PAPER_SCALES = (224, 256, 384, 480, 640)
+
+
+def scale_list(text: str) -> tuple[int, ...]:
+    """``224,256,384`` -> a tuple of shorter sides (each a valid image side)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give shorter sides separated by commas, e.g. 224,256")
+    return tuple(image_side(p) for p in parts)
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -47,6 +59,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="average the softmax over 4 corner + centre crops and their flips (CIFAR: from "
         "images padded by 4 pixels; folders: from images resized to 1.14x)",
     )
+    p.add_argument(
+        "--multi-scale",
+        nargs="?",
+        const=",".join(map(str, PAPER_SCALES)),
+        default=None,
+        type=scale_list,
+        metavar="SIDES",
+        help="folders: the paper's multi-scale testing, whole images (fully convolutional) "
+        "resized to each shorter side, softmax averaged; default sides "
+        f"{','.join(map(str, PAPER_SCALES))}",
+    )
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument(
         "--image-size", type=image_side, default=None, help="default: the model's (at most 4096)"
@@ -74,13 +97,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def figure_path(
-    target: str | Path, dataset: str, split: str, ten_crop: bool, kind: str = "confusion"
+    target: str | Path,
+    dataset: str,
+    split: str,
+    ten_crop: bool,
+    kind: str = "confusion",
+    multi_scale: bool = False,
 ) -> Path:
     """Where ``--confusion`` (``--reliability``) writes: the path itself, or a default name
     inside a folder (an existing one, or one given with a trailing slash, created if missing)."""
     path = Path(target)
     if path.is_dir() or str(target).endswith(("/", "\\")):
         suffix = "_10crop" if ten_crop else ""
+        suffix = "_multiscale" if multi_scale else suffix
         return path / f"{kind}_{dataset}_{split}{suffix}.png"
     return path
 
@@ -88,9 +117,13 @@ def figure_path(
 def format_report(result: dict[str, Any], model_name: str) -> str:
     """The human-readable table: overall accuracy, then one row per class."""
     crops = "10-crop" if result["ten_crop"] else "single crop"
+    size = f"{result['input_size']}x{result['input_size']}"
+    if result.get("scales"):
+        crops = "multi-scale (whole images)"
+        size = "shorter side " + "/".join(map(str, result["scales"]))
     lines = [
         f"{model_name} on {result['dataset']} {result['split']}: {result['count']} images, "
-        f"{crops}, {result['input_size']}x{result['input_size']}",
+        f"{crops}, {size}",
         f"  top-1 {result['top1']:6.2f}%   top-5 {result['top5']:6.2f}%   "
         f"loss {result['loss']:.4f}   ECE {result['ece']:.2f}% (confidence against accuracy)",
         f"  balanced accuracy {result['balanced_accuracy']:6.2f}%   macro F1 "
@@ -118,7 +151,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     data_dir = data_dir_for(args.dataset, args.data_dir)
     figures = {
-        kind: figure_path(target, args.dataset, args.split, args.ten_crop, kind=kind)
+        kind: figure_path(
+            target, args.dataset, args.split, args.ten_crop, kind, args.multi_scale is not None
+        )
         for kind, target in (("confusion", args.confusion), ("reliability", args.reliability))
         if target is not None
     }
@@ -135,6 +170,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     model = load_classifier(args.model, arch=args.arch)
     fixed = getattr(model, "fixed_input_size", None)  # an ONNX file exported at one size
+    if args.multi_scale is not None and fixed is not None:
+        raise ValueError(
+            f"--multi-scale feeds whole images of several sizes; {args.model} takes only "
+            f"{fixed}x{fixed} inputs: evaluate the PyTorch model or checkpoint instead"
+        )
     if args.image_size is not None and fixed is not None and args.image_size != fixed:
         raise ValueError(
             f"--image-size {args.image_size}: {args.model} takes {fixed}x{fixed} inputs; drop "
@@ -151,6 +191,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         download=args.download,
         progress=sys.stderr.isatty(),
+        scales=args.multi_scale,
     )
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion

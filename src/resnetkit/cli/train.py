@@ -244,9 +244,11 @@ def run_recipes(args: argparse.Namespace) -> int:
 
 
 def default_image_size(recipe: Recipe) -> int:
-    """A folder's training side without --image-size: the ImageNet recipe's random-resized
-    crops are 224 pixels (the papers'), the CIFAR-style in-memory path keeps 32."""
-    return 224 if recipe.augment == "imagenet" else 32
+    """A folder's training side without --image-size: the ImageNet recipes' crops from
+    full-size pictures are 224 pixels (the papers'), the CIFAR-style in-memory path keeps 32."""
+    from resnetkit.data.transforms import FULL_SIZE_AUGMENTS
+
+    return 224 if recipe.augment in FULL_SIZE_AUGMENTS else 32
 
 
 def run_train(args: argparse.Namespace) -> int:

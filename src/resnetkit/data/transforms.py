@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MixCut",
     "MixParams",
+    "PCALighting",
+    "batch_pca_lighting",
     "batch_random_erasing",
     "batch_trivial_augment",
     "build_eval_transform",
@@ -39,7 +41,82 @@ __all__ = [
     "soft_cross_entropy",
 ]
 
-AUGMENTS = ("crop_flip", "imagenet", "none")
+AUGMENTS = ("crop_flip", "imagenet", "scale", "none")
+#: Augmentations that need full-size pictures, decoded per image (the streaming folder path).
+FULL_SIZE_AUGMENTS = ("imagenet", "scale")
+#: The crop side the 2015 paper's scale range [256, 480] goes with; other sides scale it.
+SCALE_REFERENCE = 224
+
+# The eigen-decomposition of ImageNet's RGB pixel covariance (pixels in [0, 1]) used by
+# AlexNet's colour augmentation (Krizhevsky et al. 2012), with the values Facebook's
+# fb.resnet.torch reimplementation of the ResNet paper ships.
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+class PCALighting:
+    """AlexNet's colour augmentation ("the standard color augmentation in [21]", He et al.
+    2015, Sec. 3.4): add ``eigvec @ (alpha * eigval)`` to every pixel, one
+    ``alpha ~ N(0, std^2)`` per principal component, drawn per image from torch's RNG.
+
+    Works on float (C=3, H, W) images in [0, 1] (after ``ToDtype(scale=True)``, before
+    normalisation); the result is not clipped, as in AlexNet and fb.resnet.torch.
+
+    Args:
+        std: Standard deviation of the component weights (0.1 in AlexNet); 0 does nothing.
+    """
+
+    def __init__(self, std: float = 0.1) -> None:
+        if not math.isfinite(std) or std < 0:
+            raise ValueError(f"PCA lighting std is {std}: it must be a number >= 0")
+        self.std = std
+        self.eigval = torch.tensor(IMAGENET_PCA_EIGVAL)
+        self.eigvec = torch.tensor(IMAGENET_PCA_EIGVEC)
+
+    def shift(self, count: int, generator: torch.Generator | None = None) -> Tensor:
+        """``count`` draws of the per-channel RGB shift, (count, 3)."""
+        alpha = torch.randn(count, 3, generator=generator) * self.std
+        return (alpha * self.eigval) @ self.eigvec.T
+
+    def __call__(self, image: Tensor) -> Tensor:
+        if self.std == 0:
+            return image
+        if not image.is_floating_point() or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"PCA lighting works on float (3, H, W) images in [0, 1], got {image.dtype} "
+                f"{tuple(image.shape)}"
+            )
+        return image + self.shift(1)[0].to(image.dtype).view(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(std={self.std})"
+
+
+def scale_range_for(scale_range: Sequence[int], image_size: int) -> tuple[int, int]:
+    """The shorter-side range of scale augmentation for ``image_size`` crops: the recipe's
+    range (given for 224-pixel crops, the paper's [256, 480]) scaled by ``image_size / 224``.
+
+    Raises:
+        ValueError: the range is not two sides with ``low <= high``, or its low end would
+            be smaller than the crop.
+    """
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(
+            f"scale_range is {list(scale_range)}: give two shorter sides, low <= high "
+            "(the paper's 256,480)"
+        )
+    low, high = (int(round(s * image_size / SCALE_REFERENCE)) for s in scale_range)
+    if low < image_size:
+        raise ValueError(
+            f"scale_range {list(scale_range)} (for 224-pixel crops) resizes the shorter side "
+            f"to {low} for {image_size}-pixel crops, smaller than the crop: its low end must "
+            f"be at least {SCALE_REFERENCE}"
+        )
+    return low, high
 
 
 def build_train_transform(
@@ -51,6 +128,8 @@ def build_train_transform(
     crop_padding: int = 4,
     trivial_augment: bool = False,
     random_erasing: float = 0.0,
+    scale_range: Sequence[int] = (256, 480),
+    lighting: float = 0.0,
 ) -> v2.Compose:
     """The training pipeline for one RGB ``PIL`` image, ending in a normalised float tensor.
 
@@ -59,11 +138,17 @@ def build_train_transform(
     * ``crop_flip``: the ResNet paper's CIFAR recipe, pad ``crop_padding`` zeros, take a random
       ``image_size`` crop, flip half the images. Images of another size are first resized
       (shorter side) and center-cropped to ``image_size`` (a no-op for 32x32 CIFAR images).
-    * ``imagenet``: ``RandomResizedCrop(image_size)`` (scale 0.08-1) and a horizontal flip.
+    * ``imagenet``: ``RandomResizedCrop(image_size)`` (scale 0.08-1) and a horizontal flip
+      (Szegedy et al. 2015; torchvision's reference recipe).
+    * ``scale``: the ResNet paper's ImageNet recipe (Sec. 3.4): the shorter side resized to a
+      random length in ``scale_range`` (uniform over integers; [256, 480] for 224-pixel crops,
+      scaled for other sizes, see :func:`scale_range_for`), a random ``image_size`` crop, a
+      horizontal flip.
     * ``none``: resize and center-crop only.
 
-    Then, optionally, TrivialAugmentWide; conversion to float32 in [0, 1]; normalisation; and,
-    optionally, random erasing (on the normalised tensor, so erased pixels become the mean).
+    Then, optionally, TrivialAugmentWide; conversion to float32 in [0, 1]; PCA lighting
+    (:class:`PCALighting`, when ``lighting > 0``); normalisation; and, optionally, random
+    erasing (on the normalised tensor, so erased pixels become the mean).
 
     Args:
         image_size: Output side length.
@@ -73,27 +158,40 @@ def build_train_transform(
         crop_padding: Zero padding of the random crop (``crop_flip`` only).
         trivial_augment: Apply TrivialAugmentWide (Mueller & Hutter, 2021).
         random_erasing: Probability of erasing one random rectangle (Zhong et al., 2017).
+        scale_range: Shorter-side range of ``scale`` for 224-pixel crops.
+        lighting: Standard deviation of AlexNet's PCA lighting noise (0.1 in the papers).
 
     Returns:
         A ``v2.Compose`` mapping a ``PIL.Image`` to a (3, image_size, image_size) float32 tensor.
 
     Raises:
-        ValueError: If ``augment`` is unknown or ``random_erasing`` is outside [0, 1].
+        ValueError: If ``augment`` is unknown, ``random_erasing`` is outside [0, 1], or
+            ``scale_range`` does not fit the crop (see :func:`scale_range_for`).
     """
     if augment not in AUGMENTS:
         raise ValueError(f"augment is {augment!r}; choose one of {AUGMENTS}")
     if not 0.0 <= random_erasing <= 1.0:
         raise ValueError(f"random_erasing is a probability, got {random_erasing}")
-    steps: list[v2.Transform] = []
+    steps: list[Any] = []
     if augment == "imagenet":
         steps += [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    elif augment == "scale":
+        low, high = scale_range_for(scale_range, image_size)
+        steps += [
+            v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
+            v2.RandomCrop(image_size),
+            v2.RandomHorizontalFlip(),
+        ]
     else:
         steps += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
         if augment == "crop_flip":
             steps += [v2.RandomCrop(image_size, padding=crop_padding), v2.RandomHorizontalFlip()]
     if trivial_augment:
         steps.append(v2.TrivialAugmentWide())
-    steps += _to_normalized_tensor(mean, std)
+    tensor_steps = _to_normalized_tensor(mean, std)
+    if lighting > 0:  # in [0, 1] units, before normalisation
+        tensor_steps.insert(-1, PCALighting(lighting))
+    steps += tensor_steps
     if random_erasing > 0:
         steps.append(v2.RandomErasing(p=random_erasing, value=0))
     return v2.Compose(steps)
@@ -148,10 +246,12 @@ def from_recipe(
         crop_padding=recipe.crop_padding,
         trivial_augment=recipe.trivial_augment,
         random_erasing=recipe.random_erasing,
+        scale_range=recipe.scale_range,
+        lighting=recipe.lighting,
     )
 
 
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
     return [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
@@ -367,6 +467,28 @@ def batch_random_erasing(
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
     mask = (in_rows[:, :, None] & in_cols[:, None, :]) & erase[:, None, None]
     return x.masked_fill(send(mask[:, None], x.device), value)
+
+
+def batch_pca_lighting(
+    x: Tensor, std: float, generator: torch.Generator, divisor: Sequence[float] = (1.0, 1.0, 1.0)
+) -> Tensor:
+    """:class:`PCALighting` on a normalised float batch (the in-memory path): each image's RGB
+    shift, in [0, 1] pixel units, divided by the normalisation's per-channel ``divisor`` (its
+    std; 1 for a per-pixel mean), which is what lighting before normalising would give.
+
+    Args:
+        x: Float (B, 3, H, W), already normalised.
+        std: Standard deviation of the component weights.
+        generator: CPU generator; three normal draws per image.
+        divisor: Per-channel std the batch was divided by.
+
+    Returns:
+        A new tensor; ``x`` is not modified.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"PCA lighting shifts RGB images; got a batch of shape {tuple(x.shape)}")
+    shift = PCALighting(std).shift(x.shape[0], generator) / torch.tensor(divisor)
+    return x + send(shift.to(x.dtype), x.device)[:, :, None, None]
 
 
 # --- MixUp / CutMix ---------------------------------------------------------------------------

@@ -11,7 +11,15 @@ the softmax scores of the four corner crops, the centre crop and their horizonta
 * Image folders: the shorter side is resized to ``input_size * 256 / 224`` (about 1.14x; 256
   for 224) with a centre square crop, and the ten ``input_size`` crops are taken from that.
 
-With 10 crops, ``loss`` is the negative log of the averaged probability of the true class.
+Multi-scale testing (He et al. 2015, Sec. 3.4, following Simonyan & Zisserman and He et al.
+2014) uses the network in its fully-convolutional form: each image of a folder, whole (not
+cropped, its own aspect ratio), is resized so that its shorter side is each of the given
+scales (the paper's {224, 256, 384, 480, 640}), and the softmax scores are averaged. The
+global average pool makes the network take any size. A model that subtracts a per-pixel mean
+subtracts that mean's per-channel average instead.
+
+With 10 crops or several scales, ``loss`` is the negative log of the averaged probability of
+the true class.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import contextlib
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
 
 from resnetkit.data.cifar import ArrayDataset, load_cifar
 from resnetkit.data.datasets import DATASETS, load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.folder import (
     TRAIN_FOLDERS,
+    ImageFolderDataset,
+    collate_skip_bad,
     find_split,
     format_failures,
     load_folder_arrays,
@@ -50,6 +62,8 @@ CIFAR_SIZE = 32
 CIFAR_TEN_CROP_PAD = 4
 #: Folder 10-crop: resize to this multiple of the crop size first (256 / 224, as for ImageNet).
 FOLDER_TEN_CROP_SCALE = 256 / 224
+#: The shorter sides of the paper's multi-scale testing (He et al. 2015, Sec. 3.4).
+PAPER_SCALES = (224, 256, 384, 480, 640)
 
 
 def ten_crop_views(images: Tensor, size: int) -> list[Tensor]:
@@ -102,6 +116,33 @@ class _Scorer:
             return self._logits(x)
         probs = torch.stack([self._logits(v).softmax(1) for v in ten_crop_views(x, self.crop)])
         return probs.mean(0).clamp_min(1e-12).log()
+
+
+@dataclass
+class _MultiScaleScorer:
+    """Log of the softmax averaged over scales, for a batch of one whole uint8 image.
+
+    Attributes:
+        model: the network, in eval mode (fully convolutional up to its global pool).
+        scales: shorter sides the image is resized to (antialiased bilinear, as ``Resize``).
+        mean: per-channel mean, in [0, 1] units.
+        std: per-channel std, in [0, 1] units.
+    """
+
+    model: Callable[[Tensor], Tensor]
+    scales: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        probs = []
+        for side in self.scales:
+            resized = TF.resize(x, [side], antialias=True)  # the shorter side to `side`
+            inputs = resized.float().div_(255.0).sub_(mean).div_(std)
+            probs.append(self.model(inputs).float().softmax(1))
+        return torch.stack(probs).mean(0).clamp_min(1e-12).log()
 
 
 def load_eval_data(
@@ -184,35 +225,48 @@ def folder_split(data_dir: str | Path, split: str) -> Path:
 def _match_classes(
     data: ArrayDataset, num_classes: int, model_classes: list[str], where: str
 ) -> ArrayDataset:
-    """Check the model's head fits the data; labels follow the model's class names when the
-    data's are the same set in another order, or some of them (a test folder of a few classes:
-    the others are scored as never seen, per-class None)."""
+    """Check the model's head fits the data; labels follow the model's class names (see
+    :func:`_label_map`)."""
+    remap, classes = _label_map(data.classes, num_classes, model_classes, where)
+    if remap is None:
+        return data
+    return ArrayDataset(data.images, remap[data.labels], classes)
+
+
+def _label_map(
+    data_classes: Sequence[str], num_classes: int, model_classes: list[str], where: str
+) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """How the data's labels map onto the model's outputs: ``(remap, classes)``, ``remap``
+    ``None`` when they are the same. Labels follow the model's class names when the data's
+    are the same set in another order, or some of them (a test folder of a few classes: the
+    others are scored as never seen, per-class None)."""
+    data_classes = tuple(data_classes)
     if num_classes <= 0:
         raise ValueError("the model has no classifier head (num_classes=0); nothing to evaluate")
-    if len(model_classes) == num_classes and set(data.classes) < set(model_classes):
+    if len(model_classes) == num_classes and set(data_classes) < set(model_classes):
         index = {name: i for i, name in enumerate(model_classes)}
-        remap = np.array([index[name] for name in data.classes], dtype=np.int64)
-        return ArrayDataset(data.images, remap[data.labels], tuple(model_classes))
-    if num_classes != data.num_classes:
+        remap = np.array([index[name] for name in data_classes], dtype=np.int64)
+        return remap, tuple(model_classes)
+    if num_classes != len(data_classes):
         raise ValueError(
             f"class mismatch: the model predicts {num_classes} classes but {where} has "
-            f"{data.num_classes} ({', '.join(data.classes[:10])}"
-            f"{', ...' if data.num_classes > 10 else ''}). Evaluate on the dataset the model was "
-            "trained on, or fine-tune it for this one first."
+            f"{len(data_classes)} ({', '.join(data_classes[:10])}"
+            f"{', ...' if len(data_classes) > 10 else ''}). Evaluate on the dataset the model "
+            "was trained on, or fine-tune it for this one first."
         )
-    if not model_classes or list(data.classes) == model_classes:
-        return data
-    if sorted(data.classes) == sorted(model_classes):
+    if not model_classes or list(data_classes) == model_classes:
+        return None, data_classes
+    if sorted(data_classes) == sorted(model_classes):
         index = {name: i for i, name in enumerate(model_classes)}
-        remap = np.array([index[name] for name in data.classes], dtype=np.int64)
-        return ArrayDataset(data.images, remap[data.labels], tuple(model_classes))
-    differ = [f"{d}!={m}" for d, m in zip(data.classes, model_classes, strict=True) if d != m]
+        remap = np.array([index[name] for name in data_classes], dtype=np.int64)
+        return remap, tuple(model_classes)
+    differ = [f"{d}!={m}" for d, m in zip(data_classes, model_classes, strict=True) if d != m]
     warnings.warn(
         f"class names of the model and of {where} differ ({', '.join(differ[:5])}); "
         "labels are compared by index",
-        stacklevel=3,
+        stacklevel=4,
     )
-    return data
+    return None, data_classes
 
 
 def folder_resize(cfg: dict[str, Any], size: int) -> int:
@@ -280,6 +334,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     download: bool = False,
     progress: bool = False,
+    scales: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Measure a classifier on an evaluation split.
 
@@ -296,29 +351,64 @@ def evaluate_model(
         device: where to run the model (it is moved there, and back afterwards).
         download: fetch CIFAR if missing.
         progress: show a progress bar on stderr.
+        scales: multi-scale testing of a folder (see the module docstring): the shorter
+            sides, e.g. :data:`PAPER_SCALES`; images are decoded one at a time, whole.
+            ``None``: single crop (or 10-crop).
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
         (class -> percent), ``confusion`` (rows: true class, columns: predicted), ``classes``,
-        plus ``dataset``, ``split``, ``ten_crop`` and ``input_size``.
+        plus ``dataset``, ``split``, ``ten_crop``, ``scales`` (``None`` without multi-scale
+        testing) and ``input_size``.
 
     Raises:
-        ValueError: unknown dataset, or the model's class count differs from the data's.
+        ValueError: unknown dataset, the model's class count differs from the data's, or
+            ``scales`` asked for with CIFAR or together with ``ten_crop``.
     """
     device = resolve_device(device)  # before the data is read
-    scorer, loader, data, size = _prepare(
-        model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
-    )
+    scorer: Callable[[Tensor], Tensor]
+    loader: Iterable[tuple[Tensor, Tensor]]
+    if scales is not None:
+        scales = _check_scales(scales, dataset, ten_crop)
+        scorer, loader, classes, size = _prepare_multi_scale(model, data_dir, split, scales)
+    else:
+        scorer, loader, data, size = _prepare(
+            model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
+        )
+        classes = data.classes
     with _evaluating(model, device):
-        meter = evaluate_batches(scorer, loader, data.num_classes, device=device, progress=progress)
+        meter = evaluate_batches(scorer, loader, len(classes), device=device, progress=progress)
+    if isinstance(loader, _Decoded):
+        _warn_failures(loader.dataset, len(loader.dataset))
     return {
-        **meter.summary(data.classes),
-        "classes": list(data.classes),
+        **meter.summary(classes),
+        "classes": list(classes),
         "dataset": dataset,
         "split": split,
         "ten_crop": ten_crop,
+        "scales": list(scales) if scales is not None else None,
         "input_size": size,
     }
+
+
+def _check_scales(scales: Sequence[int], dataset: str, ten_crop: bool) -> tuple[int, ...]:
+    if dataset != "folder":
+        raise ValueError(
+            f"multi-scale testing resizes whole pictures to shorter sides of {PAPER_SCALES}: it "
+            f"is for image folders; {dataset} images are 32x32 (use --ten-crop, the paper's "
+            "CIFAR test is single-crop)"
+        )
+    if ten_crop:
+        raise ValueError(
+            "choose one of 10-crop testing and multi-scale testing (the paper reports them "
+            "separately: 10-crop in Table 3, multi-scale fully-convolutional in Table 4)"
+        )
+    if not scales or any(int(s) != s or s < 1 or s > 4096 for s in scales):
+        raise ValueError(
+            f"scales {list(scales)}: give shorter sides between 1 and 4096, e.g. "
+            f"{','.join(map(str, PAPER_SCALES))}"
+        )
+    return tuple(int(s) for s in scales)
 
 
 @torch.no_grad()
@@ -345,6 +435,68 @@ def collect_logits(
             logits.append(scorer(x.to(device)).float().cpu())
             labels.append(y)
     return torch.cat(logits), torch.cat(labels), list(data.classes)
+
+
+def _prepare_multi_scale(
+    model: nn.Module, data_dir: str | Path, split: str, scales: tuple[int, ...]
+) -> tuple[_MultiScaleScorer, _Decoded, tuple[str, ...], int]:
+    """The scorer and the one-image batches of multi-scale testing, the classes (the model's
+    order) and the input size reported (the largest scale)."""
+    cfg = preprocessing_of(model)
+    channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
+    if channels not in (1, 3):
+        raise ValueError(f"the model takes {channels} input channels; images give 3 or 1")
+    root = folder_split(data_dir, split)
+    samples, classes = scan_image_folder(root)
+    remap, classes = _label_map(
+        classes, int(getattr(model, "num_classes", 0)), cfg["classes"], f"folder {root}"
+    )
+    if remap is not None:
+        samples = [(path, int(remap[label])) for path, label in samples]
+
+    def to_tensor(image: Any) -> Tensor:
+        return to_model_channels(TF.pil_to_tensor(image).unsqueeze(0), channels)[0]
+
+    dataset = ImageFolderDataset(
+        None, to_tensor, samples=samples, classes=classes, shorter_side=max(scales)
+    )
+    loader = _Decoded(DataLoader(dataset, batch_size=1, collate_fn=collate_skip_bad))
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    if cfg.get("pixel_mean") is not None:  # its per-channel average fits any size
+        values = torch.tensor(cfg["pixel_mean"], dtype=torch.float32).view(3, -1).mean(1)
+        mean, std = tuple(values.tolist()), (1.0, 1.0, 1.0)
+    else:
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    mean, std = channel_stats_for(mean, channels), channel_stats_for(std, channels)
+    return _MultiScaleScorer(model, scales, mean, std), loader, classes, max(scales)
+
+
+@dataclass
+class _Decoded:
+    """The batches of a folder loader without the empty ones (a batch whose only image did
+    not decode), with the loader's length for the progress bar."""
+
+    loader: DataLoader[Any]
+
+    @property
+    def dataset(self) -> ImageFolderDataset:
+        dataset = self.loader.dataset
+        assert isinstance(dataset, ImageFolderDataset)
+        return dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return (batch for batch in self.loader if batch is not None)
+
+
+def _warn_failures(dataset: ImageFolderDataset, total: int) -> None:
+    if dataset.failures:
+        warnings.warn(format_failures(dataset.failures, total), stacklevel=3)
+    if len(dataset.failures) == total:
+        raise ValueError(f"no readable images in {dataset.root or 'the folder'}")
 
 
 @contextlib.contextmanager

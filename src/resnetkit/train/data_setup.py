@@ -5,14 +5,16 @@ Two paths, chosen by the recipe:
 - In memory (CIFAR, and image folders with ``augment: crop_flip`` or ``none``): every image is
   decoded once at the training size into one uint8 tensor, and :class:`TensorLoader` crops,
   flips and augments whole batches on tensors.
-- Streaming (image folders with ``augment: imagenet``): images stay on disk and a
+- Streaming (image folders with ``augment: imagenet`` or ``scale``): images stay on disk and a
   :class:`FolderLoader` decodes them per epoch, so that every epoch draws new random-resized
-  crops from the full-resolution picture, and folders larger than memory train too. Evaluation
+  (or scale-augmented) crops from the full-resolution picture, and folders larger than memory
+  train too. Evaluation
   resizes the shorter side to ``size / 0.875`` and takes the center crop, as for ImageNet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +25,12 @@ from torch import Tensor
 from resnetkit.data.cifar import ArrayDataset
 from resnetkit.data.datasets import FOLDER_VAL_SPLIT, load_train_eval
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
-from resnetkit.data.transforms import batch_random_erasing, batch_trivial_augment
+from resnetkit.data.transforms import (
+    FULL_SIZE_AUGMENTS,
+    batch_pca_lighting,
+    batch_random_erasing,
+    batch_trivial_augment,
+)
 from resnetkit.train.recipe import Recipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,10 +91,10 @@ def build_train_data(
     pin_memory: bool = False,
 ) -> TrainData:
     """The in-memory or streaming data of a run (see the module docstring)."""
-    if recipe.augment == "imagenet":
+    if recipe.augment in FULL_SIZE_AUGMENTS:
         if dataset != "folder":
             raise ValueError(
-                f"augment 'imagenet' (random-resized crops from full-size pictures) is for image "
+                f"augment {recipe.augment!r} (crops from full-size pictures) is for image "
                 f"folders; {dataset} images are 32x32: use crop_flip"
             )
         return _streaming(
@@ -159,7 +166,6 @@ def _in_memory(
         norm = Normalization(tuple(data.mean), tuple(data.std))
     labels = torch.from_numpy(data.train.labels)
     classes = list(data.train.classes)
-    erasing = recipe.random_erasing
     sample_weights = None
     if recipe.class_balance == "sampler":
         sample_weights = inverse_frequency(labels, len(classes))[labels]
@@ -176,7 +182,7 @@ def _in_memory(
         world_size=world_size,
         channels_last=recipe.channels_last,
         uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
-        float_augment=(lambda x, g: batch_random_erasing(x, erasing, g)) if erasing > 0 else None,
+        float_augment=_float_augment(recipe, norm),
         sample_weights=sample_weights,
     )
     return TrainData(
@@ -191,6 +197,26 @@ def _in_memory(
         norm=norm,
         preprocessing=_preprocessing(data.input_size, data.input_size, norm),
     )
+
+
+def _float_augment(
+    recipe: Recipe, norm: Normalization
+) -> Callable[[Tensor, torch.Generator], Tensor] | None:
+    """The in-memory path's augmentation of normalised batches: PCA lighting, then random
+    erasing (erased pixels become the mean), or ``None`` when the recipe asks for neither."""
+    lighting, erasing = recipe.lighting, recipe.random_erasing
+    if not lighting and not erasing:
+        return None
+    divisor = (1.0,) * 3 if norm.pixel_mean is not None else norm.std
+
+    def augment(x: Tensor, g: torch.Generator) -> Tensor:
+        if lighting:
+            x = batch_pca_lighting(x, lighting, g, divisor)
+        if erasing:
+            x = batch_random_erasing(x, erasing, g)
+        return x
+
+    return augment
 
 
 def _eval_tensor_loader(split: ArrayDataset, norm: Normalization, channels_last: bool) -> Any:
@@ -223,12 +249,12 @@ def _streaming(
     if recipe.normalize == "pixel_mean":
         raise ValueError(
             "normalize 'pixel_mean' needs the whole training set in memory; with augment "
-            "'imagenet' (streamed from disk) use mean_std"
+            f"{recipe.augment!r} (streamed from disk) use mean_std"
         )
     if recipe.class_balance == "sampler":
         raise ValueError(
             "class_balance 'sampler' is not available when streaming a folder (augment "
-            "'imagenet'); use class_balance 'loss' (inverse-frequency weights in the loss)"
+            f"{recipe.augment!r}); use class_balance 'loss' (inverse-frequency weights in the loss)"
         )
     if recipe.val_split:
         raise ValueError(FOLDER_VAL_SPLIT)

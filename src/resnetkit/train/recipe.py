@@ -39,7 +39,11 @@ class Recipe:
     label_smoothing: float = 0.0
     val_split: int = 0  # hold this many training images out for validation (45k/5k)
     normalize: str = "mean_std"  # mean_std | pixel_mean (the 2015 paper)
-    augment: str = "crop_flip"  # crop_flip (paper CIFAR) | imagenet | none
+    # crop_flip (paper CIFAR) | imagenet (random-resized crop) | scale (paper ImageNet) | none
+    augment: str = "crop_flip"
+    # scale: the shorter side drawn from [low, high] for 224-pixel crops (scaled for others)
+    scale_range: tuple[int, ...] = (256, 480)
+    lighting: float = 0.0  # std of AlexNet's PCA colour noise (0.1 in the ImageNet papers)
     crop_padding: int = 4
     trivial_augment: bool = False
     random_erasing: float = 0.0
@@ -75,7 +79,7 @@ class Recipe:
             "optimizer": ("sgd", "adamw"),
             "schedule": ("multistep", "cosine", "onecycle"),
             "normalize": ("mean_std", "pixel_mean"),
-            "augment": ("crop_flip", "imagenet", "none"),
+            "augment": ("crop_flip", "imagenet", "scale", "none"),
             "precision": ("fp32", "bf16", "fp16"),
             "class_balance": ("none", "loss", "sampler"),
             "compile_mode": (
@@ -102,6 +106,7 @@ class Recipe:
             "warmup_lr",
             "label_smoothing",
             "random_erasing",
+            "lighting",
             "mixup_alpha",
             "cutmix_alpha",
             "ema_decay",
@@ -142,6 +147,11 @@ class Recipe:
             raise ValueError(
                 f"recipe field 'random_erasing' is {self.random_erasing}: a probability, in [0, 1]"
             )
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(
+                f"recipe field 'scale_range' is {list(self.scale_range)}: two shorter sides, "
+                "low <= high, for 224-pixel crops (the paper's 256,480)"
+            )
         if any(m <= 0 for m in self.milestones):
             raise ValueError(f"milestones {list(self.milestones)} must be positive iterations")
         if self.warmup_lr and self.lr == 0:  # the warm-up is a fraction of lr
@@ -181,6 +191,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["milestones"] = list(self.milestones)
+        data["scale_range"] = list(self.scale_range)
         return data
 
     def override(self, changes: dict[str, Any]) -> Recipe:
@@ -214,7 +225,12 @@ RESUMABLE_CHANGES = frozenset(
 
 
 #: Fields added after runs were saved without them, with the value those runs trained with.
-ADDED_FIELDS: dict[str, Any] = {"optimizer": "sgd", "decay_norm_and_bias": True}
+ADDED_FIELDS: dict[str, Any] = {
+    "optimizer": "sgd",
+    "decay_norm_and_bias": True,
+    "scale_range": [256, 480],
+    "lighting": 0.0,
+}
 
 
 def recipe_differences(saved: dict[str, Any], current: Recipe) -> list[str]:
