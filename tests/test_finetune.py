@@ -244,3 +244,45 @@ def test_one_image_a_class_leaves_no_validation_and_best_epoch_is_refused(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["epochs_run"] == 1
     assert "broken.png" in captured.err and "broken.png" not in captured.out
+
+
+@pytest.mark.filterwarnings("ignore:the validation split has only")
+def test_finetune_augments_by_the_models_input_size(folder: Path, tmp_path: Path) -> None:
+    """``augment: auto``: an ImageNet-sized model (here 128 pixels) sees random-resized crops
+    streamed from the full pictures and is evaluated resize-then-centre-crop; a CIFAR-sized
+    one keeps the in-memory pad-and-crop; a run that needs the set in memory keeps it there."""
+    from torchvision.transforms import v2
+
+    from resnetkit.data.streaming import FolderLoader
+
+    assert load_recipe("finetune").augment == "auto"
+    pre = {"input_size": 128, "mean": [0.5] * 3, "std": [0.25] * 3}
+    big = save_model_dir(
+        create_model("resnet18", num_classes=3),
+        tmp_path / "big",
+        arch="resnet18",
+        classes=["a", "b", "c"],
+        preprocessing=pre,
+    )
+    trainer = Trainer(finetune_spec(big, folder, tmp_path / "ft", recipe=RECIPE, progress=False))
+    assert trainer.data.streaming and isinstance(trainer.train_loader, FolderLoader)
+    transforms = trainer.train_loader.dataset.dataset.transform.transforms
+    assert v2.RandomResizedCrop in [type(t) for t in transforms]
+    assert trainer.data.preprocessing["resize"] == 146  # 128 / 0.875, then the centre crop
+    assert trainer.recipe.augment == "auto"  # the run's recipe keeps what was asked
+    sampler = RECIPE.override({"class_balance": "sampler"})
+    kept = Trainer(finetune_spec(big, folder, tmp_path / "s", recipe=sampler, progress=False))
+    assert not kept.data.streaming
+    small = Trainer(finetune_spec(_source32(tmp_path), folder, tmp_path / "small", recipe=RECIPE))
+    assert not small.data.streaming and small.train_loader.pad == 4
+
+
+def _source32(tmp_path: Path) -> Path:
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_model_dir(
+        create_model("resnet20"),
+        tmp_path / "s32",
+        arch="resnet20",
+        classes=["a", "b"],
+        preprocessing=pre,
+    )

@@ -5,6 +5,7 @@ Two paths, chosen by the recipe:
 - In memory (CIFAR, and image folders with ``augment: crop_flip`` or ``none``): every image is
   decoded once at the training size into one uint8 tensor, and :class:`TensorLoader` crops,
   flips and augments whole batches on tensors.
+- ``augment: auto`` is one of these two, chosen by the input size (:func:`resolve_augment`).
 - Streaming (image folders with ``augment: imagenet`` or ``scale``): images stay on disk and a
   :class:`FolderLoader` decodes them per epoch, so that every epoch draws new random-resized
   (or scale-augmented) crops from the full-resolution picture, and folders larger than memory
@@ -91,6 +92,8 @@ def build_train_data(
     pin_memory: bool = False,
 ) -> TrainData:
     """The in-memory or streaming data of a run (see the module docstring)."""
+    pixel_mean = isinstance(normalization, Normalization) and normalization.pixel_mean is not None
+    recipe = resolve_augment(recipe, image_size, dataset, pixel_mean=pixel_mean)
     if recipe.augment in FULL_SIZE_AUGMENTS:
         if dataset != "folder":
             raise ValueError(
@@ -121,6 +124,30 @@ def build_train_data(
         eval_subset=eval_subset,
         normalization=normalization,
     )
+
+
+#: ``augment: auto`` streams random-resized crops from this input side up (ImageNet-sized
+#: models), and keeps smaller ones in memory with the paper's pad-and-crop.
+AUTO_FULL_SIZE_FROM = 128
+
+
+def resolve_augment(
+    recipe: Recipe, image_size: int, dataset: str = "folder", *, pixel_mean: bool = False
+) -> Recipe:
+    """``augment: auto`` (the fine-tuning recipe's) made concrete for one run: ``imagenet``
+    (random-resized crops streamed from the full pictures) for a folder at 128 pixels or more,
+    as torchvision's, timm's and Hugging Face's fine-tuning recipes do for ImageNet-sized
+    models; otherwise ``crop_flip`` (pad 4, random crop, flip; CIFAR-sized inputs). A run
+    that needs the whole set in memory (``class_balance: sampler``, ``normalize: pixel_mean``,
+    or a model that subtracts a per-pixel mean, ``pixel_mean``) also gets ``crop_flip``. Any
+    other augment is returned as it is."""
+    if recipe.augment != "auto":
+        return recipe
+    streamable = (
+        recipe.class_balance != "sampler" and recipe.normalize != "pixel_mean" and not pixel_mean
+    )
+    big = dataset == "folder" and image_size >= AUTO_FULL_SIZE_FROM
+    return recipe.override({"augment": "imagenet" if big and streamable else "crop_flip"})
 
 
 def _in_memory(

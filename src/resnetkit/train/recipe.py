@@ -40,6 +40,7 @@ class Recipe:
     val_split: int = 0  # hold this many training images out for validation (45k/5k)
     normalize: str = "mean_std"  # mean_std | pixel_mean (the 2015 paper)
     # crop_flip (paper CIFAR) | imagenet (random-resized crop) | scale (paper ImageNet) | none
+    # | auto (imagenet for folders at 128 pixels or more, else crop_flip: fine-tuning)
     augment: str = "crop_flip"
     # scale: the shorter side drawn from [low, high] for 224-pixel crops (scaled for others)
     scale_range: tuple[int, ...] = (256, 480)
@@ -79,7 +80,7 @@ class Recipe:
             "optimizer": ("sgd", "adamw"),
             "schedule": ("multistep", "cosine", "onecycle"),
             "normalize": ("mean_std", "pixel_mean"),
-            "augment": ("crop_flip", "imagenet", "scale", "none"),
+            "augment": ("crop_flip", "imagenet", "scale", "none", "auto"),
             "precision": ("fp32", "bf16", "fp16"),
             "class_balance": ("none", "loss", "sampler"),
             "compile_mode": (
