@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from benchmarks import load_test
@@ -35,6 +37,8 @@ _ASSET_DIR = resources.files("resnetkit.assets")
 ASSETS = [Path(str(_ASSET_DIR / name)) for name in ("cat.png", "automobile.png", "ship.png")]
 CAT = ASSETS[0].read_bytes()
 PNG = {"content-type": "image/png"}
+JSON = {"content-type": "application/json"}
+B64 = base64.b64encode(CAT).decode()
 T = TypeVar("T")
 
 
@@ -172,6 +176,22 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
      400, "bad_multipart", "ends before its closing boundary --b--"),
     ("bad-top-k", {"content": CAT, "headers": PNG, "params": {"top_k": 0}}, 422,
      "invalid_parameter", "top_k"),
+    ("json-syntax", {"content": b'{"images": [', "headers": JSON}, 400, "invalid_json",
+     "not valid JSON"),
+    ("json-no-key", {"json": {"picture": "x"}}, 400, "no_image", "['picture']"),
+    ("json-two-keys", {"json": {"image": B64, "images": [B64]}}, 400, "no_image",
+     "expected a JSON object"),
+    ("json-empty-list", {"json": {"images": []}}, 400, "no_image", "non-empty list"),
+    ("json-item", {"json": {"images": [B64, 7]}}, 400, "no_image", "image 2 of 2 is int"),
+    ("json-base64", {"json": {"images": [B64, {"name": "b.png", "data": "not*base64"}]}}, 400,
+     "invalid_base64", "image 2 of 2 ('b.png'): not valid base64"),
+    ("json-data-url", {"json": {"image": "data:text/plain;base64," + B64}}, 415,
+     "unsupported_media_type", "'text/plain', not image/*"),
+    ("json-too-many", {"json": {"instances": [{"b64": B64}] * 5}}, 413, "too_many_images",
+     "5 images"),
+    ("json-not-image", {"json": {"image": base64.b64encode(b"hello" * 30).decode()}}, 415,
+     "not_an_image", "the image: not an image"),
+    ("json-empty", {"content": b"  ", "headers": JSON}, 400, "empty_body", "empty"),
 ]  # fmt: skip
 
 
@@ -480,3 +500,93 @@ def test_an_exported_onnx_file_is_served_predicted_and_evaluated_alone(
     onnx.save(bare, str(tmp_path / "bare.onnx"))
     with pytest.raises(ValueError, match="carries no class names or preprocessing"):
         predict(tmp_path / "bare.onnx", ASSETS)
+
+
+def test_json_base64_inputs_predict_as_uploads_do(model_dir: Path) -> None:
+    """Every JSON form (one image, a list with names, KServe/TF Serving instances, a data URL,
+    URL-safe base64 without padding and with line breaks) gives the uploads' answers."""
+    car = ASSETS[1].read_bytes()
+    car_b64 = base64.b64encode(car).decode()
+    urlsafe = base64.urlsafe_b64encode(car).decode().rstrip("=")
+    assert car_b64.endswith("==") and ("-" in urlsafe or "_" in urlsafe)  # both paths taken
+    wrapped = "\n".join(car_b64[i : i + 76] for i in range(0, len(car_b64), 76))
+    app = create_app(model_dir)
+    bodies = [
+        {"image": B64},
+        {"images": [B64, {"name": "automobile.png", "data": car_b64}]},
+        {"instances": [{"b64": B64}, {"b64": urlsafe}]},
+        {"images": ["data:image/png;base64," + B64, wrapped]},
+    ]
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[dict[str, Any], list[httpx.Response]]:
+        uploads = (await c.post("/predict?top_k=3", **multipart("cat.png", "automobile.png")))
+        return uploads.json(), [await c.post("/predict?top_k=3", json=body) for body in bodies]
+
+    uploads, responses = serve(app, scenario)
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    cat, car_pred = (p["top_k"] for p in uploads["predictions"])
+    got = [r.json()["predictions"] for r in responses]
+    assert [len(g) for g in got] == [1, 2, 2, 2]
+    assert got[1][1]["file"] == "automobile.png" and got[1][0]["file"] is None
+    for predictions in got:
+        for pred, want in zip(predictions, (cat, car_pred), strict=False):
+            assert [t["class"] for t in pred["top_k"]] == [t["class"] for t in want]
+            assert [t["probability"] for t in pred["top_k"]] == pytest.approx(
+                [t["probability"] for t in want], abs=1e-6
+            )
+
+
+def test_embed_returns_the_pooled_features_resnetkit_embed_gives(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    from resnetkit.explain import embed
+    from resnetkit.models.loading import load_model
+
+    reference = embed(load_model(model_dir), ASSETS)
+    app = create_app(model_dir, max_wait_ms=0)
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response, str]:
+        plain = await c.post("/embed", **multipart("cat.png", "automobile.png", "ship.png"))
+        unit = await c.post("/embed?normalize=true", json={"image": B64})
+        return plain, unit, (await c.get("/metrics")).text
+
+    plain, unit, metrics = serve(app, scenario)
+    assert plain.status_code == 200 and unit.status_code == 200
+    body = plain.json()
+    assert body["dim"] == 64 and body["model"] == "resnet20"
+    assert [e["file"] for e in body["embeddings"]] == ["cat.png", "automobile.png", "ship.png"]
+    vectors = np.array([e["embedding"] for e in body["embeddings"]])
+    np.testing.assert_allclose(vectors, reference.vectors, atol=1e-5)
+    cat = np.array(unit.json()["embeddings"][0]["embedding"])
+    assert np.linalg.norm(cat) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(cat, vectors[0] / np.linalg.norm(vectors[0]), atol=1e-5)
+    assert "resnetkit_images_embedded_total 4.0" in metrics
+    assert 'resnetkit_requests_total{endpoint="/embed",status="200"} 2.0' in metrics
+    assert app.state.service._feature_batcher is None  # the shutdown stopped its worker
+
+
+def test_embed_works_for_torchvision_models_and_not_for_an_onnx_file(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(num_classes=4).eval()
+    tv.pretrained_cfg = {"input_size": 32, "classes": list("abcd")}  # type: ignore[assignment]
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(model_dir), "--format", "onnx",
+                 "--out", str(onnx_file)]) == 0  # fmt: skip
+
+    async def scenario(c: httpx.AsyncClient) -> httpx.Response:
+        return await c.post("/embed", content=CAT, headers=PNG)
+
+    got = serve(create_app(tv), scenario)
+    assert got.status_code == 200 and got.json()["dim"] == 512
+    x = create_app(tv).state.service.preprocess([None], [CAT])
+    with torch.no_grad():
+        trunk = torch.nn.Sequential(*list(tv.children())[:-1])
+        want = trunk(x).flatten(1)[0]
+    np.testing.assert_allclose(got.json()["embeddings"][0]["embedding"], want.numpy(), atol=1e-5)
+    refused = serve(create_app(onnx_file), scenario)
+    assert refused.status_code == 501 and refused.json()["error"] == "embeddings_unavailable"
+    assert "serve the model directory" in refused.json()["detail"]

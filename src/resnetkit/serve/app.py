@@ -2,10 +2,16 @@
 
 Endpoints:
 
-* ``POST /predict?top_k=5``: one or more images, either as a multipart upload (fields ``file``
-  and/or ``files``) or as the raw body with an ``image/*`` content type. Answers
-  ``{"model", "backend", "predictions": [{"file", "top_k": [{"class", "index",
+* ``POST /predict?top_k=5``: one or more images, as a multipart upload (fields ``file``
+  and/or ``files``), as the raw body with an ``image/*`` content type, or as JSON with base64
+  data (``{"image": B64}``, ``{"images": [B64 | {"name", "data": B64}, ...]}``, or KServe's
+  and TF Serving's ``{"instances": [{"b64": B64}, ...]}``; ``data:image/...;base64,`` URLs
+  too). Answers ``{"model", "backend", "predictions": [{"file", "top_k": [{"class", "index",
   "probability"}]}]}`` in upload order.
+* ``POST /embed?normalize=false``: the same inputs; answers ``{"model", "dim", "embeddings":
+  [{"file", "embedding": [...]}]}``, the pooled features the classifier reads (for search,
+  deduplication, clustering), L2-normalised with ``normalize=true``. Always run by the PyTorch
+  model (a served ``.onnx`` file has none: 501).
 * ``GET /health``: ``{"status": "ok", ...}`` once the model is loaded.
 * ``GET /metadata``: the model (name, version, metrics), its classes and preprocessing, the
   backend, the batching settings and the input limits.
@@ -21,7 +27,10 @@ on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -70,7 +79,9 @@ DEFAULT_MAX_PIXELS = SERVE_MAX_PIXELS
 IMAGE_FIELDS = ("file", "files")
 #: Content types a multipart part may declare (besides none at all and ``image/*``).
 GENERIC_PART_TYPES = ("application/octet-stream",)
-ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics")
+ENDPOINTS = ("/predict", "/embed", "/health", "/metadata", "/metrics")
+#: Keys of a JSON body that carry images: one, a list, or KServe/TF Serving's instances.
+JSON_KEYS = ("image", "images", "instances")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -160,6 +171,11 @@ class Metrics:
         )
         self.images = Counter(
             "resnetkit_images_predicted", "Images classified", registry=self.registry
+        )
+        self.embedded = Counter(
+            "resnetkit_images_embedded",
+            "Images turned into feature vectors",
+            registry=self.registry,
         )
         self.rejected = Counter(
             "resnetkit_rejected_inputs",
@@ -266,7 +282,7 @@ def create_app(
         try:
             yield
         finally:
-            service.batcher.close()
+            service.close()
 
     app = FastAPI(
         title="resnetkit",
@@ -305,6 +321,29 @@ def create_app(
             "model": service.model_name,
             "backend": config.backend,
             "predictions": service.top_k(names, logits, top_k),
+        }
+
+    @app.post("/embed")
+    async def embed(
+        request: Request,
+        normalize: bool = Query(False, description="L2-normalise each vector (cosine search)"),
+    ) -> dict[str, Any]:
+        features = service.feature_batcher()  # before reading: a model without any is a 501
+        names, images = await service.read_images(request)
+        batch = await anyio.to_thread.run_sync(
+            service.preprocess, names, images, limiter=service.decode_limiter()
+        )
+        vectors = await features.submit(batch)
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors.float(), dim=1)
+        service.metrics.embedded.inc(len(names))
+        return {
+            "model": service.model_name,
+            "dim": int(vectors.shape[1]),
+            "embeddings": [
+                {"file": name, "embedding": row}
+                for name, row in zip(names, vectors.tolist(), strict=True)
+            ],
         }
 
     return app
@@ -405,6 +444,10 @@ class Service:
             forward = _torch_forward(model)
         self._forward = forward
         self.batcher = self._new_batcher()
+        # Embeddings: the PyTorch model's pooled features, on a worker thread of their own,
+        # made on the first /embed request (most services never get one).
+        self._features_forward = None if exported else _features_forward(model)
+        self._feature_batcher: MicroBatcher | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._transform = self.preprocessing.transform()
         cfg = preprocessing_of(model)
@@ -453,13 +496,51 @@ class Service:
             if not body:
                 raise ApiError(400, "empty_body", "the request body is empty: send an image")
             return [None], [body]
+        if media_type == "application/json" or media_type.endswith("+json"):
+            return self._read_json(await self._read_body(request))
         raise ApiError(
             415,
             "unsupported_media_type",
             f"Content-Type {media_type or '(none)'!r} is not accepted: send one image as the "
-            "body with an image/* Content-Type (e.g. image/png), or multipart/form-data with "
-            f"the images in fields {' or '.join(repr(f) for f in IMAGE_FIELDS)}",
+            "body with an image/* Content-Type (e.g. image/png), multipart/form-data with "
+            f"the images in fields {' or '.join(repr(f) for f in IMAGE_FIELDS)}, or "
+            'application/json with base64 images ({"images": ["<base64>", ...]})',
         )
+
+    def _read_json(self, body: bytes) -> tuple[list[str | None], list[bytes]]:
+        """The images of a JSON body (see the module docstring), base64-decoded."""
+        if not body.strip():
+            raise ApiError(400, "empty_body", "the request body is empty: send an image")
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {err}") from None
+        shape = (
+            '{"image": "<base64>"}, {"images": ["<base64>" or {"name": ..., "data": '
+            '"<base64>"}, ...]} or {"instances": [{"b64": "<base64>"}, ...]}'
+        )
+        keys = [k for k in JSON_KEYS if isinstance(document, dict) and k in document]
+        if len(keys) != 1:
+            found = sorted(document)[:5] if isinstance(document, dict) else type(document).__name__
+            raise ApiError(400, "no_image", f"expected a JSON object {shape}; found {found}")
+        items = document[keys[0]]
+        items = [items] if keys[0] == "image" else items
+        if not isinstance(items, list) or not items:
+            raise ApiError(400, "no_image", f"{keys[0]!r} must be a non-empty list: {shape}")
+        limit = self.config.max_images_per_request
+        if len(items) > limit:
+            raise ApiError(
+                413,
+                "too_many_images",
+                f"{len(items)} images in one request; at most {limit} are accepted",
+            )
+        names: list[str | None] = []
+        data: list[bytes] = []
+        for i, item in enumerate(items):
+            name, text = _json_image(item, i, len(items), shape)
+            names.append(name)
+            data.append(_b64decode(text, _name(name, i, len(items))))
+        return names, data
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.config.max_bytes
@@ -578,6 +659,37 @@ class Service:
         self.batcher.start()
         self._limiter = None  # made in this lifespan's event loop, on first use
 
+    def close(self) -> None:
+        """Stop the worker threads (queued requests are answered 503)."""
+        self.batcher.close()
+        if self._feature_batcher is not None:
+            self._feature_batcher.close()
+            self._feature_batcher = None
+
+    def feature_batcher(self) -> MicroBatcher:
+        """The batcher of ``/embed`` (started on first use).
+
+        Raises:
+            ApiError: 501 when the model gives no pooled features (an ``.onnx`` file served
+                alone, or a model without ``forward_head(pre_logits=True)``).
+        """
+        if self._features_forward is None:
+            raise ApiError(
+                501,
+                "embeddings_unavailable",
+                f"{self.model_name} served from an ONNX file (or a model without "
+                "forward_features/forward_head) has no feature output: serve the model "
+                "directory or checkpoint to get /embed",
+            )
+        if self._feature_batcher is None:
+            self._feature_batcher = MicroBatcher(
+                self._features_forward,
+                max_batch=self.config.max_batch,
+                max_wait_ms=self.config.max_wait_ms,
+            )
+            self._feature_batcher.start()
+        return self._feature_batcher
+
     def decode_limiter(self) -> anyio.CapacityLimiter:
         """How many requests decode their images at once: one per core."""
         if self._limiter is None:
@@ -631,6 +743,56 @@ class Service:
         ]
 
 
+def _json_image(item: Any, index: int, count: int, shape: str) -> tuple[str | None, str]:
+    """``(name, base64 text)`` of one JSON image item: a string, or an object with ``data``
+    or ``b64`` (and optionally ``name``)."""
+    if isinstance(item, str):
+        return None, item
+    if isinstance(item, dict):
+        name = item.get("name")
+        text = item.get("data", item.get("b64"))
+        if isinstance(text, str) and (name is None or isinstance(name, str)):
+            return name, text
+    raise ApiError(
+        400,
+        "no_image",
+        f"{_name(None, index, count)} is {type(item).__name__} {str(item)[:60]!r}: each image "
+        f"is a base64 string or an object with a base64 'data' (or 'b64') and a 'name': {shape}",
+    )
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    """Standard or URL-safe base64, with or without padding and line breaks, or a data URL.
+
+    Raises:
+        ApiError: 400 ``invalid_base64``, or 415 for a data URL of another media type.
+    """
+    if text.startswith("data:"):
+        header, comma, payload = text.partition(",")
+        media = header[5:].split(";")[0].strip().lower()
+        if not comma or not header.endswith(";base64"):
+            raise ApiError(
+                400, "invalid_base64", f"{what}: a data URL must be data:image/...;base64,<data>"
+            )
+        if media and not media.startswith("image/") and media not in GENERIC_PART_TYPES:
+            raise ApiError(
+                415, "unsupported_media_type", f"{what}: the data URL says {media!r}, not image/*"
+            )
+        text = payload
+    compact = "".join(text.split())
+    compact += "=" * (-len(compact) % 4)
+    try:
+        if "-" in compact or "_" in compact:
+            return base64.b64decode(compact, altchars=b"-_", validate=True)
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ApiError(
+            400,
+            "invalid_base64",
+            f"{what}: not valid base64 ({err}); send the file's bytes base64-encoded",
+        ) from None
+
+
 def _boundary(content_type: str) -> bytes:
     """The boundary a multipart Content-Type names (b"" when it names none)."""
     for param in content_type.split(";")[1:]:
@@ -654,6 +816,41 @@ def _torch_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
     def forward(batch: Tensor) -> Tensor:
         with torch.inference_mode():
             return model(batch.to(device=device, dtype=dtype)).float().cpu()
+
+    return forward
+
+
+def _features_forward(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The pooled features (the classifier's input) as a batch function, for resnetkit and
+    timm ResNets (``forward_features`` then ``forward_head(pre_logits=True)``), and for
+    torchvision's (everything before ``fc``); ``None`` for other models."""
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    features, head = getattr(model, "forward_features", None), getattr(model, "forward_head", None)
+    fc = getattr(model, "fc", None)
+    if callable(features) and callable(head):
+
+        def pooled(x: Tensor) -> Tensor:
+            return head(features(x), pre_logits=True)  # type: ignore[no-any-return]
+
+    elif isinstance(fc, nn.Module) and hasattr(model, "avgpool"):
+
+        def pooled(x: Tensor) -> Tensor:
+            captured: list[Tensor] = []
+            handle = fc.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+            try:
+                model(x)
+            finally:
+                handle.remove()
+            return captured[0]
+
+    else:
+        return None
+
+    def forward(batch: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return pooled(batch.to(device=device, dtype=dtype)).float().cpu()
 
     return forward
 
