@@ -38,9 +38,18 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, target: Path, algorithm: str, expected: str, timeout: float) -> None:
+def fetch(
+    url: str,
+    target: Path,
+    algorithm: str,
+    expected: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Stream ``url`` to ``target``, checking that its ``algorithm`` hex digest starts with
-    ``expected`` (a full digest, or a prefix such as torchvision's 8 characters).
+    ``expected`` (a full digest, or a prefix such as torchvision's 8 characters; ``""``
+    checks nothing, for a caller that verifies the file itself). ``headers`` go with the
+    request (an ``Authorization`` token).
 
     Raises:
         ChecksumError: the digest does not match; nothing is left at ``target``.
@@ -51,7 +60,11 @@ def fetch(url: str, target: Path, algorithm: str, expected: str, timeout: float)
     tmp = Path(tmp_name)
     try:
         digest = hashlib.new(algorithm, usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(request, timeout=timeout) as response,
+        ):
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)

@@ -9,7 +9,8 @@ from typing import Any
 
 MODEL_HELP = (
     "model directory (config.json + model.safetensors), packaged tag such as "
-    "resnet20.cifar10, or a checkpoint file (.safetensors/.pt/.pth, Keras .npz/.h5; needs --arch)"
+    "resnet20.cifar10, a Hugging Face Hub repository (hf-hub:timm/resnet50.a1_in1k), or a "
+    "checkpoint file (.safetensors/.pt/.pth, Keras .npz/.h5; needs --arch)"
 )
 
 

@@ -41,7 +41,8 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
 
     Args:
         name_or_dir: a model directory (``config.json`` + ``model.safetensors``), a packaged
-            weights tag such as ``resnet20.cifar10``, or, with ``arch``, a checkpoint file
+            weights tag such as ``resnet20.cifar10``, a Hugging Face Hub repository
+            (``hf-hub:timm/resnet50.a1_in1k``), or, with ``arch``, a checkpoint file
             (``.safetensors``, ``.pt``/``.pth`` holding a state dict, or Keras ``.npz``/``.h5``).
         arch: registered architecture of a bare checkpoint file, e.g. ``resnet20``. For a
             directory or tag it is optional and must match.
@@ -66,7 +67,11 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
             f"architecture options ({', '.join(options)}) apply to bare checkpoint files; "
             f"{name_or_dir} already says how it was built"
         )
-    if path.is_dir():
+    from resnetkit.models.hf_hub import is_hf_hub_name
+
+    if is_hf_hub_name(str(name_or_dir)) and not path.exists():
+        model = _load_tag(str(name_or_dir))
+    elif path.is_dir():
         model = load_model_dir(path)
     elif path.is_file():
         from resnetkit.data.images import IMAGE_EXTENSIONS

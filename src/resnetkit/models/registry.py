@@ -208,7 +208,9 @@ def create_model(
     Args:
         name: a registered architecture (``resnet50``) or a pretrained tag: packaged with
             resnetkit (``resnet20.cifar10``, ``resnet20.paper_cifar10``) or torchvision's
-            ImageNet weights (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``).
+            ImageNet weights (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``); or a Hugging Face
+            Hub repository, ``hf-hub:timm/resnet50.a1_in1k`` or ``hf-hub:microsoft/resnet-50``
+            (see :mod:`resnetkit.models.hf_hub`).
         pretrained: load the tag's weights with their preprocessing: packaged ones offline,
             torchvision's from the cache or downloaded once (sha256 checked); for a bare
             architecture, its default packaged weights (``resnet20``: ``resnet20.cifar10``)
@@ -234,6 +236,21 @@ def create_model(
             ``pretrained`` is not a bool.
         ValueError: ``pretrained`` with an option that changes what the weights compute.
     """
+    from resnetkit.models import hf_hub
+
+    if hf_hub.is_hf_hub_name(name):
+        return _create_from_hf_hub(
+            name,
+            pretrained,
+            dict(
+                zero_init_residual=zero_init_residual,
+                drop_path_rate=drop_path_rate,
+                grad_checkpointing=grad_checkpointing,
+                features_only=features_only,
+                out_indices=out_indices,
+            ),
+            config_changes,
+        )
     arch, _, tag = name.partition(".")
     _check_options(name, config_changes)
     config = get_model_config(arch)
@@ -278,6 +295,45 @@ def create_model(
             _load_adapted(model, source, adapt)
         else:
             weights.load_into(model)
+    return model
+
+
+def _create_from_hf_hub(
+    name: str, pretrained: bool, build: dict[str, Any], config_changes: dict[str, Any]
+) -> ResNet:
+    """``create_model`` for an ``hf-hub:`` name: the architecture its config describes, with
+    its weights when ``pretrained`` (see :mod:`resnetkit.models.hf_hub`)."""
+    from resnetkit.models.hf_hub import get_hf_hub_weights
+
+    if isinstance(pretrained, str):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    weights = get_hf_hub_weights(name)
+    _check_options(weights.arch, config_changes)
+    config = get_model_config(weights.arch).with_options(
+        num_classes=weights.num_classes, **weights.config_changes
+    )
+    adapt: dict[str, int] = {
+        k: config_changes.pop(k)
+        for k in ("num_classes", "in_chans")
+        if k in config_changes and config_changes[k] != getattr(config, k)
+    }
+    wanted = config.with_options(**config_changes)
+    changed = sorted(k for k in config_changes if getattr(wanted, k) != getattr(config, k))
+    if changed and pretrained:
+        raise ValueError(
+            f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "
+            "Only num_classes (a new head) and in_chans (an adapted first conv) can differ"
+        )
+    config = wanted
+    model = ResNet(config.with_options(**adapt), name=weights.arch, **build)
+    if not pretrained:
+        return model
+    if adapt:
+        source = ResNet(config, name=weights.arch)
+        weights.load_into(source)
+        _load_adapted(model, source, adapt)
+    else:
+        weights.load_into(model)
     return model
 
 

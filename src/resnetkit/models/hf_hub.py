@@ -1,0 +1,445 @@
+"""Models on the Hugging Face Hub by name, as timm names them: ``hf-hub:timm/resnet50.a1_in1k``.
+
+``create_model("hf-hub:ORG/NAME[@REVISION]", pretrained=True)`` (and ``load_model``, and
+``--model`` on the command line) reads a repository's ``config.json`` and weights and builds
+the resnetkit model they describe:
+
+* timm's repositories (``timm/resnet50.a1_in1k``: ``config.json`` with ``architecture`` and
+  ``pretrained_cfg``): the architecture of that name, with timm's preprocessing (input size,
+  ``crop_pct``, interpolation, mean and std) and class names (the repository's
+  ``label_names``, else ImageNet-1k's for a 1000-class ImageNet tag).
+* transformers' ResNets (``microsoft/resnet-50``: ``model_type: resnet``): the depth and
+  block its ``depths``/``layer_type`` give, the stride placement it declares, ``id2label``,
+  and the preprocessing of ``preprocessor_config.json``.
+
+Files are looked for in Hugging Face's own cache first (``$HF_HUB_CACHE``, else
+``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``: what ``huggingface_hub`` and timm
+downloaded), then in resnetkit's (``$RESNETKIT_HOME/huggingface``), and only then downloaded
+from ``$HF_ENDPOINT`` (default ``https://huggingface.co``; ``$HF_TOKEN`` for gated
+repositories) unless ``HF_HUB_OFFLINE`` is set. A download is pinned to the commit the first
+file came from, verified against the digest the Hub announces (sha256 for weights, the git
+blob hash for small files) and written atomically; weights are read as safetensors, or with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import math
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from resnetkit.download import ChecksumError, fetch
+
+PREFIXES = ("hf-hub:", "hf_hub:")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+#: transformers' ``depths`` and ``layer_type`` of each torchvision-shaped ResNet.
+_HF_DEPTHS: dict[tuple[str, tuple[int, ...]], str] = {
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet101",
+    ("bottleneck", (3, 8, 36, 3)): "resnet152",
+}
+
+
+class HubFileNotFoundError(FileNotFoundError):
+    """A repository file that is neither cached nor downloadable (offline, or not there)."""
+
+
+def is_hf_hub_name(name: str) -> bool:
+    return name.startswith(PREFIXES)
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """``hf-hub:ORG/NAME[@REVISION]`` -> ``(repo, revision)`` (revision ``main`` by default).
+
+    Raises:
+        ValueError: not an ``ORG/NAME`` repository id.
+    """
+    rest = name.split(":", 1)[1] if is_hf_hub_name(name) else name
+    repo, _, revision = rest.partition("@")
+    if (
+        not _REPO.match(repo)
+        or ".." in repo
+        or (revision and not re.match(r"^[\w./-]+$", revision))
+    ):
+        raise ValueError(
+            f"{name!r}: expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION, e.g. "
+            "hf-hub:timm/resnet50.a1_in1k"
+        )
+    return repo, revision or "main"
+
+
+# --- finding and downloading files ------------------------------------------------------------
+
+
+def hf_cache_dir() -> Path:
+    """Hugging Face's cache, as ``huggingface_hub`` resolves it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def own_cache_dir() -> Path:
+    """resnetkit's copy of what it downloaded, in the same layout as Hugging Face's cache."""
+    home = os.environ.get("RESNETKIT_HOME") or Path.home() / ".cache" / "resnetkit"
+    return Path(home).expanduser() / "huggingface"
+
+
+def _repo_folder(root: Path, repo: str) -> Path:
+    return root / ("models--" + repo.replace("/", "--"))
+
+
+def _cached(root: Path, repo: str, revision: str, filename: str) -> Path | None:
+    folder = _repo_folder(root, repo)
+    commit = revision
+    if not _COMMIT.match(revision):
+        ref = folder / "refs" / revision
+        if not ref.is_file():
+            return None
+        commit = ref.read_text().strip()
+    path = folder / "snapshots" / commit / filename
+    return path if path.is_file() else None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 302 itself carries the digest; urlopen raises it as an HTTPError
+
+
+def _headers() -> dict[str, str]:
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _announced(url: str, timeout: float) -> tuple[str, str]:
+    """``(commit, digest)`` the Hub announces for a file (a HEAD request, no redirect):
+    ``X-Linked-Etag`` (sha256 of an LFS file) or ``ETag`` (git blob sha1 of a small one)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, method="HEAD", headers=_headers())
+    try:
+        response = opener.open(request, timeout=timeout)
+        headers = response.headers
+        response.close()
+    except urllib.error.HTTPError as err:
+        if err.code not in (301, 302, 303, 307, 308):
+            raise
+        headers = err.headers
+    etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").strip()
+    etag = etag.removeprefix("W/").strip('"').lower()
+    return (headers.get("X-Repo-Commit") or "").strip(), etag
+
+
+def _git_blob_sha1(path: Path) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(f"blob {path.stat().st_size}\0".encode())
+    digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class _Resolver:
+    """Finds the files of one repository revision, downloading (pinned to one commit) when
+    neither cache has them."""
+
+    repo: str
+    revision: str
+    timeout: float = 60.0
+    commit: str = ""
+
+    def get(self, filename: str) -> Path:
+        """The local file.
+
+        Raises:
+            HubFileNotFoundError: not cached, and offline or not in the repository.
+            ChecksumError: the download does not match the announced digest.
+        """
+        for root in (hf_cache_dir(), own_cache_dir()):
+            found = _cached(root, self.repo, self.commit or self.revision, filename)
+            if found is not None:
+                return found
+        if _offline():
+            raise HubFileNotFoundError(
+                f"{self.repo}@{self.revision}: {filename} is not in {hf_cache_dir()} or "
+                f"{own_cache_dir()}, and HF_HUB_OFFLINE is set: download it where there is a "
+                f"network (huggingface-cli download {self.repo} {filename}) and copy the "
+                "cache over, or unset HF_HUB_OFFLINE"
+            )
+        return self._download(filename)
+
+    def _download(self, filename: str) -> Path:
+        endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+        url = f"{endpoint}/{self.repo}/resolve/{self.commit or self.revision}/{filename}"
+        try:
+            commit, digest = _announced(url, self.timeout)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise HubFileNotFoundError(
+                    f"{self.repo}@{self.revision} has no {filename}"
+                ) from None
+            raise HubFileNotFoundError(
+                f"could not reach {url}: HTTP {err.code} {err.reason}"
+                + (
+                    " (a gated or private repository: set HF_TOKEN)"
+                    if err.code in (401, 403)
+                    else ""
+                )
+            ) from None
+        except (OSError, http.client.HTTPException) as err:
+            raise HubFileNotFoundError(
+                f"could not download {self.repo}/{filename} from {endpoint}: {err}. Without a "
+                f"network, put the repository in Hugging Face's cache ({hf_cache_dir()}; "
+                f"huggingface-cli download {self.repo} where there is one) and call again"
+            ) from None
+        if not self.commit:
+            self.commit = commit if _COMMIT.match(commit) else ""
+        pinned = self.commit or self.revision
+        folder = _repo_folder(own_cache_dir(), self.repo)
+        target = folder / "snapshots" / pinned / filename
+        get_url = f"{endpoint}/{self.repo}/resolve/{pinned}/{filename}"
+        sha256 = digest if re.fullmatch(r"[0-9a-f]{64}", digest) else ""
+        try:
+            fetch(get_url, target, "sha256", sha256, self.timeout, headers=_headers())
+        except ChecksumError:
+            raise
+        except (OSError, http.client.HTTPException) as err:
+            raise HubFileNotFoundError(f"could not download {get_url}: {err}") from None
+        if not sha256 and re.fullmatch(r"[0-9a-f]{40}", digest):
+            actual = _git_blob_sha1(target)
+            if actual != digest:
+                target.unlink()
+                raise ChecksumError(
+                    f"checksum mismatch for {get_url}: the Hub announces git blob {digest}, got "
+                    f"{actual}; the download was deleted"
+                )
+        if pinned != self.revision:
+            (folder / "refs").mkdir(parents=True, exist_ok=True)
+            (folder / "refs" / self.revision).write_text(pinned)
+        return target
+
+    def optional(self, filename: str) -> Path | None:
+        try:
+            return self.get(filename)
+        except HubFileNotFoundError:
+            return None
+
+
+# --- what the repository holds ------------------------------------------------------------------
+
+
+@dataclass
+class HfHubWeights:
+    """One Hub repository's model: what to build and how to load it.
+
+    Attributes:
+        name: the ``hf-hub:`` name asked for.
+        arch: the resnetkit architecture.
+        num_classes: classes of the head.
+        config_changes: architecture fields the repository fixes (stride placement).
+        source_format: ``timm`` or ``huggingface`` (transformers).
+        pretrained_cfg: the preprocessing and class names.
+    """
+
+    name: str
+    arch: str
+    num_classes: int
+    source_format: str
+    pretrained_cfg: dict[str, Any]
+    config_changes: dict[str, Any] = field(default_factory=dict)
+    resolver: _Resolver | None = None
+
+    def load_into(self, model: nn.Module) -> None:
+        """Read the weights (explaining any mismatch), load them, set ``pretrained_cfg``."""
+        from resnetkit.interop.convert import load_checkpoint
+        from resnetkit.models.resnet import ResNet
+
+        assert isinstance(model, ResNet) and self.resolver is not None
+        weights = None
+        for filename in WEIGHT_FILES:
+            weights = self.resolver.optional(filename)
+            if weights is not None:
+                break
+        if weights is None:
+            raise HubFileNotFoundError(
+                f"{self.resolver.repo}@{self.resolver.revision} holds neither "
+                f"{' nor '.join(WEIGHT_FILES)} (or they cannot be fetched)"
+            )
+        source: Any = weights
+        if self.source_format == "huggingface":
+            source = weights.parent  # the snapshot: config.json and the weights together
+            if not (source / "config.json").is_file():
+                source = weights
+        load_checkpoint(model, source, source_format=self.source_format)
+        model.pretrained_cfg = dict(self.pretrained_cfg)  # type: ignore[assignment]
+
+
+def get_hf_hub_weights(name: str, timeout: float = 60.0) -> HfHubWeights:
+    """Read a repository's ``config.json`` (downloading it if need be) and describe its model.
+
+    Raises:
+        ValueError: a malformed name, an unreadable config, or an architecture resnetkit does
+            not have (the message lists the ones it loads).
+        HubFileNotFoundError: the config is not cached and cannot be downloaded.
+    """
+    repo, revision = parse_name(name)
+    resolver = _Resolver(repo, revision, timeout)
+    config_path = resolver.get("config.json")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object")
+    if "architecture" in config:
+        weights = _timm_weights(name, config)
+    elif config.get("model_type") == "resnet":
+        weights = _transformers_weights(name, config, resolver)
+    else:
+        raise ValueError(
+            f"{name}: {config_path} describes neither a timm model (no 'architecture') nor a "
+            f"transformers ResNet (model_type {config.get('model_type')!r})"
+        )
+    weights.resolver = resolver
+    return weights
+
+
+def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
+    from resnetkit.models.registry import get_model_config
+
+    arch = str(config["architecture"])
+    try:
+        get_model_config(arch)
+    except KeyError:
+        raise ValueError(
+            f"{name}: timm's {arch!r} has no resnetkit counterpart; resnetkit loads timm's "
+            f"{', '.join(TIMM_ARCHS)}"
+        ) from None
+    if arch not in TIMM_ARCHS:
+        raise ValueError(
+            f"{name}: {arch!r} is registered in resnetkit under the same name but is not "
+            f"timm's model of that name; resnetkit loads timm's {', '.join(TIMM_ARCHS)}"
+        )
+    cfg = config.get("pretrained_cfg") or {}
+    num_classes = int(config.get("num_classes", cfg.get("num_classes", 1000)))
+    size = int((cfg.get("input_size") or [3, 224, 224])[-1])
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    classes = [str(c) for c in config.get("label_names") or []]
+    tag = str(cfg.get("tag") or "")
+    if not classes and num_classes == 1000 and tag.endswith("in1k"):
+        classes = _imagenet_classes()
+    pretrained_cfg = {
+        "tag": name,
+        "classes": classes,
+        "mean": [float(v) for v in cfg.get("mean") or (0.485, 0.456, 0.406)],
+        "std": [float(v) for v in cfg.get("std") or (0.229, 0.224, 0.225)],
+        "input_size": size,
+        "resize": math.floor(size / crop_pct),  # timm's own rounding
+        "crop": size,
+        "crop_pct": crop_pct,
+        "interpolation": str(cfg.get("interpolation") or "bilinear"),
+        "source": name,
+    }
+    if cfg.get("test_input_size"):
+        pretrained_cfg["test_input_size"] = int(cfg["test_input_size"][-1])
+    return HfHubWeights(name, arch, num_classes, "timm", pretrained_cfg)
+
+
+def _transformers_weights(name: str, config: dict[str, Any], resolver: _Resolver) -> HfHubWeights:
+    from resnetkit.interop.convert import _huggingface_meta
+
+    layer_type = str(config.get("layer_type", "bottleneck"))
+    depths = tuple(int(d) for d in config.get("depths") or ())
+    arch = _HF_DEPTHS.get((layer_type, depths))
+    if arch is None:
+        raise ValueError(
+            f"{name}: a transformers ResNet with {layer_type} blocks {list(depths)} has no "
+            "resnetkit counterpart (ResNet-18/34/50/101/152 are loaded)"
+        )
+    meta = _huggingface_meta(config)
+    if meta["problems"]:
+        raise ValueError(f"{name}: {'; '.join(meta['problems'])}")
+    num_classes = len(config.get("id2label") or {}) or int(config.get("num_labels", 0))
+    pretrained_cfg: dict[str, Any] = {
+        "tag": name,
+        "classes": meta["classes"],
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "input_size": 224,
+        "resize": 256,
+        "crop": 224,
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "source": name,
+    }
+    processor = resolver.optional("preprocessor_config.json")
+    if processor is not None:
+        pretrained_cfg.update(_processor_preprocessing(processor))
+    changes = {"stride_in_1x1": True} if meta["stride_in_1x1"] else {}
+    return HfHubWeights(name, arch, num_classes, "huggingface", pretrained_cfg, changes)
+
+
+def _processor_preprocessing(path: Path) -> dict[str, Any]:
+    """Input size, resize and normalisation of a transformers image processor config."""
+    try:
+        proc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    out: dict[str, Any] = {}
+    if proc.get("image_mean") and proc.get("image_std"):
+        out["mean"] = [float(v) for v in proc["image_mean"]]
+        out["std"] = [float(v) for v in proc["image_std"]]
+    size = proc.get("size")
+    crop = proc.get("crop_size")
+    side = size.get("shortest_edge") if isinstance(size, dict) else size
+    if isinstance(side, int):
+        crop_pct = float(proc.get("crop_pct") or 1.0)
+        crop_side = crop.get("height") if isinstance(crop, dict) else None
+        if crop_side:  # resize to `side`, centre-crop `crop_side` (BitImageProcessor)
+            out.update(input_size=int(crop_side), resize=side, crop=int(crop_side))
+        else:  # ConvNext's processor: resize to side / crop_pct, crop side (below 384)
+            out.update(input_size=side, resize=int(side / crop_pct), crop=side)
+        out["crop_pct"] = out["input_size"] / out["resize"]
+    resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(proc.get("resample", 2))
+    if resample:
+        out["interpolation"] = resample
+    return out
+
+
+#: timm architectures that are resnetkit's of the same name (weights load strictly).
+TIMM_ARCHS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet50d",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+)
+
+
+def _imagenet_classes() -> list[str]:
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

@@ -1,0 +1,272 @@
+"""``hf-hub:`` names: timm's and transformers' ResNets from the Hugging Face Hub, found in
+Hugging Face's cache or downloaded from a local stand-in for the Hub (nothing goes online):
+pinned to one commit, verified against the digests the Hub announces."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import resnetkit
+from resnetkit.download import ChecksumError
+from resnetkit.interop.convert import to_huggingface, to_timm
+from resnetkit.models import hf_hub
+from resnetkit.models.hf_hub import HubFileNotFoundError, parse_name
+from resnetkit.models.loading import load_model
+from tests.conftest import dead_url
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TIMM_REPO = "timm/resnet18.a1_in1k"
+TIMM_CONFIG = {
+    "architecture": "resnet18",
+    "num_classes": 1000,
+    "num_features": 512,
+    "pretrained_cfg": {
+        "tag": "a1_in1k",
+        "input_size": [3, 224, 224],
+        "test_input_size": [3, 288, 288],
+        "interpolation": "bicubic",
+        "crop_pct": 0.95,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "num_classes": 1000,
+        "classifier": "fc",
+    },
+}
+
+
+class FakeHub:
+    """What the Hub's ``/{repo}/resolve/{revision}/{file}`` answers: small files with their
+    git blob sha1 as ETag, weights (LFS) as a redirect carrying X-Linked-Etag (sha256)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.tamper: set[str] = set()  # files served with other bytes than announced
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
+
+    def add(self, repo: str, files: dict[str, bytes]) -> None:
+        self.repos[repo] = files
+
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._answer(body=False)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                hub.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                if self.path.startswith("/cdn/"):
+                    repo, _, filename = self.path[5:].rpartition("/")
+                    return self._send(200, hub.served(repo, filename), {}, body)
+                head, sep, tail = self.path.lstrip("/").partition("/resolve/")
+                revision, _, filename = tail.partition("/")
+                files = hub.repos.get(head)
+                if not sep or files is None or filename not in files:
+                    return self._send(404, b"not found", {}, body)
+                if revision not in ("main", COMMIT):
+                    return self._send(404, b"no such revision", {}, body)
+                data = files[filename]
+                headers = {"X-Repo-Commit": COMMIT}
+                if filename.endswith((".safetensors", ".bin")):
+                    headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
+                    headers["Location"] = f"/cdn/{head}/{filename}"
+                    return self._send(302, b"", headers, body)
+                blob = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+                headers["ETag"] = f'"{blob}"'
+                return self._send(200, hub.served(head, filename), headers, body)
+
+            def _send(self, code: int, data: bytes, headers: dict[str, str], body: bool) -> None:
+                self.send_response(code)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        return Handler
+
+    def served(self, repo: str, filename: str) -> bytes:
+        data = self.repos[repo][filename]
+        return data[:-1] + b"\0" if filename in self.tamper else data
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    fake = FakeHub()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_address[1]}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("RESNETKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    try:
+        yield fake
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> resnetkit.ResNet:
+    torch.manual_seed(0)
+    return resnetkit.create_model("resnet18").eval()
+
+
+def _safetensors(state: dict[str, torch.Tensor], tmp_path: Path) -> bytes:
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path.read_bytes()
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    own = b.state_dict()
+    for key, value in a.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, own[key]), key
+
+
+def test_names_parse_as_timm_writes_them() -> None:
+    assert parse_name("hf-hub:timm/resnet50.a1_in1k") == ("timm/resnet50.a1_in1k", "main")
+    assert parse_name("hf_hub:microsoft/resnet-50@v1.0") == ("microsoft/resnet-50", "v1.0")
+    for bad in ("hf-hub:resnet50", "hf-hub:../x/y", "hf-hub:a/b/c", "hf-hub:timm/x@bad rev"):
+        with pytest.raises(ValueError, match="expected hf-hub:ORG/NAME"):
+            parse_name(bad)
+
+
+def test_timm_repository_downloads_pinned_verified_then_works_offline(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = _safetensors(to_timm(resnet18), tmp_path)
+    hub.add(
+        TIMM_REPO, {"config.json": json.dumps(TIMM_CONFIG).encode(), "model.safetensors": weights}
+    )
+    monkeypatch.setenv("HF_TOKEN", "secret")
+    model = resnetkit.create_model(f"hf-hub:{TIMM_REPO}", pretrained=True)
+    _same_weights(model, resnet18)
+    cfg = model.pretrained_cfg
+    assert cfg["tag"] == f"hf-hub:{TIMM_REPO}" and cfg["interpolation"] == "bicubic"
+    assert (cfg["input_size"], cfg["resize"], cfg["crop_pct"]) == (224, 235, 0.95)  # floor(224/.95)
+    assert cfg["test_input_size"] == 288
+    assert len(cfg["classes"]) == 1000 and cfg["classes"][0] == "tench"  # an in1k tag
+    # The weights were fetched at the commit the config came from, with the token.
+    gets = [path for method, path, _ in hub.requests if method == "GET"]
+    assert f"/{TIMM_REPO}/resolve/{COMMIT}/model.safetensors" in gets
+    assert {auth for _, _, auth in hub.requests} == {"Bearer secret"}
+    folder = hf_hub.own_cache_dir() / "models--timm--resnet18.a1_in1k"
+    assert (folder / "refs" / "main").read_text() == COMMIT
+    assert (folder / "snapshots" / COMMIT / "model.safetensors").read_bytes() == weights
+    # Offline now: from the cache, through load_model (what --model uses) and predict.
+    monkeypatch.setenv("HF_ENDPOINT", dead_url())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = load_model(f"hf-hub:{TIMM_REPO}")
+    assert not again.training and again.name == "resnet18"
+    _same_weights(again, resnet18)
+    cat = Path(str(resnetkit.__file__)).parent / "assets" / "cat.png"
+    report = resnetkit.predict(f"hf-hub:{TIMM_REPO}", [cat], top_k=1)
+    assert report.predictions[0]["top_k"][0]["class"] in cfg["classes"]
+    # A new head on the hub weights, as for any pretrained tag.
+    five = resnetkit.create_model(f"hf-hub:{TIMM_REPO}", pretrained=True, num_classes=5)
+    assert five.fc.out_features == 5 and torch.equal(five.conv1.weight, resnet18.conv1.weight)
+    assert five.pretrained_cfg["classes"] == [] and five.pretrained_cfg["adapted"] == [
+        "num_classes=5"
+    ]
+    # pretrained=False: the architecture the config describes, fresh weights.
+    fresh = resnetkit.create_model(f"hf-hub:{TIMM_REPO}")
+    assert fresh.fc.out_features == 1000 and not torch.equal(
+        fresh.conv1.weight, resnet18.conv1.weight
+    )
+
+
+def test_huggingface_cache_is_read_without_any_network(
+    resnet18: resnetkit.ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What timm or huggingface-cli downloaded (blobs linked from a snapshot) is used as is."""
+    cache = tmp_path / "hf-cache"
+    folder = cache / "models--timm--resnet18.a1_in1k"
+    (folder / "blobs").mkdir(parents=True)
+    snapshot = folder / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(COMMIT)
+    blobs = {
+        "config.json": json.dumps(TIMM_CONFIG).encode(),
+        "model.safetensors": _safetensors(to_timm(resnet18), tmp_path),
+    }
+    for name, data in blobs.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(blob)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_ENDPOINT", dead_url())
+    monkeypatch.setenv("RESNETKIT_HOME", str(tmp_path / "home"))
+    model = resnetkit.create_model(f"hf-hub:{TIMM_REPO}@{COMMIT}", pretrained=True)
+    _same_weights(model, resnet18)
+    assert not (tmp_path / "home").exists()  # nothing downloaded, nothing copied
+
+
+def test_transformers_repository(hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path) -> None:
+    """A transformers ResNet (as `convert --to huggingface` writes one, with its processor):
+    the architecture from depths/layer_type, id2label, the processor's preprocessing."""
+    model = resnetkit.create_model("resnet18", num_classes=3).eval()
+    model.pretrained_cfg = {"input_size": 160, "resize": 182, "mean": [0.5] * 3, "std": [0.25] * 3}
+    out = to_huggingface(model, tmp_path / "hf", classes=["ant", "bee", "cow"])
+    hub.add("someone/resnet-18", {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()})
+    loaded = resnetkit.create_model("hf-hub:someone/resnet-18", pretrained=True)
+    _same_weights(loaded, model)
+    cfg = loaded.pretrained_cfg
+    assert cfg["classes"] == ["ant", "bee", "cow"]
+    assert (cfg["input_size"], cfg["resize"], cfg["mean"]) == (160, 182, [0.5] * 3)
+
+
+def test_what_cannot_be_loaded_is_explained(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = _safetensors(to_timm(resnet18), tmp_path)
+    se = {**TIMM_CONFIG, "architecture": "seresnet50"}
+    hub.add("timm/seresnet50.a1_in1k", {"config.json": json.dumps(se).encode()})
+    with pytest.raises(
+        ValueError, match="timm's 'seresnet50' has no resnetkit counterpart.*resnet50d"
+    ):
+        resnetkit.create_model("hf-hub:timm/seresnet50.a1_in1k", pretrained=True)
+    with pytest.raises(HubFileNotFoundError, match="has no config.json"):
+        resnetkit.create_model("hf-hub:timm/missing", pretrained=True)
+    # Bytes that differ from the announced sha256: refused, nothing left behind.
+    hub.add(
+        TIMM_REPO, {"config.json": json.dumps(TIMM_CONFIG).encode(), "model.safetensors": weights}
+    )
+    hub.tamper.add("model.safetensors")
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        resnetkit.create_model(f"hf-hub:{TIMM_REPO}", pretrained=True)
+    snapshot = hf_hub.own_cache_dir() / "models--timm--resnet18.a1_in1k" / "snapshots" / COMMIT
+    assert not (snapshot / "model.safetensors").exists() and not list(snapshot.glob(".*part"))
+    # So does a small file against its git blob hash.
+    hub.tamper = {"config.json"}
+    hub.add("timm/other", {"config.json": json.dumps(TIMM_CONFIG).encode()})
+    with pytest.raises(ChecksumError, match="git blob"):
+        resnetkit.create_model("hf-hub:timm/other")
+    # Offline and not cached: where to put the files.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubFileNotFoundError, match="huggingface-cli download timm/nothing"):
+        load_model("hf-hub:timm/nothing")
