@@ -349,13 +349,13 @@ def test_folder_is_seen_as_the_model_preprocessing_says(
             pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
     seen: list[int] = []
-    real = evaluator.load_eval_data
+    real = evaluator.folder_stream
 
-    def spy(*args, size: int, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        seen.append(size)
-        return real(*args, size=size, **kwargs)
+    def spy(*args, load_size: int, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(load_size)
+        return real(*args, load_size=load_size, **kwargs)
 
-    monkeypatch.setattr(evaluator, "load_eval_data", spy)
+    monkeypatch.setattr(evaluator, "folder_stream", spy)
     model = create_model("resnet18", num_classes=2).eval()
     for resize, expected in ((232, 232), (None, 256)):
         model.pretrained_cfg = {"classes": ["cat", "dog"], "input_size": 224, "resize": resize}
@@ -444,3 +444,50 @@ def test_precision_recall_f1_for_imbalanced_classes() -> None:
     assert got["balanced_accuracy"] == pytest.approx((75 + 100 + 0) / 3)
     assert got["weighted_f1"] == pytest.approx((75 * 4 + 80 * 2) / 7)
     assert got["top1"] == pytest.approx(500 / 7)  # what top-1 alone says of the same model
+
+
+def test_folders_are_decoded_batch_by_batch_as_the_in_memory_path_decodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder streams (a forward pass runs before the later files are even opened, so an
+    ImageNet-sized folder needs no more memory than a batch), with the same pixels as
+    decoding it all at once; undecodable files are named and left out."""
+    from resnetkit.data.folder import ImageFolderDataset, load_folder_arrays
+
+    rng = np.random.default_rng(3)
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (150, 170 + 10 * i, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "data" / "dog" / "9_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n nope")
+    model = create_model("resnet18", num_classes=2).eval()
+    model.pretrained_cfg = {
+        "classes": ["cat", "dog"], "input_size": 128, "mean": [0.5] * 3, "std": [0.25] * 3
+    }  # fmt: skip
+    events: list[str] = []
+    real_getitem = ImageFolderDataset.__getitem__
+
+    def getitem(self, index):  # noqa: ANN001, ANN202
+        events.append("decode")
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(ImageFolderDataset, "__getitem__", getitem)
+    handle = model.register_forward_hook(lambda *_: events.append("forward"))
+    with pytest.warns(UserWarning, match="9_broken.png"):
+        logits, labels, classes = evaluator.collect_logits(
+            model, "folder", tmp_path / "data", batch_size=2
+        )
+    handle.remove()
+    assert events.index("forward") == 2 and events.count("decode") == 7
+    assert classes == ["cat", "dog"] and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # The pixels of the in-memory decoding: shorter side to 146 (128 / 0.875), centre crop.
+    images, _, _, _ = load_folder_arrays(tmp_path / "data", 146)
+    x = evaluator.center_crop(torch.from_numpy(images).permute(0, 3, 1, 2), 128)
+    with torch.no_grad():
+        expected = model((x.float() / 255 - 0.5) / 0.25)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    for path in (tmp_path / "data").rglob("[0-9].png"):
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="no readable images"), pytest.warns(UserWarning):
+        evaluate_model(model, "folder", tmp_path / "data")

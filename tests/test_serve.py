@@ -519,7 +519,7 @@ def test_json_base64_inputs_predict_as_uploads_do(model_dir: Path) -> None:
     ]
 
     async def scenario(c: httpx.AsyncClient) -> tuple[dict[str, Any], list[httpx.Response]]:
-        uploads = (await c.post("/predict?top_k=3", **multipart("cat.png", "automobile.png")))
+        uploads = await c.post("/predict?top_k=3", **multipart("cat.png", "automobile.png"))
         return uploads.json(), [await c.post("/predict?top_k=3", json=body) for body in bodies]
 
     uploads, responses = serve(app, scenario)

@@ -50,6 +50,7 @@ from resnetkit.data.folder import (
     find_split,
     format_failures,
     load_folder_arrays,
+    resize_center_crop,
     scan_image_folder,
     split_folders,
 )
@@ -372,10 +373,9 @@ def evaluate_model(
         scales = _check_scales(scales, dataset, ten_crop)
         scorer, loader, classes, size = _prepare_multi_scale(model, data_dir, split, scales)
     else:
-        scorer, loader, data, size = _prepare(
+        scorer, loader, classes, size = _prepare(
             model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
         )
-        classes = data.classes
     with _evaluating(model, device):
         meter = evaluate_batches(scorer, loader, len(classes), device=device, progress=progress)
     if isinstance(loader, _Decoded):
@@ -426,7 +426,7 @@ def collect_logits(
     """The model's float32 logits on an evaluation split (on the CPU), its labels and class
     names, with inputs prepared as :func:`evaluate_model` prepares them (single crop)."""
     device = resolve_device(device)
-    scorer, loader, data, _ = _prepare(
+    scorer, loader, classes, _ = _prepare(
         model, dataset, data_dir, split, batch_size, False, image_size, download
     )
     logits, labels = [], []
@@ -434,7 +434,7 @@ def collect_logits(
         for x, y in loader:
             logits.append(scorer(x.to(device)).float().cpu())
             labels.append(y)
-    return torch.cat(logits), torch.cat(labels), list(data.classes)
+    return torch.cat(logits), torch.cat(labels), list(classes)
 
 
 def _prepare_multi_scale(
@@ -523,9 +523,11 @@ def _prepare(
     ten_crop: bool,
     image_size: int | None,
     download: bool,
-) -> tuple[_Scorer, TensorLoader, ArrayDataset, int]:
-    """The scorer (model plus its input handling), the batches, the data and the input size
-    of one evaluation: inputs prepared exactly as the model's preprocessing says."""
+) -> tuple[_Scorer, Iterable[tuple[Tensor, Tensor]], tuple[str, ...], int]:
+    """The scorer (model plus its input handling), the batches, the class names and the
+    input size of one evaluation: inputs prepared exactly as the model's preprocessing says.
+    CIFAR is read into memory; a folder is decoded batch by batch (:class:`_FolderStream`),
+    so that ImageNet's 50,000 validation pictures need no more memory than one batch."""
     cfg = preprocessing_of(model)
     channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
     if channels not in (1, 3):
@@ -533,35 +535,102 @@ def _prepare(
     size = int(image_size or cfg["input_size"])
     folder = dataset == "folder"
     data_size = size if folder else CIFAR_SIZE
-    resize = folder_resize(cfg, size)
-    load_size = data_size
+    norm = model_normalization(cfg, channels, data_size)
+    pixel_mean = norm.pixel_mean if ten_crop else None
+    if pixel_mean is not None:  # crops are taken after normalising: the mean after cropping
+        norm = Normalization()
+    scorer = _Scorer(model, size, crop=data_size if ten_crop else None, pixel_mean=pixel_mean)
+    num_classes = int(getattr(model, "num_classes", 0))
     if folder:
+        resize = folder_resize(cfg, size)
         load_size = resize
         if ten_crop and resize <= size:
             load_size = int(round(size * FOLDER_TEN_CROP_SCALE))
-    data = load_eval_data(dataset, data_dir, split=split, size=load_size, download=download)
-    if folder:  # DIR/SPLIT when it exists, else DIR itself (see load_eval_data)
-        where = (
-            f"folder {Path(data_dir) / split if (Path(data_dir) / split).is_dir() else data_dir}"
+        stream = folder_stream(
+            data_dir,
+            split,
+            load_size=load_size,
+            crop=None if ten_crop else size,
+            channels=channels,
+            norm=norm,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            model_classes=cfg["classes"],
         )
-    else:
-        where = f"{dataset} {split} in {data_dir}"
-    data = _match_classes(data, int(getattr(model, "num_classes", 0)), cfg["classes"], where)
-
-    images = to_nchw_tensor(data.images)
-    if folder and not ten_crop and load_size != size:
-        images = center_crop(images, size)
-    images = to_model_channels(images, channels)
-    norm = model_normalization(cfg, channels, data_size)
+        return scorer, stream, stream.classes, size
+    data = load_eval_data(dataset, data_dir, split=split, size=data_size, download=download)
+    data = _match_classes(data, num_classes, cfg["classes"], f"{dataset} {split} in {data_dir}")
+    images = to_model_channels(to_nchw_tensor(data.images), channels)
     if ten_crop:
-        if dataset != "folder":
-            pad = CIFAR_TEN_CROP_PAD
-            images = F.pad(images, (pad, pad, pad, pad))  # zero pixels, as in training
-        # Crops are taken after normalising; a per-pixel mean only fits the cropped size.
-        pixel_mean = norm.pixel_mean
-        norm = Normalization() if pixel_mean is not None else norm
-        scorer = _Scorer(model, size, crop=data_size, pixel_mean=pixel_mean)
-    else:
-        scorer = _Scorer(model, size)
+        pad = CIFAR_TEN_CROP_PAD
+        images = F.pad(images, (pad, pad, pad, pad))  # zero pixels, as in training
     loader = TensorLoader(images, torch.from_numpy(data.labels), batch_size, norm, train=False)
-    return scorer, loader, data, size
+    return scorer, loader, data.classes, size
+
+
+class _FolderStream:
+    """Normalised batches of a folder's images, decoded one batch at a time (as
+    :func:`~resnetkit.data.folder.load_folder_arrays` decodes them: the shorter side to
+    ``load_size``, the centre square, then the centre ``crop``). Undecodable files are
+    skipped; after a pass, :meth:`report` warns about them by name."""
+
+    def __init__(
+        self,
+        dataset: ImageFolderDataset,
+        classes: tuple[str, ...],
+        crop: int | None,
+        channels: int,
+        norm: Normalization,
+        batch_size: int,
+    ) -> None:
+        self.dataset = dataset
+        self.classes = classes
+        self.crop = crop
+        self.channels = channels
+        self.norm = norm
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, collate_fn=collate_skip_bad)
+        seen = 0
+        for batch in loader:
+            if batch is None:
+                continue
+            images, labels = batch
+            seen += len(labels)
+            if self.crop is not None and images.shape[-1] != self.crop:
+                images = center_crop(images, self.crop)
+            yield self.norm.apply(to_model_channels(images, self.channels)), labels
+        _warn_failures(self.dataset, len(self.dataset))
+
+
+def folder_stream(
+    data_dir: str | Path,
+    split: str,
+    *,
+    load_size: int,
+    crop: int | None,
+    channels: int,
+    norm: Normalization,
+    batch_size: int,
+    num_classes: int,
+    model_classes: list[str],
+) -> _FolderStream:
+    """The evaluation batches of ``data_dir``'s ``split`` (see :func:`folder_split`), its
+    labels following the model's class names (see :func:`_label_map`)."""
+    root = folder_split(data_dir, split)
+    samples, classes = scan_image_folder(root)
+    remap, classes = _label_map(classes, num_classes, model_classes, f"folder {root}")
+    if remap is not None:
+        samples = [(path, int(remap[label])) for path, label in samples]
+
+    def decode(image: Any) -> Tensor:
+        return TF.pil_to_tensor(resize_center_crop(image, load_size))
+
+    dataset = ImageFolderDataset(
+        None, decode, samples=samples, classes=classes, shorter_side=load_size
+    )
+    return _FolderStream(dataset, classes, crop, channels, norm, batch_size)
