@@ -1055,3 +1055,22 @@ def test_adamw_without_decay_on_norms_and_biases_trains_and_resumes_exactly(
     assert load_recipe("fast-cifar", {"optimizer": "adamw"}).nesterov is False  # the CLI's way
     with pytest.raises(ValueError, match="'optimizer' is 'lamb'"):
         recipe.override({"optimizer": "lamb"})
+
+
+def test_train_gives_the_caller_back_its_random_stream_and_settings(
+    cifar_dir: Path, tmp_path: Path
+) -> None:
+    """A notebook that trains goes on with its own RNG stream, threads and determinism."""
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    recipe = replace(TINY, num_threads=threads + 1, deterministic=True, seed=5)
+    try:
+        train(spec(cifar_dir, tmp_path / "run", recipe))
+        assert torch.equal(torch.rand(3), expected)
+        assert torch.get_num_threads() == threads
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)

@@ -1188,5 +1188,28 @@ def _duration(seconds: float) -> str:
 
 
 def train(spec: TrainSpec) -> TrainResult:
-    """Train (or resume) a model as ``spec`` says; see :class:`TrainSpec`."""
-    return Trainer(spec).run()
+    """Train (or resume) a model as ``spec`` says; see :class:`TrainSpec`.
+
+    The run seeds torch's random number generators and may set its thread count and
+    deterministic mode (the recipe's ``seed``, ``num_threads``, ``deterministic``); the
+    caller's are put back afterwards, so a notebook that trains goes on with its own random
+    stream and settings. (:class:`Trainer` used directly leaves them as the run set them.)
+    """
+    with _callers_torch_state():
+        return Trainer(spec).run()
+
+
+@contextlib.contextmanager
+def _callers_torch_state() -> Iterator[None]:
+    """Restore torch's RNG states (CPU, and CUDA devices already in use), thread count and
+    deterministic-algorithms mode on exit."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
