@@ -491,3 +491,28 @@ def test_folders_are_decoded_batch_by_batch_as_the_in_memory_path_decodes(
         path.write_bytes(b"")
     with pytest.raises(ValueError, match="no readable images"), pytest.warns(UserWarning):
         evaluate_model(model, "folder", tmp_path / "data")
+
+
+def test_worker_processes_decode_a_folder_to_the_same_result(tmp_path: Path) -> None:
+    """--num-workers: the same scores, and a broken file is still named (from a worker)."""
+    rng = np.random.default_rng(4)
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "data" / "cat" / "broken.png").write_bytes(b"GIF89a nope")
+    model = create_model("resnet20", num_classes=2).eval()
+    model.pretrained_cfg = {"classes": ["cat", "dog"], "input_size": 32}
+    results = []
+    for workers in (0, 2):
+        with pytest.warns(UserWarning, match="broken.png"):
+            results.append(
+                evaluate_model(
+                    model, "folder", tmp_path / "data", batch_size=3, num_workers=workers
+                )
+            )
+    serial, parallel = results
+    assert serial["count"] == parallel["count"] == 10
+    assert serial["loss"] == pytest.approx(parallel["loss"], rel=1e-6)
+    assert serial["confusion"] == parallel["confusion"]

@@ -14,6 +14,7 @@ from resnetkit.cli.common import (
     check_writable_folder,
     data_dir_for,
     image_side,
+    non_negative_int,
     positive_int,
 )
 from resnetkit.data.datasets import DATASETS
@@ -71,6 +72,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         f"{','.join(map(str, PAPER_SCALES))}",
     )
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=0,
+        help="folders: processes decoding pictures ahead of the model (default 0: none)",
+    )
     p.add_argument(
         "--image-size", type=image_side, default=None, help="default: the model's (at most 4096)"
     )
@@ -192,6 +199,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         download=args.download,
         progress=sys.stderr.isatty(),
         scales=args.multi_scale,
+        num_workers=args.num_workers,
     )
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion

@@ -34,10 +34,10 @@ from resnetkit.data.folder import (
 )
 from resnetkit.data.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["FolderLoader", "folder_loader"]
+__all__ = ["FolderLoader", "collate_counting", "folder_loader"]
 
 
-def _collate_counting(batch: Sequence[Any]) -> tuple[Any, list[Failure]]:
+def collate_counting(batch: Sequence[Any]) -> tuple[Any, list[Failure]]:
     """``collate_skip_bad`` plus the dropped items' files and reasons, which survive worker
     processes (a dataset's own ``failures`` list stays in the process that decoded)."""
     skipped = [(item.path, item.reason) for item in batch if isinstance(item, Skipped)]
@@ -155,7 +155,7 @@ class FolderLoader(DataLoader[Any]):
             batch_size=batch_size,
             sampler=self._sampler,
             num_workers=num_workers,
-            collate_fn=_collate_counting,
+            collate_fn=collate_counting,
             pin_memory=pin_memory,
             drop_last=drop_last,
             generator=generator,

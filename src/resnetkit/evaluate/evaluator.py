@@ -46,7 +46,6 @@ from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.folder import (
     TRAIN_FOLDERS,
     ImageFolderDataset,
-    collate_skip_bad,
     find_split,
     format_failures,
     load_folder_arrays,
@@ -336,6 +335,7 @@ def evaluate_model(
     download: bool = False,
     progress: bool = False,
     scales: Sequence[int] | None = None,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Measure a classifier on an evaluation split.
 
@@ -355,6 +355,8 @@ def evaluate_model(
         scales: multi-scale testing of a folder (see the module docstring): the shorter
             sides, e.g. :data:`PAPER_SCALES`; images are decoded one at a time, whole.
             ``None``: single crop (or 10-crop).
+        num_workers: processes decoding a folder's pictures ahead of the model (0: the
+            calling process decodes them).
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
@@ -371,15 +373,23 @@ def evaluate_model(
     loader: Iterable[tuple[Tensor, Tensor]]
     if scales is not None:
         scales = _check_scales(scales, dataset, ten_crop)
-        scorer, loader, classes, size = _prepare_multi_scale(model, data_dir, split, scales)
+        scorer, loader, classes, size = _prepare_multi_scale(
+            model, data_dir, split, scales, num_workers
+        )
     else:
         scorer, loader, classes, size = _prepare(
-            model, dataset, data_dir, split, batch_size, ten_crop, image_size, download
+            model,
+            dataset,
+            data_dir,
+            split,
+            batch_size,
+            ten_crop,
+            image_size,
+            download,
+            num_workers,
         )
     with _evaluating(model, device):
         meter = evaluate_batches(scorer, loader, len(classes), device=device, progress=progress)
-    if isinstance(loader, _Decoded):
-        _warn_failures(loader.dataset, len(loader.dataset))
     return {
         **meter.summary(classes),
         "classes": list(classes),
@@ -422,12 +432,13 @@ def collect_logits(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     download: bool = False,
+    num_workers: int = 0,
 ) -> tuple[Tensor, Tensor, list[str]]:
     """The model's float32 logits on an evaluation split (on the CPU), its labels and class
     names, with inputs prepared as :func:`evaluate_model` prepares them (single crop)."""
     device = resolve_device(device)
     scorer, loader, classes, _ = _prepare(
-        model, dataset, data_dir, split, batch_size, False, image_size, download
+        model, dataset, data_dir, split, batch_size, False, image_size, download, num_workers
     )
     logits, labels = [], []
     with _evaluating(model, device):
@@ -438,8 +449,12 @@ def collect_logits(
 
 
 def _prepare_multi_scale(
-    model: nn.Module, data_dir: str | Path, split: str, scales: tuple[int, ...]
-) -> tuple[_MultiScaleScorer, _Decoded, tuple[str, ...], int]:
+    model: nn.Module,
+    data_dir: str | Path,
+    split: str,
+    scales: tuple[int, ...],
+    num_workers: int = 0,
+) -> tuple[_MultiScaleScorer, _FolderStream, tuple[str, ...], int]:
     """The scorer and the one-image batches of multi-scale testing, the classes (the model's
     order) and the input size reported (the largest scale)."""
     cfg = preprocessing_of(model)
@@ -454,13 +469,10 @@ def _prepare_multi_scale(
     if remap is not None:
         samples = [(path, int(remap[label])) for path, label in samples]
 
-    def to_tensor(image: Any) -> Tensor:
-        return to_model_channels(TF.pil_to_tensor(image).unsqueeze(0), channels)[0]
-
     dataset = ImageFolderDataset(
-        None, to_tensor, samples=samples, classes=classes, shorter_side=max(scales)
+        root, _Decode(None), samples=samples, classes=classes, shorter_side=max(scales)
     )
-    loader = _Decoded(DataLoader(dataset, batch_size=1, collate_fn=collate_skip_bad))
+    loader = _FolderStream(dataset, classes, 1, num_workers, _Prepare(None, channels, None))
     mean: tuple[float, ...]
     std: tuple[float, ...]
     if cfg.get("pixel_mean") is not None:  # its per-channel average fits any size
@@ -470,33 +482,6 @@ def _prepare_multi_scale(
         mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
     mean, std = channel_stats_for(mean, channels), channel_stats_for(std, channels)
     return _MultiScaleScorer(model, scales, mean, std), loader, classes, max(scales)
-
-
-@dataclass
-class _Decoded:
-    """The batches of a folder loader without the empty ones (a batch whose only image did
-    not decode), with the loader's length for the progress bar."""
-
-    loader: DataLoader[Any]
-
-    @property
-    def dataset(self) -> ImageFolderDataset:
-        dataset = self.loader.dataset
-        assert isinstance(dataset, ImageFolderDataset)
-        return dataset
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return (batch for batch in self.loader if batch is not None)
-
-
-def _warn_failures(dataset: ImageFolderDataset, total: int) -> None:
-    if dataset.failures:
-        warnings.warn(format_failures(dataset.failures, total), stacklevel=3)
-    if len(dataset.failures) == total:
-        raise ValueError(f"no readable images in {dataset.root or 'the folder'}")
 
 
 @contextlib.contextmanager
@@ -523,6 +508,7 @@ def _prepare(
     ten_crop: bool,
     image_size: int | None,
     download: bool,
+    num_workers: int = 0,
 ) -> tuple[_Scorer, Iterable[tuple[Tensor, Tensor]], tuple[str, ...], int]:
     """The scorer (model plus its input handling), the batches, the class names and the
     input size of one evaluation: inputs prepared exactly as the model's preprocessing says.
@@ -556,6 +542,7 @@ def _prepare(
             batch_size=batch_size,
             num_classes=num_classes,
             model_classes=cfg["classes"],
+            num_workers=num_workers,
         )
         return scorer, stream, stream.classes, size
     data = load_eval_data(dataset, data_dir, split=split, size=data_size, download=download)
@@ -568,43 +555,79 @@ def _prepare(
     return scorer, loader, data.classes, size
 
 
+class _Decode:
+    """A decoded picture as a uint8 (C, H, W) tensor: the shorter side resized to ``side``
+    and the centre square kept (as :func:`~resnetkit.data.folder.load_folder_arrays`), or
+    whole for ``None``. A class, not a closure, so that worker processes can receive it."""
+
+    def __init__(self, side: int | None) -> None:
+        self.side = side
+
+    def __call__(self, image: Any) -> Tensor:
+        if self.side is not None:
+            image = resize_center_crop(image, self.side)
+        return TF.pil_to_tensor(image)
+
+
+class _Prepare:
+    """A decoded uint8 batch as the model sees it: the centre ``crop``, the model's input
+    channels, then ``norm`` (``None``: left as uint8, for multi-scale testing)."""
+
+    def __init__(self, crop: int | None, channels: int, norm: Normalization | None) -> None:
+        self.crop = crop
+        self.channels = channels
+        self.norm = norm
+
+    def __call__(self, images: Tensor) -> Tensor:
+        if self.crop is not None and images.shape[-1] != self.crop:
+            images = center_crop(images, self.crop)
+        images = to_model_channels(images, self.channels)
+        return images if self.norm is None else self.norm.apply(images)
+
+
 class _FolderStream:
-    """Normalised batches of a folder's images, decoded one batch at a time (as
-    :func:`~resnetkit.data.folder.load_folder_arrays` decodes them: the shorter side to
-    ``load_size``, the centre square, then the centre ``crop``). Undecodable files are
-    skipped; after a pass, :meth:`report` warns about them by name."""
+    """Batches of a folder's images, decoded a batch at a time (``num_workers`` processes
+    decoding ahead), prepared by ``prepare``. Undecodable files are skipped and, after a
+    pass, named in one warning; a pass that decoded nothing raises ``ValueError``."""
 
     def __init__(
         self,
         dataset: ImageFolderDataset,
         classes: tuple[str, ...],
-        crop: int | None,
-        channels: int,
-        norm: Normalization,
         batch_size: int,
+        num_workers: int,
+        prepare: Callable[[Tensor], Tensor],
     ) -> None:
         self.dataset = dataset
         self.classes = classes
-        self.crop = crop
-        self.channels = channels
-        self.norm = norm
         self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.prepare = prepare
+        dataset.name_failures = True  # names that survive the trip from a worker process
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, collate_fn=collate_skip_bad)
-        seen = 0
-        for batch in loader:
-            if batch is None:
-                continue
-            images, labels = batch
-            seen += len(labels)
-            if self.crop is not None and images.shape[-1] != self.crop:
-                images = center_crop(images, self.crop)
-            yield self.norm.apply(to_model_channels(images, self.channels)), labels
-        _warn_failures(self.dataset, len(self.dataset))
+        from resnetkit.data.streaming import collate_counting
+
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            collate_fn=collate_counting,
+            num_workers=self.num_workers,
+        )
+        failures: list[tuple[Path, str]] = []
+        for batch, skipped in loader:
+            failures += skipped
+            if batch is not None:
+                images, labels = batch
+                yield self.prepare(images), labels
+        total = len(self.dataset)
+        if failures:
+            warnings.warn(format_failures(failures, total), stacklevel=2)
+        if len(failures) == total:
+            raise ValueError(f"no readable images in {self.dataset.root or 'the folder'}")
 
 
 def folder_stream(
@@ -618,6 +641,7 @@ def folder_stream(
     batch_size: int,
     num_classes: int,
     model_classes: list[str],
+    num_workers: int = 0,
 ) -> _FolderStream:
     """The evaluation batches of ``data_dir``'s ``split`` (see :func:`folder_split`), its
     labels following the model's class names (see :func:`_label_map`)."""
@@ -626,11 +650,8 @@ def folder_stream(
     remap, classes = _label_map(classes, num_classes, model_classes, f"folder {root}")
     if remap is not None:
         samples = [(path, int(remap[label])) for path, label in samples]
-
-    def decode(image: Any) -> Tensor:
-        return TF.pil_to_tensor(resize_center_crop(image, load_size))
-
     dataset = ImageFolderDataset(
-        None, decode, samples=samples, classes=classes, shorter_side=load_size
+        root, _Decode(load_size), samples=samples, classes=classes, shorter_side=load_size
     )
-    return _FolderStream(dataset, classes, crop, channels, norm, batch_size)
+    prepare = _Prepare(crop, channels, norm)
+    return _FolderStream(dataset, classes, batch_size, num_workers, prepare)
