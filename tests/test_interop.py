@@ -115,7 +115,9 @@ def test_torchvision_weights_into_a_v1_model_load_with_a_note() -> None:
     assert not any("v1.5" in n for n in v15.notes)
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnet50d"])
+@pytest.mark.parametrize(
+    "name", ["resnet50", "resnet50d", "resnet50c", "resnet18d", "resnet34d", "resnet101d"]
+)
 def test_timm_round_trip(name: str) -> None:
     reference = randomize(timm.create_model(name, pretrained=False, num_classes=10))
     state = reference.state_dict()
@@ -123,7 +125,9 @@ def test_timm_round_trip(name: str) -> None:
     # timm's names are ours, key for key (deep stem and avg-pool shortcut included).
     assert list(state) == list(model.state_dict())
     report = load_checkpoint(model, state)
-    assert report.source_format == ("timm" if name == "resnet50d" else "torchvision")
+    assert report.source_format == ("timm" if name != "resnet50" else "torchvision")
+    params = sum(p.numel() for p in model.parameters())
+    assert params == sum(p.numel() for p in reference.parameters())
     x = images()
     assert_same(out(model, x), out(reference, x))
 

@@ -118,4 +118,21 @@ def model_entries() -> list[ModelEntry]:
             "He et al. 2018, Bag of Tricks, ResNet-D (timm layout)",
         ),
     ]
+    # The rest of Bag of Tricks' tweaked family, as timm names and lays them out: ResNet-C
+    # (the deep 3x3 stem) and ResNet-D (that stem plus average-pool downsampling shortcuts).
+    entries.append(
+        ModelEntry(
+            "resnet50c",
+            _imagenet(50, stem="deep"),
+            "He et al. 2018, Bag of Tricks, ResNet-C (timm layout)",
+        )
+    )
+    for depth in (18, 34, 101, 152):
+        entries.append(
+            ModelEntry(
+                f"resnet{depth}d",
+                _imagenet(depth, stem="deep", avg_down=True),
+                "He et al. 2018, Bag of Tricks, ResNet-D (timm layout)",
+            )
+        )
     return entries
