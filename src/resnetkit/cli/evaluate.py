@@ -50,8 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--data-dir",
         default=None,
         type=Path,
-        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR); "
-        "needed for every dataset but cifar10-sample",
+        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR), or "
+        "a labels .csv/.tsv (its rows of --split when it has a split column); needed for "
+        "every dataset but cifar10-sample",
     )
     p.add_argument("--split", default="test", help="train or test for CIFAR (default: test)")
     p.add_argument(

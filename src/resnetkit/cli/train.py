@@ -42,7 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--data-dir",
         default=None,
         type=Path,
-        help="CIFAR root or image folder (needed for every dataset but cifar10-sample)",
+        help="CIFAR root, image folder, or a labels .csv/.tsv for --dataset folder (path,label"
+        "[,split] columns; needed for every dataset but cifar10-sample)",
     )
     add_model_option_arg(p, "(with --resume, default: the run's own)")
     p.add_argument("--out", required=True, type=output_folder, help="run directory")

@@ -66,7 +66,8 @@ _LAYOUT_HINT = "expected layout root/<class>/<image>, e.g. root/cat/001.jpg"
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
-    """List the images of a class-per-folder dataset.
+    """List the images of a class-per-folder dataset (or of a label file: every row, see
+    :mod:`resnetkit.data.labels`).
 
     Classes are the sorted names of the non-hidden sub-folders of ``root``. Each class folder
     is searched recursively for files whose suffix (case-insensitively) is one of
@@ -89,11 +90,19 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
         NotADirectoryError: If ``root`` is not a folder.
         ValueError: If ``root`` has no class sub-folders, or none of them holds an image.
     """
+    from resnetkit.data.labels import is_label_file, read_label_file
+
     root = Path(root).expanduser()
+    if is_label_file(root):  # labels.csv: every row, whatever its split
+        table = read_label_file(root)
+        return table.samples(), table.classes
     if not root.exists():
         raise FileNotFoundError(f"image folder not found: {root}")
     if not root.is_dir():
-        raise NotADirectoryError(f"not a folder: {root} ({_LAYOUT_HINT})")
+        raise NotADirectoryError(
+            f"not a folder: {root} ({_LAYOUT_HINT}; or a .csv/.tsv label file, see "
+            "resnetkit.data.labels)"
+        )
     classes = tuple(
         sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     )
@@ -400,7 +409,9 @@ def find_split(root: str | Path, split: str) -> Path | None:
 def folder_splits(
     root: str | Path, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
-    """The training and validation samples of an image folder.
+    """The training and validation samples of an image folder (or a label file: its
+    ``train`` rows and ``val`` rows when it has a split column, see
+    :mod:`resnetkit.data.labels`).
 
     A folder with a ``train/`` (or ``training/``, in any case) sub-folder of class folders
     trains on it and validates on its sibling ``val/`` (or ``valid/``, ``validation/``), which
@@ -422,7 +433,11 @@ def folder_splits(
             folders, or if ``root`` has split folders (``test/``, ``val/``...) but no
             ``train/``.
     """
+    from resnetkit.data.labels import is_label_file
+
     root = Path(root)
+    if is_label_file(root):
+        return _label_file_splits(root, val_fraction, seed)
     dirs = _split_dirs(root)
     train_dir = next((dirs[name] for name in TRAIN_FOLDERS if name in dirs), None)
     if train_dir is not None:
@@ -548,3 +563,32 @@ def load_folder_arrays(
             stacklevel=2,
         )
     return images, labels, tuple(classes), failures
+
+
+def split_names(split: str) -> tuple[str, ...]:
+    """The names a split goes by (``val``: val, valid, validation), lower case."""
+    for group in (TRAIN_FOLDERS, VALIDATION_FOLDERS, TEST_FOLDERS):
+        if split.lower() in group:
+            return group
+    return (split.lower(),)
+
+
+def _label_file_splits(
+    path: Path, val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
+    from resnetkit.data.labels import read_label_file
+
+    table = read_label_file(path)
+    if not table.has_splits:
+        train, val = split_samples(table.samples(), val_fraction, seed)
+        return train, val, table.classes
+    train = table.samples(TRAIN_FOLDERS)
+    if not train:
+        raise ValueError(
+            f"{path}: no row has split train (splits found: {table.split_names()}); mark the "
+            "training rows train, or drop the split column"
+        )
+    val = table.samples(VALIDATION_FOLDERS)
+    if not val:
+        train, val = split_samples(train, val_fraction, seed)
+    return train, val, table.classes

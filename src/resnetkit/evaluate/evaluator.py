@@ -52,6 +52,7 @@ from resnetkit.data.folder import (
     resize_center_crop,
     scan_image_folder,
     split_folders,
+    split_names,
 )
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
@@ -180,8 +181,7 @@ def load_eval_data(
             pick = _draw(len(data.labels), subset, seed)
             data = ArrayDataset(data.images[pick], data.labels[pick], data.classes)
         return data
-    root = folder_split(data_dir, split)
-    samples, classes = scan_image_folder(root)
+    samples, classes, root = eval_samples(data_dir, split)
     if subset:
         samples = [samples[i] for i in _draw(len(samples), subset, seed)]
     images, labels, classes, failures = load_folder_arrays(
@@ -197,6 +197,30 @@ def load_eval_data(
 def _draw(total: int, count: int, seed: int) -> np.ndarray:
     """Sorted indices of a fixed random draw of ``count`` of ``total`` items."""
     return np.sort(np.random.default_rng(seed).permutation(total)[: min(count, total)])
+
+
+def eval_samples(
+    data_dir: str | Path, split: str
+) -> tuple[list[tuple[Path, int]], tuple[str, ...], Path]:
+    """The ``(path, label)`` samples a folder's ``split`` is evaluated on, the class names and
+    where they were read (see :func:`folder_split`); for a label file, its rows of that split
+    (all rows when it has no split column), with the classes of the whole file."""
+    from resnetkit.data.labels import is_label_file, read_label_file
+
+    if is_label_file(data_dir):
+        table = read_label_file(data_dir)
+        if not table.has_splits:
+            return table.samples(), table.classes, Path(data_dir)
+        samples = table.samples(split_names(split))
+        if not samples:
+            raise ValueError(
+                f"{data_dir}: no row has split {split!r}; its splits are "
+                f"{table.split_names()}: pass --split with one of them"
+            )
+        return samples, table.classes, Path(data_dir)
+    root = folder_split(data_dir, split)
+    samples, classes = scan_image_folder(root)
+    return samples, classes, root
 
 
 def folder_split(data_dir: str | Path, split: str) -> Path:
@@ -461,8 +485,7 @@ def _prepare_multi_scale(
     channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
     if channels not in (1, 3):
         raise ValueError(f"the model takes {channels} input channels; images give 3 or 1")
-    root = folder_split(data_dir, split)
-    samples, classes = scan_image_folder(root)
+    samples, classes, root = eval_samples(data_dir, split)
     remap, classes = _label_map(
         classes, int(getattr(model, "num_classes", 0)), cfg["classes"], f"folder {root}"
     )
@@ -645,8 +668,7 @@ def folder_stream(
 ) -> _FolderStream:
     """The evaluation batches of ``data_dir``'s ``split`` (see :func:`folder_split`), its
     labels following the model's class names (see :func:`_label_map`)."""
-    root = folder_split(data_dir, split)
-    samples, classes = scan_image_folder(root)
+    samples, classes, root = eval_samples(data_dir, split)
     remap, classes = _label_map(classes, num_classes, model_classes, f"folder {root}")
     if remap is not None:
         samples = [(path, int(remap[label])) for path, label in samples]
