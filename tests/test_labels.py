@@ -135,3 +135,19 @@ def test_streamed_training_reads_a_label_file(images: Path, tmp_path: Path) -> N
     trainer = Trainer(spec)
     assert trainer.data.streaming and trainer.data.eval_counts == {"val": 4}
     assert torch.equal(trainer.data.train_labels.bincount(), torch.tensor([8, 8]))
+
+
+def test_finetune_cli_takes_a_label_file(images: Path, tmp_path: Path) -> None:
+    from resnetkit.cli.main import main
+    from resnetkit.models.model_dir import save_model_dir
+
+    source = save_model_dir(
+        create_model("resnet20", num_classes=3), tmp_path / "src", arch="resnet20",
+        classes=["a", "b", "c"], preprocessing={"input_size": 32},
+    )  # fmt: skip
+    argv = ["finetune", "--model", str(source), "--data", str(_splits_csv(images))]
+    argv += ["--out", str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "8"]
+    argv += ["--warmup-iters", "0", "--select-best", "false"]
+    assert main([*argv, "--no-progress"]) == 0
+    report = json.loads((tmp_path / "ft" / "report.json").read_text())
+    assert set(report["per_class"]) == {"apple", "sky"}

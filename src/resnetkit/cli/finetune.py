@@ -26,7 +26,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "directory), OUT/report.json, OUT/confusion.png and OUT/curves.png.",
     )
     add_model_args(p)
-    p.add_argument("--data", required=True, type=Path, help="image folder (DIR/<class>/<image>)")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="image folder (DIR/<class>/<image>) or a labels .csv/.tsv (path,label[,split])",
+    )
     p.add_argument("--out", required=True, type=output_folder)
     p.add_argument(
         "--recipe",
