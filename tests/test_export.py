@@ -353,3 +353,29 @@ def test_evaluate_names_the_size_an_onnx_file_takes(
     argv = ["evaluate", "--model", str(path), "--dataset", "cifar10-sample", "--image-size", "64"]
     assert main(argv) == 2
     assert "takes 32x32 inputs; drop --image-size" in capsys.readouterr().err
+
+
+def test_half_onnx_is_float16_inside_float32_outside(
+    resnet20: ResNet, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = export_model(resnet20, "onnx", tmp_path / "f32.onnx", dynamic_batch=True)
+    half = export_model(resnet20, "onnx", tmp_path / "f16.onnx", dynamic_batch=True, half=True)
+    assert half.tolerance == 0.1 and half.passed and "float16 weights" in " ".join(half.notes)
+    assert half.size_bytes < 0.6 * full.size_bytes
+    graph = onnx.load(str(half.path)).graph
+    weights = {init.data_type for init in graph.initializer if len(init.dims) == 4}
+    assert weights == {onnx.TensorProto.FLOAT16}  # every conv kernel stored in half
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        want = resnet20(x)
+    got = ort_logits(half.path, x)  # a float32 batch in, float32 logits out
+    assert got.dtype == torch.float32
+    assert 1e-5 < float((got - want).abs().max()) < 0.1  # rounded, not broken
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    with pytest.raises(ValueError, match="--half applies to ONNX only"):
+        export_model(resnet20, "torchscript", tmp_path / "m.ts", half=True)
+    args = ["--model", str(model_dir), "--format", "onnx", "--half"]
+    assert main(["export", *args, "--out", str(tmp_path / "cli.onnx")]) == 0
+    assert "float16 weights and activations" in capsys.readouterr().out
