@@ -270,3 +270,15 @@ def test_what_cannot_be_loaded_is_explained(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubFileNotFoundError, match="huggingface-cli download timm/nothing"):
         load_model("hf-hub:timm/nothing")
+
+
+def test_info_reads_only_the_config(hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
+    from resnetkit.cli.main import main
+
+    hub.add(TIMM_REPO, {"config.json": json.dumps(TIMM_CONFIG).encode(), "model.safetensors": b""})
+    assert main(["info", f"hf-hub:{TIMM_REPO}"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("resnet18: 18 layers") and "11,689,512" in text
+    assert f"file            {TIMM_REPO}@{COMMIT}" in text
+    assert "resize 235 (bicubic), crop 224x224" in text and "tench" in text
+    assert not any(path.endswith("model.safetensors") for _, path, _ in hub.requests)

@@ -134,12 +134,18 @@ def info(
     (``resnet20.paper_cifar10``), also what its weights are: source, recipe, measured
     accuracy, preprocessing and classes (read from the index: nothing is downloaded)."""
     from resnetkit.models.analysis import model_stats
+    from resnetkit.models.hf_hub import get_hf_hub_weights, is_hf_hub_name
     from resnetkit.models.registry import CONFIG_OPTIONS, find_weights, get_model_config
 
     options = dict(options or {})
     arch, _, tag = name.partition(".")
     card = None
-    if tag:
+    if is_hf_hub_name(name):  # reads (or fetches) the repository's config.json only
+        hub = get_hf_hub_weights(name)
+        arch = hub.arch
+        card = _hub_card(hub)
+        options = {**hub.config_changes, "num_classes": hub.num_classes, **options}
+    elif tag:
         card = _weights_card(find_weights(name))
         options.setdefault("num_classes", card["num_classes"])
     stats = model_stats(arch, input_size, **options)
@@ -197,10 +203,26 @@ def _weights_card(weights: Any) -> dict[str, Any]:
     return card
 
 
+def _hub_card(hub: Any) -> dict[str, Any]:
+    """The card of a Hugging Face Hub repository (its config: the weights are not fetched)."""
+    cfg = hub.pretrained_cfg
+    keys = ("input_size", "resize", "crop", "interpolation", "mean", "std")
+    return {
+        "tag": hub.name,
+        "source": f"the Hugging Face Hub ({hub.source_format} layout; weights fetched on use)",
+        "file": f"{hub.resolver.repo}@{hub.resolver.commit or hub.resolver.revision}",
+        "metrics": {},
+        "preprocessing": {k: cfg[k] for k in keys if k in cfg},
+        "num_classes": hub.num_classes,
+        "classes": cfg["classes"],
+    }
+
+
 def _print_card(card: dict[str, Any]) -> None:
     prep = card["preprocessing"]
     print(f"weights {card['tag']}: {card['source']}")
-    print(f"  file            {card['file']} (sha256 {card['sha256'][:16]}...)")
+    digest = f" (sha256 {card['sha256'][:16]}...)" if card.get("sha256") else ""
+    print(f"  file            {card['file']}{digest}")
     if card.get("recipe"):
         print(f"  trained with    {card['recipe']}")
     shown = ", ".join(f"{k} {v:g}" for k, v in card["metrics"].items())
