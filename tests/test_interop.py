@@ -116,7 +116,8 @@ def test_torchvision_weights_into_a_v1_model_load_with_a_note() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["resnet50", "resnet50d", "resnet50c", "resnet18d", "resnet34d", "resnet101d"]
+    "name",
+    ["resnet50", "resnet50d", "resnet50c", "resnet18d", "resnet34d", "resnet101d", "resnet200"],
 )
 def test_timm_round_trip(name: str) -> None:
     reference = randomize(timm.create_model(name, pretrained=False, num_classes=10))
@@ -125,7 +126,8 @@ def test_timm_round_trip(name: str) -> None:
     # timm's names are ours, key for key (deep stem and avg-pool shortcut included).
     assert list(state) == list(model.state_dict())
     report = load_checkpoint(model, state)
-    assert report.source_format == ("timm" if name != "resnet50" else "torchvision")
+    deep_stem = name.endswith(("c", "d"))  # conv1.0...: names only timm has
+    assert report.source_format == ("timm" if deep_stem else "torchvision")
     params = sum(p.numel() for p in model.parameters())
     assert params == sum(p.numel() for p in reference.parameters())
     x = images()

@@ -436,6 +436,7 @@ TIMM_ARCHS = (
     "resnet50d",
     "resnet101d",
     "resnet152d",
+    "resnet200",
     "resnext50_32x4d",
     "resnext101_32x8d",
     "resnext101_64x4d",

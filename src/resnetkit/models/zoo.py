@@ -79,6 +79,22 @@ def model_entries() -> list[ModelEntry]:
     for depth in IMAGENET_DEPTHS:
         config = _imagenet(depth, preact=True)
         entries.append(ModelEntry(f"preact_resnet{depth}", config, PAPER_2016))
+    # The 2016 paper's ImageNet-200 (Table 5), in the original and the pre-activation form.
+    layers_200 = (3, 24, 36, 3)
+    entries.append(
+        ModelEntry(
+            "resnet200",
+            ResNetConfig(block="bottleneck", layers=layers_200),
+            PAPER_2016 + ", Table 5",
+        )
+    )
+    entries.append(
+        ModelEntry(
+            "preact_resnet200",
+            ResNetConfig(block="bottleneck", layers=layers_200, preact=True),
+            PAPER_2016 + ", Table 5",
+        )
+    )
     # CIFAR pre-activation nets project the shortcut when the shape changes (option B).
     entries.append(
         ModelEntry("preact_resnet110", _cifar(110, shortcut="B", preact=True), PAPER_2016)
