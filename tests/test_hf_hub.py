@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, bytes]] = {}
         self.tamper: set[str] = set()  # files served with other bytes than announced
+        self.fail: set[str] = set()  # files answered with a 503
+        self.no_digest: set[str] = set()  # files announced without any digest
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
 
     def add(self, repo: str, files: dict[str, bytes]) -> None:
@@ -81,8 +84,10 @@ class FakeHub:
                 files = hub.repos.get(head)
                 if not sep or files is None or filename not in files:
                     return self._send(404, b"not found", {}, body)
-                if revision not in ("main", COMMIT):
+                if urllib.parse.unquote(revision) not in ("main", COMMIT, "refs/pr/1"):
                     return self._send(404, b"no such revision", {}, body)
+                if filename in hub.fail:
+                    return self._send(503, b"try later", {}, body)
                 data = files[filename]
                 headers = {"X-Repo-Commit": COMMIT}
                 if filename.endswith((".safetensors", ".bin")):
@@ -90,7 +95,8 @@ class FakeHub:
                     headers["Location"] = f"/cdn/{head}/{filename}"
                     return self._send(302, b"", headers, body)
                 blob = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
-                headers["ETag"] = f'"{blob}"'
+                if filename not in hub.no_digest:
+                    headers["ETag"] = f'"{blob}"'
                 return self._send(200, hub.served(head, filename), headers, body)
 
             def _send(self, code: int, data: bytes, headers: dict[str, str], body: bool) -> None:
@@ -150,7 +156,10 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_names_parse_as_timm_writes_them() -> None:
     assert parse_name("hf-hub:timm/resnet50.a1_in1k") == ("timm/resnet50.a1_in1k", "main")
     assert parse_name("hf_hub:microsoft/resnet-50@v1.0") == ("microsoft/resnet-50", "v1.0")
-    for bad in ("hf-hub:resnet50", "hf-hub:../x/y", "hf-hub:a/b/c", "hf-hub:timm/x@bad rev"):
+    assert parse_name("hf-hub:a/b@refs/pr/1") == ("a/b", "refs/pr/1")
+    bad_names = ("hf-hub:resnet50", "hf-hub:../x/y", "hf-hub:a/b/c", "hf-hub:timm/x@bad rev")
+    bad_names += ("hf-hub:a/b@/tmp/x", "hf-hub:a/b@../../x", "hf-hub:a/b@refs//x", "hf-hub:a/b@.")
+    for bad in bad_names:
         with pytest.raises(ValueError, match="expected hf-hub:ORG/NAME"):
             parse_name(bad)
 
@@ -173,7 +182,9 @@ def test_timm_repository_downloads_pinned_verified_then_works_offline(
     # The weights were fetched at the commit the config came from, with the token.
     gets = [path for method, path, _ in hub.requests if method == "GET"]
     assert f"/{TIMM_REPO}/resolve/{COMMIT}/model.safetensors" in gets
-    assert {auth for _, _, auth in hub.requests} == {"Bearer secret"}
+    # The token goes to the Hub, never to the host a redirect points at (its CDN).
+    auth = {path.startswith("/cdn/"): a for _, path, a in hub.requests}
+    assert auth == {False: "Bearer secret", True: None}
     folder = hf_hub.own_cache_dir() / "models--timm--resnet18.a1_in1k"
     assert (folder / "refs" / "main").read_text() == COMMIT
     assert (folder / "snapshots" / COMMIT / "model.safetensors").read_bytes() == weights
@@ -282,3 +293,40 @@ def test_info_reads_only_the_config(hub: FakeHub, capsys: pytest.CaptureFixture[
     assert f"file            {TIMM_REPO}@{COMMIT}" in text
     assert "resize 235 (bicubic), crop 224x224" in text and "tench" in text
     assert not any(path.endswith("model.safetensors") for _, path, _ in hub.requests)
+
+
+def test_a_pull_request_revision_and_a_half_cached_repository(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path
+) -> None:
+    """``@refs/pr/1`` is one URL segment and a nested ref; a repository whose config is
+    cached fetches its weights at the cached config's commit, not at what main is now."""
+    weights = _safetensors(to_timm(resnet18), tmp_path)
+    hub.add(
+        TIMM_REPO, {"config.json": json.dumps(TIMM_CONFIG).encode(), "model.safetensors": weights}
+    )
+    model = resnetkit.create_model(f"hf-hub:{TIMM_REPO}@refs/pr/1", pretrained=True)
+    _same_weights(model, resnet18)
+    assert f"/{TIMM_REPO}/resolve/refs%2Fpr%2F1/config.json" in [p for _, p, _ in hub.requests]
+    folder = hf_hub.own_cache_dir() / "models--timm--resnet18.a1_in1k"
+    assert (folder / "refs" / "refs" / "pr" / "1").read_text() == COMMIT
+    (folder / "snapshots" / COMMIT / "model.safetensors").unlink()
+    hub.requests.clear()
+    resnetkit.create_model(f"hf-hub:{TIMM_REPO}@refs/pr/1", pretrained=True)
+    assert [p for m, p, _ in hub.requests if m == "HEAD"] == [
+        f"/{TIMM_REPO}/resolve/{COMMIT}/model.safetensors"
+    ]
+
+
+def test_an_unreachable_hub_is_not_taken_for_a_missing_file(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path
+) -> None:
+    model = resnetkit.create_model("resnet18", num_classes=3).eval()
+    out = to_huggingface(model, tmp_path / "hf", classes=["a", "b", "c"])
+    hub.add("someone/r18", {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()})
+    hub.fail = {"preprocessor_config.json"}  # a 503: not "the repository has none"
+    with pytest.raises(HubFileNotFoundError, match="HTTP 503"):
+        resnetkit.create_model("hf-hub:someone/r18", pretrained=True)
+    hub.fail = set()
+    hub.no_digest = {"preprocessor_config.json"}
+    with pytest.raises(ChecksumError, match="announces no digest"):
+        resnetkit.create_model("hf-hub:someone/r18", pretrained=True)

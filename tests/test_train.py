@@ -446,6 +446,9 @@ def test_mistakes_are_caught_before_the_data_is_read(cifar_dir: Path, tmp_path: 
     missing = tmp_path / "no-data"
     with pytest.raises(ValueError, match="resnet20.cifar10 names pretrained weights.*finetune"):
         Trainer(replace(spec(missing, tmp_path / "a"), model="resnet20.cifar10"))
+    for hub_name in ("hf-hub:timm/resnet50.a1_in1k", "hf-hub:microsoft/resnet-50"):
+        with pytest.raises(ValueError, match="on the Hugging Face Hub.*finetune --model hf-hub"):
+            Trainer(replace(spec(missing, tmp_path / "a"), model=hub_name))
     with pytest.raises(FileNotFoundError, match="nothing to resume in"):
         Trainer(spec(missing, tmp_path / "b", resume=True))
     train(spec(cifar_dir, tmp_path / "c", TINY.override({"epochs": 1, "ema_decay": 0.0})))

@@ -49,7 +49,7 @@ def fetch(
     """Stream ``url`` to ``target``, checking that its ``algorithm`` hex digest starts with
     ``expected`` (a full digest, or a prefix such as torchvision's 8 characters; ``""``
     checks nothing, for a caller that verifies the file itself). ``headers`` go with the
-    request (an ``Authorization`` token).
+    request (an ``Authorization`` token) but not with a redirect it answers with.
 
     Raises:
         ChecksumError: the digest does not match; nothing is left at ``target``.
@@ -60,7 +60,10 @@ def fetch(
     tmp = Path(tmp_name)
     try:
         digest = hashlib.new(algorithm, usedforsecurity=False)
-        request = urllib.request.Request(url, headers=headers or {})
+        request = urllib.request.Request(url)
+        for key, value in (headers or {}).items():
+            # Not copied onto a redirect: a token for the Hub stays off its CDN's host.
+            request.add_unredirected_header(key, value)
         with (
             os.fdopen(fd, "wb") as out,
             urllib.request.urlopen(request, timeout=timeout) as response,

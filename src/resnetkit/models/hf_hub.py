@@ -35,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from torch import nn
 
@@ -56,7 +57,13 @@ _HF_DEPTHS: dict[tuple[str, tuple[int, ...]], str] = {
 
 
 class HubFileNotFoundError(FileNotFoundError):
-    """A repository file that is neither cached nor downloadable (offline, or not there)."""
+    """A repository file that is neither cached nor downloadable (offline, not there, or the
+    Hub unreachable)."""
+
+
+class HubFileMissingError(HubFileNotFoundError):
+    """The repository has no such file (404), or it is not cached and HF_HUB_OFFLINE is set:
+    an optional file may be left out; other failures may not."""
 
 
 def is_hf_hub_name(name: str) -> bool:
@@ -71,11 +78,12 @@ def parse_name(name: str) -> tuple[str, str]:
     """
     rest = name.split(":", 1)[1] if is_hf_hub_name(name) else name
     repo, _, revision = rest.partition("@")
-    if (
-        not _REPO.match(repo)
-        or ".." in repo
-        or (revision and not re.match(r"^[\w./-]+$", revision))
-    ):
+    segments = revision.split("/")
+    safe_revision = not revision or (
+        re.match(r"^[\w./-]+$", revision) is not None
+        and all(seg not in ("", ".", "..") for seg in segments)
+    )
+    if not _REPO.match(repo) or ".." in repo or not safe_revision:
         raise ValueError(
             f"{name!r}: expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION, e.g. "
             "hf-hub:timm/resnet50.a1_in1k"
@@ -104,16 +112,20 @@ def _repo_folder(root: Path, repo: str) -> Path:
     return root / ("models--" + repo.replace("/", "--"))
 
 
-def _cached(root: Path, repo: str, revision: str, filename: str) -> Path | None:
+def _cached(root: Path, repo: str, revision: str, filename: str) -> tuple[Path, str] | None:
+    """``(file, commit)`` from a cache in Hugging Face's layout (``refs/REVISION`` holds the
+    commit, ``snapshots/COMMIT/FILE`` the file), or None."""
     folder = _repo_folder(root, repo)
     commit = revision
     if not _COMMIT.match(revision):
-        ref = folder / "refs" / revision
+        ref = folder / "refs" / revision  # a checked revision: no "..", not absolute
         if not ref.is_file():
             return None
         commit = ref.read_text().strip()
+        if not _COMMIT.match(commit):  # not a ref file Hugging Face's tools wrote
+            return None
     path = folder / "snapshots" / commit / filename
-    return path if path.is_file() else None
+    return (path, commit) if path.is_file() else None
 
 
 def _offline() -> bool:
@@ -175,9 +187,10 @@ class _Resolver:
         for root in (hf_cache_dir(), own_cache_dir()):
             found = _cached(root, self.repo, self.commit or self.revision, filename)
             if found is not None:
-                return found
+                path, self.commit = found  # later files come from the same commit
+                return path
         if _offline():
-            raise HubFileNotFoundError(
+            raise HubFileMissingError(
                 f"{self.repo}@{self.revision}: {filename} is not in {hf_cache_dir()} or "
                 f"{own_cache_dir()}, and HF_HUB_OFFLINE is set: download it where there is a "
                 f"network (huggingface-cli download {self.repo} {filename}) and copy the "
@@ -187,12 +200,12 @@ class _Resolver:
 
     def _download(self, filename: str) -> Path:
         endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
-        url = f"{endpoint}/{self.repo}/resolve/{self.commit or self.revision}/{filename}"
+        url = _resolve_url(endpoint, self.repo, self.commit or self.revision, filename)
         try:
             commit, digest = _announced(url, self.timeout)
         except urllib.error.HTTPError as err:
             if err.code == 404:
-                raise HubFileNotFoundError(
+                raise HubFileMissingError(
                     f"{self.repo}@{self.revision} has no {filename}"
                 ) from None
             raise HubFileNotFoundError(
@@ -214,32 +227,46 @@ class _Resolver:
         pinned = self.commit or self.revision
         folder = _repo_folder(own_cache_dir(), self.repo)
         target = folder / "snapshots" / pinned / filename
-        get_url = f"{endpoint}/{self.repo}/resolve/{pinned}/{filename}"
+        get_url = _resolve_url(endpoint, self.repo, pinned, filename)
         sha256 = digest if re.fullmatch(r"[0-9a-f]{64}", digest) else ""
+        blob = digest if re.fullmatch(r"[0-9a-f]{40}", digest) else ""
+        if not sha256 and not blob:
+            raise ChecksumError(
+                f"{url} announces no digest to check the download against (ETag "
+                f"{digest!r}): refused. Fetch the repository with huggingface-cli into "
+                f"{hf_cache_dir()} if you trust the source"
+            )
         try:
             fetch(get_url, target, "sha256", sha256, self.timeout, headers=_headers())
         except ChecksumError:
             raise
         except (OSError, http.client.HTTPException) as err:
             raise HubFileNotFoundError(f"could not download {get_url}: {err}") from None
-        if not sha256 and re.fullmatch(r"[0-9a-f]{40}", digest):
+        if blob:
             actual = _git_blob_sha1(target)
             if actual != digest:
                 target.unlink()
                 raise ChecksumError(
-                    f"checksum mismatch for {get_url}: the Hub announces git blob {digest}, got "
+                    f"checksum mismatch for {get_url}: the Hub announces git blob {blob}, got "
                     f"{actual}; the download was deleted"
                 )
         if pinned != self.revision:
-            (folder / "refs").mkdir(parents=True, exist_ok=True)
-            (folder / "refs" / self.revision).write_text(pinned)
+            ref = folder / "refs" / self.revision  # refs/pr/1 nests, as in Hugging Face's
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(pinned)
         return target
 
     def optional(self, filename: str) -> Path | None:
+        """The file, or None when the repository has none (an unreachable Hub still raises)."""
         try:
             return self.get(filename)
-        except HubFileNotFoundError:
+        except HubFileMissingError:
             return None
+
+
+def _resolve_url(endpoint: str, repo: str, revision: str, filename: str) -> str:
+    """The Hub's download URL; a revision such as ``refs/pr/1`` is one path segment there."""
+    return f"{endpoint}/{repo}/resolve/{quote(revision, safe='')}/{filename}"
 
 
 # --- what the repository holds ------------------------------------------------------------------

@@ -184,6 +184,12 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.out = spec.out
         self.ckpt_root = self.out / "checkpoints"
+        if isinstance(spec.model, str) and spec.model.startswith(("hf-hub:", "hf_hub:")):
+            raise ValueError(
+                f"--model {spec.model} names pretrained weights on the Hugging Face Hub; "
+                f"`train` starts from random weights. To start from them, use `resnetkit "
+                f"finetune --model {spec.model}`"
+            )
         if isinstance(spec.model, str) and "." in spec.model:  # a tag: random weights
             arch, _, tag = spec.model.partition(".")
             raise ValueError(
