@@ -590,3 +590,30 @@ def test_embed_works_for_torchvision_models_and_not_for_an_onnx_file(
     refused = serve(create_app(onnx_file), scenario)
     assert refused.status_code == 501 and refused.json()["error"] == "embeddings_unavailable"
     assert "serve the model directory" in refused.json()["detail"]
+
+
+def test_embed_and_predict_at_once_on_a_torchvision_model() -> None:
+    """Two worker threads share the model: neither may see the other's batches."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(num_classes=4).eval()
+    tv.pretrained_cfg = {"input_size": 32, "classes": list("abcd")}  # type: ignore[assignment]
+    app = create_app(tv, max_wait_ms=20)
+    x = app.state.service.preprocess([None], [CAT])
+    with torch.no_grad():
+        want_vec = torch.nn.Sequential(*list(tv.children())[:-1])(x).flatten(1)[0]
+        want_probs = tv(x).softmax(1)[0]
+
+    async def scenario(c: httpx.AsyncClient) -> list[httpx.Response]:
+        calls = [c.post("/embed", content=CAT, headers=PNG) for _ in range(6)]
+        calls += [c.post("/predict?top_k=4", content=CAT, headers=PNG) for _ in range(6)]
+        return list(await asyncio.gather(*calls))
+
+    responses = serve(app, scenario)
+    assert [r.status_code for r in responses] == [200] * 12
+    for r in responses[:6]:
+        np.testing.assert_allclose(r.json()["embeddings"][0]["embedding"], want_vec, atol=1e-5)
+    for r in responses[6:]:
+        got = {t["index"]: t["probability"] for t in r.json()["predictions"][0]["top_k"]}
+        assert got == pytest.approx(dict(enumerate(want_probs.tolist())), abs=1e-5)

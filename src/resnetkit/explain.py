@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from resnetkit.models.resnet import ResNet
 from resnetkit.predict import Preprocessing, collect_images, image_batches
@@ -116,6 +117,22 @@ class Embeddings:
     failures: list[dict[str, str]]
 
 
+def pooled_features(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The function from an input batch to the pooled features the classifier reads:
+    ``forward_head(forward_features(x), pre_logits=True)`` for resnetkit's and timm's ResNets,
+    every module but ``fc`` for torchvision's (no hooks: it may run beside the classifier on
+    another thread); ``None`` for a model that is neither."""
+    features = getattr(model, "forward_features", None)
+    head = getattr(model, "forward_head", None)
+    if callable(features) and callable(head):
+        return lambda x: head(features(x), pre_logits=True)
+    children = list(model.children())
+    if children and children[-1] is getattr(model, "fc", None) and hasattr(model, "avgpool"):
+        trunk = nn.Sequential(*children[:-1])  # torchvision: conv1 ... layer4, avgpool
+        return lambda x: trunk(x).flatten(1)
+    return None
+
+
 @torch.no_grad()
 def embed(
     model: ResNet, inputs: list[str | Path], *, batch_size: int = 64, normalize: bool = False
@@ -134,12 +151,13 @@ def embed(
     prep = Preprocessing.of(model)
     paths: list[str] = []
     chunks: list[Tensor] = []
+    features = pooled_features(model)
+    assert features is not None  # a ResNet has forward_features and forward_head
     try:
         weight = model.conv1_weight()  # batches go where the model is, in its dtype
         for batch_paths, batch in image_batches(files, prep, batch_size, failures):
             batch = batch.to(device=weight.device, dtype=weight.dtype)
-            pooled = model.forward_head(model.forward_features(batch), pre_logits=True)
-            chunks.append(pooled.float().cpu())
+            chunks.append(features(batch).float().cpu())
             paths += [str(p) for p in batch_paths]
     finally:
         model.train(was_training)

@@ -808,51 +808,30 @@ def _name(filename: str | None, index: int, count: int) -> str:
     return f"image {index + 1} of {count}" + (f" ({filename!r})" if filename else "")
 
 
-def _torch_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def _torch_forward(
+    model: nn.Module, call: Callable[[Tensor], Tensor] | None = None
+) -> Callable[[Tensor], Tensor]:
+    """``call`` (default: the model itself) on batches moved to the model's device and
+    dtype, without autograd, answering float32 on the CPU."""
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    run = call or model
 
     def forward(batch: Tensor) -> Tensor:
         with torch.inference_mode():
-            return model(batch.to(device=device, dtype=dtype)).float().cpu()
+            return run(batch.to(device=device, dtype=dtype)).float().cpu()
 
     return forward
 
 
 def _features_forward(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """The pooled features (the classifier's input) as a batch function, for resnetkit and
-    timm ResNets (``forward_features`` then ``forward_head(pre_logits=True)``), and for
-    torchvision's (everything before ``fc``); ``None`` for other models."""
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    features, head = getattr(model, "forward_features", None), getattr(model, "forward_head", None)
-    fc = getattr(model, "fc", None)
-    if callable(features) and callable(head):
+    """The pooled features (:func:`~resnetkit.explain.pooled_features`) as a batch function
+    on the model's device and dtype; ``None`` for a model without them."""
+    from resnetkit.explain import pooled_features
 
-        def pooled(x: Tensor) -> Tensor:
-            return head(features(x), pre_logits=True)  # type: ignore[no-any-return]
-
-    elif isinstance(fc, nn.Module) and hasattr(model, "avgpool"):
-
-        def pooled(x: Tensor) -> Tensor:
-            captured: list[Tensor] = []
-            handle = fc.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
-            try:
-                model(x)
-            finally:
-                handle.remove()
-            return captured[0]
-
-    else:
-        return None
-
-    def forward(batch: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return pooled(batch.to(device=device, dtype=dtype)).float().cpu()
-
-    return forward
+    pooled = pooled_features(model)
+    return None if pooled is None else _torch_forward(model, pooled)
 
 
 def _onnx_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
