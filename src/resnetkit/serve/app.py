@@ -32,6 +32,7 @@ import binascii
 import hashlib
 import json
 import os
+import reprlib
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
@@ -497,7 +498,9 @@ class Service:
                 raise ApiError(400, "empty_body", "the request body is empty: send an image")
             return [None], [body]
         if media_type == "application/json" or media_type.endswith("+json"):
-            return self._read_json(await self._read_body(request))
+            body = await self._read_body(request)
+            # Parsing and base64-decoding megabytes is CPU work: off the event loop.
+            return await anyio.to_thread.run_sync(self._read_json, body)
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -756,7 +759,7 @@ def _json_image(item: Any, index: int, count: int, shape: str) -> tuple[str | No
     raise ApiError(
         400,
         "no_image",
-        f"{_name(None, index, count)} is {type(item).__name__} {str(item)[:60]!r}: each image "
+        f"{_name(None, index, count)} is {type(item).__name__} {reprlib.repr(item)}: each image "
         f"is a base64 string or an object with a base64 'data' (or 'b64') and a 'name': {shape}",
     )
 
