@@ -14,7 +14,7 @@ from PIL import Image
 
 from resnetkit.cli.main import main
 from resnetkit.data.cifar import CIFAR_MEAN, CIFAR_STD, ArrayDataset
-from resnetkit.evaluate import evaluator
+from resnetkit.evaluate import evaluator, folders
 from resnetkit.evaluate.evaluator import evaluate_model, ten_crop_views
 from resnetkit.evaluate.plots import plot_confusion
 from resnetkit.models.loading import load_model, preprocessing_of
@@ -361,7 +361,7 @@ def test_folder_is_seen_as_the_model_preprocessing_says(
         model.pretrained_cfg = {"classes": ["cat", "dog"], "input_size": 224, "resize": resize}
         result = evaluate_model(model, "folder", tmp_path / "data", batch_size=4)
         assert seen[-1] == expected and result["count"] == 4
-    crop = evaluator.center_crop(torch.arange(6 * 8).view(1, 1, 6, 8), 4)
+    crop = folders.center_crop(torch.arange(6 * 8).view(1, 1, 6, 8), 4)
     assert crop[0, 0, 0].tolist() == [10, 11, 12, 13]  # rows 1-4, columns 2-5
 
 
@@ -483,7 +483,7 @@ def test_folders_are_decoded_batch_by_batch_as_the_in_memory_path_decodes(
     assert classes == ["cat", "dog"] and labels.tolist() == [0, 0, 0, 1, 1, 1]
     # The pixels of the in-memory decoding: shorter side to 146 (128 / 0.875), centre crop.
     images, _, _, _ = load_folder_arrays(tmp_path / "data", 146)
-    x = evaluator.center_crop(torch.from_numpy(images).permute(0, 3, 1, 2), 128)
+    x = folders.center_crop(torch.from_numpy(images).permute(0, 3, 1, 2), 128)
     with torch.no_grad():
         expected = model((x.float() / 255 - 0.5) / 0.25)
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)

@@ -18,10 +18,7 @@ from resnetkit.cli.common import (
     positive_int,
 )
 from resnetkit.data.datasets import DATASETS
-
-#: The paper's multi-scale test sides (resnetkit.evaluate.evaluator.PAPER_SCALES; not imported
-#: from there, which would load torch to build the parser).
-PAPER_SCALES = (224, 256, 384, 480, 640)
+from resnetkit.evaluate import PAPER_SCALES
 
 
 def scale_list(text: str) -> tuple[int, ...]:

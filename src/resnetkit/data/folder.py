@@ -473,8 +473,21 @@ def folder_splits(
     return train, val, classes
 
 
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bilinear, antialiased), then center-crop.
+#: Pillow's filter for each interpolation name a model's preprocessing may give.
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resize_center_crop(
+    image: Image.Image, size: int, interpolation: str = "bilinear"
+) -> Image.Image:
+    """Resize so the shorter side is ``size`` (antialiased), then center-crop.
 
     Pillow's resize filters are antialiased (the kernel widens when downscaling), matching
     ``torchvision.transforms.Resize(size, antialias=True)`` + ``CenterCrop(size)``.
@@ -482,16 +495,22 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     Args:
         image: An image.
         size: Output side length.
+        interpolation: ``bilinear`` (default), ``bicubic``, ``nearest``, ... (the model's).
 
     Returns:
         A ``size`` x ``size`` image.
+
+    Raises:
+        ValueError: an unknown interpolation.
     """
+    if interpolation not in RESAMPLING:
+        raise ValueError(f"interpolation {interpolation!r}; choose one of {list(RESAMPLING)}")
     width, height = image.size
     scale = size / min(width, height)
     new_w = max(size, round(width * scale))
     new_h = max(size, round(height * scale))
     if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        image = image.resize((new_w, new_h), RESAMPLING[interpolation])
     left = int(round((new_w - size) / 2.0))
     top = int(round((new_h - size) / 2.0))
     return image.crop((left, top, left + size, top + size))

@@ -37,24 +37,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
 from resnetkit.data.cifar import ArrayDataset, load_cifar
 from resnetkit.data.datasets import DATASETS, load_sample
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
 from resnetkit.data.folder import (
-    TRAIN_FOLDERS,
-    ImageFolderDataset,
-    find_split,
     format_failures,
     load_folder_arrays,
-    resize_center_crop,
-    scan_image_folder,
-    split_folders,
-    split_names,
 )
 from resnetkit.devices import resolve_device
+from resnetkit.evaluate import PAPER_SCALES
+from resnetkit.evaluate.folders import (
+    FolderStream,
+    eval_samples,
+    folder_stream,
+    label_map,
+    to_model_channels,
+)
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
 from resnetkit.predict import channel_stats_for
@@ -63,8 +63,6 @@ CIFAR_SIZE = 32
 CIFAR_TEN_CROP_PAD = 4
 #: Folder 10-crop: resize to this multiple of the crop size first (256 / 224, as for ImageNet).
 FOLDER_TEN_CROP_SCALE = 256 / 224
-#: The shorter sides of the paper's multi-scale testing (He et al. 2015, Sec. 3.4).
-PAPER_SCALES = (224, 256, 384, 480, 640)
 
 
 def ten_crop_views(images: Tensor, size: int) -> list[Tensor]:
@@ -125,22 +123,26 @@ class _MultiScaleScorer:
 
     Attributes:
         model: the network, in eval mode (fully convolutional up to its global pool).
-        scales: shorter sides the image is resized to (antialiased bilinear, as ``Resize``).
+        scales: shorter sides the image is resized to (antialiased, as ``Resize``).
         mean: per-channel mean, in [0, 1] units.
         std: per-channel std, in [0, 1] units.
+        interpolation: the model's resize interpolation (``bilinear``, ``bicubic``...).
     """
 
     model: Callable[[Tensor], Tensor]
     scales: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    interpolation: str = "bilinear"
 
     def __call__(self, x: Tensor) -> Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mode = TF.InterpolationMode(self.interpolation)
         probs = []
         for side in self.scales:
-            resized = TF.resize(x, [side], antialias=True)  # the shorter side to `side`
+            # the shorter side to `side`, with the model's interpolation (antialiased)
+            resized = TF.resize(x, [side], interpolation=mode, antialias=True)
             inputs = resized.float().div_(255.0).sub_(mean).div_(std)
             probs.append(self.model(inputs).float().softmax(1))
         return torch.stack(probs).mean(0).clamp_min(1e-12).log()
@@ -199,98 +201,15 @@ def _draw(total: int, count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(total)[: min(count, total)])
 
 
-def eval_samples(
-    data_dir: str | Path, split: str
-) -> tuple[list[tuple[Path, int]], tuple[str, ...], Path]:
-    """The ``(path, label)`` samples a folder's ``split`` is evaluated on, the class names and
-    where they were read (see :func:`folder_split`); for a label file, its rows of that split
-    (all rows when it has no split column), with the classes of the whole file."""
-    from resnetkit.data.labels import is_label_file, read_label_file
-
-    if is_label_file(data_dir):
-        table = read_label_file(data_dir)
-        if not table.has_splits:
-            return table.samples(), table.classes, Path(data_dir)
-        samples = table.samples(split_names(split))
-        if not samples:
-            raise ValueError(
-                f"{data_dir}: no row has split {split!r}; its splits are "
-                f"{table.split_names()}: pass --split with one of them"
-            )
-        return samples, table.classes, Path(data_dir)
-    root = folder_split(data_dir, split)
-    samples, classes = scan_image_folder(root)
-    return samples, classes, root
-
-
-def folder_split(data_dir: str | Path, split: str) -> Path:
-    """The folder of class folders that ``split`` names under ``data_dir`` (``data_dir/val``,
-    in any case), or ``data_dir`` itself when it holds no split folders.
-
-    Raises:
-        ValueError: ``data_dir`` holds split folders, none of them ``split``.
-    """
-    root = Path(data_dir)
-    found = find_split(root, split)
-    if found is not None:
-        root = found
-    elif root.is_dir() and split_folders(root):
-        # train/ and val/ read as two classes would score (or calibrate on) a made-up task
-        others = [name for name in split_folders(root) if name.lower() not in TRAIN_FOLDERS]
-        choice = " or ".join(others) or "val"
-        raise ValueError(
-            f"{root} has no {split}/ but holds the split folders {split_folders(root)}: name the "
-            f"split to use, {choice} (--split {others[0] if others else 'val'}; for quantize "
-            "--eval-split or --calibration-split), or point at one folder of class folders"
-        )
-    return root
-
-
 def _match_classes(
     data: ArrayDataset, num_classes: int, model_classes: list[str], where: str
 ) -> ArrayDataset:
     """Check the model's head fits the data; labels follow the model's class names (see
     :func:`_label_map`)."""
-    remap, classes = _label_map(data.classes, num_classes, model_classes, where)
+    remap, classes = label_map(data.classes, num_classes, model_classes, where)
     if remap is None:
         return data
     return ArrayDataset(data.images, remap[data.labels], classes)
-
-
-def _label_map(
-    data_classes: Sequence[str], num_classes: int, model_classes: list[str], where: str
-) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    """How the data's labels map onto the model's outputs: ``(remap, classes)``, ``remap``
-    ``None`` when they are the same. Labels follow the model's class names when the data's
-    are the same set in another order, or some of them (a test folder of a few classes: the
-    others are scored as never seen, per-class None)."""
-    data_classes = tuple(data_classes)
-    if num_classes <= 0:
-        raise ValueError("the model has no classifier head (num_classes=0); nothing to evaluate")
-    if len(model_classes) == num_classes and set(data_classes) < set(model_classes):
-        index = {name: i for i, name in enumerate(model_classes)}
-        remap = np.array([index[name] for name in data_classes], dtype=np.int64)
-        return remap, tuple(model_classes)
-    if num_classes != len(data_classes):
-        raise ValueError(
-            f"class mismatch: the model predicts {num_classes} classes but {where} has "
-            f"{len(data_classes)} ({', '.join(data_classes[:10])}"
-            f"{', ...' if len(data_classes) > 10 else ''}). Evaluate on the dataset the model "
-            "was trained on, or fine-tune it for this one first."
-        )
-    if not model_classes or list(data_classes) == model_classes:
-        return None, data_classes
-    if sorted(data_classes) == sorted(model_classes):
-        index = {name: i for i, name in enumerate(model_classes)}
-        remap = np.array([index[name] for name in data_classes], dtype=np.int64)
-        return remap, tuple(model_classes)
-    differ = [f"{d}!={m}" for d, m in zip(data_classes, model_classes, strict=True) if d != m]
-    warnings.warn(
-        f"class names of the model and of {where} differ ({', '.join(differ[:5])}); "
-        "labels are compared by index",
-        stacklevel=4,
-    )
-    return None, data_classes
 
 
 def folder_resize(cfg: dict[str, Any], size: int) -> int:
@@ -300,25 +219,6 @@ def folder_resize(cfg: dict[str, Any], size: int) -> int:
     default_resize = round(size / 0.875) if size >= 128 else size
     own_size = size == int(cfg["input_size"])
     return int(cfg.get("resize") or default_resize) if own_size else default_resize
-
-
-def center_crop(images: Tensor, size: int) -> Tensor:
-    """The centre ``size`` x ``size`` of (N, C, H, W) images (torchvision's offsets)."""
-    top = int(round((images.shape[-2] - size) / 2.0))
-    left = int(round((images.shape[-1] - size) / 2.0))
-    return images[..., top : top + size, left : left + size].contiguous()
-
-
-def _luminance(images: Tensor) -> Tensor:
-    """uint8 (N, 3, H, W) RGB -> (N, 1, H, W) luma, with Pillow's ``convert("L")`` arithmetic."""
-    r, g, b = (images[:, i].to(torch.int32) for i in range(3))
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
-
-
-def to_model_channels(images: Tensor, channels: int) -> Tensor:
-    """uint8 (N, 3, H, W) images as a model with ``channels`` inputs sees them: unchanged for
-    3, their luminance for a grayscale model (as ``predict`` feeds it)."""
-    return _luminance(images) if channels == 1 else images
 
 
 def model_normalization(cfg: dict[str, Any], channels: int, size: int) -> Normalization:
@@ -478,24 +378,30 @@ def _prepare_multi_scale(
     split: str,
     scales: tuple[int, ...],
     num_workers: int = 0,
-) -> tuple[_MultiScaleScorer, _FolderStream, tuple[str, ...], int]:
+) -> tuple[_MultiScaleScorer, FolderStream, tuple[str, ...], int]:
     """The scorer and the one-image batches of multi-scale testing, the classes (the model's
     order) and the input size reported (the largest scale)."""
+    fixed = getattr(model, "fixed_input_size", None)  # an ONNX file exported at one size
+    if fixed is not None:
+        raise ValueError(
+            f"multi-scale testing feeds whole pictures of several sizes; the model takes only "
+            f"{fixed}x{fixed} inputs: evaluate the PyTorch model or checkpoint instead"
+        )
     cfg = preprocessing_of(model)
-    channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
-    if channels not in (1, 3):
-        raise ValueError(f"the model takes {channels} input channels; images give 3 or 1")
-    samples, classes, root = eval_samples(data_dir, split)
-    remap, classes = _label_map(
-        classes, int(getattr(model, "num_classes", 0)), cfg["classes"], f"folder {root}"
+    channels = _model_channels(model)
+    interpolation = str(cfg.get("interpolation") or "bilinear")
+    stream = folder_stream(
+        data_dir,
+        split,
+        load_size=None,  # whole pictures
+        crop=None,
+        channels=channels,
+        norm=None,
+        batch_size=1,
+        num_classes=int(getattr(model, "num_classes", 0)),
+        model_classes=cfg["classes"],
+        num_workers=num_workers,
     )
-    if remap is not None:
-        samples = [(path, int(remap[label])) for path, label in samples]
-
-    dataset = ImageFolderDataset(
-        root, _Decode(None), samples=samples, classes=classes, shorter_side=max(scales)
-    )
-    loader = _FolderStream(dataset, classes, 1, num_workers, _Prepare(None, channels, None))
     mean: tuple[float, ...]
     std: tuple[float, ...]
     if cfg.get("pixel_mean") is not None:  # its per-channel average fits any size
@@ -504,7 +410,16 @@ def _prepare_multi_scale(
     else:
         mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
     mean, std = channel_stats_for(mean, channels), channel_stats_for(std, channels)
-    return _MultiScaleScorer(model, scales, mean, std), loader, classes, max(scales)
+    scorer = _MultiScaleScorer(model, scales, mean, std, interpolation)
+    return scorer, stream, stream.classes, max(scales)
+
+
+def _model_channels(model: nn.Module) -> int:
+    """The input channels of a model: 3 (RGB) or 1 (grayscale)."""
+    channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
+    if channels not in (1, 3):
+        raise ValueError(f"the model takes {channels} input channels; images give 3 or 1")
+    return channels
 
 
 @contextlib.contextmanager
@@ -538,9 +453,7 @@ def _prepare(
     CIFAR is read into memory; a folder is decoded batch by batch (:class:`_FolderStream`),
     so that ImageNet's 50,000 validation pictures need no more memory than one batch."""
     cfg = preprocessing_of(model)
-    channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
-    if channels not in (1, 3):
-        raise ValueError(f"the model takes {channels} input channels; images give 3 or 1")
+    channels = _model_channels(model)
     size = int(image_size or cfg["input_size"])
     folder = dataset == "folder"
     data_size = size if folder else CIFAR_SIZE
@@ -566,6 +479,7 @@ def _prepare(
             num_classes=num_classes,
             model_classes=cfg["classes"],
             num_workers=num_workers,
+            interpolation=str(cfg.get("interpolation") or "bilinear"),
         )
         return scorer, stream, stream.classes, size
     data = load_eval_data(dataset, data_dir, split=split, size=data_size, download=download)
@@ -576,104 +490,3 @@ def _prepare(
         images = F.pad(images, (pad, pad, pad, pad))  # zero pixels, as in training
     loader = TensorLoader(images, torch.from_numpy(data.labels), batch_size, norm, train=False)
     return scorer, loader, data.classes, size
-
-
-class _Decode:
-    """A decoded picture as a uint8 (C, H, W) tensor: the shorter side resized to ``side``
-    and the centre square kept (as :func:`~resnetkit.data.folder.load_folder_arrays`), or
-    whole for ``None``. A class, not a closure, so that worker processes can receive it."""
-
-    def __init__(self, side: int | None) -> None:
-        self.side = side
-
-    def __call__(self, image: Any) -> Tensor:
-        if self.side is not None:
-            image = resize_center_crop(image, self.side)
-        return TF.pil_to_tensor(image)
-
-
-class _Prepare:
-    """A decoded uint8 batch as the model sees it: the centre ``crop``, the model's input
-    channels, then ``norm`` (``None``: left as uint8, for multi-scale testing)."""
-
-    def __init__(self, crop: int | None, channels: int, norm: Normalization | None) -> None:
-        self.crop = crop
-        self.channels = channels
-        self.norm = norm
-
-    def __call__(self, images: Tensor) -> Tensor:
-        if self.crop is not None and images.shape[-1] != self.crop:
-            images = center_crop(images, self.crop)
-        images = to_model_channels(images, self.channels)
-        return images if self.norm is None else self.norm.apply(images)
-
-
-class _FolderStream:
-    """Batches of a folder's images, decoded a batch at a time (``num_workers`` processes
-    decoding ahead), prepared by ``prepare``. Undecodable files are skipped and, after a
-    pass, named in one warning; a pass that decoded nothing raises ``ValueError``."""
-
-    def __init__(
-        self,
-        dataset: ImageFolderDataset,
-        classes: tuple[str, ...],
-        batch_size: int,
-        num_workers: int,
-        prepare: Callable[[Tensor], Tensor],
-    ) -> None:
-        self.dataset = dataset
-        self.classes = classes
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.prepare = prepare
-        dataset.name_failures = True  # names that survive the trip from a worker process
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        from resnetkit.data.streaming import collate_counting
-
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            collate_fn=collate_counting,
-            num_workers=self.num_workers,
-        )
-        failures: list[tuple[Path, str]] = []
-        for batch, skipped in loader:
-            failures += skipped
-            if batch is not None:
-                images, labels = batch
-                yield self.prepare(images), labels
-        total = len(self.dataset)
-        if failures:
-            warnings.warn(format_failures(failures, total), stacklevel=2)
-        if len(failures) == total:
-            raise ValueError(f"no readable images in {self.dataset.root or 'the folder'}")
-
-
-def folder_stream(
-    data_dir: str | Path,
-    split: str,
-    *,
-    load_size: int,
-    crop: int | None,
-    channels: int,
-    norm: Normalization,
-    batch_size: int,
-    num_classes: int,
-    model_classes: list[str],
-    num_workers: int = 0,
-) -> _FolderStream:
-    """The evaluation batches of ``data_dir``'s ``split`` (see :func:`folder_split`), its
-    labels following the model's class names (see :func:`_label_map`)."""
-    samples, classes, root = eval_samples(data_dir, split)
-    remap, classes = _label_map(classes, num_classes, model_classes, f"folder {root}")
-    if remap is not None:
-        samples = [(path, int(remap[label])) for path, label in samples]
-    dataset = ImageFolderDataset(
-        root, _Decode(load_size), samples=samples, classes=classes, shorter_side=load_size
-    )
-    prepare = _Prepare(crop, channels, norm)
-    return _FolderStream(dataset, classes, batch_size, num_workers, prepare)

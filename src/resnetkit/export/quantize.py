@@ -53,13 +53,8 @@ def calibration_batches(
     as the model is fed when evaluated, predicting or served (a folder's images resized to the
     model's ``resize``, then centre-cropped), in batches (numpy); at ``input_size`` pixels when
     given instead of the model's own input size."""
-    from resnetkit.evaluate.evaluator import (
-        center_crop,
-        folder_resize,
-        load_eval_data,
-        model_normalization,
-        to_model_channels,
-    )
+    from resnetkit.evaluate.evaluator import folder_resize, load_eval_data, model_normalization
+    from resnetkit.evaluate.folders import center_crop, to_model_channels
 
     cfg = preprocessing_of(model)
     channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
