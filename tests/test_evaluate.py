@@ -516,3 +516,26 @@ def test_worker_processes_decode_a_folder_to_the_same_result(tmp_path: Path) -> 
     assert serial["count"] == parallel["count"] == 10
     assert serial["loss"] == pytest.approx(parallel["loss"], rel=1e-6)
     assert serial["confusion"] == parallel["confusion"]
+
+
+def test_folders_are_resized_with_the_models_interpolation(tmp_path: Path) -> None:
+    """timm's weights say bicubic: evaluate resizes with it, as predict and timm do."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    pixels = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "data" / "cat" / "0.png")
+    model = create_model("resnet20", num_classes=1).eval()
+    seen = {}
+    for mode in ("bilinear", "bicubic"):
+        model.pretrained_cfg = {"classes": ["cat"], "input_size": 32, "interpolation": mode}
+        seen[mode], _, _ = evaluator.collect_logits(model, "folder", tmp_path / "data")
+    resample = Image.Resampling.BICUBIC
+    picture = Image.fromarray(pixels).resize((32, round(90 * 32 / 70)), resample)
+    top = int(round((picture.height - 32) / 2.0))
+    x = torch.from_numpy(np.asarray(picture.crop((0, top, 32, top + 32)))).permute(2, 0, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    with torch.no_grad():
+        want = model(((x.float() / 255 - mean) / std)[None])
+    torch.testing.assert_close(seen["bicubic"], want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(seen["bilinear"], want, atol=1e-5)
