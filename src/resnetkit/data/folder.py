@@ -66,8 +66,8 @@ _LAYOUT_HINT = "expected layout root/<class>/<image>, e.g. root/cat/001.jpg"
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
-    """List the images of a class-per-folder dataset (or of a label file: every row, see
-    :mod:`resnetkit.data.labels`).
+    """List the images of a class-per-folder dataset (or of a label file without a split
+    column: every row, see :mod:`resnetkit.data.labels`).
 
     Classes are the sorted names of the non-hidden sub-folders of ``root``. Each class folder
     is searched recursively for files whose suffix (case-insensitively) is one of
@@ -93,8 +93,14 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
     from resnetkit.data.labels import is_label_file, read_label_file
 
     root = Path(root).expanduser()
-    if is_label_file(root):  # labels.csv: every row, whatever its split
+    if is_label_file(root):
         table = read_label_file(root)
+        if table.has_splits:  # every row would mix its test rows into training
+            raise ValueError(
+                f"{root} has a split column ({', '.join(table.split_names())}): read it "
+                "with folder_splits (training) or the evaluator's eval_samples (one split), "
+                "which keep the splits apart"
+            )
         return table.samples(), table.classes
     if not root.exists():
         raise FileNotFoundError(f"image folder not found: {root}")

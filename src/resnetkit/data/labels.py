@@ -5,9 +5,10 @@ The file has a header. One column names the image (``path``, ``file``, ``filenam
 ``image``, ``image_path``, ``image_id``, ``id``, ``fname``), one its class (``label``,
 ``class``, ``class_name``, ``category``, ``target``, ``y``), and an optional one its split
 (``split``, ``subset``, ``set``: ``train``/``val``/``test`` and the synonyms image folders
-accept). Paths are relative to the file's folder (or absolute); a name without a suffix
-(Kaggle's ``image_id``) is looked up with each image suffix. Classes are the distinct labels,
-sorted (numerically when every label is an integer), so that ``2`` comes before ``10``.
+accept, on every row). Paths are relative to the file's folder (or absolute); a name without
+a suffix (Kaggle's ``image_id``) is looked up with each image suffix. Classes are the
+distinct labels, sorted (numerically when every label is an integer), so that ``2`` comes
+before ``10``.
 
 A row whose image is missing stays in the list and is reported by path when it is decoded,
 like a corrupt file; the file itself must be well-formed: a row without a label, an unknown
@@ -115,11 +116,11 @@ def read_label_file(path: str | Path) -> LabelFile:
             raise ValueError(f"{path}, line {line}: no {what}; every row needs both")
         split: str | None = None
         if split_col is not None:
-            split = cells[split_col].strip().lower() or None
-            if split is not None and split not in SPLIT_FOLDERS:
+            split = cells[split_col].strip().lower()
+            if split not in SPLIT_FOLDERS:
                 raise ValueError(
-                    f"{path}, line {line}: split {cells[split_col].strip()!r}; use one of "
-                    f"{', '.join(SPLIT_FOLDERS)} (or leave it empty)"
+                    f"{path}, line {line}: split {cells[split_col].strip()!r}; with a split "
+                    f"column every row names one of {', '.join(SPLIT_FOLDERS)}"
                 )
         image = _resolve(path.parent, name)
         if not image.is_file():
