@@ -67,7 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.data.folder import TRAIN_FOLDERS
+    from resnetkit.data.splits import TRAIN_FOLDERS
     from resnetkit.evaluate.calibration import apply_temperature, calibrate
     from resnetkit.models.loading import load_model, preprocessing_of
     from resnetkit.models.model_dir import save_model_dir

@@ -35,6 +35,12 @@ from resnetkit.data.images import (
     load_image,
     verify_image,
 )
+from resnetkit.data.labels import is_label_file, read_label_file
+from resnetkit.data.splits import (  # re-exported: where they were first defined
+    SPLIT_FOLDERS,
+    TRAIN_FOLDERS,
+    VALIDATION_FOLDERS,
+)
 
 __all__ = [
     "ImageFolderDataset",
@@ -90,8 +96,6 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
         NotADirectoryError: If ``root`` is not a folder.
         ValueError: If ``root`` has no class sub-folders, or none of them holds an image.
     """
-    from resnetkit.data.labels import is_label_file, read_label_file
-
     root = Path(root).expanduser()
     if is_label_file(root):
         table = read_label_file(root)
@@ -372,13 +376,6 @@ def split_samples(
     return train, val
 
 
-TRAIN_FOLDERS = ("train", "training")
-VALIDATION_FOLDERS = ("val", "valid", "validation")
-TEST_FOLDERS = ("test", "testing")
-#: Split folder names, matched whatever their case (``Train/``, ``Validation/``...).
-SPLIT_FOLDERS = (*TRAIN_FOLDERS, *VALIDATION_FOLDERS, *TEST_FOLDERS)
-
-
 def _split_dirs(root: Path) -> dict[str, Path]:
     """Sub-folders of ``root`` named like a split (any case) that hold class folders, by
     lower-case name: a class folder called "train" holds images, not folders."""
@@ -439,8 +436,6 @@ def folder_splits(
             folders, or if ``root`` has split folders (``test/``, ``val/``...) but no
             ``train/``.
     """
-    from resnetkit.data.labels import is_label_file
-
     root = Path(root)
     if is_label_file(root):
         return _label_file_splits(root, val_fraction, seed)
@@ -590,19 +585,9 @@ def load_folder_arrays(
     return images, labels, tuple(classes), failures
 
 
-def split_names(split: str) -> tuple[str, ...]:
-    """The names a split goes by (``val``: val, valid, validation), lower case."""
-    for group in (TRAIN_FOLDERS, VALIDATION_FOLDERS, TEST_FOLDERS):
-        if split.lower() in group:
-            return group
-    return (split.lower(),)
-
-
 def _label_file_splits(
     path: Path, val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
-    from resnetkit.data.labels import read_label_file
-
     table = read_label_file(path)
     if not table.has_splits:
         train, val = split_samples(table.samples(), val_fraction, seed)

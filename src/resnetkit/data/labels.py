@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnetkit.data.images import IMAGE_EXTENSIONS
+from resnetkit.data.splits import SPLIT_FOLDERS
 
 #: Suffixes read as label files.
 LABEL_FILE_SUFFIXES = (".csv", ".tsv")
@@ -76,8 +77,6 @@ def read_label_file(path: str | Path) -> LabelFile:
         FileNotFoundError: no such file.
         ValueError: no header, no image or label column, an empty cell, or no rows.
     """
-    from resnetkit.data.folder import SPLIT_FOLDERS
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"label file not found: {path}")

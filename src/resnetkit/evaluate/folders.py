@@ -24,15 +24,14 @@ from torchvision.transforms.v2 import functional as TF
 
 from resnetkit.data.fast import Normalization
 from resnetkit.data.folder import (
-    TRAIN_FOLDERS,
     ImageFolderDataset,
     find_split,
     format_failures,
     resize_center_crop,
     scan_image_folder,
     split_folders,
-    split_names,
 )
+from resnetkit.data.splits import TRAIN_FOLDERS, split_names
 
 
 def eval_samples(
