@@ -58,7 +58,7 @@ IMAGENET_PCA_EIGVEC = (
 )
 
 
-class PCALighting:
+class PCALighting(v2.Transform):
     """AlexNet's colour augmentation ("the standard color augmentation in [21]", He et al.
     2015, Sec. 3.4): add ``eigvec @ (alpha * eigval)`` to every pixel, one
     ``alpha ~ N(0, std^2)`` per principal component, drawn per image from torch's RNG.
@@ -70,7 +70,10 @@ class PCALighting:
         std: Standard deviation of the component weights (0.1 in AlexNet); 0 does nothing.
     """
 
+    _transformed_types = (torch.Tensor,)
+
     def __init__(self, std: float = 0.1) -> None:
+        super().__init__()
         if not math.isfinite(std) or std < 0:
             raise ValueError(f"PCA lighting std is {std}: it must be a number >= 0")
         self.std = std
@@ -82,18 +85,21 @@ class PCALighting:
         alpha = torch.randn(count, 3, generator=generator) * self.std
         return (alpha * self.eigval) @ self.eigvec.T
 
-    def __call__(self, image: Tensor) -> Tensor:
-        if self.std == 0:
-            return image
-        if not image.is_floating_point() or image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                f"PCA lighting works on float (3, H, W) images in [0, 1], got {image.dtype} "
-                f"{tuple(image.shape)}"
-            )
-        return image + self.shift(1)[0].to(image.dtype).view(3, 1, 1)
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"shift": self.shift(1)[0]}
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(std={self.std})"
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if self.std == 0:
+            return inpt
+        if not inpt.is_floating_point() or inpt.dim() != 3 or inpt.shape[0] != 3:
+            raise ValueError(
+                f"PCA lighting works on float (3, H, W) images in [0, 1], got {inpt.dtype} "
+                f"{tuple(inpt.shape)}"
+            )
+        return inpt + params["shift"].to(inpt.dtype).view(3, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
 
 
 def scale_range_for(scale_range: Sequence[int], image_size: int) -> tuple[int, int]:
@@ -172,7 +178,7 @@ def build_train_transform(
         raise ValueError(f"augment is {augment!r}; choose one of {AUGMENTS}")
     if not 0.0 <= random_erasing <= 1.0:
         raise ValueError(f"random_erasing is a probability, got {random_erasing}")
-    steps: list[Any] = []
+    steps: list[v2.Transform] = []
     if augment == "imagenet":
         steps += [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
     elif augment == "scale":
@@ -188,10 +194,10 @@ def build_train_transform(
             steps += [v2.RandomCrop(image_size, padding=crop_padding), v2.RandomHorizontalFlip()]
     if trivial_augment:
         steps.append(v2.TrivialAugmentWide())
-    tensor_steps = _to_normalized_tensor(mean, std)
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if lighting > 0:  # in [0, 1] units, before normalisation
-        tensor_steps.insert(-1, PCALighting(lighting))
-    steps += tensor_steps
+        steps.append(PCALighting(lighting))
+    steps.append(v2.Normalize(mean=list(mean), std=list(std)))
     if random_erasing > 0:
         steps.append(v2.RandomErasing(p=random_erasing, value=0))
     return v2.Compose(steps)
@@ -251,7 +257,7 @@ def from_recipe(
     )
 
 
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
