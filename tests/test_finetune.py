@@ -270,11 +270,13 @@ def test_finetune_augments_by_the_models_input_size(folder: Path, tmp_path: Path
     assert v2.RandomResizedCrop in [type(t) for t in transforms]
     assert trainer.data.preprocessing["resize"] == 146  # 128 / 0.875, then the centre crop
     assert trainer.recipe.augment == "auto"  # the run's recipe keeps what was asked
+    assert trainer.data.augment == "imagenet"  # and run.json what it resolved to
     sampler = RECIPE.override({"class_balance": "sampler"})
     kept = Trainer(finetune_spec(big, folder, tmp_path / "s", recipe=sampler, progress=False))
     assert not kept.data.streaming
     small = Trainer(finetune_spec(_source32(tmp_path), folder, tmp_path / "small", recipe=RECIPE))
     assert not small.data.streaming and small.train_loader.pad == 4
+    assert small.data.augment == "crop_flip"
 
 
 def _source32(tmp_path: Path) -> Path:

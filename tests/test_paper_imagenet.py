@@ -296,6 +296,7 @@ def test_scale_augment_trains_a_folder(folder: Path, tmp_path: Path) -> None:
     )
     result = train(spec)
     assert len(result.history) == 1 and "train_loss" in result.history[0]
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["streaming"] is True
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["streaming"] is True and run["augment"] == "scale"
     saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert saved["augment"] == "scale" and saved["lighting"] == 0.1

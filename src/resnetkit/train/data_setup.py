@@ -66,6 +66,7 @@ class TrainData:
     norm: Normalization
     preprocessing: dict[str, Any]  # what the saved model directory says about its input
     streaming: bool = False
+    augment: str = "crop_flip"  # what the run's augment (``auto`` included) resolved to
 
     def class_weights(self) -> Tensor:
         """Inverse class frequencies of the training set, normalised to mean 1."""
@@ -223,6 +224,7 @@ def _in_memory(
         eval_counts={name: len(split.labels) for name, split in data.evals.items()},
         norm=norm,
         preprocessing=_preprocessing(data.input_size, data.input_size, norm),
+        augment=recipe.augment,
     )
 
 
@@ -335,6 +337,7 @@ def _streaming(
         norm=norm,
         preprocessing=_preprocessing(image_size, resize, norm),
         streaming=True,
+        augment=recipe.augment,
     )
 
 

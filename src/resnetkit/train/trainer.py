@@ -913,6 +913,7 @@ class Trainer:
                 "train_images": len(self.data.train_labels),
                 "eval_images": self.data.eval_counts,
                 "streaming": self.data.streaming,
+                "augment": self.data.augment,  # resolved: what `augment: auto` became
                 "world_size": self.dist.world_size,
                 "device": str(self.device),
                 "data_on_device": self._data_on_device(),
