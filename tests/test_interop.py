@@ -30,6 +30,7 @@ from resnetkit.interop import (
     to_timm,
     to_torchvision,
 )
+from resnetkit.models.hf_hub import TIMM_ARCHS
 from resnetkit.models.loading import load_model
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -115,18 +116,16 @@ def test_torchvision_weights_into_a_v1_model_load_with_a_note() -> None:
     assert not any("v1.5" in n for n in v15.notes)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["resnet50", "resnet50d", "resnet50c", "resnet18d", "resnet34d", "resnet101d", "resnet200"],
-)
+@pytest.mark.parametrize("name", TIMM_ARCHS)
 def test_timm_round_trip(name: str) -> None:
+    """Every architecture hf-hub loads timm weights into is timm's, key for key."""
     reference = randomize(timm.create_model(name, pretrained=False, num_classes=10))
     state = reference.state_dict()
     model = ours(name, num_classes=10)
     # timm's names are ours, key for key (deep stem and avg-pool shortcut included).
     assert list(state) == list(model.state_dict())
     report = load_checkpoint(model, state)
-    deep_stem = name.endswith(("c", "d"))  # conv1.0...: names only timm has
+    deep_stem = "conv1.0.weight" in state  # a deep stem: names only timm has
     assert report.source_format == ("timm" if deep_stem else "torchvision")
     params = sum(p.numel() for p in model.parameters())
     assert params == sum(p.numel() for p in reference.parameters())
