@@ -64,7 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--image-size",
         type=positive_int,
         default=None,
-        help="side of folder images (default 224 with --augment imagenet, else 32)",
+        help="side of folder images (default 224 with --augment imagenet or scale, else 32)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true")

@@ -180,8 +180,8 @@ def export_model(
             tensor. Default: the bundled ``cat.png``.
         tolerance: the largest accepted |exported - eager| on any output value; default
             :data:`DEFAULT_TOLERANCE`, or :data:`HALF_TOLERANCE` with ``half``.
-        half: ONNX only: weights and activations in float16 (half the file; GPUs and recent
-            CPUs run it faster), inputs and outputs still float32 (a Cast at each end), so
+        half: ONNX only: weights and activations in float16 (half the file; its speed is
+            not measured here), inputs and outputs still float32 (a Cast at each end), so
             every consumer of the float32 file takes this one unchanged. Verified against
             the float32 eager model.
 

@@ -297,7 +297,7 @@ def _streaming(
         if normalization.pixel_mean is not None:
             raise ValueError(
                 "the model subtracts a per-pixel mean (it was trained with normalize "
-                "pixel_mean), which streamed random-resized crops cannot follow: use "
+                "pixel_mean), which crops streamed from full-size pictures cannot follow: use "
                 "--augment crop_flip"
             )
         normalization = (normalization.mean, normalization.std)

@@ -66,7 +66,7 @@ class Recipe:
     checkpoint_every_s: float = 300.0
     checkpoint_every_iters: int = 0  # and/or every this many iterations; 0 disables
     num_threads: int = 0  # torch intra-op threads; 0 keeps the default
-    num_workers: int = 0  # decoding processes of the streaming folder path (augment imagenet)
+    num_workers: int = 0  # decoding processes of the streaming folder path (augment imagenet/scale)
     # Fine-tuning and model selection.
     backbone_lr_mult: float = 1.0  # lr of everything but the classifier head, relative to lr
     freeze_stages: int = 0  # freeze the stem and the first K residual stages
