@@ -237,6 +237,9 @@ def test_multi_scale_refusals(folder: Path) -> None:
         evaluate_model(model, "folder", folder, scales=PAPER_SCALES, ten_crop=True)
     with pytest.raises(ValueError, match="shorter sides between 1 and 4096"):
         evaluate_model(model, "folder", folder, scales=(0, 32))
+    model.fixed_input_size = 32  # as an ONNX file exported at one size says
+    with pytest.raises(ValueError, match="takes only 32x32 inputs"):
+        evaluate_model(model, "folder", folder, scales=(32, 48))
     three = create_model("resnet20", num_classes=3)
     with pytest.raises(ValueError, match="class mismatch: the model predicts 3 classes"):
         evaluate_model(three, "folder", folder, scales=(32,))
@@ -273,6 +276,8 @@ def test_cli_multi_scale(
     text = capsys.readouterr().out
     assert "multi-scale (whole images), shorter side 32/40" in text
     assert (tmp_path / "confusion_folder_test_multiscale.png").is_file()
+    assert main([*argv, "--multi-scale", "--image-size", "64"]) == 2
+    assert "--image-size does not apply" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--multi-scale", "32,0"])
     assert "--multi-scale: must be at least 1, got 0" in capsys.readouterr().err

@@ -66,8 +66,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=scale_list,
         metavar="SIDES",
         help="folders: the paper's multi-scale testing, whole images (fully convolutional) "
-        "resized to each shorter side, softmax averaged; default sides "
-        f"{','.join(map(str, PAPER_SCALES))}",
+        "resized to each shorter side, softmax averaged, one picture a forward pass "
+        f"(--batch-size does not apply); default sides {','.join(map(str, PAPER_SCALES))}",
     )
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument(
@@ -173,13 +173,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"--confusion and --reliability both name {figures['confusion']}: one figure would "
             "replace the other; give two files (or a folder)"
         )
+    if args.multi_scale is not None and args.image_size is not None:
+        raise ValueError(
+            "--multi-scale resizes whole pictures to its own sides; --image-size does not "
+            "apply: drop it, or give the sides (--multi-scale 224,320)"
+        )
     model = load_classifier(args.model, arch=args.arch)
     fixed = getattr(model, "fixed_input_size", None)  # an ONNX file exported at one size
-    if args.multi_scale is not None and fixed is not None:
-        raise ValueError(
-            f"--multi-scale feeds whole images of several sizes; {args.model} takes only "
-            f"{fixed}x{fixed} inputs: evaluate the PyTorch model or checkpoint instead"
-        )
     if args.image_size is not None and fixed is not None and args.image_size != fixed:
         raise ValueError(
             f"--image-size {args.image_size}: {args.model} takes {fixed}x{fixed} inputs; drop "
