@@ -238,30 +238,25 @@ def create_model(
     """
     from resnetkit.models import hf_hub
 
-    if hf_hub.is_hf_hub_name(name):
-        return _create_from_hf_hub(
-            name,
-            pretrained,
-            dict(
-                zero_init_residual=zero_init_residual,
-                drop_path_rate=drop_path_rate,
-                grad_checkpointing=grad_checkpointing,
-                features_only=features_only,
-                out_indices=out_indices,
-            ),
-            config_changes,
-        )
-    arch, _, tag = name.partition(".")
     _check_options(name, config_changes)
-    config = get_model_config(arch)
     if isinstance(pretrained, str):  # a tag passed here would load another one silently
         raise TypeError(
             f"pretrained must be True or False, got {pretrained!r}; name the weights in the "
-            f"model name instead, e.g. create_model('{arch}.TAG', pretrained=True)"
+            f"model name instead, e.g. create_model('{name.partition('.')[0]}.TAG', "
+            "pretrained=True)"
         )
+    weights: Any = None
+    if hf_hub.is_hf_hub_name(name):  # the repository's config says what to build
+        weights = hf_hub.get_hf_hub_weights(name)
+        arch = weights.arch
+        config = get_model_config(arch).with_options(**weights.config_changes)
+    else:
+        arch, _, tag = name.partition(".")
+        config = get_model_config(arch)
+        if pretrained or tag:
+            weights = _find_weights(name, arch, tag)
     adapt: dict[str, int] = {}
-    if pretrained or tag:
-        weights = _find_weights(name, arch, tag)
+    if weights is not None:
         config = config.with_options(num_classes=weights.num_classes)
     if pretrained:
         # as timm: another head or input width adapts the weights (a new head, the first
@@ -295,45 +290,6 @@ def create_model(
             _load_adapted(model, source, adapt)
         else:
             weights.load_into(model)
-    return model
-
-
-def _create_from_hf_hub(
-    name: str, pretrained: bool, build: dict[str, Any], config_changes: dict[str, Any]
-) -> ResNet:
-    """``create_model`` for an ``hf-hub:`` name: the architecture its config describes, with
-    its weights when ``pretrained`` (see :mod:`resnetkit.models.hf_hub`)."""
-    from resnetkit.models.hf_hub import get_hf_hub_weights
-
-    if isinstance(pretrained, str):
-        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
-    weights = get_hf_hub_weights(name)
-    _check_options(weights.arch, config_changes)
-    config = get_model_config(weights.arch).with_options(
-        num_classes=weights.num_classes, **weights.config_changes
-    )
-    adapt: dict[str, int] = {
-        k: config_changes.pop(k)
-        for k in ("num_classes", "in_chans")
-        if k in config_changes and config_changes[k] != getattr(config, k)
-    }
-    wanted = config.with_options(**config_changes)
-    changed = sorted(k for k in config_changes if getattr(wanted, k) != getattr(config, k))
-    if changed and pretrained:
-        raise ValueError(
-            f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "
-            "Only num_classes (a new head) and in_chans (an adapted first conv) can differ"
-        )
-    config = wanted
-    model = ResNet(config.with_options(**adapt), name=weights.arch, **build)
-    if not pretrained:
-        return model
-    if adapt:
-        source = ResNet(config, name=weights.arch)
-        weights.load_into(source)
-        _load_adapted(model, source, adapt)
-    else:
-        weights.load_into(model)
     return model
 
 
