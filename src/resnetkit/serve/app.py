@@ -27,12 +27,8 @@ on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import os
-import reprlib
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
@@ -68,6 +64,7 @@ from resnetkit.data.images import (
 )
 from resnetkit.predict import Preprocessing
 from resnetkit.serve.batcher import MAX_WAIT_MS, BatcherClosedError, MicroBatcher
+from resnetkit.serve.inputs import GENERIC_PART_TYPES, ApiError, describe_image, images_from_json
 
 __all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
 
@@ -78,11 +75,8 @@ MiB = 1024 * 1024
 DEFAULT_MAX_PIXELS = SERVE_MAX_PIXELS
 #: Multipart fields that carry images.
 IMAGE_FIELDS = ("file", "files")
-#: Content types a multipart part may declare (besides none at all and ``image/*``).
-GENERIC_PART_TYPES = ("application/octet-stream",)
 ENDPOINTS = ("/predict", "/embed", "/health", "/metadata", "/metrics")
-#: Keys of a JSON body that carry images: one, a list, or KServe/TF Serving's instances.
-JSON_KEYS = ("image", "images", "instances")
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -117,16 +111,6 @@ class ServeConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
             raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS:g}], got {self.max_wait_ms}")
-
-
-class ApiError(Exception):
-    """A request the service refuses: answered with ``status`` and ``{"error", "detail"}``."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 # How each load_image failure is answered: (status, error code).
@@ -511,39 +495,8 @@ class Service:
         )
 
     def _read_json(self, body: bytes) -> tuple[list[str | None], list[bytes]]:
-        """The images of a JSON body (see the module docstring), base64-decoded."""
-        if not body.strip():
-            raise ApiError(400, "empty_body", "the request body is empty: send an image")
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {err}") from None
-        shape = (
-            '{"image": "<base64>"}, {"images": ["<base64>" or {"name": ..., "data": '
-            '"<base64>"}, ...]} or {"instances": [{"b64": "<base64>"}, ...]}'
-        )
-        keys = [k for k in JSON_KEYS if isinstance(document, dict) and k in document]
-        if len(keys) != 1:
-            found = sorted(document)[:5] if isinstance(document, dict) else type(document).__name__
-            raise ApiError(400, "no_image", f"expected a JSON object {shape}; found {found}")
-        items = document[keys[0]]
-        items = [items] if keys[0] == "image" else items
-        if not isinstance(items, list) or not items:
-            raise ApiError(400, "no_image", f"{keys[0]!r} must be a non-empty list: {shape}")
-        limit = self.config.max_images_per_request
-        if len(items) > limit:
-            raise ApiError(
-                413,
-                "too_many_images",
-                f"{len(items)} images in one request; at most {limit} are accepted",
-            )
-        names: list[str | None] = []
-        data: list[bytes] = []
-        for i, item in enumerate(items):
-            name, text = _json_image(item, i, len(items), shape)
-            names.append(name)
-            data.append(_b64decode(text, _name(name, i, len(items))))
-        return names, data
+        """The images of a JSON body, base64-decoded (see :func:`images_from_json`)."""
+        return images_from_json(body, self.config.max_images_per_request)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.config.max_bytes
@@ -644,7 +597,7 @@ class Service:
                         raise ApiError(
                             415,
                             "unsupported_media_type",
-                            f"{_name(upload.filename, i, len(images))} has Content-Type "
+                            f"{describe_image(upload.filename, i, len(images))} has Content-Type "
                             f"{part_type!r}; expected image/* or application/octet-stream",
                         )
                 names.append(upload.filename)
@@ -724,7 +677,7 @@ class Service:
             except ImageDecodeError as err:
                 status, error = _decode_error(err.reason)
                 raise ApiError(
-                    status, error, f"{_name(name, i, len(images))}: {err.reason}"
+                    status, error, f"{describe_image(name, i, len(images))}: {err.reason}"
                 ) from None
             tensors.append(self._transform(image))
         return torch.stack(tensors)
@@ -746,56 +699,6 @@ class Service:
         ]
 
 
-def _json_image(item: Any, index: int, count: int, shape: str) -> tuple[str | None, str]:
-    """``(name, base64 text)`` of one JSON image item: a string, or an object with ``data``
-    or ``b64`` (and optionally ``name``)."""
-    if isinstance(item, str):
-        return None, item
-    if isinstance(item, dict):
-        name = item.get("name")
-        text = item.get("data", item.get("b64"))
-        if isinstance(text, str) and (name is None or isinstance(name, str)):
-            return name, text
-    raise ApiError(
-        400,
-        "no_image",
-        f"{_name(None, index, count)} is {type(item).__name__} {reprlib.repr(item)}: each image "
-        f"is a base64 string or an object with a base64 'data' (or 'b64') and a 'name': {shape}",
-    )
-
-
-def _b64decode(text: str, what: str) -> bytes:
-    """Standard or URL-safe base64, with or without padding and line breaks, or a data URL.
-
-    Raises:
-        ApiError: 400 ``invalid_base64``, or 415 for a data URL of another media type.
-    """
-    if text.startswith("data:"):
-        header, comma, payload = text.partition(",")
-        media = header[5:].split(";")[0].strip().lower()
-        if not comma or not header.endswith(";base64"):
-            raise ApiError(
-                400, "invalid_base64", f"{what}: a data URL must be data:image/...;base64,<data>"
-            )
-        if media and not media.startswith("image/") and media not in GENERIC_PART_TYPES:
-            raise ApiError(
-                415, "unsupported_media_type", f"{what}: the data URL says {media!r}, not image/*"
-            )
-        text = payload
-    compact = "".join(text.split())
-    compact += "=" * (-len(compact) % 4)
-    try:
-        if "-" in compact or "_" in compact:
-            return base64.b64decode(compact, altchars=b"-_", validate=True)
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ApiError(
-            400,
-            "invalid_base64",
-            f"{what}: not valid base64 ({err}); send the file's bytes base64-encoded",
-        ) from None
-
-
 def _boundary(content_type: str) -> bytes:
     """The boundary a multipart Content-Type names (b"" when it names none)."""
     for param in content_type.split(";")[1:]:
@@ -803,12 +706,6 @@ def _boundary(content_type: str) -> bytes:
         if key.strip().lower() == "boundary":
             return value.strip().strip('"').encode("latin-1", "replace")
     return b""
-
-
-def _name(filename: str | None, index: int, count: int) -> str:
-    if count == 1 and not filename:
-        return "the image"
-    return f"image {index + 1} of {count}" + (f" ({filename!r})" if filename else "")
 
 
 def _torch_forward(
