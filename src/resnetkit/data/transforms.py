@@ -24,6 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from resnetkit.data.fast import send
+from resnetkit.train.recipe import AUGMENTS, check_scale_range
 
 if TYPE_CHECKING:
     from resnetkit.train.recipe import Recipe
@@ -41,7 +42,6 @@ __all__ = [
     "soft_cross_entropy",
 ]
 
-AUGMENTS = ("crop_flip", "imagenet", "scale", "none")
 #: Augmentations that need full-size pictures, decoded per image (the streaming folder path).
 FULL_SIZE_AUGMENTS = ("imagenet", "scale")
 #: The crop side the 2015 paper's scale range [256, 480] goes with; other sides scale it.
@@ -110,11 +110,7 @@ def scale_range_for(scale_range: Sequence[int], image_size: int) -> tuple[int, i
         ValueError: the range is not two sides with ``low <= high``, or its low end would
             be smaller than the crop.
     """
-    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-        raise ValueError(
-            f"scale_range is {list(scale_range)}: give two shorter sides, low <= high "
-            "(the paper's 256,480)"
-        )
+    check_scale_range(tuple(scale_range))
     low, high = (int(round(s * image_size / SCALE_REFERENCE)) for s in scale_range)
     if low < image_size:
         raise ValueError(

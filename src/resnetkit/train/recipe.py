@@ -11,6 +11,24 @@ from typing import Any
 
 import yaml
 
+#: Augmentations of one image (see :func:`resnetkit.data.transforms.build_train_transform`).
+AUGMENTS = ("crop_flip", "imagenet", "scale", "none")
+#: What a recipe may ask for: those, or ``auto`` (chosen by the input size, for fine-tuning).
+AUGMENT_CHOICES = (*AUGMENTS, "auto")
+
+
+def check_scale_range(scale_range: tuple[int, ...] | list[int]) -> None:
+    """Two shorter sides, ``0 < low <= high``, for 224-pixel crops.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(
+            f"'scale_range' is {list(scale_range)}: two shorter sides, low <= high, for "
+            "224-pixel crops (the paper's 256,480)"
+        )
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -80,7 +98,7 @@ class Recipe:
             "optimizer": ("sgd", "adamw"),
             "schedule": ("multistep", "cosine", "onecycle"),
             "normalize": ("mean_std", "pixel_mean"),
-            "augment": ("crop_flip", "imagenet", "scale", "none", "auto"),
+            "augment": AUGMENT_CHOICES,
             "precision": ("fp32", "bf16", "fp16"),
             "class_balance": ("none", "loss", "sampler"),
             "compile_mode": (
@@ -148,11 +166,10 @@ class Recipe:
             raise ValueError(
                 f"recipe field 'random_erasing' is {self.random_erasing}: a probability, in [0, 1]"
             )
-        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ValueError(
-                f"recipe field 'scale_range' is {list(self.scale_range)}: two shorter sides, "
-                "low <= high, for 224-pixel crops (the paper's 256,480)"
-            )
+        try:
+            check_scale_range(self.scale_range)
+        except ValueError as err:
+            raise ValueError(f"recipe field {err}") from None
         if any(m <= 0 for m in self.milestones):
             raise ValueError(f"milestones {list(self.milestones)} must be positive iterations")
         if self.warmup_lr and self.lr == 0:  # the warm-up is a fraction of lr
