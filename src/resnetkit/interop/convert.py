@@ -463,6 +463,8 @@ def _unsupported(config: ResNetConfig, target: str) -> list[str]:
         problems.append(f"the stride on the first 1x1 (ResNet v1; {target} is v1.5)")
     if target == "torchvision" and c.widths != (64, 128, 256, 512):
         problems.append(f"stage widths {c.widths}")
+    if target in ("huggingface", "keras") and c.output_stride < 32:
+        problems.append(f"dilated stages (output_stride={c.output_stride}; only 32)")
     if target in ("huggingface", "keras") and (c.groups != 1 or c.width_per_group != 64):
         problems.append("grouped or widened bottlenecks (ResNeXt / Wide ResNet)")
     if target == "keras":

@@ -17,9 +17,21 @@ from resnetkit.models.config import Unit
 UNITS: tuple[str, ...] = get_args(Unit)
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding, no bias (a BatchNorm always follows or precedes it)."""
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> nn.Conv2d:
+    """3x3 convolution with padding (the size kept at stride 1, also when dilated), no bias (a
+    BatchNorm always follows or precedes it)."""
+    return nn.Conv2d(
+        in_planes,
+        out_planes,
+        3,
+        stride=stride,
+        padding=dilation,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+    )
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -72,7 +84,14 @@ class PadShortcut(nn.Module):
 
 
 def make_shortcut(
-    option: str, in_planes: int, out_planes: int, stride: int, *, preact: bool, avg_down: bool
+    option: str,
+    in_planes: int,
+    out_planes: int,
+    stride: int,
+    *,
+    preact: bool,
+    avg_down: bool,
+    dilated: bool = False,
 ) -> nn.Module | None:
     """Build the shortcut of one block; None means identity (or no shortcut for option "none").
 
@@ -84,6 +103,8 @@ def make_shortcut(
         stride: spatial stride of the block.
         preact: pre-activation blocks project the already normalised input, so no BatchNorm.
         avg_down: ResNet-D: average-pool then a stride-1 projection, instead of a strided 1x1.
+        dilated: the block's stage dilates instead of striding (``output_stride``): a ResNet-D
+            shortcut then pools 2x2 at stride 1 with "same" padding, as timm's does.
     """
     changes_shape = stride != 1 or in_planes != out_planes
     if option == "none" or (option in ("A", "B") and not changes_shape):
@@ -95,6 +116,8 @@ def make_shortcut(
         pool: nn.Module = nn.Identity()
         if stride > 1:
             pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+        elif dilated:  # timm's AvgPool2dSame(2, 1): zero-pad right and bottom, then average
+            pool = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.AvgPool2d(2, 1))
         layers += [pool, conv1x1(in_planes, out_planes)]
     else:
         layers.append(conv1x1(in_planes, out_planes, stride))
@@ -202,12 +225,13 @@ class BasicBlock(nn.Module):
         drop_path: float = 0.0,
         unit: str = "original",
         skip: Skip | None = None,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.conv1 = conv3x3(in_planes, planes, stride, dilation=dilation[0])
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation[1])
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.residual = residual
@@ -261,13 +285,14 @@ class Bottleneck(nn.Module):
         stride_in_1x1: bool = False,
         unit: str = "original",
         skip: Skip | None = None,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, width, stride_1x1)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilation[0])
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -349,15 +374,16 @@ class PreActBasicBlock(_PreActUnit):
         drop_path: float = 0.0,
         first: str = "",
         skip: Skip | None = None,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
         self.first = _check_first(first)
         # "after_bn": the stem already ends with BN-ReLU, so this unit adds none of its own.
         self.bn1 = nn.BatchNorm2d(in_planes) if first != "after_bn" else None
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.conv1 = conv3x3(in_planes, planes, stride, dilation=dilation[0])
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation[1])
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path)
@@ -395,6 +421,7 @@ class PreActBottleneck(_PreActUnit):
         stride_in_1x1: bool = False,
         first: str = "",
         skip: Skip | None = None,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -403,7 +430,7 @@ class PreActBottleneck(_PreActUnit):
         self.bn1 = nn.BatchNorm2d(in_planes) if first != "after_bn" else None
         self.conv1 = conv1x1(in_planes, width, stride_1x1)
         self.bn2 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilation[0])
         self.bn3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)

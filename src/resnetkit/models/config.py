@@ -79,6 +79,10 @@ class ResNetConfig:
     groups: int = 1  # grouped 3x3 convolution (ResNeXt cardinality)
     width_per_group: int = 64  # bottleneck width per group; 128 doubles it (Wide ResNet-50-2)
     avg_down: bool = False  # projection shortcut as avgpool + stride-1 1x1 conv (ResNet-D)
+    # The largest input-to-feature-map stride: stages that would go further dilate their 3x3
+    # convolutions instead of striding (8 or 16 for segmentation backbones, DeepLab-style;
+    # torchvision's replace_stride_with_dilation, timm's output_stride); 32 changes nothing.
+    output_stride: int = 32
     num_classes: int = 1000
     in_chans: int = 3
     default_input_size: int = 224
@@ -124,6 +128,14 @@ class ResNetConfig:
         for name in ("stride_in_1x1", "preact", "avg_down"):  # "false" is a true string
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        stride = self.output_stride
+        if not isinstance(stride, Integral) or isinstance(stride, bool) or stride < 1:
+            raise ValueError(f"output_stride must be a positive whole number, got {stride!r}")
+        if stride & (stride - 1) or stride < self.stem_stride:
+            raise ValueError(
+                f"output_stride must be a power of two from the stem's stride "
+                f"({self.stem_stride}) up: 8, 16 or 32 for ImageNet nets; got {stride}"
+            )
         size = self.default_input_size
         if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
             raise ValueError(f"default_input_size must be a positive whole number, got {size!r}")
@@ -195,7 +207,14 @@ class ResNetConfig:
             values = ", ".join(f"{f}={getattr(self, f)}" for f in SKIP_FIELDS[self.skip])
             figure = SKIP_FIGURES[self.skip]
             notes.append(f"{self.skip} shortcuts ({values}; 2016 paper, Fig. {figure})")
+        if self.output_stride < 32:
+            notes.append(f"output stride {self.output_stride} (dilated stages)")
         return notes
+
+    @property
+    def stem_stride(self) -> int:
+        """The stride of the stem: 4 (a strided conv and a max-pool), 1 for CIFAR's."""
+        return 1 if self.stem == "cifar" else 4
 
     @property
     def expansion(self) -> int:

@@ -267,7 +267,12 @@ def create_model(
             if k in config_changes and config_changes[k] != getattr(config, k)
         }
         wanted = config.with_options(**config_changes)  # lists become tuples there
-        changed = sorted(k for k in config_changes if getattr(wanted, k) != getattr(config, k))
+        changed = sorted(
+            k
+            for k in config_changes
+            # a dilated backbone runs the same weights (as timm's output_stride)
+            if getattr(wanted, k) != getattr(config, k) and k != "output_stride"
+        )
         if changed:  # v1.5 weights in a v1 net load without a shape error, and are wrong
             raise ValueError(
                 f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "

@@ -95,16 +95,24 @@ class ResNet(nn.Module):
         total_blocks = sum(config.layers)
         in_planes = config.stem_width
         block_index = 0
-        reduction = 1 if config.stem == "cifar" else 4
+        reduction = config.stem_stride
+        dilation = 1
         stage_info: list[dict[str, Any]] = []
         for stage, (depth, width) in enumerate(zip(config.layers, config.widths, strict=True)):
             stride = 1 if stage == 0 else 2
+            previous_dilation = dilation
+            if reduction * stride > config.output_stride:  # dilate instead (DeepLab)
+                dilation *= stride
+                stride = 1
             reduction *= stride
             blocks: list[nn.Module] = []
             for i in range(depth):
                 block_stride = stride if i == 0 else 1
                 out_planes = width * config.expansion
                 rate = drop_path_rate * block_index / max(total_blocks - 1, 1)
+                # torchvision's and timm's rule: a stage's first block keeps the dilation
+                # of the stage before in its first 3x3, the rest use the stage's own
+                first_dilation = previous_dilation if i == 0 else dilation
                 extra: dict[str, Any] = {}
                 if config.block == "bottleneck":
                     extra = {
@@ -112,6 +120,8 @@ class ResNet(nn.Module):
                         "width_per_group": config.width_per_group,
                         "stride_in_1x1": config.stride_in_1x1,
                     }
+                if dilation > 1:
+                    extra["dilation"] = (first_dilation, dilation)
                 if config.preact and stage == 0 and i == 0:  # the first unit (see blocks.py)
                     extra["first"] = "after_bn" if self.bn1 is not None else "after_conv"
                 if not config.preact:
@@ -123,6 +133,7 @@ class ResNet(nn.Module):
                     block_stride,
                     preact=config.preact,
                     avg_down=config.avg_down,
+                    dilated=dilation > 1,
                 )
                 if residual and shortcut is None and config.skip != "identity":
                     extra["skip"] = Skip(

@@ -1,0 +1,75 @@
+"""Dilated backbones (``output_stride``): torchvision's ``replace_stride_with_dilation`` and
+timm's ``output_stride``, weight for weight and output for output."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+import resnetkit
+from resnetkit.models.resnet import ResNet
+from tests.test_interop import randomize
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _images(size: int = 64) -> torch.Tensor:
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _ours(name: str, **options: object) -> ResNet:
+    model = resnetkit.create_model(name, num_classes=10, **options)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "dilate"), [(16, [False, False, True]), (8, [False, True, True])]
+)
+def test_torchvision_dilation(output_stride: int, dilate: list[bool]) -> None:
+    reference = randomize(
+        torchvision.models.resnet50(num_classes=10, replace_stride_with_dilation=dilate)
+    )
+    model = _ours("resnet50", output_stride=output_stride)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
+        maps = model.forward_intermediates(x, out_indices=(3,))
+    assert maps[0].shape[-1] == 64 // output_stride  # the last stage's map is that much finer
+    assert model.feature_info[-1]["reduction"] == output_stride
+
+
+@pytest.mark.parametrize(
+    ("name", "output_stride"), [("resnet18", 16), ("resnet50d", 8), ("resnet34d", 16)]
+)
+def test_timm_output_stride(name: str, output_stride: int) -> None:
+    """timm dilates basic blocks too, and pools ResNet-D shortcuts "same" at stride 1."""
+    reference = randomize(
+        timm.create_model(name, pretrained=False, num_classes=10, output_stride=output_stride)
+    )
+    model = _ours(name, output_stride=output_stride)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = _images(56)  # odd maps downstream: padding mistakes show
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_output_stride_is_checked_and_works_with_pretrained_weights() -> None:
+    with pytest.raises(ValueError, match="power of two from the stem's stride \\(4\\) up"):
+        resnetkit.create_model("resnet50", output_stride=12)
+    with pytest.raises(ValueError, match="power of two from the stem's stride \\(4\\) up"):
+        resnetkit.create_model("resnet50", output_stride=2)
+    cifar = resnetkit.create_model("resnet20", output_stride=2).eval()  # a CIFAR net: stride 4
+    assert cifar.feature_info[-1]["reduction"] == 2
+    dilated = resnetkit.create_model("resnet20.cifar10", pretrained=True, output_stride=2)
+    plain = resnetkit.create_model("resnet20.cifar10", pretrained=True)
+    assert all(  # the same weights, a finer last map
+        torch.equal(a, b)
+        for a, b in zip(dilated.state_dict().values(), plain.state_dict().values(), strict=True)
+    )
+    convs = [m for m in dilated.layer3.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.dilation[0] for c in convs][:3] == [1, 2, 2] and convs[0].stride == (1, 1)
+    assert "output stride 2" in " ".join(dilated.config.variants())
