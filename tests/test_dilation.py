@@ -3,6 +3,8 @@ timm's ``output_stride``, weight for weight and output for output."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -73,3 +75,10 @@ def test_output_stride_is_checked_and_works_with_pretrained_weights() -> None:
     convs = [m for m in dilated.layer3.modules() if isinstance(m, nn.Conv2d)]
     assert [c.dilation[0] for c in convs][:3] == [1, 2, 2] and convs[0].stride == (1, 1)
     assert "output stride 2" in " ".join(dilated.config.variants())
+
+
+def test_layouts_that_cannot_dilate_refuse_a_dilated_model(tmp_path: Path) -> None:
+    from resnetkit.interop.convert import to_huggingface
+
+    with pytest.raises(ValueError, match="dilated stages \\(output_stride=16; only 32\\)"):
+        to_huggingface(_ours("resnet50", output_stride=16), tmp_path / "hf")
