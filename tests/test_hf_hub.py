@@ -330,3 +330,43 @@ def test_an_unreachable_hub_is_not_taken_for_a_missing_file(
     hub.no_digest = {"preprocessor_config.json"}
     with pytest.raises(ChecksumError, match="announces no digest"):
         resnetkit.create_model("hf-hub:someone/r18", pretrained=True)
+
+
+def test_a_timm_folder_is_written_for_timm_and_read_back(tmp_path: Path) -> None:
+    """`convert --to timm DIR` writes timm's Hub layout: timm builds the model from the folder
+    alone (``local-dir:``), and resnetkit loads it (``load_model(DIR)``), as it loads a
+    transformers folder."""
+    import timm
+
+    from resnetkit.cli.main import main
+    from resnetkit.models.model_dir import save_model_dir
+
+    torch.manual_seed(1)
+    model = resnetkit.create_model("resnet18", num_classes=3).eval()
+    pre = {"input_size": 160, "resize": 182, "interpolation": "bicubic"}
+    pre |= {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    source = save_model_dir(
+        model, tmp_path / "src", arch="resnet18", classes=["ant", "bee", "cow"], preprocessing=pre
+    )
+    out = tmp_path / "timm-folder"
+    assert (
+        main(["convert", str(source), "--arch", "resnet18", "--to", "timm", "--out", str(out)]) == 0
+    )
+    theirs = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    x = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), model(x), atol=1e-5, rtol=1e-5)
+    data_cfg = timm.data.resolve_model_data_config(theirs)
+    assert data_cfg["interpolation"] == "bicubic" and tuple(data_cfg["input_size"]) == (3, 160, 160)
+    assert data_cfg["crop_pct"] == pytest.approx(160 / 182)
+    ours = load_model(out)
+    _same_weights(ours, model)
+    cfg = ours.pretrained_cfg
+    assert cfg["classes"] == ["ant", "bee", "cow"] and cfg["interpolation"] == "bicubic"
+    assert (cfg["input_size"], cfg["resize"]) == (160, 182)
+    hf_dir = to_huggingface(model, tmp_path / "hf", classes=["ant", "bee", "cow"])
+    _same_weights(load_model(hf_dir), model)
+    with pytest.raises(ValueError, match="timm has no 'resnet20'"):
+        from resnetkit.interop.convert import to_timm_folder
+
+        to_timm_folder(resnetkit.create_model("resnet20"), tmp_path / "x")

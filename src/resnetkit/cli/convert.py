@@ -48,7 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=TARGET_CHOICES,
         default="resnetkit",
         help="resnetkit: model directory (ImageNet mean/std); torchvision/timm: state dict "
-        "(.safetensors, else torch.save); huggingface: transformers directory; keras: .npz",
+        "(.safetensors, else torch.save), or for timm and an --out without a suffix, a folder "
+        "in timm's Hub layout (config.json + model.safetensors: timm's local-dir:/hf-hub: "
+        "load it); huggingface: transformers directory; keras: .npz",
     )
     p.add_argument("--out", required=True, type=Path, help="file or directory to write")
     p.add_argument(

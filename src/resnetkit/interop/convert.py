@@ -511,6 +511,69 @@ def to_timm(model: ResNet) -> dict[str, Tensor]:
     return _detached(model)
 
 
+def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | None = None) -> Path:
+    """Write a folder in the layout timm publishes on the Hugging Face Hub: ``config.json``
+    (``architecture``, ``num_classes``, ``pretrained_cfg`` with the model's preprocessing,
+    ``label_names``) and ``model.safetensors``. Uploaded to the Hub, ``timm.create_model(
+    "hf-hub:ORG/NAME", pretrained=True)`` builds it; resnetkit loads the folder itself too
+    (``load_model(DIR)``, ``--model DIR``).
+
+    Args:
+        model: one of timm's ResNets (see :data:`~resnetkit.models.hf_hub.TIMM_ARCHS`).
+        out_dir: directory to create.
+        classes: class names (default: the model's own).
+
+    Raises:
+        ValueError: not an architecture timm has, or something timm's ResNet cannot express
+            (a per-pixel mean included).
+    """
+    from resnetkit.models.hf_hub import TIMM_ARCHS
+    from resnetkit.models.loading import preprocessing_of
+    from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
+
+    if model.name not in TIMM_ARCHS:
+        raise ValueError(
+            f"timm has no {model.name!r}: a timm folder holds one of {', '.join(TIMM_ARCHS)} "
+            "(write a state dict or a resnetkit model directory instead)"
+        )
+    state = to_timm(model)  # refuses what timm cannot express
+    cfg = preprocessing_of(model)
+    if cfg.get("pixel_mean") is not None:
+        raise ValueError("timm cannot subtract a per-pixel mean (the model's preprocessing)")
+    size = int(cfg["input_size"])
+    resize = int(cfg.get("resize") or round(size / 0.875))
+    names = list(classes or cfg.get("classes") or [])
+    config: dict[str, Any] = {
+        "architecture": model.name,
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "global_pool": "avg",
+        "pretrained_cfg": {
+            "tag": str(cfg.get("tag") or "resnetkit"),
+            "custom_load": False,
+            "input_size": [model.config.in_chans, size, size],
+            "fixed_input_size": False,
+            "interpolation": str(cfg.get("interpolation") or "bilinear"),
+            "crop_pct": size / resize,
+            "crop_mode": "center",
+            "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]),
+            "num_classes": model.num_classes,
+            "pool_size": [-(-size // 32), -(-size // 32)],
+            "first_conv": "conv1.0" if model.config.stem == "deep" else "conv1",
+            "classifier": "fc",
+        },
+    }
+    if len(names) == model.num_classes and names:
+        config["label_names"] = names
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = save({k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt"})
+    atomic_write_bytes(out / "model.safetensors", weights)
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")  # last
+    return out
+
+
 def huggingface_config(model: ResNet, classes: list[str] | None = None) -> dict[str, Any]:
     """The ``config.json`` of a transformers ``ResNetForImageClassification`` for ``model``."""
     _require_layout(model, "huggingface")
@@ -690,7 +753,9 @@ def convert_checkpoint(
     """Read ``src``, load it into ``arch`` (mismatches explained), and write it as ``target``.
 
     ``resnetkit`` writes a model directory (ImageNet mean/std, or caffe-style values for Keras
-    weights); ``torchvision`` / ``timm`` a state dict (``.safetensors``, else ``torch.save``);
+    weights); ``torchvision`` / ``timm`` a state dict (``.safetensors``, else ``torch.save``),
+    or for ``timm`` and an ``out`` without a suffix, a folder in timm's Hub layout
+    (:func:`to_timm_folder`);
     ``huggingface`` a transformers directory; ``keras`` an ``.npz`` of ``layer/kernel:0`` arrays.
 
     Returns:
@@ -751,6 +816,10 @@ def convert_checkpoint(
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(out, buffer.getvalue())
+    elif target == "timm" and not out.suffix:  # a folder: timm's Hub layout
+        if ckpt.preprocessing:
+            model.pretrained_cfg = dict(ckpt.preprocessing)  # type: ignore[assignment]
+        to_timm_folder(model, out, classes=classes or None)
     else:
         from resnetkit.train.checkpoint import atomic_write_bytes
 

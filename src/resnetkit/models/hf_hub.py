@@ -256,6 +256,9 @@ class _Resolver:
             ref.write_text(pinned)
         return target
 
+    def describe(self) -> str:
+        return f"{self.repo}@{self.revision}"
+
     def optional(self, filename: str) -> Path | None:
         """The file, or None when the repository has none (an unreachable Hub still raises)."""
         try:
@@ -291,7 +294,7 @@ class HfHubWeights:
     source_format: str
     pretrained_cfg: dict[str, Any]
     config_changes: dict[str, Any] = field(default_factory=dict)
-    resolver: _Resolver | None = None
+    resolver: _Resolver | _LocalFolder | None = None
 
     def load_into(self, model: nn.Module) -> None:
         """Read the weights (explaining any mismatch), load them, set ``pretrained_cfg``."""
@@ -306,8 +309,7 @@ class HfHubWeights:
                 break
         if weights is None:
             raise HubFileNotFoundError(
-                f"{self.resolver.repo}@{self.resolver.revision} holds neither "
-                f"{' nor '.join(WEIGHT_FILES)} (or they cannot be fetched)"
+                f"{self.resolver.describe()} holds neither {' nor '.join(WEIGHT_FILES)}"
             )
         source: Any = weights
         if self.source_format == "huggingface":
@@ -316,6 +318,45 @@ class HfHubWeights:
                 source = weights
         load_checkpoint(model, source, source_format=self.source_format)
         model.pretrained_cfg = dict(self.pretrained_cfg)  # type: ignore[assignment]
+
+
+@dataclass
+class _LocalFolder:
+    """A repository's files in a local folder (a download, or ``convert --to timm DIR``)."""
+
+    folder: Path
+
+    def describe(self) -> str:
+        return str(self.folder)
+
+    def get(self, filename: str) -> Path:
+        path = self.folder / filename
+        if not path.is_file():
+            raise HubFileMissingError(f"{self.folder} has no {filename}")
+        return path
+
+    def optional(self, filename: str) -> Path | None:
+        path = self.folder / filename
+        return path if path.is_file() else None
+
+
+def is_hub_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder in a Hub layout resnetkit reads: a ``config.json`` of a
+    timm model (``architecture``) or of a transformers ResNet (``model_type: resnet``)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and ("architecture" in data or data.get("model_type") == "resnet")
+
+
+def get_folder_weights(folder: str | Path) -> HfHubWeights:
+    """:func:`get_hf_hub_weights` for a local folder in a Hub layout."""
+    folder = Path(folder).expanduser()
+    return _describe(str(folder), _LocalFolder(folder))
 
 
 def get_hf_hub_weights(name: str, timeout: float = 60.0) -> HfHubWeights:
@@ -327,7 +368,10 @@ def get_hf_hub_weights(name: str, timeout: float = 60.0) -> HfHubWeights:
         HubFileNotFoundError: the config is not cached and cannot be downloaded.
     """
     repo, revision = parse_name(name)
-    resolver = _Resolver(repo, revision, timeout)
+    return _describe(name, _Resolver(repo, revision, timeout))
+
+
+def _describe(name: str, resolver: _Resolver | _LocalFolder) -> HfHubWeights:
     config_path = resolver.get("config.json")
     try:
         config = json.loads(config_path.read_text())
@@ -389,7 +433,9 @@ def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
     return HfHubWeights(name, arch, num_classes, "timm", pretrained_cfg)
 
 
-def _transformers_weights(name: str, config: dict[str, Any], resolver: _Resolver) -> HfHubWeights:
+def _transformers_weights(
+    name: str, config: dict[str, Any], resolver: _Resolver | _LocalFolder
+) -> HfHubWeights:
     from resnetkit.interop.convert import _huggingface_meta
 
     layer_type = str(config.get("layer_type", "bottleneck"))
