@@ -24,6 +24,7 @@ from resnetkit.models import hf_hub
 from resnetkit.models.hf_hub import HubFileNotFoundError, parse_name
 from resnetkit.models.loading import load_model
 from tests.conftest import dead_url
+from tests.nets import randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -332,41 +333,60 @@ def test_an_unreachable_hub_is_not_taken_for_a_missing_file(
         resnetkit.create_model("hf-hub:someone/r18", pretrained=True)
 
 
-def test_a_timm_folder_is_written_for_timm_and_read_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("arch", "options"),
+    [("resnet18", {}), ("resnet50d", {"output_stride": 8}), ("resnet34", {"in_chans": 1})],
+)
+def test_a_timm_folder_is_written_for_timm_and_read_back(
+    tmp_path: Path, arch: str, options: dict[str, int]
+) -> None:
     """`convert --to timm DIR` writes timm's Hub layout: timm builds the model from the folder
-    alone (``local-dir:``), and resnetkit loads it (``load_model(DIR)``), as it loads a
-    transformers folder."""
+    alone (``local-dir:``, dilation and input channels included), and resnetkit reads it
+    back (``load_model(DIR)``, and ``convert`` from it), as it reads a transformers folder."""
     import timm
 
     from resnetkit.cli.main import main
+    from resnetkit.interop.timm_folder import to_timm_folder
     from resnetkit.models.model_dir import save_model_dir
 
-    torch.manual_seed(1)
-    model = resnetkit.create_model("resnet18", num_classes=3).eval()
-    pre = {"input_size": 160, "resize": 182, "interpolation": "bicubic"}
+    model = randomize(resnetkit.create_model(arch, num_classes=3, **options))
+    pre = {"input_size": 64, "resize": 93, "interpolation": "bicubic"}
     pre |= {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
     source = save_model_dir(
-        model, tmp_path / "src", arch="resnet18", classes=["ant", "bee", "cow"], preprocessing=pre
+        model, tmp_path / "src", arch=arch, classes=["ant", "bee", "cow"], preprocessing=pre
     )
-    out = tmp_path / "timm-folder"
-    assert (
-        main(["convert", str(source), "--arch", "resnet18", "--to", "timm", "--out", str(out)]) == 0
-    )
+    out = tmp_path / f"{arch}.resnetkit"  # dotted as timm's names: still a folder
+    argv = ["convert", str(source), "--arch", arch, "--to", "timm", "--out", str(out)]
+    assert main(argv) == 0 and (out / "config.json").is_file()
+    chans = options.get("in_chans", 3)
+    x = torch.randn(2, chans, 64, 64)
     theirs = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
-    x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
-        torch.testing.assert_close(theirs(x), model(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(theirs(x), model(x), atol=1e-4, rtol=1e-4)
     data_cfg = timm.data.resolve_model_data_config(theirs)
-    assert data_cfg["interpolation"] == "bicubic" and tuple(data_cfg["input_size"]) == (3, 160, 160)
-    assert data_cfg["crop_pct"] == pytest.approx(160 / 182)
+    assert data_cfg["interpolation"] == "bicubic" and tuple(data_cfg["input_size"]) == (
+        chans,
+        64,
+        64,
+    )
     ours = load_model(out)
     _same_weights(ours, model)
+    assert ours.config.output_stride == options.get("output_stride", 32)
     cfg = ours.pretrained_cfg
     assert cfg["classes"] == ["ant", "bee", "cow"] and cfg["interpolation"] == "bicubic"
-    assert (cfg["input_size"], cfg["resize"]) == (160, 182)
-    hf_dir = to_huggingface(model, tmp_path / "hf", classes=["ant", "bee", "cow"])
-    _same_weights(load_model(hf_dir), model)
+    assert (cfg["input_size"], cfg["resize"]) == (64, 93)  # the resize survives exactly
+    back = tmp_path / "back"
+    assert main(["convert", str(out), "--arch", arch, "--out", str(back)]) == 0
+    _same_weights(load_model(back), model)
+    assert main(["convert", str(out), "--arch", "resnet101", "--out", str(tmp_path / "no")]) == 2
+    assert main(argv) == 2  # the folder is not empty now: nothing is overwritten
     with pytest.raises(ValueError, match="timm has no 'resnet20'"):
-        from resnetkit.interop.convert import to_timm_folder
-
         to_timm_folder(resnetkit.create_model("resnet20"), tmp_path / "x")
+
+
+def test_a_transformers_folder_loads_directly(tmp_path: Path) -> None:
+    model = randomize(resnetkit.create_model("resnet18", num_classes=3))
+    hf_dir = to_huggingface(model, tmp_path / "hf", classes=["ant", "bee", "cow"])
+    loaded = load_model(hf_dir)
+    _same_weights(loaded, model)
+    assert loaded.pretrained_cfg["classes"] == ["ant", "bee", "cow"]

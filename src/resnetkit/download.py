@@ -11,6 +11,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -45,11 +46,13 @@ def fetch(
     expected: str,
     timeout: float,
     headers: dict[str, str] | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> None:
     """Stream ``url`` to ``target``, checking that its ``algorithm`` hex digest starts with
     ``expected`` (a full digest, or a prefix such as torchvision's 8 characters; ``""``
     checks nothing, for a caller that verifies the file itself). ``headers`` go with the
-    request (an ``Authorization`` token) but not with a redirect it answers with.
+    request (an ``Authorization`` token) but not with a redirect it answers with. ``verify``
+    checks the downloaded file before it takes the target's name (raising to refuse it).
 
     Raises:
         ChecksumError: the digest does not match; nothing is left at ``target``.
@@ -78,6 +81,8 @@ def fetch(
                 f"{'...' if len(expected) < len(actual) else ''}, got {actual}; the download "
                 "was deleted"
             )
+        if verify is not None:
+            verify(tmp)
         usual_mode(tmp)  # mkstemp's file is private (0600)
         os.replace(tmp, target)
     finally:

@@ -48,9 +48,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=TARGET_CHOICES,
         default="resnetkit",
         help="resnetkit: model directory (ImageNet mean/std); torchvision/timm: state dict "
-        "(.safetensors, else torch.save), or for timm and an --out without a suffix, a folder "
-        "in timm's Hub layout (config.json + model.safetensors: timm's local-dir:/hf-hub: "
-        "load it); huggingface: transformers directory; keras: .npz",
+        "(.safetensors, else torch.save), or for timm and an --out not named like a weights "
+        "file (.safetensors/.pt/.pth/.bin/.ckpt), a folder in timm's Hub layout (config.json + "
+        "model.safetensors: timm's local-dir:/hf-hub: load it); huggingface: transformers "
+        "directory; keras: .npz",
     )
     p.add_argument("--out", required=True, type=Path, help="file or directory to write")
     p.add_argument(
@@ -75,8 +76,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def run_convert(args: argparse.Namespace) -> int:
     from resnetkit.interop.convert import convert_checkpoint
+    from resnetkit.interop.timm_folder import is_folder_target
 
-    folder = args.target in ("resnetkit", "huggingface")
+    folder = args.target in ("resnetkit", "huggingface") or (
+        args.target == "timm" and is_folder_target(args.out)
+    )
     if Path(args.out).resolve() == Path(args.src).resolve():
         raise ValueError(f"--out {args.out} is the source: write the conversion to a new name")
     try:

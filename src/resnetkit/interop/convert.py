@@ -68,6 +68,7 @@ class Checkpoint:
         metrics: a resnetkit model directory's measured metrics (else empty).
         architecture: a resnetkit model directory's whole architecture (its config and arch
             name; else empty): a plain net and an option-A ResNet have the same weights.
+        named_arch: the architecture a timm folder's config names (else empty).
     """
 
     state: dict[str, Tensor]
@@ -82,6 +83,7 @@ class Checkpoint:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
+    named_arch: str = ""  # the architecture a timm folder names
 
     @property
     def num_classes(self) -> int:
@@ -207,6 +209,7 @@ def read_checkpoint(
     ckpt.preprocessing = dict(meta.get("preprocessing") or {})
     ckpt.metrics = dict(meta.get("metrics") or {})
     ckpt.architecture = dict(meta.get("architecture") or {})
+    ckpt.named_arch = str(meta.get("named_arch") or "")
     if ckpt.source_format == "keras" and ckpt.stride_in_1x1 is None:
         ckpt.stride_in_1x1 = True  # keras.applications ResNet50/101/152 are all v1
     return ckpt
@@ -284,6 +287,19 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     )
     if config.get("model_type") == "resnet":
         return raw, "huggingface", _huggingface_meta(config)
+    if "architecture" in config:  # timm's Hub layout (timm_folder.to_timm_folder writes it)
+        from resnetkit.models.hf_hub import get_folder_weights
+
+        hub = get_folder_weights(path)
+        prep = {k: hub.pretrained_cfg[k] for k in ("input_size", "resize", "interpolation")}
+        prep |= {"mean": hub.pretrained_cfg["mean"], "std": hub.pretrained_cfg["std"]}
+        meta = {
+            "classes": hub.pretrained_cfg["classes"],
+            "preprocessing": prep,
+            "variants": {k: v for k, v in hub.config_changes.items() if k != "in_chans"},
+            "named_arch": hub.arch,
+        }
+        return raw, "timm", meta
     if "arch" in config and "config" in config:
         meta = {
             "stride_in_1x1": config["config"].get("stride_in_1x1"),
@@ -511,69 +527,6 @@ def to_timm(model: ResNet) -> dict[str, Tensor]:
     return _detached(model)
 
 
-def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | None = None) -> Path:
-    """Write a folder in the layout timm publishes on the Hugging Face Hub: ``config.json``
-    (``architecture``, ``num_classes``, ``pretrained_cfg`` with the model's preprocessing,
-    ``label_names``) and ``model.safetensors``. Uploaded to the Hub, ``timm.create_model(
-    "hf-hub:ORG/NAME", pretrained=True)`` builds it; resnetkit loads the folder itself too
-    (``load_model(DIR)``, ``--model DIR``).
-
-    Args:
-        model: one of timm's ResNets (see :data:`~resnetkit.models.hf_hub.TIMM_ARCHS`).
-        out_dir: directory to create.
-        classes: class names (default: the model's own).
-
-    Raises:
-        ValueError: not an architecture timm has, or something timm's ResNet cannot express
-            (a per-pixel mean included).
-    """
-    from resnetkit.models.hf_hub import TIMM_ARCHS
-    from resnetkit.models.loading import preprocessing_of
-    from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
-
-    if model.name not in TIMM_ARCHS:
-        raise ValueError(
-            f"timm has no {model.name!r}: a timm folder holds one of {', '.join(TIMM_ARCHS)} "
-            "(write a state dict or a resnetkit model directory instead)"
-        )
-    state = to_timm(model)  # refuses what timm cannot express
-    cfg = preprocessing_of(model)
-    if cfg.get("pixel_mean") is not None:
-        raise ValueError("timm cannot subtract a per-pixel mean (the model's preprocessing)")
-    size = int(cfg["input_size"])
-    resize = int(cfg.get("resize") or round(size / 0.875))
-    names = list(classes or cfg.get("classes") or [])
-    config: dict[str, Any] = {
-        "architecture": model.name,
-        "num_classes": model.num_classes,
-        "num_features": model.num_features,
-        "global_pool": "avg",
-        "pretrained_cfg": {
-            "tag": str(cfg.get("tag") or "resnetkit"),
-            "custom_load": False,
-            "input_size": [model.config.in_chans, size, size],
-            "fixed_input_size": False,
-            "interpolation": str(cfg.get("interpolation") or "bilinear"),
-            "crop_pct": size / resize,
-            "crop_mode": "center",
-            "mean": list(cfg["mean"]),
-            "std": list(cfg["std"]),
-            "num_classes": model.num_classes,
-            "pool_size": [-(-size // 32), -(-size // 32)],
-            "first_conv": "conv1.0" if model.config.stem == "deep" else "conv1",
-            "classifier": "fc",
-        },
-    }
-    if len(names) == model.num_classes and names:
-        config["label_names"] = names
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = save({k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt"})
-    atomic_write_bytes(out / "model.safetensors", weights)
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")  # last
-    return out
-
-
 def huggingface_config(model: ResNet, classes: list[str] | None = None) -> dict[str, Any]:
     """The ``config.json`` of a transformers ``ResNetForImageClassification`` for ``model``."""
     _require_layout(model, "huggingface")
@@ -691,6 +644,10 @@ def model_for(
     source when it is known (Keras: v1; a Hugging Face or resnetkit config), and so do a
     resnetkit model directory's unit and shortcut variants.
     """
+    if ckpt.named_arch and ckpt.named_arch != arch:
+        raise ValueError(
+            f"{ckpt.source} holds timm's {ckpt.named_arch}: pass --arch {ckpt.named_arch}"
+        )
     classes = ckpt.num_classes if num_classes is None else num_classes
     changes: dict[str, Any] = {"num_classes": classes}
     in_chans = ckpt.in_chans if in_chans is None else in_chans
@@ -754,13 +711,15 @@ def convert_checkpoint(
 
     ``resnetkit`` writes a model directory (ImageNet mean/std, or caffe-style values for Keras
     weights); ``torchvision`` / ``timm`` a state dict (``.safetensors``, else ``torch.save``),
-    or for ``timm`` and an ``out`` without a suffix, a folder in timm's Hub layout
-    (:func:`to_timm_folder`);
+    or for ``timm`` and an ``out`` not named like a weights file, a folder in timm's Hub layout
+    (:func:`~resnetkit.interop.timm_folder.to_timm_folder`);
     ``huggingface`` a transformers directory; ``keras`` an ``.npz`` of ``layer/kernel:0`` arrays.
 
     Returns:
         The load report and the path written.
     """
+    from resnetkit.interop.timm_folder import is_folder_target, to_timm_folder
+
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     ckpt = read_checkpoint(src, source_format)
@@ -816,7 +775,7 @@ def convert_checkpoint(
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(out, buffer.getvalue())
-    elif target == "timm" and not out.suffix:  # a folder: timm's Hub layout
+    elif target == "timm" and is_folder_target(out):  # timm's Hub layout
         if ckpt.preprocessing:
             model.pretrained_cfg = dict(ckpt.preprocessing)  # type: ignore[assignment]
         to_timm_folder(model, out, classes=classes or None)

@@ -81,7 +81,8 @@ class ResNetConfig:
     avg_down: bool = False  # projection shortcut as avgpool + stride-1 1x1 conv (ResNet-D)
     # The largest input-to-feature-map stride: stages that would go further dilate their 3x3
     # convolutions instead of striding (8 or 16 for segmentation backbones, DeepLab-style;
-    # torchvision's replace_stride_with_dilation, timm's output_stride); 32 changes nothing.
+    # torchvision's replace_stride_with_dilation, timm's output_stride); at or above the
+    # network's own stride (32 for ImageNet nets, 4 for CIFAR's) it changes nothing.
     output_stride: int = 32
     num_classes: int = 1000
     in_chans: int = 3
@@ -207,9 +208,15 @@ class ResNetConfig:
             values = ", ".join(f"{f}={getattr(self, f)}" for f in SKIP_FIELDS[self.skip])
             figure = SKIP_FIGURES[self.skip]
             notes.append(f"{self.skip} shortcuts ({values}; 2016 paper, Fig. {figure})")
-        if self.output_stride < 32:
+        if self.output_stride < self.natural_stride:
             notes.append(f"output stride {self.output_stride} (dilated stages)")
         return notes
+
+    @property
+    def natural_stride(self) -> int:
+        """The network's stride without dilation: 32 for ImageNet nets, 4 for CIFAR's; an
+        ``output_stride`` at or above it changes nothing."""
+        return self.stem_stride * 2 ** (len(self.layers) - 1)
 
     @property
     def stem_stride(self) -> int:

@@ -119,8 +119,9 @@ def _cached(root: Path, repo: str, revision: str, filename: str) -> tuple[Path, 
     commit = revision
     if not _COMMIT.match(revision):
         ref = folder / "refs" / revision  # a checked revision: no "..", not absolute
-        if not ref.is_file():
-            return None
+        if not ref.is_file():  # downloaded from a server that named no commit
+            path = folder / "snapshots" / revision / filename
+            return (path, revision) if path.is_file() else None
         commit = ref.read_text().strip()
         if not _COMMIT.match(commit):  # not a ref file Hugging Face's tools wrote
             return None
@@ -236,20 +237,29 @@ class _Resolver:
                 f"{digest!r}): refused. Fetch the repository with huggingface-cli into "
                 f"{hf_cache_dir()} if you trust the source"
             )
-        try:
-            fetch(get_url, target, "sha256", sha256, self.timeout, headers=_headers())
-        except ChecksumError:
-            raise
-        except (OSError, http.client.HTTPException) as err:
-            raise HubFileNotFoundError(f"could not download {get_url}: {err}") from None
-        if blob:
-            actual = _git_blob_sha1(target)
-            if actual != digest:
-                target.unlink()
+
+        def check_blob(path: Path) -> None:  # before the file takes its name in the cache
+            actual = _git_blob_sha1(path)
+            if actual != blob:
                 raise ChecksumError(
                     f"checksum mismatch for {get_url}: the Hub announces git blob {blob}, got "
                     f"{actual}; the download was deleted"
                 )
+
+        try:
+            fetch(
+                get_url,
+                target,
+                "sha256",
+                sha256,
+                self.timeout,
+                headers=_headers(),
+                verify=check_blob if blob else None,
+            )
+        except ChecksumError:
+            raise
+        except (OSError, http.client.HTTPException) as err:
+            raise HubFileNotFoundError(f"could not download {get_url}: {err}") from None
         if pinned != self.revision:
             ref = folder / "refs" / self.revision  # refs/pr/1 nests, as in Hugging Face's
             ref.parent.mkdir(parents=True, exist_ok=True)
@@ -280,12 +290,14 @@ class HfHubWeights:
     """One Hub repository's model: what to build and how to load it.
 
     Attributes:
-        name: the ``hf-hub:`` name asked for.
+        name: the ``hf-hub:`` name asked for, or the folder read.
         arch: the resnetkit architecture.
         num_classes: classes of the head.
-        config_changes: architecture fields the repository fixes (stride placement).
+        config_changes: architecture fields the repository fixes (stride placement, input
+            channels, output stride).
         source_format: ``timm`` or ``huggingface`` (transformers).
         pretrained_cfg: the preprocessing and class names.
+        resolver: where the repository's files are: the Hub (and its caches) or a folder.
     """
 
     name: str
@@ -350,7 +362,9 @@ def is_hub_folder(path: str | Path) -> bool:
         data = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and ("architecture" in data or data.get("model_type") == "resnet")
+    if not isinstance(data, dict) or ("arch" in data and "config" in data):  # resnetkit's own
+        return False
+    return "architecture" in data or data.get("model_type") == "resnet"
 
 
 def get_folder_weights(folder: str | Path) -> HfHubWeights:
@@ -409,8 +423,13 @@ def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
             f"timm's model of that name; resnetkit loads timm's {', '.join(TIMM_ARCHS)}"
         )
     cfg = config.get("pretrained_cfg") or {}
-    num_classes = int(config.get("num_classes", cfg.get("num_classes", 1000)))
-    size = int((cfg.get("input_size") or [3, 224, 224])[-1])
+    args = dict(config.get("model_args") or {})
+    num_classes = int(
+        args.get("num_classes", config.get("num_classes", cfg.get("num_classes", 1000)))
+    )
+    input_size = cfg.get("input_size") or [3, 224, 224]
+    size = int(input_size[-1])
+    changes = _timm_model_args(name, args, int(args.get("in_chans", input_size[0])))
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     classes = [str(c) for c in config.get("label_names") or []]
     tag = str(cfg.get("tag") or "")
@@ -430,7 +449,39 @@ def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
     }
     if cfg.get("test_input_size"):
         pretrained_cfg["test_input_size"] = int(cfg["test_input_size"][-1])
-    return HfHubWeights(name, arch, num_classes, "timm", pretrained_cfg)
+    return HfHubWeights(name, arch, num_classes, "timm", pretrained_cfg, changes)
+
+
+#: timm creation arguments that leave the network resnetkit builds as it is (training-only
+#: rates), or that resnetkit follows (``_timm_model_args``).
+_TIMM_NEUTRAL_ARGS = ("num_classes", "drop_rate", "drop_path_rate", "pretrained_cfg")
+
+
+def _timm_model_args(name: str, args: dict[str, Any], in_chans: int) -> dict[str, Any]:
+    """The architecture fields a timm config's ``model_args`` (what timm writes on export:
+    ``in_chans``, ``output_stride``, ``global_pool``...) fix.
+
+    Raises:
+        ValueError: an argument that changes timm's network in a way resnetkit does not follow.
+    """
+    changes: dict[str, Any] = {}
+    if in_chans != 3:
+        changes["in_chans"] = in_chans
+    if "output_stride" in args and int(args["output_stride"]) != 32:
+        changes["output_stride"] = int(args["output_stride"])
+    if args.get("global_pool", "avg") != "avg":
+        raise ValueError(f"{name}: global_pool {args['global_pool']!r}; resnetkit pools 'avg'")
+    unknown = sorted(
+        k
+        for k in args
+        if k not in (*_TIMM_NEUTRAL_ARGS, "in_chans", "output_stride", "global_pool")
+    )
+    if unknown:
+        raise ValueError(
+            f"{name}: its config's model_args {unknown} change timm's network in ways resnetkit "
+            "does not build; load it with timm"
+        )
+    return changes
 
 
 def _transformers_weights(

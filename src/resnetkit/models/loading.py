@@ -69,11 +69,12 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
             f"{name_or_dir} already says how it was built"
         )
     from resnetkit.models.hf_hub import get_folder_weights, is_hf_hub_name, is_hub_folder
+    from resnetkit.models.registry import model_from_weights
 
     if is_hf_hub_name(str(name_or_dir)) and not path.exists():
         model = _load_tag(str(name_or_dir))
     elif path.is_dir() and is_hub_folder(path):  # timm's or transformers' layout, downloaded
-        model = _load_hub_folder(get_folder_weights(path))
+        model = model_from_weights(get_folder_weights(path))
     elif path.is_dir():
         model = load_model_dir(path)
     elif path.is_file():
@@ -140,18 +141,6 @@ def load_model_or_random(name_or_dir: str | Path, *, arch: str | None = None) ->
         model.pretrained_cfg = preprocessing_of(model)  # type: ignore[assignment]
         return model
     return load_model(name_or_dir, arch=arch)
-
-
-def _load_hub_folder(weights: Any) -> ResNet:
-    """The model a folder in a Hub layout holds (see :mod:`resnetkit.models.hf_hub`)."""
-    from resnetkit.models.registry import get_model_config
-
-    config = get_model_config(weights.arch).with_options(
-        num_classes=weights.num_classes, **weights.config_changes
-    )
-    model = ResNet(config, name=weights.arch)
-    weights.load_into(model)
-    return model
 
 
 def _load_tag(name: str) -> ResNet:

@@ -255,6 +255,42 @@ def create_model(
         config = get_model_config(arch)
         if pretrained or tag:
             weights = _find_weights(name, arch, tag)
+    return _assemble(
+        arch,
+        config,
+        weights,
+        pretrained,
+        config_changes,
+        zero_init_residual=zero_init_residual,
+        drop_path_rate=drop_path_rate,
+        grad_checkpointing=grad_checkpointing,
+        features_only=features_only,
+        out_indices=out_indices,
+    )
+
+
+def model_from_weights(weights: Any) -> ResNet:
+    """The model that weights describe (packaged, torchvision's, a Hub repository or a folder
+    in a Hub layout: see :func:`~resnetkit.models.hf_hub.get_folder_weights`), loaded."""
+    config = get_model_config(weights.arch).with_options(**getattr(weights, "config_changes", {}))
+    return _assemble(weights.arch, config, weights, True, {})
+
+
+def _assemble(
+    arch: str,
+    config: ResNetConfig,
+    weights: Any,
+    pretrained: bool,
+    config_changes: dict[str, Any],
+    *,
+    zero_init_residual: bool = False,
+    drop_path_rate: float = 0.0,
+    grad_checkpointing: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> ResNet:
+    """Build ``arch`` from ``config`` with the caller's changes; with ``pretrained``, load
+    ``weights`` (adapting the head and input width as timm does)."""
     adapt: dict[str, int] = {}
     if weights is not None:
         config = config.with_options(num_classes=weights.num_classes)
@@ -278,6 +314,7 @@ def create_model(
                 f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "
                 "Only num_classes (a new head) and in_chans (an adapted first conv) can differ"
             )
+    dilated = config_changes.get("output_stride", config.output_stride) != config.output_stride
     config = config.with_options(**config_changes)
     model = ResNet(
         config.with_options(**adapt),
@@ -295,6 +332,11 @@ def create_model(
             _load_adapted(model, source, adapt)
         else:
             weights.load_into(model)
+        if dilated:  # the same weights computing another function: not what was measured
+            cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+            cfg.pop("metrics", None)
+            cfg["adapted"] = [*cfg.get("adapted", []), f"output_stride={config.output_stride}"]
+            model.pretrained_cfg = cfg  # type: ignore[assignment]
     return model
 
 

@@ -133,7 +133,8 @@ class ResNet(nn.Module):
                     block_stride,
                     preact=config.preact,
                     avg_down=config.avg_down,
-                    dilated=dilation > 1,
+                    # only the block that would have strided pools (as timm's)
+                    dilated=i == 0 and dilation > previous_dilation,
                 )
                 if residual and shortcut is None and config.skip != "identity":
                     extra["skip"] = Skip(
