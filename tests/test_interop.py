@@ -595,12 +595,12 @@ def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:
     pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
     good = save_model_dir(ours("resnet20"), tmp_path / "good", arch="resnet20", classes=[],
                           preprocessing=pre)  # fmt: skip
-    # A Hugging Face directory: convert it first.
+    # A transformers directory loads directly, when its config describes a ResNet it can build.
     hf = tmp_path / "hf"
     hf.mkdir()
     (hf / "config.json").write_text(json.dumps({"model_type": "resnet"}))
     (hf / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes())
-    with pytest.raises(ValueError, match="Hugging Face model directory.*resnetkit convert"):
+    with pytest.raises(ValueError, match=r"transformers ResNet with bottleneck blocks \[\] has no"):
         load_model(hf)
     # Weights of another depth beside a resnet20 description.
     other = tmp_path / "other"
