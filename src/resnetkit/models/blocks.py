@@ -20,8 +20,10 @@ UNITS: tuple[str, ...] = get_args(Unit)
 def conv3x3(
     in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1
 ) -> nn.Conv2d:
-    """3x3 convolution with padding (the size kept at stride 1, also when dilated), no bias (a
-    BatchNorm always follows or precedes it)."""
+    """3x3 convolution, padded to keep the size at stride 1 (dilated too), without bias.
+
+    A BatchNorm always follows or precedes it, so a bias would be redundant.
+    """
     return nn.Conv2d(
         in_planes,
         out_planes,
