@@ -57,6 +57,7 @@ class FakeHub:
         self.tamper: set[str] = set()  # files served with other bytes than announced
         self.fail: set[str] = set()  # files answered with a 503
         self.no_digest: set[str] = set()  # files announced without any digest
+        self.no_commit = False  # answer without X-Repo-Commit
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
 
     def add(self, repo: str, files: dict[str, bytes]) -> None:
@@ -90,7 +91,7 @@ class FakeHub:
                 if filename in hub.fail:
                     return self._send(503, b"try later", {}, body)
                 data = files[filename]
-                headers = {"X-Repo-Commit": COMMIT}
+                headers = {} if hub.no_commit else {"X-Repo-Commit": COMMIT}
                 if filename.endswith((".safetensors", ".bin")):
                     headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
                     headers["Location"] = f"/cdn/{head}/{filename}"
@@ -377,11 +378,63 @@ def test_a_timm_folder_is_written_for_timm_and_read_back(
     assert (cfg["input_size"], cfg["resize"]) == (64, 93)  # the resize survives exactly
     back = tmp_path / "back"
     assert main(["convert", str(out), "--arch", arch, "--out", str(back)]) == 0
-    _same_weights(load_model(back), model)
-    assert main(["convert", str(out), "--arch", "resnet101", "--out", str(tmp_path / "no")]) == 2
-    assert main(argv) == 2  # the folder is not empty now: nothing is overwritten
+    rebuilt = load_model(back)
+    _same_weights(rebuilt, model)
+    assert rebuilt.config.output_stride == options.get("output_stride", 32)
+    with pytest.raises(FileExistsError, match="is not empty"):
+        to_timm_folder(model, out)  # nothing is overwritten
     with pytest.raises(ValueError, match="timm has no 'resnet20'"):
         to_timm_folder(resnetkit.create_model("resnet20"), tmp_path / "x")
+
+
+def test_convert_names_the_architecture_a_timm_folder_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """resnet50d's weights load into resnet50c without a shape error and compute another
+    function: the folder's architecture decides."""
+    from resnetkit.cli.main import main
+    from resnetkit.interop.timm_folder import is_folder_target, to_timm_folder
+
+    folder = to_timm_folder(resnetkit.create_model("resnet50d"), tmp_path / "d")
+    argv = ["convert", str(folder), "--arch", "resnet50c", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    assert "holds timm's resnet50d, not resnet50c: build it as resnet50d" in capsys.readouterr().err
+    assert is_folder_target(tmp_path / "resnet50.a1_in1k")
+    assert not is_folder_target(tmp_path / "x.pth.tar") and not is_folder_target(tmp_path / "w.pth")
+    with pytest.raises(ValueError, match=r"\.onnx is not a timm format"):
+        is_folder_target(tmp_path / "model.onnx")
+
+
+def test_pretrained_options_that_change_nothing_keep_the_measurements() -> None:
+    same = resnetkit.create_model("resnet20.cifar10", pretrained=True, output_stride=8)
+    assert "metrics" in same.pretrained_cfg and "adapted" not in same.pretrained_cfg
+
+
+def test_grey_hub_weights_refuse_another_input_width(hub: FakeHub, tmp_path: Path) -> None:
+    model = resnetkit.create_model("resnet18", in_chans=1, num_classes=3)
+    grey = {**TIMM_CONFIG, "num_classes": 3, "model_args": {"in_chans": 1, "num_classes": 3}}
+    hub.add("a/grey", {"config.json": json.dumps(grey).encode(),
+                       "model.safetensors": _safetensors(to_timm(model), tmp_path)})  # fmt: skip
+    loaded = resnetkit.create_model("hf-hub:a/grey", pretrained=True)
+    assert loaded.config.in_chans == 1
+    _same_weights(loaded, model)
+    with pytest.raises(ValueError, match="take 1-channel inputs; only RGB weights adapt"):
+        resnetkit.create_model("hf-hub:a/grey", pretrained=True, in_chans=3)
+
+
+def test_a_server_that_names_no_commit_is_still_cached(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path
+) -> None:
+    weights = _safetensors(to_timm(resnet18), tmp_path)
+    hub.add(
+        TIMM_REPO, {"config.json": json.dumps(TIMM_CONFIG).encode(), "model.safetensors": weights}
+    )
+    hub.no_commit = True
+    resnetkit.create_model(f"hf-hub:{TIMM_REPO}", pretrained=True)
+    hub.requests.clear()
+    again = resnetkit.create_model(f"hf-hub:{TIMM_REPO}", pretrained=True)
+    _same_weights(again, resnet18)
+    assert hub.requests == []  # both files from resnetkit's cache
 
 
 def test_a_transformers_folder_loads_directly(tmp_path: Path) -> None:

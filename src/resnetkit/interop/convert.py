@@ -287,19 +287,7 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     )
     if config.get("model_type") == "resnet":
         return raw, "huggingface", _huggingface_meta(config)
-    if "architecture" in config:  # timm's Hub layout (timm_folder.to_timm_folder writes it)
-        from resnetkit.models.hf_hub import get_folder_weights
 
-        hub = get_folder_weights(path)
-        prep = {k: hub.pretrained_cfg[k] for k in ("input_size", "resize", "interpolation")}
-        prep |= {"mean": hub.pretrained_cfg["mean"], "std": hub.pretrained_cfg["std"]}
-        meta = {
-            "classes": hub.pretrained_cfg["classes"],
-            "preprocessing": prep,
-            "variants": {k: v for k, v in hub.config_changes.items() if k != "in_chans"},
-            "named_arch": hub.arch,
-        }
-        return raw, "timm", meta
     if "arch" in config and "config" in config:
         meta = {
             "stride_in_1x1": config["config"].get("stride_in_1x1"),
@@ -314,6 +302,19 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
             "architecture": {"arch": config["arch"], "config": dict(config["config"])},
         }
         return raw, "resnetkit", meta
+    if "architecture" in config:  # timm's Hub layout (timm_folder.to_timm_folder writes it)
+        from resnetkit.models.hf_hub import get_folder_weights
+
+        hub = get_folder_weights(path)
+        prep = {k: hub.pretrained_cfg[k] for k in ("input_size", "resize", "interpolation")}
+        prep |= {"mean": hub.pretrained_cfg["mean"], "std": hub.pretrained_cfg["std"]}
+        meta = {
+            "classes": hub.pretrained_cfg["classes"],
+            "preprocessing": prep,
+            "variants": {k: v for k, v in hub.config_changes.items() if k != "in_chans"},
+            "named_arch": hub.arch,
+        }
+        return raw, "timm", meta
     raise ValueError(
         f"{config_file}: model_type {config.get('model_type')!r} is not a Hugging Face ResNet "
         "and it is not a resnetkit model directory"
@@ -646,7 +647,8 @@ def model_for(
     """
     if ckpt.named_arch and ckpt.named_arch != arch:
         raise ValueError(
-            f"{ckpt.source} holds timm's {ckpt.named_arch}: pass --arch {ckpt.named_arch}"
+            f"{ckpt.source} holds timm's {ckpt.named_arch}, not {arch}: build it as "
+            f"{ckpt.named_arch} (--arch {ckpt.named_arch})"
         )
     classes = ckpt.num_classes if num_classes is None else num_classes
     changes: dict[str, Any] = {"num_classes": classes}
@@ -783,6 +785,11 @@ def convert_checkpoint(
         from resnetkit.train.checkpoint import atomic_write_bytes
 
         state = to_torchvision(model) if target == "torchvision" else to_timm(model)
+        if model.config.output_stride < model.config.natural_stride:
+            report.notes.append(
+                f"a state dict cannot record output_stride={model.config.output_stride}: build "
+                f"the model with it again where it is loaded"
+            )
         if out.suffix.lower() in SAFETENSORS_SUFFIXES:
             atomic_write_bytes(out, save({k: v.contiguous() for k, v in state.items()}))
         else:

@@ -16,15 +16,29 @@ from resnetkit.interop.convert import to_timm
 from resnetkit.models.resnet import ResNet
 
 #: What a weights file is called: anything else names the folder ``convert --to timm`` writes.
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
+#: Names of other formats' files: a mistake for ``--to timm``, refused.
+OTHER_SUFFIXES = (".onnx", ".npz", ".h5", ".hdf5", ".json", ".pkl", ".zip", ".gz", ".tflite")
 
 
 def is_folder_target(out: str | Path) -> bool:
     """Whether ``convert --to timm --out OUT`` writes a folder: OUT is one already, or its
     name does not end like a weights file (``resnet50.a1_in1k`` is a folder: timm's names have
-    dots)."""
+    dots; ``x.pth.tar`` is a file).
+
+    Raises:
+        ValueError: OUT is named like another format's file (``.onnx``, ``.npz``...).
+    """
     out = Path(out)
-    return out.is_dir() or out.suffix.lower() not in WEIGHT_SUFFIXES
+    if out.is_dir():
+        return True
+    suffix = out.suffix.lower()
+    if suffix in OTHER_SUFFIXES:
+        raise ValueError(
+            f"--out {out}: {suffix} is not a timm format; give a folder (timm's Hub layout) "
+            "or a .safetensors/.pth state dict (or another --to)"
+        )
+    return suffix not in WEIGHT_SUFFIXES
 
 
 def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | None = None) -> Path:
@@ -47,6 +61,7 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
     """
     from resnetkit.models.hf_hub import TIMM_ARCHS
     from resnetkit.models.loading import preprocessing_of
+    from resnetkit.predict import channel_stats_for
     from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
     if model.name not in TIMM_ARCHS:
@@ -61,6 +76,11 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new or empty folder")
+    try:  # one value a channel, as timm normalises (a grey model: the RGB values averaged)
+        mean = list(channel_stats_for(cfg["mean"], model.config.in_chans))
+        std = list(channel_stats_for(cfg["std"], model.config.in_chans))
+    except ValueError as err:
+        raise ValueError(f"the model's preprocessing does not fit its input: {err}") from None
     size = int(cfg["input_size"])
     resize = int(cfg.get("resize") or round(size / 0.875))
     c = model.config
@@ -88,8 +108,8 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
             # timm resizes to floor(size / crop_pct): the half pixel keeps `resize` exact
             "crop_pct": size / (resize + 0.5),
             "crop_mode": "center",
-            "mean": list(cfg["mean"]),
-            "std": list(cfg["std"]),
+            "mean": mean,
+            "std": std,
             "num_classes": model.num_classes,
             "pool_size": [-(-size // stride), -(-size // stride)],
             "first_conv": "conv1.0" if c.stem == "deep" else "conv1",

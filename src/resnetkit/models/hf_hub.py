@@ -112,16 +112,21 @@ def _repo_folder(root: Path, repo: str) -> Path:
     return root / ("models--" + repo.replace("/", "--"))
 
 
-def _cached(root: Path, repo: str, revision: str, filename: str) -> tuple[Path, str] | None:
+def _cached(
+    root: Path, repo: str, revision: str, filename: str, *, plain: bool = False
+) -> tuple[Path, str] | None:
     """``(file, commit)`` from a cache in Hugging Face's layout (``refs/REVISION`` holds the
     commit, ``snapshots/COMMIT/FILE`` the file), or None."""
     folder = _repo_folder(root, repo)
     commit = revision
     if not _COMMIT.match(revision):
         ref = folder / "refs" / revision  # a checked revision: no "..", not absolute
-        if not ref.is_file():  # downloaded from a server that named no commit
+        if not ref.is_file():
+            if not plain:
+                return None
+            # resnetkit's own download from a server that named no commit: kept by revision
             path = folder / "snapshots" / revision / filename
-            return (path, revision) if path.is_file() else None
+            return (path, "") if path.is_file() else None
         commit = ref.read_text().strip()
         if not _COMMIT.match(commit):  # not a ref file Hugging Face's tools wrote
             return None
@@ -186,9 +191,11 @@ class _Resolver:
             ChecksumError: the download does not match the announced digest.
         """
         for root in (hf_cache_dir(), own_cache_dir()):
-            found = _cached(root, self.repo, self.commit or self.revision, filename)
+            own = root == own_cache_dir()
+            found = _cached(root, self.repo, self.commit or self.revision, filename, plain=own)
             if found is not None:
-                path, self.commit = found  # later files come from the same commit
+                path, commit = found
+                self.commit = commit or self.commit  # later files come from the same commit
                 return path
         if _offline():
             raise HubFileMissingError(
@@ -454,7 +461,15 @@ def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
 
 #: timm creation arguments that leave the network resnetkit builds as it is (training-only
 #: rates), or that resnetkit follows (``_timm_model_args``).
-_TIMM_NEUTRAL_ARGS = ("num_classes", "drop_rate", "drop_path_rate", "pretrained_cfg")
+_TIMM_NEUTRAL_ARGS = (
+    "num_classes",
+    "drop_rate",
+    "drop_path_rate",
+    "drop_block_rate",
+    "proj_drop_rate",
+    "attn_drop_rate",
+    "zero_init_last",  # initialisation only
+)
 
 
 def _timm_model_args(name: str, args: dict[str, Any], in_chans: int) -> dict[str, Any]:

@@ -295,6 +295,12 @@ def _assemble(
     if weights is not None:
         config = config.with_options(num_classes=weights.num_classes)
     if pretrained:
+        wanted_chans = config_changes.get("in_chans", config.in_chans)
+        if config.in_chans != 3 and wanted_chans != config.in_chans:
+            raise ValueError(
+                f"the {arch} weights take {config.in_chans}-channel inputs; only RGB weights "
+                f"adapt to another in_chans ({wanted_chans} asked): leave in_chans out"
+            )
         # as timm: another head or input width adapts the weights (a new head, the first
         # conv's RGB filters summed or repeated); anything else would change what they compute
         adapt = {
@@ -314,7 +320,12 @@ def _assemble(
                 f"pretrained weights fix the architecture; {', '.join(changed)} would change it. "
                 "Only num_classes (a new head) and in_chans (an adapted first conv) can differ"
             )
-    dilated = config_changes.get("output_stride", config.output_stride) != config.output_stride
+
+    def effective(stride: int) -> int:  # at or above the net's own stride nothing dilates
+        return min(stride, config.natural_stride)
+
+    asked = config_changes.get("output_stride", config.output_stride)
+    dilated = effective(asked) != effective(config.output_stride)
     config = config.with_options(**config_changes)
     model = ResNet(
         config.with_options(**adapt),
