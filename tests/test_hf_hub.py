@@ -58,6 +58,7 @@ class FakeHub:
         self.fail: set[str] = set()  # files answered with a 503
         self.no_digest: set[str] = set()  # files announced without any digest
         self.no_commit = False  # answer without X-Repo-Commit
+        self.resolve_cache = False  # small files: a relative 307 first, as the Hub does now
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
 
     def add(self, repo: str, files: dict[str, bytes]) -> None:
@@ -78,6 +79,11 @@ class FakeHub:
 
             def _answer(self, body: bool) -> None:
                 hub.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                if self.path.startswith("/api/resolve-cache/"):  # the Hub's own cache
+                    self.path = self.path.removeprefix("/api/resolve-cache")
+                elif hub.resolve_cache and "/resolve/" in self.path and "config" in self.path:
+                    location = "/api/resolve-cache" + self.path
+                    return self._send(307, b"", {"Location": location}, body)
                 if self.path.startswith("/cdn/"):
                     repo, _, filename = self.path[5:].rpartition("/")
                     return self._send(200, hub.served(repo, filename), {}, body)
@@ -94,7 +100,9 @@ class FakeHub:
                 headers = {} if hub.no_commit else {"X-Repo-Commit": COMMIT}
                 if filename.endswith((".safetensors", ".bin")):
                     headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
-                    headers["Location"] = f"/cdn/{head}/{filename}"
+                    # the CDN: another host name for the same server
+                    port = self.server.server_address[1]
+                    headers["Location"] = f"http://localhost:{port}/cdn/{head}/{filename}"
                     return self._send(302, b"", headers, body)
                 blob = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
                 if filename not in hub.no_digest:
@@ -443,3 +451,19 @@ def test_a_transformers_folder_loads_directly(tmp_path: Path) -> None:
     loaded = load_model(hf_dir)
     _same_weights(loaded, model)
     assert loaded.pretrained_cfg["classes"] == ["ant", "bee", "cow"]
+
+
+def test_small_files_behind_the_hubs_resolve_cache_redirect(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path
+) -> None:
+    """The Hub answers a small file with a relative 307 to its resolve cache; the digest is
+    on the final answer (huggingface_hub follows such redirects too)."""
+    weights = _safetensors(to_timm(resnet18), tmp_path)
+    hub.add(
+        TIMM_REPO, {"config.json": json.dumps(TIMM_CONFIG).encode(), "model.safetensors": weights}
+    )
+    hub.resolve_cache = True
+    model = resnetkit.create_model(f"hf-hub:{TIMM_REPO}", pretrained=True)
+    _same_weights(model, resnet18)
+    heads = [p for m, p, _ in hub.requests if m == "HEAD"]
+    assert f"/api/resolve-cache/{TIMM_REPO}/resolve/main/config.json" in heads

@@ -35,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlparse
 
 from torch import nn
 
@@ -149,18 +149,27 @@ def _headers() -> dict[str, str]:
 
 
 def _announced(url: str, timeout: float) -> tuple[str, str]:
-    """``(commit, digest)`` the Hub announces for a file (a HEAD request, no redirect):
-    ``X-Linked-Etag`` (sha256 of an LFS file) or ``ETag`` (git blob sha1 of a small one)."""
+    """``(commit, digest)`` the Hub announces for a file: ``X-Linked-Etag`` (sha256 of an LFS
+    file) or ``ETag`` (git blob sha1 of a small one), from a HEAD request that follows
+    redirects within the Hub (its resolve cache, as huggingface_hub does) but not to another
+    host (the CDN of an LFS file: the redirect itself carries the digest)."""
     opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, method="HEAD", headers=_headers())
-    try:
-        response = opener.open(request, timeout=timeout)
-        headers = response.headers
-        response.close()
-    except urllib.error.HTTPError as err:
-        if err.code not in (301, 302, 303, 307, 308):
-            raise
-        headers = err.headers
+    for _ in range(5):
+        request = urllib.request.Request(url, method="HEAD", headers=_headers())
+        try:
+            response = opener.open(request, timeout=timeout)
+            headers = response.headers
+            response.close()
+            break
+        except urllib.error.HTTPError as err:
+            if err.code not in (301, 302, 303, 307, 308):
+                raise
+            headers = err.headers
+            location = headers.get("Location") or ""
+            # an LFS file's answer (its digest) or a redirect to another host: stop here
+            if headers.get("X-Linked-Etag") or urlparse(location).netloc:
+                break
+            url = urljoin(url, location)
     etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").strip()
     etag = etag.removeprefix("W/").strip('"').lower()
     return (headers.get("X-Repo-Commit") or "").strip(), etag
