@@ -617,3 +617,51 @@ def test_embed_and_predict_at_once_on_a_torchvision_model() -> None:
     for r in responses[6:]:
         got = {t["index"]: t["probability"] for t in r.json()["predictions"][0]["top_k"]}
         assert got == pytest.approx(dict(enumerate(want_probs.tolist())), abs=1e-5)
+
+
+KEY = "k3y-0f-at-least-16-chars"
+
+
+def test_an_api_key_guards_predict_and_embed(model_dir: Path) -> None:
+    app = create_app(model_dir, api_key=KEY)
+
+    async def scenario(c: httpx.AsyncClient) -> dict[str, httpx.Response]:
+        return {
+            "none": await c.post("/predict", content=CAT, headers=PNG),
+            "wrong": await c.post("/predict", content=CAT, headers={**PNG, "X-API-Key": "x" * 24}),
+            "bearer": await c.post(
+                "/predict", content=CAT, headers={**PNG, "Authorization": f"Bearer {KEY}"}
+            ),
+            "header": await c.post("/embed", content=CAT, headers={**PNG, "X-API-Key": KEY}),
+            "embed": await c.post("/embed", content=CAT, headers=PNG),
+            "health": await c.get("/health"),
+            "metadata": await c.get("/metadata"),
+            "metrics": await c.get("/metrics"),
+        }
+
+    r = serve(app, scenario)
+    for name in ("none", "wrong", "embed"):
+        assert r[name].status_code == 401 and r[name].json()["error"] == "unauthorized"
+        assert r[name].headers["WWW-Authenticate"] == "Bearer"
+        assert KEY not in r[name].text
+    assert r["bearer"].status_code == 200 and r["header"].status_code == 200
+    assert [r[n].status_code for n in ("health", "metadata", "metrics")] == [200] * 3
+    assert r["metadata"].json()["auth"] is True
+    assert 'resnetkit_rejected_inputs_total{reason="unauthorized"} 3.0' in r["metrics"].text
+    assert KEY not in repr(app.state.service.config)
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        create_app(model_dir, api_key="short")
+
+
+def test_cli_reads_the_api_key_from_the_environment(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: seen.update(app=app))
+    argv = ["serve", "--model", str(model_dir), "--api-key-env", "RESNETKIT_TEST_KEY"]
+    monkeypatch.delenv("RESNETKIT_TEST_KEY", raising=False)
+    assert main(argv) == 2
+    assert "RESNETKIT_TEST_KEY: the variable is not set" in capsys.readouterr().err
+    monkeypatch.setenv("RESNETKIT_TEST_KEY", KEY)
+    assert main(argv) == 0
+    assert seen["app"].state.service.config.api_key == KEY

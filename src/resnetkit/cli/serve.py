@@ -7,6 +7,7 @@ says otherwise. Needs ``pip install 'resnetkit[serve]'``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from resnetkit.cli.common import (
@@ -53,6 +54,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=5.0,
         help="how long a forward pass waits for more requests to join it (default 5)",
     )
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="require the API key held in environment variable VAR on /predict and /embed "
+        "('Authorization: Bearer KEY' or 'X-API-Key: KEY'; a key on the command line would "
+        "show in the process list). Default: no key",
+    )
     g = p.add_argument_group("limits (what one request may cost; over them: a 413 or 422)")
     g.add_argument(
         "--max-body-mib",
@@ -90,6 +99,14 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     if args.max_megapixels * 1e6 < 1 or args.max_body_mib * 1024 * 1024 < 1:
         raise ValueError("--max-megapixels and --max-body-mib must allow at least a pixel, a byte")
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key:
+            raise ValueError(
+                f"--api-key-env {args.api_key_env}: the variable is not set (or empty); export "
+                f"it with the key first, e.g. {args.api_key_env}=$(openssl rand -hex 24)"
+            )
     _check_free(args.host, args.port)  # before the model is loaded
     try:
         app = create_app(
@@ -101,6 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
             max_bytes=int(args.max_body_mib * 1024 * 1024),
             max_pixels=int(args.max_megapixels * 1e6),
             max_images_per_request=args.max_images,
+            api_key=api_key,
         )
     except ImportError as err:  # the onnx backend without onnxruntime, say
         what = f"{err.name} is not installed: pip install 'resnetkit[export]'" if err.name else err

@@ -28,12 +28,13 @@ on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +95,8 @@ class ServeConfig:
         max_bytes: largest request body, checked against Content-Length and while reading.
         max_pixels: largest width * height of one image, checked before it is decoded.
         max_images_per_request: most images in one request.
+        api_key: when set, ``/predict`` and ``/embed`` answer only requests that carry it
+            (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``); others get a 401.
     """
 
     backend: Backend = "torch"
@@ -102,6 +105,7 @@ class ServeConfig:
     max_bytes: int = 10 * MiB
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_images_per_request: int = 16
+    api_key: str | None = field(default=None, repr=False)  # kept out of logs and reprs
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -109,6 +113,10 @@ class ServeConfig:
         for name in ("max_batch", "max_bytes", "max_pixels", "max_images_per_request"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ValueError(
+                "api_key must be at least 16 characters (a guessable key guards little)"
+            )
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
             raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS:g}], got {self.max_wait_ms}")
 
@@ -219,6 +227,7 @@ def create_app(
     max_bytes: int = 10 * MiB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_images_per_request: int = 16,
+    api_key: str | None = None,
 ) -> FastAPI:
     """Build the service for one classifier.
 
@@ -240,6 +249,8 @@ def create_app(
         max_bytes: largest request body in bytes (default 10 MiB).
         max_pixels: largest width * height of an image, refused before decoding.
         max_images_per_request: most images in one request.
+        api_key: require this key on ``/predict`` and ``/embed`` (``Authorization: Bearer``
+            or ``X-API-Key``); ``/health``, ``/metadata`` and ``/metrics`` stay open.
 
     Returns:
         The app; serve it with uvicorn (``resnetkit serve`` does). The worker thread starts
@@ -257,6 +268,7 @@ def create_app(
         max_bytes=max_bytes,
         max_pixels=max_pixels,
         max_images_per_request=max_images_per_request,
+        api_key=api_key,
     )
     service = Service(model_or_path, config, arch=arch)
     config = service.config  # an .onnx file runs on the onnx backend whatever was asked
@@ -295,6 +307,7 @@ def create_app(
         request: Request,
         top_k: int = Query(5, ge=1, description="classes per image (at most all classes)"),
     ) -> dict[str, Any]:
+        service.authorize(request)  # before the body is read
         names, images = await service.read_images(request)
         # Decoded a few requests at a time (one per core): 40 threads each decoding 16 large
         # images at once would hold gigabytes.
@@ -313,6 +326,7 @@ def create_app(
         request: Request,
         normalize: bool = Query(False, description="L2-normalise each vector (cosine search)"),
     ) -> dict[str, Any]:
+        service.authorize(request)
         features = service.feature_batcher()  # before reading: a model without any is a 501
         names, images = await service.read_images(request)
         batch = await anyio.to_thread.run_sync(
@@ -342,7 +356,10 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return reply(exc.status, exc.error, exc.detail)
+        response = reply(exc.status, exc.error, exc.detail)
+        if exc.status == 401:  # RFC 9110: say which scheme would be accepted
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     async def invalid_parameter(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -457,6 +474,7 @@ class Service:
             },
             "backend": config.backend,
             "batching": {"max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms},
+            "auth": config.api_key is not None,
             "limits": {
                 "max_bytes": config.max_bytes,
                 "max_pixels": config.max_pixels,
@@ -465,6 +483,27 @@ class Service:
         }
 
     # --- reading requests ---------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> None:
+        """Refuse a request without the service's key (when it has one), in constant time.
+
+        Raises:
+            ApiError: 401, naming the headers that carry the key (never the key).
+        """
+        key = self.config.api_key
+        if key is None:
+            return
+        given = request.headers.get("x-api-key", "")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            given = given or token.strip()
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this service needs its API key: send 'Authorization: Bearer KEY' or "
+                "'X-API-Key: KEY'",
+            )
 
     async def read_images(self, request: Request) -> tuple[list[str | None], list[bytes]]:
         """The encoded images of a request and their file names (``None`` for a raw body).
