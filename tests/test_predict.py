@@ -311,3 +311,31 @@ def test_predict_sees_through_wrappers(setup: dict) -> None:
     backbone = resnetkit.create_model("resnet20", features_only=True)
     with pytest.raises(ValueError, match="features_only=True"):
         predict(AveragedModel(backbone), ASSETS[:1])
+
+
+@pytest.mark.parametrize("tag", ["resnet20.cifar10", "resnet20.paper_cifar10"])
+def test_tta_averages_each_image_with_its_mirror_image(
+    tag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mirror image is preprocessed as an image of its own: a per-pixel mean (the
+    paper's model) is subtracted unmirrored."""
+    from PIL import ImageOps
+
+    from resnetkit.predict import Preprocessing
+
+    model = load_model(tag)
+    assets = [Path(str(resources.files("resnetkit.assets") / n)) for n in ("cat.png", "ship.png")]
+    got = resnetkit.predict(model, assets, top_k=10, tta=True).predictions
+    plain = resnetkit.predict(model, assets, top_k=10).predictions
+    transform = Preprocessing.of(model).transform()
+    for path, with_tta, without in zip(assets, got, plain, strict=True):
+        image = Image.open(path).convert("RGB")
+        x = torch.stack([transform(image), transform(ImageOps.mirror(image))])
+        with torch.no_grad():
+            want = model(x).softmax(1).mean(0)
+        probs = {t["index"]: t["probability"] for t in with_tta["top_k"]}
+        assert probs == pytest.approx(dict(enumerate(want.tolist())), abs=1e-5)
+        assert probs != pytest.approx({t["index"]: t["probability"] for t in without["top_k"]})
+    assert main(["predict", "--model", tag, str(assets[0]), "--tta", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["predictions"][0]["top_k"][0]
+    assert printed["class"] == got[0]["top_k"][0]["class"]

@@ -171,6 +171,7 @@ def predict(
     top_k: int = 5,
     batch_size: int = 64,
     progress: bool = False,
+    tta: bool = False,
 ) -> PredictionReport:
     """Classify image files and folders; bad files are reported, never fatal.
 
@@ -185,6 +186,8 @@ def predict(
         top_k: classes reported per image (at most the number of classes).
         batch_size: images per forward pass.
         progress: show a progress bar (on stderr) when there is more than one batch.
+        tta: test-time augmentation: average the softmax of each image and of its mirror
+            image (twice the compute; the flip the models were trained with).
 
     Returns:
         A :class:`PredictionReport`. Class names come from the model (its index as a string
@@ -236,8 +239,11 @@ def predict(
     try:
         for paths, batch in image_batches(files, prep, batch_size, report.failures, bar.update):
             with torch.inference_mode():
-                logits = net(batch.to(device=device, dtype=dtype))
-            probs = logits.float().softmax(dim=1).cpu()
+                x = batch.to(device=device, dtype=dtype)
+                probs = net(x).float().softmax(dim=1)
+                if tta:
+                    probs = (probs + net(_mirror(x, prep)).float().softmax(dim=1)) / 2
+            probs = probs.cpu()
             values, indices = probs.topk(k, dim=1)
             for path, p, i in zip(paths, values.tolist(), indices.tolist(), strict=True):
                 top = [
@@ -249,6 +255,15 @@ def predict(
         net.train(was_training)
         bar.close()
     return report
+
+
+def _mirror(x: Tensor, prep: Preprocessing) -> Tensor:
+    """The normalised batch of the mirrored images: a per-pixel mean is subtracted from the
+    mirror image as it is, not mirrored with it."""
+    if prep.pixel_mean is None:
+        return x.flip(-1)
+    mean = prep.pixel_mean.to(device=x.device, dtype=x.dtype)
+    return (x + mean).flip(-1) - mean
 
 
 def unwrap(model: nn.Module) -> nn.Module:

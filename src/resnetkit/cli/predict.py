@@ -28,6 +28,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average each image's probabilities with its mirror image's (twice the compute)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     fmt.add_argument(
@@ -75,6 +80,7 @@ def run_predict(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         progress=sys.stderr.isatty(),
+        tta=args.tta,
     )
     if args.as_json:
         print(json.dumps({"model": str(args.model), **report.to_dict()}))
