@@ -23,9 +23,12 @@ from resnetkit.data.images import SERVE_MAX_PIXELS
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "serve",
-        help="serve a trained model over HTTP (POST /predict, /health, /metadata, /metrics)",
-        description="Classify images sent to POST /predict (multipart fields file/files, or an "
-        "image/* body). Concurrent requests are micro-batched into one forward pass.",
+        help="serve a trained model over HTTP (POST /predict and /embed, /health, /metadata, "
+        "/metrics)",
+        description="Classify images sent to POST /predict, or turn them into feature vectors "
+        "with POST /embed: multipart fields file/files, an image/* body, or JSON with base64 "
+        "images ({\"images\": [...]}, or KServe's {\"instances\": [{\"b64\": ...}]}). "
+        "Concurrent requests are micro-batched into one forward pass.",
     )
     add_model_args(p, onnx=True)
     p.add_argument(
