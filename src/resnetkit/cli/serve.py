@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "/metrics)",
         description="Classify images sent to POST /predict, or turn them into feature vectors "
         "with POST /embed: multipart fields file/files, an image/* body, or JSON with base64 "
-        "images ({\"images\": [...]}, or KServe's {\"instances\": [{\"b64\": ...}]}). "
+        'images ({"images": [...]}, or KServe\'s {"instances": [{"b64": ...}]}). '
         "Concurrent requests are micro-batched into one forward pass.",
     )
     add_model_args(p, onnx=True)

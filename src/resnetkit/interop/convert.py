@@ -274,12 +274,9 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
             f"{path}: expected config.json and model.safetensors (a Hugging Face or resnetkit "
             "model directory)"
         )
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    from resnetkit.models.hf_hub import read_json_object
+
+    config = read_json_object(config_file)
     raw = (
         _read_safetensors(weights)
         if weights.suffix == ".safetensors"

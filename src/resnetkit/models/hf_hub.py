@@ -401,14 +401,24 @@ def get_hf_hub_weights(name: str, timeout: float = 60.0) -> HfHubWeights:
     return _describe(name, _Resolver(repo, revision, timeout))
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A config file's JSON object.
+
+    Raises:
+        ValueError: not JSON (or not UTF-8), or JSON that is not an object; the file named.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _describe(name: str, resolver: _Resolver | _LocalFolder) -> HfHubWeights:
     config_path = resolver.get("config.json")
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path}: expected a JSON object")
+    config = read_json_object(config_path)
     if "architecture" in config:
         weights = _timm_weights(name, config)
     elif config.get("model_type") == "resnet":
@@ -546,10 +556,7 @@ def _transformers_weights(
 
 def _processor_preprocessing(path: Path) -> dict[str, Any]:
     """Input size, resize and normalisation of a transformers image processor config."""
-    try:
-        proc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    proc = read_json_object(path)
     out: dict[str, Any] = {}
     if proc.get("image_mean") and proc.get("image_std"):
         out["mean"] = [float(v) for v in proc["image_mean"]]
