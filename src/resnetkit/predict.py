@@ -27,7 +27,10 @@ class PredictionReport:
 
     Attributes:
         predictions: one ``{"path", "top_k": [{"class", "index", "probability"}]}`` per image
-            that was read, ``top_k`` sorted by descending probability.
+            that was read, ``top_k`` sorted by descending probability. A multi-label model's
+            also have ``labels``: every class whose (sigmoid) probability reaches the
+            threshold, most likely first, any number of them (``top_k`` then holds at least
+            these).
         failures: one ``{"path", "reason"}`` per file (or empty folder) that could not be used.
     """
 
@@ -172,6 +175,7 @@ def predict(
     batch_size: int = 64,
     progress: bool = False,
     tta: bool = False,
+    threshold: float | None = None,
 ) -> PredictionReport:
     """Classify image files and folders; bad files are reported, never fatal.
 
@@ -188,6 +192,9 @@ def predict(
         progress: show a progress bar (on stderr) when there is more than one batch.
         tta: test-time augmentation: average the softmax of each image and of its mirror
             image (twice the compute; the flip the models were trained with).
+        threshold: a multi-label model's probability from which a class is an image's
+            (default: the model's own, 0.5 unless its config says otherwise). Multi-label
+            models score each class with a sigmoid, the others with a softmax.
 
     Returns:
         A :class:`PredictionReport`. Class names come from the model (its index as a string
@@ -201,6 +208,7 @@ def predict(
     import torch
     from tqdm import tqdm
 
+    from resnetkit.data.multilabel import check_threshold, model_threshold
     from resnetkit.models.loading import load_classifier
 
     if isinstance(inputs, str | Path):
@@ -220,6 +228,14 @@ def predict(
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
     net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else unwrap(model)
     classes = class_names(net)
+    own_threshold = model_threshold(net)
+    if threshold is not None and own_threshold is None:
+        raise ValueError(
+            "threshold is for multi-label models (a sigmoid per class); this one picks one "
+            "class an image: use top_k"
+        )
+    cut = check_threshold(threshold) if threshold is not None else own_threshold
+    scores = _sigmoid if cut is not None else _softmax
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)
 
@@ -240,21 +256,48 @@ def predict(
         for paths, batch in image_batches(files, prep, batch_size, report.failures, bar.update):
             with torch.inference_mode():
                 x = batch.to(device=device, dtype=dtype)
-                probs = net(x).float().softmax(dim=1)
+                probs = scores(net(x))
                 if tta:
-                    probs = (probs + net(_mirror(x, prep)).float().softmax(dim=1)) / 2
-            probs = probs.cpu()
-            values, indices = probs.topk(k, dim=1)
-            for path, p, i in zip(paths, values.tolist(), indices.tolist(), strict=True):
-                top = [
-                    {"class": classes[c], "index": c, "probability": prob}
-                    for prob, c in zip(p, i, strict=True)
-                ]
-                report.predictions.append({"path": str(path), "top_k": top})
+                    probs = (probs + scores(net(_mirror(x, prep)))) / 2
+            for path, ranking in zip(paths, rank_classes(probs, classes, k, cut), strict=True):
+                report.predictions.append({"path": str(path), **ranking})
     finally:
         net.train(was_training)
         bar.close()
     return report
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    return logits.float().softmax(dim=1)
+
+
+def _sigmoid(logits: Tensor) -> Tensor:
+    return logits.float().sigmoid()
+
+
+def rank_classes(
+    probs: Tensor, classes: Sequence[str], k: int, threshold: float | None = None
+) -> list[dict[str, Any]]:
+    """Per image of ``probs`` (images, classes): ``{"top_k": [{"class", "index",
+    "probability"}]}``, the ``k`` most probable classes; with a multi-label ``threshold`` also
+    ``labels``, every class at or above it, most probable first (``top_k`` then ranks at
+    least these). What ``predict`` and ``resnetkit serve`` answer."""
+    probs = probs.float().cpu()
+    values, indices = probs.topk(min(k, len(classes)), dim=1)
+    out = []
+    for row, p, i in zip(probs.tolist(), values.tolist(), indices.tolist(), strict=True):
+        top = [
+            {"class": classes[c], "index": c, "probability": v} for v, c in zip(p, i, strict=True)
+        ]
+        ranking: dict[str, Any] = {"top_k": top}
+        if threshold is not None:
+            order = sorted((c for c, v in enumerate(row) if v >= threshold), key=lambda c: -row[c])
+            ranking["labels"] = [
+                {"class": classes[c], "index": c, "probability": row[c]} for c in order
+            ]
+            top.extend(ranking["labels"][len(top) :])
+        out.append(ranking)
+    return out
 
 
 def _mirror(x: Tensor, prep: Preprocessing) -> Tensor:

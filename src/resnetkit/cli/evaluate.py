@@ -121,6 +121,8 @@ def figure_path(
 
 def format_report(result: dict[str, Any], model_name: str) -> str:
     """The human-readable table: overall accuracy, then one row per class."""
+    if result.get("multi_label"):
+        return format_multi_label(result, model_name)
     crops = "10-crop" if result["ten_crop"] else "single crop"
     size = f"{result['input_size']}x{result['input_size']}"
     if result.get("scales"):
@@ -146,6 +148,35 @@ def format_report(result: dict[str, Any], model_name: str) -> str:
         lines.append(
             f"  {name:<{width}}  {cell(result['recall'][name])}  "
             f"{cell(result['precision'][name]):>9}  {cell(result['f1'][name])}  {sum(row):>6}"
+        )
+    return "\n".join(lines)
+
+
+def format_multi_label(result: dict[str, Any], model_name: str) -> str:
+    """A multi-label evaluation: mAP, F1 and exact matches, then AP and the scores at the
+    threshold per class."""
+
+    def cell(value: float | None) -> str:
+        return f"{value:6.2f}%" if value is not None else f"{'-':>7}"
+
+    lines = [
+        f"{model_name} on {result['dataset']} {result['split']}: {result['count']} images, "
+        f"single crop, {result['input_size']}x{result['input_size']}, multi-label",
+        f"  mAP {cell(result['map'])}   at threshold {result['threshold']:g}: micro F1 "
+        f"{cell(result['micro_f1'])}   macro F1 {cell(result['macro_f1'])}   exact match "
+        f"{cell(result['exact'])}   loss {result['loss']:.4f}",
+        "",
+    ]
+    width = max([len("class"), *(len(c) for c in result["classes"])])
+    lines.append(
+        f"  {'class':<{width}}  {'AP':>7}  {'recall':>7}  {'precision':>9}  {'F1':>7}  "
+        f"{'images':>6}"
+    )
+    for name in result["classes"]:
+        lines.append(
+            f"  {name:<{width}}  {cell(result['ap'][name])}  {cell(result['recall'][name])}  "
+            f"{cell(result['precision'][name]):>9}  {cell(result['f1'][name])}  "
+            f"{result['support'][name]:>6}"
         )
     return "\n".join(lines)
 
@@ -199,6 +230,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         scales=args.multi_scale,
         num_workers=args.num_workers,
     )
+    if figures and result.get("multi_label"):
+        names = " and ".join(f"--{kind}" for kind in figures)
+        raise ValueError(
+            f"{names}: a multi-label model has no confusion matrix or top-class confidence; "
+            "drop them (the per-class AP, precision and recall are in the report)"
+        )
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion
 

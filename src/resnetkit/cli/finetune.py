@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
         return sweep_lr(spec, args.find_lr, args.lr_plot)
     result = train_and_report(spec, source=args.model, scratch=args.scratch)
     if result.train.is_main:
-        shown = {k: v for k, v in result.report.items() if k != "per_class"}
+        shown = {k: v for k, v in result.report.items() if not k.startswith("per_class")}
         print(json.dumps(shown, indent=2))
     return 0

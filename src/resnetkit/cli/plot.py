@@ -10,7 +10,7 @@ from typing import Any
 
 from resnetkit.cli.common import png_file
 
-REQUIRED = ("epoch", "step", "train_loss", "train_top1")
+REQUIRED = ("epoch", "step", "train_loss")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -81,24 +81,36 @@ def load_rows(folder: Path, empty_ok: bool = False) -> list[dict[str, Any]]:
     rows = read_metrics(folder, REQUIRED)
     if not rows and not empty_ok:
         raise ValueError(f"{path} is empty: no epoch has finished yet")
+    for number, row in enumerate(rows, 1):
+        if not any(isinstance(row.get(k), int | float) for k in ("train_top1", "train_exact")):
+            raise ValueError(f"{path}, row {number}: no train_top1 (or train_exact) number")
     return rows
 
 
+def _score_keys(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """What a run is scored by: (training, evaluation) keys: top-1 both, or for a
+    multi-label run exact-match accuracy and mAP."""
+    return ("top1", "top1") if "train_top1" in rows[-1] else ("exact", "map")
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where a run stands: its last epoch, and the best and last top-1 of each evaluated split."""
+    """Where a run stands: its last epoch, and the best and last top-1 of each evaluated split
+    (a multi-label run: training exact-match accuracy, and mAP)."""
     last = rows[-1]
+    train, score = _score_keys(rows)
     out: dict[str, Any] = {
         "epochs": last["epoch"],
         "step": last["step"],
-        "train_top1": last["train_top1"],
+        f"train_{train}": last[f"train_{train}"],
         "train_loss": last["train_loss"],
     }
     for split in ("val", "test"):
-        evaluated = [r for r in rows if f"{split}_top1" in r]
+        key = f"{split}_{score}"
+        evaluated = [r for r in rows if isinstance(r.get(key), int | float)]
         if evaluated:
-            best = max(evaluated, key=lambda r: r[f"{split}_top1"])
-            out[f"{split}_top1"] = evaluated[-1][f"{split}_top1"]
-            out[f"best_{split}_top1"] = best[f"{split}_top1"]
+            best = max(evaluated, key=lambda r: r[key])
+            out[key] = evaluated[-1][key]
+            out[f"best_{key}"] = best[key]
             out[f"best_{split}_epoch"] = best["epoch"]
     return out
 
@@ -130,28 +142,34 @@ def _describe(folder: Path) -> str:
 
 
 def _table(runs: dict[str, dict[str, Any]]) -> str:
-    def pct(row: dict[str, Any], key: str) -> str:
-        return f"{row[key]:.2f}" if key in row else "-"
+    def pct(row: dict[str, Any], key: str, mark: str = "") -> str:
+        return f"{row[key]:.2f}{mark}" if key in row else "-"
 
     width = max(3, *(len(label) for label in runs))
     lines = [
         f"{'run':<{width}}  epochs     step  train top-1  test top-1  best test (epoch)  "
         "best val (epoch)"
     ]
+    multi = False
     for label, row in runs.items():
+        train, score = ("top1", "top1") if "train_top1" in row else ("exact", "map")
+        multi = multi or score == "map"
+        mark = "*" if score == "map" else ""
         best_test = (
-            f"{row['best_test_top1']:.2f} ({row['best_test_epoch']})"
-            if "best_test_top1" in row
+            f"{row[f'best_test_{score}']:.2f}{mark} ({row['best_test_epoch']})"
+            if f"best_test_{score}" in row
             else "-"
         )
         best_val = (
-            f"{row['best_val_top1']:.2f} ({row['best_val_epoch']})"
-            if "best_val_top1" in row
+            f"{row[f'best_val_{score}']:.2f}{mark} ({row['best_val_epoch']})"
+            if f"best_val_{score}" in row
             else "-"
         )
         lines.append(
             f"{label:<{width}}  {row['epochs']:>6}  {row['step']:>7}  "
-            f"{pct(row, 'train_top1'):>11}  {pct(row, 'test_top1'):>10}  {best_test:>17}  "
-            f"{best_val:>16}"
+            f"{pct(row, f'train_{train}', mark):>11}  {pct(row, f'test_{score}', mark):>10}  "
+            f"{best_test:>17}  {best_val:>16}"
         )
+    if multi:
+        lines.append("* multi-label run: train exact-match accuracy, test and val mAP (%)")
     return "\n".join(lines)

@@ -33,13 +33,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         help="average each image's probabilities with its mirror image's (twice the compute)",
     )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="multi-label models: the probability from which a class is an image's (default: "
+        "the model's own, 0.5)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     fmt.add_argument(
         "--csv",
         dest="as_csv",
         action="store_true",
-        help="print path,rank,class,probability rows (failures go to stderr)",
+        help="print path,rank,class,probability rows (failures go to stderr); a multi-label "
+        "model's add a column 'predicted' (1 when the class reaches the threshold)",
     )
     p.set_defaults(func=run_predict)
 
@@ -50,6 +58,9 @@ def format_text(report: PredictionReport) -> str:
     width = max((len(p["path"]) for p in report.predictions), default=0)
     for pred in report.predictions:
         guesses = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in pred["top_k"])
+        if "labels" in pred:  # multi-label: the classes at the threshold, then the top k
+            chosen = ", ".join(t["class"] for t in pred["labels"]) or "(none)"
+            guesses = f"[{chosen}]  {guesses}"
         lines.append(f"{pred['path']:<{width}}  {guesses}")
     if report.failures:
         lines.append(f"failed ({len(report.failures)}):")
@@ -61,10 +72,13 @@ def format_text(report: PredictionReport) -> str:
 def write_csv(report: PredictionReport) -> None:
     """``path,rank,class,probability`` rows on stdout (rank 1 = most likely), failures on stderr."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "rank", "class", "probability"])
+    multi = any("labels" in pred for pred in report.predictions)
+    writer.writerow(["path", "rank", "class", "probability"] + (["predicted"] if multi else []))
     for pred in report.predictions:
+        chosen = {t["index"] for t in pred.get("labels", [])}
         for rank, top in enumerate(pred["top_k"], start=1):
-            writer.writerow([pred["path"], rank, top["class"], f"{top['probability']:.6f}"])
+            row = [pred["path"], rank, top["class"], f"{top['probability']:.6f}"]
+            writer.writerow(row + ([int(top["index"] in chosen)] if multi else []))
     for failure in report.failures:
         print(f"resnetkit predict: {failure['path']}: {failure['reason']}", file=sys.stderr)
 
@@ -81,6 +95,7 @@ def run_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=sys.stderr.isatty(),
         tta=args.tta,
+        threshold=args.threshold,
     )
     if args.as_json:
         print(json.dumps({"model": str(args.model), **report.to_dict()}))

@@ -13,12 +13,21 @@ before ``10``.
 A row whose image is missing stays in the list and is reported by path when it is decoded,
 like a corrupt file; the file itself must be well-formed: a row without a label, an unknown
 split or a missing column is refused with the line number and what to write instead.
+
+Multi-label files (each image has any number of classes, none included) name their column
+``labels`` or ``tags`` instead. A cell lists an image's classes separated by ``|``, ``;`` or
+``,`` (the first of them that appears anywhere in the column), else by spaces (Kaggle's
+Planet layout, ``haze primary``); an empty cell is an image with none of the classes. Each
+row's set of classes is then one "label set" (:mod:`resnetkit.data.multilabel`): the file's
+``classes`` are these sets, written as their class names joined by ``|``, so that datasets,
+splits and loaders carry one integer per image either way.
 """
 
 from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +38,9 @@ from resnetkit.data.splits import SPLIT_FOLDERS
 LABEL_FILE_SUFFIXES = (".csv", ".tsv")
 PATH_COLUMNS = ("path", "file", "filename", "image", "image_path", "image_id", "id", "fname")
 LABEL_COLUMNS = ("label", "class", "class_name", "category", "target", "y")
+MULTI_LABEL_COLUMNS = ("labels", "tags")
+#: Separators of a multi-label cell, in order of preference (else whitespace).
+MULTI_LABEL_SEPARATORS = ("|", ";", ",")
 SPLIT_COLUMNS = ("split", "subset", "set")
 
 Sample = tuple[Path, int]
@@ -47,14 +59,17 @@ class LabelFile:
     Attributes:
         path: the file.
         rows: ``(image path, class name, split or None)``, in file order.
-        classes: class names, indexed by label.
+        classes: class names, indexed by label; for a multi-label file, its label sets
+            (see the module docstring).
         has_splits: whether the file has a split column.
+        multi_label: whether the file lists several classes per image.
     """
 
     path: Path
     rows: tuple[tuple[Path, str, str | None], ...]
     classes: tuple[str, ...]
     has_splits: bool
+    multi_label: bool = False
 
     def samples(self, splits: tuple[str, ...] | None = None) -> list[Sample]:
         """``(path, label)`` of every row, or of the rows whose split is one of ``splits``
@@ -92,13 +107,23 @@ def read_label_file(path: str | Path) -> LabelFile:
     names = [h.strip().lower() for h in header]
     path_col = next((names.index(c) for c in PATH_COLUMNS if c in names), None)
     label_col = next((names.index(c) for c in LABEL_COLUMNS if c in names), None)
+    multi_col = next((names.index(c) for c in MULTI_LABEL_COLUMNS if c in names), None)
+    if label_col is not None and multi_col is not None:
+        raise ValueError(
+            f"{path}: the header {header} has both a label column ({header[label_col]}) and "
+            f"a multi-label one ({header[multi_col]}); keep one"
+        )
+    multi_label = multi_col is not None
+    if multi_label:
+        label_col = multi_col
     split_col = next((names.index(c) for c in SPLIT_COLUMNS if c in names), None)
     if path_col is None or label_col is None:
         missing = "image" if path_col is None else "label"
         choices = PATH_COLUMNS if path_col is None else LABEL_COLUMNS
         raise ValueError(
             f"{path}: the header {header} has no {missing} column; name it one of "
-            f"{', '.join(choices)} (e.g. 'path,label' or 'path,label,split')"
+            f"{', '.join(choices)} (e.g. 'path,label' or 'path,label,split'; for several "
+            "classes an image, 'path,labels')"
         )
     rows: list[tuple[Path, str, str | None]] = []
     missing_files: list[str] = []
@@ -110,7 +135,7 @@ def read_label_file(path: str | Path) -> LabelFile:
                 f"{path}, line {line}: {len(cells)} cells, the header has {len(header)}"
             )
         name, label = cells[path_col].strip(), cells[label_col].strip()
-        if not name or not label:
+        if not name or (not label and not multi_label):
             what = "image" if not name else "label"
             raise ValueError(f"{path}, line {line}: no {what}; every row needs both")
         split: str | None = None
@@ -135,10 +160,40 @@ def read_label_file(path: str | Path) -> LabelFile:
             UserWarning,
             stacklevel=2,
         )
+    if multi_label:
+        rows, classes = _label_sets(rows)
+        return LabelFile(path, tuple(rows), classes, split_col is not None, multi_label=True)
     labels = {label for _, label, _ in rows}
-    numeric = all(label.lstrip("-").isdigit() for label in labels)
-    classes = tuple(sorted(labels, key=int if numeric else None))
-    return LabelFile(path, tuple(rows), classes, split_col is not None)
+    if any("|" in label for label in labels):
+        warnings.warn(
+            f"{path}: labels such as {next(lb for lb in labels if '|' in lb)!r} hold '|'; "
+            f"they are read as one class each. For several classes an image, name the column "
+            f"{header[label_col]!r} 'labels'",
+            UserWarning,
+            stacklevel=2,
+        )
+    return LabelFile(path, tuple(rows), sort_class_names(labels), split_col is not None)
+
+
+def sort_class_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, numerically when every name is an integer (``2`` before ``10``)."""
+    names = set(names)
+    numeric = all(name.lstrip("-").isdigit() for name in names)
+    return tuple(sorted(names, key=int if numeric else None))
+
+
+def _label_sets(
+    rows: list[tuple[Path, str, str | None]],
+) -> tuple[list[tuple[Path, str, str | None]], tuple[str, ...]]:
+    """Multi-label rows: each cell split into class names and written back as its label
+    set's key (names in class order joined by ``|``); returns the rows and the sorted keys."""
+    cells = [cell for _, cell, _ in rows]
+    separator = next((sep for sep in MULTI_LABEL_SEPARATORS if any(sep in c for c in cells)), None)
+    per_row = [{name.strip() for name in cell.split(separator)} - {""} for cell in cells]
+    order = {name: i for i, name in enumerate(sort_class_names(set().union(*per_row)))}
+    keys = ["|".join(sorted(names, key=order.__getitem__)) for names in per_row]
+    out = [(image, key, where) for (image, _, where), key in zip(rows, keys, strict=True)]
+    return out, tuple(sorted(set(keys)))
 
 
 def _resolve(folder: Path, name: str) -> Path:

@@ -575,9 +575,13 @@ class MixCut:
         lam = 1.0 - (bottom - top) * (right - left) / (height * width)
         return MixParams(perm, lam, (top, bottom, left, right))
 
-    def apply(self, x: Tensor, y: Tensor, params: MixParams | None) -> tuple[Tensor, Tensor]:
-        """Mix a batch with given parameters: ``(x_mixed, soft_targets)``; ``x`` is not modified."""
-        t = self.targets(y)
+    def apply(
+        self, x: Tensor, y: Tensor, params: MixParams | None, targets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mix a batch with given parameters: ``(x_mixed, soft_targets)``; ``x`` is not modified.
+        ``targets`` (B, num_classes), when given, are mixed instead of ``y``'s one-hot ones
+        (multi-label targets, taken as they are)."""
+        t = self.targets(y) if targets is None else targets.float()
         if params is None:
             return x, t
         perm = send(params.perm, x.device)
@@ -589,10 +593,13 @@ class MixCut:
         mixed[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
         return mixed, t
 
-    def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Mix a float (B, C, H, W) batch with labels (B,); returns ``(x_mixed, soft_targets)``."""
+    def __call__(
+        self, x: Tensor, y: Tensor, generator: torch.Generator, targets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mix a float (B, C, H, W) batch with labels (B,) (or ``targets``, see :meth:`apply`);
+        returns ``(x_mixed, soft_targets)``."""
         params = self.sample(x.shape[0], x.shape[-2], x.shape[-1], generator)
-        return self.apply(x, y, params)
+        return self.apply(x, y, params, targets)
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:

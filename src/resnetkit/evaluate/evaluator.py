@@ -46,6 +46,7 @@ from resnetkit.data.folder import (
     format_failures,
     load_folder_arrays,
 )
+from resnetkit.data.multilabel import evaluate_multi_label, model_threshold
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate import PAPER_SCALES
 from resnetkit.evaluate.folders import (
@@ -293,6 +294,22 @@ def evaluate_model(
             ``scales`` asked for with CIFAR or together with ``ten_crop``.
     """
     device = resolve_device(device)  # before the data is read
+    threshold = model_threshold(model)
+    if threshold is not None:
+        return _evaluate_multi_label(
+            model,
+            dataset,
+            data_dir,
+            threshold,
+            split=split,
+            batch_size=batch_size,
+            ten_crop=ten_crop,
+            image_size=image_size,
+            device=device,
+            progress=progress,
+            scales=scales,
+            num_workers=num_workers,
+        )
     scorer: Callable[[Tensor], Tensor]
     loader: Iterable[tuple[Tensor, Tensor]]
     if scales is not None:
@@ -321,6 +338,55 @@ def evaluate_model(
         "split": split,
         "ten_crop": ten_crop,
         "scales": list(scales) if scales is not None else None,
+        "input_size": size,
+    }
+
+
+def _evaluate_multi_label(
+    model: nn.Module,
+    dataset: str,
+    data_dir: str | Path,
+    threshold: float,
+    *,
+    split: str,
+    batch_size: int,
+    ten_crop: bool,
+    image_size: int | None,
+    device: torch.device,
+    progress: bool,
+    scales: Sequence[int] | None,
+    num_workers: int,
+) -> dict[str, Any]:
+    """:func:`evaluate_model` of a multi-label model: mAP and the rest of
+    :class:`~resnetkit.data.multilabel.MultiLabelMeter`'s summary, on a multi-label label
+    file (single crop)."""
+    if ten_crop or scales is not None:
+        raise ValueError(
+            "10-crop and multi-scale testing average softmax probabilities: they are for "
+            "models that pick one class an image, and this one is multi-label"
+        )
+    if dataset != "folder":
+        raise ValueError(
+            f"the model is multi-label (a sigmoid per class) and {dataset} has one class an "
+            "image: evaluate it with --dataset folder --data-dir LABELS.csv (a 'labels' column)"
+        )
+    scorer, loader, classes, size = _prepare(
+        model, dataset, data_dir, split, batch_size, False, image_size, False, num_workers
+    )
+    table = getattr(loader, "label_table", None)
+    assert table is not None  # _prepare's folder_stream checked the data
+    with _evaluating(model, device):
+        meter = evaluate_multi_label(
+            scorer, loader, table, device, threshold=threshold, progress=progress
+        )
+    return {
+        **meter.summary(classes),
+        "multi_label": True,
+        "classes": list(classes),
+        "dataset": dataset,
+        "split": split,
+        "ten_crop": False,
+        "scales": None,
         "input_size": size,
     }
 
@@ -480,6 +546,7 @@ def _prepare(
             model_classes=cfg["classes"],
             num_workers=num_workers,
             interpolation=str(cfg.get("interpolation") or "bilinear"),
+            multi_label=bool(cfg.get("multi_label")),
         )
         return scorer, stream, stream.classes, size
     data = load_eval_data(dataset, data_dir, split=split, size=data_size, download=download)

@@ -186,6 +186,9 @@ class FolderStream:
         self.num_workers = num_workers
         self.prepare = prepare
         dataset.name_failures = True  # names that survive the trip from a worker process
+        #: Multi-label data: labels index label sets, whose targets are this table's rows
+        #: (one column per class of the model); None for one class an image.
+        self.label_table: Tensor | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -225,22 +228,48 @@ def folder_stream(
     model_classes: list[str],
     num_workers: int = 0,
     interpolation: str = "bilinear",
+    multi_label: bool = False,
 ) -> FolderStream:
     """The evaluation batches of ``data_dir``'s ``split`` (see :func:`eval_samples`), its
     labels following the model's class names (see :func:`label_map`): each picture's
     shorter side resized to ``load_size`` with the centre square kept (``None``: whole
     pictures, at batch size 1), the centre ``crop``, the model's ``channels``, then ``norm``
-    (``None``: uint8 left for the caller)."""
+    (``None``: uint8 left for the caller). ``multi_label``: the model scores each class on its
+    own, and the data must be a multi-label label file (see ``FolderStream.label_table``)."""
+    from resnetkit.data.multilabel import is_multi_label_file, targets_for_model
+
     samples, classes, root = eval_samples(data_dir, split)
-    remap, classes = label_map(classes, num_classes, model_classes, f"folder {root}")
-    if remap is not None:
-        samples = [(path, int(remap[label])) for path, label in samples]
+    table = None
+    if multi_label != is_multi_label_file(data_dir):
+        raise ValueError(
+            f"the model gives each class its own probability (multi-label), and {data_dir} has "
+            "one class an image: evaluate it on a label file with a 'labels' column"
+            if multi_label
+            else f"{data_dir} lists several classes an image (a 'labels' column), and the model "
+            "picks one class an image: train or fine-tune a multi-label model on it"
+        )
+    if multi_label:
+        if len(model_classes) != num_classes:
+            raise ValueError(
+                "the model does not name its classes: multi-label data are matched to it by "
+                "class name"
+            )
+        table = targets_for_model(classes, model_classes, str(root))
+        label_keys = classes
+        classes = tuple(model_classes)
+    else:
+        remap, classes = label_map(classes, num_classes, model_classes, f"folder {root}")
+        if remap is not None:
+            samples = [(path, int(remap[label])) for path, label in samples]
+        label_keys = classes
     dataset = ImageFolderDataset(
         root,
         _Decode(load_size, interpolation),
         samples=samples,
-        classes=classes,
+        classes=label_keys,
         shorter_side=load_size,
     )
     prepare = _Prepare(crop, channels, norm)
-    return FolderStream(dataset, classes, batch_size, num_workers, prepare)
+    stream = FolderStream(dataset, classes, batch_size, num_workers, prepare)
+    stream.label_table = table
+    return stream

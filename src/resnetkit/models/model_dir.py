@@ -4,6 +4,8 @@ Layout::
 
     model.safetensors   weights (torchvision key names)
     config.json         {"arch", "config", "classes", "preprocessing", "metrics", "provenance"}
+                        (+ "task": {"multi_label": true, "threshold": 0.5} for a model that
+                        gives each class its own sigmoid, see resnetkit.data.multilabel)
     README.md           a model card for people, written from config.json
 
 Each file is written atomically, config.json last: a directory with a config.json is complete.
@@ -37,8 +39,13 @@ def save_model_dir(
     metrics: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     replace: bool = False,
+    multi_label: bool = False,
+    threshold: float = 0.5,
 ) -> Path:
     """Write a model directory that :func:`load_model_dir` (and every CLI command) can read.
+
+    ``multi_label`` marks a model whose classes are scored each on its own (sigmoid), a
+    class predicted from ``threshold``.
 
     ``out`` must be new or empty; with ``replace``, it may also hold a model directory, which
     is replaced. A folder with anything else in it is refused: its files (a project's own
@@ -77,6 +84,8 @@ def save_model_dir(
         "metrics": metrics or {},
         "provenance": provenance or {},
     }
+    if multi_label:
+        meta["task"] = {"multi_label": True, "threshold": float(threshold)}
     if model.features_only:  # a backbone: forward returns these stages' feature maps
         meta["features"] = {"features_only": True, "out_indices": list(model.out_indices)}
     atomic_write_text(out / "README.md", model_card(meta, model))
@@ -111,6 +120,16 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
         "",
         ", ".join(str(c) for c in classes) if classes else "(not named: outputs are indices)",
         "",
+    ]
+    task = meta.get("task") or {}
+    if task.get("multi_label"):
+        lines += [
+            f"Multi-label: each class has its own sigmoid probability, and an image has every "
+            f"class whose probability is at least {task.get('threshold', 0.5)} (any number "
+            "of them, none included).",
+            "",
+        ]
+    lines += [
         "## Input",
         "",
     ]
@@ -123,14 +142,20 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
     else:
         lines.append(f"- normalised per channel: mean {prep.get('mean')}, std {prep.get('std')}")
     lines.append("- `resnetkit predict` and `resnetkit.predict` do all of this from image files")
-    metrics = {k: v for k, v in meta["metrics"].items() if k.endswith(("_top1", "_top5"))}
+    shown = {"top1": "top-1", "top5": "top-5", "map": "mAP", "micro_f1": "micro-F1"}
+    metrics = {
+        (split, shown[name]): value
+        for key, value in meta["metrics"].items()
+        if isinstance(value, int | float)
+        for split, name in [_split_metric(key)]
+        if name in shown
+    }
     if metrics:
         lines += ["", "## Measured", "", "| metric | value |", "| --- | ---: |"]
         counts = prov.get("eval_images") or {}
-        for key, value in metrics.items():
-            split, _, top = key.rpartition("_")
+        for (split, name), value in metrics.items():
             images = f" on {counts[split]:,} images" if isinstance(counts.get(split), int) else ""
-            lines.append(f"| {split} {top.replace('top', 'top-')}{images} (%) | {value:.2f} |")
+            lines.append(f"| {split} {name}{images} (%) | {value:.2f} |")
     recipe = prov.get("recipe")
     lines += ["", "## Provenance", ""]
     if isinstance(recipe, dict):
@@ -188,6 +213,15 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _split_metric(key: str) -> tuple[str, str]:
+    """``val_micro_f1`` -> ``("val", "micro_f1")``, ``val_top1`` -> ``("val", "top1")``."""
+    for name in ("micro_f1", "macro_f1"):
+        if key.endswith(f"_{name}"):
+            return key[: -len(name) - 1], name
+    split, _, name = key.rpartition("_")
+    return split, name
 
 
 def read_model_meta(path: str | Path) -> dict[str, Any]:
@@ -253,6 +287,14 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         return "preprocessing.pixel_mean must be a list of numbers"
     if not isinstance(meta.get("metrics", {}), dict):
         return f"metrics must be an object, got {meta['metrics']!r}"
+    task = meta.get("task", {})
+    if not isinstance(task, dict) or not isinstance(task.get("multi_label", False), bool):
+        return f"task must be an object with a true/false multi_label, got {task!r}"
+    threshold = task.get("threshold", 0.5)
+    if not (isinstance(threshold, int | float) and not isinstance(threshold, bool)) or not (
+        0.0 < threshold < 1.0
+    ):
+        return f"task.threshold must be a probability between 0 and 1, got {threshold!r}"
     return None
 
 
@@ -314,4 +356,8 @@ def load_model_dir(path: str | Path) -> ResNet:
         **meta.get("preprocessing", {}),
         "metrics": meta.get("metrics", {}),
     }
+    task = meta.get("task") or {}
+    if task.get("multi_label"):
+        model.pretrained_cfg["multi_label"] = True
+        model.pretrained_cfg["threshold"] = float(task.get("threshold", 0.5))
     return model

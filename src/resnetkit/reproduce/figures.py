@@ -114,7 +114,8 @@ def plot_training_curves(
     title: str = "",
     x: str = "epoch",
 ) -> Path:
-    """Loss and top-1 error (train and every evaluated split) from metrics.jsonl rows.
+    """Loss and top-1 error (train and every evaluated split) from metrics.jsonl rows; for a
+    multi-label run (rows with ``*_exact``, no ``*_top1``) the exact-match error.
 
     ``runs`` is one run's rows, or rows by run label to compare runs in one figure: then each
     run has a colour and each split a line style (train dotted, val dash-dot, test solid).
@@ -126,9 +127,14 @@ def plot_training_curves(
     by_run = dict(runs) if isinstance(runs, Mapping) else {"": runs}
     fig = _figure(figsize=(11, 4.2), dpi=150)
     loss_ax, err_ax = fig.subplots(1, 2)
+    every = [r for rows in by_run.values() for r in rows]
+    multi_label = any("train_exact" in r for r in every) and not any(
+        "train_top1" in r for r in every
+    )
+    score = "exact" if multi_label else "top1"
     for index, (label, rows) in enumerate(by_run.items()):
         for split in ("train", "val", "test"):
-            points = [r for r in rows if f"{split}_top1" in r]
+            points = [r for r in rows if f"{split}_{score}" in r]
             if not points:
                 continue
             xs = [r[x] for r in points]
@@ -147,9 +153,9 @@ def plot_training_curves(
             loss_ax.plot(
                 [r[x] for r in with_loss], [r[f"{split}_loss"] for r in with_loss], **style
             )
-            err_ax.plot(xs, [100 - r[f"{split}_top1"] for r in points], **style)
+            err_ax.plot(xs, [100 - r[f"{split}_{score}"] for r in points], **style)
     loss_ax.set_title("loss")
-    err_ax.set_title("top-1 error (%)")
+    err_ax.set_title("top-1 error (%)" if score == "top1" else "exact-match error (%)")
     for ax in (loss_ax, err_ax):
         ax.set_xlabel("iterations" if x == "step" else "epoch")
         ax.grid(alpha=0.3)

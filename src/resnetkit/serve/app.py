@@ -7,7 +7,9 @@ Endpoints:
   data (``{"image": B64}``, ``{"images": [B64 | {"name", "data": B64}, ...]}``, or KServe's
   and TF Serving's ``{"instances": [{"b64": B64}, ...]}``; ``data:image/...;base64,`` URLs
   too). Answers ``{"model", "backend", "predictions": [{"file", "top_k": [{"class", "index",
-  "probability"}]}]}`` in upload order.
+  "probability"}]}]}`` in upload order. A multi-label model's predictions also have
+  ``labels`` (every class whose sigmoid probability reaches ``threshold``, by default the
+  model's own), as :func:`resnetkit.predict` gives.
 * ``POST /embed?normalize=false``: the same inputs; answers ``{"model", "dim", "embeddings":
   [{"file", "embedding": [...]}]}``, the pooled features the classifier reads (for search,
   deduplication, clustering), L2-normalised with ``normalize=true``. Always run by the PyTorch
@@ -306,8 +308,17 @@ def create_app(
     async def predict(
         request: Request,
         top_k: int = Query(5, ge=1, description="classes per image (at most all classes)"),
+        threshold: float | None = Query(
+            None, gt=0.0, lt=1.0, description="multi-label models: a class's least probability"
+        ),
     ) -> dict[str, Any]:
         service.authorize(request)  # before the body is read
+        if threshold is not None and service.threshold is None:
+            raise ApiError(
+                400,
+                "not_multi_label",
+                "threshold is for multi-label models; this one picks one class an image (top_k)",
+            )
         names, images = await service.read_images(request)
         # Decoded a few requests at a time (one per core): 40 threads each decoding 16 large
         # images at once would hold gigabytes.
@@ -318,7 +329,7 @@ def create_app(
         return {
             "model": service.model_name,
             "backend": config.backend,
-            "predictions": service.top_k(names, logits, top_k),
+            "predictions": service.top_k(names, logits, top_k, threshold),
         }
 
     @app.post("/embed")
@@ -410,6 +421,7 @@ class Service:
     def __init__(
         self, model_or_path: nn.Module | str | Path, config: ServeConfig, *, arch: str | None
     ) -> None:
+        from resnetkit.data.multilabel import model_threshold
         from resnetkit.export.runtime import OrtClassifier
         from resnetkit.models.loading import load_classifier, preprocessing_of
         from resnetkit.predict import class_names, unwrap
@@ -433,6 +445,7 @@ class Service:
         self.model = model
         self.config = config
         self.classes = class_names(model)
+        self.threshold = model_threshold(model)  # None: one class an image (softmax)
         self.preprocessing = Preprocessing.of(model)
         self.model_name = str(getattr(model, "name", type(model).__name__))
         self.metrics = Metrics()
@@ -464,6 +477,8 @@ class Service:
                 "metrics": dict(cfg.get("metrics") or {}),
             },
             "classes": list(self.classes),
+            "multi_label": self.threshold is not None,
+            "threshold": self.threshold,
             "preprocessing": {
                 "image_size": prep.image_size,
                 "resize": prep.resize,
@@ -721,21 +736,20 @@ class Service:
             tensors.append(self._transform(image))
         return torch.stack(tensors)
 
-    def top_k(self, names: list[str | None], logits: Tensor, k: int) -> list[dict[str, Any]]:
-        """The ``k`` most probable classes of every image, as :func:`resnetkit.predict` gives."""
-        probs = logits.float().softmax(dim=1)
-        values, indices = probs.topk(min(k, len(self.classes)), dim=1)
+    def top_k(
+        self, names: list[str | None], logits: Tensor, k: int, threshold: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``k`` most probable classes of every image (and a multi-label model's classes
+        at ``threshold``, default its own), as :func:`resnetkit.predict` gives."""
+        from resnetkit.predict import rank_classes
+
+        if self.threshold is None:
+            probs, cut = logits.float().softmax(dim=1), None
+        else:
+            probs, cut = logits.float().sigmoid(), threshold or self.threshold
         self.metrics.images.inc(len(names))
-        return [
-            {
-                "file": name,
-                "top_k": [
-                    {"class": self.classes[c], "index": c, "probability": p}
-                    for p, c in zip(ps, cs, strict=True)
-                ],
-            }
-            for name, ps, cs in zip(names, values.tolist(), indices.tolist(), strict=True)
-        ]
+        ranked = rank_classes(probs, self.classes, k, cut)
+        return [{"file": name, **ranking} for name, ranking in zip(names, ranked, strict=True)]
 
 
 def _boundary(content_type: str) -> bytes:

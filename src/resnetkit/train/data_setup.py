@@ -26,6 +26,7 @@ from torch import Tensor
 from resnetkit.data.cifar import ArrayDataset
 from resnetkit.data.datasets import FOLDER_VAL_SPLIT, load_train_eval
 from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+from resnetkit.data.multilabel import is_multi_label_file, label_sets, positive_weights
 from resnetkit.data.transforms import (
     FULL_SIZE_AUGMENTS,
     batch_pca_lighting,
@@ -67,9 +68,19 @@ class TrainData:
     preprocessing: dict[str, Any]  # what the saved model directory says about its input
     streaming: bool = False
     augment: str = "crop_flip"  # what the run's augment (``auto`` included) resolved to
+    # Multi-label data (see resnetkit.data.multilabel): labels index label sets, and the
+    # targets of labels ``y`` are ``label_table[y]`` (sets, classes); None for one class each.
+    label_table: Tensor | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_table is not None
 
     def class_weights(self) -> Tensor:
-        """Inverse class frequencies of the training set, normalised to mean 1."""
+        """Inverse class frequencies of the training set, normalised to mean 1; multi-label:
+        each class's negatives over positives (the ``pos_weight`` of binary cross-entropy)."""
+        if self.label_table is not None:
+            return positive_weights(self.label_table[self.train_labels])
         return inverse_frequency(self.train_labels, len(self.classes))
 
     def skipped_images(self) -> int:
@@ -92,9 +103,51 @@ def build_train_data(
     normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     pin_memory: bool = False,
 ) -> TrainData:
-    """The in-memory or streaming data of a run (see the module docstring)."""
+    """The in-memory or streaming data of a run (see the module docstring). A multi-label
+    label file gives its label sets as labels, and the table that makes them targets."""
     pixel_mean = isinstance(normalization, Normalization) and normalization.pixel_mean is not None
     recipe = resolve_augment(recipe, image_size, dataset, pixel_mean=pixel_mean)
+    multi_label = dataset == "folder" and is_multi_label_file(data_dir)
+    if multi_label and recipe.class_balance == "sampler":
+        raise ValueError(
+            f"{data_dir} lists several classes an image: class_balance 'sampler' draws images "
+            "by their one class; use class_balance 'loss' (each class's positives weighted by "
+            "its negatives over positives)"
+        )
+    data = _load(
+        dataset=dataset,
+        data_dir=data_dir,
+        recipe=recipe,
+        per_rank_batch=per_rank_batch,
+        image_size=image_size,
+        rank=rank,
+        world_size=world_size,
+        download=download,
+        train_subset=train_subset,
+        eval_subset=eval_subset,
+        normalization=normalization,
+        pin_memory=pin_memory,
+    )
+    if multi_label:
+        data.classes, data.label_table = label_sets(data.classes)
+    return data
+
+
+def _load(
+    *,
+    dataset: str,
+    data_dir: Path,
+    recipe: Recipe,
+    per_rank_batch: int,
+    image_size: int,
+    rank: int,
+    world_size: int,
+    download: bool,
+    train_subset: int,
+    eval_subset: int,
+    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
+    pin_memory: bool,
+) -> TrainData:
     if recipe.augment in FULL_SIZE_AUGMENTS:
         if dataset != "folder":
             raise ValueError(

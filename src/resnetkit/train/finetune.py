@@ -121,11 +121,35 @@ def _normalization(pre: dict[str, Any]) -> Normalization:
     return Normalization(tuple(pre["mean"]), tuple(pre["std"]), pixel_mean)
 
 
+def _multi_label_report(
+    result: TrainResult, out: Path, final: dict[str, Any], *, source: str, scratch: bool
+) -> dict[str, Any]:
+    metrics = result.metrics
+    report: dict[str, Any] = {
+        "source": source,
+        "from_scratch": scratch,
+        "multi_label": True,
+        **{key: metrics.get(f"val_{key}") for key in ("map", "micro_f1", "macro_f1", "exact")},
+        "per_class_ap": final["ap"].get("val", {}),
+        "per_class_f1": final["f1"].get("val", {}),
+        "epochs_run": len(result.history),
+        "stopped_early": metrics.get("stopped_early", False),
+        "model_dir": str(result.model_dir),
+        "curves": str(out / "curves.png"),
+    }
+    if result.is_main:
+        atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def write_report(result: TrainResult, out: Path, *, source: str, scratch: bool) -> dict[str, Any]:
-    """``report.json`` and ``confusion.png`` from the run's final evaluation on the val split."""
+    """``report.json`` and ``confusion.png`` from the run's final evaluation on the val split
+    (a multi-label run: mAP, F1 and per-class AP, no confusion matrix)."""
     from resnetkit.evaluate.plots import plot_confusion
 
     final = json.loads((out / "final_metrics.json").read_text())
+    if "ap" in final:
+        return _multi_label_report(result, out, final, source=source, scratch=scratch)
     per_class = final.get("per_class", {}).get("val", {})
     confusion = final.get("confusion", {}).get("val")
     report: dict[str, Any] = {

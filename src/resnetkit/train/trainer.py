@@ -22,6 +22,12 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from resnetkit.data.fast import Normalization, TensorLoader
+from resnetkit.data.multilabel import (
+    evaluate_multi_label,
+    exact_matches,
+    multi_label_loss,
+    smooth_targets,
+)
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
@@ -221,11 +227,18 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         self.classes = data.classes
+        # Multi-label: (label sets, classes) targets on the device, and the metric that
+        # chooses the best epoch (mean average precision instead of top-1).
+        self.label_table = data.label_table
+        if self.label_table is not None:
+            self.label_table = self.label_table.to(self.device)
+        self.score = "map" if data.multi_label else "top1"
         if len(self.classes) < 2:
             one = f" ({self.classes[0]})" if self.classes else ""
+            where = "names" if data.multi_label else "has"
             raise ValueError(
-                f"{spec.data_dir} has {len(self.classes)} class{one}: a classifier needs at least "
-                "two class folders. If the images sit one level deeper, pass that folder"
+                f"{spec.data_dir} {where} {len(self.classes)} class{one}: a classifier needs at "
+                "least two classes. If the images sit one level deeper, pass that folder"
             )
         self.norm = data.norm
         self.train_loader = data.train_loader
@@ -262,7 +275,10 @@ class Trainer:
                 "or pass --select-best false --early-stop-patience 0"
             )
         self.mixcut = MixCut(
-            recipe.mixup_alpha, recipe.cutmix_alpha, len(self.classes), recipe.label_smoothing
+            recipe.mixup_alpha,
+            recipe.cutmix_alpha,
+            len(self.classes),
+            0.0 if data.multi_label else recipe.label_smoothing,  # multi-label: in the loss
         )
         self.iters_per_epoch = len(self.train_loader) // recipe.accum_steps
         if not len(data.train_labels):
@@ -326,7 +342,7 @@ class Trainer:
         # Where this process's pace is measured from: the start of its second step (the first
         # pays for torch.compile and warm-up), as (time, step).
         self.pace_from: tuple[float, int] | None = None
-        self.best_top1 = -1.0
+        self.best_top1 = -1.0  # of the validation split's score: top-1, or mAP (multi-label)
         self.best_loss = math.inf  # breaks ties of top-1 (small validation splits)
         self.evals_since_best = 0
         self.best_weights: dict[str, Tensor] | None = None
@@ -651,9 +667,12 @@ class Trainer:
         model.eval()
         results: dict[str, Any] = {}
         for name, loader in self.eval_loaders.items():
-            meter = evaluate_batches(model, loader, len(self.classes), self.device)
-            summary = meter.summary(self.classes)
-            results[name] = summary
+            if self.label_table is not None:
+                table = self.label_table.cpu()
+                meter: Any = evaluate_multi_label(model, loader, table, self.device)
+            else:
+                meter = evaluate_batches(model, loader, len(self.classes), self.device)
+            results[name] = meter.summary(self.classes)
         if was_training:
             self._set_train_mode()
         return results
@@ -709,18 +728,26 @@ class Trainer:
             if recipe.channels_last:  # the streaming loader yields NCHW batches
                 x = x.contiguous(memory_format=torch.channels_last)
             targets: Tensor | None = None
+            if self.label_table is not None:  # multi-label: the image's label set
+                targets = self.label_table[y]
             if self.mixcut.enabled:
                 g = torch.Generator().manual_seed(
                     (recipe.seed * 1_000_003 + self.step) * 64 + i * 8 + self.dist.rank
                 )
-                x, targets = self.mixcut(x, y, g)
+                x, targets = self.mixcut(x, y, g, targets)
             sync = contextlib.nullcontext()
             if self.dist.enabled and i < len(group) - 1:
                 sync = self.net.no_sync()  # type: ignore[operator]
             with sync:
                 with _autocast(recipe.precision, self.device):
                     logits = self.net(x)
-                    if targets is not None:
+                    if self.label_table is not None and targets is not None:
+                        loss = multi_label_loss(
+                            logits,
+                            smooth_targets(targets, recipe.label_smoothing),
+                            self.loss_weights,
+                        )
+                    elif targets is not None:
                         loss = soft_cross_entropy(logits, targets, self.loss_weights)
                     else:
                         loss = nn.functional.cross_entropy(
@@ -737,12 +764,16 @@ class Trainer:
                     what = f"{'not finite' if where else value}{where}"
                     raise self._diverged_error(what, self.step, self.epoch + 1)
                 self.scaler.scale(loss / len(group)).backward()
+            if self.label_table is not None:  # images with every class right
+                hits = exact_matches(logits.detach(), self.label_table[y])
+            else:
+                hits = (logits.argmax(1) == y).sum()
             if defer:
                 loss_total = loss_total + loss.detach().float() * len(y)
-                correct = correct + (logits.argmax(1) == y).sum()
+                correct = correct + hits
             else:
                 loss_total += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
+                correct += int(hits)
             seen += len(y)
         if recipe.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -1072,7 +1103,10 @@ class Trainer:
             "step": self.step,
             "lr": self.scheduler.get_last_lr()[0],
             "train_loss": loss_sum / max(seen_f, 1),
-            "train_top1": 100.0 * correct_f / max(seen_f, 1),
+            # multi-label: images with every class right at the threshold
+            "train_exact" if self.label_table is not None else "train_top1": (
+                100.0 * correct_f / max(seen_f, 1)
+            ),
             "epoch_seconds": seconds,
             "images_per_second": seen_f / max(seconds, 1e-9),
             "weight_checksum": self._check_in_sync(),
@@ -1085,12 +1119,13 @@ class Trainer:
         if self.epoch % self.recipe.eval_every == 0 or last:
             for name, summary in self.evaluate().items():
                 row[f"{name}_loss"] = summary["loss"]
-                row[f"{name}_top1"] = summary["top1"]
-                row[f"{name}_top5"] = summary["top5"]
+                for key in self._row_scores:
+                    row[f"{name}_{key}"] = summary[key]
         self._name_skipped_files()  # after the evaluation: its broken files too
-        if "val_top1" in row:
-            self._track_best(row["val_top1"], row["val_loss"])
-            row["best_val_top1"] = self.best_top1
+        if f"val_{self.score}" in row:
+            # mAP is None when no validation image has a class: it counts as 0
+            self._track_best(row[f"val_{self.score}"] or 0.0, row["val_loss"])
+            row[f"best_val_{self.score}"] = self.best_top1
         self.history.append(row)
         self.runlog.append(row)
         shown = ", ".join(
@@ -1108,9 +1143,14 @@ class Trainer:
         eta = f", eta {_duration(left)}" if self.step < self.total_iters else ""
         self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}{eta}")
 
+    @property
+    def _row_scores(self) -> tuple[str, ...]:
+        """What each evaluated split adds to a metrics row (besides its loss)."""
+        return ("map", "micro_f1", "exact") if self.label_table is not None else ("top1", "top5")
+
     def _track_best(self, top1: float, loss: float) -> None:
-        """Better: a higher validation top-1, or the same top-1 with a lower loss (on a few
-        dozen images top-1 moves in coarse steps and ties are common)."""
+        """Better: a higher validation top-1 (multi-label: mAP), or the same with a lower loss
+        (on a few dozen images top-1 moves in coarse steps and ties are common)."""
         recipe = self.recipe
         if top1 > self.best_top1 or (top1 == self.best_top1 and loss < self.best_loss):
             self.best_top1 = top1
@@ -1123,10 +1163,17 @@ class Trainer:
         self.evals_since_best += 1
         if recipe.early_stop_patience and self.evals_since_best >= recipe.early_stop_patience:
             self.stopped_early = True
+            what = "mAP" if self.score == "map" else "top-1"
             self._log(
-                "early stop: validation top-1 (or, at equal top-1, its loss) has not improved "
-                f"for {self.evals_since_best} evaluations (best {self.best_top1:.2f}%)"
+                f"early stop: validation {what} (or, at equal {what}, its loss) has not "
+                f"improved for {self.evals_since_best} evaluations (best {self.best_top1:.2f}%)"
             )
+
+    def _per_class(self, results: dict[str, Any]) -> dict[str, Any]:
+        """What final_metrics.json keeps per class: accuracy and the confusion matrix, or
+        (multi-label) AP, precision, recall, F1 and positive images; by split."""
+        keys = _per_class_keys(self.label_table is not None)
+        return {key: {name: summary[key] for name, summary in results.items()} for key in keys}
 
     def _finish(self) -> TrainResult:
         final_model: ResNet = self.ema.module if self.ema is not None else self.model  # type: ignore[assignment]
@@ -1134,10 +1181,11 @@ class Trainer:
             final_model.load_state_dict(self.best_weights)
         results = self.evaluate()
         self._name_skipped_files()
+        scores = self._row_scores + (("macro_f1",) if self.label_table is not None else ())
         metrics: dict[str, Any] = {
             f"{name}_{key}": summary[key]
             for name, summary in results.items()
-            for key in ("top1", "top5", "loss")
+            for key in (*scores, "loss")
         }
         metrics["train_seconds"] = self.train_seconds
         metrics["steps"] = self.step
@@ -1154,6 +1202,7 @@ class Trainer:
                 classes=self.classes,
                 preprocessing=preprocessing,
                 metrics=metrics,
+                multi_label=self.label_table is not None,
                 provenance={
                     "recipe": self.recipe.to_dict(),
                     "dataset": self.spec.dataset,
@@ -1170,8 +1219,7 @@ class Trainer:
                 json.dumps(
                     {
                         **metrics,
-                        "per_class": {k: v["per_class"] for k, v in results.items()},
-                        "confusion": {k: v["confusion"] for k, v in results.items()},
+                        **self._per_class(results),
                     },
                     indent=2,
                 )
@@ -1182,6 +1230,12 @@ class Trainer:
         return TrainResult(
             self.out, self.dist.is_main, model_dir, metrics, self.history, self.signals.signum
         )
+
+
+def _per_class_keys(multi_label: bool) -> tuple[str, ...]:
+    if multi_label:
+        return ("ap", "precision", "recall", "f1", "support")
+    return ("per_class", "confusion")
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,249 @@
+"""Multi-label classification: each image has any number of the classes (none included).
+
+The data side carries one integer per image either way: for a multi-label label file (see
+:mod:`resnetkit.data.labels`) it indexes the image's *label set*, written as its class names
+joined by ``|`` (``""`` for none). :func:`label_sets` turns these keys into the class names
+and a ``(sets, classes)`` multi-hot table, so that a batch's targets are ``table[labels]``.
+
+The model scores each class on its own: a sigmoid per class, trained with binary
+cross-entropy (as timm's ``BinaryCrossEntropy`` and Hugging Face's
+``multi_label_classification``); a class is predicted when its probability reaches the
+model's threshold (0.5 unless its config says otherwise).
+
+Metrics (:class:`MultiLabelMeter`): mean average precision over the classes that have
+positive images (``map``, the headline of multi-label benchmarks such as VOC and COCO; AP as
+scikit-learn's ``average_precision_score``), and at the threshold micro- and macro-F1,
+exact-match accuracy (every class of the image right) and per-class precision/recall/F1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence, Sized
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+#: What joins the class names of a label set's key.
+SET_SEPARATOR = "|"
+#: The probability from which a class counts as predicted, unless a model says otherwise.
+DEFAULT_THRESHOLD = 0.5
+
+
+def label_sets(keys: Sequence[str]) -> tuple[list[str], Tensor]:
+    """Class names and the ``(len(keys), classes)`` float multi-hot table of label-set keys.
+
+    >>> label_sets(["", "cat", "cat|dog"])[1].tolist()
+    [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+    """
+    from resnetkit.data.labels import sort_class_names
+
+    members = [[name for name in key.split(SET_SEPARATOR) if name] for key in keys]
+    classes = list(sort_class_names({name for names in members for name in names}))
+    index = {name: i for i, name in enumerate(classes)}
+    table = torch.zeros(len(keys), len(classes))
+    for row, names in enumerate(members):
+        table[row, [index[name] for name in names]] = 1.0
+    return classes, table
+
+
+def is_multi_label_file(path: str | Path) -> bool:
+    """Whether ``path`` is a label file with a multi-label column (reads the header only)."""
+    import csv
+
+    from resnetkit.data.labels import MULTI_LABEL_COLUMNS, is_label_file
+
+    if not is_label_file(path):
+        return False
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), [])
+    except (OSError, UnicodeDecodeError):
+        return False  # read_label_file says what is wrong
+    return any(cell.strip().lower() in MULTI_LABEL_COLUMNS for cell in header)
+
+
+def smooth_targets(targets: Tensor, smoothing: float) -> Tensor:
+    """Label smoothing for independent binary targets: ``1 -> 1 - s/2``, ``0 -> s/2``."""
+    if not smoothing:
+        return targets
+    return targets * (1.0 - smoothing) + smoothing / 2
+
+
+def multi_label_loss(logits: Tensor, targets: Tensor, pos_weight: Tensor | None = None) -> Tensor:
+    """Mean binary cross-entropy with logits over images and classes, in float32.
+    ``pos_weight`` (classes,) weighs each class's positive term (class balancing)."""
+    return F.binary_cross_entropy_with_logits(
+        logits.float(), targets.float(), pos_weight=pos_weight
+    )
+
+
+def positive_weights(targets: Tensor) -> Tensor:
+    """Per class, negatives over positives of the training targets (``pos_weight`` of
+    torch's BCE, balancing rare classes), clamped to [1/100, 100]; 1 for a class with no
+    positive or no negative image."""
+    positives = targets.double().sum(0)
+    negatives = len(targets) - positives
+    ratio = torch.where(
+        (positives > 0) & (negatives > 0), negatives / positives.clamp(min=1), torch.ones(())
+    )
+    return ratio.clamp(0.01, 100.0).float()
+
+
+def exact_matches(logits: Tensor, targets: Tensor, threshold: float = DEFAULT_THRESHOLD) -> Tensor:
+    """How many images have every class right at ``threshold`` (a 0-dim int64 tensor)."""
+    predicted = logits.float().sigmoid() >= threshold
+    return (predicted == (targets >= 0.5)).all(1).sum()
+
+
+def average_precision(scores: Tensor, positives: Tensor) -> float | None:
+    """Average precision of one class as scikit-learn's ``average_precision_score``: the sum
+    over distinct score thresholds of (recall gained) x (precision there); None without
+    positives."""
+    total = int(positives.sum())
+    if total == 0:
+        return None
+    order = torch.argsort(scores, descending=True, stable=True)
+    s, hit = scores[order].double(), positives[order].double()
+    tp, seen = hit.cumsum(0), torch.arange(1, len(s) + 1, dtype=torch.float64)
+    last = torch.ones(len(s), dtype=torch.bool)  # the last of each run of equal scores
+    last[:-1] = s[1:] != s[:-1]
+    tp, seen = tp[last], seen[last]
+    recall = tp / total
+    gained = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
+    return float((gained * tp / seen).sum())
+
+
+class MultiLabelMeter:
+    """Collects probabilities and targets of an evaluation; :meth:`summary` scores them."""
+
+    def __init__(self, num_classes: int, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.num_classes = num_classes
+        self.threshold = threshold
+        self.scores: list[Tensor] = []
+        self.targets: list[Tensor] = []
+        self.loss_sum = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(len(t) for t in self.targets)
+
+    def update(self, logits: Tensor, targets: Tensor) -> None:
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(
+                "the model's outputs are NaN or infinite: its weights are broken (a diverged "
+                "training run?)"
+            )
+        logits, targets = logits.float(), targets.float()
+        self.loss_sum += float(
+            F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+        ) / max(self.num_classes, 1)
+        self.scores.append(logits.sigmoid().cpu())
+        self.targets.append(targets.cpu())
+
+    def summary(self, classes: Iterable[str] | None = None) -> dict[str, Any]:
+        """``map`` and per-class ``ap``; at the threshold ``micro_f1``, ``macro_f1``,
+        ``exact`` (images with every class right) and per-class ``precision``, ``recall``,
+        ``f1`` and ``support`` (positive images); ``loss`` (BCE per image and class). All in
+        percent; None where undefined (no positive image, nothing predicted)."""
+        names = list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
+        scores = torch.cat(self.scores) if self.scores else torch.zeros(0, self.num_classes)
+        truth = torch.cat(self.targets) >= 0.5 if self.targets else scores.bool()
+        predicted = scores >= self.threshold
+        tp = (predicted & truth).sum(0).double()
+        n_pred, n_true = predicted.sum(0).double(), truth.sum(0).double()
+        ap: dict[str, float | None] = {}
+        precision: dict[str, float | None] = {}
+        recall: dict[str, float | None] = {}
+        f1: dict[str, float | None] = {}
+        for i, name in enumerate(names):
+            value = average_precision(scores[:, i], truth[:, i])
+            ap[name] = None if value is None else 100.0 * value
+            precision[name] = 100.0 * float(tp[i] / n_pred[i]) if n_pred[i] else None
+            recall[name] = 100.0 * float(tp[i] / n_true[i]) if n_true[i] else None
+            f1[name] = 200.0 * float(tp[i] / (n_pred[i] + n_true[i])) if n_true[i] else None
+        present = [v for v in ap.values() if v is not None]
+        scored = [v for v in f1.values() if v is not None]
+        micro_den = float(n_pred.sum() + n_true.sum())
+        count = len(scores)
+        return {
+            "map": sum(present) / len(present) if present else None,
+            "micro_f1": 200.0 * float(tp.sum()) / micro_den if micro_den else None,
+            "macro_f1": sum(scored) / len(scored) if scored else None,
+            "exact": 100.0 * float((predicted == truth).all(1).sum()) / max(count, 1),
+            "loss": self.loss_sum / max(count, 1),
+            "count": count,
+            "threshold": self.threshold,
+            "ap": ap,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": {name: int(n) for name, n in zip(names, n_true.tolist(), strict=True)},
+        }
+
+
+@torch.no_grad()
+def evaluate_multi_label(
+    model: Callable[[Tensor], Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    table: Tensor,
+    device: torch.device | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    progress: bool = False,
+) -> MultiLabelMeter:
+    """Run ``model`` over ``(inputs, label-set indices)`` batches; the targets are
+    ``table[labels]``. Returns the filled meter."""
+    from tqdm import tqdm
+
+    meter = MultiLabelMeter(table.shape[1], threshold)
+    total = len(batches) if isinstance(batches, Sized) else None
+    bar = tqdm(batches, total=total, disable=not progress, unit="batch", leave=False)
+    for x, y in bar:
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+        meter.update(model(x).float().cpu(), table[y.cpu()])
+    return meter
+
+
+def model_threshold(model: Any) -> float | None:
+    """A multi-label model's threshold (its config's, else :data:`DEFAULT_THRESHOLD`); None
+    for a model that picks one class an image (softmax)."""
+    from resnetkit.models.loading import preprocessing_of
+    from resnetkit.predict import unwrap
+
+    cfg = preprocessing_of(unwrap(model))
+    if not cfg.get("multi_label"):
+        return None
+    return float(cfg.get("threshold", DEFAULT_THRESHOLD))
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` if it is a probability strictly between 0 and 1, else ValueError."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+    return float(threshold)
+
+
+def targets_for_model(keys: Sequence[str], model_classes: Sequence[str], where: str) -> Tensor:
+    """The multi-hot table of label-set ``keys`` with one column per class of a model (its
+    order): a class the data never names is a column of zeros.
+
+    Raises:
+        ValueError: the data names a class the model does not predict.
+    """
+    names, table = label_sets(keys)
+    index = {str(name): i for i, name in enumerate(model_classes)}
+    unknown = [name for name in names if name not in index]
+    if unknown:
+        raise ValueError(
+            f"class mismatch: {where} names {', '.join(unknown[:10])}, which the model does "
+            f"not predict (its classes: {', '.join(map(str, list(model_classes)[:10]))}"
+            f"{', ...' if len(model_classes) > 10 else ''}); fine-tune it for this data first"
+        )
+    out = torch.zeros(len(keys), len(model_classes))
+    out[:, [index[name] for name in names]] = table
+    return out

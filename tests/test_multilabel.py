@@ -1,0 +1,366 @@
+"""Multi-label classification: label files with several classes an image, BCE training, mAP,
+and prediction, evaluation, serving and export of the models."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetkit.cli.main import main
+from resnetkit.data.labels import read_label_file
+from resnetkit.data.multilabel import (
+    MultiLabelMeter,
+    average_precision,
+    label_sets,
+    positive_weights,
+    targets_for_model,
+)
+from resnetkit.data.transforms import MixCut
+from resnetkit.evaluate.evaluator import evaluate_model
+from resnetkit.models.loading import load_model
+from resnetkit.models.model_dir import read_model_meta, save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.predict import predict
+from resnetkit.train.finetune import finetune
+from resnetkit.train.recipe import load_recipe
+from resnetkit.train.trainer import TrainSpec, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RECIPE = {
+    "epochs": 6,
+    "batch_size": 16,
+    "eval_every": 1,
+    "num_threads": 1,
+    "compile": False,
+    "precision": "fp32",
+    "lr": 0.05,
+    "warmup_iters": 0,
+    "ema_decay": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 pictures: 'red' when the top half is red, 'blue' when the bottom half is blue (both,
+    one or neither), as a label file with train/val/test rows."""
+    root = tmp_path_factory.mktemp("tags")
+    (root / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["path,labels,split"]
+    for i in range(96):
+        red, blue = bool(rng.random() < 0.5), bool(rng.random() < 0.4)
+        pixels = rng.normal(110, 25, (32, 32, 3))
+        pixels[:16, :, 0] += 120 * red
+        pixels[16:, :, 2] += 120 * blue
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+            root / "imgs" / f"{i:03d}.png"
+        )
+        tags = "|".join(name for name, on in (("red", red), ("blue", blue)) if on)
+        split = "train" if i < 64 else "val" if i < 80 else "test"
+        rows.append(f"imgs/{i:03d}.png,{tags},{split}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    out = tmp_path_factory.mktemp("run") / "run"
+    recipe = load_recipe("fast-cifar").override(RECIPE)
+    return train(
+        TrainSpec(
+            model="resnet20", dataset="folder", data_dir=data, out=out, recipe=recipe,
+            progress=False,
+        )
+    )  # fmt: skip
+
+
+def _truth(data: Path, split: str) -> dict[str, set[str]]:
+    with data.open() as handle:
+        return {
+            Path(row["path"]).name: set(filter(None, row["labels"].split("|")))
+            for row in csv.DictReader(handle)
+            if row["split"] == split
+        }
+
+
+# ----------------------------------------------------------------------------- label files
+@pytest.mark.parametrize(
+    ("cells", "classes", "keys"),
+    [
+        (["cat|dog", "dog", ""], ["cat", "dog"], ["cat|dog", "dog", ""]),
+        (["haze primary", "primary", "clear  primary"], ["clear", "haze", "primary"],
+         ["haze|primary", "primary", "clear|primary"]),  # Planet: spaces
+        (["b; a", "a", "c"], ["a", "b", "c"], ["a|b", "a", "c"]),
+        (['"10,2"', "2", "10"], ["2", "10"], ["2|10", "2", "10"]),  # numbers sorted as numbers
+    ],
+)  # fmt: skip
+def test_multi_label_cells_become_label_sets(
+    tmp_path: Path, cells: list[str], classes: list[str], keys: list[str]
+) -> None:
+    lines = ["image,tags", *(f"{i}.png,{cell}" for i, cell in enumerate(cells))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="not found"):
+        table = read_label_file(tmp_path / "t.csv")
+    assert table.multi_label
+    assert [table.classes[label] for _, label in table.samples()] == keys
+    names, targets = label_sets(table.classes)
+    assert names == classes
+    for key, row in zip(table.classes, targets.tolist(), strict=True):
+        assert {names[i] for i, on in enumerate(row) if on} == set(filter(None, key.split("|")))
+
+
+def test_label_file_header_and_pipes(tmp_path: Path) -> None:
+    (tmp_path / "both.csv").write_text("path,label,labels\na.png,x,y\n")
+    with pytest.raises(ValueError, match="both a label column .* and a multi-label one"):
+        read_label_file(tmp_path / "both.csv")
+    (tmp_path / "pipes.csv").write_text("path,label\na.png,cat|dog\nb.png,cat\n")
+    with pytest.warns(UserWarning, match="name the column 'label' 'labels'"):
+        table = read_label_file(tmp_path / "pipes.csv")
+    assert not table.multi_label and table.classes == ("cat", "cat|dog")
+    (tmp_path / "empty.csv").write_text("path,label\na.png,\n")  # single label: still refused
+    with pytest.raises(ValueError, match="line 2: no label"):
+        read_label_file(tmp_path / "empty.csv")
+
+
+def test_targets_follow_the_model_classes() -> None:
+    table = targets_for_model(["", "b", "a|b"], ["b", "c", "a"], "here")
+    assert table.tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 1]]
+    with pytest.raises(ValueError, match="here names d, which the model does not predict"):
+        targets_for_model(["a|d"], ["a", "b"], "here")
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_average_precision_by_hand() -> None:
+    # ranks: + - + - : precision at the hits 1/1 and 2/3 -> (1 + 2/3) / 2
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.1])
+    hits = torch.tensor([True, False, True, False])
+    assert average_precision(scores, hits) == pytest.approx((1 + 2 / 3) / 2)
+    # a tie between a hit and a miss counts as one threshold: precision 1/2 there
+    tie = average_precision(torch.tensor([0.5, 0.5, 0.1]), torch.tensor([True, False, False]))
+    assert tie == pytest.approx(0.5)
+    assert average_precision(scores, torch.zeros(4, dtype=torch.bool)) is None
+
+
+def test_meter_summary_by_hand() -> None:
+    meter = MultiLabelMeter(3, threshold=0.5)
+    logit = torch.logit
+    # probabilities: image 0 -> a, b; image 1 -> b; image 2 -> nothing
+    probs = torch.tensor([[0.9, 0.6, 0.2], [0.3, 0.7, 0.1], [0.4, 0.2, 0.3]])
+    targets = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    meter.update(logit(probs[:2]), targets[:2])
+    meter.update(logit(probs[2:]), targets[2:])
+    out = meter.summary(["a", "b", "c"])
+    assert out["count"] == 3
+    # a: predicted on 0 (right); missed on 2. b: right on 0, wrong on 1. c: never, no positive
+    assert out["precision"] == {"a": 100.0, "b": 50.0, "c": None}
+    assert out["recall"] == {"a": 50.0, "b": 100.0, "c": None}
+    assert out["f1"]["a"] == pytest.approx(200 / 3) and out["f1"]["c"] is None
+    assert out["micro_f1"] == pytest.approx(200 * 2 / (3 + 3))  # tp 2, predicted 3, true 3
+    assert out["macro_f1"] == pytest.approx(200 / 3)  # a and b both 2/3
+    assert out["exact"] == pytest.approx(100 / 3)  # only image 0
+    assert out["ap"] == {"a": 100.0, "b": pytest.approx(100 * 0.5), "c": None}
+    assert out["map"] == pytest.approx(75.0)
+    bce = torch.nn.functional.binary_cross_entropy(probs, targets)
+    assert out["loss"] == pytest.approx(float(bce), rel=1e-5)
+    assert out["support"] == {"a": 2, "b": 1, "c": 0}
+
+
+def test_positive_weights_and_mixed_targets() -> None:
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    assert positive_weights(targets).tolist() == [3.0, 3.0, 1.0]  # c: no negative
+    mix = MixCut(1.0, 0.0, 3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    _, mixed = mix(x, torch.zeros(4, dtype=torch.long), g, targets)
+    params = mix.sample(4, 8, 8, torch.Generator().manual_seed(0))
+    assert params is not None
+    expected = targets * params.lam + targets[params.perm] * (1 - params.lam)
+    assert torch.allclose(mixed, expected)
+
+
+# ----------------------------------------------------------------------------- training
+def test_training_learns_the_tags_and_saves_a_multi_label_model(trained: Any) -> None:
+    rows = trained.history
+    assert "train_exact" in rows[0] and "train_top1" not in rows[0]
+    assert {"val_map", "val_micro_f1", "val_exact", "best_val_map"} <= rows[-1].keys()
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    assert trained.metrics["val_map"] > 95.0
+    assert trained.metrics["val_micro_f1"] > 80.0
+    meta = read_model_meta(trained.model_dir)
+    assert meta["classes"] == ["blue", "red"]
+    assert meta["task"] == {"multi_label": True, "threshold": 0.5}
+    final = json.loads((trained.out / "final_metrics.json").read_text())
+    assert set(final["ap"]["val"]) == {"blue", "red"} and "confusion" not in final
+    assert "Multi-label" in (trained.model_dir / "README.md").read_text()
+    assert "| val mAP on 16 images (%) |" in (trained.model_dir / "README.md").read_text()
+
+
+def test_evaluate_predict_and_plot_a_multi_label_model(
+    trained: Any, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = load_model(trained.model_dir)
+    result = evaluate_model(model, "folder", data, split="test")
+    assert result["multi_label"] and result["count"] == 16
+    assert result["map"] > 95.0
+    truth = _truth(data, "test")
+    assert result["support"] == {c: sum(c in t for t in truth.values()) for c in ("blue", "red")}
+    with pytest.raises(ValueError, match="10-crop and multi-scale"):
+        evaluate_model(model, "folder", data, split="test", ten_crop=True)
+
+    images = sorted(data.parent.glob("imgs/08*.png")) + sorted(data.parent.glob("imgs/09*.png"))
+    report = predict(model, images, top_k=1)
+    got = {Path(p["path"]).name: {t["class"] for t in p["labels"]} for p in report.predictions}
+    right = sum(got[name] == truth[name] for name in truth)
+    assert right >= 14  # of 16
+    for pred in report.predictions:  # top_k ranks at least the labels
+        assert {t["class"] for t in pred["labels"]} <= {t["class"] for t in pred["top_k"]}
+        assert all(t["probability"] >= 0.5 for t in pred["labels"])
+    strict = predict(model, images, threshold=0.999)
+    assert sum(len(p["labels"]) for p in strict.predictions) < sum(
+        len(p["labels"]) for p in report.predictions
+    )
+    single = create_model("resnet20")
+    with pytest.raises(ValueError, match="threshold is for multi-label models"):
+        predict(single, images[:1], threshold=0.5)
+
+    assert main(["predict", "--model", str(trained.model_dir), str(images[0]), "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "path,rank,class,probability,predicted"
+    assert {line.split(",")[2] for line in lines[1:] if line.endswith(",1")} == truth[
+        images[0].name
+    ]
+    code = main(["evaluate", "--model", str(trained.model_dir), "--dataset", "folder",
+                 "--data-dir", str(data), "--split", "test"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0 and "multi-label" in text and "mAP" in text
+    assert main(["plot", str(trained.out), "--out", str(trained.out / "p.png"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["runs"]
+    assert "best_val_map" in next(iter(summary.values()))
+
+
+def test_single_and_multi_label_data_and_models_do_not_mix(trained: Any, data: Path) -> None:
+    single = data.parent / "single.csv"
+    single.write_text("path,label\nimgs/000.png,red\nimgs/001.png,blue\n")
+    with pytest.raises(ValueError, match="one class an image: evaluate it on a label file"):
+        evaluate_model(load_model(trained.model_dir), "folder", single)
+    model = create_model("resnet20", num_classes=2)
+    with pytest.raises(ValueError, match="lists several classes an image"):
+        evaluate_model(model, "folder", data)
+    recipe = load_recipe("fast-cifar").override({**RECIPE, "class_balance": "sampler"})
+    with pytest.raises(ValueError, match="class_balance 'sampler'"):
+        train(TrainSpec(model="resnet20", dataset="folder", data_dir=data,
+                        out=data.parent / "x", recipe=recipe, progress=False))  # fmt: skip
+
+
+def test_mixup_class_balance_and_streaming_train(data: Path, tmp_path: Path) -> None:
+    recipe = load_recipe("fast-cifar").override(
+        {**RECIPE, "epochs": 2, "mixup_alpha": 0.4, "class_balance": "loss",
+         "label_smoothing": 0.1}
+    )  # fmt: skip
+    result = train(
+        TrainSpec(model="resnet20", dataset="folder", data_dir=data, out=tmp_path / "a",
+                  recipe=recipe, progress=False)
+    )  # fmt: skip
+    assert np.isfinite(result.history[-1]["train_loss"]) and "val_map" in result.metrics
+    streamed = load_recipe("fast-cifar").override({**RECIPE, "epochs": 1, "augment": "imagenet"})
+    result = train(
+        TrainSpec(model="resnet20", dataset="folder", data_dir=data, out=tmp_path / "b",
+                  recipe=streamed, progress=False)
+    )  # fmt: skip
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert run["streaming"] and read_model_meta(result.model_dir)["task"]["multi_label"]
+
+
+def test_finetune_a_single_label_model_into_a_multi_label_one(data: Path, tmp_path: Path) -> None:
+    source = save_model_dir(
+        create_model("resnet20"), tmp_path / "src", arch="resnet20",
+        classes=[str(i) for i in range(10)],
+        preprocessing={"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )  # fmt: skip
+    recipe = load_recipe("finetune").override({**RECIPE, "epochs": 2, "augment": "crop_flip"})
+    result = finetune(source, data, tmp_path / "ft", recipe=recipe, progress=False)
+    assert result.report["multi_label"] and result.report["map"] is not None
+    assert set(result.report["per_class_ap"]) == {"blue", "red"}
+    assert read_model_meta(result.train.model_dir)["classes"] == ["blue", "red"]
+
+
+# ----------------------------------------------------------------------------- model dirs
+def test_model_dir_task_is_checked(trained: Any, tmp_path: Path) -> None:
+    meta = read_model_meta(trained.model_dir)
+    for task, message in (
+        ({"multi_label": "yes"}, "true/false multi_label"),
+        ({"multi_label": True, "threshold": 1.5}, "task.threshold must be a probability"),
+    ):
+        broken = tmp_path / f"m{len(message)}"
+        broken.mkdir()
+        (broken / "model.safetensors").write_bytes(
+            (trained.model_dir / "model.safetensors").read_bytes()
+        )
+        (broken / "config.json").write_text(json.dumps({**meta, "task": task}))
+        with pytest.raises(ValueError, match=message):
+            load_model(broken)
+
+
+def test_serve_and_onnx_export_keep_the_threshold(trained: Any, data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from resnetkit.export.exporter import export_model
+    from resnetkit.serve import create_app
+
+    model = load_model(trained.model_dir)
+    image = data.parent / "imgs" / "090.png"
+    expected = predict(model, [image], top_k=2).predictions[0]
+    export_model(model, "onnx", tmp_path / "m.onnx")
+    from_onnx = predict(tmp_path / "m.onnx", [image], top_k=2).predictions[0]
+    assert [t["class"] for t in from_onnx["labels"]] == [t["class"] for t in expected["labels"]]
+
+    app = create_app(trained.model_dir)
+
+    async def scenario() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                body = image.read_bytes()
+                png = {"content-type": "image/png"}
+                return [
+                    await c.get("/metadata"),
+                    await c.post("/predict?top_k=2", content=body, headers=png),
+                    await c.post("/predict?threshold=0.9999", content=body, headers=png),
+                ]
+
+    meta, answer, strict = asyncio.run(scenario())
+    assert meta.json()["multi_label"] is True and meta.json()["threshold"] == 0.5
+    pred = answer.json()["predictions"][0]
+    assert [t["class"] for t in pred["labels"]] == [t["class"] for t in expected["labels"]]
+    assert pred["labels"][0]["probability"] == pytest.approx(
+        expected["labels"][0]["probability"], abs=1e-5
+    )
+    assert len(strict.json()["predictions"][0]["labels"]) <= len(pred["labels"])
+
+    single = create_app(save_model_dir(
+        create_model("resnet20", num_classes=2), tmp_path / "one", arch="resnet20",
+        classes=["a", "b"], preprocessing={"input_size": 32},
+    ))  # fmt: skip
+
+    async def refused() -> httpx.Response:
+        async with single.router.lifespan_context(single):
+            transport = httpx.ASGITransport(app=single)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                png = {"content-type": "image/png"}
+                buffer = io.BytesIO()
+                Image.new("RGB", (32, 32)).save(buffer, format="PNG")
+                return await c.post("/predict?threshold=0.5", content=buffer.getvalue(),
+                                    headers=png)  # fmt: skip
+
+    answer = asyncio.run(refused())
+    assert answer.status_code == 400 and answer.json()["error"] == "not_multi_label"
