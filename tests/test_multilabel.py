@@ -364,3 +364,134 @@ def test_serve_and_onnx_export_keep_the_threshold(trained: Any, data: Path, tmp_
 
     answer = asyncio.run(refused())
     assert answer.status_code == 400 and answer.json()["error"] == "not_multi_label"
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_f1_counts_false_positives_of_a_class_without_positives() -> None:
+    meter = MultiLabelMeter(2)
+    # a: right on both images; b: no positive, predicted on image 0 (a false positive)
+    meter.update(torch.tensor([[5.0, 5.0], [5.0, -5.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    out = meter.summary(["a", "b"])
+    # as scikit-learn's f1_score: 2TP / (2TP + FP + FN) = 0 for b, in the macro mean
+    assert out["f1"] == {"a": 100.0, "b": 0.0} and out["precision"]["b"] == 0.0
+    assert out["macro_f1"] == pytest.approx(50.0)
+    assert out["recall"]["b"] is None and out["ap"]["b"] is None
+
+
+def test_tied_probabilities_rank_every_label_once() -> None:
+    from resnetkit.predict import rank_classes
+
+    probs = torch.tensor([[0.6, 0.6, 0.6, 0.1]])
+    (ranking,) = rank_classes(probs, ["a", "b", "c", "d"], 2, 0.5)
+    ranked = [t["index"] for t in ranking["top_k"]]
+    assert sorted(ranked) == [0, 1, 2]  # each label once, whichever order topk picks for ties
+    assert {t["index"] for t in ranking["labels"]} == {0, 1, 2}
+
+
+def test_a_split_without_positives_is_logged_and_counts_as_zero(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tags = ["red", "blue", "red|blue", ""] * 4
+    rows = ["path,labels,split", *(f"imgs/{i:03d}.png,{t},train" for i, t in enumerate(tags))]
+    rows += [f"imgs/{i:03d}.png,,val" for i in range(64, 68)]  # no val image has a class
+    (data.parent / "noval.csv").write_text("\n".join(rows) + "\n")
+    recipe = load_recipe("fast-cifar").override({**RECIPE, "epochs": 1})
+    result = train(
+        TrainSpec(model="resnet20", dataset="folder", data_dir=data.parent / "noval.csv",
+                  out=data.parent / "noval", recipe=recipe, progress=False, log_epochs=True)
+    )  # fmt: skip
+    row = result.history[-1]
+    assert row["val_map"] is None and row["best_val_map"] == 0.0
+    assert "val_map -," in capsys.readouterr().err
+
+
+def test_multi_label_files_hold_out_a_tenth_of_the_images(tmp_path: Path) -> None:
+    from resnetkit.data.folder import folder_splits
+
+    rng = np.random.default_rng(0)
+    rows = ["path,labels"]
+    for i in range(200):  # 8 classes: ~100 label sets, most of one or two images
+        rows.append(f"{i}.png," + "|".join(f"c{j}" for j in range(8) if rng.random() < 0.3))
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match="not found"):
+        train_rows, val_rows, classes = folder_splits(tmp_path / "t.csv", 0.1, 0)
+    assert len(val_rows) == 20 and len(train_rows) == 180  # by label set: 49, a quarter
+    assert {p for p, _ in train_rows}.isdisjoint(p for p, _ in val_rows)
+    with pytest.warns(UserWarning, match="not found"):
+        again = folder_splits(tmp_path / "t.csv", 0.1, 0)
+    assert again[1] == val_rows
+
+
+def test_calibrate_quantize_explain_and_evaluate_figures_of_a_multi_label_model(
+    trained: Any, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from resnetkit.evaluate.calibration import calibrate
+    from resnetkit.explain import grad_cam
+
+    model = load_model(trained.model_dir)
+    with pytest.raises(ValueError, match="multi-label .* calibrate does not apply"):
+        calibrate(model, "folder", data, split="val")
+
+    image = data.parent / "imgs" / "090.png"
+    expected = predict(model, [image], top_k=2).predictions[0]["top_k"][0]
+    from resnetkit.predict import Preprocessing, image_batches
+
+    (_, x), *_ = image_batches([image], Preprocessing.of(model), 1, [])
+    _, cls, prob = grad_cam(model, x)
+    assert cls == expected["index"]
+    assert prob == pytest.approx(expected["probability"], abs=1e-5)  # sigmoid, not softmax
+
+    import resnetkit.evaluate.evaluator as evaluator
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("evaluated before refusing --confusion")
+
+    monkeypatch.setattr(evaluator, "evaluate_model", never)
+    code = main(["evaluate", "--model", str(trained.model_dir), "--dataset", "folder",
+                 "--data-dir", str(data), "--split", "test",
+                 "--confusion", str(tmp_path / "c.png")])  # fmt: skip
+    assert code == 2 and "no confusion matrix" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    pytest.importorskip("onnxruntime")
+    from resnetkit.export.metadata import read_metadata
+    from resnetkit.export.quantize import quantize_model
+
+    report = quantize_model(
+        model, tmp_path / "m.int8.onnx", calibration_dataset="folder", method="dynamic",
+        eval_dataset="folder", eval_dir=data, eval_split="test",
+    )  # fmt: skip
+    acc = report.accuracy
+    assert {"map", "micro_f1", "exact", "count"} <= acc["int8"].keys() and "map_drop" in acc
+    assert acc["int8"]["count"] == 16 and abs(acc["map_drop"]) <= 5.0
+    meta = read_metadata(tmp_path / "m.int8.onnx")
+    assert set(meta["metrics"]) == {"test_map", "test_micro_f1"} and meta["multi_label"]
+
+
+def test_convert_keeps_the_task_of_a_multi_label_model(
+    trained: Any, data: Path, tmp_path: Path
+) -> None:
+    from resnetkit.interop.convert import convert_checkpoint
+
+    _, out = convert_checkpoint(trained.model_dir, "resnet20", tmp_path / "copy")
+    assert read_model_meta(out)["task"] == {"multi_label": True, "threshold": 0.5}
+    image = data.parent / "imgs" / "090.png"  # the same labels from the copy
+    same = [predict(m, [image]).predictions[0]["labels"] for m in (trained.model_dir, out)]
+    assert same[0] == same[1] and same[0]
+    tagger = save_model_dir(
+        create_model("resnet18", num_classes=2), tmp_path / "r18", arch="resnet18",
+        classes=["a", "b"], preprocessing={"input_size": 64}, multi_label=True, threshold=0.3,
+    )  # fmt: skip
+    report, _ = convert_checkpoint(tagger, "resnet18", tmp_path / "w.safetensors",
+                                   target="torchvision")  # fmt: skip
+    assert any("multi-label" in note and "from 0.3" in note for note in report.notes)
+
+
+def test_a_labels_column_with_one_class_an_image_is_pointed_out(tmp_path: Path) -> None:
+    (tmp_path / "one.csv").write_text("path,labels\na.png,cat\nb.png,dog\n")
+    with pytest.warns(UserWarning, match="every image exactly one class.* rename it 'label'"):
+        assert read_label_file(tmp_path / "one.csv").multi_label
+    (tmp_path / "neg.csv").write_text("path,label\na.png,--5\nb.png,1\nc.png,-2\n")
+    with pytest.warns(UserWarning, match="not found"):  # "--5" is a name, not a number
+        assert read_label_file(tmp_path / "neg.csv").classes == ("--5", "-2", "1")

@@ -27,8 +27,12 @@ def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tenso
         target: class to explain; default: the predicted class.
 
     Returns:
-        ``(heatmap, class, probability)``: heatmap (H, W) in [0, 1] at the input resolution.
+        ``(heatmap, class, probability)``: heatmap (H, W) in [0, 1] at the input resolution;
+        the probability is the class's softmax one, or for a multi-label model its own
+        sigmoid one (what ``predict`` reports).
     """
+    from resnetkit.data.multilabel import model_threshold
+
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(
             f"grad_cam explains one image at a time: (1, C, H, W), got {tuple(x.shape)}"
@@ -40,7 +44,8 @@ def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tenso
             # A leaf of its own: gradients reach it even when every parameter is frozen.
             features = model.forward_features(x).detach().requires_grad_(True)
             logits = model.forward_head(features)
-            probs = logits.softmax(1)[0]
+            multi_label = model_threshold(model) is not None
+            probs = (logits.sigmoid() if multi_label else logits.softmax(1))[0]
             cls = int(probs.argmax()) if target is None else int(target)
             if not 0 <= cls < logits.shape[1]:
                 raise ValueError(f"target class {cls} out of range 0..{logits.shape[1] - 1}")

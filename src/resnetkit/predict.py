@@ -295,7 +295,9 @@ def rank_classes(
             ranking["labels"] = [
                 {"class": classes[c], "index": c, "probability": row[c]} for c in order
             ]
-            top.extend(ranking["labels"][len(top) :])
+            # by index, not position: topk may order equal probabilities otherwise
+            ranked = {t["index"] for t in top}
+            top.extend(t for t in ranking["labels"] if t["index"] not in ranked)
         out.append(ranking)
     return out
 

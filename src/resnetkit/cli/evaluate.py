@@ -182,6 +182,7 @@ def format_multi_label(result: dict[str, Any], model_name: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from resnetkit.data.multilabel import model_threshold
     from resnetkit.evaluate.evaluator import evaluate_model  # heavy imports only when used
     from resnetkit.models.loading import load_classifier
 
@@ -210,6 +211,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "apply: drop it, or give the sides (--multi-scale 224,320)"
         )
     model = load_classifier(args.model, arch=args.arch)
+    if figures and model_threshold(model) is not None:  # before the evaluation, too
+        names = " and ".join(f"--{kind}" for kind in figures)
+        raise ValueError(
+            f"{names}: a multi-label model has no confusion matrix or top-class confidence; "
+            "drop them (the per-class AP, precision and recall are in the report)"
+        )
     fixed = getattr(model, "fixed_input_size", None)  # an ONNX file exported at one size
     if args.image_size is not None and fixed is not None and args.image_size != fixed:
         raise ValueError(
@@ -230,12 +237,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         scales=args.multi_scale,
         num_workers=args.num_workers,
     )
-    if figures and result.get("multi_label"):
-        names = " and ".join(f"--{kind}" for kind in figures)
-        raise ValueError(
-            f"{names}: a multi-label model has no confusion matrix or top-class confidence; "
-            "drop them (the per-class AP, precision and recall are in the report)"
-        )
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion
 

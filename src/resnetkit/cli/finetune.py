@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from resnetkit.cli.common import add_model_args, output_folder
+from resnetkit.cli.common import add_model_args, image_side, output_folder
 from resnetkit.cli.train import (
     add_lr_finder_args,
     add_recipe_overrides,
@@ -44,6 +44,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="train the same architecture from random weights (the baseline)",
     )
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--image-size",
+        type=image_side,
+        default=None,
+        help="train at this input side instead of the model's own (e.g. 64 for a CIFAR model "
+        "on larger pictures)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     add_lr_finder_args(p)
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log_epochs=True,
         device=args.device,
+        image_size=args.image_size,
     )
     if args.find_lr is not None:
         return sweep_lr(spec, args.find_lr, args.lr_plot)

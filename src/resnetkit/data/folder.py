@@ -589,8 +589,11 @@ def _label_file_splits(
     path: Path, val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     table = read_label_file(path)
+    # Multi-label: a label is a label set, mostly of one or two images (17 classes make
+    # thousands of sets), so stratifying by it would hold out anything from none to half.
+    split = _split_images if table.multi_label else split_samples
     if not table.has_splits:
-        train, val = split_samples(table.samples(), val_fraction, seed)
+        train, val = split(table.samples(), val_fraction, seed)
         return train, val, table.classes
     train = table.samples(TRAIN_FOLDERS)
     if not train:
@@ -600,5 +603,25 @@ def _label_file_splits(
         )
     val = table.samples(VALIDATION_FOLDERS)
     if not val:
-        train, val = split_samples(train, val_fraction, seed)
+        train, val = split(train, val_fraction, seed)
     return train, val, table.classes
+
+
+def _split_images(
+    samples: Sequence[tuple[Path, int]], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """:func:`split_samples` over all the images at once (not by class): ``round(n *
+    val_fraction)`` of them to validation (at least one of two or more, never all), drawn
+    by ``seed`` after sorting the paths, whatever their order."""
+    pooled = split_samples([(Path(p), 0) for p, _ in samples], val_fraction, seed)[1]
+    held = Counter(Path(p).as_posix() for p, _ in pooled)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for p, label in samples:
+        key = Path(p).as_posix()
+        if held[key]:  # a path listed twice: as many of its rows as were drawn
+            held[key] -= 1
+            val.append((Path(p), int(label)))
+        else:
+            train.append((Path(p), int(label)))
+    return train, val

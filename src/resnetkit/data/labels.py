@@ -26,6 +26,7 @@ splits and loaders carry one integer per image either way.
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ LABEL_FILE_SUFFIXES = (".csv", ".tsv")
 PATH_COLUMNS = ("path", "file", "filename", "image", "image_path", "image_id", "id", "fname")
 LABEL_COLUMNS = ("label", "class", "class_name", "category", "target", "y")
 MULTI_LABEL_COLUMNS = ("labels", "tags")
+#: What joins the class names of a label set (see resnetkit.data.multilabel).
+SET_SEPARATOR = "|"
 #: Separators of a multi-label cell, in order of preference (else whitespace).
 MULTI_LABEL_SEPARATORS = ("|", ";", ",")
 SPLIT_COLUMNS = ("split", "subset", "set")
@@ -162,6 +165,14 @@ def read_label_file(path: str | Path) -> LabelFile:
         )
     if multi_label:
         rows, classes = _label_sets(rows)
+        if all(key and SET_SEPARATOR not in key for key in classes):  # "labels" for "label"?
+            warnings.warn(
+                f"{path}: the column {header[label_col]!r} gives every image exactly one "
+                "class; it is read as multi-label (a sigmoid per class, scored by mAP). For a "
+                f"classifier that picks one class an image, rename it 'label'",
+                UserWarning,
+                stacklevel=2,
+            )
         return LabelFile(path, tuple(rows), classes, split_col is not None, multi_label=True)
     labels = {label for _, label, _ in rows}
     if any("|" in label for label in labels):
@@ -178,7 +189,8 @@ def read_label_file(path: str | Path) -> LabelFile:
 def sort_class_names(names: Iterable[str]) -> tuple[str, ...]:
     """Sorted, numerically when every name is an integer (``2`` before ``10``)."""
     names = set(names)
-    numeric = all(name.lstrip("-").isdigit() for name in names)
+    # ASCII digits only: "--5" or "²" pass str.isdigit after lstrip("-") but not int()
+    numeric = all(re.fullmatch(r"-?[0-9]+", name) for name in names)
     return tuple(sorted(names, key=int if numeric else None))
 
 
@@ -191,7 +203,7 @@ def _label_sets(
     separator = next((sep for sep in MULTI_LABEL_SEPARATORS if any(sep in c for c in cells)), None)
     per_row = [{name.strip() for name in cell.split(separator)} - {""} for cell in cells]
     order = {name: i for i, name in enumerate(sort_class_names(set().union(*per_row)))}
-    keys = ["|".join(sorted(names, key=order.__getitem__)) for names in per_row]
+    keys = [SET_SEPARATOR.join(sorted(names, key=order.__getitem__)) for names in per_row]
     out = [(image, key, where) for (image, _, where), key in zip(rows, keys, strict=True)]
     return out, tuple(sorted(set(keys)))
 

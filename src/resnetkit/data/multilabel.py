@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-#: What joins the class names of a label set's key.
-SET_SEPARATOR = "|"
+from resnetkit.data.labels import SET_SEPARATOR  # what joins the class names of a set's key
+
 #: The probability from which a class counts as predicted, unless a model says otherwise.
 DEFAULT_THRESHOLD = 0.5
 
@@ -149,7 +149,8 @@ class MultiLabelMeter:
         """``map`` and per-class ``ap``; at the threshold ``micro_f1``, ``macro_f1``,
         ``exact`` (images with every class right) and per-class ``precision``, ``recall``,
         ``f1`` and ``support`` (positive images); ``loss`` (BCE per image and class). All in
-        percent; None where undefined (no positive image, nothing predicted)."""
+        percent; None where undefined (AP and recall: no positive image; precision: nothing
+        predicted; F1: neither). ``macro_f1`` averages the classes whose F1 is defined."""
         names = list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
         scores = torch.cat(self.scores) if self.scores else torch.zeros(0, self.num_classes)
         truth = torch.cat(self.targets) >= 0.5 if self.targets else scores.bool()
@@ -165,7 +166,11 @@ class MultiLabelMeter:
             ap[name] = None if value is None else 100.0 * value
             precision[name] = 100.0 * float(tp[i] / n_pred[i]) if n_pred[i] else None
             recall[name] = 100.0 * float(tp[i] / n_true[i]) if n_true[i] else None
-            f1[name] = 200.0 * float(tp[i] / (n_pred[i] + n_true[i])) if n_true[i] else None
+            # 2TP / (2TP + FP + FN): 0 for a class predicted on images that do not have it,
+            # even without positives (scikit-learn's f1_score); undefined only when the class
+            # is neither present nor predicted.
+            both = n_pred[i] + n_true[i]
+            f1[name] = 200.0 * float(tp[i] / both) if both else None
         present = [v for v in ap.values() if v is not None]
         scored = [v for v in f1.values() if v is not None]
         micro_den = float(n_pred.sum() + n_true.sum())

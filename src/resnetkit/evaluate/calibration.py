@@ -137,6 +137,14 @@ def calibrate(
         )
     if not getattr(model, "num_classes", 0):
         raise ValueError("the model has no classifier head (num_classes=0): nothing to calibrate")
+    from resnetkit.data.multilabel import model_threshold
+
+    if model_threshold(model) is not None:
+        raise ValueError(
+            "the model is multi-label (a sigmoid per class, a class predicted from its "
+            "threshold): temperature scaling fits one softmax over the classes, for models "
+            "that pick one class an image; calibrate does not apply to it"
+        )
     logits, labels, _ = collect_logits(
         model,
         dataset,

@@ -197,12 +197,9 @@ def quantize_model(
     meta = read_metadata(out)
     meta.pop("metrics", None)
     meta["quantized"] = {"method": method, "evaluated_on": accuracy.get("dataset")}
-    if accuracy:  # named as every model's metrics are: <split>_top1
-        split = eval_split
-        meta["metrics"] = {
-            f"{split}_top1": accuracy["int8"]["top1"],
-            f"{split}_top5": accuracy["int8"]["top5"],
-        }
+    if accuracy:  # named as every model's metrics are: <split>_top1 (multi-label: _map)
+        keys = ("map", "micro_f1") if "map" in accuracy["int8"] else ("top1", "top5")
+        meta["metrics"] = {f"{eval_split}_{key}": accuracy["int8"][key] for key in keys}
     add_onnx_metadata(out, json.dumps(meta))
     return QuantReport(
         fp32_path=str(fp32),
@@ -223,13 +220,19 @@ def compare_accuracy(
     data_dir: str | Path,
     split: str = "test",
 ) -> dict[str, Any]:
-    """Top-1/top-5 of the fp32 and int8 ONNX models on the same images, and the difference."""
+    """Top-1/top-5 of the fp32 and int8 ONNX models on the same images, and the difference
+    (a multi-label model: mAP, micro-F1 and exact match, and the drop of mAP)."""
     from resnetkit.evaluate.evaluator import evaluate_model
 
     results: dict[str, Any] = {}
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         scores = evaluate_model(OrtClassifier(path, model), dataset, data_dir, split=split)
-        results[name] = {"top1": scores["top1"], "top5": scores["top5"], "count": scores["count"]}
-    results["top1_drop"] = round(results["fp32"]["top1"] - results["int8"]["top1"], 4)
+        keys = ("map", "micro_f1", "exact") if scores.get("multi_label") else ("top1", "top5")
+        results[name] = {**{key: scores[key] for key in keys}, "count": scores["count"]}
+    score = "map" if "map" in results["fp32"] else "top1"
+    before, after = results["fp32"][score], results["int8"][score]
+    # None: mAP of a split where no image has any of the classes
+    drop = None if before is None or after is None else round(before - after, 4)
+    results[f"{score}_drop"] = drop
     results["dataset"] = f"{dataset}:{split}"
     return results

@@ -69,6 +69,8 @@ class Checkpoint:
         architecture: a resnetkit model directory's whole architecture (its config and arch
             name; else empty): a plain net and an option-A ResNet have the same weights.
         named_arch: the architecture a timm folder's config names (else empty).
+        task: a resnetkit model directory's ``task`` (``multi_label``, ``threshold``: a
+            sigmoid per class; else empty).
     """
 
     state: dict[str, Tensor]
@@ -84,6 +86,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     named_arch: str = ""  # the architecture a timm folder names
+    task: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -210,6 +213,7 @@ def read_checkpoint(
     ckpt.metrics = dict(meta.get("metrics") or {})
     ckpt.architecture = dict(meta.get("architecture") or {})
     ckpt.named_arch = str(meta.get("named_arch") or "")
+    ckpt.task = dict(meta.get("task") or {})
     if ckpt.source_format == "keras" and ckpt.stride_in_1x1 is None:
         ckpt.stride_in_1x1 = True  # keras.applications ResNet50/101/152 are all v1
     return ckpt
@@ -297,6 +301,7 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
             "preprocessing": config.get("preprocessing") or {},
             "metrics": config.get("metrics") or {},
             "architecture": {"arch": config["arch"], "config": dict(config["config"])},
+            "task": config.get("task") or {},
         }
         return raw, "resnetkit", meta
     if "architecture" in config:  # timm's Hub layout (timm_folder.to_timm_folder writes it)
@@ -730,6 +735,14 @@ def convert_checkpoint(
         report.notes.append(f"built the model with {note}, as the source is")
     out = Path(out)
     classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
+    multi_label = bool(ckpt.task.get("multi_label"))
+    threshold = float(ckpt.task.get("threshold", 0.5))
+    if multi_label and target != "resnetkit":  # the other formats have no place for it
+        report.notes.append(
+            f"the source is multi-label (a sigmoid per class, a class predicted from "
+            f"{threshold:g}); the {target} weights do not say so: apply a sigmoid, not a "
+            "softmax, to the outputs"
+        )
     if target == "resnetkit":
         from resnetkit.models.model_dir import save_model_dir
 
@@ -764,6 +777,8 @@ def convert_checkpoint(
             # measured on the source model: still true unless its head or stem was adapted
             metrics=ckpt.metrics if not report.adapted else None,
             provenance=provenance,
+            multi_label=multi_label,
+            threshold=threshold,
         )
     elif target == "huggingface":
         to_huggingface(model, out, classes=classes or None)

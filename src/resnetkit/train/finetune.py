@@ -34,6 +34,7 @@ def finetune(
     progress: bool = True,
     log_epochs: bool = False,
     device: str = "cpu",
+    image_size: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``source`` (registered tag, model directory, or checkpoint with ``arch``) on an
     image folder (one sub-folder per class, optionally ``train/`` and ``val/``).
@@ -50,6 +51,9 @@ def finetune(
         progress: show progress bars.
         log_epochs: without progress bars, still write one line per epoch to stderr.
         device: ``cpu`` or a CUDA device.
+        image_size: train (and save the model) at this input side instead of the source
+            model's own, e.g. 64 for a CIFAR model on larger pictures: a ResNet is fully
+            convolutional up to its global pool.
     """
     spec = finetune_spec(
         source,
@@ -62,6 +66,7 @@ def finetune(
         progress=progress,
         log_epochs=log_epochs,
         device=device,
+        image_size=image_size,
     )
     return train_and_report(spec, source=source, scratch=scratch)
 
@@ -85,14 +90,24 @@ def finetune_spec(
     progress: bool = True,
     log_epochs: bool = False,
     device: str = "cpu",
+    image_size: int | None = None,
 ) -> TrainSpec:
     """The training run :func:`finetune` makes (its arguments are that function's): the model
-    loaded with its preprocessing, the folder read at the model's input size."""
+    loaded with its preprocessing, the folder read at the model's input size (or
+    ``image_size``)."""
     from resnetkit.models.resnet import ResNet
 
     recipe = recipe or load_recipe("finetune")
     model = load_model(source, arch=arch)
     pre = preprocessing_of(model)
+    if image_size is not None and image_size != int(pre["input_size"]):
+        if pre.get("pixel_mean") is not None:
+            raise ValueError(
+                f"image_size {image_size}: {source} subtracts a per-pixel mean image of "
+                f"{pre['input_size']}x{pre['input_size']} pixels, which fits no other size; "
+                "fine-tune it at its own size"
+            )
+        pre["input_size"] = image_size
     if scratch:  # same architecture and preprocessing, freshly initialised weights
         model = ResNet(model.config, name=model.name)
     return TrainSpec(

@@ -1128,8 +1128,10 @@ class Trainer:
             row[f"best_val_{self.score}"] = self.best_top1
         self.history.append(row)
         self.runlog.append(row)
-        shown = ", ".join(
-            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step", "lr")
+        shown = ", ".join(  # None: a multi-label score without the images to define it
+            f"{k} {'-' if v is None else format(v, '.4g')}"
+            for k, v in row.items()
+            if k not in ("epoch", "step", "lr")
         )
         # Time left at this epoch's pace (training only; evaluations add a little), leaving
         # out this process's first step when it falls in this epoch.
