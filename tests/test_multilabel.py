@@ -495,3 +495,36 @@ def test_a_labels_column_with_one_class_an_image_is_pointed_out(tmp_path: Path) 
     (tmp_path / "neg.csv").write_text("path,label\na.png,--5\nb.png,1\nc.png,-2\n")
     with pytest.warns(UserWarning, match="not found"):  # "--5" is a name, not a number
         assert read_label_file(tmp_path / "neg.csv").classes == ("--5", "-2", "1")
+
+
+def test_hugging_face_problem_type_both_ways(tmp_path: Path) -> None:
+    from resnetkit.interop.convert import convert_checkpoint
+
+    tagger = save_model_dir(
+        create_model("resnet18", num_classes=2), tmp_path / "r18", arch="resnet18",
+        classes=["a", "b"], preprocessing={"input_size": 64}, multi_label=True,
+    )  # fmt: skip
+    _, hf = convert_checkpoint(tagger, "resnet18", tmp_path / "hf", target="huggingface")
+    config = json.loads((hf / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    _, back = convert_checkpoint(hf, "resnet18", tmp_path / "back")
+    assert read_model_meta(back)["task"] == {"multi_label": True, "threshold": 0.5}
+    assert load_model(hf).pretrained_cfg["multi_label"] is True  # the Hub folder, read as is
+    plain = save_model_dir(
+        create_model("resnet18", num_classes=2), tmp_path / "p18", arch="resnet18",
+        classes=["a", "b"], preprocessing={"input_size": 64},
+    )  # fmt: skip
+    _, hf_plain = convert_checkpoint(plain, "resnet18", tmp_path / "hfp", target="huggingface")
+    assert "problem_type" not in json.loads((hf_plain / "config.json").read_text())
+
+
+def test_evaluate_at_another_threshold(trained: Any, data: Path) -> None:
+    model = load_model(trained.model_dir)
+    own = evaluate_model(model, "folder", data, split="test")
+    strict = evaluate_model(model, "folder", data, split="test", threshold=0.999)
+    assert strict["threshold"] == 0.999 and own["threshold"] == 0.5
+    assert strict["map"] == pytest.approx(own["map"])  # AP does not depend on it
+    predicted = sum(v is not None for v in strict["precision"].values())
+    assert strict["micro_f1"] < own["micro_f1"] or predicted < 2
+    with pytest.raises(ValueError, match="threshold is for multi-label models"):
+        evaluate_model(create_model("resnet20"), "cifar10-sample", "", threshold=0.5)

@@ -97,6 +97,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="write a reliability diagram (accuracy against confidence) to this PNG; given a "
         "folder, FOLDER/reliability_<dataset>_<split>[_10crop].png",
     )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="multi-label models: the probability from which a class counts as predicted "
+        "(default: the model's own, 0.5)",
+    )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_evaluate)
 
@@ -236,6 +243,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         scales=args.multi_scale,
         num_workers=args.num_workers,
+        threshold=args.threshold,
     )
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion

@@ -46,7 +46,7 @@ from resnetkit.data.folder import (
     format_failures,
     load_folder_arrays,
 )
-from resnetkit.data.multilabel import evaluate_multi_label, model_threshold
+from resnetkit.data.multilabel import check_threshold, evaluate_multi_label, model_threshold
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate import PAPER_SCALES
 from resnetkit.evaluate.folders import (
@@ -261,6 +261,7 @@ def evaluate_model(
     progress: bool = False,
     scales: Sequence[int] | None = None,
     num_workers: int = 0,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Measure a classifier on an evaluation split.
 
@@ -282,6 +283,9 @@ def evaluate_model(
             ``None``: single crop (or 10-crop).
         num_workers: processes decoding a folder's pictures ahead of the model (0: the
             calling process decodes them).
+        threshold: a multi-label model's probability from which a class counts as predicted
+            (default: its own); its results are those of
+            :class:`~resnetkit.data.multilabel.MultiLabelMeter` (``map``, ``micro_f1``...).
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
@@ -294,13 +298,18 @@ def evaluate_model(
             ``scales`` asked for with CIFAR or together with ``ten_crop``.
     """
     device = resolve_device(device)  # before the data is read
-    threshold = model_threshold(model)
-    if threshold is not None:
+    own = model_threshold(model)
+    if threshold is not None and own is None:
+        raise ValueError(
+            "threshold is for multi-label models (a sigmoid per class); this one picks one "
+            "class an image"
+        )
+    if own is not None:
         return _evaluate_multi_label(
             model,
             dataset,
             data_dir,
-            threshold,
+            check_threshold(threshold) if threshold is not None else own,
             split=split,
             batch_size=batch_size,
             ten_crop=ten_crop,

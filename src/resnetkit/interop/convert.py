@@ -336,10 +336,12 @@ def _huggingface_meta(config: dict[str, Any]) -> dict[str, Any]:
     labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
     if all(re.fullmatch(r"LABEL_\d+", label) for label in labels):
         labels = []  # transformers' placeholders, not class names
+    multi = config.get("problem_type") == "multi_label_classification"
     return {
         "stride_in_1x1": bool(config.get("downsample_in_bottleneck", False)),
         "classes": labels,
         "problems": problems,
+        "task": {"multi_label": True, "threshold": 0.5} if multi else {},
     }
 
 
@@ -530,14 +532,20 @@ def to_timm(model: ResNet) -> dict[str, Tensor]:
     return _detached(model)
 
 
-def huggingface_config(model: ResNet, classes: list[str] | None = None) -> dict[str, Any]:
-    """The ``config.json`` of a transformers ``ResNetForImageClassification`` for ``model``."""
+def huggingface_config(
+    model: ResNet, classes: list[str] | None = None, multi_label: bool = False
+) -> dict[str, Any]:
+    """The ``config.json`` of a transformers ``ResNetForImageClassification`` for ``model``
+    (``multi_label``: ``problem_type`` says so, and transformers' pipeline applies a sigmoid
+    per class instead of a softmax)."""
     _require_layout(model, "huggingface")
     c = model.config
     labels = list(classes or [f"LABEL_{i}" for i in range(model.num_classes)])
     if len(labels) != model.num_classes:
         raise ValueError(f"{len(labels)} class names for a {model.num_classes}-class model")
+    task = {"problem_type": "multi_label_classification"} if multi_label else {}
     return {
+        **task,
         "architectures": ["ResNetForImageClassification"],
         "model_type": "resnet",
         "num_channels": c.in_chans,
@@ -589,7 +597,13 @@ def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
     }
 
 
-def to_huggingface(model: ResNet, out_dir: str | Path, *, classes: list[str] | None = None) -> Path:
+def to_huggingface(
+    model: ResNet,
+    out_dir: str | Path,
+    *,
+    classes: list[str] | None = None,
+    multi_label: bool = False,
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that
     ``transformers.ResNetForImageClassification.from_pretrained(out_dir)`` loads, and the
     ``preprocessor_config.json`` of its preprocessing (see :func:`huggingface_preprocessor`),
@@ -599,11 +613,12 @@ def to_huggingface(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
         model: a ResNet with the ImageNet stem and option-B shortcuts (v1 or v1.5).
         out_dir: directory to create.
         classes: class names for ``id2label`` (default ``LABEL_i``).
+        multi_label: a sigmoid per class (``problem_type: multi_label_classification``).
 
     Raises:
         ValueError: the model has something transformers' ResNet cannot express.
     """
-    config = huggingface_config(model, classes)
+    config = huggingface_config(model, classes, multi_label)
     tensors = ours_to_huggingface(_detached(model))
     if len(tensors) != len(model.state_dict()):
         raise AssertionError("every parameter must have exactly one Hugging Face name")
@@ -737,7 +752,7 @@ def convert_checkpoint(
     classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
     multi_label = bool(ckpt.task.get("multi_label"))
     threshold = float(ckpt.task.get("threshold", 0.5))
-    if multi_label and target != "resnetkit":  # the other formats have no place for it
+    if multi_label and target not in ("resnetkit", "huggingface"):  # no place for it there
         report.notes.append(
             f"the source is multi-label (a sigmoid per class, a class predicted from "
             f"{threshold:g}); the {target} weights do not say so: apply a sigmoid, not a "
@@ -781,7 +796,7 @@ def convert_checkpoint(
             threshold=threshold,
         )
     elif target == "huggingface":
-        to_huggingface(model, out, classes=classes or None)
+        to_huggingface(model, out, classes=classes or None, multi_label=multi_label)
     elif target == "keras":
         from resnetkit.train.checkpoint import atomic_write_bytes
 

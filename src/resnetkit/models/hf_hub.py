@@ -547,6 +547,8 @@ def _transformers_weights(
         "interpolation": "bilinear",
         "source": name,
     }
+    if meta["task"].get("multi_label"):  # problem_type multi_label_classification
+        pretrained_cfg.update(multi_label=True, threshold=meta["task"]["threshold"])
     processor = resolver.optional("preprocessor_config.json")
     if processor is not None:
         pretrained_cfg.update(_processor_preprocessing(processor))

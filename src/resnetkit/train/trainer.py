@@ -235,10 +235,16 @@ class Trainer:
         self.score = "map" if data.multi_label else "top1"
         if len(self.classes) < 2:
             one = f" ({self.classes[0]})" if self.classes else ""
+            hint = (
+                "For a yes/no tagger, give it a one-class-an-image 'label' column with the "
+                "class and its absence (e.g. defect, ok)"
+                if data.multi_label
+                else "If the images sit one level deeper, pass that folder"
+            )
             where = "names" if data.multi_label else "has"
             raise ValueError(
                 f"{spec.data_dir} {where} {len(self.classes)} class{one}: a classifier needs at "
-                "least two classes. If the images sit one level deeper, pass that folder"
+                f"least two classes. {hint}"
             )
         self.norm = data.norm
         self.train_loader = data.train_loader
@@ -1004,7 +1010,12 @@ class Trainer:
                     postfix_at = t0
                     bar.set_postfix(
                         loss=f"{float(loss_sum) / max(seen, 1):.3f}",
-                        acc=f"{100 * float(correct) / max(seen, 1):.1f}",
+                        # multi-label: images with every class right
+                        **{
+                            "exact" if self.label_table is not None else "acc": (
+                                f"{100 * float(correct) / max(seen, 1):.1f}"
+                            )
+                        },
                         img_s=f"{n * self.dist.world_size / max(time.monotonic() - t0, 1e-9):.0f}",
                         lr=f"{self.scheduler.get_last_lr()[0]:.4g}",
                     )
