@@ -430,7 +430,7 @@ def test_calibrate_quantize_explain_and_evaluate_figures_of_a_multi_label_model(
     from resnetkit.explain import grad_cam
 
     model = load_model(trained.model_dir)
-    with pytest.raises(ValueError, match="multi-label .* calibrate does not apply"):
+    with pytest.raises(ValueError, match="multi-label .* use calibrate_thresholds"):
         calibrate(model, "folder", data, split="val")
 
     image = data.parent / "imgs" / "090.png"
@@ -528,3 +528,54 @@ def test_evaluate_at_another_threshold(trained: Any, data: Path) -> None:
     assert strict["micro_f1"] < own["micro_f1"] or predicted < 2
     with pytest.raises(ValueError, match="threshold is for multi-label models"):
         evaluate_model(create_model("resnet20"), "cifar10-sample", "", threshold=0.5)
+
+
+def test_fit_thresholds_by_hand() -> None:
+    from resnetkit.data.multilabel import fit_thresholds
+
+    # class 0: positives at 0.9 and 0.4, negatives at 0.6 and 0.1 -> best F1 (0.8) predicting
+    # the top three (0.9, 0.6, 0.4): threshold between 0.4 and 0.1, i.e. 0.25.
+    # class 1: no positive -> the default. class 2: every image positive -> predict them all
+    # (half the lowest probability); midpoints above 0.95 (between 0.999 and 0.998...) unused
+    probs = torch.tensor(
+        [[0.9, 0.2, 0.999], [0.6, 0.3, 0.998], [0.4, 0.1, 0.997], [0.1, 0.2, 0.996]]
+    )
+    targets = torch.tensor([[1.0, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]])
+    cuts = fit_thresholds(probs, targets, 0.5)
+    assert cuts[0] == pytest.approx(0.25) and cuts[1] == 0.5
+    assert cuts[2] == pytest.approx(0.498)
+    low = fit_thresholds(torch.tensor([[0.02], [0.01]]), torch.tensor([[1.0], [0.0]]), 0.4)
+    assert low == [0.4]  # every midpoint below 0.05: the default
+    assert fit_thresholds(probs, targets, [0.3, 0.7, 0.6])[1] == 0.7
+
+
+def test_per_class_thresholds_from_calibrate(
+    trained: Any, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.predict import rank_classes
+
+    out = tmp_path / "cal"
+    code = main(["calibrate", "--model", str(trained.model_dir), "--dataset", "folder",
+                 "--data-dir", str(data), "--split", "val", "--out", str(out),
+                 "--json"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fit_images"] == 8 and report["check_images"] == 8
+    assert report["after"]["map"] == pytest.approx(report["before"]["map"])
+    meta = read_model_meta(out)
+    assert meta["task"]["threshold"] == report["thresholds"] and len(report["thresholds"]) == 2
+    assert meta["provenance"]["calibrated_from"] == str(trained.model_dir)
+    model = load_model(out)
+    result = evaluate_model(model, "folder", data, split="test")
+    assert result["threshold"] == report["thresholds"]
+    assert main(["evaluate", "--model", str(out), "--dataset", "folder", "--data-dir",
+                 str(data), "--split", "test"]) == 0  # fmt: skip
+    assert "at threshold per class" in capsys.readouterr().out
+    # a per-class threshold decides each class on its own
+    ranked = rank_classes(torch.tensor([[0.3, 0.6]]), ["a", "b"], 1, [0.2, 0.7])
+    assert [t["class"] for t in ranked[0]["labels"]] == ["a"]
+    broken = json.loads((out / "config.json").read_text())
+    broken["task"]["threshold"] = [0.5]
+    (out / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="or one for each of the 2 classes"):
+        load_model(out)

@@ -193,7 +193,8 @@ def predict(
         tta: test-time augmentation: average the softmax of each image and of its mirror
             image (twice the compute; the flip the models were trained with).
         threshold: a multi-label model's probability from which a class is an image's
-            (default: the model's own, 0.5 unless its config says otherwise). Multi-label
+            (default: the model's own: 0.5 unless its config says otherwise, which may give
+            one per class). Multi-label
             models score each class with a sigmoid, the others with a softmax.
 
     Returns:
@@ -276,7 +277,7 @@ def _sigmoid(logits: Tensor) -> Tensor:
 
 
 def rank_classes(
-    probs: Tensor, classes: Sequence[str], k: int, threshold: float | None = None
+    probs: Tensor, classes: Sequence[str], k: int, threshold: float | list[float] | None = None
 ) -> list[dict[str, Any]]:
     """Per image of ``probs`` (images, classes): ``{"top_k": [{"class", "index",
     "probability"}]}``, the ``k`` most probable classes; with a multi-label ``threshold`` also
@@ -291,7 +292,8 @@ def rank_classes(
         ]
         ranking: dict[str, Any] = {"top_k": top}
         if threshold is not None:
-            order = sorted((c for c, v in enumerate(row) if v >= threshold), key=lambda c: -row[c])
+            cuts = threshold if isinstance(threshold, list) else [threshold] * len(classes)
+            order = sorted((c for c, v in enumerate(row) if v >= cuts[c]), key=lambda c: -row[c])
             ranking["labels"] = [
                 {"class": classes[c], "index": c, "probability": row[c]} for c in order
             ]

@@ -1,4 +1,5 @@
-"""``resnetkit calibrate``: temperature scaling, fitted on held-out images and checked on others."""
+"""``resnetkit calibrate``: temperature scaling (per-class thresholds for a multi-label model),
+fitted on held-out images and checked on others."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "divided by T, minimising the negative log-likelihood; Guo et al. 2017) and reports "
         "the calibration error (ECE) and log-likelihood before and after on the other part. "
         "With --out, writes a model directory with T folded into the classifier, so predict, "
-        "serve, export and quantize give calibrated probabilities. Top-1 never changes.",
+        "serve, export and quantize give calibrated probabilities. Top-1 never changes. A "
+        "multi-label model gets one threshold per class instead (each class's best F1 on the "
+        "fitted part; F1 and exact matches reported before and after), kept by --out.",
     )
     add_model_args(p)
     p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -67,6 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnetkit.data.multilabel import model_threshold
     from resnetkit.data.splits import TRAIN_FOLDERS
     from resnetkit.evaluate.calibration import apply_temperature, calibrate
     from resnetkit.models.loading import load_model, preprocessing_of
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
     model = load_model(args.model, arch=args.arch)
+    if model_threshold(model) is not None:
+        return _thresholds(args, model, data_dir)
     report = calibrate(
         model,
         args.dataset,
@@ -131,6 +137,78 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'ECE (%)':<10} {before['ece']:>8.2f} {after['ece']:>8.2f}")
     print(f"  {'NLL':<10} {before['nll']:>8.4f} {after['nll']:>8.4f}")
     print(f"  {'top-1 (%)':<10} {before['top1']:>8.2f} {after['top1']:>8.2f}")
+    if args.out is not None:
+        print(f"calibrated model: {args.out}")
+    return 0
+
+
+def _thresholds(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
+    """``calibrate`` of a multi-label model: per-class thresholds (see
+    :func:`~resnetkit.evaluate.calibration.calibrate_thresholds`)."""
+    from resnetkit.evaluate.calibration import calibrate_thresholds
+    from resnetkit.models.loading import preprocessing_of
+    from resnetkit.models.model_dir import save_model_dir
+
+    report = calibrate_thresholds(
+        model,
+        args.dataset,
+        data_dir,
+        split=args.split,
+        fit_fraction=args.fit_fraction,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    result: dict[str, Any] = {"model": str(args.model), **report.to_dict()}
+    if args.out is not None:
+        cfg = preprocessing_of(model)
+        metrics = {  # mAP does not depend on the thresholds; F1 and exact matches do
+            k: v for k, v in (cfg.get("metrics") or {}).items() if k.endswith("_map")
+        }
+        save_model_dir(
+            model.cpu(),
+            args.out,
+            arch=model.name,
+            classes=list(cfg["classes"]),
+            preprocessing={
+                k: v
+                for k, v in cfg.items()
+                if k not in (*NOT_PREPROCESSING, "multi_label", "threshold")
+            },
+            metrics=metrics,
+            provenance={
+                "calibrated_from": str(args.model),
+                "calibration": {
+                    "method": "per-class thresholds (best F1)",
+                    "dataset": args.dataset,
+                    "split": args.split,
+                    "seed": args.seed,
+                    **report.to_dict(),
+                },
+            },
+            multi_label=True,
+            threshold=report.thresholds,
+        )
+        result["out"] = str(args.out)
+    if args.as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+
+    def pct(value: float | None) -> str:
+        return f"{value:8.2f}" if value is not None else f"{'-':>8}"
+
+    print(
+        f"per-class thresholds (each class's best F1 on {report.fit_images} images of "
+        f"{args.dataset} {args.split}):"
+    )
+    width = max(len(c) for c in report.classes)
+    for name, cut in zip(report.classes, report.thresholds, strict=True):
+        print(f"  {name:<{width}}  {cut:.3f}")
+    print(f"on the other {report.check_images} images:")
+    print(f"  {'':<15} {'before':>8} {'after':>8}")
+    for key, label in (("micro_f1", "micro F1 (%)"), ("macro_f1", "macro F1 (%)"),
+                       ("exact", "exact (%)"), ("map", "mAP (%)")):  # fmt: skip
+        print(f"  {label:<15} {pct(report.before[key])} {pct(report.after[key])}")
     if args.out is not None:
         print(f"calibrated model: {args.out}")
     return 0

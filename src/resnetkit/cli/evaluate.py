@@ -162,6 +162,7 @@ def format_report(result: dict[str, Any], model_name: str) -> str:
 def format_multi_label(result: dict[str, Any], model_name: str) -> str:
     """A multi-label evaluation: mAP, F1 and exact matches, then AP and the scores at the
     threshold per class."""
+    from resnetkit.data.multilabel import describe_threshold
 
     def cell(value: float | None) -> str:
         return f"{value:6.2f}%" if value is not None else f"{'-':>7}"
@@ -169,7 +170,8 @@ def format_multi_label(result: dict[str, Any], model_name: str) -> str:
     lines = [
         f"{model_name} on {result['dataset']} {result['split']}: {result['count']} images, "
         f"single crop, {result['input_size']}x{result['input_size']}, multi-label",
-        f"  mAP {cell(result['map'])}   at threshold {result['threshold']:g}: micro F1 "
+        f"  mAP {cell(result['map'])}   at threshold {describe_threshold(result['threshold'])}: "
+        f"micro F1 "
         f"{cell(result['micro_f1'])}   macro F1 {cell(result['macro_f1'])}   exact match "
         f"{cell(result['exact'])}   loss {result['loss']:.4f}",
         "",

@@ -8,7 +8,8 @@ and a ``(sets, classes)`` multi-hot table, so that a batch's targets are ``table
 The model scores each class on its own: a sigmoid per class, trained with binary
 cross-entropy (as timm's ``BinaryCrossEntropy`` and Hugging Face's
 ``multi_label_classification``); a class is predicted when its probability reaches the
-model's threshold (0.5 unless its config says otherwise).
+model's threshold (0.5 unless its config says otherwise; or one threshold per class, chosen
+on held-out images by :func:`fit_thresholds`, ``resnetkit calibrate``).
 
 Metrics (:class:`MultiLabelMeter`): mean average precision over the classes that have
 positive images (``map``, the headline of multi-label benchmarks such as VOC and COCO; AP as
@@ -30,6 +31,9 @@ from resnetkit.data.labels import SET_SEPARATOR  # what joins the class names of
 
 #: The probability from which a class counts as predicted, unless a model says otherwise.
 DEFAULT_THRESHOLD = 0.5
+
+#: One probability for every class, or one per class.
+Threshold = float | list[float]
 
 
 def label_sets(keys: Sequence[str]) -> tuple[list[str], Tensor]:
@@ -121,9 +125,10 @@ def average_precision(scores: Tensor, positives: Tensor) -> float | None:
 class MultiLabelMeter:
     """Collects probabilities and targets of an evaluation; :meth:`summary` scores them."""
 
-    def __init__(self, num_classes: int, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, num_classes: int, threshold: Threshold = DEFAULT_THRESHOLD) -> None:
         self.num_classes = num_classes
         self.threshold = threshold
+        self._cut = threshold_tensor(threshold, num_classes)
         self.scores: list[Tensor] = []
         self.targets: list[Tensor] = []
         self.loss_sum = 0.0
@@ -154,7 +159,7 @@ class MultiLabelMeter:
         names = list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
         scores = torch.cat(self.scores) if self.scores else torch.zeros(0, self.num_classes)
         truth = torch.cat(self.targets) >= 0.5 if self.targets else scores.bool()
-        predicted = scores >= self.threshold
+        predicted = scores >= self._cut
         tp = (predicted & truth).sum(0).double()
         n_pred, n_true = predicted.sum(0).double(), truth.sum(0).double()
         ap: dict[str, float | None] = {}
@@ -197,7 +202,7 @@ def evaluate_multi_label(
     batches: Iterable[tuple[Tensor, Tensor]],
     table: Tensor,
     device: torch.device | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: Threshold = DEFAULT_THRESHOLD,
     progress: bool = False,
 ) -> MultiLabelMeter:
     """Run ``model`` over ``(inputs, label-set indices)`` batches; the targets are
@@ -214,19 +219,79 @@ def evaluate_multi_label(
     return meter
 
 
-def model_threshold(model: Any) -> float | None:
-    """A multi-label model's threshold (its config's, else :data:`DEFAULT_THRESHOLD`); None
-    for a model that picks one class an image (softmax)."""
+def model_threshold(model: Any) -> Threshold | None:
+    """A multi-label model's threshold (its config's, else :data:`DEFAULT_THRESHOLD`; a list
+    when it has one per class); None for a model that picks one class an image (softmax)."""
     from resnetkit.models.loading import preprocessing_of
     from resnetkit.predict import unwrap
 
     cfg = preprocessing_of(unwrap(model))
     if not cfg.get("multi_label"):
         return None
-    return float(cfg.get("threshold", DEFAULT_THRESHOLD))
+    threshold = cfg.get("threshold", DEFAULT_THRESHOLD)
+    return [float(t) for t in threshold] if isinstance(threshold, list) else float(threshold)
 
 
-def check_threshold(threshold: float) -> float:
+def threshold_tensor(threshold: Threshold, num_classes: int) -> Tensor:
+    """``threshold`` as a (classes,) tensor, to compare probabilities (images, classes) with.
+
+    Raises:
+        ValueError: a list of another length than ``num_classes``.
+    """
+    if isinstance(threshold, list):
+        if len(threshold) != num_classes:
+            raise ValueError(f"{len(threshold)} per-class thresholds for {num_classes} classes")
+        return torch.tensor(threshold, dtype=torch.float32)
+    return torch.full((num_classes,), float(threshold))
+
+
+def describe_threshold(threshold: Threshold) -> str:
+    """``0.5``, or ``per class (0.21 to 0.74)``."""
+    if isinstance(threshold, list):
+        return f"per class ({min(threshold):.2g} to {max(threshold):.2g})"
+    return f"{threshold:g}"
+
+
+#: Where :func:`fit_thresholds` keeps a class's threshold: away from 0 and 1, where one
+#: image more or less would flip it.
+THRESHOLD_RANGE = (0.05, 0.95)
+
+
+def fit_thresholds(probs: Tensor, targets: Tensor, default: Threshold) -> list[float]:
+    """One threshold per class, maximising that class's F1 on ``probs``/``targets`` (images,
+    classes): the midpoint between the probability that scores best as a threshold and the
+    next lower one, among the midpoints within :data:`THRESHOLD_RANGE`. A class without
+    positive images (or no usable midpoint) keeps its ``default``. Ties go to the threshold
+    nearest 0.5 (the fewest surprises)."""
+    threshold_tensor(default, probs.shape[1])  # the length checked
+    cut = default if isinstance(default, list) else [float(default)] * probs.shape[1]
+    low, high = THRESHOLD_RANGE
+    out = []
+    for c in range(probs.shape[1]):
+        truth = targets[:, c] >= 0.5
+        positives = int(truth.sum())
+        if positives == 0:
+            out.append(float(cut[c]))
+            continue
+        p = probs[:, c].double()
+        order = torch.argsort(p, descending=True, stable=True)
+        ps, hit = p[order], truth[order].double()
+        tp = hit.cumsum(0)
+        predicted = torch.arange(1, len(ps) + 1, dtype=torch.float64)
+        f1 = 2 * tp / (predicted + positives)
+        below = torch.cat([ps[1:], torch.zeros(1, dtype=torch.float64)])
+        middle = (ps + below) / 2  # predicts exactly the images down to this one
+        usable = (ps != below) & (middle >= low) & (middle <= high)
+        if not bool(usable.any()):
+            out.append(float(cut[c]))
+            continue
+        best = float(f1[usable].max())
+        choices = middle[usable][f1[usable] >= best - 1e-12]
+        out.append(float(choices[(choices - 0.5).abs().argmin()]))
+    return out
+
+
+def check_threshold(threshold: float) -> float:  # a command line's --threshold
     """``threshold`` if it is a probability strictly between 0 and 1, else ValueError."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")

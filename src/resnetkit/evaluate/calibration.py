@@ -11,6 +11,12 @@ calibration error before and after on the rest, so the improvement it reports is
 on the images it was fitted on. :func:`apply_temperature` folds ``T`` into the classifier
 (``fc.weight / T``, ``fc.bias / T``): every consumer of the model (predict, serve, ONNX export,
 int8 quantisation) then gives calibrated probabilities with no extra step.
+
+A multi-label model (a sigmoid per class) has no softmax to scale; what it can be calibrated
+on is where each class starts: :func:`calibrate_thresholds` chooses one threshold per class,
+the one that maximises that class's F1 on one part of the split
+(:func:`~resnetkit.data.multilabel.fit_thresholds`), and measures F1 and exact matches before
+and after on the rest; the model directory keeps them (``task.threshold``, a list).
 """
 
 from __future__ import annotations
@@ -48,6 +54,30 @@ class CalibrationReport:
     check_images: int
     before: dict[str, float]
     after: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ThresholdReport:
+    """What :func:`calibrate_thresholds` found.
+
+    Attributes:
+        thresholds: one per class, in the model's class order.
+        classes: the model's class names.
+        fit_images: images the thresholds were chosen on.
+        check_images: held-out images the numbers below are measured on.
+        before, after: ``micro_f1``, ``macro_f1``, ``exact`` and ``map`` (percent; mAP does
+            not depend on thresholds) at the model's own threshold, then at the new ones.
+    """
+
+    thresholds: list[float]
+    classes: list[str]
+    fit_images: int
+    check_images: int
+    before: dict[str, float | None]
+    after: dict[str, float | None]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,7 +173,7 @@ def calibrate(
         raise ValueError(
             "the model is multi-label (a sigmoid per class, a class predicted from its "
             "threshold): temperature scaling fits one softmax over the classes, for models "
-            "that pick one class an image; calibrate does not apply to it"
+            "that pick one class an image; use calibrate_thresholds (per-class thresholds)"
         )
     logits, labels, _ = collect_logits(
         model,
@@ -154,15 +184,7 @@ def calibrate(
         device=device,
         download=download,
     )
-    n = len(labels)
-    fit_count = round(n * fit_fraction)
-    if fit_count < 1 or fit_count >= n:
-        raise ValueError(
-            f"{dataset} {split} has {n} images: too few to fit on {fit_fraction:.0%} of them "
-            "and check on the rest"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    fit, check = order[:fit_count], order[fit_count:]
+    fit, check = _halves(len(labels), fit_fraction, seed, f"{dataset} {split}")
     temperature = fit_temperature(logits[fit], labels[fit])
     return CalibrationReport(
         temperature=temperature,
@@ -170,6 +192,72 @@ def calibrate(
         check_images=len(check),
         before=scores(logits[check], labels[check]),
         after=scores(logits[check], labels[check], temperature),
+    )
+
+
+def _halves(n: int, fit_fraction: float, seed: int, what: str) -> tuple[Tensor, Tensor]:
+    """A random ``fit_fraction`` of ``n`` images, and the rest."""
+    if not 0.0 < fit_fraction < 1.0:
+        raise ValueError(
+            f"fit_fraction must be between 0 and 1 (exclusive), got {fit_fraction}: the "
+            "calibration is fitted on one part of the split and checked on the rest"
+        )
+    fit_count = round(n * fit_fraction)
+    if fit_count < 1 or fit_count >= n:
+        raise ValueError(
+            f"{what} has {n} images: too few to fit on {fit_fraction:.0%} of them and check "
+            "on the rest"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:fit_count], order[fit_count:]
+
+
+def calibrate_thresholds(
+    model: ResNet,
+    dataset: str,
+    data_dir: str | Path,
+    *,
+    split: str = "val",
+    fit_fraction: float = 0.5,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> ThresholdReport:
+    """Per-class thresholds of a multi-label model, chosen on a random ``fit_fraction`` of a
+    split (each class's best F1), measured on the rest against the model's own threshold.
+
+    Raises:
+        ValueError: a model that is not multi-label, ``fit_fraction`` outside (0, 1), or too
+            few images for both parts.
+    """
+    from resnetkit.data.multilabel import MultiLabelMeter, fit_thresholds, model_threshold
+    from resnetkit.evaluate.evaluator import collect_logits
+
+    own = model_threshold(model)
+    if own is None:
+        raise ValueError(
+            "the model picks one class an image (softmax): per-class thresholds are for "
+            "multi-label models; use calibrate (temperature scaling)"
+        )
+    logits, targets, classes = collect_logits(
+        model, dataset, data_dir, split=split, batch_size=batch_size, device=device
+    )
+    fit, check = _halves(len(targets), fit_fraction, seed, f"{dataset} {split}")
+    thresholds = fit_thresholds(logits[fit].sigmoid(), targets[fit], own)
+
+    def measured(threshold: float | list[float]) -> dict[str, float | None]:
+        meter = MultiLabelMeter(len(classes), threshold)
+        meter.update(logits[check], targets[check])
+        summary = meter.summary(classes)
+        return {key: summary[key] for key in ("micro_f1", "macro_f1", "exact", "map")}
+
+    return ThresholdReport(
+        thresholds=thresholds,
+        classes=list(classes),
+        fit_images=len(fit),
+        check_images=len(check),
+        before=measured(own),
+        after=measured(thresholds),
     )
 
 

@@ -355,7 +355,7 @@ def _evaluate_multi_label(
     model: nn.Module,
     dataset: str,
     data_dir: str | Path,
-    threshold: float,
+    threshold: float | list[float],
     *,
     split: str,
     batch_size: int,
@@ -434,7 +434,8 @@ def collect_logits(
     num_workers: int = 0,
 ) -> tuple[Tensor, Tensor, list[str]]:
     """The model's float32 logits on an evaluation split (on the CPU), its labels and class
-    names, with inputs prepared as :func:`evaluate_model` prepares them (single crop)."""
+    names, with inputs prepared as :func:`evaluate_model` prepares them (single crop). For a
+    multi-label model the labels are its (images, classes) multi-hot targets."""
     device = resolve_device(device)
     scorer, loader, classes, _ = _prepare(
         model, dataset, data_dir, split, batch_size, False, image_size, download, num_workers
@@ -444,7 +445,9 @@ def collect_logits(
         for x, y in loader:
             logits.append(scorer(x.to(device)).float().cpu())
             labels.append(y)
-    return torch.cat(logits), torch.cat(labels), list(classes)
+    table = getattr(loader, "label_table", None)  # multi-label: label sets -> targets
+    targets = torch.cat(labels)
+    return torch.cat(logits), targets if table is None else table[targets], list(classes)
 
 
 def _prepare_multi_scale(

@@ -737,6 +737,7 @@ def convert_checkpoint(
     Returns:
         The load report and the path written.
     """
+    from resnetkit.data.multilabel import describe_threshold
     from resnetkit.interop.timm_folder import is_folder_target, to_timm_folder
 
     if target not in TARGETS:
@@ -751,11 +752,12 @@ def convert_checkpoint(
     out = Path(out)
     classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
     multi_label = bool(ckpt.task.get("multi_label"))
-    threshold = float(ckpt.task.get("threshold", 0.5))
+    threshold = ckpt.task.get("threshold", 0.5)
     if multi_label and target not in ("resnetkit", "huggingface"):  # no place for it there
         report.notes.append(
             f"the source is multi-label (a sigmoid per class, a class predicted from "
-            f"{threshold:g}); the {target} weights do not say so: apply a sigmoid, not a "
+            f"{describe_threshold(threshold)}); the {target} weights do not say so: apply a "
+            "sigmoid, not a "
             "softmax, to the outputs"
         )
     if target == "resnetkit":

@@ -40,12 +40,12 @@ def save_model_dir(
     provenance: dict[str, Any] | None = None,
     replace: bool = False,
     multi_label: bool = False,
-    threshold: float = 0.5,
+    threshold: float | list[float] = 0.5,
 ) -> Path:
     """Write a model directory that :func:`load_model_dir` (and every CLI command) can read.
 
     ``multi_label`` marks a model whose classes are scored each on its own (sigmoid), a
-    class predicted from ``threshold``.
+    class predicted from ``threshold`` (one for all classes, or one per class).
 
     ``out`` must be new or empty; with ``replace``, it may also hold a model directory, which
     is replaced. A folder with anything else in it is refused: its files (a project's own
@@ -85,7 +85,8 @@ def save_model_dir(
         "provenance": provenance or {},
     }
     if multi_label:
-        meta["task"] = {"multi_label": True, "threshold": float(threshold)}
+        cut = [float(t) for t in threshold] if isinstance(threshold, list) else float(threshold)
+        meta["task"] = {"multi_label": True, "threshold": cut}
     if model.features_only:  # a backbone: forward returns these stages' feature maps
         meta["features"] = {"features_only": True, "out_indices": list(model.out_indices)}
     atomic_write_text(out / "README.md", model_card(meta, model))
@@ -125,7 +126,7 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
     if task.get("multi_label"):
         lines += [
             f"Multi-label: each class has its own sigmoid probability, and an image has every "
-            f"class whose probability is at least {task.get('threshold', 0.5)} (any number "
+            f"class whose probability is at least {_threshold_text(task)} (any number "
             "of them, none included).",
             "",
         ]
@@ -215,6 +216,13 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
     return "\n".join(lines)
 
 
+def _threshold_text(task: dict[str, Any]) -> str:
+    cut = task.get("threshold", 0.5)
+    if isinstance(cut, list):
+        return "its own threshold (one per class, in config.json: task.threshold)"
+    return f"{cut}"
+
+
 def _split_metric(key: str) -> tuple[str, str]:
     """``val_micro_f1`` -> ``("val", "micro_f1")``, ``val_top1`` -> ``("val", "top1")``."""
     for name in ("micro_f1", "macro_f1"):
@@ -291,9 +299,17 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
     if not isinstance(task, dict) or not isinstance(task.get("multi_label", False), bool):
         return f"task must be an object with a true/false multi_label, got {task!r}"
     threshold = task.get("threshold", 0.5)
-    if not (isinstance(threshold, int | float) and not isinstance(threshold, bool)) or not (
-        0.0 < threshold < 1.0
-    ):
+
+    def probability(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+    if isinstance(threshold, list):
+        if len(threshold) != len(classes) or not all(map(probability, threshold)):
+            return (
+                f"task.threshold must be one probability between 0 and 1, or one for each of "
+                f"the {len(classes)} classes, got {threshold!r}"
+            )
+    elif not probability(threshold):
         return f"task.threshold must be a probability between 0 and 1, got {threshold!r}"
     return None
 
@@ -359,5 +375,8 @@ def load_model_dir(path: str | Path) -> ResNet:
     task = meta.get("task") or {}
     if task.get("multi_label"):
         model.pretrained_cfg["multi_label"] = True
-        model.pretrained_cfg["threshold"] = float(task.get("threshold", 0.5))
+        cut = task.get("threshold", 0.5)
+        model.pretrained_cfg["threshold"] = (
+            [float(t) for t in cut] if isinstance(cut, list) else float(cut)
+        )
     return model
