@@ -292,6 +292,7 @@ def test_finetune_a_single_label_model_into_a_multi_label_one(data: Path, tmp_pa
     result = finetune(source, data, tmp_path / "ft", recipe=recipe, progress=False)
     assert result.report["multi_label"] and result.report["map"] is not None
     assert set(result.report["per_class_ap"]) == {"blue", "red"}
+    assert Path(result.report["pr_curves_png"]).read_bytes().startswith(b"\x89PNG")
     assert read_model_meta(result.train.model_dir)["classes"] == ["blue", "red"]
 
 
@@ -579,3 +580,124 @@ def test_per_class_thresholds_from_calibrate(
     (out / "config.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="or one for each of the 2 classes"):
         load_model(out)
+
+
+def test_precision_recall_curves(
+    trained: Any, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.data.multilabel import precision_recall
+
+    curve = precision_recall(torch.tensor([0.9, 0.8, 0.8, 0.1]), torch.tensor([1, 0, 1, 0]) > 0)
+    assert curve is not None
+    precision, recall = curve  # thresholds 0.9, 0.8 (a tie: both count), 0.1
+    assert precision.tolist() == pytest.approx([1.0, 2 / 3, 0.5])
+    assert recall.tolist() == [0.5, 1.0, 1.0]
+    png = tmp_path / "figs" / "pr.png"
+    code = main(["evaluate", "--model", str(trained.model_dir), "--dataset", "folder",
+                 "--data-dir", str(data), "--split", "test", "--pr-curves", str(png),
+                 "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pr_curves_png"] == str(png) and "pr_curves" not in result
+    assert png.read_bytes().startswith(b"\x89PNG")
+    final = json.loads((trained.out / "final_metrics.json").read_text())
+    val = final["pr_curves"]["val"]
+    assert set(val["classes"]) == {"blue", "red"} and val["micro"]["recall"][-1] == 1.0
+    single = save_model_dir(
+        create_model("resnet20", num_classes=2), tmp_path / "one", arch="resnet20",
+        classes=["a", "b"], preprocessing={"input_size": 32},
+    )  # fmt: skip
+    code = main(["evaluate", "--model", str(single), "--dataset", "folder", "--data-dir",
+                 str(data), "--pr-curves", str(tmp_path / "x.png")])  # fmt: skip
+    assert code == 2 and "--pr-curves is for multi-label models" in capsys.readouterr().err
+
+
+def test_fitted_thresholds_predict_the_images_they_scored() -> None:
+    from resnetkit.data.multilabel import fit_thresholds, threshold_tensor
+    from resnetkit.predict import rank_classes
+
+    # Two neighbouring float32 probabilities, a positive just above a negative: their midpoint
+    # rounds (to even) onto the negative's probability in float32, where the meter, predict
+    # and serve compare; the threshold must still leave the negative out.
+    for low in (0.25, 0.3):
+        below = torch.tensor(low, dtype=torch.float32)
+        above = torch.nextafter(below, torch.tensor(1.0))
+        probs = torch.stack([above, below]).view(2, 1)
+        (cut,) = fit_thresholds(probs, torch.tensor([[1.0], [0.0]]), 0.5)
+        assert below.item() < cut <= above.item()
+        assert (probs >= threshold_tensor([cut], 1)).view(-1).tolist() == [True, False]
+        ranked = rank_classes(probs.view(2, 1), ["a"], 1, [cut])  # as predict and serve do
+        assert [len(r["labels"]) for r in ranked] == [1, 0]
+
+
+def test_calibrate_thresholds_needs_a_multi_label_label_file() -> None:
+    from resnetkit.evaluate.calibration import calibrate_thresholds
+
+    model = create_model("resnet20", num_classes=10)
+    model.pretrained_cfg = {"multi_label": True}
+    with pytest.raises(ValueError, match="cifar10-sample has one class an image"):
+        calibrate_thresholds(model, "cifar10-sample", ".")
+
+
+def test_a_list_threshold_follows_the_head_not_the_class_names(tmp_path: Path) -> None:
+    from resnetkit.data.multilabel import model_threshold
+    from resnetkit.interop.convert import convert_checkpoint
+    from resnetkit.predict import rank_classes
+
+    def tagger(out: Path, threshold: Any, classes: list[str]) -> Path:
+        return save_model_dir(
+            create_model("resnet18", num_classes=2), out, arch="resnet18", classes=classes,
+            preprocessing={"input_size": 64}, multi_label=True, threshold=threshold,
+        )  # fmt: skip
+
+    unnamed = tagger(tmp_path / "unnamed", [0.3, 0.7], [])  # classes unnamed: still 2 outputs
+    assert model_threshold(load_model(unnamed)) == [0.3, 0.7]
+    with pytest.raises(ValueError, match="threshold: 1 per-class thresholds for a 2-class"):
+        tagger(tmp_path / "short", [0.3], ["a", "b"])
+    assert not (tmp_path / "short").exists()
+    source = tagger(tmp_path / "r18", [0.3, 0.7], ["a", "b"])
+    # a new head (another class count) does not keep the old head's thresholds
+    report, out = convert_checkpoint(
+        source, "resnet18", tmp_path / "three", num_classes=3, adapt_head=True
+    )
+    assert read_model_meta(out)["task"] == {"multi_label": True, "threshold": 0.5}
+    assert any("per-class thresholds" in note for note in report.notes)
+    report, _ = convert_checkpoint(source, "resnet18", tmp_path / "hf", target="huggingface")
+    assert any("no place for the threshold (per class" in note for note in report.notes)
+    model = load_model(source)
+    model.reset_classifier(3)
+    assert model_threshold(model) == 0.5
+    with pytest.raises(ValueError, match="2 per-class thresholds for 3 classes"):
+        rank_classes(torch.rand(1, 3), ["a", "b", "c"], 1, [0.3, 0.7])
+
+
+def test_pr_figure_steps_enclose_the_average_precision() -> None:
+    from resnetkit.data.multilabel import _curve_points, precision_recall
+    from resnetkit.evaluate.plots import pr_steps
+
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    positives = torch.tensor([0, 0, 1, 0, 1, 1]) > 0  # the top two are negatives
+    curve = precision_recall(scores, positives)
+    assert curve is not None
+    recall, precision = pr_steps(_curve_points(curve))
+    area = sum((recall[i] - recall[i - 1]) * precision[i] for i in range(1, len(recall)))
+    assert area == pytest.approx(average_precision(scores, positives))
+    assert recall[0] == 0.0 and pr_steps({"recall": [], "precision": []}) == ([], [])
+
+
+def test_pr_curves_of_a_split_without_positives(
+    trained: Any, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = sorted((data.parent / "imgs").glob("*.png"))
+    rows = ["path,labels,split", f"{images[0]},red|blue,train"]
+    rows += [f"{image},,test" for image in images[1:5]]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    png = tmp_path / "pr.png"
+    code = main(["evaluate", "--model", str(trained.model_dir), "--dataset", "folder",
+                 "--data-dir", str(tmp_path / "labels.csv"), "--split", "test",
+                 "--pr-curves", str(png), "--json"])  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["map"] is None and "pr_curves_png" not in result and not png.exists()
+    assert "no precision-recall curve to draw" in captured.err

@@ -282,7 +282,17 @@ def rank_classes(
     """Per image of ``probs`` (images, classes): ``{"top_k": [{"class", "index",
     "probability"}]}``, the ``k`` most probable classes; with a multi-label ``threshold`` also
     ``labels``, every class at or above it, most probable first (``top_k`` then ranks at
-    least these). What ``predict`` and ``resnetkit serve`` answer."""
+    least these). What ``predict`` and ``resnetkit serve`` answer.
+
+    Raises:
+        ValueError: a per-class ``threshold`` list of another length than ``classes``.
+    """
+    if isinstance(threshold, list) and len(threshold) != len(classes):
+        raise ValueError(
+            f"{len(threshold)} per-class thresholds for {len(classes)} classes: the model's "
+            "task.threshold belongs to another head; calibrate it again (resnetkit calibrate) "
+            "or give one threshold"
+        )
     probs = probs.float().cpu()
     values, indices = probs.topk(min(k, len(classes)), dim=1)
     out = []

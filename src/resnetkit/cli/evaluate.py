@@ -98,6 +98,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "folder, FOLDER/reliability_<dataset>_<split>[_10crop].png",
     )
     p.add_argument(
+        "--pr-curves",
+        type=str,
+        default=None,
+        metavar="PNG",
+        help="multi-label models: write each class's precision-recall curve to this PNG; "
+        "given a folder, FOLDER/pr_curves_<dataset>_<split>.png",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -190,6 +198,11 @@ def format_multi_label(result: dict[str, Any], model_name: str) -> str:
     return "\n".join(lines)
 
 
+def option(kind: str) -> str:
+    """The command-line option that asks for a figure kind."""
+    return kind.replace("_", "-")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from resnetkit.data.multilabel import model_threshold
     from resnetkit.evaluate.evaluator import evaluate_model  # heavy imports only when used
@@ -200,7 +213,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         kind: figure_path(
             target, args.dataset, args.split, args.ten_crop, kind, args.multi_scale is not None
         )
-        for kind, target in (("confusion", args.confusion), ("reliability", args.reliability))
+        for kind, target in (
+            ("confusion", args.confusion),
+            ("reliability", args.reliability),
+            ("pr_curves", args.pr_curves),
+        )
         if target is not None
     }
     for kind, path in figures.items():  # checked first: an evaluation can take a while
@@ -208,23 +225,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
             check_writable_folder(path.parent)
             check_png_target(path)
         except argparse.ArgumentTypeError as err:
-            raise ValueError(f"--{kind} {path}: {err}") from None
-    if len(figures) == 2 and figures["confusion"].resolve() == figures["reliability"].resolve():
-        raise ValueError(
-            f"--confusion and --reliability both name {figures['confusion']}: one figure would "
-            "replace the other; give two files (or a folder)"
-        )
+            raise ValueError(f"--{option(kind)} {path}: {err}") from None
+    kinds = list(figures)
+    for i, first in enumerate(kinds):
+        for second in kinds[i + 1 :]:
+            if figures[first].resolve() == figures[second].resolve():
+                raise ValueError(
+                    f"--{option(first)} and --{option(second)} both name {figures[first]}: one "
+                    "figure would replace the other; give a file each (or a folder)"
+                )
     if args.multi_scale is not None and args.image_size is not None:
         raise ValueError(
             "--multi-scale resizes whole pictures to its own sides; --image-size does not "
             "apply: drop it, or give the sides (--multi-scale 224,320)"
         )
     model = load_classifier(args.model, arch=args.arch)
-    if figures and model_threshold(model) is not None:  # before the evaluation, too
-        names = " and ".join(f"--{kind}" for kind in figures)
+    multi_label = model_threshold(model) is not None
+    softmax_only = [kind for kind in figures if kind != "pr_curves"]
+    if softmax_only and multi_label:  # before the evaluation, too
+        names = " and ".join(f"--{kind}" for kind in softmax_only)
         raise ValueError(
             f"{names}: a multi-label model has no confusion matrix or top-class confidence; "
-            "drop them (the per-class AP, precision and recall are in the report)"
+            "drop them (the per-class AP, precision and recall are in the report; "
+            "--pr-curves draws its precision-recall curves)"
+        )
+    if "pr_curves" in figures and not multi_label:
+        raise ValueError(
+            "--pr-curves is for multi-label models (a sigmoid per class); this one picks one "
+            "class an image: --confusion shows where it goes wrong"
         )
     fixed = getattr(model, "fixed_input_size", None)  # an ONNX file exported at one size
     if args.image_size is not None and fixed is not None and args.image_size != fixed:
@@ -246,7 +274,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
         scales=args.multi_scale,
         num_workers=args.num_workers,
         threshold=args.threshold,
+        curves="pr_curves" in figures,
     )
+    if "pr_curves" in figures:
+        from resnetkit.evaluate.plots import plot_pr_curves
+
+        path = figures["pr_curves"]
+        curves = result.pop("pr_curves")  # points for the figure, not for the report
+        if curves["classes"]:
+            title = f"{model.name} on {args.dataset} {args.split} (mAP {result['map']:.2f}%)"
+            result["pr_curves_png"] = str(plot_pr_curves(curves, result["ap"], path, title))
+        else:  # the numbers are still worth having: no figure, and why
+            print(
+                f"resnetkit evaluate: --pr-curves {path}: no image of {args.split} has any of "
+                "the classes, so there is no precision-recall curve to draw (not written)",
+                file=sys.stderr,
+            )
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion
 
@@ -271,4 +314,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"confusion matrix: {result['confusion_png']}")
         if "reliability_png" in result:
             print(f"reliability diagram: {result['reliability_png']}")
+        if "pr_curves_png" in result:
+            print(f"precision-recall curves: {result['pr_curves_png']}")
     return 0

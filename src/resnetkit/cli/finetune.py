@@ -23,7 +23,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="New head for the folder's classes, lower learning rate for the backbone "
         "(--backbone-lr-mult), optional frozen stages and BatchNorm statistics, class-balanced "
         "loss, best epoch on validation kept, early stopping. Writes OUT/model (a model "
-        "directory), OUT/report.json, OUT/confusion.png and OUT/curves.png.",
+        "directory), OUT/report.json, OUT/confusion.png (multi-label: OUT/pr_curves.png) and "
+        "OUT/curves.png.",
     )
     add_model_args(p)
     p.add_argument(

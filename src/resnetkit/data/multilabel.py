@@ -104,10 +104,10 @@ def exact_matches(logits: Tensor, targets: Tensor, threshold: float = DEFAULT_TH
     return (predicted == (targets >= 0.5)).all(1).sum()
 
 
-def average_precision(scores: Tensor, positives: Tensor) -> float | None:
-    """Average precision of one class as scikit-learn's ``average_precision_score``: the sum
-    over distinct score thresholds of (recall gained) x (precision there); None without
-    positives."""
+def precision_recall(scores: Tensor, positives: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Precision and recall (float64, 0-1) at every distinct score taken as the threshold,
+    from the highest down (scikit-learn's ``precision_recall_curve``, in the other order);
+    None without positives."""
     total = int(positives.sum())
     if total == 0:
         return None
@@ -117,9 +117,31 @@ def average_precision(scores: Tensor, positives: Tensor) -> float | None:
     last = torch.ones(len(s), dtype=torch.bool)  # the last of each run of equal scores
     last[:-1] = s[1:] != s[:-1]
     tp, seen = tp[last], seen[last]
-    recall = tp / total
+    return tp / seen, tp / total
+
+
+def average_precision(scores: Tensor, positives: Tensor) -> float | None:
+    """Average precision of one class as scikit-learn's ``average_precision_score``: the sum
+    over distinct score thresholds of (recall gained) x (precision there); None without
+    positives."""
+    curve = precision_recall(scores, positives)
+    if curve is None:
+        return None
+    precision, recall = curve
     gained = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
-    return float((gained * tp / seen).sum())
+    return float((gained * precision).sum())
+
+
+#: Points kept of a precision-recall curve (by recall, evenly) for JSON and figures.
+CURVE_POINTS = 200
+
+
+def _curve_points(curve: tuple[Tensor, Tensor]) -> dict[str, list[float]]:
+    precision, recall = curve
+    if len(recall) > CURVE_POINTS:  # the first point of each recall step, evenly spread
+        keep = torch.linspace(0, len(recall) - 1, CURVE_POINTS).round().long().unique()
+        precision, recall = precision[keep], recall[keep]
+    return {"precision": precision.tolist(), "recall": recall.tolist()}
 
 
 class MultiLabelMeter:
@@ -150,10 +172,11 @@ class MultiLabelMeter:
         self.scores.append(logits.sigmoid().cpu())
         self.targets.append(targets.cpu())
 
-    def summary(self, classes: Iterable[str] | None = None) -> dict[str, Any]:
+    def summary(self, classes: Iterable[str] | None = None, curves: bool = False) -> dict[str, Any]:
         """``map`` and per-class ``ap``; at the threshold ``micro_f1``, ``macro_f1``,
         ``exact`` (images with every class right) and per-class ``precision``, ``recall``,
-        ``f1`` and ``support`` (positive images); ``loss`` (BCE per image and class). All in
+        ``f1`` and ``support`` (positive images); ``loss`` (BCE per image and class); with
+        ``curves``, ``pr_curves`` (see :meth:`_pr_curves`). All in
         percent; None where undefined (AP and recall: no positive image; precision: nothing
         predicted; F1: neither). ``macro_f1`` averages the classes whose F1 is defined."""
         names = list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
@@ -193,7 +216,22 @@ class MultiLabelMeter:
             "recall": recall,
             "f1": f1,
             "support": {name: int(n) for name, n in zip(names, n_true.tolist(), strict=True)},
+            **({"pr_curves": self._pr_curves(names, scores, truth)} if curves else {}),
         }
+
+    @staticmethod
+    def _pr_curves(names: list[str], scores: Tensor, truth: Tensor) -> dict[str, Any]:
+        """Precision-recall curves: ``{"classes": {name: curve}, "micro": curve}``, a curve
+        being ``{"precision": [...], "recall": [...]}`` (0-1, at most :data:`CURVE_POINTS`
+        points); ``classes`` leaves out a class without positives, ``micro`` pools every
+        image and class (None without any positive)."""
+        per_class = {}
+        for i, name in enumerate(names):
+            curve = precision_recall(scores[:, i], truth[:, i])
+            if curve is not None:
+                per_class[name] = _curve_points(curve)
+        pooled = precision_recall(scores.flatten(), truth.flatten())
+        return {"classes": per_class, "micro": None if pooled is None else _curve_points(pooled)}
 
 
 @torch.no_grad()
@@ -262,7 +300,12 @@ def fit_thresholds(probs: Tensor, targets: Tensor, default: Threshold) -> list[f
     classes): the midpoint between the probability that scores best as a threshold and the
     next lower one, among the midpoints within :data:`THRESHOLD_RANGE`. A class without
     positive images (or no usable midpoint) keeps its ``default``. Ties go to the threshold
-    nearest 0.5 (the fewest surprises)."""
+    nearest 0.5 (the fewest surprises).
+
+    Probabilities are compared in float32 (:class:`MultiLabelMeter`, ``predict`` and
+    ``serve`` all do), so each threshold is a float32 value: the midpoint rounded to float32,
+    or, where that rounding lands on the lower probability itself (two neighbouring float32
+    values), the next float32 above it; it predicts exactly the images whose F1 it scored."""
     threshold_tensor(default, probs.shape[1])  # the length checked
     cut = default if isinstance(default, list) else [float(default)] * probs.shape[1]
     low, high = THRESHOLD_RANGE
@@ -273,14 +316,16 @@ def fit_thresholds(probs: Tensor, targets: Tensor, default: Threshold) -> list[f
         if positives == 0:
             out.append(float(cut[c]))
             continue
-        p = probs[:, c].double()
+        p = probs[:, c].float()  # the precision every consumer compares in
         order = torch.argsort(p, descending=True, stable=True)
         ps, hit = p[order], truth[order].double()
         tp = hit.cumsum(0)
         predicted = torch.arange(1, len(ps) + 1, dtype=torch.float64)
         f1 = 2 * tp / (predicted + positives)
-        below = torch.cat([ps[1:], torch.zeros(1, dtype=torch.float64)])
-        middle = (ps + below) / 2  # predicts exactly the images down to this one
+        below = torch.cat([ps[1:], torch.zeros(1, dtype=torch.float32)])
+        # predicts exactly the images down to this one: a float32 in (below, ps]
+        middle = ((ps.double() + below.double()) / 2).float()
+        middle = torch.where(middle > below, middle, torch.nextafter(below, torch.ones(())))
         usable = (ps != below) & (middle >= low) & (middle <= high)
         if not bool(usable.any()):
             out.append(float(cut[c]))

@@ -227,8 +227,9 @@ def calibrate_thresholds(
     split (each class's best F1), measured on the rest against the model's own threshold.
 
     Raises:
-        ValueError: a model that is not multi-label, ``fit_fraction`` outside (0, 1), or too
-            few images for both parts.
+        ValueError: a model that is not multi-label, a dataset that is not a multi-label label
+            file (``folder``), ``fit_fraction`` outside (0, 1), or too few images for both
+            parts.
     """
     from resnetkit.data.multilabel import MultiLabelMeter, fit_thresholds, model_threshold
     from resnetkit.evaluate.evaluator import collect_logits
@@ -238,6 +239,12 @@ def calibrate_thresholds(
         raise ValueError(
             "the model picks one class an image (softmax): per-class thresholds are for "
             "multi-label models; use calibrate (temperature scaling)"
+        )
+    if dataset != "folder":  # CIFAR's labels are one class an image, not multi-hot targets
+        raise ValueError(
+            f"the model is multi-label (a sigmoid per class) and {dataset} has one class an "
+            "image: choose its thresholds with --dataset folder --data-dir LABELS.csv (a "
+            "'labels' column)"
         )
     logits, targets, classes = collect_logits(
         model, dataset, data_dir, split=split, batch_size=batch_size, device=device

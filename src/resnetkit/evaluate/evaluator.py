@@ -262,6 +262,7 @@ def evaluate_model(
     scales: Sequence[int] | None = None,
     num_workers: int = 0,
     threshold: float | None = None,
+    curves: bool = False,
 ) -> dict[str, Any]:
     """Measure a classifier on an evaluation split.
 
@@ -286,6 +287,8 @@ def evaluate_model(
         threshold: a multi-label model's probability from which a class counts as predicted
             (default: its own); its results are those of
             :class:`~resnetkit.data.multilabel.MultiLabelMeter` (``map``, ``micro_f1``...).
+        curves: a multi-label model's results also hold its precision-recall curves
+            (``pr_curves``, for :func:`~resnetkit.evaluate.plots.plot_pr_curves`).
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
@@ -318,6 +321,7 @@ def evaluate_model(
             progress=progress,
             scales=scales,
             num_workers=num_workers,
+            curves=curves,
         )
     scorer: Callable[[Tensor], Tensor]
     loader: Iterable[tuple[Tensor, Tensor]]
@@ -365,6 +369,7 @@ def _evaluate_multi_label(
     progress: bool,
     scales: Sequence[int] | None,
     num_workers: int,
+    curves: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_model` of a multi-label model: mAP and the rest of
     :class:`~resnetkit.data.multilabel.MultiLabelMeter`'s summary, on a multi-label label
@@ -389,7 +394,7 @@ def _evaluate_multi_label(
             scorer, loader, table, device, threshold=threshold, progress=progress
         )
     return {
-        **meter.summary(classes),
+        **meter.summary(classes, curves=curves),
         "multi_label": True,
         "classes": list(classes),
         "dataset": dataset,

@@ -1,4 +1,5 @@
-"""Confusion-matrix and reliability figures, drawn with matplotlib's object API (no pyplot)."""
+"""Confusion-matrix, reliability and precision-recall figures, drawn with matplotlib's object
+API (no pyplot)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,68 @@ def plot_reliability(
     bottom.grid(alpha=0.3)
     path = Path(path)
     return save_png(fig, path, dpi=150)
+
+
+#: Above this many classes the legend names only the best and the worst.
+MAX_CLASSES_IN_LEGEND = 12
+
+
+def pr_steps(curve: dict[str, list[float]]) -> tuple[list[float], list[float]]:
+    """A precision-recall curve (points from the highest threshold down) as the staircase
+    average precision measures, to draw with ``where="pre"``: each point's precision over the
+    recall it gained, from recall 0 (scikit-learn's ``PrecisionRecallDisplay`` draws the same
+    steps), so the area under the drawn line is the AP (of the points a long curve keeps,
+    :data:`~resnetkit.data.multilabel.CURVE_POINTS`)."""
+    recall, precision = list(curve["recall"]), list(curve["precision"])
+    if not recall:
+        return [], []
+    return [0.0, *recall], [precision[0], *precision]
+
+
+def plot_pr_curves(
+    curves: dict[str, Any], ap: dict[str, float | None], path: str | Path, title: str | None = None
+) -> Path:
+    """Save a multi-label model's precision-recall curves as a PNG: one thin line per class
+    (its AP in the legend; beyond :data:`MAX_CLASSES_IN_LEGEND` classes only the six best
+    and six worst are named) and the pooled ("micro") curve in black.
+
+    Args:
+        curves: ``pr_curves`` of :meth:`resnetkit.data.multilabel.MultiLabelMeter.summary`.
+        ap: per-class average precision (percent), as the summary gives it.
+        path: the PNG to write (parent folders are created).
+        title: drawn above the curves.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    per_class = curves.get("classes") or {}
+    if not per_class:
+        raise ValueError("no class has a positive image: there is no precision-recall curve")
+    ranked = sorted(per_class, key=lambda name: -(ap.get(name) or 0.0))
+    named = set(ranked)
+    if len(ranked) > MAX_CLASSES_IN_LEGEND:
+        half = MAX_CLASSES_IN_LEGEND // 2
+        named = set(ranked[:half] + ranked[-half:])
+    fig = Figure(figsize=(7.5, 6), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    palette = colormaps["tab20"]
+    for index, name in enumerate(ranked):
+        recall, precision = pr_steps(per_class[name])
+        score = ap.get(name)
+        label = f"{name} (AP {score:.1f})" if name in named and score is not None else None
+        ax.step(recall, precision, where="pre", linewidth=1.0, alpha=0.8,
+                color=palette(index % 20), label=label)  # fmt: skip
+    micro = curves.get("micro")
+    if micro:
+        recall, precision = pr_steps(micro)
+        ax.step(recall, precision, where="pre", linewidth=2.2, color="black",
+                label="all classes pooled")  # fmt: skip
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7 if len(named) > 8 else 9, loc="lower left")
+    if title:
+        ax.set_title(title)
+    return save_png(fig, Path(path), dpi=150)

@@ -753,6 +753,25 @@ def convert_checkpoint(
     classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
     multi_label = bool(ckpt.task.get("multi_label"))
     threshold = ckpt.task.get("threshold", 0.5)
+    new_head = any(change.startswith("head:") for change in report.adapted)
+    if (
+        multi_label
+        and isinstance(threshold, list)
+        and (new_head or len(threshold) != model.num_classes)
+    ):
+        report.notes.append(
+            f"the source's per-class thresholds ({describe_threshold(threshold)}) were chosen "
+            f"for its own head, not this {model.num_classes}-class one: the new head predicts "
+            "a class from 0.5 (after training it, `resnetkit calibrate` chooses its own)"
+        )
+        threshold = 0.5
+    if multi_label and target == "huggingface" and threshold != 0.5:
+        report.notes.append(  # config.json's problem_type says multi-label, not from where
+            f"the Hugging Face config has no place for the threshold "
+            f"({describe_threshold(threshold)}, in the source's config.json task.threshold): a "
+            "model read back from it predicts a class from 0.5; apply the source's thresholds "
+            "to transformers' sigmoid outputs"
+        )
     if multi_label and target not in ("resnetkit", "huggingface"):  # no place for it there
         report.notes.append(
             f"the source is multi-label (a sigmoid per class, a class predicted from "

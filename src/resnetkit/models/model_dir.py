@@ -53,6 +53,11 @@ def save_model_dir(
     """
     from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
+    if multi_label and isinstance(threshold, list) and len(threshold) != model.num_classes:
+        raise ValueError(  # load_model_dir would refuse the directory
+            f"threshold: {len(threshold)} per-class thresholds for a {model.num_classes}-class "
+            "model; give one for each class (in the model's order), or one for all"
+        )
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file: give a new or empty folder for the model")
@@ -304,10 +309,12 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
     if isinstance(threshold, list):
-        if len(threshold) != len(classes) or not all(map(probability, threshold)):
+        # one per output of the head (the classes may be unnamed: an empty list)
+        outputs = config.get("num_classes", len(classes))
+        if len(threshold) != outputs or not all(map(probability, threshold)):
             return (
                 f"task.threshold must be one probability between 0 and 1, or one for each of "
-                f"the {len(classes)} classes, got {threshold!r}"
+                f"the {outputs} classes, got {threshold!r}"
             )
     elif not probability(threshold):
         return f"task.threshold must be a probability between 0 and 1, got {threshold!r}"

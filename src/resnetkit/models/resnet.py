@@ -354,7 +354,8 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head by a new, freshly initialised one (0 removes it), on the device
         and in the dtype of the rest of the model. The old head's class names (in
-        ``pretrained_cfg``) go with it."""
+        ``pretrained_cfg``) go with it, and so do a multi-label model's per-class thresholds
+        (chosen for the old head's outputs: the new one starts from the default)."""
         config = self.config.with_options(num_classes=num_classes)  # checked before any change
         weight = self.conv1_weight()
         self.num_classes = num_classes
@@ -362,7 +363,9 @@ class ResNet(nn.Module):
         self.fc = self._make_fc(num_classes).to(device=weight.device, dtype=weight.dtype)
         cfg = getattr(self, "pretrained_cfg", None)
         if isinstance(cfg, dict) and len(cfg.get("classes") or []) != num_classes:
-            self.pretrained_cfg = {**cfg, "classes": []}
+            cfg = self.pretrained_cfg = {**cfg, "classes": []}
+        if isinstance(cfg, dict) and isinstance(cfg.get("threshold"), list):
+            self.pretrained_cfg = {k: v for k, v in cfg.items() if k != "threshold"}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

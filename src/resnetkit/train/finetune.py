@@ -152,6 +152,13 @@ def _multi_label_report(
         "model_dir": str(result.model_dir),
         "curves": str(out / "curves.png"),
     }
+    curves = final.get("pr_curves", {}).get("val")
+    if curves and curves.get("classes") and result.is_main:
+        from resnetkit.evaluate.plots import plot_pr_curves
+
+        title = f"val mAP {report['map']:.1f}%"
+        plot_pr_curves(curves, report["per_class_ap"], out / "pr_curves.png", title=title)
+        report["pr_curves_png"] = str(out / "pr_curves.png")
     if result.is_main:
         atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report

@@ -667,7 +667,9 @@ class Trainer:
             self._log(f"skipped {path}: {reason}")
 
     # ----------------------------------------------------------------- evaluation
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, curves: bool = False) -> dict[str, Any]:
+        """Every evaluation split's summary (``curves``: a multi-label run's precision-recall
+        curves too)."""
         model = self.ema.module if self.ema is not None else self.model
         was_training = model.training
         model.eval()
@@ -675,10 +677,11 @@ class Trainer:
         for name, loader in self.eval_loaders.items():
             if self.label_table is not None:
                 table = self.label_table.cpu()
-                meter: Any = evaluate_multi_label(model, loader, table, self.device)
+                meter = evaluate_multi_label(model, loader, table, self.device)
+                results[name] = meter.summary(self.classes, curves=curves)
             else:
-                meter = evaluate_batches(model, loader, len(self.classes), self.device)
-            results[name] = meter.summary(self.classes)
+                single = evaluate_batches(model, loader, len(self.classes), self.device)
+                results[name] = single.summary(self.classes)
         if was_training:
             self._set_train_mode()
         return results
@@ -1192,7 +1195,7 @@ class Trainer:
         final_model: ResNet = self.ema.module if self.ema is not None else self.model  # type: ignore[assignment]
         if self.recipe.select_best and self.best_weights is not None:
             final_model.load_state_dict(self.best_weights)
-        results = self.evaluate()
+        results = self.evaluate(curves=True)
         self._name_skipped_files()
         scores = self._row_scores + (("macro_f1",) if self.label_table is not None else ())
         metrics: dict[str, Any] = {
@@ -1247,7 +1250,7 @@ class Trainer:
 
 def _per_class_keys(multi_label: bool) -> tuple[str, ...]:
     if multi_label:
-        return ("ap", "precision", "recall", "f1", "support")
+        return ("ap", "precision", "recall", "f1", "support", "pr_curves")
     return ("per_class", "confusion")
 
 
