@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             "or a folder's val/)"
         )
     data_dir = data_dir_for(args.dataset, args.data_dir)
+    _warn_without_splits(data_dir, args.split)
     if args.out is not None:
         refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
     model = load_model(args.model, arch=args.arch)
@@ -212,3 +213,20 @@ def _thresholds(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
     if args.out is not None:
         print(f"calibrated model: {args.out}")
     return 0
+
+
+def _warn_without_splits(data_dir: Path, split: str) -> None:
+    """A label file without a split column is calibrated on every row: if the model was
+    trained on that file, nine tenths of them are its training images."""
+    import warnings
+
+    from resnetkit.data.labels import is_label_file, read_label_file
+
+    if is_label_file(data_dir) and not read_label_file(data_dir).has_splits:
+        warnings.warn(
+            f"{data_dir} has no split column, so --split {split} does not apply: every row is "
+            "used. If the model was trained on this file, most rows are its training images, "
+            "on which it is overconfident; give the file a split column with val or test rows",
+            UserWarning,
+            stacklevel=2,
+        )
