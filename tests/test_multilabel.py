@@ -711,3 +711,25 @@ def test_calibrate_warns_about_a_label_file_without_splits(trained: Any, data: P
         code = main(["calibrate", "--model", str(trained.model_dir), "--dataset", "folder",
                      "--data-dir", str(flat), "--split", "val", "--json"])  # fmt: skip
     assert code == 0
+
+
+def test_two_process_ddp_multi_label(data: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes: each process makes the same label-set table, the epoch
+    sums (exact matches) are the two halves' and the weights stay in sync."""
+    import os
+    import subprocess
+
+    from tests.test_train import torchrun_train
+
+    out = tmp_path / "ddp"
+    options = ["--dataset", "folder", "--recipe", "fast-cifar", "--batch-size", "16",
+               "--warmup-iters", "0", "--ema-decay", "0", "--eval-every", "1"]  # fmt: skip
+    cmd = torchrun_train(data, out, 2, *options)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["world_size"] for r in rows] == [2, 2]  # the ranks' weights agreed each epoch
+    assert rows[-1]["step"] == 8  # 64 training images, 8 per process per step
+    assert "train_exact" in rows[-1] and rows[-1]["val_map"] is not None
+    assert read_model_meta(out / "model")["task"]["multi_label"]
