@@ -416,11 +416,32 @@ def test_multi_label_files_hold_out_a_tenth_of_the_images(tmp_path: Path) -> Non
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     with pytest.warns(UserWarning, match="not found"):
         train_rows, val_rows, classes = folder_splits(tmp_path / "t.csv", 0.1, 0)
-    assert len(val_rows) == 20 and len(train_rows) == 180  # by label set: 49, a quarter
+    assert 19 <= len(val_rows) <= 21 and len(train_rows) + len(val_rows) == 200
     assert {p for p, _ in train_rows}.isdisjoint(p for p, _ in val_rows)
+    names, table = label_sets(classes)
+    held = table[[label for _, label in val_rows]].sum(0)
+    every = table[[label for _, label in train_rows + val_rows]].sum(0)
+    # a tenth of each class (a random tenth: about 2.3 images off, one standard deviation)
+    assert ((held - every / 10).abs() <= 1.5).all(), (held, every)
     with pytest.warns(UserWarning, match="not found"):
         again = folder_splits(tmp_path / "t.csv", 0.1, 0)
     assert again[1] == val_rows
+
+
+def test_a_rare_class_is_held_out_in_proportion() -> None:
+    from resnetkit.data.multilabel import stratified_hold_out
+
+    # 100 images; "rare" on 10 of them (ids 0, 10, ...), "common" on every other one
+    sets = [([0] if i % 10 == 0 else []) + ([1] if i % 2 else []) for i in range(100)]
+    for seed in range(5):
+        held = stratified_hold_out(sets, 0.1, seed)
+        assert len(held) == 10
+        assert sum(0 in sets[i] for i in held) == 1  # a random tenth misses it a third of the time
+        assert sum(1 in sets[i] for i in held) == 5
+    assert stratified_hold_out(sets, 0.1, 0) == stratified_hold_out(sets, 0.1, 0)
+    assert stratified_hold_out([[0], [0]], 0.1, 0) != set()  # one of two
+    assert len(stratified_hold_out([[0], [1]], 0.9, 0)) == 1  # never all
+    assert stratified_hold_out([[0]], 0.5, 0) == set()
 
 
 def test_calibrate_quantize_explain_and_evaluate_figures_of_a_multi_label_model(

@@ -589,9 +589,17 @@ def _label_file_splits(
     path: Path, val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     table = read_label_file(path)
+
     # Multi-label: a label is a label set, mostly of one or two images (17 classes make
-    # thousands of sets), so stratifying by it would hold out anything from none to half.
-    split = _split_images if table.multi_label else split_samples
+    # thousands of sets), so stratifying by it would hold out anything from none to half:
+    # by class instead, rare classes first.
+    def split(
+        samples: Sequence[tuple[Path, int]], fraction: float, seed: int
+    ) -> tuple[list[Sample], list[Sample]]:
+        if table.multi_label:
+            return _split_images(samples, table.classes, fraction, seed)
+        return split_samples(samples, fraction, seed)
+
     if not table.has_splits:
         train, val = split(table.samples(), val_fraction, seed)
         return train, val, table.classes
@@ -608,20 +616,22 @@ def _label_file_splits(
 
 
 def _split_images(
-    samples: Sequence[tuple[Path, int]], val_fraction: float, seed: int
+    samples: Sequence[tuple[Path, int]], keys: Sequence[str], val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
-    """:func:`split_samples` over all the images at once (not by class): ``round(n *
-    val_fraction)`` of them to validation (at least one of two or more, never all), drawn
-    by ``seed`` after sorting the paths, whatever their order."""
-    pooled = split_samples([(Path(p), 0) for p, _ in samples], val_fraction, seed)[1]
-    held = Counter(Path(p).as_posix() for p, _ in pooled)
-    train: list[Sample] = []
-    val: list[Sample] = []
-    for p, label in samples:
-        key = Path(p).as_posix()
-        if held[key]:  # a path listed twice: as many of its rows as were drawn
-            held[key] -= 1
-            val.append((Path(p), int(label)))
-        else:
-            train.append((Path(p), int(label)))
+    """The hold-out of multi-label samples (labels index the label sets ``keys``): about
+    ``val_fraction`` of the images and of each class's positives
+    (:func:`~resnetkit.data.multilabel.stratified_hold_out`), drawn by ``seed`` after sorting
+    the paths, whatever their order."""
+    from resnetkit.data.labels import SET_SEPARATOR
+    from resnetkit.data.multilabel import stratified_hold_out
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(range(len(samples)), key=lambda i: (Path(samples[i][0]).as_posix(), i))
+    names = [key.split(SET_SEPARATOR) if key else [] for key in keys]
+    index = {name: c for c, name in enumerate(sorted({n for ns in names for n in ns}))}
+    sets = [[index[name] for name in names[int(samples[i][1])]] for i in ordered]
+    held = {ordered[j] for j in stratified_hold_out(sets, val_fraction, seed)}
+    train = [(Path(p), int(t)) for i, (p, t) in enumerate(samples) if i not in held]
+    val = [(Path(p), int(t)) for i, (p, t) in enumerate(samples) if i in held]
     return train, val

@@ -19,6 +19,7 @@ exact-match accuracy (every class of the image right) and per-class precision/re
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,57 @@ def targets_for_model(keys: Sequence[str], model_classes: Sequence[str], where: 
     out = torch.zeros(len(keys), len(model_classes))
     out[:, [index[name] for name in names]] = table
     return out
+
+
+def stratified_hold_out(sets: Sequence[Iterable[int]], fraction: float, seed: int) -> set[int]:
+    """The images (indices) to hold out for validation from multi-label data: about
+    ``fraction`` of them, and about ``fraction`` of each class's positives, rare classes
+    first (the iterative stratification of Sechidis et al. 2011, "On the Stratification of
+    Multi-Label Data": a random split can leave a rare class out of validation, and stratifying
+    by label set cannot, with most sets of one or two images). ``sets`` lists each image's
+    classes; the draw depends on ``seed`` and the given order. At least one image is held
+    out of two or more when ``fraction > 0``, and never all of them."""
+    n = len(sets)
+    members = [sorted(set(s)) for s in sets]
+    if n < 2 or fraction <= 0.0:
+        return set()
+    rng = random.Random(f"{seed}:stratify")
+    order = list(range(n))
+    rng.shuffle(order)
+    position = {i: rank for rank, i in enumerate(order)}
+    by_class: dict[int, list[int]] = {}
+    for i in order:
+        for c in members[i]:
+            by_class.setdefault(c, []).append(i)
+    # what each part still wants: images, and positives of each class (0: val, 1: train)
+    want = [fraction * n, (1.0 - fraction) * n]
+    want_class = [
+        {c: fraction * len(ids) for c, ids in by_class.items()},
+        {c: (1.0 - fraction) * len(ids) for c, ids in by_class.items()},
+    ]
+    left = {c: len(ids) for c, ids in by_class.items()}
+    placed: dict[int, int] = {}
+
+    def place(i: int, part: int) -> None:
+        placed[i] = part
+        want[part] -= 1
+        for c in members[i]:
+            want_class[part][c] -= 1
+            left[c] -= 1
+
+    while any(left.values()):
+        rarest = min((c for c in left if left[c] > 0), key=lambda c: (left[c], c))
+        for i in by_class[rarest]:
+            if i in placed:
+                continue
+            scores = [(want_class[p][rarest], want[p], rng.random()) for p in (0, 1)]
+            place(i, 0 if scores[0] > scores[1] else 1)
+    for i in order:  # images of no class: where more images are wanted
+        if i not in placed:
+            place(i, 0 if (want[0], rng.random()) > (want[1], rng.random()) else 1)
+    val = {i for i, part in placed.items() if part == 0}
+    if not val:  # at least one, and never all
+        val = {order[0]}
+    elif len(val) == n:
+        val.discard(max(val, key=position.__getitem__))
+    return val
