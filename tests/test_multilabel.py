@@ -724,11 +724,11 @@ def test_pr_curves_of_a_split_without_positives(
     assert "no precision-recall curve to draw" in captured.err
 
 
-def test_calibrate_warns_about_a_label_file_without_splits(trained: Any, data: Path) -> None:
+def test_a_label_file_without_splits_is_used_whole_and_said_so(trained: Any, data: Path) -> None:
     rows = data.read_text().splitlines()
     flat = data.parent / "flat.csv"  # the same rows, without the split column
     flat.write_text("\n".join(",".join(line.split(",")[:2]) for line in rows) + "\n")
-    with pytest.warns(UserWarning, match="has no split column, so --split val does not apply"):
+    with pytest.warns(UserWarning, match="has no split column, so split 'val' does not apply"):
         code = main(["calibrate", "--model", str(trained.model_dir), "--dataset", "folder",
                      "--data-dir", str(flat), "--split", "val", "--json"])  # fmt: skip
     assert code == 0

@@ -190,8 +190,9 @@ def predict(
         top_k: classes reported per image (at most the number of classes).
         batch_size: images per forward pass.
         progress: show a progress bar (on stderr) when there is more than one batch.
-        tta: test-time augmentation: average the softmax of each image and of its mirror
-            image (twice the compute; the flip the models were trained with).
+        tta: test-time augmentation: average the probabilities (softmax, or a multi-label
+            model's sigmoids) of each image and of its mirror image (twice the compute; the
+            flip the models were trained with).
         threshold: a multi-label model's probability from which a class is an image's
             (default: the model's own: 0.5 unless its config says otherwise, which may give
             one per class). Multi-label

@@ -26,7 +26,8 @@ NOT_PREPROCESSING = ("classes", "metrics", "tag", "recipe")
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "calibrate",
-        help="temperature scaling: confidence that matches accuracy (accuracy unchanged)",
+        help="temperature scaling: confidence that matches accuracy (accuracy unchanged); "
+        "multi-label models: per-class thresholds",
         description="Fits one temperature T on a random part of an evaluation split (logits "
         "divided by T, minimising the negative log-likelihood; Guo et al. 2017) and reports "
         "the calibration error (ECE) and log-likelihood before and after on the other part. "
@@ -41,8 +42,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--data-dir",
         default=None,
         type=Path,
-        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR); "
-        "needed for every dataset but cifar10-sample",
+        help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR), or "
+        "a labels .csv/.tsv (its rows of --split when it has a split column, else every row); "
+        "needed for every dataset but cifar10-sample. A multi-label model needs --dataset "
+        "folder and a label file with a 'labels' column",
     )
     p.add_argument(
         "--split",
@@ -53,7 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--fit-fraction",
         type=fraction,
         default=0.5,
-        help="the share of the split T is fitted on; the rest measures the result (0.5)",
+        help="the share of the split T (or a multi-label model's thresholds) is fitted on; "
+        "the rest measures the result (0.5)",
     )
     p.add_argument("--seed", type=seed, default=0, help="which images go to each part")
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -83,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
             "or a folder's val/)"
         )
     data_dir = data_dir_for(args.dataset, args.data_dir)
-    _warn_without_splits(data_dir, args.split)
     if args.out is not None:
         refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
     model = load_model(args.model, arch=args.arch)
@@ -213,20 +216,3 @@ def _thresholds(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
     if args.out is not None:
         print(f"calibrated model: {args.out}")
     return 0
-
-
-def _warn_without_splits(data_dir: Path, split: str) -> None:
-    """A label file without a split column is calibrated on every row: if the model was
-    trained on that file, nine tenths of them are its training images."""
-    import warnings
-
-    from resnetkit.data.labels import is_label_file, read_label_file
-
-    if is_label_file(data_dir) and not read_label_file(data_dir).has_splits:
-        warnings.warn(
-            f"{data_dir} has no split column, so --split {split} does not apply: every row is "
-            "used. If the model was trained on this file, most rows are its training images, "
-            "on which it is overconfident; give the file a split column with val or test rows",
-            UserWarning,
-            stacklevel=2,
-        )

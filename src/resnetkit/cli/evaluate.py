@@ -34,7 +34,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "evaluate",
         help="measure a trained model on CIFAR or an image folder",
         description="Top-1/top-5 and per-class accuracy of a trained model, optionally with the "
-        "paper's 10-crop testing and a confusion-matrix PNG.",
+        "paper's 10-crop testing and a confusion-matrix PNG. A multi-label model (on a label "
+        "file with a 'labels' column): mAP, micro/macro-F1 and exact matches at its threshold, "
+        "per-class AP, precision, recall and F1, and precision-recall curves (--pr-curves); "
+        "10-crop, multi-scale, --confusion and --reliability are refused for it.",
     )
     add_model_args(p, onnx=True)
     p.add_argument(
@@ -48,8 +51,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=None,
         type=Path,
         help="CIFAR root, or an image folder (DIR/SPLIT is used when it exists, else DIR), or "
-        "a labels .csv/.tsv (its rows of --split when it has a split column); needed for "
-        "every dataset but cifar10-sample",
+        "a labels .csv/.tsv (its rows of --split when it has a split column; every row, "
+        "--split aside, when it has none); needed for every dataset but cifar10-sample",
     )
     p.add_argument("--split", default="test", help="train or test for CIFAR (default: test)")
     p.add_argument(
@@ -109,8 +112,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--threshold",
         type=float,
         default=None,
-        help="multi-label models: the probability from which a class counts as predicted "
-        "(default: the model's own, 0.5)",
+        help="multi-label models: the probability from which a class counts as predicted, "
+        "one for every class (default: the model's own: 0.5, or the per-class ones `resnetkit "
+        "calibrate` chose)",
     )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_evaluate)

@@ -31,7 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--data",
         required=True,
         type=Path,
-        help="image folder (DIR/<class>/<image>) or a labels .csv/.tsv (path,label[,split])",
+        help="image folder (DIR/<class>/<image>) or a labels .csv/.tsv (path,label[,split]; "
+        "path,labels[,split] for several classes an image, a multi-label model)",
     )
     p.add_argument("--out", required=True, type=output_folder)
     p.add_argument(

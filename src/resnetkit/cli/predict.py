@@ -21,8 +21,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser(
         "predict",
         help="classify image files or folders with a trained model",
-        description="Top-k classes of every image given (folders are searched recursively). "
-        "Unreadable files are listed with the reason and do not stop the others.",
+        description="Top-k classes of every image given (folders are searched recursively); "
+        "a multi-label model's also every class at its threshold (labels; top-k then lists "
+        "them too, beyond k if need be). Unreadable files are listed with the reason and do "
+        "not stop the others.",
     )
     add_model_args(p, onnx=True)
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders")
@@ -37,8 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--threshold",
         type=float,
         default=None,
-        help="multi-label models: the probability from which a class is an image's (default: "
-        "the model's own, 0.5)",
+        help="multi-label models: the probability from which a class is an image's, one for "
+        "every class (default: the model's own: 0.5, or the per-class ones `resnetkit "
+        "calibrate` chose)",
     )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")

@@ -28,6 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Classify images sent to POST /predict, or turn them into feature vectors "
         "with POST /embed: multipart fields file/files, an image/* body, or JSON with base64 "
         'images ({"images": [...]}, or KServe\'s {"instances": [{"b64": ...}]}). '
+        "A multi-label model's predictions also list labels, every class at its threshold "
+        "(POST /predict?threshold=P for another). "
         "Concurrent requests are micro-batched into one forward pass.",
     )
     add_model_args(p, onnx=True)

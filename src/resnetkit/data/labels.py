@@ -15,9 +15,10 @@ like a corrupt file; the file itself must be well-formed: a row without a label,
 split or a missing column is refused with the line number and what to write instead.
 
 Multi-label files (each image has any number of classes, none included) name their column
-``labels`` or ``tags`` instead. A cell lists an image's classes separated by ``|``, ``;`` or
-``,`` (the first of them that appears anywhere in the column), else by spaces (Kaggle's
-Planet layout, ``haze primary``); an empty cell is an image with none of the classes. Each
+``labels`` or ``tags`` instead (a header with both a label and a multi-label column is
+refused). A cell lists an image's classes separated by ``|``, ``;`` or ``,`` (the first of
+these, in that order, found anywhere in the column), else by whitespace (Kaggle's Planet
+layout, ``haze primary``); an empty cell is an image with none of the classes. Each
 row's set of classes is then one "label set" (:mod:`resnetkit.data.multilabel`): the file's
 ``classes`` are these sets, written as their class names joined by ``|``, so that datasets,
 splits and loaders carry one integer per image either way.
@@ -93,7 +94,9 @@ def read_label_file(path: str | Path) -> LabelFile:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: no header, no image or label column, an empty cell, or no rows.
+        ValueError: no header, no image or label column (or both a label and a multi-label
+            one), an empty image cell or (one class an image) label cell, a row short of
+            cells, an unknown split, or no rows.
     """
     path = Path(path).expanduser()
     if not path.is_file():

@@ -73,7 +73,8 @@ def is_multi_label_file(path: str | Path) -> bool:
 
 
 def smooth_targets(targets: Tensor, smoothing: float) -> Tensor:
-    """Label smoothing for independent binary targets: ``1 -> 1 - s/2``, ``0 -> s/2``."""
+    """Label smoothing for independent binary targets: ``1 -> 1 - s/2``, ``0 -> s/2`` (as
+    Keras's ``BinaryCrossentropy(label_smoothing=s)``: each target pulled towards 0.5)."""
     if not smoothing:
         return targets
     return targets * (1.0 - smoothing) + smoothing / 2

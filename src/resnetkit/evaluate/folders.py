@@ -45,6 +45,13 @@ def eval_samples(
     if is_label_file(data_dir):
         table = read_label_file(data_dir)
         if not table.has_splits:
+            warnings.warn(
+                f"{data_dir} has no split column, so split {split!r} does not apply: every row "
+                "is used. If the model was trained on this file, most rows are its training "
+                "images; give the file a split column with val or test rows",
+                UserWarning,
+                stacklevel=3,
+            )
             return table.samples(), table.classes, Path(data_dir)
         samples = table.samples(split_names(split))
         if not samples:

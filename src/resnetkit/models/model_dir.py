@@ -181,6 +181,23 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
         )
         if prov.get("command"):
             lines.append(f"- command: `{prov['command']}`")
+    elif prov.get("calibrated_from") and isinstance(
+        (prov.get("calibration") or {}).get("thresholds"), list
+    ):  # a multi-label model: per-class thresholds, no temperature
+        fit = prov["calibration"]
+        before, after = fit.get("before") or {}, fit.get("after") or {}
+        lines.append(
+            f"- {prov['calibrated_from']} with one threshold per class chosen by `resnetkit "
+            f"calibrate` (each class's best F1 on {fit.get('fit_images')} images of "
+            f"{fit.get('dataset')} {fit.get('split')})"
+        )
+        if isinstance(before.get("micro_f1"), int | float) and isinstance(
+            after.get("micro_f1"), int | float
+        ):
+            lines.append(
+                f"- on {fit.get('check_images')} other images: micro-F1 "
+                f"{before['micro_f1']:.2f}% -> {after['micro_f1']:.2f}%, mAP unchanged"
+            )
     elif prov.get("calibrated_from"):
         fit = prov.get("calibration") or {}
         before, after = fit.get("before") or {}, fit.get("after") or {}
@@ -207,7 +224,8 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
         "",
         "```bash",
         "resnetkit predict --model THIS_FOLDER photo.jpg --top-k 3",
-        "resnetkit evaluate --model THIS_FOLDER --dataset folder --data-dir IMAGES",
+        "resnetkit evaluate --model THIS_FOLDER --dataset folder --data-dir "
+        + ("LABELS.csv  # a 'labels' column" if task.get("multi_label") else "IMAGES"),
         "resnetkit export --model THIS_FOLDER --format onnx --out model.onnx",
         "```",
         "",

@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from resnetkit.data.fast import Normalization, TensorLoader
+from resnetkit.data.labels import is_label_file
 from resnetkit.data.multilabel import (
     evaluate_multi_label,
     exact_matches,
@@ -265,12 +266,17 @@ class Trainer:
             data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
         )
         needs_val = recipe.select_best or recipe.early_stop_patience > 0
+        more_val = (
+            "give the label file more val rows (a split column)"
+            if is_label_file(spec.data_dir)
+            else "give the folder a val/ with more images"
+        )
         val_count = data.eval_counts.get("val", 0)
         if needs_val and 0 < val_count < 50 and self.dist.is_main:
             warnings.warn(
                 f"the validation split has only {val_count} images, so select_best and early "
-                "stopping follow noise: give the folder a val/ with more images, or pass "
-                "--select-best false --early-stop-patience 0",
+                f"stopping follow noise: {more_val}, or pass --select-best false "
+                "--early-stop-patience 0",
                 stacklevel=2,
             )
         if needs_val and "val" not in data.eval_loaders:
