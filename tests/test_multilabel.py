@@ -754,3 +754,32 @@ def test_two_process_ddp_multi_label(data: Path, tmp_path: Path) -> None:
     assert rows[-1]["step"] == 8  # 64 training images, 8 per process per step
     assert "train_exact" in rows[-1] and rows[-1]["val_map"] is not None
     assert read_model_meta(out / "model")["task"]["multi_label"]
+
+
+def test_a_one_class_tagger(data: Path, tmp_path: Path) -> None:
+    """A labels column with one class, present on some images and absent on the others: a
+    yes/no tagger (one sigmoid), scored by that class's AP."""
+    rows = [line.split(",") for line in data.read_text().splitlines()]
+    only_red = [rows[0]] + [[p, "red" if "red" in tags else "", s] for p, tags, s in rows[1:]]
+    tagger = data.parent / "red.csv"
+    tagger.write_text("\n".join(",".join(r) for r in only_red) + "\n")
+    recipe = load_recipe("fast-cifar").override({**RECIPE, "epochs": 3})
+    result = train(TrainSpec(model="resnet20", dataset="folder", data_dir=tagger,
+                             out=tmp_path / "red", recipe=recipe, progress=False))  # fmt: skip
+    assert read_model_meta(result.model_dir)["classes"] == ["red"]
+    assert result.metrics["val_map"] > 90.0
+    reds = predict(result.model_dir, [data.parent / "imgs" / "090.png"]).predictions[0]
+    assert len(reds["top_k"]) == 1 and reds["top_k"][0]["class"] == "red"
+    nothing = data.parent / "none.csv"
+    nothing.write_text("path,labels\nimgs/000.png,\nimgs/001.png,\n")
+    with pytest.raises(ValueError, match="names no class in its labels column"):
+        train(TrainSpec(model="resnet20", dataset="folder", data_dir=nothing,
+                        out=tmp_path / "none", recipe=recipe, progress=False))  # fmt: skip
+
+
+@pytest.mark.parametrize("column", ["label", "labels"])
+def test_classes_that_differ_only_in_case_are_pointed_out(tmp_path: Path, column: str) -> None:
+    (tmp_path / "c.csv").write_text(f"path,{column}\na.png,Cat\nb.png,cat\nc.png,dog\n")
+    with pytest.warns(UserWarning, match="the classes 'Cat' and 'cat' differ only in case"):
+        table = read_label_file(tmp_path / "c.csv")
+    assert len(table.classes) == 3

@@ -176,8 +176,10 @@ def read_label_file(path: str | Path) -> LabelFile:
                 UserWarning,
                 stacklevel=2,
             )
+        _warn_case_twins(path, {name for key in classes for name in key.split(SET_SEPARATOR)})
         return LabelFile(path, tuple(rows), classes, split_col is not None, multi_label=True)
     labels = {label for _, label, _ in rows}
+    _warn_case_twins(path, labels)
     if any("|" in label for label in labels):
         warnings.warn(
             f"{path}: labels such as {next(lb for lb in labels if '|' in lb)!r} hold '|'; "
@@ -187,6 +189,23 @@ def read_label_file(path: str | Path) -> LabelFile:
             stacklevel=2,
         )
     return LabelFile(path, tuple(rows), sort_class_names(labels), split_col is not None)
+
+
+def _warn_case_twins(path: Path, names: set[str]) -> None:
+    """Warn about class names that differ only in case (``Cat`` and ``cat``): two classes to
+    the model, and most likely one to whoever wrote the file."""
+    by_fold: dict[str, list[str]] = {}
+    for name in sorted(names - {""}):
+        by_fold.setdefault(name.casefold(), []).append(name)
+    twins = [group for group in by_fold.values() if len(group) > 1]
+    if twins:
+        shown = "; ".join(" and ".join(repr(n) for n in group) for group in twins[:3])
+        warnings.warn(
+            f"{path}: the classes {shown} differ only in case, so they are different classes; "
+            "if each group is one class, write it the same way on every row",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def sort_class_names(names: Iterable[str]) -> tuple[str, ...]:

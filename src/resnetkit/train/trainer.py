@@ -234,18 +234,17 @@ class Trainer:
         if self.label_table is not None:
             self.label_table = self.label_table.to(self.device)
         self.score = "map" if data.multi_label else "top1"
-        if len(self.classes) < 2:
-            one = f" ({self.classes[0]})" if self.classes else ""
-            hint = (
-                "For a yes/no tagger, give it a one-class-an-image 'label' column with the "
-                "class and its absence (e.g. defect, ok)"
-                if data.multi_label
-                else "If the images sit one level deeper, pass that folder"
-            )
-            where = "names" if data.multi_label else "has"
+        if data.multi_label and not self.classes:
             raise ValueError(
-                f"{spec.data_dir} {where} {len(self.classes)} class{one}: a classifier needs at "
-                f"least two classes. {hint}"
+                f"{spec.data_dir} names no class in its labels column: every image has none; "
+                "give the images their classes (or, for a yes/no tagger, the one class where "
+                "it applies)"
+            )
+        if len(self.classes) < 2 and not data.multi_label:  # a multi-label tagger may have one
+            one = f" ({self.classes[0]})" if self.classes else ""
+            raise ValueError(
+                f"{spec.data_dir} has {len(self.classes)} class{one}: a classifier needs at "
+                "least two classes. If the images sit one level deeper, pass that folder"
             )
         self.norm = data.norm
         self.train_loader = data.train_loader
