@@ -783,3 +783,20 @@ def test_classes_that_differ_only_in_case_are_pointed_out(tmp_path: Path, column
     with pytest.warns(UserWarning, match="the classes 'Cat' and 'cat' differ only in case"):
         table = read_label_file(tmp_path / "c.csv")
     assert len(table.classes) == 3
+
+
+def test_info_of_a_model_directory(trained: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(trained.model_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "resnet20: 20 layers" in text and "logits   [1, 2]" in text
+    assert "classes         blue, red" in text
+    assert "task            multi-label: a sigmoid per class, threshold 0.5" in text
+    assert "train_seconds" not in text and "val_map" in text
+    assert main(["info", str(trained.model_dir), "--json", "--input-size", "64"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["input_size"] == 64 and card["params"] == sum(
+        p.numel() for p in load_model(trained.model_dir).parameters()
+    )
+    assert card["weights"]["task"] == {"multi_label": True, "threshold": 0.5}
+    assert main(["info", str(trained.model_dir), "--model-option", "shortcut=B"]) == 2
+    assert "architecture is fixed by its config.json" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from resnetkit.cli.common import add_model_option_arg, positive_int
@@ -140,6 +141,8 @@ def info(
     options = dict(options or {})
     arch, _, tag = name.partition(".")
     card = None
+    if Path(name).is_dir():
+        return _model_dir_info(name, input_size, as_json, options)
     if is_hf_hub_name(name):  # reads (or fetches) the repository's config.json only
         hub = get_hf_hub_weights(name)
         arch = hub.arch
@@ -155,6 +158,73 @@ def info(
     config = get_model_config(arch).with_options(
         **{k: v for k, v in options.items() if k in CONFIG_OPTIONS}
     )
+    _print_stats(arch, config, stats)
+    if card:
+        _print_card(card)
+    return 0
+
+
+#: The metrics a model directory's card shows.
+SCORES = ("_top1", "_top5", "_map", "_micro_f1", "_macro_f1", "_exact")
+
+
+def _model_dir_info(
+    path: str, input_size: int | None, as_json: bool, options: dict[str, Any]
+) -> int:
+    """``info`` of a model directory (``resnetkit train``'s, ``finetune``'s, ``convert``'s):
+    the network it holds, measured, and what its config.json says of its weights."""
+    from resnetkit.models.analysis import stats_of
+    from resnetkit.models.loading import load_model, preprocessing_of
+    from resnetkit.models.model_dir import read_model_meta
+
+    if options:
+        raise ValueError(
+            f"--model-option: {path} is a model directory, whose architecture is fixed by its "
+            "config.json; options apply to zoo names"
+        )
+    meta = read_model_meta(path)  # first: a folder of another layout is named as such
+    model = load_model(path)
+    cfg = preprocessing_of(model)
+    stats = stats_of(model, model.name, input_size or int(cfg["input_size"]))
+    prep = dict(meta.get("preprocessing") or {})
+    if prep.get("pixel_mean") is not None:
+        prep.pop("mean", None)
+        prep.pop("std", None)
+        prep["per_pixel_mean"] = f"3x{cfg['input_size']}x{cfg['input_size']}"
+    prep.pop("pixel_mean", None)
+    for key in ("mean", "std"):  # measured on the training set: more digits than matter
+        if isinstance(prep.get(key), list):
+            prep[key] = [round(float(v), 4) for v in prep[key]]
+    prov = meta.get("provenance") or {}
+    recipe = prov.get("recipe")
+    card: dict[str, Any] = {
+        "tag": path,
+        "source": "a resnetkit model directory"
+        + (f", converted from {prov['converted_from']}" if prov.get("converted_from") else ""),
+        "file": str(Path(path) / "model.safetensors"),
+        "metrics": {  # the measured scores (not train_seconds, steps...)
+            k: v
+            for k, v in (meta.get("metrics") or {}).items()
+            if k.endswith(SCORES) and isinstance(v, int | float) and not isinstance(v, bool)
+        },
+        "preprocessing": prep,
+        "num_classes": model.num_classes,
+        "classes": list(meta.get("classes") or []),
+    }
+    if isinstance(recipe, dict):
+        card["recipe"] = f"{recipe.get('name', '?')} on {prov.get('dataset', '?')}"
+    task = meta.get("task") or {}
+    if task.get("multi_label"):
+        card["task"] = {"multi_label": True, "threshold": task.get("threshold", 0.5)}
+    if as_json:
+        print(json.dumps({**stats.to_dict(), "weights": card}, indent=2))
+        return 0
+    _print_stats(model.name, model.config, stats)
+    _print_card(card)
+    return 0
+
+
+def _print_stats(arch: str, config: Any, stats: Any) -> None:
     kind = f"{config.block} blocks" + (" (pre-activation)" if config.preact else "")
     kind += "".join(f", {note}" for note in config.variants())
     print(f"{arch}: {stats.depth} layers, {kind}, shortcut option {config.shortcut}")
@@ -170,9 +240,6 @@ def info(
     for stage, shape in stats.stage_shapes.items():
         print(f"    {stage:<8} {shape}")
     print(f"    {'logits':<8} {stats.output_shape}")
-    if card:
-        _print_card(card)
-    return 0
 
 
 def _weights_card(weights: Any) -> dict[str, Any]:
@@ -237,7 +304,15 @@ def _print_card(card: dict[str, Any]) -> None:
     print(f"  input           {size}, {norm}")
     names = card["classes"]
     more = f", ... ({len(names)} in all)" if len(names) > 10 else ""
-    print(f"  classes         {', '.join(names[:10])}{more}")
+    print(f"  classes         {', '.join(names[:10]) or '(not named)'}{more}")
+    task = card.get("task")
+    if task:
+        from resnetkit.data.multilabel import describe_threshold
+
+        print(
+            "  task            multi-label: a sigmoid per class, threshold "
+            f"{describe_threshold(task['threshold'])}"
+        )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -247,7 +322,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=lambda a: models(a.pattern, a.as_json))
 
     p = sub.add_parser("info", help="parameters, multiply-adds and stage shapes of a model")
-    p.add_argument("name")
+    p.add_argument(
+        "name",
+        help="a zoo name (resnet50), a weights tag (resnet20.cifar10), an hf-hub: name, "
+        "or a model directory (what its config.json says of its weights too)",
+    )
     p.add_argument(
         "--input-size", type=positive_int, default=None, help="square input side in pixels"
     )

@@ -85,10 +85,16 @@ def params_and_macs(name: str, input_size: int | None = None) -> tuple[int, int,
 def model_stats(name: str, input_size: int | None = None, **options: Any) -> ModelStats:
     """Measure a registered model at ``input_size`` (default: its native size), built with
     ``options`` (``create_model`` keywords such as ``shortcut="A"``)."""
-    model = _meta_model(name, **options)
+    return stats_of(_meta_model(name, **options), name, input_size)
+
+
+def stats_of(model: ResNet, name: str, input_size: int | None = None) -> ModelStats:
+    """:func:`model_stats` of a built model (on any device; it runs one forward pass of a
+    zero image in eval mode and no gradient, on the meta device when it is there)."""
     config = model.config
     size = input_size or config.default_input_size
-    x = torch.zeros(1, config.in_chans, size, size, device="meta")
+    device = next(model.parameters()).device
+    x = torch.zeros(1, config.in_chans, size, size, device=device)
     with torch.no_grad():
         features = model.forward_intermediates(x)
         output = model(x)
