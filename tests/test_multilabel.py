@@ -800,3 +800,45 @@ def test_info_of_a_model_directory(trained: Any, capsys: pytest.CaptureFixture[s
     assert card["weights"]["task"] == {"multi_label": True, "threshold": 0.5}
     assert main(["info", str(trained.model_dir), "--model-option", "shortcut=B"]) == 2
     assert "architecture is fixed by its config.json" in capsys.readouterr().err
+
+
+def test_info_of_backbone_grayscale_and_bare_model_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backbone = save_model_dir(
+        create_model("resnet20", features_only=True), tmp_path / "backbone", arch="resnet20",
+        classes=[], preprocessing={"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )  # fmt: skip
+    assert main(["info", str(backbone)]) == 0  # forward gives feature maps, not logits
+    text = capsys.readouterr().out
+    assert "layer3   [1, 64, 8, 8]" in text and "logits" not in text
+    gray = save_model_dir(
+        create_model("resnet20", in_chans=1), tmp_path / "gray", arch="resnet20", classes=[],
+        preprocessing={"input_size": 32, "pixel_mean": [0.5] * 32 * 32},
+    )  # fmt: skip
+    assert main(["info", str(gray)]) == 0
+    assert "per-pixel mean (1x32x32) subtracted" in capsys.readouterr().out
+    bare = save_model_dir(
+        create_model("resnet20"), tmp_path / "bare", arch="resnet20", classes=[], preprocessing={}
+    )
+    assert main(["info", str(bare), "--json"]) == 0  # what loading fills in: ImageNet's
+    prep = json.loads(capsys.readouterr().out)["weights"]["preprocessing"]
+    assert prep["input_size"] == 32 and prep["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_quantize_calibration_on_a_label_file_without_splits_does_not_warn(
+    data: Path, tmp_path: Path
+) -> None:
+    import warnings
+
+    from resnetkit.export.quantize import calibration_batches
+
+    rows = data.read_text().splitlines()
+    flat = data.parent / "calibration.csv"  # training images are what calibration wants
+    flat.write_text("\n".join(",".join(line.split(",")[:2]) for line in rows) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = calibration_batches(create_model("resnet20", num_classes=2), "folder", flat,
+                                      count=8)  # fmt: skip
+    assert sum(len(b) for b in batches) == 8
+    assert not [w for w in caught if "no split column" in str(w.message)]

@@ -186,11 +186,14 @@ def _model_dir_info(
     model = load_model(path)
     cfg = preprocessing_of(model)
     stats = stats_of(model, model.name, input_size or int(cfg["input_size"]))
-    prep = dict(meta.get("preprocessing") or {})
+    # what the model is fed: its config.json's, with the defaults loading fills in
+    given = {k: v for k, v in meta.get("preprocessing", {}).items() if v is not None}
+    prep = {**{k: cfg[k] for k in ("input_size", "mean", "std")}, **given}
     if prep.get("pixel_mean") is not None:
         prep.pop("mean", None)
         prep.pop("std", None)
-        prep["per_pixel_mean"] = f"3x{cfg['input_size']}x{cfg['input_size']}"
+        side = cfg["input_size"]
+        prep["per_pixel_mean"] = f"{model.config.in_chans}x{side}x{side}"
     prep.pop("pixel_mean", None)
     for key in ("mean", "std"):  # measured on the training set: more digits than matter
         if isinstance(prep.get(key), list):
@@ -208,7 +211,7 @@ def _model_dir_info(
             if k.endswith(SCORES) and isinstance(v, int | float) and not isinstance(v, bool)
         },
         "preprocessing": prep,
-        "num_classes": model.num_classes,
+        "num_classes": 0 if model.features_only else model.num_classes,
         "classes": list(meta.get("classes") or []),
     }
     if isinstance(recipe, dict):
@@ -219,12 +222,13 @@ def _model_dir_info(
     if as_json:
         print(json.dumps({**stats.to_dict(), "weights": card}, indent=2))
         return 0
-    _print_stats(model.name, model.config, stats)
+    output = None if model.features_only else "logits" if model.num_classes else "features"
+    _print_stats(model.name, model.config, stats, output)
     _print_card(card)
     return 0
 
 
-def _print_stats(arch: str, config: Any, stats: Any) -> None:
+def _print_stats(arch: str, config: Any, stats: Any, output: str | None = "logits") -> None:
     kind = f"{config.block} blocks" + (" (pre-activation)" if config.preact else "")
     kind += "".join(f", {note}" for note in config.variants())
     print(f"{arch}: {stats.depth} layers, {kind}, shortcut option {config.shortcut}")
@@ -239,7 +243,8 @@ def _print_stats(arch: str, config: Any, stats: Any) -> None:
     print("  stage outputs (batch, channels, height, width):")
     for stage, shape in stats.stage_shapes.items():
         print(f"    {stage:<8} {shape}")
-    print(f"    {'logits':<8} {stats.output_shape}")
+    if output:  # None: a features_only backbone, whose output is the stages above
+        print(f"    {output:<8} {stats.output_shape}")
 
 
 def _weights_card(weights: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,9 @@ def calibration_batches(
     size = int(input_size or cfg["input_size"])
     folder = dataset == "folder"
     load = folder_resize(cfg, size) if folder else size
-    data = load_eval_data(dataset, data_dir, split=split, size=load, subset=count, seed=seed)
+    with warnings.catch_warnings():  # calibrating on training images is as it should be
+        warnings.filterwarnings("ignore", ".* has no split column, so split", UserWarning)
+        data = load_eval_data(dataset, data_dir, split=split, size=load, subset=count, seed=seed)
     images = to_nchw_tensor(data.images)
     if folder and load != size:
         images = center_crop(images, size)

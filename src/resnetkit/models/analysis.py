@@ -98,6 +98,8 @@ def stats_of(model: ResNet, name: str, input_size: int | None = None) -> ModelSt
     with torch.no_grad():
         features = model.forward_intermediates(x)
         output = model(x)
+    if isinstance(output, list):  # features_only: the feature maps of forward_intermediates
+        output = output[-1]
     stage_shapes = {
         info["module"]: list(f.shape) for info, f in zip(model.feature_info, features, strict=True)
     }
