@@ -114,47 +114,14 @@ def build_train_data(
             "by their one class; use class_balance 'loss' (each class's positives weighted by "
             "its negatives over positives)"
         )
-    data = _load(
-        dataset=dataset,
-        data_dir=data_dir,
-        recipe=recipe,
-        per_rank_batch=per_rank_batch,
-        image_size=image_size,
-        rank=rank,
-        world_size=world_size,
-        download=download,
-        train_subset=train_subset,
-        eval_subset=eval_subset,
-        normalization=normalization,
-        pin_memory=pin_memory,
-    )
-    if multi_label:
-        data.classes, data.label_table = label_sets(data.classes)
-    return data
-
-
-def _load(
-    *,
-    dataset: str,
-    data_dir: Path,
-    recipe: Recipe,
-    per_rank_batch: int,
-    image_size: int,
-    rank: int,
-    world_size: int,
-    download: bool,
-    train_subset: int,
-    eval_subset: int,
-    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
-    pin_memory: bool,
-) -> TrainData:
+    data: TrainData
     if recipe.augment in FULL_SIZE_AUGMENTS:
         if dataset != "folder":
             raise ValueError(
                 f"augment {recipe.augment!r} (crops from full-size pictures) is for image "
                 f"folders; {dataset} images are 32x32: use crop_flip"
             )
-        return _streaming(
+        data = _streaming(
             data_dir,
             recipe,
             per_rank_batch,
@@ -165,19 +132,23 @@ def _load(
             subsets=(train_subset, eval_subset),
             pin_memory=pin_memory,
         )
-    return _in_memory(
-        dataset=dataset,
-        data_dir=data_dir,
-        recipe=recipe,
-        per_rank_batch=per_rank_batch,
-        image_size=image_size,
-        rank=rank,
-        world_size=world_size,
-        download=download,
-        train_subset=train_subset,
-        eval_subset=eval_subset,
-        normalization=normalization,
-    )
+    else:
+        data = _in_memory(
+            dataset=dataset,
+            data_dir=data_dir,
+            recipe=recipe,
+            per_rank_batch=per_rank_batch,
+            image_size=image_size,
+            rank=rank,
+            world_size=world_size,
+            download=download,
+            train_subset=train_subset,
+            eval_subset=eval_subset,
+            normalization=normalization,
+        )
+    if multi_label:
+        data.classes, data.label_table = label_sets(data.classes)
+    return data
 
 
 #: ``augment: auto`` streams random-resized crops from this input side up (ImageNet-sized
