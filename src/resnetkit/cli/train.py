@@ -145,8 +145,19 @@ def sweep_lr(spec: TrainSpec, steps: int, plot: Path | None) -> int:
     return 0
 
 
+#: Recipe fields shown in --help (the others are listed by `resnetkit recipes NAME`).
+SHOWN_FIELDS = {
+    "teacher": "knowledge distillation: a trained model (directory, tag such as "
+    "resnet56.paper_cifar10, or hf-hub: name) that knows the data's classes; the student "
+    "learns from its softened answers too",
+    "distill_alpha": "with --teacher: the teacher's share of the loss (default 0.9)",
+    "distill_temperature": "with --teacher: the softmax temperature T (default 4)",
+}
+
+
 def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
-    """One ``--field-name VALUE`` option per recipe field (hidden from --help)."""
+    """One ``--field-name VALUE`` option per recipe field (hidden from --help but for
+    :data:`SHOWN_FIELDS`)."""
     for f in fields(Recipe):
         if f.name in ("name", "source"):
             continue
@@ -154,8 +165,8 @@ def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
             f"--{f.name.replace('_', '-')}",
             dest=f"recipe_{f.name}",
             default=None,
-            metavar=type(f.default).__name__.upper(),
-            help=argparse.SUPPRESS,
+            metavar="MODEL" if f.name == "teacher" else type(f.default).__name__.upper(),
+            help=SHOWN_FIELDS.get(f.name, argparse.SUPPRESS),
         )
 
 

@@ -179,6 +179,13 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
             f"{recipe.get('lr')}, {recipe.get('schedule')} schedule, weight decay "
             f"{recipe.get('weight_decay')}; the whole recipe is in config.json"
         )
+        teacher = prov.get("teacher")
+        if isinstance(teacher, dict) and teacher.get("name"):
+            lines.append(
+                f"- distilled from `{teacher['name']}` (weights sha256 "
+                f"{str(teacher.get('sha256', '?'))[:12]}...; alpha {recipe.get('distill_alpha')}, "
+                f"temperature {recipe.get('distill_temperature')})"
+            )
         if prov.get("command"):
             lines.append(f"- command: `{prov['command']}`")
     elif prov.get("calibrated_from") and isinstance(

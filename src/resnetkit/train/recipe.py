@@ -92,6 +92,11 @@ class Recipe:
     class_balance: str = "none"  # none | loss (inverse-frequency weights) | sampler
     select_best: bool = False  # export the weights with the best validation top-1
     early_stop_patience: int = 0  # stop after this many evaluations without improvement
+    # Knowledge distillation (Hinton et al. 2015): a trained model (directory, tag or Hub name)
+    # whose softened answers the student learns from too; "" trains on the labels alone.
+    teacher: str = ""
+    distill_alpha: float = 0.9  # weight of the teacher's term; the labels' gets 1 - alpha
+    distill_temperature: float = 4.0  # T: both nets' logits divided by it (soft term x T^2)
 
     def __post_init__(self) -> None:
         choices = {
@@ -132,6 +137,8 @@ class Recipe:
             "grad_clip",
             "checkpoint_every_s",
             "backbone_lr_mult",
+            "distill_alpha",
+            "distill_temperature",
         )
         for key in finite:
             value = getattr(self, key)
@@ -157,6 +164,16 @@ class Recipe:
                 raise ValueError(
                     f"recipe field {key!r} is {getattr(self, key)}: it must be in [0, 1)"
                 )
+        if self.distill_alpha > 1:
+            raise ValueError(
+                f"recipe field 'distill_alpha' is {self.distill_alpha}: the teacher's share of "
+                "the loss, in [0, 1] (0.9 in the usual CIFAR setting)"
+            )
+        if self.teacher and self.distill_temperature == 0:
+            raise ValueError(
+                "recipe field 'distill_temperature' is 0: the logits are divided by it; give "
+                "a temperature > 0 (4 is usual; 1 is the plain softmax)"
+            )
         if self.crop_padding > 64:
             raise ValueError(
                 f"recipe field 'crop_padding' is {self.crop_padding}: random crops from images "
@@ -248,6 +265,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "decay_norm_and_bias": True,
     "scale_range": [256, 480],
     "lighting": 0.0,
+    "teacher": "",
 }
 
 

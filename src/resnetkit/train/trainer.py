@@ -47,6 +47,7 @@ from resnetkit.train.checkpoint import (
     state_dict_for_save,
 )
 from resnetkit.train.data_setup import build_train_data
+from resnetkit.train.distill import Teacher, distillation_loss, load_teacher
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe, check_run_length
@@ -306,6 +307,16 @@ class Trainer:
         check_run_length(recipe, self.total_iters)
 
         self.model = self._build_model()
+        self.teacher: Teacher | None = None
+        if recipe.teacher:
+            self.teacher = load_teacher(
+                recipe.teacher,
+                classes=list(self.classes),
+                norm=self.norm,
+                input_size=int(data.preprocessing["input_size"]),
+                in_chans=self.model.config.in_chans,
+                multi_label=data.multi_label,
+            ).to(self.device, channels_last=recipe.channels_last)
         self.ema: AveragedModel | None = None
         if recipe.ema_decay > 0:
             self.ema = WeightEMA(self.model, recipe.ema_decay)
@@ -616,6 +627,8 @@ class Trainer:
             "train_images": len(self.data.train_labels),
             "input_size": self.data.preprocessing["input_size"],  # --image-size of folders
             "iters_per_epoch": self.iters_per_epoch,
+            # the teacher's weights (its name is in the recipe): another is another run
+            "teacher_sha256": self.teacher.sha256 if self.teacher is not None else None,
         }
 
     # ----------------------------------------------------------------- logging
@@ -632,6 +645,11 @@ class Trainer:
             how.append(f"torch.compile ({r.compile_mode})")
         if self._defer_sync:
             how.append("steps not waiting for the device")
+        if self.teacher is not None:
+            how.append(
+                f"distilled from {self.teacher.name} (alpha {r.distill_alpha:g}, "
+                f"T {r.distill_temperature:g})"
+            )
         where = str(self.device)
         if self.dist.enabled:
             where += f" x {self.dist.world_size} processes"
@@ -770,6 +788,15 @@ class Trainer:
                             weight=self.loss_weights,
                             label_smoothing=recipe.label_smoothing,
                         )
+                    if self.teacher is not None:
+                        soft = distillation_loss(
+                            logits,
+                            self.teacher.logits(x),
+                            recipe.distill_temperature,
+                            multi_label=self.label_table is not None,
+                        )
+                        alpha = recipe.distill_alpha
+                        loss = (1.0 - alpha) * loss + alpha * soft
                 if defer:
                     self._record_bad(loss)
                 elif self._diverged(loss):
@@ -1229,6 +1256,7 @@ class Trainer:
                     "dataset": self.spec.dataset,
                     "train_images": len(self.data.train_labels),
                     "eval_images": self.data.eval_counts,
+                    **({"teacher": self.teacher.describe()} if self.teacher is not None else {}),
                     **provenance(),
                 },
             )
