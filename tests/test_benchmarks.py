@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmarks import data_pipeline, gpu_paper_cifar, train_throughput
+from benchmarks import data_pipeline, distill_cifar, gpu_paper_cifar, train_throughput
 
 from resnetkit.reproduce.degradation import report_degradation
 from tests.fakedata import write_fake_cifar10
@@ -289,3 +289,32 @@ def test_train_memory_measures_both_variants_in_fresh_processes(tmp_path: Path) 
     assert s["memory_ratio"] == pytest.approx(plain["step_memory_mib"] / ckpt["step_memory_mib"])
     assert ckpt["step_seconds"] > 0 and plain["step_seconds"] > 0
     assert "| resnet56 |" in (tmp_path / "train_memory.md").read_text()
+
+
+def test_distill_benchmark_trains_both_runs_and_resumes_them(tmp_path: Path) -> None:
+    data = write_fake_cifar10(tmp_path / "cifar", n_train=500, n_test=50)
+    out = tmp_path / "distill.json"
+    argv = ["--data-dir", str(data), "--work", str(tmp_path / "runs"), "--train-subset", "256"]
+    argv += ["--epochs", "2", "--ema-decay", "0", "--threads", "1", "--out", str(out)]
+    assert distill_cifar.main(argv) == 0
+    first = json.loads(out.read_text())
+    assert set(first["runs"]) == {"labels", "distilled"}
+    assert first["teacher"]["name"] == "resnet56.paper_cifar10"
+    assert first["recipe"]["warmup_iters"] == 0 and first["train_images"] == 256  # 11% of 4
+    for run in first["runs"].values():
+        assert run["steps"] == 4 and 0 <= run["test_top1"] <= 100
+    config = json.loads((tmp_path / "runs" / "distilled" / "model" / "config.json").read_text())
+    assert config["provenance"]["teacher"]["name"] == "resnet56.paper_cifar10"
+    assert (
+        "teacher"
+        not in json.loads((tmp_path / "runs" / "labels" / "model" / "config.json").read_text())[
+            "provenance"
+        ]
+    )
+    # again: the finished runs resume (nothing trains) and give the same answers
+    assert distill_cifar.main(argv) == 0
+    again = json.loads(out.read_text())
+    for name, run in again["runs"].items():
+        assert run["test_top1"] == first["runs"][name]["test_top1"]
+        assert run["train_seconds"] == first["runs"][name]["train_seconds"]
+    assert "| distilled |" in out.with_suffix(".md").read_text()
