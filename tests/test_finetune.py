@@ -288,3 +288,20 @@ def _source32(tmp_path: Path) -> Path:
         classes=["a", "b"],
         preprocessing=pre,
     )
+
+
+def test_finetune_distils_from_a_teacher_that_knows_the_folders_classes(
+    folder: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher = finetune(source, folder, tmp_path / "teacher", recipe=RECIPE, progress=False)
+    args = ["finetune", "--model", str(source), "--data", str(folder), "--epochs", "2"]
+    args += ["--batch-size", "8", "--num-threads", "1", "--no-progress", "--warmup-iters", "2"]
+    assert (
+        main([*args, "--out", str(tmp_path / "kd"), "--teacher", str(teacher.train.model_dir)]) == 0
+    )
+    card = (tmp_path / "kd" / "model" / "README.md").read_text()
+    assert f"distilled from `{teacher.train.model_dir}`" in card
+    # the source itself knows c0...c9, not apple and sky: no teacher for this folder
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--teacher", str(source)]) == 2
+    assert "does not know the data's classes apple, sky (it knows c0" in capsys.readouterr().err
