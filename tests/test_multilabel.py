@@ -514,6 +514,11 @@ def test_a_labels_column_with_one_class_an_image_is_pointed_out(tmp_path: Path) 
     (tmp_path / "one.csv").write_text("path,labels\na.png,cat\nb.png,dog\n")
     with pytest.warns(UserWarning, match="every image exactly one class.* rename it 'label'"):
         assert read_label_file(tmp_path / "one.csv").multi_label
+    # one class on every image: no negatives to learn from (and 'label' would not train either)
+    (tmp_path / "all.csv").write_text("path,labels\na.png,cat\nb.png,cat\n")
+    with pytest.warns(UserWarning, match="every image has the one class 'cat'.*empty cell") as seen:
+        read_label_file(tmp_path / "all.csv")
+    assert not any("rename" in str(w.message) for w in seen)
     (tmp_path / "neg.csv").write_text("path,label\na.png,--5\nb.png,1\nc.png,-2\n")
     with pytest.warns(UserWarning, match="not found"):  # "--5" is a name, not a number
         assert read_label_file(tmp_path / "neg.csv").classes == ("--5", "-2", "1")

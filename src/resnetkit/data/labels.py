@@ -168,7 +168,15 @@ def read_label_file(path: str | Path) -> LabelFile:
         )
     if multi_label:
         rows, classes = _label_sets(rows)
-        if all(key and SET_SEPARATOR not in key for key in classes):  # "labels" for "label"?
+        if len(classes) == 1 and classes[0] and SET_SEPARATOR not in classes[0]:
+            warnings.warn(  # a yes/no tagger with no "no"
+                f"{path}: every image has the one class {classes[0]!r} in column "
+                f"{header[label_col]!r}: a tagger learns it only from images without it too; "
+                "add those with an empty cell",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif all(key and SET_SEPARATOR not in key for key in classes):  # "labels" for "label"?
             warnings.warn(
                 f"{path}: the column {header[label_col]!r} gives every image exactly one "
                 "class; it is read as multi-label (a sigmoid per class, scored by mAP). For a "
