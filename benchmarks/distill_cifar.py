@@ -1,8 +1,9 @@
 """Knowledge distillation on real CIFAR-10: a ResNet-20 taught by the shipped ResNet-56.
 
 Two runs of the same recipe (``fast-cifar``, its warm-up scaled to the run) on the same
-training images (``--train-subset``, a random subset: distillation helps most where labels
-are few), differing only in the teacher:
+training images (``--train-subset``, a random subset), differing only in the teacher. The
+teacher saw all 50,000 labelled training images, the students a fifth of them: the setting
+measured is a large model trained on more data teaching a small one on what it has:
 
 - ``labels``: ResNet-20 from random weights, on the labels alone;
 - ``distilled``: the same, with ``teacher: resnet56.paper_cifar10`` (92.60% test top-1, trained

@@ -17,7 +17,7 @@ from resnetkit.models.model_dir import save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.train.distill import distillation_loss, load_teacher, weights_digest
 from resnetkit.train.recipe import Recipe
-from resnetkit.train.trainer import TrainSpec, train
+from resnetkit.train.trainer import Trainer, TrainSpec, train
 from tests.fakedata import CLASSES, write_fake_cifar10
 from tests.nets import randomize
 
@@ -74,8 +74,9 @@ def test_the_soft_term_and_its_gradient_by_hand() -> None:
     s.grad = None
     loss = distillation_loss(s, t, 2.0, multi_label=True)
     q_t, q_s = (t / 2).sigmoid(), (s / 2).sigmoid()
-    bce = -(q_t * q_s.log() + (1 - q_t) * (1 - q_s).log()).mean() * 4
-    torch.testing.assert_close(loss, bce)
+    kl = q_t * (q_t / q_s).log() + (1 - q_t) * ((1 - q_t) / (1 - q_s)).log()
+    torch.testing.assert_close(loss, kl.mean() * 4)
+    assert float(distillation_loss(t, t, 2.0, multi_label=True)) == pytest.approx(0.0, abs=1e-6)
     loss.backward()
     torch.testing.assert_close(s.grad, 2 * (q_s - q_t).detach() / 30)
 
@@ -124,8 +125,9 @@ def test_a_teacher_that_does_not_fit_is_refused_clearly(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"does not know the data's classes cat.*knows kitten"):
         load(teacher_dir(tmp_path, [c if c != "cat" else "kitten" for c in CLASSES]))
-    with pytest.raises(ValueError, match=r"knows 11 classes, the data 10 \(the teacher's yak"):
-        load(teacher_dir(tmp_path, [*CLASSES, "yak"], name="eleven"))
+    # a teacher that knows more answers among the student's classes: its softmax restricted
+    eleven = load(teacher_dir(tmp_path, [*CLASSES[::-1], "yak"], name="eleven"))
+    assert eleven.order.tolist() == [9 - i for i in range(10)]  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="scores each class on its own"):
         load(teacher_dir(tmp_path, CLASSES, name="tags", multi_label=True))
     with pytest.raises(ValueError, match="picks one class an image"):
@@ -140,8 +142,10 @@ def test_a_teacher_that_does_not_fit_is_refused_clearly(tmp_path: Path) -> None:
     ckpt.write_bytes(b"x")
     with pytest.raises(ValueError, match="checkpoint file.*resnetkit convert"):
         load(ckpt)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
         load(tmp_path / "nowhere" / "model")
+    with pytest.raises(FileNotFoundError, match="teacher teacherdir: no such model directory"):
+        load("teacherdir")  # a relative folder that is not there: not a registry error
     # a head without names: taken in the data's order, said so; another count is refused
     pre = {"mean": [0.5] * 3, "std": [0.2] * 3, "input_size": 32}
     for heads in (10, 5):
@@ -167,7 +171,12 @@ def test_alpha_zero_trains_exactly_the_run_without_a_teacher(
     cifar_dir: Path, tmp_path: Path
 ) -> None:
     train(spec(cifar_dir, tmp_path / "plain", TINY.override({"teacher": ""})))
-    train(spec(cifar_dir, tmp_path / "zero", TINY.override({"distill_alpha": 0.0})))
+    with pytest.warns(UserWarning, match="distill_alpha 0: the teacher resnet20.cifar10 runs"):
+        train(spec(cifar_dir, tmp_path / "zero", TINY.override({"distill_alpha": 0.0})))
+    with pytest.warns(UserWarning, match="distill_temperature 2.0 weigh a teacher's answers"):
+        plan = Trainer(spec(cifar_dir, tmp_path / "x", TINY.override(
+            {"teacher": "", "distill_temperature": 2.0}), writes=False)).plan(1)  # fmt: skip
+    assert plan["total_iters"] == 10
     plain, zero = final_weights(tmp_path / "plain"), final_weights(tmp_path / "zero")
     assert all(torch.equal(plain[k], zero[k]) for k in plain)
 
@@ -217,10 +226,15 @@ def test_a_distilled_student_follows_its_teacher_resumes_exactly_and_records_it(
     card = (tmp_path / "kd" / "model" / "README.md").read_text()
     assert f"distilled from `resnet20.cifar10` (weights sha256 {sha[:12]}...; alpha 1.0" in card
 
-    # another teacher under the same recipe name, or another name, is another run
-    with pytest.raises(ValueError, match="teacher: 'resnet20.cifar10' -> 'resnet20.paper_cifar10'"):
+    # another teacher is another run; so is none, and one for a run that had none
+    with pytest.raises(ValueError, match=r"teacher with weights of SHA-256 \w{12}\.\.\., and the "
+                       "teacher now holds others"):  # fmt: skip
         train(spec(cifar_dir, tmp_path / "kd", recipe.override(
             {"teacher": "resnet20.paper_cifar10"}), resume=True))  # fmt: skip
+    with pytest.raises(ValueError, match="asked to go on without it"):
+        train(spec(cifar_dir, tmp_path / "kd", recipe.override({"teacher": ""}), resume=True))
+    with pytest.raises(ValueError, match="without a teacher, and the run is now asked to distil"):
+        train(spec(cifar_dir, tmp_path / "labels", recipe, resume=True))
 
 
 def test_a_teacher_directory_changed_under_a_run_is_refused(
@@ -235,11 +249,21 @@ def test_a_teacher_directory_changed_under_a_run_is_refused(
 
     with pytest.raises(RuntimeError):
         train(spec(cifar_dir, tmp_path / "run", recipe, on_step=crash))
+    # the same teacher moved elsewhere (or named from another folder) goes on
+    moved = folder.rename(tmp_path / "moved")
+    moved_recipe = recipe.override({"teacher": str(moved)})
+    with pytest.raises(RuntimeError):
+        train(spec(cifar_dir, tmp_path / "run", moved_recipe, on_step=crash, resume=True))
+    moved.rename(folder)
     other = randomize(create_model("resnet20", num_classes=10), seed=1)
     pre = {"mean": [0.5] * 3, "std": [0.2] * 3, "input_size": 32}
     save_model_dir(other, folder, arch="resnet20", classes=CLASSES, preprocessing=pre, replace=True)
-    with pytest.raises(ValueError, match="teacher_sha256"):
+    with pytest.raises(ValueError, match="teacher now holds others.*another --out"):
         train(spec(cifar_dir, tmp_path / "run", recipe, resume=True))
+    # a teacher inside the run's own folder would be overwritten by it
+    inside = teacher_dir(tmp_path / "new", CLASSES, name="model")
+    with pytest.raises(ValueError, match="inside the run's --out"):
+        train(spec(cifar_dir, tmp_path / "new", recipe.override({"teacher": str(inside)})))
 
 
 def test_a_multi_label_student_learns_from_a_multi_label_teacher(tmp_path: Path) -> None:

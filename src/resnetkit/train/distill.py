@@ -10,7 +10,9 @@ al., Sec. 2).
 
 The teacher sees the student's batches after augmentation (mixup and cutmix included),
 mapped from the student's input normalisation to its own, and answers in the student's class
-order: a teacher must know the same classes (by name, in any order).
+order: a teacher must know every class of the student's (by name, in any order). A teacher
+that knows more (an ImageNet-1k model teaching a few of its classes) answers among the
+student's classes only: its softmax restricted to them, renormalised.
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ def distillation_loss(
 
     Returns:
         A scalar: the mean over images of KL(teacher || student) of the softmaxes at ``T``,
-        or, multi-label, the mean binary cross-entropy over images and classes against the
-        teacher's sigmoid at ``T``; either times ``T**2``.
+        or, multi-label, the mean over images and classes of the KL divergence of each class's
+        sigmoid at ``T``; either times ``T**2`` (0 where the two agree).
     """
     s = student.float() / temperature
     t = teacher.float() / temperature
-    if multi_label:
-        soft = F.binary_cross_entropy_with_logits(s, torch.sigmoid(t))
+    if multi_label:  # KL of each class's Bernoulli: the cross-entropy less the teacher's entropy
+        target = torch.sigmoid(t)
+        soft = F.binary_cross_entropy_with_logits(s, target) - F.binary_cross_entropy_with_logits(
+            t, target
+        )
     else:
         soft = F.kl_div(
             F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), reduction="batchmean", log_target=True
@@ -106,6 +111,52 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def open_teacher(name: str, out: Path | None = None) -> nn.Module:
+    """The model a recipe's ``teacher`` names, loaded before the data is read (a typo costs no
+    minutes of loading), in eval mode with its ``pretrained_cfg``.
+
+    Args:
+        name: a model directory, a packaged tag (``resnet56.paper_cifar10``) or a Hugging
+            Face Hub name, as ``load_model`` takes them.
+        out: the run's folder, which the teacher must not be in (the run would overwrite it).
+
+    Raises:
+        ValueError: a bare checkpoint file, a folder inside ``out``, or a teacher without a
+            classifier head.
+        FileNotFoundError: a directory that does not exist.
+    """
+    from resnetkit.models.hf_hub import is_hf_hub_name
+    from resnetkit.models.loading import load_model
+    from resnetkit.models.pretrained import list_pretrained
+
+    where = f"teacher {name}"
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise ValueError(
+            f"{where} is a checkpoint file, which does not say its architecture, classes and "
+            "preprocessing: make a model directory of it first (resnetkit convert FILE --arch "
+            "ARCH --out DIR) and name that directory"
+        )
+    tag_like = "." in name and len(path.parts) == 1  # ARCH.TAG; load_model says which exist
+    if not path.exists() and not is_hf_hub_name(name) and not tag_like:
+        raise FileNotFoundError(
+            f"{where}: no such model directory (nor a weights tag such as "
+            f"{', '.join(list_pretrained()[:3])})"
+        )
+    if out is not None and path.exists():
+        run = Path(out).resolve()
+        if path.resolve() == run or run in path.resolve().parents:
+            raise ValueError(
+                f"{where} is inside the run's --out {out}, which the run writes its model to: "
+                "copy the teacher elsewhere, or train in another --out"
+            )
+    with torch.random.fork_rng(devices=[]):  # building it draws weights: not the student's
+        model = load_model(name)
+    if not int(getattr(model, "num_classes", 0) or 0):
+        raise ValueError(f"{where} has no classifier head: a teacher answers with class scores")
+    return model
+
+
 def load_teacher(
     name: str,
     *,
@@ -114,38 +165,31 @@ def load_teacher(
     input_size: int,
     in_chans: int,
     multi_label: bool,
+    model: nn.Module | None = None,
 ) -> Teacher:
     """The teacher a recipe names, checked against the run it teaches.
 
     Args:
-        name: a model directory, a packaged tag (``resnet56.paper_cifar10``) or a Hugging
-            Face Hub name, as ``load_model`` takes them.
+        name: see :func:`open_teacher`.
         classes: the student's classes (the data's), in its order.
         norm: how the student's inputs are normalised.
         input_size: the side of the student's training images.
         in_chans: the student's input channels.
         multi_label: whether the student scores each class on its own.
+        model: the teacher :func:`open_teacher` loaded already; None loads ``name``.
 
     Raises:
-        ValueError: a bare checkpoint file, a teacher without a classifier, one of another
-            task (multi-label or not), other classes or other input channels, or a per-pixel
-            mean of another size.
-        FileNotFoundError: a path that does not exist.
+        ValueError: as :func:`open_teacher`; also a teacher of another task (multi-label or
+            not), one that lacks some of the classes, takes other input channels or subtracts
+            a per-pixel mean of another size.
+        FileNotFoundError: a directory that does not exist.
     """
-    from resnetkit.models.loading import load_model, preprocessing_of
+    from resnetkit.models.loading import preprocessing_of
 
     where = f"teacher {name}"
-    if Path(name).expanduser().is_file():
-        raise ValueError(
-            f"{where} is a checkpoint file, which does not say its architecture, classes and "
-            "preprocessing: make a model directory of it first (resnetkit convert FILE --arch "
-            "ARCH --out DIR) and name that directory"
-        )
-    model = load_model(name)
+    model = model if model is not None else open_teacher(name)
     pre = preprocessing_of(model)
     heads = int(getattr(model, "num_classes", 0) or 0)
-    if heads == 0:
-        raise ValueError(f"{where} has no classifier head: a teacher answers with class scores")
     if bool(pre.get("multi_label")) != multi_label:
         task = (
             "scores each class on its own (multi-label)"
@@ -168,7 +212,8 @@ def load_teacher(
 
 
 def _class_order(where: str, teacher: list[str], student: list[str], heads: int) -> Tensor | None:
-    """Indices of the student's classes among the teacher's logits; None where identical."""
+    """Indices of the student's classes among the teacher's logits (a teacher's classes the
+    student lacks are left out); None where identical."""
     if not teacher:  # a checkpoint converted without names: only the count can be checked
         if heads != len(student):
             raise ValueError(
@@ -187,14 +232,7 @@ def _class_order(where: str, teacher: list[str], student: list[str], heads: int)
         raise ValueError(
             f"{where} does not know the data's classes {', '.join(missing[:5])}"
             + (f" (it knows {', '.join(extra[:5])} instead)" if extra else "")
-            + ": a teacher must be trained on the same classes (by name, in any order)"
-        )
-    if len(teacher) != len(student):
-        extra = [c for c in teacher if c not in student]
-        raise ValueError(
-            f"{where} knows {len(teacher)} classes, the data {len(student)} (the teacher's "
-            f"{', '.join(extra[:5])} are not in the data): its softmax would spread over "
-            "classes the student does not have; train a teacher on the same classes"
+            + ": a teacher must know every class of the data (by name, in any order)"
         )
     if teacher == student:
         return None

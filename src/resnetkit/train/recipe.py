@@ -255,6 +255,9 @@ RESUMABLE_CHANGES = frozenset(
         "compile",
         "compile_mode",
         "channels_last",
+        # a teacher found under another path (a moved folder, a relative path from elsewhere)
+        # may go on: its weights' digest, one of the run's facts, says whether it is the same
+        "teacher",
     }
 )
 

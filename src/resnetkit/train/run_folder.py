@@ -189,6 +189,26 @@ def check_same_run(out: Path, state: dict[str, Any], now: dict[str, Any]) -> Non
     saved = json.loads(state["run"])
     if isinstance(saved.get("architecture"), dict):  # fields added since take defaults
         saved["architecture"] = {**_config_defaults(), **saved["architecture"]}
+    if "teacher_sha256" in saved and saved["teacher_sha256"] != now.get("teacher_sha256"):
+        before, after = saved["teacher_sha256"], now.get("teacher_sha256")
+        raise ValueError(
+            f"{out} was trained "
+            + (
+                f"from a teacher with weights of SHA-256 {before[:12]}..., "
+                if before
+                else "without a teacher, "
+            )
+            + (
+                f"and the teacher now holds others ({after[:12]}...): trained further, an "
+                "updated tag, or an unpinned hf-hub: name that moved. Put the run's teacher "
+                "back (an hf-hub: name pinned with @REVISION), or start a new run in another --out"
+                if before and after
+                else "and the run is now asked to distil from one: resume with the recipe it "
+                "started with (train --resume reads OUT/recipe.yaml)"
+                if after
+                else "and the run is now asked to go on without it: resume with --teacher"
+            )
+        )
     changed = []
     for key in now:
         if key not in saved or saved[key] == now[key]:

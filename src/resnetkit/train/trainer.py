@@ -47,7 +47,7 @@ from resnetkit.train.checkpoint import (
     state_dict_for_save,
 )
 from resnetkit.train.data_setup import build_train_data
-from resnetkit.train.distill import Teacher, distillation_loss, load_teacher
+from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe, check_run_length
@@ -207,6 +207,25 @@ class Trainer:
             )
         if self.dist.is_main and spec.writes:  # before the data loads (minutes for a folder)
             check_out_folder(self.out, self.ckpt_root, self.spec.resume)
+        teacher_model = open_teacher(recipe.teacher, self.out) if recipe.teacher else None
+        defaults = Recipe()
+        unused = [
+            f"{key} {getattr(recipe, key)}"
+            for key in ("distill_alpha", "distill_temperature")
+            if getattr(recipe, key) != getattr(defaults, key)
+        ]
+        if unused and not recipe.teacher and self.dist.is_main:
+            warnings.warn(
+                f"{' and '.join(unused)} weigh a teacher's answers, and the run has no teacher "
+                "(--teacher MODEL): they do nothing",
+                stacklevel=2,
+            )
+        if recipe.teacher and recipe.distill_alpha == 0 and self.dist.is_main:
+            warnings.warn(
+                f"distill_alpha 0: the teacher {recipe.teacher} runs at every step and its "
+                "answers weigh nothing; leave --teacher out to train on the labels alone",
+                stacklevel=2,
+            )
 
         per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
         if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
@@ -316,7 +335,16 @@ class Trainer:
                 input_size=int(data.preprocessing["input_size"]),
                 in_chans=self.model.config.in_chans,
                 multi_label=data.multi_label,
+                model=teacher_model,
             ).to(self.device, channels_last=recipe.channels_last)
+            # under torchrun each process loads its own copy: all must learn from the same one
+            digests = distributed.all_gather_objects(self.teacher.sha256, self.dist)
+            if len(set(digests)) > 1:
+                raise ValueError(
+                    f"teacher {recipe.teacher} holds other weights on some processes (SHA-256 "
+                    f"by rank: {', '.join(str(d)[:12] for d in digests)}): give every node the "
+                    "same copy"
+                )
         self.ema: AveragedModel | None = None
         if recipe.ema_decay > 0:
             self.ema = WeightEMA(self.model, recipe.ema_decay)
