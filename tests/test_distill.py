@@ -311,3 +311,23 @@ def test_the_command_line_distils(
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--teacher" in capsys.readouterr().out
+
+
+def test_two_ddp_processes_distil_from_the_same_teacher(cifar_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.test_train import torchrun_train
+
+    out = tmp_path / "ddp"
+    options = ["--dataset", "cifar10", "--recipe", "fast-cifar", "--batch-size", "50"]
+    options += ["--warmup-iters", "2", "--ema-decay", "0", "--teacher", "resnet20.cifar10"]
+    cmd = torchrun_train(cifar_dir, out, 1, *options)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["world_size"] == 2 and rows[-1]["step"] == 5
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["provenance"]["teacher"]["name"] == "resnet20.cifar10"
+    assert "distilled from resnet20.cifar10" in proc.stderr
