@@ -331,3 +331,44 @@ def test_two_ddp_processes_distil_from_the_same_teacher(cifar_dir: Path, tmp_pat
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["provenance"]["teacher"]["name"] == "resnet20.cifar10"
     assert "distilled from resnet20.cifar10" in proc.stderr
+
+
+def test_a_streamed_folder_run_distils_with_the_teacher_in_its_own_normalisation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from resnetkit.train.distill import Teacher
+
+    rng = np.random.default_rng(0)
+    for name in ("apple", "sky"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    folder = teacher_dir(tmp_path, ["sky", "apple"])  # mean 0.5, std 0.2, 32 pixels
+    recipe = TINY.override(
+        {"teacher": str(folder), "augment": "imagenet", "batch_size": 8, "epochs": 1}
+    )
+    seen: list[torch.Tensor] = []
+    real = Teacher.logits
+
+    def spy(self: Teacher, x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return real(self, x)
+
+    monkeypatch.setattr(Teacher, "logits", spy)
+    run = TrainSpec(model="resnet20", dataset="folder", data_dir=tmp_path / "data",
+                    out=tmp_path / "run", recipe=recipe, image_size=64, progress=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="trained on 32-pixel images and sees the student's 64"):
+        t = Trainer(run)
+    assert t.data.streaming and t.teacher is not None
+    # streamed crops are normalised with ImageNet's statistics; the teacher wants 0.5 / 0.2
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (t.norm.mean, t.norm.std))
+    with torch.no_grad():
+        expected = load_model(folder)((x * std + mean - 0.5) / 0.2)[:, [1, 0]]  # sky first
+    torch.testing.assert_close(real(t.teacher, x), expected, rtol=1e-4, atol=1e-4)
+    t.run()
+    assert seen and all(batch.shape[-1] == 64 for batch in seen)
