@@ -176,6 +176,7 @@ def predict(
     progress: bool = False,
     tta: bool = False,
     threshold: float | None = None,
+    min_confidence: float | None = None,
 ) -> PredictionReport:
     """Classify image files and folders; bad files are reported, never fatal.
 
@@ -197,6 +198,9 @@ def predict(
             (default: the model's own: 0.5 unless its config says otherwise, which may give
             one per class). Multi-label
             models score each class with a sigmoid, the others with a softmax.
+        min_confidence: a top-class probability below which an answer is marked ``unsure``
+            (selective classification; default: the model's own, chosen by ``resnetkit
+            calibrate --target-accuracy``; 0 marks none). Models that pick one class only.
 
     Returns:
         A :class:`PredictionReport`. Class names come from the model (its index as a string
@@ -237,6 +241,7 @@ def predict(
             "class an image: use top_k"
         )
     cut = check_threshold(threshold) if threshold is not None else own_threshold
+    floor = unsure_below(net, min_confidence, multi_label=own_threshold is not None)
     scores = _sigmoid if cut is not None else _softmax
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)
@@ -261,7 +266,8 @@ def predict(
                 probs = scores(net(x))
                 if tta:
                     probs = (probs + scores(net(_mirror(x, prep)))) / 2
-            for path, ranking in zip(paths, rank_classes(probs, classes, k, cut), strict=True):
+            rankings = rank_classes(probs, classes, k, cut, min_confidence=floor)
+            for path, ranking in zip(paths, rankings, strict=True):
                 report.predictions.append({"path": str(path), **ranking})
     finally:
         net.train(was_training)
@@ -277,13 +283,41 @@ def _sigmoid(logits: Tensor) -> Tensor:
     return logits.float().sigmoid()
 
 
+def unsure_below(
+    model: nn.Module, min_confidence: float | None, *, multi_label: bool
+) -> float | None:
+    """The top-class probability below which answers are marked unsure: ``min_confidence``
+    when given (0: none), else the model's own; None when nothing is marked.
+
+    Raises:
+        ValueError: a value outside [0, 1), or one given for a multi-label model.
+    """
+    from resnetkit.evaluate.selective import check_min_confidence, model_min_confidence
+
+    if min_confidence is not None and multi_label:
+        raise ValueError(
+            "min_confidence is for models that pick one class an image; a multi-label model "
+            "answers every class at its threshold (give --threshold)"
+        )
+    floor = check_min_confidence(min_confidence) if min_confidence is not None else None
+    if floor is None:
+        floor = model_min_confidence(model)
+    return floor or None
+
+
 def rank_classes(
-    probs: Tensor, classes: Sequence[str], k: int, threshold: float | list[float] | None = None
+    probs: Tensor,
+    classes: Sequence[str],
+    k: int,
+    threshold: float | list[float] | None = None,
+    *,
+    min_confidence: float | None = None,
 ) -> list[dict[str, Any]]:
     """Per image of ``probs`` (images, classes): ``{"top_k": [{"class", "index",
     "probability"}]}``, the ``k`` most probable classes; with a multi-label ``threshold`` also
     ``labels``, every class at or above it, most probable first (``top_k`` then ranks at
-    least these). What ``predict`` and ``resnetkit serve`` answer.
+    least these); with ``min_confidence`` also ``unsure``, whether the top class's
+    probability is below it. What ``predict`` and ``resnetkit serve`` answer.
 
     Raises:
         ValueError: a per-class ``threshold`` list of another length than ``classes``.
@@ -302,6 +336,8 @@ def rank_classes(
             {"class": classes[c], "index": c, "probability": v} for v, c in zip(p, i, strict=True)
         ]
         ranking: dict[str, Any] = {"top_k": top}
+        if min_confidence is not None:
+            ranking["unsure"] = p[0] < min_confidence
         if threshold is not None:
             cuts = threshold if isinstance(threshold, list) else [threshold] * len(classes)
             order = sorted((c for c, v in enumerate(row) if v >= cuts[c]), key=lambda c: -row[c])

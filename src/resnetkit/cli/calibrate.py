@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,25 @@ from resnetkit.cli.common import (
 from resnetkit.data.datasets import DATASETS
 
 #: pretrained_cfg entries that are not input preprocessing.
-NOT_PREPROCESSING = ("classes", "metrics", "tag", "recipe")
+NOT_PREPROCESSING = ("classes", "metrics", "tag", "recipe", "min_confidence")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "calibrate",
         help="temperature scaling: confidence that matches accuracy (accuracy unchanged); "
-        "multi-label models: per-class thresholds",
+        "--target-accuracy: when to answer unsure; multi-label models: per-class thresholds",
         description="Fits one temperature T on a random part of an evaluation split (logits "
         "divided by T, minimising the negative log-likelihood; Guo et al. 2017) and reports "
         "the calibration error (ECE) and log-likelihood before and after on the other part. "
         "With --out, writes a model directory with T folded into the classifier, so predict, "
         "serve, export and quantize give calibrated probabilities. Top-1 never changes. A "
         "multi-label model gets one threshold per class instead (each class's best F1 on the "
-        "fitted part; F1 and exact matches reported before and after), kept by --out.",
+        "fitted part; F1 and exact matches reported before and after), kept by --out. "
+        "--target-accuracy P chooses instead the least top-class probability to answer with "
+        "(selective classification, Geifman & El-Yaniv 2017): the most images answered at P%% "
+        "accuracy on the fitted part, coverage and accuracy measured on the rest; with --out, "
+        "predict and serve mark answers below it unsure.",
     )
     add_model_args(p)
     p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -59,6 +64,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="the share of the split T (or a multi-label model's thresholds) is fitted on; "
         "the rest measures the result (0.5)",
     )
+    p.add_argument(
+        "--target-accuracy",
+        type=target_percent,
+        default=None,
+        metavar="PERCENT",
+        help="choose when the model answers unsure: the least top-class probability whose "
+        "answers are PERCENT%% right (e.g. 99), instead of a temperature",
+    )
     p.add_argument("--seed", type=seed, default=0, help="which images go to each part")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
@@ -71,6 +84,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
+
+
+def target_percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 < value < 100:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a percentage between 1 and 100 (exclusive), e.g. 99 for 99%"
+        )
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
     model = load_model(args.model, arch=args.arch)
+    if args.target_accuracy is not None:
+        return _min_confidence(args, model, data_dir)
     if model_threshold(model) is not None:
         return _thresholds(args, model, data_dir)
     report = calibrate(
@@ -109,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
         metrics = {  # accuracy is unchanged by the temperature; the losses are not
             k: v for k, v in (cfg.get("metrics") or {}).items() if k.endswith(("_top1", "_top5"))
         }
+        if cfg.get("min_confidence") is not None:  # chosen on the probabilities T changes
+            print(
+                f"note: the model's min_confidence ({cfg['min_confidence']:.4g}) was chosen "
+                "for its probabilities before scaling; the calibrated copy answers every image "
+                "(choose it again: calibrate --target-accuracy on the copy)",
+                file=sys.stderr,
+            )
         save_model_dir(
             apply_temperature(model, report.temperature).cpu(),
             args.out,
@@ -215,4 +249,72 @@ def _thresholds(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
         print(f"  {label:<15} {pct(report.before[key])} {pct(report.after[key])}")
     if args.out is not None:
         print(f"calibrated model: {args.out}")
+    return 0
+
+
+def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
+    """``calibrate --target-accuracy``: when to answer unsure (see
+    :func:`~resnetkit.evaluate.selective.calibrate_min_confidence`)."""
+    from resnetkit.evaluate.selective import calibrate_min_confidence
+    from resnetkit.models.loading import preprocessing_of
+    from resnetkit.models.model_dir import save_model_dir
+
+    report = calibrate_min_confidence(
+        model,
+        args.dataset,
+        data_dir,
+        args.target_accuracy / 100,
+        split=args.split,
+        fit_fraction=args.fit_fraction,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        download=args.download,
+    )
+    result: dict[str, Any] = {"model": str(args.model), **report.to_dict()}
+    if args.out is not None:
+        cfg = preprocessing_of(model)
+        save_model_dir(
+            model.cpu(),
+            args.out,
+            arch=model.name,
+            classes=list(cfg["classes"]),
+            preprocessing={k: v for k, v in cfg.items() if k not in NOT_PREPROCESSING},
+            metrics=cfg.get("metrics") or {},  # every image's scores: unchanged
+            provenance={
+                "calibrated_from": str(args.model),
+                "calibration": {
+                    "method": "selective classification (least top-class probability)",
+                    "dataset": args.dataset,
+                    "split": args.split,
+                    "seed": args.seed,
+                    **report.to_dict(),
+                },
+            },
+            min_confidence=report.min_confidence,
+        )
+        result["out"] = str(args.out)
+    if args.as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    after, before = report.after, report.before
+
+    def pct(value: float | None) -> str:
+        return f"{value:.2f}%" if value is not None else "-"
+
+    print(
+        f"min confidence {report.min_confidence:.4f} (chosen on {report.fit_images} images of "
+        f"{args.dataset} {args.split}: it answers the most of them with at least "
+        f"{report.target_accuracy:g}% of the answers right)"
+    )
+    print(f"on the other {report.check_images} images:")
+    print(f"  answering all: {pct(before['top1'])} right")
+    print(
+        f"  answered {after['answered']} ({pct(after['coverage'])}): {pct(after['top1'])} right "
+        f"(95% lower bound {pct(after['top1_lower_bound'])})"
+    )
+    unsure = report.check_images - after["answered"]
+    print(f"  unsure {unsure}: the top class would have been right on {pct(after['unsure_top1'])}")
+    if args.out is not None:
+        print(f"model that answers unsure below it: {args.out}")
     return 0

@@ -116,6 +116,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "one for every class (default: the model's own: 0.5, or the per-class ones `resnetkit "
         "calibrate` chose)",
     )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="also report coverage and the accuracy of the answers whose top probability "
+        "reaches this (default: the model's own, from `resnetkit calibrate "
+        "--target-accuracy`; 0 for none)",
+    )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_evaluate)
 
@@ -154,8 +162,20 @@ def format_report(result: dict[str, Any], model_name: str) -> str:
         f"loss {result['loss']:.4f}   ECE {result['ece']:.2f}% (confidence against accuracy)",
         f"  balanced accuracy {result['balanced_accuracy']:6.2f}%   macro F1 "
         f"{result['macro_f1']:6.2f}%   weighted F1 {result['weighted_f1']:6.2f}%",
-        "",
     ]
+    chosen = result.get("selective")
+    if chosen is not None:
+
+        def pct(value: float | None) -> str:
+            return f"{value:.2f}%" if value is not None else "-"
+
+        lines.append(
+            f"  answered at min confidence {chosen['min_confidence']:.4g}: {chosen['answered']} "
+            f"({pct(chosen['coverage'])}), {pct(chosen['top1'])} right (95% lower bound "
+            f"{pct(chosen['top1_lower_bound'])}); unsure {result['count'] - chosen['answered']}, "
+            f"{pct(chosen['unsure_top1'])} right"
+        )
+    lines.append("")
 
     def cell(value: float | None) -> str:
         return f"{value:6.2f}%" if value is not None else f"{'-':>7}"
@@ -279,6 +299,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         threshold=args.threshold,
         curves="pr_curves" in figures,
+        min_confidence=args.min_confidence,
     )
     if "pr_curves" in figures:
         from resnetkit.evaluate.plots import plot_pr_curves

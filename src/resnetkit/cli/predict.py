@@ -43,6 +43,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "every class (default: the model's own: 0.5, or the per-class ones `resnetkit "
         "calibrate` chose)",
     )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="mark an answer unsure when its top probability is below this (default: the "
+        "model's own, from `resnetkit calibrate --target-accuracy`; 0 marks none)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     fmt.add_argument(
@@ -50,7 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         dest="as_csv",
         action="store_true",
         help="print path,rank,class,probability rows (failures go to stderr); a multi-label "
-        "model's add a column 'predicted' (1 when the class reaches the threshold)",
+        "model's add a column 'predicted' (1 when the class reaches the threshold), a model "
+        "with a min confidence a column 'unsure' (1 on every row of an unsure answer)",
     )
     p.set_defaults(func=run_predict)
 
@@ -64,11 +72,15 @@ def format_text(report: PredictionReport) -> str:
         if "labels" in pred:  # multi-label: the classes at the threshold, then the top k
             chosen = ", ".join(t["class"] for t in pred["labels"]) or "(none)"
             guesses = f"[{chosen}]  {guesses}"
+        if pred.get("unsure"):
+            guesses = f"(unsure)  {guesses}"
         lines.append(f"{pred['path']:<{width}}  {guesses}")
     if report.failures:
         lines.append(f"failed ({len(report.failures)}):")
         lines.extend(f"  {f['path']}: {f['reason']}" for f in report.failures)
-    lines.append(f"{len(report.predictions)} predicted, {len(report.failures)} failed")
+    unsure = sum(bool(p.get("unsure")) for p in report.predictions)
+    marked = f" ({unsure} unsure)" if any("unsure" in p for p in report.predictions) else ""
+    lines.append(f"{len(report.predictions)} predicted{marked}, {len(report.failures)} failed")
     return "\n".join(lines)
 
 
@@ -76,12 +88,15 @@ def write_csv(report: PredictionReport) -> None:
     """``path,rank,class,probability`` rows on stdout (rank 1 = most likely), failures on stderr."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
     multi = any("labels" in pred for pred in report.predictions)
-    writer.writerow(["path", "rank", "class", "probability"] + (["predicted"] if multi else []))
+    selective = any("unsure" in pred for pred in report.predictions)
+    extra = (["predicted"] if multi else []) + (["unsure"] if selective else [])
+    writer.writerow(["path", "rank", "class", "probability", *extra])
     for pred in report.predictions:
         chosen = {t["index"] for t in pred.get("labels", [])}
         for rank, top in enumerate(pred["top_k"], start=1):
             row = [pred["path"], rank, top["class"], f"{top['probability']:.6f}"]
-            writer.writerow(row + ([int(top["index"] in chosen)] if multi else []))
+            row += [int(top["index"] in chosen)] if multi else []
+            writer.writerow(row + ([int(pred["unsure"])] if selective else []))
     for failure in report.failures:
         print(f"resnetkit predict: {failure['path']}: {failure['reason']}", file=sys.stderr)
 
@@ -99,6 +114,7 @@ def run_predict(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         tta=args.tta,
         threshold=args.threshold,
+        min_confidence=args.min_confidence,
     )
     if args.as_json:
         print(json.dumps({"model": str(args.model), **report.to_dict()}))

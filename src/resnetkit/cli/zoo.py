@@ -219,6 +219,8 @@ def _model_dir_info(
     task = meta.get("task") or {}
     if task.get("multi_label"):
         card["task"] = {"multi_label": True, "threshold": task.get("threshold", 0.5)}
+    elif task.get("min_confidence") is not None:
+        card["task"] = {"multi_label": False, "min_confidence": task["min_confidence"]}
     if as_json:
         print(json.dumps({**stats.to_dict(), "weights": card}, indent=2))
         return 0
@@ -311,7 +313,12 @@ def _print_card(card: dict[str, Any]) -> None:
     more = f", ... ({len(names)} in all)" if len(names) > 10 else ""
     print(f"  classes         {', '.join(names[:10]) or '(not named)'}{more}")
     task = card.get("task")
-    if task:
+    if task and not task.get("multi_label"):
+        print(
+            "  task            one class an image, answers unsure below a top probability of "
+            f"{task['min_confidence']:.4g}"
+        )
+    elif task:
         from resnetkit.data.multilabel import describe_threshold
 
         print(

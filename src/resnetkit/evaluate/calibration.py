@@ -184,7 +184,7 @@ def calibrate(
         device=device,
         download=download,
     )
-    fit, check = _halves(len(labels), fit_fraction, seed, f"{dataset} {split}")
+    fit, check = split_in_two(len(labels), fit_fraction, seed, f"{dataset} {split}")
     temperature = fit_temperature(logits[fit], labels[fit])
     return CalibrationReport(
         temperature=temperature,
@@ -195,7 +195,7 @@ def calibrate(
     )
 
 
-def _halves(n: int, fit_fraction: float, seed: int, what: str) -> tuple[Tensor, Tensor]:
+def split_in_two(n: int, fit_fraction: float, seed: int, what: str) -> tuple[Tensor, Tensor]:
     """A random ``fit_fraction`` of ``n`` images, and the rest."""
     if not 0.0 < fit_fraction < 1.0:
         raise ValueError(
@@ -249,7 +249,7 @@ def calibrate_thresholds(
     logits, targets, classes = collect_logits(
         model, dataset, data_dir, split=split, batch_size=batch_size, device=device
     )
-    fit, check = _halves(len(targets), fit_fraction, seed, f"{dataset} {split}")
+    fit, check = split_in_two(len(targets), fit_fraction, seed, f"{dataset} {split}")
     thresholds = fit_thresholds(logits[fit].sigmoid(), targets[fit], own)
 
     def measured(threshold: float | list[float]) -> dict[str, float | None]:

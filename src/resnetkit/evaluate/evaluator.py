@@ -58,7 +58,7 @@ from resnetkit.evaluate.folders import (
 )
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
-from resnetkit.predict import channel_stats_for
+from resnetkit.predict import channel_stats_for, unsure_below
 
 CIFAR_SIZE = 32
 CIFAR_TEN_CROP_PAD = 4
@@ -263,6 +263,7 @@ def evaluate_model(
     num_workers: int = 0,
     threshold: float | None = None,
     curves: bool = False,
+    min_confidence: float | None = None,
 ) -> dict[str, Any]:
     """Measure a classifier on an evaluation split.
 
@@ -289,6 +290,10 @@ def evaluate_model(
             :class:`~resnetkit.data.multilabel.MultiLabelMeter` (``map``, ``micro_f1``...).
         curves: a multi-label model's results also hold its precision-recall curves
             (``pr_curves``, for :func:`~resnetkit.evaluate.plots.plot_pr_curves`).
+        min_confidence: also measure selective classification at this top-class
+            probability (``selective``: coverage, accuracy of the answers; see
+            :meth:`~resnetkit.evaluate.metrics.ConfusionMeter.selective`); default the
+            model's own (``task.min_confidence``), 0 for none.
 
     Returns:
         ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``count``, ``per_class``
@@ -302,6 +307,7 @@ def evaluate_model(
     """
     device = resolve_device(device)  # before the data is read
     own = model_threshold(model)
+    floor = unsure_below(model, min_confidence, multi_label=own is not None)
     if threshold is not None and own is None:
         raise ValueError(
             "threshold is for multi-label models (a sigmoid per class); this one picks one "
@@ -343,7 +349,9 @@ def evaluate_model(
             num_workers,
         )
     with _evaluating(model, device):
-        meter = evaluate_batches(scorer, loader, len(classes), device=device, progress=progress)
+        meter = evaluate_batches(
+            scorer, loader, len(classes), device=device, progress=progress, min_confidence=floor
+        )
     return {
         **meter.summary(classes),
         "classes": list(classes),

@@ -24,8 +24,11 @@ class ConfusionMeter:
     """Accumulates a confusion matrix (rows: true class, columns: predicted) and top-5 hits."""
 
     num_classes: int
+    # selective classification: also count the images whose top probability reaches this
+    min_confidence: float | None = None
 
     def __post_init__(self) -> None:
+        self.answered = self.answered_right = 0
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
         self.top5_hits = 0
         self.loss_sum = 0.0
@@ -51,6 +54,10 @@ class ConfusionMeter:
         right = (pred == labels).double().cpu()
         for row, values in enumerate((torch.ones_like(confidence), confidence, right)):
             self.bins[row].index_add_(0, which, values)
+        if self.min_confidence is not None:
+            take = logits.float().softmax(1).amax(1).cpu() >= self.min_confidence  # as predict
+            self.answered += int(take.sum())
+            self.answered_right += int(right[take].sum())
 
     @property
     def count(self) -> int:
@@ -77,7 +84,17 @@ class ConfusionMeter:
             "confusion": self.matrix.tolist(),
             **self.per_class_scores(names),
             **self.calibration(),
+            **({"selective": self.selective()} if self.min_confidence is not None else {}),
         }
+
+    def selective(self) -> dict[str, Any]:
+        """Coverage and accuracy at ``min_confidence``, as
+        :func:`~resnetkit.evaluate.selective.selective_summary`."""
+        from resnetkit.evaluate.selective import selective_summary
+
+        right = int(self.matrix.diag().sum())
+        cut = self.min_confidence or 0.0
+        return selective_summary(self.count, self.answered, self.answered_right, right, cut)
 
     def per_class_scores(self, names: list[str]) -> dict[str, Any]:
         """For imbalanced data, where top-1 flatters a model that ignores rare classes:
@@ -140,12 +157,14 @@ def evaluate_batches(
     num_classes: int,
     device: torch.device | None = None,
     progress: bool = False,
+    min_confidence: float | None = None,
 ) -> ConfusionMeter:
     """Run ``model`` over (inputs, labels) batches; returns the filled meter. ``progress``
-    shows a bar on stderr (batches, with the running top-1)."""
+    shows a bar on stderr (batches, with the running top-1); ``min_confidence`` also counts
+    the images answered at it (:meth:`ConfusionMeter.selective`)."""
     from tqdm import tqdm
 
-    meter = ConfusionMeter(num_classes)
+    meter = ConfusionMeter(num_classes, min_confidence)
     total = len(batches) if isinstance(batches, Sized) else None
     bar = tqdm(batches, total=total, disable=not progress, unit="batch", leave=False)
     for x, y in bar:

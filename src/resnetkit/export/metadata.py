@@ -35,6 +35,7 @@ def metadata_text(model: nn.Module, preprocessing: dict[str, Any], input_size: i
         meta.pop("crop", None)  # the crop is the input size
         meta.pop("resize", None)  # a resize for another size would crop the wrong share
         meta.pop("crop_pct", None)  # so would this (evaluate and predict use one default)
+        meta.pop("min_confidence", None)  # chosen on the probabilities at the model's size
     meta["arch"] = getattr(model, "name", type(model).__name__)
     # A features_only net keeps num_classes but outputs feature maps: no classifier head.
     head = not getattr(model, "features_only", False)

@@ -772,6 +772,20 @@ def convert_checkpoint(
             "model read back from it predicts a class from 0.5; apply the source's thresholds "
             "to transformers' sigmoid outputs"
         )
+    min_confidence = ckpt.task.get("min_confidence")
+    if min_confidence is not None and (new_head or target != "resnetkit"):
+        report.notes.append(
+            f"the source answers unsure below a top probability of {min_confidence:.4g} "
+            "(task.min_confidence); "
+            + (
+                "chosen for its own head, not this new one: after training it, `resnetkit "
+                "calibrate --target-accuracy` chooses one"
+                if new_head
+                else f"the {target} weights have no place for it: apply it to the softmax "
+                "outputs yourself"
+            )
+        )
+        min_confidence = None
     if multi_label and target not in ("resnetkit", "huggingface"):  # no place for it there
         report.notes.append(
             f"the source is multi-label (a sigmoid per class, a class predicted from "
@@ -815,6 +829,7 @@ def convert_checkpoint(
             provenance=provenance,
             multi_label=multi_label,
             threshold=threshold,
+            min_confidence=min_confidence,
         )
     elif target == "huggingface":
         to_huggingface(model, out, classes=classes or None, multi_label=multi_label)

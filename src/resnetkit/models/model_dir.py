@@ -41,11 +41,15 @@ def save_model_dir(
     replace: bool = False,
     multi_label: bool = False,
     threshold: float | list[float] = 0.5,
+    min_confidence: float | None = None,
 ) -> Path:
     """Write a model directory that :func:`load_model_dir` (and every CLI command) can read.
 
     ``multi_label`` marks a model whose classes are scored each on its own (sigmoid), a
     class predicted from ``threshold`` (one for all classes, or one per class).
+    ``min_confidence`` (a model that picks one class an image): a top probability below it
+    makes the answer ``unsure`` (selective classification; ``resnetkit calibrate
+    --target-accuracy`` chooses it).
 
     ``out`` must be new or empty; with ``replace``, it may also hold a model directory, which
     is replaced. A folder with anything else in it is refused: its files (a project's own
@@ -89,9 +93,18 @@ def save_model_dir(
         "metrics": metrics or {},
         "provenance": provenance or {},
     }
+    if multi_label and min_confidence is not None:
+        raise ValueError(
+            "min_confidence is for models that pick one class an image (softmax); a "
+            "multi-label model predicts each class from its threshold"
+        )
+    if min_confidence is not None and not 0 < min_confidence < 1:
+        raise ValueError(f"min_confidence must be a probability in (0, 1), got {min_confidence}")
     if multi_label:
         cut = [float(t) for t in threshold] if isinstance(threshold, list) else float(threshold)
         meta["task"] = {"multi_label": True, "threshold": cut}
+    elif min_confidence is not None:
+        meta["task"] = {"multi_label": False, "min_confidence": float(min_confidence)}
     if model.features_only:  # a backbone: forward returns these stages' feature maps
         meta["features"] = {"features_only": True, "out_indices": list(model.out_indices)}
     atomic_write_text(out / "README.md", model_card(meta, model))
@@ -133,6 +146,12 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
             f"Multi-label: each class has its own sigmoid probability, and an image has every "
             f"class whose probability is at least {_threshold_text(task)} (any number "
             "of them, none included).",
+            "",
+        ]
+    if task.get("min_confidence") is not None:
+        lines += [
+            f"Selective: an answer whose top probability is below {task['min_confidence']:.4g} "
+            "is marked unsure (`unsure: true`), to be checked by a person or left out.",
             "",
         ]
     lines += [
@@ -343,6 +362,14 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
             )
     elif not probability(threshold):
         return f"task.threshold must be a probability between 0 and 1, got {threshold!r}"
+    if task.get("min_confidence") is not None:
+        if task.get("multi_label"):
+            return "task.min_confidence is for models that pick one class an image, not multi-label"
+        if not probability(task["min_confidence"]):
+            return (
+                "task.min_confidence must be a probability between 0 and 1, got "
+                f"{task['min_confidence']!r}"
+            )
     return None
 
 
@@ -411,4 +438,6 @@ def load_model_dir(path: str | Path) -> ResNet:
         model.pretrained_cfg["threshold"] = (
             [float(t) for t in cut] if isinstance(cut, list) else float(cut)
         )
+    if task.get("min_confidence") is not None:
+        model.pretrained_cfg["min_confidence"] = float(task["min_confidence"])
     return model

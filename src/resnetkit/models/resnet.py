@@ -355,7 +355,8 @@ class ResNet(nn.Module):
         """Replace the head by a new, freshly initialised one (0 removes it), on the device
         and in the dtype of the rest of the model. The old head's class names (in
         ``pretrained_cfg``) go with it, and so do a multi-label model's per-class thresholds
-        (chosen for the old head's outputs: the new one starts from the default)."""
+        and a model's ``min_confidence`` (chosen for the old head's outputs: the new one
+        starts from the defaults)."""
         config = self.config.with_options(num_classes=num_classes)  # checked before any change
         weight = self.conv1_weight()
         self.num_classes = num_classes
@@ -365,7 +366,9 @@ class ResNet(nn.Module):
         if isinstance(cfg, dict) and len(cfg.get("classes") or []) != num_classes:
             cfg = self.pretrained_cfg = {**cfg, "classes": []}
         if isinstance(cfg, dict) and isinstance(cfg.get("threshold"), list):
-            self.pretrained_cfg = {k: v for k, v in cfg.items() if k != "threshold"}
+            cfg = self.pretrained_cfg = {k: v for k, v in cfg.items() if k != "threshold"}
+        if isinstance(cfg, dict) and "min_confidence" in cfg:  # chosen for the old head too
+            self.pretrained_cfg = {k: v for k, v in cfg.items() if k != "min_confidence"}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

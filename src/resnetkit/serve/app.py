@@ -9,7 +9,9 @@ Endpoints:
   too). Answers ``{"model", "backend", "predictions": [{"file", "top_k": [{"class", "index",
   "probability"}]}]}`` in upload order. A multi-label model's predictions also have
   ``labels`` (every class whose sigmoid probability reaches ``threshold``, by default the
-  model's own), as :func:`resnetkit.predict` gives.
+  model's own), as :func:`resnetkit.predict` gives; a model with a min confidence (``resnetkit
+  calibrate --target-accuracy``, or ``?min_confidence=``) ``unsure``, whether the top class's
+  probability is below it.
 * ``POST /embed?normalize=false``: the same inputs; answers ``{"model", "dim", "embeddings":
   [{"file", "embedding": [...]}]}``, the pooled features the classifier reads (for search,
   deduplication, clustering), L2-normalised with ``normalize=true``. Always run by the PyTorch
@@ -311,6 +313,12 @@ def create_app(
         threshold: float | None = Query(
             None, gt=0.0, lt=1.0, description="multi-label models: a class's least probability"
         ),
+        min_confidence: float | None = Query(
+            None,
+            ge=0.0,
+            lt=1.0,
+            description="mark an answer unsure below this top-class probability (0: none)",
+        ),
     ) -> dict[str, Any]:
         service.authorize(request)  # before the body is read
         if threshold is not None and service.threshold is None:
@@ -318,6 +326,13 @@ def create_app(
                 400,
                 "not_multi_label",
                 "threshold is for multi-label models; this one picks one class an image (top_k)",
+            )
+        if min_confidence is not None and service.threshold is not None:
+            raise ApiError(
+                400,
+                "multi_label",
+                "min_confidence is for models that pick one class an image; this one is "
+                "multi-label (give threshold)",
             )
         names, images = await service.read_images(request)
         # Decoded a few requests at a time (one per core): 40 threads each decoding 16 large
@@ -329,7 +344,7 @@ def create_app(
         return {
             "model": service.model_name,
             "backend": config.backend,
-            "predictions": service.top_k(names, logits, top_k, threshold),
+            "predictions": service.top_k(names, logits, top_k, threshold, min_confidence),
         }
 
     @app.post("/embed")
@@ -422,6 +437,7 @@ class Service:
         self, model_or_path: nn.Module | str | Path, config: ServeConfig, *, arch: str | None
     ) -> None:
         from resnetkit.data.multilabel import model_threshold
+        from resnetkit.evaluate.selective import model_min_confidence
         from resnetkit.export.runtime import OrtClassifier
         from resnetkit.models.loading import load_classifier, preprocessing_of
         from resnetkit.predict import class_names, unwrap
@@ -446,6 +462,8 @@ class Service:
         self.config = config
         self.classes = class_names(model)
         self.threshold = model_threshold(model)  # None: one class an image (softmax)
+        # answers below it are marked unsure (None: none are)
+        self.min_confidence = model_min_confidence(model) if self.threshold is None else None
         self.preprocessing = Preprocessing.of(model)
         self.model_name = str(getattr(model, "name", type(model).__name__))
         self.metrics = Metrics()
@@ -479,6 +497,7 @@ class Service:
             "classes": list(self.classes),
             "multi_label": self.threshold is not None,
             "threshold": self.threshold,
+            "min_confidence": self.min_confidence,
             "preprocessing": {
                 "image_size": prep.image_size,
                 "resize": prep.resize,
@@ -737,18 +756,26 @@ class Service:
         return torch.stack(tensors)
 
     def top_k(
-        self, names: list[str | None], logits: Tensor, k: int, threshold: float | None = None
+        self,
+        names: list[str | None],
+        logits: Tensor,
+        k: int,
+        threshold: float | None = None,
+        min_confidence: float | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` most probable classes of every image (and a multi-label model's classes
-        at ``threshold``, default its own), as :func:`resnetkit.predict` gives."""
+        at ``threshold``, default its own; whether an answer is unsure, below
+        ``min_confidence``, default the model's own, 0 for none), as
+        :func:`resnetkit.predict` gives."""
         from resnetkit.predict import rank_classes
 
         if self.threshold is None:
             probs, cut = logits.float().softmax(dim=1), None
         else:
             probs, cut = logits.float().sigmoid(), threshold or self.threshold
+        floor = self.min_confidence if min_confidence is None else min_confidence
         self.metrics.images.inc(len(names))
-        ranked = rank_classes(probs, self.classes, k, cut)
+        ranked = rank_classes(probs, self.classes, k, cut, min_confidence=floor or None)
         return [{"file": name, **ranking} for name, ranking in zip(names, ranked, strict=True)]
 
 

@@ -1,0 +1,192 @@
+"""Selective classification: the threshold, the bound, and models that answer unsure in
+calibrate, predict, evaluate, serve, export and convert."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from resnetkit.cli.main import main
+from resnetkit.evaluate.metrics import ConfusionMeter
+from resnetkit.evaluate.selective import (
+    accuracy_lower_bound,
+    fit_min_confidence,
+    selective_scores,
+)
+from resnetkit.models.loading import load_model
+from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.registry import create_model
+from resnetkit.predict import predict
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ASSETS = [
+    Path(str(resources.files("resnetkit.assets") / name))
+    for name in ("cat.png", "automobile.png", "ship.png")
+]
+
+
+def test_the_threshold_answers_the_most_images_at_the_target() -> None:
+    conf = torch.tensor([0.9, 0.8, 0.8, 0.7, 0.6])
+    right = torch.tensor([True, True, False, True, False])
+    # answering the 4 most confident: 3 right = 75%; all 5: 60%
+    assert fit_min_confidence(conf, right, 0.75) == pytest.approx(0.7)
+    # 2 of the first 2 are right, but the two 0.8s go together (2 of 3): only the 0.9 is left
+    assert fit_min_confidence(conf, right, 0.8) == pytest.approx(0.9)
+    assert fit_min_confidence(conf, right, 0.5) == pytest.approx(0.6)  # every image
+    with pytest.raises(ValueError, match=r"makes 99% .* best is 40.00%, answering the 5 most"):
+        fit_min_confidence(conf, ~right, 0.99)  # the most confident is wrong
+    with pytest.raises(ValueError, match="a fraction in"):
+        fit_min_confidence(conf, right, 99)
+    shuffled = torch.randperm(5)
+    assert fit_min_confidence(conf[shuffled], right[shuffled], 0.75) == pytest.approx(0.7)
+
+
+def test_the_lower_bound_by_hand() -> None:
+    # all right: the rate p with p**n = 5% (Clopper-Pearson's closed form)
+    assert accuracy_lower_bound(10, 10) == pytest.approx(0.05 ** (1 / 10), abs=1e-9)
+    assert accuracy_lower_bound(0, 10) == 0.0 and math.isnan(accuracy_lower_bound(0, 0))
+    # 9 of 10: at the bound, 9 or more successes have probability 5%
+    low = accuracy_lower_bound(9, 10)
+    tail = sum(math.comb(10, j) * low**j * (1 - low) ** (10 - j) for j in (9, 10))
+    assert tail == pytest.approx(0.05, abs=1e-9) and 0.6 < low < 0.9
+    assert accuracy_lower_bound(900, 1000) < 0.9 < accuracy_lower_bound(950, 1000)
+
+
+def test_scores_and_the_meter_count_the_same_answers() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 4, generator=g) * 2
+    labels = torch.randint(0, 4, (200,), generator=g)
+    conf, top = logits.softmax(1).max(1)
+    right = top == labels
+    cut = float(conf.median())
+    by_hand = selective_scores(conf, right, cut)
+    assert by_hand["answered"] == int((conf >= cut).sum())
+    assert by_hand["top1"] == pytest.approx(100 * float(right[conf >= cut].float().mean()))
+    assert by_hand["unsure_top1"] == pytest.approx(100 * float(right[conf < cut].float().mean()))
+    meter = ConfusionMeter(4, cut)
+    for part in range(0, 200, 64):
+        meter.update(logits[part : part + 64], labels[part : part + 64])
+    assert meter.summary()["selective"] == pytest.approx(by_hand)
+    assert "selective" not in ConfusionMeter(4).summary()
+
+
+def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "selective"
+    argv = ["calibrate", "--model", "resnet20.cifar10", "--dataset", "cifar10-sample"]
+    assert main([*argv, "--target-accuracy", "97", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cut = report["min_confidence"]
+    assert 0.3 < cut < 1 and report["fit_images"] == report["check_images"] == 250
+    after, before = report["after"], report["before"]
+    assert after["top1"] > before["top1"] and 0 < after["coverage"] < 100
+    assert after["top1_lower_bound"] < after["top1"]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["task"] == {"multi_label": False, "min_confidence": cut}
+    assert meta["metrics"]["test_top1"] == 91.53  # every image's scores are the model's
+    assert "is marked unsure" in (out / "README.md").read_text()
+    assert main([*argv, "--target-accuracy", "97"]) == 0
+    assert "answered" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a percentage, not a fraction
+        main([*argv, "--target-accuracy", "0.97"])
+    assert "a percentage between 1 and 100" in capsys.readouterr().err
+
+    # predict: unsure exactly where the top probability is below it
+    model = load_model(out)
+    report_p = predict(model, ASSETS)
+    for pred in report_p.predictions:
+        assert pred["unsure"] == (pred["top_k"][0]["probability"] < cut)
+    assert all(p["unsure"] for p in predict(model, ASSETS, min_confidence=0.9999).predictions)
+    assert all("unsure" not in p for p in predict(model, ASSETS, min_confidence=0).predictions)
+    assert "unsure" not in predict("resnet20.cifar10", ASSETS).predictions[0]
+    with pytest.raises(ValueError, match="a probability in"):
+        predict(model, ASSETS, min_confidence=1.0)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), "--min-confidence", "0.9999", "--csv",
+                 *map(str, ASSETS)]) == 0  # fmt: skip
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "path,rank,class,probability,unsure" and rows[1].endswith(",1")
+    assert (
+        main(["predict", "--model", str(out), "--min-confidence", "0.9999", *map(str, ASSETS)]) == 0
+    )
+    assert "(unsure)" in capsys.readouterr().out
+
+    # evaluate: coverage and accuracy of the answers, at the model's own or a given one
+    assert main(["evaluate", "--model", str(out), "--dataset", "cifar10-sample", "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)["selective"]
+    assert chosen["min_confidence"] == cut and chosen["top1"] > 91.53 - 5
+    assert main(["evaluate", "--model", str(out), "--dataset", "cifar10-sample"]) == 0
+    assert f"answered at min confidence {cut:.4g}" in capsys.readouterr().out
+    argv_e = ["evaluate", "--model", "resnet20.cifar10", "--dataset", "cifar10-sample", "--json"]
+    assert main([*argv_e, "--min-confidence", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["selective"]["min_confidence"] == 0.5
+
+    # serve: unsure in the answers, the threshold in /metadata, ?min_confidence= for a request
+    from resnetkit.serve import create_app
+
+    app = create_app(out)
+
+    async def scenario() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                files = {
+                    "files": [("files", (p.name, p.read_bytes(), "image/png")) for p in ASSETS]
+                }
+                own = (await c.post("/predict", **files)).json()  # type: ignore[arg-type]
+                none = (await c.post("/predict?min_confidence=0", **files)).json()  # type: ignore[arg-type]
+                return own, none, (await c.get("/metadata")).json()
+
+    own, none, served = asyncio.run(scenario())
+    assert served["min_confidence"] == cut
+    for got, want in zip(own["predictions"], report_p.predictions, strict=True):  # type: ignore[call-overload]
+        assert got["unsure"] == want["unsure"]
+    assert all("unsure" not in p for p in none["predictions"])  # type: ignore[attr-defined]
+
+    # an ONNX export carries it; convert keeps it, and a new head drops it
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(out), "--format", "onnx", "--out", str(onnx_file)]) == 0
+    from_file = predict(onnx_file, ASSETS).predictions
+    assert [p["unsure"] for p in from_file] == [p["unsure"] for p in report_p.predictions]
+    capsys.readouterr()
+    copy = tmp_path / "converted"
+    assert main(["convert", str(out), "--arch", "resnet20", "--out", str(copy)]) == 0
+    assert json.loads((copy / "config.json").read_text())["task"]["min_confidence"] == cut
+    model.reset_classifier(3)
+    assert "min_confidence" not in model.pretrained_cfg  # type: ignore[operator]
+    # temperature scaling changes the probabilities it was chosen on: the copy drops it
+    scaled = tmp_path / "scaled"
+    assert main(["calibrate", "--model", str(out), "--dataset", "cifar10-sample",
+                 "--out", str(scaled)]) == 0  # fmt: skip
+    assert "min_confidence (" in capsys.readouterr().err
+    assert "task" not in json.loads((scaled / "config.json").read_text())
+
+
+def test_min_confidence_is_for_one_class_an_image(tmp_path: Path) -> None:
+    model = create_model("resnet20", num_classes=2)
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    with pytest.raises(ValueError, match="min_confidence is for models that pick one class"):
+        save_model_dir(model, tmp_path / "a", arch="resnet20", classes=["a", "b"],
+                       preprocessing=pre, multi_label=True, min_confidence=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="a probability in"):
+        save_model_dir(model, tmp_path / "b", arch="resnet20", classes=["a", "b"],
+                       preprocessing=pre, min_confidence=1.5)  # fmt: skip
+    tagger = save_model_dir(model, tmp_path / "c", arch="resnet20", classes=["a", "b"],
+                            preprocessing=pre, multi_label=True)  # fmt: skip
+    with pytest.raises(ValueError, match="min_confidence is for models that pick one class"):
+        predict(tagger, ASSETS, min_confidence=0.5)
+    # a hand-edited config.json is checked by name
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    meta["task"] = {"multi_label": False, "min_confidence": 2}
+    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="task.min_confidence must be a probability"):
+        load_model(tmp_path / "c")
