@@ -47,6 +47,14 @@ def test_the_threshold_answers_the_most_images_at_the_target() -> None:
         fit_min_confidence(conf, right, 99)
     shuffled = torch.randperm(5)
     assert fit_min_confidence(conf[shuffled], right[shuffled], 0.75) == pytest.approx(0.7)
+    # 999 of 1000 right is 99.9%, though 99.9 / 100 rounds above 0.999
+    many = torch.linspace(0.99, 0.5, 1000)
+    hits = torch.ones(1000, dtype=torch.bool)
+    hits[-1] = False
+    assert fit_min_confidence(many, hits, 99.9 / 100) == pytest.approx(0.5)
+    # only saturated answers reach it: a threshold of 1 answers nothing new; scale first
+    with pytest.raises(ValueError, match="exactly 1 .* temperature scaling"):
+        fit_min_confidence(torch.tensor([1.0, 1.0, 0.99]), torch.tensor([True, True, False]), 0.9)
 
 
 def test_the_lower_bound_by_hand() -> None:
@@ -76,6 +84,16 @@ def test_scores_and_the_meter_count_the_same_answers() -> None:
         meter.update(logits[part : part + 64], labels[part : part + 64])
     assert meter.summary()["selective"] == pytest.approx(by_hand)
     assert "selective" not in ConfusionMeter(4).summary()
+    # 0.9 is no float32: an image whose top probability is float32(0.9) < 0.9 is unsure in
+    # predict's ranking and in the meter alike
+    from resnetkit.predict import rank_classes
+
+    probs = torch.tensor([[0.9, 0.1]])
+    assert rank_classes(probs, ["a", "b"], 1, min_confidence=0.9)[0]["unsure"]
+    meter = ConfusionMeter(2, 0.9)
+    meter.update(probs.log(), torch.tensor([0]))
+    assert meter.selective()["answered"] == 0
+    assert selective_scores(probs[:, 0], torch.tensor([True]), 0.9)["answered"] == 0
 
 
 def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
@@ -129,6 +147,17 @@ def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
     argv_e = ["evaluate", "--model", "resnet20.cifar10", "--dataset", "cifar10-sample", "--json"]
     assert main([*argv_e, "--min-confidence", "0.5"]) == 0
     assert json.loads(capsys.readouterr().out)["selective"]["min_confidence"] == 0.5
+    # chosen on single crops at 32 pixels: not applied to other views unless asked
+    argv_o = ["evaluate", "--model", str(out), "--dataset", "cifar10-sample", "--json"]
+    for views in (["--ten-crop"], ["--image-size", "40"]):
+        with pytest.warns(UserWarning, match="single-view probabilities at its own input size"):
+            assert main([*argv_o, *views]) == 0
+        assert "selective" not in json.loads(capsys.readouterr().out)
+    with pytest.warns(UserWarning, match="with --tta"):
+        assert all("unsure" not in p for p in predict(model, ASSETS, tta=True).predictions)
+    assert all(
+        p["unsure"] for p in predict(model, ASSETS, tta=True, min_confidence=0.9999).predictions
+    )
 
     # serve: unsure in the answers, the threshold in /metadata, ?min_confidence= for a request
     from resnetkit.serve import create_app
@@ -152,11 +181,25 @@ def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
         assert got["unsure"] == want["unsure"]
     assert all("unsure" not in p for p in none["predictions"])  # type: ignore[attr-defined]
 
-    # an ONNX export carries it; convert keeps it, and a new head drops it
+    # an ONNX export carries it (not a float16 one, nor int8); convert keeps it, and a new
+    # head or an adapted stem drops it
+    from resnetkit.export.metadata import read_metadata
+
     onnx_file = tmp_path / "model.onnx"
     assert main(["export", "--model", str(out), "--format", "onnx", "--out", str(onnx_file)]) == 0
     from_file = predict(onnx_file, ASSETS).predictions
     assert [p["unsure"] for p in from_file] == [p["unsure"] for p in report_p.predictions]
+    half = tmp_path / "half.onnx"
+    assert (
+        main(["export", "--model", str(out), "--format", "onnx", "--half", "--out", str(half)]) == 0
+    )
+    assert "min_confidence" not in read_metadata(half)
+    capsys.readouterr()
+    gray = tmp_path / "gray"
+    assert main(["convert", str(out), "--arch", "resnet20", "--in-chans", "1", "--adapt-in-chans",
+                 "--out", str(gray)]) == 0  # fmt: skip
+    assert "task" not in json.loads((gray / "config.json").read_text())
+    assert "not these adapted ones" in capsys.readouterr().out
     capsys.readouterr()
     copy = tmp_path / "converted"
     assert main(["convert", str(out), "--arch", "resnet20", "--out", str(copy)]) == 0
@@ -179,7 +222,8 @@ def test_min_confidence_is_for_one_class_an_image(tmp_path: Path) -> None:
                        preprocessing=pre, multi_label=True, min_confidence=0.5)  # fmt: skip
     with pytest.raises(ValueError, match="a probability in"):
         save_model_dir(model, tmp_path / "b", arch="resnet20", classes=["a", "b"],
-                       preprocessing=pre, min_confidence=1.5)  # fmt: skip
+                       preprocessing=pre, min_confidence=1.0)  # fmt: skip
+    assert not (tmp_path / "b").exists()  # refused before anything is written
     tagger = save_model_dir(model, tmp_path / "c", arch="resnet20", classes=["a", "b"],
                             preprocessing=pre, multi_label=True)  # fmt: skip
     with pytest.raises(ValueError, match="min_confidence is for models that pick one class"):

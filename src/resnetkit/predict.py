@@ -241,7 +241,12 @@ def predict(
             "class an image: use top_k"
         )
     cut = check_threshold(threshold) if threshold is not None else own_threshold
-    floor = unsure_below(net, min_confidence, multi_label=own_threshold is not None)
+    floor = unsure_below(
+        net,
+        min_confidence,
+        multi_label=own_threshold is not None,
+        other_views="--tta (mirror-image averaging)" if tta else None,
+    )
     scores = _sigmoid if cut is not None else _softmax
     k = min(top_k, len(classes))
     prep = Preprocessing.of(net)
@@ -284,25 +289,43 @@ def _sigmoid(logits: Tensor) -> Tensor:
 
 
 def unsure_below(
-    model: nn.Module, min_confidence: float | None, *, multi_label: bool
+    model: nn.Module,
+    min_confidence: float | None,
+    *,
+    multi_label: bool,
+    other_views: str | None = None,
 ) -> float | None:
     """The top-class probability below which answers are marked unsure: ``min_confidence``
     when given (0: none), else the model's own; None when nothing is marked.
 
+    ``other_views`` says how the probabilities differ from the single view at the model's
+    own size its threshold was chosen on (``"10-crop testing"``, ...): the model's own is
+    then not applied (with a warning), only a ``min_confidence`` given.
+
     Raises:
         ValueError: a value outside [0, 1), or one given for a multi-label model.
     """
+    import warnings
+
     from resnetkit.evaluate.selective import check_min_confidence, model_min_confidence
 
-    if min_confidence is not None and multi_label:
+    if min_confidence is not None and multi_label and min_confidence > 0:
         raise ValueError(
             "min_confidence is for models that pick one class an image; a multi-label model "
             "answers every class at its threshold (give --threshold)"
         )
-    floor = check_min_confidence(min_confidence) if min_confidence is not None else None
-    if floor is None:
-        floor = model_min_confidence(model)
-    return floor or None
+    if min_confidence is not None:
+        return check_min_confidence(min_confidence) or None
+    own = model_min_confidence(model) if not multi_label else None
+    if own is not None and other_views is not None:
+        warnings.warn(
+            f"the model's min_confidence {own:.4g} was chosen on single-view probabilities at "
+            f"its own input size; with {other_views} they differ, so no answer is marked "
+            "unsure (give --min-confidence to mark some)",
+            stacklevel=3,
+        )
+        return None
+    return own
 
 
 def rank_classes(

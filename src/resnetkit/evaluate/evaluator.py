@@ -307,7 +307,14 @@ def evaluate_model(
     """
     device = resolve_device(device)  # before the data is read
     own = model_threshold(model)
-    floor = unsure_below(model, min_confidence, multi_label=own is not None)
+    own_size = preprocessing_of(model)["input_size"]
+    views = (
+        "10-crop testing" if ten_crop
+        else "multi-scale testing" if scales is not None
+        else f"{image_size}-pixel inputs" if image_size not in (None, own_size)
+        else None
+    )  # fmt: skip
+    floor = unsure_below(model, min_confidence, multi_label=own is not None, other_views=views)
     if threshold is not None and own is None:
         raise ValueError(
             "threshold is for multi-label models (a sigmoid per class); this one picks one "

@@ -55,7 +55,8 @@ class ConfusionMeter:
         for row, values in enumerate((torch.ones_like(confidence), confidence, right)):
             self.bins[row].index_add_(0, which, values)
         if self.min_confidence is not None:
-            take = logits.float().softmax(1).amax(1).cpu() >= self.min_confidence  # as predict
+            # in float64, as rank_classes compares (0.9 is not a float32)
+            take = logits.float().softmax(1).amax(1).double().cpu() >= self.min_confidence
             self.answered += int(take.sum())
             self.answered_right += int(right[take].sum())
 

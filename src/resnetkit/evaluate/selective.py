@@ -36,7 +36,15 @@ def model_min_confidence(model: nn.Module) -> float | None:
     from resnetkit.predict import unwrap
 
     value = preprocessing_of(unwrap(model)).get("min_confidence")
-    return float(value) if value is not None else None
+    if value is None:
+        return None
+    try:  # an exported file's metadata is read unchecked
+        return check_min_confidence(value) or None
+    except ValueError:
+        raise ValueError(
+            f"the model's min_confidence is {value!r}: a probability in (0, 1) (fix or drop "
+            "min_confidence in its config or metadata)"
+        ) from None
 
 
 def check_min_confidence(value: float) -> float:
@@ -106,7 +114,9 @@ def fit_min_confidence(confidence: Tensor, correct: Tensor, target: float) -> fl
     # a threshold answers a whole group of equal confidences: cut only at a group's end
     ends = torch.ones(len(conf), dtype=torch.bool)
     ends[:-1] = conf[:-1] > conf[1:]
-    good = ends & (accuracy >= target)
+    # hits >= target * answered, with room for the rounding of the target (99.9/100 is
+    # 0.9990000000000001: 999 right of 1000 must count)
+    good = ends & (hits >= target * answered - 1e-9)
     if not bool(good.any()):
         best = int(torch.where(ends, accuracy, -1.0).argmax())  # among the possible cuts
         raise ValueError(
@@ -115,6 +125,13 @@ def fit_min_confidence(confidence: Tensor, correct: Tensor, target: float) -> fl
             f"the {best + 1} most confident; lower the target, or fit on more images"
         )
     last = int(good.nonzero().max())
+    if float(conf[last]) >= 1.0:
+        raise ValueError(
+            f"only answers whose top probability is exactly 1 (the float32 softmax saturates) "
+            f"are {100 * target:g}% right on these {len(conf)} images: the model is too "
+            "confident to tell them apart. Scale it first (resnetkit calibrate --out DIR, "
+            "temperature scaling) and choose on the scaled copy, or lower the target"
+        )
     return float(conf[last])
 
 
@@ -123,7 +140,7 @@ def selective_scores(
 ) -> dict[str, float | int | None]:
     """:func:`selective_summary` of answering the images whose ``confidence`` reaches
     ``min_confidence`` (``correct``: whether each image's top class is right)."""
-    take = confidence >= min_confidence
+    take = confidence.double() >= min_confidence  # in float64, as rank_classes compares
     return selective_summary(
         len(confidence), int(take.sum()), int(correct[take].sum()), int(correct.sum()),
         min_confidence,
@@ -212,7 +229,8 @@ def calibrate_min_confidence(
         download=download,
     )  # fmt: skip
     # float32, as predict, serve and evaluate compute them: the chosen threshold is one of
-    # these values exactly, so the image at the cut is answered there too
+    # these values exactly, so the image at the cut is answered there too (for the same
+    # logits: another batch size, device or runtime may move one by a rounding step)
     confidence, top = logits.float().softmax(1).max(1)
     correct = top == labels
     fit, check = split_in_two(len(labels), fit_fraction, seed, f"{dataset} {split}")

@@ -231,6 +231,8 @@ def export_model(
         target if fmt == "coreml" else target.with_name(f"{target.stem}.unverified{target.suffix}")
     )
     cfg = preprocessing_of(model)
+    if half:  # float16 steps of ~5e-4 near 1: a threshold chosen in float32 does not hold
+        cfg.pop("min_confidence", None)
     size = int(input_size or cfg["input_size"])
     meta = metadata_text(model, cfg, size)  # classes and preprocessing travel with the file
     in_chans = _in_chans(model)

@@ -199,6 +199,7 @@ def quantize_model(
     # The int8 file carried the fp32 model's metrics: its own, measured above, or none.
     meta = read_metadata(out)
     meta.pop("metrics", None)
+    meta.pop("min_confidence", None)  # chosen on the float32 model's probabilities
     meta["quantized"] = {"method": method, "evaluated_on": accuracy.get("dataset")}
     if accuracy:  # named as every model's metrics are: <split>_top1 (multi-label: _map)
         keys = ("map", "micro_f1") if "map" in accuracy["int8"] else ("top1", "top5")

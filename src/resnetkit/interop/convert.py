@@ -773,14 +773,14 @@ def convert_checkpoint(
             "to transformers' sigmoid outputs"
         )
     min_confidence = ckpt.task.get("min_confidence")
-    if min_confidence is not None and (new_head or target != "resnetkit"):
+    if min_confidence is not None and (report.adapted or target != "resnetkit"):
         report.notes.append(
             f"the source answers unsure below a top probability of {min_confidence:.4g} "
             "(task.min_confidence); "
             + (
-                "chosen for its own head, not this new one: after training it, `resnetkit "
-                "calibrate --target-accuracy` chooses one"
-                if new_head
+                "chosen for its own head and stem, not these adapted ones: after training, "
+                "`resnetkit calibrate --target-accuracy` chooses one"
+                if report.adapted
                 else f"the {target} weights have no place for it: apply it to the softmax "
                 "outputs yourself"
             )

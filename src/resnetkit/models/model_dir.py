@@ -62,6 +62,14 @@ def save_model_dir(
             f"threshold: {len(threshold)} per-class thresholds for a {model.num_classes}-class "
             "model; give one for each class (in the model's order), or one for all"
         )
+    if min_confidence is not None and (multi_label or not model.num_classes):
+        raise ValueError(
+            "min_confidence is for models that pick one class an image (softmax); a "
+            + ("multi-label model predicts each class from its threshold" if multi_label
+               else "model without a classifier head answers with no class")
+        )  # fmt: skip
+    if min_confidence is not None and not 0 < min_confidence < 1:
+        raise ValueError(f"min_confidence must be a probability in (0, 1), got {min_confidence}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file: give a new or empty folder for the model")
@@ -93,13 +101,6 @@ def save_model_dir(
         "metrics": metrics or {},
         "provenance": provenance or {},
     }
-    if multi_label and min_confidence is not None:
-        raise ValueError(
-            "min_confidence is for models that pick one class an image (softmax); a "
-            "multi-label model predicts each class from its threshold"
-        )
-    if min_confidence is not None and not 0 < min_confidence < 1:
-        raise ValueError(f"min_confidence must be a probability in (0, 1), got {min_confidence}")
     if multi_label:
         cut = [float(t) for t in threshold] if isinstance(threshold, list) else float(threshold)
         meta["task"] = {"multi_label": True, "threshold": cut}

@@ -327,7 +327,7 @@ def create_app(
                 "not_multi_label",
                 "threshold is for multi-label models; this one picks one class an image (top_k)",
             )
-        if min_confidence is not None and service.threshold is not None:
+        if min_confidence and service.threshold is not None:  # 0 (none) is fine
             raise ApiError(
                 400,
                 "multi_label",
