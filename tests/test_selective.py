@@ -234,3 +234,31 @@ def test_min_confidence_is_for_one_class_an_image(tmp_path: Path) -> None:
     (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="task.min_confidence must be a probability"):
         load_model(tmp_path / "c")
+
+
+def test_an_onnx_export_gets_its_own_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exported file (an int8 one, say) answers with its own probabilities: calibrate
+    chooses its threshold on them and writes a copy of the file that carries it."""
+    from resnetkit.export.metadata import read_metadata
+
+    exported = tmp_path / "model.onnx"
+    assert main(["export", "--model", "resnet20.cifar10", "--format", "onnx",
+                 "--out", str(exported)]) == 0  # fmt: skip
+    capsys.readouterr()
+    out = tmp_path / "selective.onnx"
+    argv = ["calibrate", "--model", str(exported), "--dataset", "cifar10-sample"]
+    assert main([*argv, "--target-accuracy", "97", "--out", str(out), "--json"]) == 0
+    cut = json.loads(capsys.readouterr().out)["min_confidence"]
+    assert read_metadata(out)["min_confidence"] == cut
+    assert read_metadata(out)["classes"] == read_metadata(exported)["classes"]
+    assert "min_confidence" not in read_metadata(exported)  # the source is left alone
+    for pred in predict(out, ASSETS).predictions:
+        assert pred["unsure"] == (pred["top_k"][0]["probability"] < cut)
+    # a temperature has no place in an ONNX file; --out must be a new .onnx file
+    assert main(argv) == 2
+    assert "calibrate the model it was exported from" in capsys.readouterr().err
+    for bad in (out, tmp_path / "folder"):
+        assert main([*argv, "--target-accuracy", "97", "--out", str(bad)]) == 2
+        assert "a new .onnx file" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from typing import Any
 
 from resnetkit.cli.common import (
     add_model_args,
+    check_writable_folder,
     data_dir_for,
     fraction,
     output_folder,
@@ -41,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "accuracy on the fitted part, coverage and accuracy measured on the rest; with --out, "
         "predict and serve mark answers below it unsure.",
     )
-    add_model_args(p)
+    add_model_args(p, onnx=True)
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument(
         "--data-dir",
@@ -78,9 +79,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(
         "--out",
-        type=output_folder,
+        type=Path,
         default=None,
-        help="model directory to write the calibrated model to",
+        help="model directory to write the calibrated model to (for an .onnx --model with "
+        "--target-accuracy: an .onnx file, a copy carrying the threshold)",
     )
     p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.data.multilabel import model_threshold
     from resnetkit.data.splits import TRAIN_FOLDERS
     from resnetkit.evaluate.calibration import apply_temperature, calibrate
-    from resnetkit.models.loading import load_model, preprocessing_of
+    from resnetkit.models.loading import load_classifier, load_model, preprocessing_of
     from resnetkit.models.model_dir import save_model_dir
 
     if args.split.lower() in TRAIN_FOLDERS:  # the model fits its training images too well
@@ -112,9 +114,29 @@ def run(args: argparse.Namespace) -> int:
             "or a folder's val/)"
         )
     data_dir = data_dir_for(args.dataset, args.data_dir)
-    if args.out is not None:
-        refuse_non_empty(args.out)  # before the work: save_model_dir would refuse it after
-    model = load_model(args.model, arch=args.arch)
+    onnx = str(args.model).lower().endswith(".onnx")
+    if onnx and args.target_accuracy is None:
+        raise ValueError(
+            f"{args.model} is an ONNX file: temperature scaling and per-class thresholds are "
+            "written into a model directory; calibrate the model it was exported from, then "
+            "export that (an ONNX file takes --target-accuracy)"
+        )
+    if args.out is not None:  # before the work: writing would refuse it after
+        try:
+            if not onnx:
+                output_folder(str(args.out))
+            elif args.out.suffix.lower() != ".onnx" or args.out.exists():
+                raise argparse.ArgumentTypeError(
+                    "for an ONNX model, a new .onnx file (its copy carrying the threshold; "
+                    "nothing is overwritten)"
+                )
+            else:
+                check_writable_folder(args.out.parent)
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f"--out {args.out}: {err}") from None
+        if not onnx:
+            refuse_non_empty(args.out)
+    model: Any = load_classifier(args.model) if onnx else load_model(args.model, arch=args.arch)
     if args.target_accuracy is not None:
         return _min_confidence(args, model, data_dir)
     if model_threshold(model) is not None:
@@ -272,7 +294,18 @@ def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int
         download=args.download,
     )
     result: dict[str, Any] = {"model": str(args.model), **report.to_dict()}
-    if args.out is not None:
+    if args.out is not None and str(args.model).lower().endswith(".onnx"):
+        import shutil
+
+        from resnetkit.export.metadata import add_onnx_metadata, read_metadata
+
+        meta = {**read_metadata(args.model), "min_confidence": report.min_confidence}
+        partial = args.out.with_name(f".{args.out.name}.partial")
+        shutil.copyfile(args.model, partial)
+        add_onnx_metadata(partial, json.dumps(meta))
+        partial.replace(args.out)
+        result["out"] = str(args.out)
+    elif args.out is not None:
         cfg = preprocessing_of(model)
         save_model_dir(
             model.cpu(),
