@@ -158,8 +158,11 @@ def test_a_teacher_that_does_not_fit_is_refused_clearly(tmp_path: Path) -> None:
         load(tmp_path / "nameless5")
     features = create_model("resnet20", num_classes=0)
     save_model_dir(features, tmp_path / "features", arch="resnet20", classes=[], preprocessing=pre)
-    with pytest.raises(ValueError, match="no classifier head"):
-        load(tmp_path / "features")
+    backbone = create_model("resnet20", features_only=True)  # keeps num_classes, answers maps
+    save_model_dir(backbone, tmp_path / "maps", arch="resnet20", classes=[], preprocessing=pre)
+    for name in ("features", "maps"):
+        with pytest.raises(ValueError, match="no classifier head"):
+            load(tmp_path / name)
 
 
 # ----------------------------------------------------------------------------- runs

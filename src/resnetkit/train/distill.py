@@ -152,7 +152,7 @@ def open_teacher(name: str, out: Path | None = None) -> nn.Module:
             )
     with torch.random.fork_rng(devices=[]):  # building it draws weights: not the student's
         model = load_model(name)
-    if not int(getattr(model, "num_classes", 0) or 0):
+    if getattr(model, "features_only", False) or not int(getattr(model, "num_classes", 0) or 0):
         raise ValueError(f"{where} has no classifier head: a teacher answers with class scores")
     return model
 
