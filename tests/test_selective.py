@@ -173,10 +173,14 @@ def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
                 }
                 own = (await c.post("/predict", **files)).json()  # type: ignore[arg-type]
                 none = (await c.post("/predict?min_confidence=0", **files)).json()  # type: ignore[arg-type]
-                return own, none, (await c.get("/metadata")).json()
+                served = (await c.get("/metadata")).json()
+                served["metrics_text"] = (await c.get("/metrics")).text
+                return own, none, served
 
     own, none, served = asyncio.run(scenario())
     assert served["min_confidence"] == cut
+    unsure_count = sum(p["unsure"] for p in report_p.predictions)
+    assert f"resnetkit_images_unsure_total {float(unsure_count)}" in served["metrics_text"]
     for got, want in zip(own["predictions"], report_p.predictions, strict=True):  # type: ignore[call-overload]
         assert got["unsure"] == want["unsure"]
     assert all("unsure" not in p for p in none["predictions"])  # type: ignore[attr-defined]

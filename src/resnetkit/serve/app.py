@@ -169,6 +169,11 @@ class Metrics:
         self.images = Counter(
             "resnetkit_images_predicted", "Images classified", registry=self.registry
         )
+        self.unsure = Counter(  # a share that climbs says the images have changed
+            "resnetkit_images_unsure",
+            "Images answered unsure (top probability below the min confidence)",
+            registry=self.registry,
+        )
         self.embedded = Counter(
             "resnetkit_images_embedded",
             "Images turned into feature vectors",
@@ -776,6 +781,7 @@ class Service:
         floor = self.min_confidence if min_confidence is None else min_confidence
         self.metrics.images.inc(len(names))
         ranked = rank_classes(probs, self.classes, k, cut, min_confidence=floor or None)
+        self.metrics.unsure.inc(sum(bool(r.get("unsure")) for r in ranked))
         return [{"file": name, **ranking} for name, ranking in zip(names, ranked, strict=True)]
 
 
