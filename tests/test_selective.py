@@ -57,6 +57,21 @@ def test_the_threshold_answers_the_most_images_at_the_target() -> None:
         fit_min_confidence(torch.tensor([1.0, 1.0, 0.99]), torch.tensor([True, True, False]), 0.9)
 
 
+def test_the_risk_coverage_curve_by_hand() -> None:
+    from resnetkit.evaluate.selective import risk_coverage
+
+    conf = torch.tensor([0.9, 0.8, 0.8, 0.7])
+    right = torch.tensor([True, False, True, False])
+    curve = risk_coverage(conf, right)
+    # cuts after the 0.9, after both 0.8s, after all: 1/1, 2/3, 2/4 right
+    assert curve["coverage"] == pytest.approx([25.0, 75.0, 100.0])
+    assert curve["accuracy"] == pytest.approx([100.0, 200 / 3, 50.0])
+    # error of the answers at coverage 1..4 images: 0, 1/2, 1/3, 1/2 -> mean 1/3
+    assert curve["aurc"] == pytest.approx(100 * (0 + 1 / 2 + 1 / 3 + 1 / 2) / 4)
+    many = risk_coverage(torch.rand(5000), torch.rand(5000) < 0.9)
+    assert len(many["coverage"]) == 200 and many["coverage"][-1] == 100.0
+
+
 def test_the_lower_bound_by_hand() -> None:
     # all right: the rate p with p**n = 5% (Clopper-Pearson's closed form)
     assert accuracy_lower_bound(10, 10) == pytest.approx(0.05 ** (1 / 10), abs=1e-9)
@@ -112,8 +127,13 @@ def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
     assert meta["task"] == {"multi_label": False, "min_confidence": cut}
     assert meta["metrics"]["test_top1"] == 91.53  # every image's scores are the model's
     assert "is marked unsure" in (out / "README.md").read_text()
-    assert main([*argv, "--target-accuracy", "97"]) == 0
-    assert "answered" in capsys.readouterr().out
+    curve = tmp_path / "curve.png"
+    assert main([*argv, "--target-accuracy", "97", "--curve", str(curve)]) == 0
+    text = capsys.readouterr().out
+    assert "answered" in text and f"risk-coverage curve: {curve}" in text and "AURC" in text
+    assert curve.read_bytes().startswith(b"\x89PNG") and 0 < report["aurc"] < 10
+    assert main([*argv, "--curve", str(curve)]) == 2  # a curve of what --target-accuracy does
+    assert "add --target-accuracy" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a percentage, not a fraction
         main([*argv, "--target-accuracy", "0.97"])
     assert "a percentage between 1 and 100" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from resnetkit.cli.common import (
     data_dir_for,
     fraction,
     output_folder,
+    png_file,
     positive_int,
     refuse_non_empty,
     seed,
@@ -73,6 +74,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="choose when the model answers unsure: the least top-class probability whose "
         "answers are PERCENT%% right (e.g. 99), instead of a temperature",
     )
+    p.add_argument(
+        "--curve",
+        type=png_file,
+        default=None,
+        metavar="PNG",
+        help="with --target-accuracy: the accuracy of the answers against the share answered "
+        "(risk-coverage curve) on the checked images, the threshold marked",
+    )
     p.add_argument("--seed", type=seed, default=0, help="which images go to each part")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
@@ -115,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         )
     data_dir = data_dir_for(args.dataset, args.data_dir)
     onnx = str(args.model).lower().endswith(".onnx")
+    if args.curve is not None and args.target_accuracy is None:
+        raise ValueError("--curve draws what --target-accuracy chooses from: add --target-accuracy")
     if onnx and args.target_accuracy is None:
         raise ValueError(
             f"{args.model} is an ONNX file: temperature scaling and per-class thresholds are "
@@ -327,6 +338,15 @@ def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int
             min_confidence=report.min_confidence,
         )
         result["out"] = str(args.out)
+    if args.curve is not None:
+        from resnetkit.evaluate.plots import plot_risk_coverage
+
+        title = f"{args.model} on {args.dataset} {args.split} ({report.check_images} images)"
+        result["curve_png"] = str(
+            plot_risk_coverage(
+                report.curve, report.after, report.target_accuracy, args.curve, title
+            )
+        )
     if args.as_json:
         print(json.dumps(result, indent=2))
         return 0
@@ -348,6 +368,9 @@ def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int
     )
     unsure = report.check_images - after["answered"]
     print(f"  unsure {unsure}: the top class would have been right on {pct(after['unsure_top1'])}")
+    print(f"  area under the risk-coverage curve (AURC): {report.curve['aurc']:.2f}%")
+    if args.curve is not None:
+        print(f"risk-coverage curve: {result['curve_png']}")
     if args.out is not None:
         print(f"model that answers unsure below it: {args.out}")
     return 0

@@ -149,6 +149,50 @@ def plot_reliability(
     return save_png(fig, path, dpi=150)
 
 
+def plot_risk_coverage(
+    curve: dict[str, Any],
+    chosen: dict[str, Any],
+    target: float,
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Save a risk-coverage curve (as accuracy): how often the answers are right against the
+    share of images answered, most confident first, with the chosen threshold marked.
+
+    Args:
+        curve: :func:`~resnetkit.evaluate.selective.risk_coverage` of held-out images.
+        chosen: :func:`~resnetkit.evaluate.selective.selective_scores` at the threshold on
+            the same images (``coverage``, ``top1``, ``min_confidence``).
+        target: the target accuracy (percent), drawn as a line.
+        path: the PNG to write (parent folders are created).
+        title: drawn above the plot.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4.5), dpi=150, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(curve["coverage"], curve["accuracy"], color="#1f77b4", linewidth=1.5,
+            label=f"answers right (AURC {curve['aurc']:.2f}%)")  # fmt: skip
+    ax.axhline(target, color="#7f7f7f", linestyle="--", linewidth=1, label=f"target {target:g}%")
+    if chosen.get("coverage") is not None and chosen.get("top1") is not None:
+        ax.plot([chosen["coverage"]], [chosen["top1"]], "o", color="#d62728",
+                label=f"min confidence {chosen['min_confidence']:.4g}: "
+                f"{chosen['coverage']:.1f}% answered, {chosen['top1']:.2f}% right")  # fmt: skip
+    low = min(min(curve["accuracy"]), target) - 2
+    ax.set_xlim(0, 100)
+    ax.set_ylim(max(low, 0), 100.5)
+    ax.set_xlabel("images answered, most confident first (%)")
+    ax.set_ylabel("answers right (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_png(fig, Path(path), dpi=150)
+
+
 #: Above this many classes the legend names only the best and the worst.
 MAX_CLASSES_IN_LEGEND = 12
 

@@ -106,14 +106,8 @@ def fit_min_confidence(confidence: Tensor, correct: Tensor, target: float) -> fl
         raise ValueError(f"target accuracy {target}: a fraction in (0, 1), e.g. 0.99")
     if len(confidence) == 0:
         raise ValueError("no images to choose the threshold on")
-    order = confidence.double().argsort(descending=True, stable=True)
-    conf = confidence.double()[order]
-    hits = correct.double()[order].cumsum(0)
-    answered = torch.arange(1, len(conf) + 1, dtype=torch.float64)
+    conf, hits, answered, ends = _ranked(confidence, correct)
     accuracy = hits / answered
-    # a threshold answers a whole group of equal confidences: cut only at a group's end
-    ends = torch.ones(len(conf), dtype=torch.bool)
-    ends[:-1] = conf[:-1] > conf[1:]
     # hits >= target * answered, with room for the rounding of the target (99.9/100 is
     # 0.9990000000000001: 999 right of 1000 must count)
     good = ends & (hits >= target * answered - 1e-9)
@@ -133,6 +127,19 @@ def fit_min_confidence(confidence: Tensor, correct: Tensor, target: float) -> fl
             "temperature scaling) and choose on the scaled copy, or lower the target"
         )
     return float(conf[last])
+
+
+def _ranked(confidence: Tensor, correct: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The images most confident first: their confidences, the running count of right
+    answers, the running count of answers, and where a threshold may cut (the last of each
+    group of equal confidences: a threshold answers ties together); float64."""
+    order = confidence.double().argsort(descending=True, stable=True)
+    conf = confidence.double()[order]
+    hits = correct.double()[order].cumsum(0)
+    answered = torch.arange(1, len(conf) + 1, dtype=torch.float64)
+    ends = torch.ones(len(conf), dtype=torch.bool)
+    ends[:-1] = conf[:-1] > conf[1:]
+    return conf, hits, answered, ends
 
 
 def selective_scores(
@@ -168,6 +175,36 @@ def selective_summary(
     }
 
 
+#: At most this many points of a risk-coverage curve are kept (for plots and JSON).
+CURVE_POINTS = 200
+
+
+def risk_coverage(confidence: Tensor, correct: Tensor) -> dict[str, Any]:
+    """The accuracy of the answers at every coverage a threshold can give (Geifman &
+    El-Yaniv 2017's risk-coverage curve, as accuracy), and its summary number.
+
+    Returns:
+        ``coverage`` and ``accuracy`` (percent; at most :data:`CURVE_POINTS` points, from the
+        most confident answers alone to all, the last always kept) and ``aurc``: the area
+        under the risk-coverage curve, the error of the answers averaged over every coverage
+        from one image to all (percent; lower is better; Geifman et al. 2019), from every
+        image, not the points kept.
+    """
+    n = len(confidence)
+    if n == 0:
+        raise ValueError("no images for a risk-coverage curve")
+    _, hits, answered, ends = _ranked(confidence, correct)
+    accuracy = hits / answered
+    cuts = ends.nonzero().flatten()
+    if len(cuts) > CURVE_POINTS:
+        cuts = cuts[torch.linspace(0, len(cuts) - 1, CURVE_POINTS).round().long()]
+    return {
+        "coverage": (100.0 * (cuts + 1) / n).tolist(),
+        "accuracy": (100.0 * accuracy[cuts]).tolist(),
+        "aurc": 100.0 * float((1.0 - accuracy).mean()),
+    }
+
+
 @dataclass(frozen=True)
 class SelectiveReport:
     """What :func:`calibrate_min_confidence` found.
@@ -179,6 +216,8 @@ class SelectiveReport:
         check_images: held-out images ``after`` is measured on.
         before: :func:`selective_scores` of answering every checked image.
         after: :func:`selective_scores` at the threshold, on the checked images.
+        curve: :func:`risk_coverage` of the checked images (its ``aurc`` in ``to_dict``,
+            the points left out of it).
     """
 
     min_confidence: float
@@ -187,9 +226,12 @@ class SelectiveReport:
     check_images: int
     before: dict[str, Any]
     after: dict[str, Any]
+    curve: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["aurc"] = out.pop("curve")["aurc"]
+        return out
 
 
 def calibrate_min_confidence(
@@ -242,4 +284,5 @@ def calibrate_min_confidence(
         check_images=len(check),
         before=selective_scores(confidence[check], correct[check], 0.0),
         after=selective_scores(confidence[check], correct[check], threshold),
+        curve=risk_coverage(confidence[check], correct[check]),
     )
