@@ -13,7 +13,8 @@ has:
 
 Both are evaluated on the whole CIFAR-10 test set (top-1, and how often the student's answer
 is the teacher's). The runs resume where they stopped when the command is run again with
-the same arguments (``--fresh`` starts them over). Results:
+the same arguments (``--fresh`` starts them over; other arguments need it, since a run
+resumes only with its own recipe). Results:
 ``benchmarks/results/distill-cifar.json``.
 
     .venv/bin/python -m benchmarks.distill_cifar --data-dir ../shared/data/cifar10
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     # window (1 / (1 - 0.999) = 1,000 steps) 5.7%: the same shares of this run (0.999 over a
     # run of 1,170 steps would leave 31% of the first step's weights in the exported ones)
     steps = args.epochs * ((args.train_subset or 50_000) // 128)
-    window = max(0.057 * steps, 1.0)
-    ema = args.ema_decay if args.ema_decay is not None else round(1 - 1 / window, 5)
+    window = 0.057 * steps
+    ema = args.ema_decay if args.ema_decay is not None else round(1 - 1 / max(window, 2.0), 5)
     recipe = load_recipe("fast-cifar").override(
         {"epochs": args.epochs, "num_threads": args.threads, "seed": args.seed,
          "warmup_iters": round(0.11 * steps), "ema_decay": ema}

@@ -66,8 +66,13 @@ def test_the_risk_coverage_curve_by_hand() -> None:
     # cuts after the 0.9, after both 0.8s, after all: 1/1, 2/3, 2/4 right
     assert curve["coverage"] == pytest.approx([25.0, 75.0, 100.0])
     assert curve["accuracy"] == pytest.approx([100.0, 200 / 3, 50.0])
-    # error of the answers at coverage 1..4 images: 0, 1/2, 1/3, 1/2 -> mean 1/3
-    assert curve["aurc"] == pytest.approx(100 * (0 + 1 / 2 + 1 / 3 + 1 / 2) / 4)
+    # error of the answers at 1..4 images answered: 0, then within the tie 1/4 (one right of
+    # the two, spread evenly), 1/3, 1/2
+    assert curve["aurc"] == pytest.approx(100 * (0 + 1 / 4 + 1 / 3 + 1 / 2) / 4)
+    swapped = risk_coverage(conf, torch.tensor([True, True, False, False]))
+    assert swapped["aurc"] == pytest.approx(curve["aurc"])  # ties' order means nothing
+    half = risk_coverage(torch.full((10,), 0.5), torch.arange(10) < 5)
+    assert half["aurc"] == pytest.approx(50.0) and half["coverage"] == [100.0]
     many = risk_coverage(torch.rand(5000), torch.rand(5000) < 0.9)
     assert len(many["coverage"]) == 200 and many["coverage"][-1] == 100.0
 
@@ -199,7 +204,8 @@ def test_calibrate_chooses_it_and_every_consumer_answers_unsure_below_it(
 
     own, none, served = asyncio.run(scenario())
     assert served["min_confidence"] == cut
-    unsure_count = sum(p["unsure"] for p in report_p.predictions)
+    # counted by the model's own threshold, whatever a request asks: both requests count
+    unsure_count = 2 * sum(p["unsure"] for p in report_p.predictions)
     assert f"resnetkit_images_unsure_total {float(unsure_count)}" in served["metrics_text"]
     for got, want in zip(own["predictions"], report_p.predictions, strict=True):  # type: ignore[call-overload]
         assert got["unsure"] == want["unsure"]
@@ -276,6 +282,7 @@ def test_an_onnx_export_gets_its_own_threshold(
     assert main([*argv, "--target-accuracy", "97", "--out", str(out), "--json"]) == 0
     cut = json.loads(capsys.readouterr().out)["min_confidence"]
     assert read_metadata(out)["min_confidence"] == cut
+    assert read_metadata(out)["selective"]["target_accuracy"] == 97.0
     assert read_metadata(out)["classes"] == read_metadata(exported)["classes"]
     assert "min_confidence" not in read_metadata(exported)  # the source is left alone
     for pred in predict(out, ASSETS).predictions:
@@ -283,6 +290,13 @@ def test_an_onnx_export_gets_its_own_threshold(
     # a temperature has no place in an ONNX file; --out must be a new .onnx file
     assert main(argv) == 2
     assert "calibrate the model it was exported from" in capsys.readouterr().err
-    for bad in (out, tmp_path / "folder"):
+    for bad, said in ((out, "exists: give a new file"), (tmp_path / "folder", "NAME.onnx")):
         assert main([*argv, "--target-accuracy", "97", "--out", str(bad)]) == 2
-        assert "a new .onnx file" in capsys.readouterr().err
+        assert said in capsys.readouterr().err
+    # a new folder on the way is made; a model directory is not named like a file
+    deeper = tmp_path / "new" / "deeper" / "selective.onnx"
+    assert main([*argv, "--target-accuracy", "97", "--out", str(deeper)]) == 0
+    assert read_metadata(deeper)["min_confidence"] == cut
+    own = ["calibrate", "--model", "resnet20.cifar10", "--dataset", "cifar10-sample"]
+    assert main([*own, "--target-accuracy", "97", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "written as a model directory" in capsys.readouterr().err

@@ -14,7 +14,6 @@ from resnetkit.cli.common import (
     check_writable_folder,
     data_dir_for,
     fraction,
-    output_folder,
     png_file,
     positive_int,
     refuse_non_empty,
@@ -109,6 +108,30 @@ def target_percent(text: str) -> float:
     return value
 
 
+def _check_out(out: Path, onnx: bool) -> None:
+    """``--out``: a new .onnx file for an ONNX model, else a new or empty folder."""
+    if onnx and out.suffix.lower() != ".onnx":
+        raise ValueError(
+            f"--out {out}: the model is an ONNX file, so its copy carrying the threshold is "
+            "one too; name it NAME.onnx"
+        )
+    if onnx and out.exists():
+        raise ValueError(f"--out {out} exists: give a new file (nothing is overwritten)")
+    if not onnx and out.suffix.lower() == ".onnx":
+        raise ValueError(
+            f"--out {out}: the model is written as a model directory; give a folder name "
+            "(`resnetkit export` makes an .onnx file of it)"
+        )
+    try:
+        check_writable_folder(out.parent if onnx else out)
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"--out {out}: {err}") from None
+    if not onnx:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file: give a folder")
+        refuse_non_empty(out)
+
+
 def run(args: argparse.Namespace) -> int:
     from resnetkit.data.multilabel import model_threshold
     from resnetkit.data.splits import TRAIN_FOLDERS
@@ -133,21 +156,18 @@ def run(args: argparse.Namespace) -> int:
             "export that (an ONNX file takes --target-accuracy)"
         )
     if args.out is not None:  # before the work: writing would refuse it after
-        try:
-            if not onnx:
-                output_folder(str(args.out))
-            elif args.out.suffix.lower() != ".onnx" or args.out.exists():
-                raise argparse.ArgumentTypeError(
-                    "for an ONNX model, a new .onnx file (its copy carrying the threshold; "
-                    "nothing is overwritten)"
-                )
-            else:
-                check_writable_folder(args.out.parent)
-        except argparse.ArgumentTypeError as err:
-            raise ValueError(f"--out {args.out}: {err}") from None
-        if not onnx:
-            refuse_non_empty(args.out)
-    model: Any = load_classifier(args.model) if onnx else load_model(args.model, arch=args.arch)
+        _check_out(args.out, onnx)
+    model: Any = (
+        load_classifier(args.model, arch=args.arch)
+        if onnx
+        else load_model(args.model, arch=args.arch)
+    )
+    if onnx and model_threshold(model) is not None:
+        raise ValueError(
+            f"{args.model} is a multi-label ONNX file: its per-class thresholds are chosen on "
+            "the model directory it was exported from (resnetkit calibrate --model DIR --out "
+            "NEW_DIR), then exported again"
+        )
     if args.target_accuracy is not None:
         return _min_confidence(args, model, data_dir)
     if model_threshold(model) is not None:
@@ -306,15 +326,21 @@ def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int
     )
     result: dict[str, Any] = {"model": str(args.model), **report.to_dict()}
     if args.out is not None and str(args.model).lower().endswith(".onnx"):
-        import shutil
+        from resnetkit.export.metadata import read_metadata, write_onnx_with_metadata
 
-        from resnetkit.export.metadata import add_onnx_metadata, read_metadata
-
-        meta = {**read_metadata(args.model), "min_confidence": report.min_confidence}
-        partial = args.out.with_name(f".{args.out.name}.partial")
-        shutil.copyfile(args.model, partial)
-        add_onnx_metadata(partial, json.dumps(meta))
-        partial.replace(args.out)
+        meta = {
+            **read_metadata(args.model),
+            "min_confidence": report.min_confidence,
+            "selective": {  # how it was chosen, as a model directory's provenance says
+                "calibrated_from": str(args.model),
+                "dataset": args.dataset,
+                "split": args.split,
+                "seed": args.seed,
+                "target_accuracy": report.target_accuracy,
+                "fit_images": report.fit_images,
+            },
+        }
+        write_onnx_with_metadata(args.model, args.out, json.dumps(meta))
         result["out"] = str(args.out)
     elif args.out is not None:
         cfg = preprocessing_of(model)

@@ -181,7 +181,9 @@ def plot_risk_coverage(
         ax.plot([chosen["coverage"]], [chosen["top1"]], "o", color="#d62728",
                 label=f"min confidence {chosen['min_confidence']:.4g}: "
                 f"{chosen['coverage']:.1f}% answered, {chosen['top1']:.2f}% right")  # fmt: skip
-    low = min(min(curve["accuracy"]), target) - 2
+    # the floor from 5% coverage on: the first points rest on a handful of images
+    settled = [a for c, a in zip(curve["coverage"], curve["accuracy"], strict=True) if c >= 5]
+    low = min(min(settled or curve["accuracy"]), target) - 2
     ax.set_xlim(0, 100)
     ax.set_ylim(max(low, 0), 100.5)
     ax.set_xlabel("images answered, most confident first (%)")

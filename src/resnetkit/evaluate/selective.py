@@ -188,20 +188,29 @@ def risk_coverage(confidence: Tensor, correct: Tensor) -> dict[str, Any]:
         most confident answers alone to all, the last always kept) and ``aurc``: the area
         under the risk-coverage curve, the error of the answers averaged over every coverage
         from one image to all (percent; lower is better; Geifman et al. 2019), from every
-        image, not the points kept.
+        image, not the points kept. Within a group of equal confidences, whose order means
+        nothing, each position counts the group's right answers spread evenly (the expected
+        count under any order), so the area does not depend on how ties were sorted.
     """
     n = len(confidence)
     if n == 0:
         raise ValueError("no images for a risk-coverage curve")
     _, hits, answered, ends = _ranked(confidence, correct)
     accuracy = hits / answered
+    group = torch.zeros(n, dtype=torch.long)  # which group of equal confidences
+    group[1:] = ends[:-1].long().cumsum(0)
+    sizes = torch.bincount(group).double()
+    right_in = hits[ends] - torch.cat([hits.new_zeros(1), hits[ends][:-1]])
+    before = (hits[ends] - right_in)[group]
+    place = torch.arange(1, n + 1, dtype=torch.float64) - (sizes.cumsum(0) - sizes)[group]
+    expected = before + place * (right_in / sizes)[group]
     cuts = ends.nonzero().flatten()
     if len(cuts) > CURVE_POINTS:
         cuts = cuts[torch.linspace(0, len(cuts) - 1, CURVE_POINTS).round().long()]
     return {
         "coverage": (100.0 * (cuts + 1) / n).tolist(),
         "accuracy": (100.0 * accuracy[cuts]).tolist(),
-        "aurc": 100.0 * float((1.0 - accuracy).mean()),
+        "aurc": 100.0 * float((1.0 - expected / answered).mean()),
     }
 
 

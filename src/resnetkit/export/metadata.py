@@ -44,13 +44,25 @@ def metadata_text(model: nn.Module, preprocessing: dict[str, Any], input_size: i
 
 
 def add_onnx_metadata(path: Path, text: str) -> None:
-    """Write ``text`` into the ONNX file's ``metadata_props`` under ``resnetkit``."""
+    """Write ``text`` into the ONNX file's ``metadata_props`` under ``resnetkit`` (nothing
+    else writes there: a re-export replaces it)."""
+    write_onnx_with_metadata(path, path, text)
+
+
+def write_onnx_with_metadata(src: str | Path, out: str | Path, text: str) -> Path:
+    """A copy of the ONNX file ``src`` at ``out`` (folders created) whose ``resnetkit``
+    metadata is ``text``, written atomically: no partial file is left if anything fails."""
     import onnx
 
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]  # nothing else writes there; a re-export replaces it
+    from resnetkit.train.checkpoint import atomic_write_bytes
+
+    proto = onnx.load(str(src))
+    del proto.metadata_props[:]
     proto.metadata_props.add(key=KEY, value=text)
-    onnx.save(proto, str(path))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, proto.SerializeToString())
+    return out
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

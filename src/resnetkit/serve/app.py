@@ -171,7 +171,7 @@ class Metrics:
         )
         self.unsure = Counter(  # a share that climbs says the images have changed
             "resnetkit_images_unsure",
-            "Images answered unsure (top probability below the min confidence)",
+            "Images whose top probability is below the model's own min confidence",
             registry=self.registry,
         )
         self.embedded = Counter(
@@ -781,7 +781,9 @@ class Service:
         floor = self.min_confidence if min_confidence is None else min_confidence
         self.metrics.images.inc(len(names))
         ranked = rank_classes(probs, self.classes, k, cut, min_confidence=floor or None)
-        self.metrics.unsure.inc(sum(bool(r.get("unsure")) for r in ranked))
+        if self.min_confidence is not None:  # by the model's own threshold, whatever was asked
+            top = probs.amax(dim=1).double()
+            self.metrics.unsure.inc(int((top < self.min_confidence).sum()))
         return [{"file": name, **ranking} for name, ranking in zip(names, ranked, strict=True)]
 
 
