@@ -19,8 +19,9 @@ resumes only with its own recipe). Results:
 
     .venv/bin/python -m benchmarks.distill_cifar --data-dir ../shared/data/cifar10
 
-About 25 minutes on 2 cores with the defaults (10,000 images, 15 epochs; the distilled run
-pays for a ResNet-56 forward pass a step).
+About 15 minutes on 2 cores with the defaults (10,000 images, 15 epochs; the distilled run
+pays for a ResNet-56 forward pass a step: 4.0 and 7.4 minutes of training in the committed
+results).
 """
 
 from __future__ import annotations
