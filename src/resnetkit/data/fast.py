@@ -35,8 +35,9 @@ class Normalization:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def _stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """(subtrahend, divisor) on ``device``."""
+    def stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(subtrahend, divisor) on ``device``, broadcastable over (B, C, H, W): the
+        normalised input is ``(pixels / 255 - subtrahend) / divisor``."""
         if device not in self._on:
             if self.pixel_mean is not None:
                 sub, div = self.pixel_mean.float(), torch.ones(())
@@ -49,7 +50,7 @@ class Normalization:
     def apply(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> normalised float32."""
         x = images.float().div_(255.0)
-        sub, div = self._stats(x.device)
+        sub, div = self.stats(x.device)
         if self.pixel_mean is not None:
             return x.sub_(sub)
         return x.sub_(sub).div_(div)

@@ -206,7 +206,7 @@ def load_teacher(
             f"{where} takes {teacher_chans}-channel images, the student {in_chans}-channel ones"
         )
     order = _class_order(where, [str(c) for c in pre["classes"]], classes, heads)
-    scale, shift = _input_map(where, norm, pre, input_size)
+    scale, shift = _input_map(where, norm, pre, input_size, in_chans)
     model.eval().requires_grad_(False)
     return Teacher(model, name, weights_digest(model), scale, shift, order)
 
@@ -240,41 +240,28 @@ def _class_order(where: str, teacher: list[str], student: list[str], heads: int)
 
 
 def _input_map(
-    where: str, norm: Normalization, pre: dict[str, Any], input_size: int
+    where: str, norm: Normalization, pre: dict[str, Any], input_size: int, in_chans: int
 ) -> tuple[Tensor | None, Tensor | None]:
     """(scale, shift) taking the student's normalised inputs to the teacher's."""
+    from resnetkit.evaluate.evaluator import model_normalization
+
     own_size = int(pre["input_size"])
-    pixel_mean = None
-    if pre.get("pixel_mean") is not None:
-        if own_size != input_size:
-            raise ValueError(
-                f"{where} subtracts a per-pixel mean image of {own_size}x{own_size} pixels "
-                f"and the student trains at {input_size}: train the student at {own_size} "
-                "(--image-size), or use a teacher with a per-channel mean"
-            )
-        pixel_mean = torch.tensor(pre["pixel_mean"], dtype=torch.float32).view(
-            -1, own_size, own_size
+    if pre.get("pixel_mean") is not None and own_size != input_size:
+        raise ValueError(
+            f"{where} subtracts a per-pixel mean image of {own_size}x{own_size} pixels "
+            f"and the student trains at {input_size}: train the student at {own_size} "
+            "(--image-size), or use a teacher with a per-channel mean"
         )
-    elif own_size != input_size:
+    if own_size != input_size:
         warnings.warn(
             f"{where} was trained on {own_size}-pixel images and sees the student's "
             f"{input_size}-pixel ones: its answers may be worse than its accuracy says",
             stacklevel=3,
         )
-    teacher_norm = Normalization(tuple(pre["mean"]), tuple(pre["std"]), pixel_mean)
-    sub_s, div_s = _affine(norm)
-    sub_t, div_t = _affine(teacher_norm)
+    cpu = torch.device("cpu")
+    sub_s, div_s = norm.stats(cpu)
+    sub_t, div_t = model_normalization(pre, in_chans, own_size).stats(cpu)
     if torch.equal(sub_s, sub_t) and torch.equal(div_s, div_t):
         return None, None
     # raw = x * div_s + sub_s; x_t = (raw - sub_t) / div_t
     return div_s / div_t, (sub_s - sub_t) / div_t
-
-
-def _affine(norm: Normalization) -> tuple[Tensor, Tensor]:
-    """(subtrahend, divisor) of a normalisation, broadcastable over (B, C, H, W)."""
-    if norm.pixel_mean is not None:
-        return norm.pixel_mean.float().unsqueeze(0), torch.ones(1, 1, 1, 1)
-    return (
-        torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1),
-        torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1),
-    )
