@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.data.splits import TRAIN_FOLDERS
     from resnetkit.evaluate.calibration import apply_temperature, calibrate
     from resnetkit.models.loading import load_classifier, load_model, preprocessing_of
-    from resnetkit.models.model_dir import save_model_dir
 
     if args.split.lower() in TRAIN_FOLDERS:  # the model fits its training images too well
         raise ValueError(
@@ -196,25 +195,13 @@ def run(args: argparse.Namespace) -> int:
                 "(choose it again: calibrate --target-accuracy on the copy)",
                 file=sys.stderr,
             )
-        save_model_dir(
-            apply_temperature(model, report.temperature).cpu(),
-            args.out,
-            arch=model.name,
-            classes=list(cfg["classes"]),
-            preprocessing={k: v for k, v in cfg.items() if k not in NOT_PREPROCESSING},
+        result["out"] = _save_calibrated(
+            args,
+            apply_temperature(model, report.temperature),
+            "temperature scaling",
+            report.to_dict(),
             metrics=metrics,
-            provenance={
-                "calibrated_from": str(args.model),
-                "calibration": {
-                    "method": "temperature scaling",
-                    "dataset": args.dataset,
-                    "split": args.split,
-                    "seed": args.seed,
-                    **report.to_dict(),
-                },
-            },
         )
-        result["out"] = str(args.out)
     if args.as_json:
         print(json.dumps(result, indent=2))
         return 0
@@ -233,12 +220,54 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_calibrated(
+    args: argparse.Namespace,
+    model: Any,
+    method: str,
+    report: dict[str, Any],
+    *,
+    metrics: dict[str, Any],
+    **task: Any,
+) -> str:
+    """Write the calibrated ``model`` to ``--out`` as a model directory: its classes and
+    preprocessing (not the task fields, which ``task`` gives anew: ``multi_label``,
+    ``threshold``, ``min_confidence``), the ``metrics`` that still hold, and where and how it
+    was calibrated."""
+    from resnetkit.models.loading import preprocessing_of
+    from resnetkit.models.model_dir import save_model_dir
+
+    cfg = preprocessing_of(model)
+    save_model_dir(
+        model.cpu(),
+        args.out,
+        arch=model.name,
+        classes=list(cfg["classes"]),
+        preprocessing={
+            k: v
+            for k, v in cfg.items()
+            if k not in (*NOT_PREPROCESSING, "multi_label", "threshold")
+        },
+        metrics=metrics,
+        provenance={
+            "calibrated_from": str(args.model),
+            "calibration": {
+                "method": method,
+                "dataset": args.dataset,
+                "split": args.split,
+                "seed": args.seed,
+                **report,
+            },
+        },
+        **task,
+    )
+    return str(args.out)
+
+
 def _thresholds(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
     """``calibrate`` of a multi-label model: per-class thresholds (see
     :func:`~resnetkit.evaluate.calibration.calibrate_thresholds`)."""
     from resnetkit.evaluate.calibration import calibrate_thresholds
     from resnetkit.models.loading import preprocessing_of
-    from resnetkit.models.model_dir import save_model_dir
 
     report = calibrate_thresholds(
         model,
@@ -256,31 +285,15 @@ def _thresholds(args: argparse.Namespace, model: Any, data_dir: Path) -> int:
         metrics = {  # mAP does not depend on the thresholds; F1 and exact matches do
             k: v for k, v in (cfg.get("metrics") or {}).items() if k.endswith("_map")
         }
-        save_model_dir(
-            model.cpu(),
-            args.out,
-            arch=model.name,
-            classes=list(cfg["classes"]),
-            preprocessing={
-                k: v
-                for k, v in cfg.items()
-                if k not in (*NOT_PREPROCESSING, "multi_label", "threshold")
-            },
+        result["out"] = _save_calibrated(
+            args,
+            model,
+            "per-class thresholds (best F1)",
+            report.to_dict(),
             metrics=metrics,
-            provenance={
-                "calibrated_from": str(args.model),
-                "calibration": {
-                    "method": "per-class thresholds (best F1)",
-                    "dataset": args.dataset,
-                    "split": args.split,
-                    "seed": args.seed,
-                    **report.to_dict(),
-                },
-            },
             multi_label=True,
             threshold=report.thresholds,
         )
-        result["out"] = str(args.out)
     if args.as_json:
         print(json.dumps(result, indent=2))
         return 0
@@ -310,7 +323,6 @@ def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int
     :func:`~resnetkit.evaluate.selective.calibrate_min_confidence`)."""
     from resnetkit.evaluate.selective import calibrate_min_confidence
     from resnetkit.models.loading import preprocessing_of
-    from resnetkit.models.model_dir import save_model_dir
 
     report = calibrate_min_confidence(
         model,
@@ -343,27 +355,14 @@ def _min_confidence(args: argparse.Namespace, model: Any, data_dir: Path) -> int
         write_onnx_with_metadata(args.model, args.out, json.dumps(meta))
         result["out"] = str(args.out)
     elif args.out is not None:
-        cfg = preprocessing_of(model)
-        save_model_dir(
-            model.cpu(),
-            args.out,
-            arch=model.name,
-            classes=list(cfg["classes"]),
-            preprocessing={k: v for k, v in cfg.items() if k not in NOT_PREPROCESSING},
-            metrics=cfg.get("metrics") or {},  # every image's scores: unchanged
-            provenance={
-                "calibrated_from": str(args.model),
-                "calibration": {
-                    "method": "selective classification (least top-class probability)",
-                    "dataset": args.dataset,
-                    "split": args.split,
-                    "seed": args.seed,
-                    **report.to_dict(),
-                },
-            },
+        result["out"] = _save_calibrated(
+            args,
+            model,
+            "selective classification (least top-class probability)",
+            report.to_dict(),
+            metrics=preprocessing_of(model).get("metrics") or {},  # every image's: unchanged
             min_confidence=report.min_confidence,
         )
-        result["out"] = str(args.out)
     if args.curve is not None:
         from resnetkit.evaluate.plots import plot_risk_coverage
 
