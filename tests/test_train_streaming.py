@@ -172,6 +172,7 @@ def test_ddp_names_the_broken_files_of_every_process(photos: Path, tmp_path: Pat
     assert [(r["world_size"], r["skipped_images"]) for r in rows] == [(2, 2), (2, 2)]
 
 
+@pytest.mark.filterwarnings("ignore:milestones")  # paper-imagenet's, on 4 iterations
 def test_folder_image_size_defaults_to_the_recipes_crops(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,21 +181,89 @@ def test_folder_image_size_defaults_to_the_recipes_crops(
     a size given wins."""
     import resnetkit.train.trainer as trainer_module
     from resnetkit.cli.main import main
+    from resnetkit.train.trainer import Trainer
 
-    sizes = []
+    sizes, recipes = [], []
 
     def fake_train(spec: TrainSpec) -> None:
-        sizes.append(spec.image_size)
+        trainer = Trainer(spec)  # where the side is settled (the Python API's too)
+        sizes.append(trainer.image_size)
+        recipes.append(trainer.recipe)
         raise SystemExit(0)
 
     monkeypatch.setattr(trainer_module, "train", fake_train)
     base = ["train", "--model", "resnet18", "--dataset", "folder", "--data-dir", str(photos)]
+    small = ["--epochs", "1", "--batch-size", "8", "--warmup-iters", "0", "--ema-decay", "0"]
     for extra in (
         ["--recipe", "paper-imagenet"],
         ["--augment", "imagenet"],
         ["--augment", "crop_flip"],
         ["--augment", "imagenet", "--image-size", "64"],
+        ["--recipe", "tv2-imagenet"],  # the recipe's own side: FixRes's 176
+        ["--recipe", "tv2-imagenet", "--image-size", "160"],
     ):
         with pytest.raises(SystemExit):
-            main([*base, "--out", str(tmp_path / str(len(sizes))), *extra])
-    assert sizes == [224, 224, 32, 64]
+            main([*base, "--out", str(tmp_path / str(len(sizes))), *extra, *small])
+    assert sizes == [224, 224, 32, 64, 176, 160]
+    # a side given wins over the recipe's, and the run's recipe (recipe.yaml) says so
+    assert [r.train_image_size for r in recipes[-2:]] == [176, 160]
+
+
+def test_fixres_trains_on_small_crops_and_evaluates_larger(photos: Path, tmp_path: Path) -> None:
+    """eval_image_size / eval_resize (FixRes, torchvision's 176 -> 224 from 232): training
+    crops of one side, evaluation and the saved model at another; the run remembers both."""
+    from resnetkit.train.trainer import Trainer
+
+    recipe = RECIPE.override({"eval_image_size": 40, "eval_resize": 44})
+    trainer = Trainer(spec(photos, tmp_path / "probe", recipe))
+    images, _ = next(iter(trainer.data.train_loader))
+    assert images.shape[-2:] == (32, 32)
+    images, _ = next(iter(trainer.data.eval_loaders["val"]))
+    assert images.shape[-2:] == (40, 40)
+    assert "32-pixel crops; evaluated at 40, cut from 44" in trainer._describe_start()
+
+    with pytest.raises(Crash):
+        train(spec(photos, tmp_path / "run", recipe, on_step=crash_at(3)))
+    with pytest.raises(ValueError, match="train_size: 32 -> 36"):  # the eval side is the same
+        train(spec(photos, tmp_path / "run", recipe, resume=True, image_size=36))
+    train(spec(photos, tmp_path / "run", recipe, resume=True))
+    pre = read_model_meta(tmp_path / "run" / "model")["preprocessing"]
+    assert (pre["input_size"], pre["crop"], pre["resize"]) == (40, 40, 44)
+    saved = (tmp_path / "run" / "recipe.yaml").read_text()
+    assert "eval_image_size: 40" in saved and "eval_resize: 44" in saved
+
+
+def test_fixres_refuses_what_it_cannot_mean(photos: Path, tmp_path: Path) -> None:
+    # the in-memory path holds each image at one side: no other side to evaluate at
+    in_memory = RECIPE.override({"augment": "crop_flip", "eval_image_size": 40})
+    with pytest.raises(ValueError, match="'eval_image_size' is for crops streamed.*crop_flip"):
+        train(spec(photos, tmp_path / "a", in_memory))
+    with pytest.raises(ValueError, match="'eval_resize' is 36, smaller than the 40-pixel"):
+        train(
+            spec(
+                photos, tmp_path / "b", RECIPE.override({"eval_image_size": 40, "eval_resize": 36})
+            )
+        )
+    with pytest.raises(ValueError, match="'eval_image_size' is -1"):
+        RECIPE.override({"eval_image_size": -1})
+
+
+def test_tv2_recipe_holds_torchvisions_numbers() -> None:
+    """The tv2-imagenet file against torchvision's command (8 x 128 images, 600 epochs, a
+    5-epoch warm-up, --model-ema with 32 steps and decay 0.99998 adjusted by
+    world_size x batch x ema_steps / epochs): the conversions its comment claims."""
+    from resnetkit.train.recipe import load_recipe
+
+    r = load_recipe("tv2-imagenet")
+    assert (r.batch_size, r.epochs, r.lr, r.weight_decay) == (1024, 600, 0.5, 2e-5)
+    assert r.warmup_iters == 5 * (1_281_167 // 1024)  # an epoch of ImageNet, full batches
+    alpha = min(1.0, (1 - 0.99998) * 8 * 128 * 32 / 600)
+    assert r.ema_decay == pytest.approx((1 - alpha) ** (1 / 32), abs=5e-7)
+    assert (r.train_image_size, r.eval_image_size, r.eval_resize) == (176, 224, 232)
+    assert (r.mixup_alpha, r.cutmix_alpha, r.label_smoothing, r.random_erasing) == (
+        0.2,
+        1.0,
+        0.1,
+        0.1,
+    )
+    assert r.trivial_augment and not r.decay_norm_and_bias and r.schedule == "cosine"

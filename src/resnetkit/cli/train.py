@@ -64,7 +64,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--image-size",
         type=positive_int,
         default=None,
-        help="side of folder images (default 224 with --augment imagenet or scale, else 32)",
+        help="side of folder images (default: the recipe's train_image_size, else 224 with "
+        "--augment imagenet or scale, else 32)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true")
@@ -152,6 +153,10 @@ SHOWN_FIELDS = {
     "learns from its softened answers too",
     "distill_alpha": "with --teacher: the teacher's share of the loss (default 0.9)",
     "distill_temperature": "with --teacher: the softmax temperature T (default 4)",
+    "eval_image_size": "evaluate (and save the model for) this side instead of the training "
+    "crops' (FixRes: train at 176, test at 224); full-size augments only",
+    "eval_resize": "with --eval-image-size: the shorter side the evaluation crop is cut from "
+    "(default side / 0.875)",
 }
 
 
@@ -255,14 +260,6 @@ def run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_image_size(recipe: Recipe) -> int:
-    """A folder's training side without --image-size: the ImageNet recipes' crops from
-    full-size pictures are 224 pixels (the papers'), the CIFAR-style in-memory path keeps 32."""
-    from resnetkit.data.transforms import FULL_SIZE_AUGMENTS
-
-    return 224 if recipe.augment in FULL_SIZE_AUGMENTS else 32
-
-
 def run_train(args: argparse.Namespace) -> int:
     from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
 
@@ -277,7 +274,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         download=args.download,
         train_subset=args.train_subset,
-        image_size=args.image_size or default_image_size(recipe),
+        image_size=args.image_size,
         device=args.device,
         progress=not args.no_progress,
         log_epochs=True,

@@ -66,6 +66,9 @@ class TrainData:
     eval_counts: dict[str, int]
     norm: Normalization
     preprocessing: dict[str, Any]  # what the saved model directory says about its input
+    # the side of the training crops (preprocessing's input_size is evaluation's, which a
+    # recipe's eval_image_size may make larger)
+    train_size: int = 32
     streaming: bool = False
     augment: str = "crop_flip"  # what the run's augment (``auto`` included) resolved to
     # Multi-label data (see resnetkit.data.multilabel): labels index label sets, and the
@@ -189,6 +192,13 @@ def _in_memory(
     eval_subset: int,
     normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
 ) -> TrainData:
+    if recipe.eval_image_size or recipe.eval_resize:
+        given = "eval_image_size" if recipe.eval_image_size else "eval_resize"
+        raise ValueError(
+            f"recipe field {given!r} is for crops streamed from full-size pictures (augment "
+            f"imagenet or scale); with augment {recipe.augment!r} the images are held in memory "
+            "at one side, trained and evaluated alike: leave it at 0, or use --augment imagenet"
+        )
     data = load_train_eval(
         dataset,
         data_dir,
@@ -248,6 +258,7 @@ def _in_memory(
         eval_counts={name: len(split.labels) for name, split in data.evals.items()},
         norm=norm,
         preprocessing=_preprocessing(data.input_size, data.input_size, norm),
+        train_size=data.input_size,
         augment=recipe.augment,
     )
 
@@ -327,8 +338,7 @@ def _streaming(
         normalization = (normalization.mean, normalization.std)
     mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
     norm = Normalization(tuple(mean), tuple(std))
-    crop_pct = 0.875 if image_size >= 128 else 1.0
-    resize = int(round(image_size / crop_pct))
+    eval_size, resize = eval_sizes(recipe, image_size)
     train_loader = folder_loader(
         train_samples,
         classes,
@@ -346,7 +356,7 @@ def _streaming(
         eval_loaders["val"] = folder_loader(
             val_samples,
             classes,
-            build_eval_transform(image_size, mean, std, resize=resize),
+            build_eval_transform(eval_size, mean, std, resize=resize),
             256,
             train=False,
             num_workers=recipe.num_workers,
@@ -359,10 +369,36 @@ def _streaming(
         eval_loaders=eval_loaders,
         eval_counts={"val": len(val_samples)} if val_samples else {},
         norm=norm,
-        preprocessing=_preprocessing(image_size, resize, norm),
+        preprocessing=_preprocessing(eval_size, resize, norm),
+        train_size=image_size,
         streaming=True,
         augment=recipe.augment,
     )
+
+
+def default_image_size(recipe: Recipe) -> int:
+    """A run's training side without --image-size: the recipe's ``train_image_size``, else
+    224 for crops from full-size pictures (the papers'), else 32 (the CIFAR-style path)."""
+    from resnetkit.data.transforms import FULL_SIZE_AUGMENTS
+
+    if recipe.train_image_size:
+        return recipe.train_image_size
+    return 224 if recipe.augment in FULL_SIZE_AUGMENTS else 32
+
+
+def eval_sizes(recipe: Recipe, image_size: int) -> tuple[int, int]:
+    """The side of a streamed run's evaluation crops and the shorter side they are cut from:
+    the recipe's ``eval_image_size`` and ``eval_resize``, or the training side and
+    ``side / 0.875`` (256 for 224; no margin below 128 pixels)."""
+    size = recipe.eval_image_size or image_size
+    resize = recipe.eval_resize or int(round(size / (0.875 if size >= 128 else 1.0)))
+    if resize < size:
+        raise ValueError(
+            f"recipe field 'eval_resize' is {resize}, smaller than the {size}-pixel evaluation "
+            f"crop cut from it: give --eval-resize {size} or more (0: {round(size / 0.875)}), "
+            "or a smaller --eval-image-size"
+        )
+    return size, resize
 
 
 def _preprocessing(size: int, resize: int, norm: Normalization) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def finetune_spec(
     recipe = recipe or load_recipe("finetune")
     model = load_model(source, arch=arch)
     pre = preprocessing_of(model)
+    image_size = image_size or recipe.train_image_size or None  # else the model's own side
     if image_size is not None and image_size != int(pre["input_size"]):
         if pre.get("pixel_mean") is not None:
             raise ValueError(

@@ -64,6 +64,16 @@ class Recipe:
     scale_range: tuple[int, ...] = (256, 480)
     lighting: float = 0.0  # std of AlexNet's PCA colour noise (0.1 in the ImageNet papers)
     crop_padding: int = 4
+    # The side of the training images (crops, for the full-size augments): --image-size wins
+    # over it; 0: 224 for the full-size augments, else 32 (fine-tuning: the model's own side).
+    train_image_size: int = 0
+    # Evaluation (and the saved model's input) at another side than training's crops, for the
+    # full-size augments (Touvron et al. 2019, FixRes: random-resized crops make objects look
+    # bigger than a centre crop of the same side does, so testing larger helps; torchvision's
+    # recipe trains at 176 and tests at 224). 0: the training side. eval_resize: the shorter
+    # side before the centre crop; 0: eval_image_size / 0.875 (256 for 224).
+    eval_image_size: int = 0
+    eval_resize: int = 0
     trivial_augment: bool = False
     random_erasing: float = 0.0
     mixup_alpha: float = 0.0
@@ -149,6 +159,9 @@ class Recipe:
             "warmup_iters",
             "val_split",
             "crop_padding",
+            "train_image_size",
+            "eval_image_size",
+            "eval_resize",
             "checkpoint_every_iters",
             "num_threads",
             "num_workers",
@@ -269,6 +282,9 @@ ADDED_FIELDS: dict[str, Any] = {
     "scale_range": [256, 480],
     "lighting": 0.0,
     "teacher": "",
+    "train_image_size": 0,
+    "eval_image_size": 0,
+    "eval_resize": 0,
 }
 
 

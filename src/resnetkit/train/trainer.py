@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from resnetkit.train.checkpoint import (
     save_checkpoint,
     state_dict_for_save,
 )
-from resnetkit.train.data_setup import build_train_data
+from resnetkit.train.data_setup import build_train_data, default_image_size
 from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
@@ -78,7 +78,9 @@ class TrainSpec:
     download: bool = False
     train_subset: int = 0
     eval_subset: int = 0
-    image_size: int = 32
+    # the side of folder images (crops); None: the recipe's train_image_size, else 224 for
+    # the full-size augments, else 32
+    image_size: int | None = None
     device: str = "cpu"
     progress: bool = True
     # Without progress bars, still write one line per epoch (and resume and early-stop notes)
@@ -170,6 +172,10 @@ class Trainer:
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self._named_failures: set[Path] = set()
         self.recipe = recipe = spec.recipe
+        self.image_size = spec.image_size or default_image_size(recipe)
+        if recipe.train_image_size and recipe.train_image_size != self.image_size:
+            # --image-size wins over the recipe's side; the saved recipe says what trained
+            self.recipe = recipe = replace(recipe, train_image_size=self.image_size)
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
         self.device = resolve_device(spec.device)
@@ -238,7 +244,7 @@ class Trainer:
             data_dir=spec.data_dir,
             recipe=recipe,
             per_rank_batch=per_rank_batch,
-            image_size=spec.image_size,
+            image_size=self.image_size,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             download=spec.download,
@@ -332,7 +338,7 @@ class Trainer:
                 recipe.teacher,
                 classes=list(self.classes),
                 norm=self.norm,
-                input_size=int(data.preprocessing["input_size"]),
+                input_size=data.train_size,
                 in_chans=self.model.config.in_chans,
                 multi_label=data.multi_label,
                 model=teacher_model,
@@ -653,7 +659,8 @@ class Trainer:
             "dataset": self.spec.dataset,
             "classes": list(self.classes),
             "train_images": len(self.data.train_labels),
-            "input_size": self.data.preprocessing["input_size"],  # --image-size of folders
+            "input_size": self.data.preprocessing["input_size"],  # the saved model's
+            "train_size": self.data.train_size,  # --image-size of folders
             "iters_per_epoch": self.iters_per_epoch,
             # the teacher's weights (its name is in the recipe): another is another run
             "teacher_sha256": self.teacher.sha256 if self.teacher is not None else None,
@@ -683,6 +690,12 @@ class Trainer:
             where += f" x {self.dist.world_size} processes"
         if self.data.streaming:
             data = "streamed from disk"
+            pre = self.data.preprocessing
+            if pre["input_size"] != self.data.train_size:
+                data += (
+                    f" ({self.data.train_size}-pixel crops; evaluated at {pre['input_size']}, "
+                    f"cut from {pre['resize']})"
+                )
         else:
             data = "in memory" + (" on the device" if self._data_on_device() else "")
         start = f", from step {self.step:,}" if self.step else ""
