@@ -697,7 +697,7 @@ def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFix
     schedule = ["--max-iters", "60", "--milestones", "30,45"]
     assert main([*argv, *overrides, *schedule, "--recipe", "paper-cifar", "--dry-run", "2"]) == 0
     text = capsys.readouterr().out
-    assert "900 training images (evaluation: 500 test, 100 val)" in text
+    assert "900 training images of 32x32 (evaluation: 500 test, 100 val)" in text
     assert "60 iterations of batch 50 = 4 epochs of 18" in text
     assert "lr (multistep): 0.1 at 0, 0.01 at 30, 0.001 at 45, 0.001 at 59" in text
     assert "median of 2 steps" in text and "nothing was written" in text

@@ -229,6 +229,9 @@ def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def format_plan(plan: dict[str, Any]) -> str:
     """The dry run's answer, for people."""
     evals = ", ".join(f"{n:,} {split}" for split, n in plan["eval_images"].items()) or "none"
+    side = plan["train_size"]
+    if plan["eval_size"] != side:
+        evals += f", at {plan['eval_size']} pixels"
     lrs = ", ".join(f"{lr:.4g} at {step:,}" for step, lr in plan["lr_at_step"].items())
     hours = plan["estimated_hours"]
     took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
@@ -237,7 +240,7 @@ def format_plan(plan: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"{plan['model']} on {plan['dataset']}: {plan['train_images']:,} training images "
-            f"(evaluation: {evals})",
+            f"of {side}x{side} (evaluation: {evals})",
             f"  {plan['total_iters']:,} iterations of batch {plan['batch_size']} = "
             f"{plan['epochs']} epochs of {plan['iters_per_epoch']:,}",
             f"  lr ({plan['schedule']}): {lrs}",

@@ -988,6 +988,8 @@ class Trainer:
             "dataset": self.spec.dataset,
             "train_images": len(self.data.train_labels),
             "eval_images": self.data.eval_counts,
+            "train_size": self.data.train_size,
+            "eval_size": int(self.data.preprocessing["input_size"]),
             "batch_size": recipe.batch_size,
             "iters_per_epoch": self.iters_per_epoch,
             "total_iters": total,
