@@ -276,7 +276,7 @@ def test_mixup_class_balance_and_streaming_train(data: Path, tmp_path: Path) -> 
     streamed = load_recipe("fast-cifar").override({**RECIPE, "epochs": 1, "augment": "imagenet"})
     result = train(
         TrainSpec(model="resnet20", dataset="folder", data_dir=data, out=tmp_path / "b",
-                  recipe=streamed, progress=False)
+                  recipe=streamed, progress=False, image_size=32)
     )  # fmt: skip
     run = json.loads((tmp_path / "b" / "run.json").read_text())
     assert run["streaming"] and read_model_meta(result.model_dir)["task"]["multi_label"]

@@ -79,7 +79,10 @@ def test_train_writes_model_dir_metrics_and_provenance(cifar_dir: Path, tmp_path
     run = json.loads((out / "run.json").read_text())
     assert run["provenance"]["torch"] == torch.__version__
     assert "git_commit" in run["provenance"] and run["train_images"] == 250
-    assert load_recipe(out / "recipe.yaml") == TINY.override({"name": "custom"})
+    # the resolved recipe, with the side that trained
+    assert load_recipe(out / "recipe.yaml") == TINY.override(
+        {"name": "custom", "train_image_size": 32}
+    )
     model = load_model_dir(result.model_dir)
     assert model.pretrained_cfg["classes"][0] == "airplane"
     assert model.pretrained_cfg["input_size"] == 32

@@ -246,6 +246,16 @@ def test_fixres_refuses_what_it_cannot_mean(photos: Path, tmp_path: Path) -> Non
         )
     with pytest.raises(ValueError, match="'eval_image_size' is -1"):
         RECIPE.override({"eval_image_size": -1})
+    with pytest.raises(ValueError, match="'eval_resize' is 200, smaller than the 224-pixel"):
+        RECIPE.override({"eval_image_size": 224, "eval_resize": 200})  # before any data is read
+    # CIFAR's images are 32x32: another side is refused, not ignored
+    cifar = {"model": "resnet20", "dataset": "cifar10-sample", "data_dir": tmp_path}
+    small = RECIPE.override({"augment": "crop_flip"})
+    with pytest.raises(ValueError, match="--image-size is 64, and cifar10-sample images are 32x32"):
+        train(TrainSpec(**cifar, out=tmp_path / "c", recipe=small, image_size=64))  # type: ignore[arg-type]
+    sized = small.override({"train_image_size": 176})
+    with pytest.raises(ValueError, match="'train_image_size' is 176.*pass --image-size 32"):
+        train(TrainSpec(**cifar, out=tmp_path / "d", recipe=sized))  # type: ignore[arg-type]
 
 
 def test_tv2_recipe_holds_torchvisions_numbers() -> None:

@@ -155,8 +155,8 @@ SHOWN_FIELDS = {
     "distill_temperature": "with --teacher: the softmax temperature T (default 4)",
     "eval_image_size": "evaluate (and save the model for) this side instead of the training "
     "crops' (FixRes: train at 176, test at 224); full-size augments only",
-    "eval_resize": "with --eval-image-size: the shorter side the evaluation crop is cut from "
-    "(default side / 0.875)",
+    "eval_resize": "the shorter side the evaluation crop is cut from (default side / 0.875 "
+    "from 128 pixels up, else the side itself)",
 }
 
 
@@ -164,7 +164,7 @@ def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """One ``--field-name VALUE`` option per recipe field (hidden from --help but for
     :data:`SHOWN_FIELDS`)."""
     for f in fields(Recipe):
-        if f.name in ("name", "source"):
+        if f.name in ("name", "source", "train_image_size"):  # that one is --image-size
             continue
         p.add_argument(
             f"--{f.name.replace('_', '-')}",
@@ -231,7 +231,7 @@ def format_plan(plan: dict[str, Any]) -> str:
     evals = ", ".join(f"{n:,} {split}" for split, n in plan["eval_images"].items()) or "none"
     side = plan["train_size"]
     if plan["eval_size"] != side:
-        evals += f", at {plan['eval_size']} pixels"
+        evals += f", at {plan['eval_size']} pixels cut from {plan['eval_resize']}"
     lrs = ", ".join(f"{lr:.4g} at {step:,}" for step, lr in plan["lr_at_step"].items())
     hours = plan["estimated_hours"]
     took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"

@@ -197,7 +197,8 @@ def _in_memory(
         raise ValueError(
             f"recipe field {given!r} is for crops streamed from full-size pictures (augment "
             f"imagenet or scale); with augment {recipe.augment!r} the images are held in memory "
-            "at one side, trained and evaluated alike: leave it at 0, or use --augment imagenet"
+            "at one side, trained and evaluated alike: leave it at 0"
+            + (", or use --augment imagenet" if dataset == "folder" else "")
         )
     data = load_train_eval(
         dataset,
@@ -322,6 +323,7 @@ def _streaming(
         )
     if recipe.val_split:
         raise ValueError(FOLDER_VAL_SPLIT)
+    eval_size, resize = eval_sizes(recipe, image_size)  # refused before the folder is read
     train_samples, val_samples, classes = folder_splits(root, 0.1, recipe.seed)
     # the same fixed random draws as the in-memory path (--train-subset, eval_subset)
     train_samples = [
@@ -338,7 +340,6 @@ def _streaming(
         normalization = (normalization.mean, normalization.std)
     mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
     norm = Normalization(tuple(mean), tuple(std))
-    eval_size, resize = eval_sizes(recipe, image_size)
     train_loader = folder_loader(
         train_samples,
         classes,
@@ -391,14 +392,33 @@ def eval_sizes(recipe: Recipe, image_size: int) -> tuple[int, int]:
     the recipe's ``eval_image_size`` and ``eval_resize``, or the training side and
     ``side / 0.875`` (256 for 224; no margin below 128 pixels)."""
     size = recipe.eval_image_size or image_size
-    resize = recipe.eval_resize or int(round(size / (0.875 if size >= 128 else 1.0)))
+    margin = round(size / (0.875 if size >= 128 else 1.0))
+    resize = recipe.eval_resize or margin
     if resize < size:
+        where = "--eval-image-size" if recipe.eval_image_size else "--image-size"
         raise ValueError(
             f"recipe field 'eval_resize' is {resize}, smaller than the {size}-pixel evaluation "
-            f"crop cut from it: give --eval-resize {size} or more (0: {round(size / 0.875)}), "
-            "or a smaller --eval-image-size"
+            f"crop ({where}) cut from it: give --eval-resize {size} or more (0: {margin}), or "
+            f"a smaller {where}"
         )
     return size, resize
+
+
+def training_side(recipe: Recipe, dataset: str, image_size: int | None) -> int:
+    """The side a run trains at: ``image_size`` (``--image-size``), else the recipe's
+    ``train_image_size``, else :func:`default_image_size`; CIFAR's images are 32x32, and
+    another side asked for them is refused, not ignored."""
+    if dataset == "folder":
+        return image_size or default_image_size(recipe)
+    given = image_size or recipe.train_image_size
+    if given and given != 32:
+        what = "--image-size" if image_size else "recipe field 'train_image_size'"
+        raise ValueError(
+            f"{what} is {given}, and {dataset} images are 32x32: the side is for image "
+            "folders (--dataset folder); "
+            + ("leave it out" if image_size else "pass --image-size 32")
+        )
+    return 32
 
 
 def _preprocessing(size: int, resize: int, norm: Normalization) -> dict[str, Any]:

@@ -93,18 +93,21 @@ def finetune_spec(
     image_size: int | None = None,
 ) -> TrainSpec:
     """The training run :func:`finetune` makes (its arguments are that function's): the model
-    loaded with its preprocessing, the folder read at the model's input size (or
-    ``image_size``)."""
+    loaded with its preprocessing, the folder read at ``image_size``, else the recipe's
+    ``train_image_size``, else the model's own input size."""
     from resnetkit.models.resnet import ResNet
 
     recipe = recipe or load_recipe("finetune")
     model = load_model(source, arch=arch)
     pre = preprocessing_of(model)
+    what = f"image_size {image_size}"
+    if not image_size and recipe.train_image_size:
+        what = f"recipe field 'train_image_size' ({recipe.train_image_size}; 0: the model's own)"
     image_size = image_size or recipe.train_image_size or None  # else the model's own side
     if image_size is not None and image_size != int(pre["input_size"]):
         if pre.get("pixel_mean") is not None:
             raise ValueError(
-                f"image_size {image_size}: {source} subtracts a per-pixel mean image of "
+                f"{what}: {source} subtracts a per-pixel mean image of "
                 f"{pre['input_size']}x{pre['input_size']} pixels, which fits no other size; "
                 "fine-tune it at its own size"
             )

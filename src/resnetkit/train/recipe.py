@@ -71,7 +71,8 @@ class Recipe:
     # full-size augments (Touvron et al. 2019, FixRes: random-resized crops make objects look
     # bigger than a centre crop of the same side does, so testing larger helps; torchvision's
     # recipe trains at 176 and tests at 224). 0: the training side. eval_resize: the shorter
-    # side before the centre crop; 0: eval_image_size / 0.875 (256 for 224).
+    # side before the centre crop; 0: side / 0.875 (256 for 224) from 128 pixels up, else the
+    # side itself.
     eval_image_size: int = 0
     eval_resize: int = 0
     trivial_augment: bool = False
@@ -187,6 +188,12 @@ class Recipe:
                 "recipe field 'distill_temperature' is 0: the logits are divided by it; give "
                 "a temperature > 0 (4 is usual; 1 is the plain softmax)"
             )
+        if self.eval_image_size and self.eval_resize and self.eval_resize < self.eval_image_size:
+            raise ValueError(
+                f"recipe field 'eval_resize' is {self.eval_resize}, smaller than the "
+                f"{self.eval_image_size}-pixel evaluation crop (eval_image_size) cut from it: "
+                f"give --eval-resize {self.eval_image_size} or more, or 0 (the default)"
+            )
         if self.crop_padding > 64:
             raise ValueError(
                 f"recipe field 'crop_padding' is {self.crop_padding}: random crops from images "
@@ -271,6 +278,9 @@ RESUMABLE_CHANGES = frozenset(
         # a teacher found under another path (a moved folder, a relative path from elsewhere)
         # may go on: its weights' digest, one of the run's facts, says whether it is the same
         "teacher",
+        # the side that trained, written into every run's recipe (0 in runs from before it):
+        # the run's facts (train_size) refuse another
+        "train_image_size",
     }
 )
 

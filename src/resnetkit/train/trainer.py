@@ -46,7 +46,7 @@ from resnetkit.train.checkpoint import (
     save_checkpoint,
     state_dict_for_save,
 )
-from resnetkit.train.data_setup import build_train_data, default_image_size
+from resnetkit.train.data_setup import build_train_data, training_side
 from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
@@ -79,7 +79,7 @@ class TrainSpec:
     train_subset: int = 0
     eval_subset: int = 0
     # the side of folder images (crops); None: the recipe's train_image_size, else 224 for
-    # the full-size augments, else 32
+    # the full-size augments (imagenet, scale), else 32. CIFAR's are 32.
     image_size: int | None = None
     device: str = "cpu"
     progress: bool = True
@@ -172,10 +172,9 @@ class Trainer:
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self._named_failures: set[Path] = set()
         self.recipe = recipe = spec.recipe
-        self.image_size = spec.image_size or default_image_size(recipe)
-        if recipe.train_image_size and recipe.train_image_size != self.image_size:
-            # --image-size wins over the recipe's side; the saved recipe says what trained
-            self.recipe = recipe = replace(recipe, train_image_size=self.image_size)
+        self.image_size = training_side(recipe, spec.dataset, spec.image_size)
+        # the saved recipe (recipe.yaml, the model's provenance) says what side trained
+        self.recipe = recipe = replace(recipe, train_image_size=self.image_size)
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
         self.device = resolve_device(spec.device)
@@ -691,7 +690,7 @@ class Trainer:
         if self.data.streaming:
             data = "streamed from disk"
             pre = self.data.preprocessing
-            if pre["input_size"] != self.data.train_size:
+            if pre["input_size"] != self.data.train_size or self.recipe.eval_resize:
                 data += (
                     f" ({self.data.train_size}-pixel crops; evaluated at {pre['input_size']}, "
                     f"cut from {pre['resize']})"
@@ -990,6 +989,7 @@ class Trainer:
             "eval_images": self.data.eval_counts,
             "train_size": self.data.train_size,
             "eval_size": int(self.data.preprocessing["input_size"]),
+            "eval_resize": int(self.data.preprocessing["resize"]),
             "batch_size": recipe.batch_size,
             "iters_per_epoch": self.iters_per_epoch,
             "total_iters": total,
