@@ -279,6 +279,38 @@ def test_finetune_augments_by_the_models_input_size(folder: Path, tmp_path: Path
     assert small.data.augment == "crop_flip"
 
 
+def test_finetune_keeps_the_models_own_resize_ratio(folder: Path, tmp_path: Path) -> None:
+    """A model evaluated from a resize other than side / 0.875 (torchvision's newer weights:
+    232 for 224; here 133 for 128) keeps its ratio when fine-tuned with streamed crops,
+    scaled to another evaluation side; a resize the recipe names wins."""
+
+    def source(name: str, resize: int) -> Path:
+        pre = {
+            "input_size": 128,
+            "resize": resize,
+            "crop": 128,
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+        }
+        model = create_model("resnet18", num_classes=3)
+        return save_model_dir(
+            model, tmp_path / name, arch="resnet18", classes=["a", "b", "c"], preprocessing=pre
+        )
+
+    tv2_like = source("tv2", 133)
+    spec = finetune_spec(tv2_like, folder, tmp_path / "a", recipe=RECIPE, progress=False)
+    assert spec.recipe.eval_resize == 133
+    assert Trainer(spec).data.preprocessing["resize"] == 133  # and so the saved model
+    larger = RECIPE.override({"eval_image_size": 256})
+    assert finetune_spec(tv2_like, folder, tmp_path / "b", recipe=larger).recipe.eval_resize == 266
+    named = RECIPE.override({"eval_resize": 140})
+    assert finetune_spec(tv2_like, folder, tmp_path / "c", recipe=named).recipe.eval_resize == 140
+    usual = finetune_spec(source("usual", 146), folder, tmp_path / "d", recipe=RECIPE)
+    assert usual.recipe.eval_resize == 0  # 146 is 128 / 0.875, the default anyway
+    in_memory = RECIPE.override({"class_balance": "sampler"})  # no resize to choose there
+    assert finetune_spec(tv2_like, folder, tmp_path / "e", recipe=in_memory).recipe.eval_resize == 0
+
+
 def _source32(tmp_path: Path) -> Path:
     pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
     return save_model_dir(

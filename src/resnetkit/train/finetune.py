@@ -100,6 +100,7 @@ def finetune_spec(
     recipe = recipe or load_recipe("finetune")
     model = load_model(source, arch=arch)
     pre = preprocessing_of(model)
+    source_side, source_resize = int(pre["input_size"]), int(pre.get("resize") or 0)
     what = f"image_size {image_size}"
     if not image_size and recipe.train_image_size:
         what = f"recipe field 'train_image_size' ({recipe.train_image_size}; 0: the model's own)"
@@ -112,6 +113,7 @@ def finetune_spec(
                 "fine-tune it at its own size"
             )
         pre["input_size"] = image_size
+    recipe = _keep_resize_ratio(recipe, int(pre["input_size"]), source_side, source_resize, pre)
     if scratch:  # same architecture and preprocessing, freshly initialised weights
         model = ResNet(model.config, name=model.name)
     return TrainSpec(
@@ -128,6 +130,27 @@ def finetune_spec(
         normalization=_normalization(pre),
         new_head=True,
     )
+
+
+def _keep_resize_ratio(
+    recipe: Recipe, side: int, source_side: int, source_resize: int, pre: dict[str, Any]
+) -> Recipe:
+    """The evaluation resize of an ImageNet-sized model whose own is not the usual side / 0.875
+    (torchvision's newer weights: 232 for 224) kept for the fine-tuned model, scaled to its
+    evaluation side, when its crops are streamed and the recipe names none."""
+    from resnetkit.data.transforms import FULL_SIZE_AUGMENTS
+    from resnetkit.train.data_setup import eval_sizes, resolve_augment
+
+    if recipe.eval_resize or source_side < 128 or not source_resize:
+        return recipe
+    pixel_mean = pre.get("pixel_mean") is not None
+    if resolve_augment(recipe, side, "folder", pixel_mean=pixel_mean).augment not in (
+        FULL_SIZE_AUGMENTS
+    ):
+        return recipe
+    eval_side, usual = eval_sizes(recipe, side)
+    resize = max(eval_side, round(eval_side * source_resize / source_side))
+    return recipe if resize == usual else recipe.override({"eval_resize": resize})
 
 
 def _normalization(pre: dict[str, Any]) -> Normalization:
