@@ -229,6 +229,9 @@ def test_fixres_trains_on_small_crops_and_evaluates_larger(photos: Path, tmp_pat
     train(spec(photos, tmp_path / "run", recipe, resume=True))
     pre = read_model_meta(tmp_path / "run" / "model")["preprocessing"]
     assert (pre["input_size"], pre["crop"], pre["resize"]) == (40, 40, 44)
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "trained on 32x32 crops, evaluated at 40x40 (FixRes)" in card
+    assert "shorter side resized to 44, then the central 40x40 crop" in card
     saved = (tmp_path / "run" / "recipe.yaml").read_text()
     assert "eval_image_size: 40" in saved and "eval_resize: 44" in saved
 

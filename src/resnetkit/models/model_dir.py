@@ -161,6 +161,11 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
     ]
     size = prep.get("crop") or prep.get("input_size")
     lines.append(f"- RGB images at {size}x{size} pixels, values scaled to 0-1")
+    if prep.get("resize") and prep["resize"] != size:
+        lines.append(
+            f"- a picture of another size: shorter side resized to {prep['resize']}, then the "
+            f"central {size}x{size} crop"
+        )
     if prep.get("pixel_mean") is not None:
         lines.append(
             "- minus the per-pixel mean image of the training set (the paper's CIFAR recipe)"
@@ -193,6 +198,9 @@ def model_card(meta: dict[str, Any], model: ResNet) -> str:
             count = prov.get("train_images")
             images = f" ({count:,} training images)" if isinstance(count, int) else ""
             lines.append(f"- trained on {prov['dataset']}{images}")
+        side = recipe.get("train_image_size")
+        if isinstance(side, int) and side and side != size:
+            lines.append(f"- trained on {side}x{side} crops, evaluated at {size}x{size} (FixRes)")
         lines.append(
             f"- recipe `{recipe.get('name', '?')}`: {str(recipe.get('optimizer', 'sgd')).upper()}"
             f", batch {recipe.get('batch_size')}, lr "
