@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmarks import data_pipeline, distill_cifar, gpu_paper_cifar, train_throughput
+from benchmarks import data_pipeline, distill_cifar, fixres_cifar, gpu_paper_cifar, train_throughput
 
 from resnetkit.reproduce.degradation import report_degradation
 from tests.fakedata import write_fake_cifar10
@@ -318,3 +318,23 @@ def test_distill_benchmark_trains_both_runs_and_resumes_them(tmp_path: Path) -> 
         assert run["test_top1"] == first["runs"][name]["test_top1"]
         assert run["train_seconds"] == first["runs"][name]["train_seconds"]
     assert "| distilled |" in out.with_suffix(".md").read_text()
+
+
+def test_fixres_benchmark_trains_on_small_crops_and_tests_each_side(tmp_path: Path) -> None:
+    data = write_fake_cifar10(tmp_path / "cifar", n_train=300, n_test=50)
+    out = tmp_path / "fixres.json"
+    argv = ["--data-dir", str(data), "--work", str(tmp_path / "runs"), "--train-subset", "200"]
+    argv += ["--train-side", "16", "--test-sides", "16,24", "--epochs", "1", "--threads", "1"]
+    assert fixres_cifar.main([*argv, "--out", str(out)]) == 0
+    first = json.loads(out.read_text())
+    assert set(first["test_top1_by_side"]) == {"16", "24"} and first["train_images"] == 200
+    assert all(0 <= v <= 100 for v in first["test_top1_by_side"].values())
+    assert first["recipe"]["augment"] == "imagenet" and first["recipe"]["train_image_size"] == 16
+    pngs = list((tmp_path / "runs").glob("train-png-200-seed0/*/*.png"))
+    assert len(pngs) == 200  # the subset as files, one sub-folder per class
+    # again: the folder is kept, the finished run resumes (nothing trains): same answers
+    assert fixres_cifar.main([*argv, "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["test_top1_by_side"] == first["test_top1_by_side"]
+    assert again["train_seconds"] == first["train_seconds"]
+    assert "16x16 (training crops')" in out.with_suffix(".md").read_text()
