@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import fast_cifar_schedule, markdown_table, write_results
 
 TEACHER = "resnet56.paper_cifar10"
 RUNS = ("labels", "distilled")
@@ -87,16 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(test.labels)
 
-    # fast-cifar's warm-up is 11% of its 45 epochs on 50k images (17,550 steps), its EMA
-    # window (1 / (1 - 0.999) = 1,000 steps) 5.7%: the same shares of this run (0.999 over a
-    # run of 1,170 steps would leave 31% of the first step's weights in the exported ones)
-    steps = args.epochs * ((args.train_subset or 50_000) // 128)
-    window = 0.057 * steps
-    ema = args.ema_decay if args.ema_decay is not None else round(1 - 1 / max(window, 2.0), 5)
+    schedule = fast_cifar_schedule(args.epochs * ((args.train_subset or 50_000) // 128))
+    if args.ema_decay is not None:
+        schedule["ema_decay"] = args.ema_decay
     recipe = load_recipe("fast-cifar").override(
-        {"epochs": args.epochs, "num_threads": args.threads, "seed": args.seed,
-         "warmup_iters": round(0.11 * steps), "ema_decay": ema}
-    )  # fmt: skip
+        {"epochs": args.epochs, "num_threads": args.threads, "seed": args.seed, **schedule}
+    )
     runs: dict[str, Any] = {}
     answers: dict[str, torch.Tensor] = {}
     answers["teacher"] = answers_of(load_model(args.teacher), images)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import fast_cifar_schedule, markdown_table, write_results
 
 
 def write_png_folder(
@@ -79,14 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     run = args.work / "run"
     if args.fresh:
         shutil.rmtree(run, ignore_errors=True)
-    # 90% of the folder trains (train/val split of folders); fast-cifar's warm-up (11% of its
-    # run) and EMA window (5.7%) as the same shares of this one
+    # 90% of the folder trains (train/val split of folders)
     steps = args.epochs * (int(0.9 * len(keep)) // 128)
     recipe = load_recipe("fast-cifar").override(
         {"epochs": args.epochs, "num_threads": args.threads, "seed": args.seed,
          "augment": "imagenet", "train_image_size": args.train_side,
-         "warmup_iters": round(0.11 * steps),
-         "ema_decay": round(1 - 1 / max(0.057 * steps, 2.0), 5)}
+         **fast_cifar_schedule(steps)}
     )  # fmt: skip
     spec = TrainSpec(
         model="resnet20", dataset="folder", data_dir=folder, out=run, recipe=recipe,

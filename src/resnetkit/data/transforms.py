@@ -199,6 +199,13 @@ def build_train_transform(
     return v2.Compose(steps)
 
 
+def default_resize(size: int) -> int:
+    """The shorter side a ``size`` evaluation crop is cut from by default: ``size / 0.875``
+    (the usual 256 -> 224 for ImageNet) from 128 pixels up, else ``size`` itself (small
+    images such as CIFAR are used whole)."""
+    return round(size / 0.875) if size >= 128 else size
+
+
 def build_eval_transform(
     image_size: int,
     mean: Sequence[float],
@@ -214,19 +221,16 @@ def build_eval_transform(
         image_size: Output side length (the center crop).
         mean: Per-channel mean, in [0, 1] units.
         std: Per-channel standard deviation, in [0, 1] units.
-        resize: Shorter side before cropping; default ``round(image_size / crop_pct)``.
-        crop_pct: Fraction of the resized image kept by the crop. Default 0.875 (the usual
-            256 -> 224 for ImageNet) when ``image_size >= 128``, else 1.0 (small images such as
-            CIFAR are used whole).
+        resize: Shorter side before cropping; default ``round(image_size / crop_pct)``, or
+            :func:`default_resize` without ``crop_pct``.
+        crop_pct: Fraction of the resized image kept by the crop.
         interpolation: Resize interpolation: ``bilinear``, ``bicubic``, ``nearest``, ...
 
     Returns:
         A ``v2.Compose`` mapping a ``PIL.Image`` to a (3, image_size, image_size) float32 tensor.
     """
-    if crop_pct is None:
-        crop_pct = 0.875 if image_size >= 128 else 1.0
     if resize is None:
-        resize = int(round(image_size / crop_pct))
+        resize = default_resize(image_size) if crop_pct is None else round(image_size / crop_pct)
     mode = v2.InterpolationMode(interpolation)
     steps: list[v2.Transform] = [
         v2.Resize(resize, interpolation=mode, antialias=True),

@@ -47,6 +47,7 @@ from resnetkit.data.folder import (
     load_folder_arrays,
 )
 from resnetkit.data.multilabel import check_threshold, evaluate_multi_label, model_threshold
+from resnetkit.data.transforms import default_resize
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate import PAPER_SCALES
 from resnetkit.evaluate.folders import (
@@ -217,9 +218,9 @@ def folder_resize(cfg: dict[str, Any], size: int) -> int:
     """The side a folder's images are resized to before the centre ``size`` crop, as the
     model's preprocessing says: its ``resize`` at its own size, else size/0.875 from 128 pixels
     up (as for ImageNet) and ``size`` itself below."""
-    default_resize = round(size / 0.875) if size >= 128 else size
+    usual = default_resize(size)
     own_size = size == int(cfg["input_size"])
-    return int(cfg.get("resize") or default_resize) if own_size else default_resize
+    return int(cfg.get("resize") or usual) if own_size else usual
 
 
 def model_normalization(cfg: dict[str, Any], channels: int, size: int) -> Normalization:

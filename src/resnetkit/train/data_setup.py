@@ -391,8 +391,10 @@ def eval_sizes(recipe: Recipe, image_size: int) -> tuple[int, int]:
     """The side of a streamed run's evaluation crops and the shorter side they are cut from:
     the recipe's ``eval_image_size`` and ``eval_resize``, or the training side and
     ``side / 0.875`` (256 for 224; no margin below 128 pixels)."""
+    from resnetkit.data.transforms import default_resize
+
     size = recipe.eval_image_size or image_size
-    margin = round(size / (0.875 if size >= 128 else 1.0))
+    margin = default_resize(size)
     resize = recipe.eval_resize or margin
     if resize < size:
         where = "--eval-image-size" if recipe.eval_image_size else "--image-size"

@@ -171,10 +171,9 @@ class Trainer:
         self._last_save = time.monotonic()
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
         self._named_failures: set[Path] = set()
-        self.recipe = recipe = spec.recipe
-        self.image_size = training_side(recipe, spec.dataset, spec.image_size)
+        self.image_size = training_side(spec.recipe, spec.dataset, spec.image_size)
         # the saved recipe (recipe.yaml, the model's provenance) says what side trained
-        self.recipe = recipe = replace(recipe, train_image_size=self.image_size)
+        self.recipe = recipe = replace(spec.recipe, train_image_size=self.image_size)
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
         self.device = resolve_device(spec.device)
