@@ -103,6 +103,23 @@ def test_streaming_takes_subsets_like_the_in_memory_path(photos: Path, tmp_path:
         assert len(trainer.data.train_labels) == 10 and trainer.data.eval_counts == {"val": 3}
 
 
+def test_repeated_augmentation_reaches_both_paths_and_holds_on_resume(
+    photos: Path, tmp_path: Path
+) -> None:
+    from resnetkit.train.trainer import Trainer
+
+    for augment in ("imagenet", "crop_flip"):  # streamed, and decoded into memory
+        recipe = RECIPE.override({"augment": augment, "repeated_augment": 4})
+        trainer = Trainer(spec(photos, tmp_path / augment, recipe))
+        labels = torch.cat([y for _, y in trainer.data.train_loader])
+        assert (labels.view(-1, 4) == labels.view(-1, 4)[:, :1]).all(), augment
+    recipe = RECIPE.override({"repeated_augment": 2})
+    with pytest.raises(Crash):
+        train(spec(photos, tmp_path / "run", recipe, on_step=crash_at(3)))
+    with pytest.raises(ValueError, match="repeated_augment: 2 -> 1"):  # another data order
+        train(spec(photos, tmp_path / "run", RECIPE, resume=True))
+
+
 def test_streaming_refuses_what_it_cannot_do(photos: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="class_balance 'sampler'.*use class_balance 'loss'"):
         train(spec(photos, tmp_path / "a", RECIPE.override({"class_balance": "sampler"})))
@@ -280,3 +297,4 @@ def test_tv2_recipe_holds_torchvisions_numbers() -> None:
         0.1,
     )
     assert r.trivial_augment and not r.decay_norm_and_bias and r.schedule == "cosine"
+    assert r.repeated_augment == 4  # --ra-sampler --ra-reps 4

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from resnetkit.data.sampling import training_shard
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -119,6 +121,9 @@ class TensorLoader:
         float_augment: batch augmentation on the normalised floats (e.g. random erasing).
         sample_weights: draw each epoch's samples with replacement in proportion to these
             weights (class balancing) instead of a permutation.
+        repetitions: repeated augmentation: each image of the epoch's order taken this many
+            times in a row, each copy cropped and flipped on its own; the epoch keeps its
+            length (see :func:`resnetkit.data.sampling.training_shard`). 1: off.
     """
 
     def __init__(
@@ -139,6 +144,7 @@ class TensorLoader:
         uint8_augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         float_augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         sample_weights: Tensor | None = None,
+        repetitions: int = 1,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -162,6 +168,8 @@ class TensorLoader:
         self.uint8_augment = uint8_augment if train else None
         self.float_augment = float_augment if train else None
         self.sample_weights = sample_weights
+        self.repetitions = repetitions
+        training_shard(torch.arange(0), rank, world_size, repetitions)  # checks them
         self.epoch = 0
 
     @property
@@ -196,10 +204,8 @@ class TensorLoader:
                 order = torch.multinomial(self.sample_weights, n, replacement=True, generator=g)
             else:
                 order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        per_rank = n // self.world_size if self.train else -(-n // self.world_size)
-        return order[self.rank :: self.world_size][:per_rank]
+            return training_shard(order, self.rank, self.world_size, self.repetitions)
+        return torch.arange(n)[self.rank :: self.world_size]
 
     def __len__(self) -> int:
         n = len(self._indices())

@@ -33,6 +33,7 @@ from resnetkit.data.folder import (
     scan_image_folder,
 )
 from resnetkit.data.images import DEFAULT_MAX_PIXELS
+from resnetkit.data.sampling import RepeatedAugmentationSampler
 
 __all__ = ["FolderLoader", "collate_counting", "folder_loader"]
 
@@ -125,11 +126,16 @@ class FolderLoader(DataLoader[Any]):
         epoch: int = 0,
         drop_last: bool | None = None,
         pin_memory: bool = False,
+        repetitions: int = 1,
     ) -> None:
         drop_last = train if drop_last is None else drop_last
         generator = torch.Generator()
         base: Sampler[int]
-        if world_size > 1:
+        if train and repetitions > 1:
+            base = RepeatedAugmentationSampler(
+                len(dataset), repetitions, rank=rank, world_size=world_size, seed=seed
+            )
+        elif world_size > 1:
             # Evaluation shards are padded with repeated images to an equal length per rank.
             base = DistributedSampler(
                 dataset,
@@ -188,7 +194,7 @@ class FolderLoader(DataLoader[Any]):
         self._generator.manual_seed(epoch_seed)
         self._sampler.epoch_seed = epoch_seed
         base = self._sampler.base
-        if isinstance(base, DistributedSampler):
+        if isinstance(base, (DistributedSampler, RepeatedAugmentationSampler)):
             base.set_epoch(self.epoch)
         self._sampler.start = start_batch * self.batch_size  # type: ignore[operator]
         self.skipped = 0
@@ -216,6 +222,7 @@ def folder_loader(
     pin_memory: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     shorter_side: int | None = None,
+    repetitions: int = 1,
 ) -> FolderLoader:
     """A DataLoader over an image folder (or a list of samples) that never crashes on bad files.
 
@@ -249,6 +256,9 @@ def folder_loader(
         shorter_side: What ``transform`` resizes the shorter side to, if it does (evaluation):
             JPEGs then decode at a reduced scale, and thin images that would grow past
             ``max_pixels`` are skipped (see :func:`~resnetkit.data.images.load_image`).
+        repetitions: Repeated augmentation when training: each image taken this many times
+            in a row, each copy transformed on its own, the epoch keeping its length
+            (:class:`~resnetkit.data.sampling.RepeatedAugmentationSampler`). 1: off.
 
     Returns:
         A :class:`FolderLoader`.
@@ -294,4 +304,5 @@ def folder_loader(
         epoch=epoch,
         drop_last=drop_last,
         pin_memory=pin_memory,
+        repetitions=repetitions,
     )

@@ -158,7 +158,9 @@ def build_train_transform(
         std: Per-channel standard deviation, in [0, 1] units.
         augment: ``crop_flip``, ``imagenet`` or ``none``.
         crop_padding: Zero padding of the random crop (``crop_flip`` only).
-        trivial_augment: Apply TrivialAugmentWide (Mueller & Hutter, 2021).
+        trivial_augment: Apply TrivialAugmentWide (Mueller & Hutter, 2021), bilinear after
+            the full-size crops (``imagenet``, ``scale``; torchvision's reference recipe),
+            nearest otherwise (as :func:`batch_trivial_augment`).
         random_erasing: Probability of erasing one random rectangle (Zhong et al., 2017).
         scale_range: Shorter-side range of ``scale`` for 224-pixel crops.
         lighting: Standard deviation of AlexNet's PCA lighting noise (0.1 in the papers).
@@ -189,7 +191,11 @@ def build_train_transform(
         if augment == "crop_flip":
             steps += [v2.RandomCrop(image_size, padding=crop_padding), v2.RandomHorizontalFlip()]
     if trivial_augment:
-        steps.append(v2.TrivialAugmentWide())
+        # Bilinear for full-size pictures, as torchvision's reference recipe; nearest (the
+        # class's default) for the small ones, as the in-memory batch_trivial_augment does.
+        full_size = augment in ("imagenet", "scale")
+        mode = v2.InterpolationMode.BILINEAR if full_size else v2.InterpolationMode.NEAREST
+        steps.append(v2.TrivialAugmentWide(interpolation=mode))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if lighting > 0:  # in [0, 1] units, before normalisation
         steps.append(PCALighting(lighting))

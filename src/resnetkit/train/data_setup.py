@@ -247,6 +247,7 @@ def _in_memory(
         uint8_augment=batch_trivial_augment if recipe.trivial_augment else None,
         float_augment=_float_augment(recipe, norm),
         sample_weights=sample_weights,
+        repetitions=recipe.repeated_augment,
     )
     return TrainData(
         classes=classes,
@@ -351,6 +352,7 @@ def _streaming(
         rank=rank,
         world_size=world_size,
         pin_memory=pin_memory,  # a GPU copies pinned batches without waiting
+        repetitions=recipe.repeated_augment,
     )
     eval_loaders: dict[str, Any] = {}
     if val_samples:

@@ -76,6 +76,10 @@ class Recipe:
     eval_image_size: int = 0
     eval_resize: int = 0
     trivial_augment: bool = False
+    # Repeated augmentation (Hoffer et al. 2020; the RA sampler of DeiT and torchvision's
+    # recipe): each image of an epoch taken this many times in a row, each copy augmented on
+    # its own, the epoch keeping its length (so it visits 1/N of the images). 1: off.
+    repeated_augment: int = 1
     random_erasing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -131,6 +135,11 @@ class Recipe:
                 )
         if self.batch_size <= 0 or self.epochs <= 0 or self.accum_steps <= 0:
             raise ValueError("batch_size, epochs and accum_steps must be positive")
+        if self.repeated_augment < 1:
+            raise ValueError(
+                f"recipe field 'repeated_augment' is {self.repeated_augment}: the copies of "
+                "each image in a row, 1 (off) or more (torchvision's recipe takes 4)"
+            )
         if self.eval_every <= 0:
             raise ValueError(f"eval_every is {self.eval_every}: evaluate every N >= 1 epochs")
         finite = (
