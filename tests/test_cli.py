@@ -178,6 +178,10 @@ def test_outputs_never_replace_inputs_or_unrelated_files(
     assert "--confusion and --reliability both name" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*evaluate, "--image-size", "100000"])
+    assert "at most 4096 pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # train too, before a 335 GB allocation
+        main(["train", "--dataset", "folder", "--data-dir", ".", "--image-size", "100000"])
+    assert "at most 4096 pixels" in capsys.readouterr().err
     # plot's default name is checked like any other
     monkeypatch.chdir(tmp_path)
     (tmp_path / "curves.png").write_text("my notes")

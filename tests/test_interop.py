@@ -78,6 +78,10 @@ def test_torchvision_round_trip(name: str) -> None:
 
     back = getattr(torchvision.models, name)(num_classes=10)
     back.load_state_dict(to_torchvision(model), strict=True)
+    # Told it is Keras, torchvision's names would pass through and load as BGR weights with
+    # caffe preprocessing: refused instead.
+    with pytest.raises(ValueError, match="look like torchvision .*leave out --from keras"):
+        load_checkpoint(ours(name, num_classes=10), reference.state_dict(), source_format="keras")
     assert_same(out(back, x), out(reference, x))
 
 
@@ -577,6 +581,7 @@ def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> N
         "page.pt": (b"<!DOCTYPE html><html><body>404</body></html>", "an HTML page"),
         "lfs.pt": (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "git lfs pull"),
         "junk.pt": (b"hello world, not a checkpoint", ""),
+        "noise.pt": (bytes(range(256)) * 4, ""),
     }
     for name, (data, hint) in files.items():
         (tmp_path / name).write_bytes(data)
@@ -584,6 +589,7 @@ def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> N
             load_model(tmp_path / name, arch="resnet20")
         assert hint in str(err.value) and "for safety" not in str(err.value)
         assert "neither a torch.save archive nor a weights pickle" in str(err.value)
+        assert "weights_only set to False" not in str(err.value)  # torch's unsafe advice
     (tmp_path / "cat.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # given where the model goes
     with pytest.raises(ValueError, match="cat.png is a picture, not a model"):
         load_model(tmp_path / "cat.png")

@@ -73,6 +73,14 @@ def test_read_label_file_columns_ids_and_class_order(images: Path, tmp_path: Pat
         (["path,label,split", "a.png,x,"], "line 2: split ''; with a split column every row"),
         (["path,label"], "a header and no rows"),
         (["path,label,split", "a.png"], "line 2: 1 cells, the header has 3"),
+        (
+            ["path,label", "a.png,cat", "b.png,dog", "./a.png,dog"],
+            "line 4: ./a.png is listed at line 2 as 'cat' and here as 'dog'",
+        ),
+        (
+            ["path,label,split", "a.png,x,train", "a.png,x,val"],
+            "line 3: a.png is in split 'val' here and 'train' at line 2: an image in two",
+        ),
     ],
 )
 def test_malformed_label_files_are_refused_by_line(
@@ -89,6 +97,13 @@ def test_missing_images_are_warned_about_then_skipped_when_decoded(
     with pytest.warns(UserWarning, match="1 of 2 image\\(s\\) not found.*gone.png"):
         table = read_label_file(csv_file)
     assert table.classes == ("a", "b") and len(table.samples()) == 2
+
+
+def test_a_repeated_row_is_used_once(images: Path, tmp_path: Path) -> None:
+    rows = [f"{images}/imgs/000.png,a", f"{images}/imgs/001.png,b", f"{images}/imgs/000.png,a"]
+    with pytest.warns(UserWarning, match=r"1 row\(s\) repeat an earlier one \(line 4 repeats"):
+        table = read_label_file(_write(tmp_path / "l.csv", ["path,label", *rows]))
+    assert len(table.samples()) == 2
 
 
 def test_splits_of_a_label_file(images: Path) -> None:

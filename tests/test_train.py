@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -381,6 +382,8 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         r.override({"epochs": "ten"})
     with pytest.raises(ValueError, match="schedule"):
         r.override({"schedule": "linear"})
+    with pytest.raises(ValueError, match="'eval_resize' is 100000: at most 4096 pixels"):
+        r.override({"eval_resize": 100_000})  # not a 335 GB allocation later
     with pytest.raises(ValueError, match="'epochs': cannot read '2.5e0' as int"):
         r.override({"epochs": "2.5e0"})  # not silently 2
     with pytest.raises(ValueError, match="'epochs': cannot read '1e400'"):
@@ -479,7 +482,7 @@ def test_refuses_a_warmup_or_ema_longer_than_the_run(cifar_dir: Path, tmp_path: 
 
 
 def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
-    cifar_dir: Path, tmp_path: Path
+    cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from resnetkit.cli.main import main
 
@@ -503,6 +506,17 @@ def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
     assert load_recipe(tmp_path / "run" / "recipe.yaml").lr == 0.05
     # Without --resume the finished run is not overwritten: an error line, not a traceback.
     assert main([a for a in argv if a != "--resume"]) == 2
+    # Resumed once finished, it trains nothing and keeps its model directory as it is
+    # (edited since, say); one whose model directory is gone gets it written again.
+    card = tmp_path / "run" / "model" / "README.md"
+    card.write_text("edited by hand\n")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert card.read_text() == "edited by hand\n"
+    assert "had already finished (10 steps): nothing trained" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "run" / "model")
+    assert main(argv) == 0
+    assert "# resnet20" in card.read_text()
 
 
 def test_model_options_are_recorded_and_resume_keeps_the_architecture(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from resnetkit.cli.common import (
     add_model_option_arg,
     data_dir_for,
+    image_side,
     non_negative_int,
     output_folder,
     png_file,
@@ -62,7 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--image-size",
-        type=positive_int,
+        type=image_side,
         default=None,
         help="side of folder images (default: the recipe's train_image_size, else 224 with "
         "--augment imagenet or scale, else 32)",

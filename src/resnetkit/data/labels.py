@@ -133,6 +133,8 @@ def read_label_file(path: str | Path) -> LabelFile:
         )
     rows: list[tuple[Path, str, str | None]] = []
     missing_files: list[str] = []
+    first_seen: dict[Path, tuple[int, tuple[Path, str, str | None]]] = {}
+    repeated: list[tuple[int, int]] = []
     for line, cells in enumerate(reader, start=2):
         if not cells or all(not c.strip() for c in cells):
             continue
@@ -153,11 +155,36 @@ def read_label_file(path: str | Path) -> LabelFile:
                     f"column every row names one of {', '.join(SPLIT_FOLDERS)}"
                 )
         image = _resolve(path.parent, name)
+        if image in first_seen:  # the same image again: its class or split would be a toss-up
+            before, (_, label_before, split_before) = first_seen[image]
+            if label != label_before:
+                raise ValueError(
+                    f"{path}, line {line}: {name} is listed at line {before} as "
+                    f"{label_before!r} and here as {label!r}: keep one row per image"
+                    + ("" if multi_label else " (for several classes, a 'labels' column)")
+                )
+            if split != split_before:
+                raise ValueError(
+                    f"{path}, line {line}: {name} is in split {split!r} here and "
+                    f"{split_before!r} at line {before}: an image in two splits would be "
+                    "evaluated on what it trained on; keep one row per image"
+                )
+            repeated.append((line, before))
+            continue
+        first_seen[image] = (line, (image, label, split))
         if not image.is_file():
             missing_files.append(name)
         rows.append((image, label, split))
     if not rows:
         raise ValueError(f"{path}: a header and no rows: list one image per line")
+    if repeated:
+        line, before = repeated[0]
+        warnings.warn(
+            f"{path}: {len(repeated)} row(s) repeat an earlier one (line {line} repeats line "
+            f"{before}); each image is used once",
+            UserWarning,
+            stacklevel=2,
+        )
     if missing_files:
         shown = ", ".join(missing_files[:5]) + (", ..." if len(missing_files) > 5 else "")
         warnings.warn(

@@ -195,6 +195,14 @@ def to_resnetkit_names(obj: Mapping[str, Any], source_format: str = "auto") -> T
         )
     state, notes = normalize_script(obj)
     detected = detect_format(state)
+    if source_format == "keras" and detected != "keras":
+        # Keras names pass through untouched, so these would load, and then be treated as
+        # Keras weights (BGR first convolution, caffe preprocessing): silently wrong.
+        raise ValueError(
+            f"the names look like {detected} (e.g. {next(iter(state), '?')!r}), not Keras "
+            "('conv1_conv/kernel:0'): leave out --from keras (auto reads them), or give "
+            f"--from {detected}"
+        )
     fmt = detected if source_format == "auto" else source_format
     if fmt in ("torchvision", "timm") and notes and source_format == "auto":
         fmt = "script"

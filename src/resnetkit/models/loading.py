@@ -292,6 +292,8 @@ def torch_load_weights_only(path: Path) -> Any:
         elif head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
             hint = "; it is an HTML page (a failed download?)"
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights only load failed" in str(err).lower():  # torch's text ends in unsafe advice
+            first = "bytes that are no pickle of tensors"
         raise ValueError(
             f"{path}: not a readable PyTorch checkpoint, neither a torch.save archive nor a "
             f"weights pickle ({type(err).__name__}: {first[:200]}){hint}"

@@ -124,11 +124,12 @@ def load_checkpoint_folder(
     folder: Path,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint` (weights-only, never arbitrary code)."""
-    import torch
     from safetensors.torch import load_file
+
+    from resnetkit.models.loading import torch_load_weights_only
 
     tensors = {
         p.name[: -len(".safetensors")]: load_file(str(p)) for p in folder.glob("*.safetensors")
     }
-    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    state = torch_load_weights_only(folder / "state.pt")
     return tensors, state

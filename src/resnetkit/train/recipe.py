@@ -203,6 +203,11 @@ class Recipe:
                 f"{self.eval_image_size}-pixel evaluation crop (eval_image_size) cut from it: "
                 f"give --eval-resize {self.eval_image_size} or more, or 0 (the default)"
             )
+        for key in ("train_image_size", "eval_image_size", "eval_resize"):
+            if getattr(self, key) > 4096:  # 100,000 pixels would ask for 120 GB an image
+                raise ValueError(
+                    f"recipe field {key!r} is {getattr(self, key)}: at most 4096 pixels"
+                )
         if self.crop_padding > 64:
             raise ValueError(
                 f"recipe field 'crop_padding' is {self.crop_padding}: random crops from images "

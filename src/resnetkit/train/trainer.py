@@ -33,7 +33,7 @@ from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import preprocessing_of
-from resnetkit.models.model_dir import save_model_dir
+from resnetkit.models.model_dir import read_model_meta, save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
 from resnetkit.reproduce.figures import plot_training_curves
@@ -1016,6 +1016,7 @@ class Trainer:
         spec = self.spec
         if spec.resume:
             self.try_resume()
+        self._resumed_at = self.step
         self.runlog.reset(self.history)
         self.runlog.write_run_files(
             self.recipe,
@@ -1265,6 +1266,18 @@ class Trainer:
         keys = _per_class_keys(self.label_table is not None)
         return {key: {name: summary[key] for name, summary in results.items()} for key in keys}
 
+    def _finished_before(self) -> bool:
+        """A resume that trained no step, of a run whose model directory is whole: that
+        directory is the finished run's, perhaps edited since (classes renamed, a calibration
+        added), and is not written again."""
+        if not self.spec.resume or self.step != getattr(self, "_resumed_at", -1):
+            return False
+        try:
+            read_model_meta(self.out / "model")
+        except (OSError, ValueError):
+            return False  # stopped while writing it: write it now
+        return True
+
     def _finish(self) -> TrainResult:
         final_model: ResNet = self.ema.module if self.ema is not None else self.model  # type: ignore[assignment]
         if self.recipe.select_best and self.best_weights is not None:
@@ -1281,7 +1294,12 @@ class Trainer:
         metrics["steps"] = self.step
         metrics["stopped_early"] = self.stopped_early
         model_dir = self.out / "model"
-        if self.dist.is_main:
+        if self.dist.is_main and self._finished_before():
+            self._log(
+                f"{self.out} had already finished ({self.step:,} steps): nothing trained, "
+                f"{model_dir} kept as it was"
+            )
+        elif self.dist.is_main:
             net = final_model.float().to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
             preprocessing = self.data.preprocessing
             save_model_dir(
