@@ -208,3 +208,24 @@ def test_calibrate_refuses_training_images_in_any_name_and_bad_numbers(
         with pytest.raises(SystemExit):
             main(["calibrate", "--model", "resnet20.cifar10", option, value])
         assert option in capsys.readouterr().err
+
+
+def test_warnings_for_the_user_are_one_line_naming_the_command() -> None:
+    """Not Python's 'path/to/module.py:123: UserWarning: ...' and the source line after it;
+    other warnings keep Python's form. A subprocess: pytest records warnings instead."""
+    code = (
+        "import sys, warnings\n"
+        "from resnetkit.cli import main as m\n"
+        "def run(args):\n"
+        "    warnings.warn('photo.png: skipped', UserWarning)\n"
+        "    warnings.warn('old API', DeprecationWarning)\n"
+        "    return 0\n"
+        "parse = m._parse\n"
+        "m._parse = lambda argv: setattr(a := parse(argv), 'func', run) or a\n"
+        "warnings.simplefilter('always')\n"
+        "sys.exit(m.main(['models']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = done.stderr.splitlines()
+    assert lines[0] == "resnetkit models: warning: photo.png: skipped", done.stderr
+    assert "DeprecationWarning: old API" in lines[1]

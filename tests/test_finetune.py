@@ -337,3 +337,15 @@ def test_finetune_distils_from_a_teacher_that_knows_the_folders_classes(
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "bad"), "--teacher", str(source)]) == 2
     assert "does not know the data's classes apple, sky (it knows c0" in capsys.readouterr().err
+
+
+def test_finetune_names_a_missing_data_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.cli.main import main
+
+    argv = ["finetune", "--model", "resnet20.cifar10", "--data", str(tmp_path / "nope")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--data {tmp_path / 'nope'}: no such folder or label file" in err, err
+    assert not (tmp_path / "out").exists()

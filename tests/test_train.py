@@ -382,6 +382,11 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         r.override({"epochs": "ten"})
     with pytest.raises(ValueError, match="schedule"):
         r.override({"schedule": "linear"})
+    # A bad value given on the command line is named as given, not blamed on the file.
+    with pytest.raises(ValueError, match=r"^--epochs 0: recipe field 'epochs' is 0: it must be"):
+        load_recipe("fast-cifar", {"epochs": "0"})
+    with pytest.raises(ValueError, match=r"^--batch-size -2: recipe field 'batch_size' is -2"):
+        load_recipe("fast-cifar", {"batch_size": "-2", "lr": "0.1"})
     with pytest.raises(ValueError, match="'eval_resize' is 100000: at most 4096 pixels"):
         r.override({"eval_resize": 100_000})  # not a 335 GB allocation later
     with pytest.raises(ValueError, match="'epochs': cannot read '2.5e0' as int"):

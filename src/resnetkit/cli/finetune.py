@@ -64,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.train.finetune import finetune_spec, train_and_report
 
     check_lr_finder_args(args)
+    data = Path(args.data)
+    if not data.exists():
+        raise FileNotFoundError(
+            f"--data {args.data}: no such folder or label file (one sub-folder of images per "
+            "class, or a .csv/.tsv of image paths and labels)"
+        )
     spec = finetune_spec(
         args.model,
         args.data,

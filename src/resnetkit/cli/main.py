@@ -7,7 +7,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from resnetkit import __version__
@@ -91,6 +92,35 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _warning_line(args.command, formatted)
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _warning_line(command: str, format_: Callable[..., str]) -> Callable[..., str]:
+    """Warnings meant for the user (``UserWarning``: skipped files, a label file without
+    splits...) as one line naming the command, not Python's ``file:line:`` and source line;
+    the rest (a library's deprecations) as Python writes them. (Only how a warning is
+    written changes: recording them, as tests do, is untouched.)"""
+
+    def line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        source: str | None = None,
+    ) -> str:
+        if issubclass(category, UserWarning):
+            return f"resnetkit {command}: warning: {message}\n"
+        return format_(message, category, filename, lineno, source)
+
+    return line
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except KeyError as err:  # an unknown model name (UnknownModelError); any other is a bug

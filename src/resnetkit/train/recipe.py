@@ -133,8 +133,11 @@ class Recipe:
                 raise ValueError(
                     f"recipe field {key!r} is {getattr(self, key)!r}; choose one of {allowed}"
                 )
-        if self.batch_size <= 0 or self.epochs <= 0 or self.accum_steps <= 0:
-            raise ValueError("batch_size, epochs and accum_steps must be positive")
+        for key in ("batch_size", "epochs", "accum_steps"):
+            if getattr(self, key) <= 0:
+                raise ValueError(
+                    f"recipe field {key!r} is {getattr(self, key)}: it must be at least 1"
+                )
         if self.repeated_augment < 1:
             raise ValueError(
                 f"recipe field 'repeated_augment' is {self.repeated_augment}: the copies of "
@@ -410,7 +413,10 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     try:
         return Recipe().override({**data, **overrides})
     except ValueError as err:
-        raise ValueError(f"{origin}: {err}") from None
+        # A value given on the command line is named as it was given, not blamed on the file.
+        given = [k for k in overrides if f"'{k.replace('-', '_')}'" in str(err)]
+        where = f"--{given[0].replace('_', '-')} {overrides[given[0]]}" if given else origin
+        raise ValueError(f"{where}: {err}") from None
 
 
 def recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
