@@ -113,6 +113,8 @@ def test_convert_refuses_a_folder_with_files_in_it(
         (lambda m: m["preprocessing"].update(input_size="big"), "input_size must be a positive"),
         (lambda m: m["preprocessing"].update(std=[0, 0, 0]), "preprocessing.std must be positive"),
         (lambda m: m.update(classes="cat"), "classes must be a list of names"),
+        (lambda m: m.pop("preprocessing"), "preprocessing is missing: the input_size, mean"),
+        (lambda m: m.update(format_version=99), "format_version 99: this resnetkit reads"),
     ],
 )
 def test_a_broken_config_json_names_the_file_and_the_field(

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,14 @@ def test_info_refuses_a_zero_input_size(capsys: pytest.CaptureFixture[str]) -> N
 def test_unknown_model_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "resnet51"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_info_tells_paths_from_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", f"{tmp_path}/gone/"]) == 2  # not "unknown model"
+    assert "gone/: no such model directory" in capsys.readouterr().err
+    (tmp_path / "cat.png").write_bytes(b"\x89PNG")
+    assert main(["info", str(tmp_path / "cat.png")]) == 2  # not "unknown model '.../cat'"
+    assert "cat.png is a file: info describes a model name" in capsys.readouterr().err
 
 
 def test_models_keeps_its_counts_in_a_cache(capsys, tmp_path, monkeypatch) -> None:  # noqa: ANN001

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,15 @@ def info(
     card = None
     if Path(name).is_dir():
         return _model_dir_info(name, input_size, as_json, options)
+    if Path(name).is_file():
+        raise ValueError(
+            f"{name} is a file: info describes a model name (resnet50, resnet20.cifar10) or "
+            "a model directory (a run's model/ folder); for a weights file, convert it first"
+        )
+    if not is_hf_hub_name(name) and ("/" in name or os.sep in name):
+        raise FileNotFoundError(
+            f"{name}: no such model directory (a name with a slash is read as a folder)"
+        )
     if is_hf_hub_name(name):  # reads (or fetches) the repository's config.json only
         hub = get_hf_hub_weights(name)
         arch = hub.arch

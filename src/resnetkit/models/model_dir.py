@@ -337,7 +337,18 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
     classes = meta.get("classes", [])
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         return f"classes must be a list of names, got {classes!r}"
-    prep = meta.get("preprocessing", {})
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not positive_int(version) or version > FORMAT_VERSION:
+        return (
+            f"format_version {version!r}: this resnetkit reads model directories up to "
+            f"format {FORMAT_VERSION}; a newer one wrote it: upgrade resnetkit"
+        )
+    if "preprocessing" not in meta:  # without it, pictures would be prepared by guesswork
+        return (
+            "preprocessing is missing: the input_size, mean and std the model was trained "
+            'with, e.g. "preprocessing": {"input_size": 32, "mean": [...], "std": [...]}'
+        )
+    prep = meta["preprocessing"]
     if not isinstance(prep, dict):
         return f"preprocessing must be an object, got {prep!r}"
     for key in ("input_size", "crop", "resize"):
