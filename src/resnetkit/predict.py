@@ -238,7 +238,7 @@ def predict(
     if threshold is not None and own_threshold is None:
         raise ValueError(
             "threshold is for multi-label models (a sigmoid per class); this one picks one "
-            "class an image: use top_k"
+            "class an image: use top_k (--top-k)"
         )
     cut = check_threshold(threshold) if threshold is not None else own_threshold
     floor = unsure_below(

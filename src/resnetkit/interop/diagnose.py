@@ -34,7 +34,7 @@ def diagnose(
     if not same_names(detected, report.source_format):
         return [
             f"the names look like {detected}, but were read as {report.source_format}: "
-            "try --from auto (source_format='auto')"
+            f"give --from {detected} (source_format={detected!r})"
         ]
     found = [
         _diagnose_head(state, expected),
@@ -85,7 +85,7 @@ def _diagnose_head(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) 
         )
     return (
         f"the model has no head (num_classes=0) but the checkpoint has a {theirs.shape[0]}-class "
-        f"fc: pass adapt_head=True to drop it, or create the model with "
+        f"fc: pass adapt_head=True (--adapt-head) to drop it, or create the model with "
         f"num_classes={theirs.shape[0]}."
     )
 
