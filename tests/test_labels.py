@@ -73,6 +73,7 @@ def test_read_label_file_columns_ids_and_class_order(images: Path, tmp_path: Pat
         (["path,label,split", "a.png,x,"], "line 2: split ''; with a split column every row"),
         (["path,label"], "a header and no rows"),
         (["path,label,split", "a.png"], "line 2: 1 cells, the header has 3"),
+        (["path,label", "a.png,x", "b.png,cat,dog"], "line 3: 3 cells, the header has 2"),
         (
             ["path,label", "a.png,cat", "b.png,dog", "./a.png,dog"],
             "line 4: ./a.png is listed at line 2 as 'cat' and here as 'dog'",

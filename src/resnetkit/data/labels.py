@@ -138,9 +138,11 @@ def read_label_file(path: str | Path) -> LabelFile:
     for line, cells in enumerate(reader, start=2):
         if not cells or all(not c.strip() for c in cells):
             continue
-        if len(cells) <= max(path_col, label_col, split_col or 0):
+        extra = any(c.strip() for c in cells[len(header) :])  # trailing empty cells are fine
+        if len(cells) <= max(path_col, label_col, split_col or 0) or extra:
             raise ValueError(
                 f"{path}, line {line}: {len(cells)} cells, the header has {len(header)}"
+                + ('; a cell holding the separator needs quotes ("cat,dog")' if extra else "")
             )
         name, label = cells[path_col].strip(), cells[label_col].strip()
         if not name or (not label and not multi_label):
