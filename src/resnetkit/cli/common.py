@@ -73,11 +73,12 @@ def positive_int(text: str) -> int:
 
 
 def image_side(text: str) -> int:
-    """A square image side in pixels: 1 to 4096 (a ResNet at 100,000 pixels would ask for
-    120 GB an image)."""
+    """A square image side in pixels: 1 to :data:`~resnetkit.train.recipe.MAX_IMAGE_SIDE`."""
+    from resnetkit.train.recipe import MAX_IMAGE_SIDE
+
     value = positive_int(text)
-    if value > 4096:
-        raise argparse.ArgumentTypeError(f"at most 4096 pixels, got {value}")
+    if value > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_IMAGE_SIDE} pixels, got {value}")
     return value
 
 

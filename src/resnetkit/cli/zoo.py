@@ -149,15 +149,15 @@ def info(
             f"{name} is a file: info describes a model name (resnet50, resnet20.cifar10) or "
             "a model directory (a run's model/ folder); for a weights file, convert it first"
         )
-    if not is_hf_hub_name(name) and ("/" in name or os.sep in name):
-        raise FileNotFoundError(
-            f"{name}: no such model directory (a name with a slash is read as a folder)"
-        )
     if is_hf_hub_name(name):  # reads (or fetches) the repository's config.json only
         hub = get_hf_hub_weights(name)
         arch = hub.arch
         card = _hub_card(hub)
         options = {**hub.config_changes, "num_classes": hub.num_classes, **options}
+    elif "/" in name or os.sep in name:
+        raise FileNotFoundError(
+            f"{name}: no such model directory (a name with a slash is read as a folder)"
+        )
     elif tag:
         card = _weights_card(find_weights(name))
         options.setdefault("num_classes", card["num_classes"])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from resnetkit.data.sampling import training_shard
+from resnetkit.data.sampling import check_shard, training_shard
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class TensorLoader:
         self.float_augment = float_augment if train else None
         self.sample_weights = sample_weights
         self.repetitions = repetitions
-        training_shard(torch.arange(0), rank, world_size, repetitions)  # checks them
+        check_shard(rank, world_size, repetitions)
         self.epoch = 0
 
     @property

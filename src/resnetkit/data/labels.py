@@ -133,7 +133,7 @@ def read_label_file(path: str | Path) -> LabelFile:
         )
     rows: list[tuple[Path, str, str | None]] = []
     missing_files: list[str] = []
-    first_seen: dict[Path, tuple[int, tuple[Path, str, str | None]]] = {}
+    first_seen: dict[Path, tuple[int, str, str | None]] = {}  # line, label, split
     repeated: list[tuple[int, int]] = []
     for line, cells in enumerate(reader, start=2):
         if not cells or all(not c.strip() for c in cells):
@@ -158,7 +158,7 @@ def read_label_file(path: str | Path) -> LabelFile:
                 )
         image = _resolve(path.parent, name)
         if image in first_seen:  # the same image again: its class or split would be a toss-up
-            before, (_, label_before, split_before) = first_seen[image]
+            before, label_before, split_before = first_seen[image]
             if label != label_before:
                 raise ValueError(
                     f"{path}, line {line}: {name} is listed at line {before} as "
@@ -173,7 +173,7 @@ def read_label_file(path: str | Path) -> LabelFile:
                 )
             repeated.append((line, before))
             continue
-        first_seen[image] = (line, (image, label, split))
+        first_seen[image] = (line, label, split)
         if not image.is_file():
             missing_files.append(name)
         rows.append((image, label, split))

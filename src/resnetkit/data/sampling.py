@@ -17,7 +17,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-__all__ = ["RepeatedAugmentationSampler", "training_shard"]
+__all__ = ["RepeatedAugmentationSampler", "check_shard", "training_shard"]
+
+
+def check_shard(rank: int, world_size: int, repetitions: int) -> None:
+    """Raise ``ValueError`` unless ``repetitions >= 1`` and ``0 <= rank < world_size``."""
+    if repetitions < 1:
+        raise ValueError(f"repetitions is {repetitions}: 1 (off) or more copies of each image")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside [0, {world_size})")
 
 
 def training_shard(order: Tensor, rank: int, world_size: int, repetitions: int = 1) -> Tensor:
@@ -33,10 +41,7 @@ def training_shard(order: Tensor, rank: int, world_size: int, repetitions: int =
     Raises:
         ValueError: If ``repetitions`` is below 1 or ``rank`` is outside ``[0, world_size)``.
     """
-    if repetitions < 1:
-        raise ValueError(f"repetitions is {repetitions}: 1 (off) or more copies of each image")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside [0, {world_size})")
+    check_shard(rank, world_size, repetitions)
     per_rank = len(order) // world_size
     # Only the first entries are dealt: rank r's i-th index is copy (i * world + r) of the
     # repeated order, i.e. entry (i * world + r) // repetitions of ``order``.
@@ -60,7 +65,7 @@ class RepeatedAugmentationSampler(Sampler[int]):
     def __init__(
         self, num_items: int, repetitions: int, *, rank: int = 0, world_size: int = 1, seed: int = 0
     ) -> None:
-        training_shard(torch.arange(0), rank, world_size, repetitions)  # checks the arguments
+        check_shard(rank, world_size, repetitions)
         self.num_items = num_items
         self.repetitions = repetitions
         self.rank = rank

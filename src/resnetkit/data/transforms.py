@@ -193,7 +193,7 @@ def build_train_transform(
     if trivial_augment:
         # Bilinear for full-size pictures, as torchvision's reference recipe; nearest (the
         # class's default) for the small ones, as the in-memory batch_trivial_augment does.
-        full_size = augment in ("imagenet", "scale")
+        full_size = augment in FULL_SIZE_AUGMENTS
         mode = v2.InterpolationMode.BILINEAR if full_size else v2.InterpolationMode.NEAREST
         steps.append(v2.TrivialAugmentWide(interpolation=mode))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]

@@ -433,9 +433,11 @@ def _check_scales(scales: Sequence[int], dataset: str, ten_crop: bool) -> tuple[
             "choose one of 10-crop testing and multi-scale testing (the paper reports them "
             "separately: 10-crop in Table 3, multi-scale fully-convolutional in Table 4)"
         )
-    if not scales or any(int(s) != s or s < 1 or s > 4096 for s in scales):
+    from resnetkit.train.recipe import MAX_IMAGE_SIDE
+
+    if not scales or any(int(s) != s or s < 1 or s > MAX_IMAGE_SIDE for s in scales):
         raise ValueError(
-            f"scales {list(scales)}: give shorter sides between 1 and 4096, e.g. "
+            f"scales {list(scales)}: give shorter sides between 1 and {MAX_IMAGE_SIDE}, e.g. "
             f"{','.join(map(str, PAPER_SCALES))}"
         )
     return tuple(int(s) for s in scales)

@@ -332,8 +332,8 @@ def export_model(
             f"{report.float32_noise:.1e}). {kept}; "
             + (
                 "that is within 10x PyTorch's own rounding (large outputs round coarsely): "
-                f"accept it with --tolerance {max(diff_image, diff_random):.1e}"
-                if max(diff_image, diff_random) <= 10 * report.float32_noise
+                f"accept it with --tolerance {report.max_abs_diff:.1e}"
+                if report.max_abs_diff <= 10 * report.float32_noise
                 else "try another format or opset, or export without BatchNorm folding"
             )
             + ".",

@@ -11,6 +11,10 @@ from typing import Any
 
 import yaml
 
+#: The largest image side accepted anywhere (a ResNet at 100,000 pixels would ask for 120 GB
+#: an image).
+MAX_IMAGE_SIDE = 4096
+
 #: Augmentations of one image (see :func:`resnetkit.data.transforms.build_train_transform`).
 AUGMENTS = ("crop_flip", "imagenet", "scale", "none")
 #: What a recipe may ask for: those, or ``auto`` (chosen by the input size, for fine-tuning).
@@ -207,9 +211,9 @@ class Recipe:
                 f"give --eval-resize {self.eval_image_size} or more, or 0 (the default)"
             )
         for key in ("train_image_size", "eval_image_size", "eval_resize"):
-            if getattr(self, key) > 4096:  # 100,000 pixels would ask for 120 GB an image
+            if getattr(self, key) > MAX_IMAGE_SIDE:
                 raise ValueError(
-                    f"recipe field {key!r} is {getattr(self, key)}: at most 4096 pixels"
+                    f"recipe field {key!r} is {getattr(self, key)}: at most {MAX_IMAGE_SIDE} pixels"
                 )
         if self.crop_padding > 64:
             raise ValueError(

@@ -401,6 +401,7 @@ class Trainer:
         self.evals_since_best = 0
         self.best_weights: dict[str, Tensor] | None = None
         self.stopped_early = False
+        self._resumed_at = -1  # the step this call began at (set when it runs)
         # The epoch so far, for a mid-epoch checkpoint: loss sum, correct, seen, seconds and
         # undecodable images met (a resumed pass does not decode the batches it skips).
         self.epoch_partial: list[Any] = [0.0, 0, 0, 0.0, 0]
@@ -1270,7 +1271,7 @@ class Trainer:
         """A resume that trained no step, of a run whose model directory is whole: that
         directory is the finished run's, perhaps edited since (classes renamed, a calibration
         added), and is not written again."""
-        if not self.spec.resume or self.step != getattr(self, "_resumed_at", -1):
+        if not self.spec.resume or self.step != self._resumed_at:
             return False
         try:
             read_model_meta(self.out / "model")
