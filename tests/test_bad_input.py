@@ -115,6 +115,11 @@ def test_convert_refuses_a_folder_with_files_in_it(
         (lambda m: m.update(classes="cat"), "classes must be a list of names"),
         (lambda m: m.pop("preprocessing"), "preprocessing is missing: the input_size, mean"),
         (lambda m: m.update(format_version=99), "format_version 99: this resnetkit reads"),
+        (
+            lambda m: m["preprocessing"].update(mean=[0.5, 0.5]),
+            "preprocessing.mean must be a list of 1 or 3 numbers for a 3-channel model",
+        ),
+        (lambda m: m["config"].update(in_chans="rgb"), "config.in_chans must be a positive"),
     ],
 )
 def test_a_broken_config_json_names_the_file_and_the_field(
@@ -133,6 +138,27 @@ def test_a_broken_config_json_names_the_file_and_the_field(
     with pytest.raises(ValueError, match=message) as err:
         load_model(out)
     assert str(out / "config.json") in str(err.value)
+
+
+def test_one_normalisation_value_serves_every_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`info` accepts a single mean and std; predict used to fail on it with a message that
+    named no file. One value now serves all three channels, as torchvision's Normalize."""
+    out = save_model_dir(
+        resnetkit.create_model("resnet20"),
+        tmp_path / "m",
+        arch="resnet20",
+        classes=[f"c{i}" for i in range(10)],
+        preprocessing={"input_size": 32, "mean": [0.5], "std": [0.25]},
+    )
+    cat = str(resources.files("resnetkit") / "assets" / "cat.png")
+    assert main(["predict", "--model", str(out), cat, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    from resnetkit.predict import Preprocessing
+
+    prep = Preprocessing.of(load_model(out))
+    assert (prep.mean, prep.std) == ((0.5,) * 3, (0.25,) * 3)
 
 
 def test_a_recipe_that_is_not_yaml_names_its_file_and_line(tmp_path: Path) -> None:
@@ -212,6 +238,10 @@ def test_embed_of_no_readable_image_keeps_the_earlier_vectors(
     assert main([*argv, CAT, ship, "--search", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "--search" in err and "no such folder" in err
+    # An image given to --search (which takes a folder) is told so, not called missing.
+    assert main([*argv, CAT, "--search", ship]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "folder of images" in err and "no such" not in err
     assert out.read_bytes() == before
 
 

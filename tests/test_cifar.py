@@ -455,17 +455,26 @@ def test_download_wrong_md5_raises_and_leaves_no_partial_file(
     with pytest.raises(ChecksumError) as info:
         download_cifar("cifar10", root, base, md5="0" * 32)
     assert "0" * 32 in str(info.value) and actual in str(info.value)
-    assert list(root.iterdir()) == []
+    assert not root.exists()  # the folder the download created is gone with the file
 
 
 def test_download_without_network_raises_file_not_found(tmp_path: Path) -> None:
     url = dead_url()
+    root = tmp_path / "data" / "root"
     with pytest.raises(FileNotFoundError) as info:
-        load_cifar(tmp_path / "root", "cifar10", "test", download=True, url=url)
+        load_cifar(root, "cifar10", "test", download=True, url=url)
     message = str(info.value)
     assert "could not download" in message and url in message
     assert "cifar-10-batches-bin" in message and "test_batch.bin" in message
-    assert list((tmp_path / "root").iterdir()) == []
+    # The download was tried: the advice is to fetch the archive elsewhere, not to pass
+    # download=True again.
+    assert "download=True" not in message and "network access" in message
+    # No empty folders are left behind, and a folder that was there before stays.
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(FileNotFoundError):
+        download_cifar("cifar10", tmp_path / "mine", url)
+    assert list(tmp_path.iterdir()) == [tmp_path / "mine"]
 
 
 @pytest.mark.parametrize(

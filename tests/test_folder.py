@@ -242,6 +242,20 @@ def test_pillow_bomb_guard_is_caught(root: Path, monkeypatch: pytest.MonkeyPatch
         load_image(path)
 
 
+def test_the_callers_lower_limit_is_the_one_named(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's --max-megapixels below Pillow's guard is the limit its user is told about,
+    whether Pillow would only warn or refuses the file itself."""
+    path = root / "cats/a_rgb.jpg"  # 40x30 = 1200 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageDecodeError, match=r"40x30 = 1,200 pixels exceeds the limit of 500 "):
+        load_image(path, max_pixels=500)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageDecodeError, match=r"1,200 pixels exceeds the limit of 50 pixels"):
+        load_image(path, max_pixels=50)
+
+
 def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

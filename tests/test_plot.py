@@ -86,6 +86,26 @@ def test_bad_runs_are_named(
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_file_or_a_missing_folder_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A metrics file under another name is a file, not "no such run folder"; the same
+    file named metrics.jsonl is read."""
+    copy = tmp_path / "run1.jsonl"
+    copy.write_text(GOOD_ROW + "\n")
+    assert main(["plot", str(copy), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy} is a file, not a run folder" in err and "no such" not in err
+    assert main(["plot", str(tmp_path / "typo"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "typo: no such run folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    (tmp_path / "run").mkdir()
+    copy.rename(tmp_path / "run" / "metrics.jsonl")
+    target = tmp_path / "run" / "metrics.jsonl"
+    assert main(["plot", str(target), "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").read_bytes().startswith(PNG)
+
+
 def test_a_row_still_being_written_is_left_out(tmp_path: Path) -> None:
     """The last line without its newline is a row being written (or cut by a kill -9, which
     --resume writes again): a report of a live run reads the rows before it."""

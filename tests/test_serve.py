@@ -420,6 +420,12 @@ def test_cli_serve_runs_uvicorn_on_loopback(
         1_500_000,
         3,
     )
+    # A limit above Pillow's own guard raises the guard for this process (else Pillow would
+    # refuse a 100-megapixel image the user allowed); a lower one leaves it alone.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485
+    assert main([*argv, "--max-megapixels", "200"]) == 0
+    assert Image.MAX_IMAGE_PIXELS == seen["app"].state.service.config.max_pixels == 200_000_000
     # The onnx backend without ONNX Runtime installed: an error with the fix, not a traceback.
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main([*argv, "--backend", "onnx"]) == 2

@@ -869,6 +869,12 @@ def test_settings_that_cannot_work_are_refused(
     assert "1 class (pets): a classifier needs at least two" in capsys.readouterr().err
     assert main(argv) == 2
     assert "--data-dir is needed for --dataset folder" in capsys.readouterr().err
+    # The bundled sample reads no folder: one given is refused, not silently ignored.
+    sample = ["train", "--model", "resnet20", "--dataset", "cifar10-sample"]
+    assert main([*sample, "--data-dir", str(one_class), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {one_class}: --dataset cifar10-sample is bundled" in err
+    assert "--dataset cifar10" in err and not (tmp_path / "r").exists()
 
 
 def test_one_process_at_a_time_trains_in_a_folder(cifar_dir: Path, tmp_path: Path) -> None:

@@ -130,9 +130,12 @@ class Preprocessing:
 
 
 def channel_stats_for(values: Sequence[float], channels: int) -> tuple[float, ...]:
-    """A model's per-channel mean or std for ``channels`` inputs: three values averaged to one
-    for a grayscale model (a converted RGB model keeps its RGB statistics in its config)."""
+    """A model's per-channel mean or std for ``channels`` inputs: one value serves every
+    channel (as torchvision's ``Normalize`` broadcasts it); three are averaged to one for a
+    grayscale model (a converted RGB model keeps its RGB statistics in its config)."""
     values = tuple(float(v) for v in values)
+    if len(values) == 1:
+        return values * channels
     if channels == 1 and len(values) == 3:
         return (sum(values) / 3.0,)
     if len(values) != channels:

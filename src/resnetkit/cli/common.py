@@ -55,10 +55,16 @@ def data_dir_for(
 ) -> Path:
     """The folder a dataset is read from: the bundled ``cifar10-sample`` needs none; every
     other dataset must be told where it is (never the current folder by default)."""
+    if dataset == "cifar10-sample":
+        if data_dir is not None:  # else the folder given would be ignored without a word
+            raise ValueError(
+                f"{flag} {data_dir}: {dataset_flag} cifar10-sample is bundled with resnetkit "
+                f"and reads no folder; drop {flag}, or for the CIFAR-10 there pass "
+                f"{dataset_flag} cifar10"
+            )
+        return Path(".")
     if data_dir is not None:
         return data_dir
-    if dataset == "cifar10-sample":
-        return Path(".")
     raise ValueError(
         f"{flag} is needed for {dataset_flag} {dataset}: the CIFAR root or image folder to "
         "read (only the bundled cifar10-sample needs none)"

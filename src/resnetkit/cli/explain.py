@@ -81,6 +81,11 @@ def run_embed(args: argparse.Namespace) -> int:
     from resnetkit.train.checkpoint import atomic_write_bytes, atomic_write_text
 
     if args.search is not None and not args.search.is_dir():  # before any work
+        if args.search.exists():
+            raise ValueError(
+                f"--search {args.search}: is a file; it takes a folder of images to search "
+                "(the images to embed are the positional arguments)"
+            )
         raise FileNotFoundError(f"--search {args.search}: no such folder of images to search")
     out = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     index_file = out.with_suffix(".json")

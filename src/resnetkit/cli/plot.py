@@ -71,6 +71,11 @@ def load_rows(folder: Path, empty_ok: bool = False) -> list[dict[str, Any]]:
     from resnetkit.train.runlog import read_metrics
 
     path = folder / "metrics.jsonl"
+    if folder.is_file():
+        raise ValueError(
+            f"{folder} is a file, not a run folder: pass the folder that holds metrics.jsonl "
+            "(or that file itself, named metrics.jsonl)"
+        )
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such run folder")
     if not path.exists():

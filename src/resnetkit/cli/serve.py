@@ -113,6 +113,13 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"it with the key first, e.g. {args.api_key_env}=$(openssl rand -hex 24)"
             )
     _check_free(args.host, args.port)  # before the model is loaded
+    max_pixels = int(args.max_megapixels * 1e6)
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        # Pillow's own guard (89 megapixels) would refuse what the user chose to accept; this
+        # process is the server, so its guard follows the server's limit.
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         app = create_app(
             args.model,
@@ -121,7 +128,7 @@ def run_serve(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             max_bytes=int(args.max_body_mib * 1024 * 1024),
-            max_pixels=int(args.max_megapixels * 1e6),
+            max_pixels=max_pixels,
             max_images_per_request=args.max_images,
             api_key=api_key,
         )

@@ -414,7 +414,13 @@ def _required(spec: _Layout, split: str | None) -> tuple[str, ...]:
 
 
 def _not_found_message(
-    root: Path, name: str, split: str | None, layouts: Sequence[str], url: str | None
+    root: Path,
+    name: str,
+    split: str | None,
+    layouts: Sequence[str],
+    url: str | None,
+    *,
+    download_failed: bool = False,
 ) -> str:
     what = _PRETTY[name] if split is None else f"{_PRETTY[name]} '{split}' split"
     lines = [f"{what} not found under root '{root}'."]
@@ -433,11 +439,16 @@ def _not_found_message(
     lines.extend(incomplete)
     download_layout = "binary" if "binary" in layouts else layouts[0]
     spec = _LAYOUTS[(name, download_layout)]
-    lines.append(
-        "To get it, pass download=True to load_cifar (--download where a command has it: "
-        "train, evaluate), or "
-        f"download {_archive_url(spec, url)} and extract it into '{root}'."
-    )
+    archive = _archive_url(spec, url)
+    if download_failed:
+        lines.append(
+            f"Download {archive} on a machine with network access and extract it into '{root}'."
+        )
+    else:
+        lines.append(
+            "To get it, pass download=True to load_cifar (--download where a command has it: "
+            f"train, evaluate, calibrate), or download {archive} and extract it into '{root}'."
+        )
     return "\n".join(lines)
 
 
@@ -502,7 +513,7 @@ def load_cifar(
             download_cifar(name, root, url, layout=download_layout)
         except FileNotFoundError as exc:
             reason = str(exc).splitlines()[0]
-            message = _not_found_message(root, name, split, layouts, url)
+            message = _not_found_message(root, name, split, layouts, url, download_failed=True)
             raise FileNotFoundError(f"{reason}\n{message}") from exc
         found = _find(root, name, split, layouts)
     if found is None:
@@ -604,6 +615,24 @@ def extract_archive(archive: str | Path, dest: str | Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _folders_to_create(path: Path) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed download created (deepest first), while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def download_cifar(
     name: str,
     root: str | Path,
@@ -646,6 +675,7 @@ def download_cifar(
     if all((folder / f).is_file() for f in _required(spec, None)):
         return folder
 
+    created = _folders_to_create(root)
     root.mkdir(parents=True, exist_ok=True)
     expected_md5 = (md5 or spec.md5).lower()
     archive = root / spec.archive
@@ -654,11 +684,13 @@ def download_cifar(
         try:
             fetch(source, archive, "md5", expected_md5, timeout)
         except ChecksumError:
+            _remove_if_empty(created)
             raise
         except (OSError, http.client.HTTPException) as exc:
+            _remove_if_empty(created)
             raise FileNotFoundError(
                 f"could not download {source}: {exc}\n"
-                + _not_found_message(root, name, None, (layout,), url)
+                + _not_found_message(root, name, None, (layout,), url, download_failed=True)
             ) from exc
     extract_archive(archive, root)
     missing = [f for f in _required(spec, None) if not (folder / f).is_file()]

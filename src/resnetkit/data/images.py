@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import struct
 from collections import Counter
 from pathlib import Path
@@ -171,12 +172,25 @@ def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | Non
     except UnidentifiedImageError:
         raise ImageDecodeError(path, REASON_NOT_IMAGE) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Over twice Pillow's limit, refused before the size is known to us; name the
+        # caller's own limit when it is the lower one (its is the one a user can change).
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        limit = Image.MAX_IMAGE_PIXELS
+        if found is not None and (limit is None or max_pixels <= limit):
+            raise ImageDecodeError(
+                path,
+                f"image too large: {int(found[1]):,} pixels exceeds the limit of "
+                f"{max_pixels:,} pixels (possible decompression bomb)",
+            ) from exc
         raise ImageDecodeError(path, f"refused as a possible decompression bomb: {exc}") from exc
     except OSError as exc:
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError(path, REASON_CORRUPT) from exc
     width, height = img.size
+    if width * height > max_pixels:  # the caller's limit first: the one its user can change
+        img.close()
+        raise ImageDecodeError(path, _too_large(width, height, max_pixels))
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
         img.close()
@@ -186,9 +200,6 @@ def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | Non
             f"{width * height:,} pixels, over Pillow's limit of {int(limit):,} "
             "(PIL.Image.MAX_IMAGE_PIXELS)",
         )
-    if width * height > max_pixels:
-        img.close()
-        raise ImageDecodeError(path, _too_large(width, height, max_pixels))
     if width <= 0 or height <= 0:
         img.close()
         raise ImageDecodeError(path, f"image has no pixels ({width}x{height})")

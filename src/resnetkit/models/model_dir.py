@@ -354,10 +354,18 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
     for key in ("input_size", "crop", "resize"):
         if prep.get(key) is not None and not positive_int(prep[key]):
             return f"preprocessing.{key} must be a positive whole number, got {prep[key]!r}"
+    channels = config.get("in_chans", 3)
+    if not positive_int(channels):
+        return f"config.in_chans must be a positive whole number, got {channels!r}"
+    counts = sorted({1, 3, channels} if channels == 1 else {1, channels})
     for key in ("mean", "std"):
         value = prep.get(key)
-        if value is not None and not (numbers(value) and len(value) in (1, 3)):
-            return f"preprocessing.{key} must be a list of 1 or 3 numbers, got {value!r}"
+        if value is not None and not (numbers(value) and len(value) in counts):
+            wanted = " or ".join(map(str, counts))
+            return (
+                f"preprocessing.{key} must be a list of {wanted} numbers for a "
+                f"{channels}-channel model, got {value!r}"
+            )
     if prep.get("std") is not None and any(v <= 0 for v in prep["std"]):
         return f"preprocessing.std must be positive, got {prep['std']!r}"
     if prep.get("pixel_mean") is not None and not numbers(prep["pixel_mean"]):
