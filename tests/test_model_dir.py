@@ -1,9 +1,17 @@
 """Model directories: written atomically, with a model card beside the weights."""
 
+import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
 
 import resnetkit
 from resnetkit.models.model_dir import save_model_dir
+
+PREP = {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 RECIPE = {
     "name": "paper-cifar",
@@ -95,3 +103,59 @@ def test_an_older_directory_with_a_flag_that_did_nothing_still_loads(tmp_path: P
         model = load_model_dir(out)
     assert not model.config.avg_down
     assert any("avg_down has no effect with shortcut 'A'" in str(w.message) for w in caught)
+
+
+def test_a_loaded_models_settings_never_override_the_arguments(tmp_path: Path) -> None:
+    """Passing a loaded model's pretrained_cfg as preprocessing (the natural call) carried
+    its classes and min_confidence along, and they won over the classes given."""
+    first = save_model_dir(
+        resnetkit.create_model("resnet20", num_classes=4),
+        tmp_path / "first",
+        arch="resnet20",
+        classes=["a", "b", "c", "d"],
+        preprocessing=dict(PREP),
+        min_confidence=0.9,
+    )
+    tuned = resnetkit.load_model(first)
+    assert tuned.pretrained_cfg["min_confidence"] == 0.9
+    second = save_model_dir(
+        tuned,
+        tmp_path / "second",
+        arch="resnet20",
+        classes=["ant", "bee", "cow", "dog"],
+        preprocessing=tuned.pretrained_cfg,
+        metrics={"top1": np.float32(91.5), "per_class": torch.tensor([1.0, 2.0])},
+    )
+    meta = json.loads((second / "config.json").read_text())
+    assert set(meta["preprocessing"]) == set(PREP) and "task" not in meta
+    assert meta["metrics"] == {"top1": 91.5, "per_class": [1.0, 2.0]}  # plain JSON numbers
+    again = resnetkit.load_model(second)
+    assert again.pretrained_cfg["classes"] == ["ant", "bee", "cow", "dog"]
+    assert "min_confidence" not in again.pretrained_cfg
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"classes": ["a", "b"]}, "classes: 2 names for a model with 10 outputs"),
+        ({"preprocessing": {**PREP, "std": [0, 0, 0]}}, "preprocessing.std must be positive"),
+        ({"preprocessing": {**PREP, "input_size": "32"}}, "input_size must be a positive"),
+        ({"metrics": {"top1": object()}}, "object .* cannot be written to config.json"),
+    ],
+)
+def test_nothing_is_written_before_everything_is_checked(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    """A bad argument used to fail after the weights were written (or, with replace=True,
+    after a good directory's weights were overwritten under its old config.json)."""
+    model = resnetkit.create_model("resnet20")
+    good = save_model_dir(model, tmp_path / "m", arch="resnet20", classes=[], preprocessing=PREP)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    other = resnetkit.create_model("resnet20")
+    args: dict[str, Any] = {"arch": "resnet20", "classes": [], "preprocessing": PREP, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=message):
+        save_model_dir(other, good, replace=True, **args)
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    with pytest.raises((ValueError, TypeError), match=message):
+        save_model_dir(other, tmp_path / "new", **args)
+    assert not (tmp_path / "new").exists()

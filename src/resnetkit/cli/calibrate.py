@@ -21,8 +21,10 @@ from resnetkit.cli.common import (
 )
 from resnetkit.data.datasets import DATASETS
 
-#: pretrained_cfg entries that are not input preprocessing.
-NOT_PREPROCESSING = ("classes", "metrics", "tag", "recipe", "min_confidence")
+#: pretrained_cfg entries kept out of a calibrated model's preprocessing, besides those
+#: save_model_dir leaves out itself: it is a new model, not the weights tag or recipe it came
+#: from.
+NOT_PREPROCESSING = ("tag", "recipe")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -242,11 +244,7 @@ def _save_calibrated(
         args.out,
         arch=model.name,
         classes=list(cfg["classes"]),
-        preprocessing={
-            k: v
-            for k, v in cfg.items()
-            if k not in (*NOT_PREPROCESSING, "multi_label", "threshold")
-        },
+        preprocessing={k: v for k, v in cfg.items() if k not in NOT_PREPROCESSING},
         metrics=metrics,
         provenance={
             "calibrated_from": str(args.model),

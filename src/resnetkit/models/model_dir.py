@@ -86,9 +86,15 @@ def save_model_dir(
             raise FileExistsError(
                 f"{out} already holds {what}; give a new or empty folder (nothing is overwritten)"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", safetensors_bytes(tensors))
+    if classes and len(classes) != model.num_classes:
+        raise ValueError(
+            f"classes: {len(classes)} names for a model with {model.num_classes} outputs; give "
+            "one name for each output, in the model's order (or none)"
+        )
+    # A loaded model's pretrained_cfg is the natural thing to pass, but it also carries the
+    # classes, metrics and task settings, which have arguments of their own: left in, they
+    # would override those arguments when the directory is loaded.
+    preprocessing = {k: v for k, v in preprocessing.items() if k not in NOT_PREPROCESSING}
     config = asdict(model.config)
     config["layers"] = list(model.config.layers)
     config["widths"] = list(model.config.widths)
@@ -108,12 +114,37 @@ def save_model_dir(
         meta["task"] = {"multi_label": False, "min_confidence": float(min_confidence)}
     if model.features_only:  # a backbone: forward returns these stages' feature maps
         meta["features"] = {"features_only": True, "out_indices": list(model.out_indices)}
-    atomic_write_text(out / "README.md", model_card(meta, model))
-    atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+    # Everything is checked and serialised before the first file is written: a directory is
+    # never left half-written, and never holds what load_model_dir would refuse.
+    text = json.dumps(meta, indent=2, default=_json_value) + "\n"
+    problem = _meta_problem(json.loads(text))
+    if problem:
+        raise ValueError(f"cannot write {out / 'config.json'}: {problem}")
+    card = model_card(meta, model)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out / "model.safetensors", safetensors_bytes(tensors))
+    atomic_write_text(out / "README.md", card)
+    atomic_write_text(out / "config.json", text)
     for entry in out.iterdir():  # temporary copies of an earlier write that was killed
         if any(entry.name.startswith(f".{name}.") for name in MODEL_DIR_FILES):
             entry.unlink(missing_ok=True)
     return out
+
+
+#: Keys of a loaded model's ``pretrained_cfg`` that are not preprocessing: ``save_model_dir``
+#: has arguments for them (or writes them itself), so they are kept out of ``preprocessing``.
+NOT_PREPROCESSING = ("classes", "metrics", "multi_label", "threshold", "min_confidence")
+
+
+def _json_value(value: Any) -> Any:
+    """numpy and torch scalars (and small arrays) as plain JSON numbers and lists."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return value.tolist()
+    raise TypeError(
+        f"{type(value).__name__} {value!r} cannot be written to config.json: give numbers, "
+        "strings, lists and dicts"
+    )
 
 
 def model_card(meta: dict[str, Any], model: ResNet) -> str:
@@ -455,8 +486,8 @@ def load_model_dir(path: str | Path) -> ResNet:
         )
     model.load_state_dict(state, strict=True)
     model.pretrained_cfg = {  # type: ignore[assignment]
-        "classes": meta.get("classes", []),
         **meta.get("preprocessing", {}),
+        "classes": meta.get("classes", []),  # after: config.json's own fields win
         "metrics": meta.get("metrics", {}),
     }
     task = meta.get("task") or {}
