@@ -181,3 +181,29 @@ def test_a_class_named_by_a_number_is_its_name_first() -> None:
     model.pretrained_cfg = {"classes": ["1", "2", "3"], "mean": [0.5] * 3, "std": [0.25] * 3}
     assert [_target(t, model) for t in ("1", "3", "0")] == [0, 2, 0]  # "0": no such name
     assert _target(None, model) is None
+
+
+def test_library_calls_with_one_path_or_a_wrong_target(model_dir: Path, tmp_path: Path) -> None:
+    """embed took a lone folder name letter by letter (0 vectors, a failure per letter), and
+    explain_image wrote its heatmap over the photo it explained, or PNG bytes into a .txt."""
+    model = load_model_dir(model_dir)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(asset("cat.png"), folder / "cat.png")
+    one = embed(model, str(folder))
+    assert one.paths == [str(folder / "cat.png")] and not one.failures
+    np.testing.assert_allclose(one.vectors, embed(model, [folder]).vectors, atol=1e-6)
+    for bad, error in (([], ValueError), (Image.open(folder / "cat.png"), TypeError)):
+        with pytest.raises(error, match="no images given|image file or folder paths"):
+            embed(model, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        embed(model, folder, batch_size=0)
+    photo = folder / "cat.png"
+    before = photo.read_bytes()
+    with pytest.raises(ValueError, match="is the image being explained"):
+        explain_image(model, photo, folder / "." / "cat.png")
+    with pytest.raises(ValueError, match=r"heat.txt: not an image file name"):
+        explain_image(model, photo, tmp_path / "heat.txt")
+    assert photo.read_bytes() == before and not (tmp_path / "heat.txt").exists()
+    explain_image(model, photo, tmp_path / "heat.jpg")
+    assert Image.open(tmp_path / "heat.jpg").format == "JPEG"

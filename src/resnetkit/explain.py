@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnetkit.models.resnet import ResNet
-from resnetkit.predict import Preprocessing, collect_images, image_batches
+from resnetkit.predict import Preprocessing, collect_images, image_batches, image_inputs
 from resnetkit.train.checkpoint import atomic_write_bytes
 
 
@@ -77,6 +77,12 @@ def explain_image(
     from resnetkit.data.images import load_image
     from resnetkit.models.loading import preprocessing_of
 
+    out = Path(out)
+    kind = Image.registered_extensions().get(out.suffix.lower())  # .jpg -> JPEG...
+    if kind is None:
+        raise ValueError(f"{out}: not an image file name; give one ending in .png or .jpg")
+    if out.exists() and out.resolve() == Path(image_path).resolve():
+        raise ValueError(f"{out} is the image being explained: give another file for the overlay")
     prep = Preprocessing.of(model)
     failures: list[dict[str, str]] = []
     batches = list(image_batches([Path(image_path)], prep, 1, failures))
@@ -100,8 +106,6 @@ def explain_image(
     coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
     blend = (1 - alpha) * np.asarray(shown, dtype=np.float64) / 255 + alpha * coloured
     buffer = io.BytesIO()
-    out = Path(out)
-    kind = Image.registered_extensions().get(out.suffix.lower(), "PNG")  # .jpg -> JPEG...
     Image.fromarray((blend.clip(0, 1) * 255).astype(np.uint8)).save(buffer, format=kind)
     atomic_write_bytes(out, buffer.getvalue())
     classes = preprocessing_of(model)["classes"]
@@ -140,16 +144,23 @@ def pooled_features(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
 
 @torch.no_grad()
 def embed(
-    model: ResNet, inputs: list[str | Path], *, batch_size: int = 64, normalize: bool = False
+    model: ResNet,
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    batch_size: int = 64,
+    normalize: bool = False,
 ) -> Embeddings:
     """Pooled features (the classifier's input) of every readable image in ``inputs``.
 
     Args:
         model: a ResNet.
-        inputs: image files and/or folders (searched recursively).
+        inputs: image files and/or folders (searched recursively), or one of them.
         batch_size: images per forward pass.
         normalize: L2-normalise each vector (for cosine similarity).
     """
+    inputs = image_inputs(inputs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     was_training = model.training
     model.eval()
     files, failures = collect_images(inputs)

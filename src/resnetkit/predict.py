@@ -143,6 +143,27 @@ def channel_stats_for(values: Sequence[float], channels: int) -> tuple[float, ..
     return values
 
 
+def image_inputs(inputs: Any) -> list[str | Path]:
+    """``inputs`` of :func:`predict` and :func:`~resnetkit.explain.embed` as a list of paths:
+    one path becomes a list of one (a string is not iterated letter by letter); anything but
+    paths, or none at all, is refused with what to pass instead."""
+    if isinstance(inputs, str | Path | bytes | bytearray):
+        inputs = [inputs]  # bytes are refused below, with the way to classify them
+    try:
+        inputs = list(inputs)  # a generator would be used up by the check below
+    except TypeError:
+        inputs = [inputs]  # a PIL image or an array: refused below
+    if not all(isinstance(item, str | Path) for item in inputs):
+        raise TypeError(
+            "inputs must be image file or folder paths (str or Path); for encoded bytes or "
+            "decoded images, prepare them with Preprocessing.of(model).transform() and call "
+            "the model, or use `resnetkit serve`"
+        )
+    if not inputs:
+        raise ValueError("no images given: pass image files and/or folders")
+    return inputs
+
+
 def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
     """Expand folders (recursively, sorted) into image files; keep named files as given.
 
@@ -220,19 +241,7 @@ def predict(
     from resnetkit.data.multilabel import check_threshold, model_threshold
     from resnetkit.models.loading import load_classifier
 
-    if isinstance(inputs, str | Path):
-        inputs = [inputs]
-    if isinstance(inputs, bytes | bytearray):
-        inputs = [inputs]  # refused below, with the way to classify bytes
-    inputs = list(inputs)  # a generator would be used up by the check below
-    if not all(isinstance(item, str | Path) for item in inputs):
-        raise TypeError(
-            "inputs must be image file or folder paths (str or Path); for encoded bytes, "
-            "decode with resnetkit.data.images.load_image and call the model, or use "
-            "`resnetkit serve`"
-        )
-    if not inputs:
-        raise ValueError("no images given: pass image files and/or folders")
+    inputs = image_inputs(inputs)
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
     net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else unwrap(model)
