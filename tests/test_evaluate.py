@@ -204,6 +204,16 @@ def test_ten_crop_matches_hand_computation(setup: dict) -> None:
     assert np.mean(pred == setup["logits"].argmax(1).numpy()) >= 0.5
 
 
+def test_a_model_given_by_its_path_is_loaded(setup: dict) -> None:
+    """evaluate_model took a path as a model without a head ("nothing to evaluate"); predict
+    takes one, and now evaluate_model too."""
+    by_path = evaluate_model(str(setup["model_dir"]), "cifar10", setup["data"])
+    loaded = evaluate_model(load_model(setup["model_dir"]), "cifar10", setup["data"])
+    assert by_path["top1"] == loaded["top1"] == 50.0 and by_path["loss"] == loaded["loss"]
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        evaluate_model(setup["model_dir"], "cifar10", setup["data"], batch_size=0)
+
+
 def test_class_mismatch_is_explained(setup: dict) -> None:
     model = create_model("resnet20", num_classes=5)
     with pytest.raises(ValueError, match="5 classes.*has 10"):

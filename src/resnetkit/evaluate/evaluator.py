@@ -58,7 +58,7 @@ from resnetkit.evaluate.folders import (
     to_model_channels,
 )
 from resnetkit.evaluate.metrics import evaluate_batches
-from resnetkit.models.loading import preprocessing_of
+from resnetkit.models.loading import load_classifier, preprocessing_of
 from resnetkit.predict import channel_stats_for, unsure_below
 
 CIFAR_SIZE = 32
@@ -249,7 +249,7 @@ def _pixel_mean(cfg: dict[str, Any], size: int) -> Tensor | None:
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: nn.Module | str | Path,
     dataset: str,
     data_dir: str | Path,
     *,
@@ -270,7 +270,9 @@ def evaluate_model(
 
     Args:
         model: a classifier with ``num_classes`` (and ideally ``pretrained_cfg``, see
-            :func:`~resnetkit.models.loading.preprocessing_of`), e.g. from ``load_model``.
+            :func:`~resnetkit.models.loading.preprocessing_of`), e.g. from ``load_model``;
+            or what ``load_model`` takes (a weights tag, a model directory, an exported
+            ``.onnx`` file), loaded here.
         dataset: ``cifar10``, ``cifar100``, ``folder`` or ``cifar10-sample`` (bundled).
         data_dir: where the data lies (see :func:`load_eval_data`).
         split: which split (``test``/``train`` for CIFAR, a sub-folder for folders).
@@ -306,6 +308,10 @@ def evaluate_model(
         ValueError: unknown dataset, the model's class count differs from the data's, or
             ``scales`` asked for with CIFAR or together with ``ten_crop``.
     """
+    if isinstance(model, str | Path):  # as predict takes it
+        model = load_classifier(model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = resolve_device(device)  # before the data is read
     own = model_threshold(model)
     own_size = preprocessing_of(model)["input_size"]
