@@ -221,6 +221,17 @@ def test_export_checks_arguments(resnet20: ResNet, tmp_path: Path) -> None:
         export_model(resnet20, "onnx", tmp_path / "m.ts")
     with pytest.raises(ValueError, match="is not an ONNX, TorchScript or ExportedProgram file"):
         read_metadata(Path(__file__))
+    # Found out before the export runs (a folder failed only at the final rename, leaving
+    # m.unverified behind; a NaN tolerance read as a failed verification).
+    (tmp_path / "exp").mkdir()
+    with pytest.raises(IsADirectoryError, match="exp is a folder: give a file name"):
+        export_model(resnet20, "torchscript", tmp_path / "exp")
+    for tolerance in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="tolerance must be a positive number"):
+            export_model(resnet20, "torchscript", tmp_path / "m.pt", tolerance=tolerance)
+    with pytest.raises(ValueError, match="input_size must be at least 1 pixel, got 0"):
+        export_model(resnet20, "torchscript", tmp_path / "m.pt", input_size=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
 def _corrupt_runtime(monkeypatch: pytest.MonkeyPatch, offset: float) -> None:

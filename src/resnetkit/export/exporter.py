@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -208,6 +209,12 @@ def export_model(
         raise ValueError(f"--half applies to ONNX only, not to {fmt}")
     if tolerance is None:
         tolerance = HALF_TOLERANCE if half else DEFAULT_TOLERANCE
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    if input_size is not None and input_size < 1:
+        raise ValueError(f"input_size must be at least 1 pixel, got {input_size}")
+    if fmt != "coreml" and Path(out).is_dir():  # found out before the export, not after it
+        raise IsADirectoryError(f"{out} is a folder: give a file name such as model.onnx")
     if fmt in FIXED_BATCH_FORMATS and dynamic_batch:
         raise ValueError(
             f"{fmt} files have a fixed batch size here: export without --dynamic-batch "
