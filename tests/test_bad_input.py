@@ -5,6 +5,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -284,3 +285,33 @@ def test_export_tolerance_must_be_a_positive_number(capsys: pytest.CaptureFixtur
     argv = ["export", "--model", "resnet20.cifar10", "--format", "onnx", "--out", "x.onnx"]
     for bad in ("-1", "0", "nan"):
         assert "must be a number > 0" in parse_error([*argv, "--tolerance", bad], capsys)
+
+
+def test_the_in_memory_loader_names_what_is_wrong_with_its_input() -> None:
+    """load_cifar gives (N, H, W, C) numpy arrays: passed on as they are, they failed at the
+    first batch with a torch broadcast error, or (numpy) with a message that read as right."""
+    import numpy as np
+
+    from resnetkit.data.fast import Normalization, TensorLoader, to_nchw_tensor
+
+    nhwc = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    labels = torch.zeros(4, dtype=torch.long)
+    norm = Normalization((0.5,) * 3, (0.25,) * 3)
+    with pytest.raises(TypeError, match="got ndarray: convert .*to_nchw_tensor"):
+        TensorLoader(nhwc, labels, 2, norm, train=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\(4, 8, 8, 3\) look like \(N, H, W, C\)"):
+        TensorLoader(torch.from_numpy(nhwc), labels, 2, norm, train=True)
+    images = to_nchw_tensor(nhwc)
+    for kwargs, message in (
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"sample_weights": torch.ones(3)}, "3 sample_weights for 4 images: give one each"),
+        ({"normalization": Normalization((0.5,) * 2, (0.25,) * 2)}, "2 values per statistic"),
+    ):
+        args: dict[str, Any] = {"batch_size": 2, "normalization": norm, **kwargs}
+        with pytest.raises(ValueError, match=message):
+            TensorLoader(images, labels, train=True, **args)
+    with pytest.raises(ValueError, match="std must be positive"):
+        Normalization((0.5,) * 3, (0.25, 0.0, 0.25))
+    with pytest.raises(ValueError, match="2 mean values but 3 std values"):
+        Normalization((0.5,) * 2, (0.25,) * 3)
+    assert len(list(TensorLoader(images, labels, 2, norm, train=True))) == 2

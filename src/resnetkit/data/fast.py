@@ -37,6 +37,12 @@ class Normalization:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
+    def __post_init__(self) -> None:
+        if self.pixel_mean is None and len(self.mean) != len(self.std):
+            raise ValueError(f"{len(self.mean)} mean values but {len(self.std)} std values")
+        if not all(s > 0 for s in self.std):  # NaN fails too
+            raise ValueError(f"std must be positive (one value per channel), got {self.std}")
+
     def stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(subtrahend, divisor) on ``device``, broadcastable over (B, C, H, W): the
         normalised input is ``(pixels / 255 - subtrahend) / divisor``."""
@@ -146,13 +152,35 @@ class TensorLoader:
         sample_weights: Tensor | None = None,
         repetitions: int = 1,
     ) -> None:
+        if not isinstance(images, Tensor):
+            raise TypeError(
+                f"images must be a torch tensor, got {type(images).__name__}: convert CIFAR's "
+                "(N, H, W, C) arrays with resnetkit.data.fast.to_nchw_tensor"
+            )
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
                 f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} "
                 f"{tuple(images.shape)}"
             )
+        if images.shape[1] not in (1, 3) and images.shape[3] in (1, 3):
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} look like (N, H, W, C): convert them "
+                "with resnetkit.data.fast.to_nchw_tensor"
+            )
+        channels = normalization.pixel_mean is None and len(normalization.mean)
+        if channels and channels not in (1, images.shape[1]):
+            raise ValueError(
+                f"normalization has {channels} values per statistic for {images.shape[1]}-channel "
+                "images"
+            )
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if sample_weights is not None and len(sample_weights) != len(images):
+            raise ValueError(
+                f"{len(sample_weights)} sample_weights for {len(images)} images: give one each"
+            )
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
