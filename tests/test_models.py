@@ -198,6 +198,20 @@ def test_unknown_model_suggests_close_names() -> None:
         create_model("resnt50")
 
 
+def test_a_path_or_a_model_in_the_wrong_function_is_named() -> None:
+    """create_model(Path) failed inside the Hub name check ('no attribute startswith');
+    load_model(model) inside pathlib ('expected str, bytes or os.PathLike')."""
+    from pathlib import Path
+
+    with pytest.raises(TypeError, match=r"model name \(str\), got .*runs/x.*use resnetkit.load_"):
+        create_model(Path("runs/x/model"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model name"):
+        create_model(None)  # type: ignore[arg-type]
+    model = create_model("resnet20")
+    with pytest.raises(TypeError, match="got ResNet: it is already a model .*load_checkpoint"):
+        resnetkit.load_model(model)  # type: ignore[arg-type]
+
+
 def test_option_values_are_checked_as_given() -> None:
     with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\), got 2.0"):
         create_model("resnet20", drop_path_rate=2.0)  # not the first block's share of it

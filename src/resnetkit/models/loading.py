@@ -7,6 +7,7 @@ and plain containers (a whole pickled model, a custom class) is refused, never u
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -61,7 +62,17 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
             keys or shapes that do not fit the architecture, or a name that is neither a path
             nor a packaged tag.
         FileNotFoundError: a path-like name that does not exist, or an incomplete directory.
+        TypeError: ``name_or_dir`` is neither a string nor a path (a model is already loaded).
     """
+    if not isinstance(name_or_dir, str | os.PathLike):
+        hint = (
+            ": it is already a model (to load weights into it, use resnetkit.load_checkpoint)"
+            if isinstance(name_or_dir, nn.Module)
+            else ""
+        )
+        raise TypeError(
+            f"load_model takes a name or a path, got {type(name_or_dir).__name__}{hint}"
+        )
     path = Path(name_or_dir).expanduser()
     if options and not (path.is_file() and arch is not None):
         raise ValueError(

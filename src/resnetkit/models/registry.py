@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any, get_args, get_origin, get_type_hints
@@ -232,12 +233,19 @@ def create_model(
         UnknownModelError: the name is not registered (the message lists close matches).
         UnknownWeightsError: no weights go by the tag (a ``KeyError`` and a ``ValueError``;
             the message lists close matches).
-        TypeError: an option is unknown (the message lists the valid ones), or
-            ``pretrained`` is not a bool.
+        TypeError: ``name`` is not a string (a path: use ``load_model``), an option is
+            unknown (the message lists the valid ones), or ``pretrained`` is not a bool.
         ValueError: ``pretrained`` with an option that changes what the weights compute.
     """
     from resnetkit.models import hf_hub
 
+    if not isinstance(name, str):
+        hint = (
+            ": for a model directory or a weights file, use resnetkit.load_model(PATH)"
+            if isinstance(name, os.PathLike)
+            else ""
+        )
+        raise TypeError(f"create_model takes a model name (str), got {name!r}{hint}")
     _check_options(name, config_changes)
     if isinstance(pretrained, str):  # a tag passed here would load another one silently
         raise TypeError(
