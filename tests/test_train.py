@@ -1044,6 +1044,14 @@ def test_batches_are_augmented_on_the_device_without_waiting_for_it() -> None:
 def test_train_spec_takes_paths_as_strings() -> None:
     spec = TrainSpec("resnet20", "cifar10", "data", "runs/a", load_recipe("fast-cifar"))  # type: ignore[arg-type]
     assert spec.data_dir == Path("data") and spec.out / "model" == Path("runs/a/model")
+    # A recipe by name too (it failed later on a str's missing train_image_size), and
+    # override's dict asked for by name (it failed on a str's missing items).
+    named = TrainSpec("resnet20", "cifar10", "data", "runs/a", "fast-cifar")  # type: ignore[arg-type]
+    assert named.recipe == load_recipe("fast-cifar")
+    with pytest.raises(TypeError, match="recipe must be a Recipe, a built-in recipe's name"):
+        TrainSpec("resnet20", "cifar10", "data", "runs/a", {"lr": 0.1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"override takes a dict of fields, such as \{'lr'"):
+        load_recipe("fast-cifar").override("lr=0.1")  # type: ignore[arg-type]
 
 
 def test_adamw_without_decay_on_norms_and_biases_trains_and_resumes_exactly(

@@ -12,7 +12,7 @@ import torch
 from resnetkit.data.fast import Normalization
 from resnetkit.models.loading import load_model, preprocessing_of
 from resnetkit.train.checkpoint import atomic_write_text
-from resnetkit.train.recipe import Recipe, load_recipe
+from resnetkit.train.recipe import Recipe, as_recipe
 from resnetkit.train.trainer import TrainResult, TrainSpec, train
 
 
@@ -28,7 +28,7 @@ def finetune(
     out: Path,
     *,
     arch: str | None = None,
-    recipe: Recipe | None = None,
+    recipe: Recipe | str | Path | None = None,
     scratch: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -44,7 +44,7 @@ def finetune(
         data: the image folder.
         out: run directory; the fine-tuned model lands in ``out/model``.
         arch: architecture of a bare checkpoint file.
-        recipe: defaults to the built-in ``finetune`` recipe.
+        recipe: a Recipe, or a built-in recipe's name or a YAML path; default ``finetune``.
         scratch: same architecture and preprocessing but random weights (the baseline that
             fine-tuning should beat).
         resume: continue an interrupted run in ``out``.
@@ -84,7 +84,7 @@ def finetune_spec(
     out: Path,
     *,
     arch: str | None = None,
-    recipe: Recipe | None = None,
+    recipe: Recipe | str | Path | None = None,
     scratch: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -97,7 +97,7 @@ def finetune_spec(
     ``train_image_size``, else the model's own input size."""
     from resnetkit.models.resnet import ResNet
 
-    recipe = recipe or load_recipe("finetune")
+    recipe = as_recipe(recipe or "finetune")
     model = load_model(source, arch=arch)
     pre = preprocessing_of(model)
     source_side, source_resize = int(pre["input_size"]), int(pre.get("resize") or 0)

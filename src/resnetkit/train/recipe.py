@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -272,6 +274,10 @@ class Recipe:
 
     def override(self, changes: dict[str, Any]) -> Recipe:
         """A copy with some fields changed; values given as strings are parsed to the field type."""
+        if not isinstance(changes, Mapping):
+            raise TypeError(
+                f"override takes a dict of fields, such as {{'lr': 0.1}}, got {changes!r}"
+            )
         known = {f.name: f for f in fields(self)}
         parsed: dict[str, Any] = {}
         for key, value in changes.items():
@@ -402,6 +408,19 @@ def builtin_recipes() -> list[str]:
     """Names of the recipes shipped with resnetkit."""
     folder = resources.files("resnetkit.recipes")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def as_recipe(recipe: Recipe | str | Path) -> Recipe:
+    """``recipe`` itself, or the built-in recipe or YAML file it names (for the library
+    functions that take a recipe: ``TrainSpec``, ``finetune``)."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, str | os.PathLike):
+        return load_recipe(recipe)
+    raise TypeError(
+        f"recipe must be a Recipe, a built-in recipe's name or a YAML path, got "
+        f"{type(recipe).__name__}"
+    )
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

@@ -50,7 +50,7 @@ from resnetkit.train.data_setup import build_train_data, training_side
 from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
 from resnetkit.train.provenance import provenance
-from resnetkit.train.recipe import Recipe, check_run_length
+from resnetkit.train.recipe import Recipe, as_recipe, check_run_length
 from resnetkit.train.run_folder import (
     check_out_folder,
     check_same_recipe,
@@ -73,7 +73,7 @@ class TrainSpec:
     dataset: str
     data_dir: Path  # a str is taken too
     out: Path
-    recipe: Recipe
+    recipe: Recipe  # a name or YAML path is taken too
     resume: bool = False
     download: bool = False
     train_subset: int = 0
@@ -103,6 +103,7 @@ class TrainSpec:
         # strings are paths too (TrainSpec(..., data_dir="data", out="runs/a"))
         self.data_dir = Path(self.data_dir)
         self.out = Path(self.out)
+        self.recipe = as_recipe(self.recipe)
 
 
 @dataclass
