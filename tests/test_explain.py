@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import resnetkit
 from resnetkit.cli.main import main
 from resnetkit.explain import embed, explain_image, grad_cam, nearest
 from resnetkit.models.model_dir import load_model_dir, save_model_dir
@@ -207,3 +208,15 @@ def test_library_calls_with_one_path_or_a_wrong_target(model_dir: Path, tmp_path
     assert photo.read_bytes() == before and not (tmp_path / "heat.txt").exists()
     explain_image(model, photo, tmp_path / "heat.jpg")
     assert Image.open(tmp_path / "heat.jpg").format == "JPEG"
+
+
+def test_a_target_that_is_not_a_class_index_is_refused(model_dir: Path) -> None:
+    """target=2.7 explained class 2 without a word; "cat" failed in int()."""
+    model = load_model_dir(model_dir)
+    x = torch.zeros(1, 3, 32, 32)
+    for target in (2.7, "cat", True):
+        with pytest.raises(TypeError, match="target must be a class index"):
+            grad_cam(model, x, target)  # type: ignore[arg-type]
+    assert grad_cam(model, x, np.int64(2))[1] == 2
+    with pytest.raises(ValueError, match="arch is for a model given by its file"):
+        resnetkit.predict(model, [asset("cat.png")], arch="resnet56")

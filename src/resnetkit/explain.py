@@ -37,6 +37,10 @@ def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tenso
         raise ValueError(
             f"grad_cam explains one image at a time: (1, C, H, W), got {tuple(x.shape)}"
         )
+    if target is not None and (
+        isinstance(target, bool) or not isinstance(target, int | np.integer)
+    ):
+        raise TypeError(f"target must be a class index (a whole number), got {target!r}")
     was_training = model.training
     model.eval()
     try:

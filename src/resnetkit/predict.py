@@ -244,6 +244,10 @@ def predict(
     inputs = image_inputs(inputs)
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
+    if arch is not None and not isinstance(model, str | Path):
+        raise ValueError(
+            "arch is for a model given by its file (a bare checkpoint); this one is loaded already"
+        )
     net = load_classifier(model, arch=arch) if isinstance(model, str | Path) else unwrap(model)
     classes = class_names(net)
     own_threshold = model_threshold(net)
