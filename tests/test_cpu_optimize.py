@@ -114,3 +114,22 @@ def test_chunks_give_the_same_result_as_one_piece(one_thread: None) -> None:
 def test_unknown_method() -> None:
     with pytest.raises(ValueError, match="choose one of onednn-graph, inductor"):
         optimize_for_cpu(create_model("resnet20"), torch.randn(1, 3, 32, 32), "tvm")  # type: ignore[arg-type]
+
+
+def test_inputs_of_the_wrong_shape_or_dtype_get_the_models_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An example without its batch dimension was blamed on the compiler ("onednn-graph
+    failed here (IndexError...)"), and the compiled function took anything to its
+    interpreter's traceback."""
+    shapes: list[int] = []
+    _recording_backend(monkeypatch, shapes)
+    model = create_model("resnet20").eval()
+    with pytest.raises(ValueError, match=r"4-D input .* x.unsqueeze\(0\)"):
+        optimize_for_cpu(model, torch.randn(3, 32, 32))
+    run = optimize_for_cpu(model, torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="looks channels-last"):
+        run(torch.randn(2, 32, 32, 3))
+    with pytest.raises(TypeError, match=r"float32 inputs .* got torch.uint8: convert"):
+        run(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    assert run(torch.randn(3, 3, 32, 32)).shape == (3, 10) and shapes[-1] == 3

@@ -89,6 +89,9 @@ def optimize_for_cpu(
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if chunk_size is not None and chunk_size < 0:
         raise ValueError(f"chunk_size must be >= 0 (0: automatic) or None, got {chunk_size}")
+    check = getattr(model, "check_input", None)  # a ResNet's: the shape it takes, named
+    if check is not None:
+        check(example)  # a wrong shape is the caller's, not the compiler's failure
     if chunk_size == 0:
         chunk_size = chunk_for(example.shape[-2], example.shape[-1])
     eager = copy.deepcopy(model).cpu().float().eval().requires_grad_(False)
@@ -113,7 +116,26 @@ def optimize_for_cpu(
             f"{method} output differs from eager by {diff:.2e} (> {allowed:.1e}, {tolerance:.3g} "
             "of the largest output); do not use it for this model"
         )
-    return run
+    return _checked(run, check)
+
+
+def _checked(
+    run: Callable[[Tensor], Tensor], check: Callable[[Tensor], None] | None
+) -> Callable[[Tensor], Tensor]:
+    """``run`` behind the model's own input checks (the compiled graph skips its forward),
+    so a wrong shape or dtype gets the model's message, not an interpreter traceback."""
+
+    def checked(x: Tensor) -> Tensor:
+        if check is not None:
+            check(x)
+        if x.dtype != torch.float32:
+            raise TypeError(
+                f"the optimised model takes float32 inputs (normalised images), got {x.dtype}: "
+                "convert with x.float()"
+            )
+        return run(x)
+
+    return checked
 
 
 def _in_chunks(
