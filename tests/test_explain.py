@@ -220,3 +220,10 @@ def test_a_target_that_is_not_a_class_index_is_refused(model_dir: Path) -> None:
     assert grad_cam(model, x, np.int64(2))[1] == 2
     with pytest.raises(ValueError, match="arch is for a model given by its file"):
         resnetkit.predict(model, [asset("cat.png")], arch="resnet56")
+
+
+def test_a_backbone_has_nothing_to_explain() -> None:
+    """A features_only model was explained through the head it does not use."""
+    backbone = create_model("resnet20", features_only=True)
+    with pytest.raises(ValueError, match="features_only backbone: it has no class scores"):
+        grad_cam(backbone, torch.zeros(1, 3, 32, 32))

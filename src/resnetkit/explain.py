@@ -41,6 +41,11 @@ def grad_cam(model: ResNet, x: Tensor, target: int | None = None) -> tuple[Tenso
         isinstance(target, bool) or not isinstance(target, int | np.integer)
     ):
         raise TypeError(f"target must be a class index (a whole number), got {target!r}")
+    if getattr(model, "features_only", False):
+        raise ValueError(
+            f"{model.name} is a features_only backbone: it has no class scores to explain; "
+            "load the classifier it came from"
+        )
     was_training = model.training
     model.eval()
     try:
