@@ -85,6 +85,16 @@ def test_torchvision_round_trip(name: str) -> None:
     assert_same(out(back, x), out(reference, x))
 
 
+def test_load_checkpoint_names_a_model_that_is_not_a_resnet(tmp_path: Path) -> None:
+    """Another network, or the arguments swapped, failed on a missing 'name' attribute or
+    inside pathlib."""
+    state = create_model("resnet20").state_dict()
+    with pytest.raises(TypeError, match="into a resnetkit ResNet, got Linear as model"):
+        load_checkpoint(torch.nn.Linear(2, 2), state)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got str as model: the arguments look swapped"):
+        load_checkpoint("w.pt", create_model("resnet20"))  # type: ignore[arg-type]
+
+
 def test_torchvision_weights_into_a_v1_model_load_with_a_note() -> None:
     """torchvision's and timm's ResNets are all v1.5, which shapes cannot show: loading their
     names into a v1 model says so (a note: a bare state dict with these names may be v1)."""

@@ -373,7 +373,15 @@ def load_checkpoint(
     Raises:
         CheckpointMismatchError: keys or shapes that do not fit (and were not adapted on
             request), or a source whose stride placement (v1/v1.5) differs from the model's.
+        TypeError: ``model`` is not a resnetkit ResNet (arguments swapped, or another
+            network: load its weights with ``load_state_dict``).
     """
+    if not isinstance(model, ResNet):
+        raise TypeError(
+            f"load_checkpoint(model, source) loads into a resnetkit ResNet, got "
+            f"{type(model).__name__} as model"
+            + (": the arguments look swapped" if isinstance(model, str | Path) else "")
+        )
     ckpt = read_checkpoint(source, source_format)
     report = LoadReport(ckpt.source, ckpt.source_format, model.name, notes=list(ckpt.notes))
     state = dict(ckpt.state)
