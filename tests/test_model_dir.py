@@ -138,6 +138,7 @@ def test_a_loaded_models_settings_never_override_the_arguments(tmp_path: Path) -
     ("kwargs", "message"),
     [
         ({"classes": ["a", "b"]}, "classes: 2 names for a model with 10 outputs"),
+        ({"classes": "a,b"}, "classes must be a list of names, got 'a,b'"),
         ({"preprocessing": {**PREP, "std": [0, 0, 0]}}, "preprocessing.std must be positive"),
         ({"preprocessing": {**PREP, "input_size": "32"}}, "input_size must be a positive"),
         ({"metrics": {"top1": object()}}, "object .* cannot be written to config.json"),

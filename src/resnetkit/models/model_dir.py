@@ -86,7 +86,7 @@ def save_model_dir(
             raise FileExistsError(
                 f"{out} already holds {what}; give a new or empty folder (nothing is overwritten)"
             )
-    if classes and len(classes) != model.num_classes:
+    if isinstance(classes, list) and classes and len(classes) != model.num_classes:
         raise ValueError(
             f"classes: {len(classes)} names for a model with {model.num_classes} outputs; give "
             "one name for each output, in the model's order (or none)"
