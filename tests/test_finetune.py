@@ -314,7 +314,7 @@ def test_finetune_keeps_the_models_own_resize_ratio(folder: Path, tmp_path: Path
 def _source32(tmp_path: Path) -> Path:
     pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
     return save_model_dir(
-        create_model("resnet20"),
+        create_model("resnet20", num_classes=2),
         tmp_path / "s32",
         arch="resnet20",
         classes=["a", "b"],

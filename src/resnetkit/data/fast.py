@@ -40,8 +40,6 @@ class Normalization:
     def __post_init__(self) -> None:
         if self.pixel_mean is None and len(self.mean) != len(self.std):
             raise ValueError(f"{len(self.mean)} mean values but {len(self.std)} std values")
-        if not all(s > 0 for s in self.std):  # NaN fails too
-            raise ValueError(f"std must be positive (one value per channel), got {self.std}")
 
     def stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(subtrahend, divisor) on ``device``, broadcastable over (B, C, H, W): the
