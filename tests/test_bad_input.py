@@ -313,3 +313,23 @@ def test_the_in_memory_loader_names_what_is_wrong_with_its_input() -> None:
     with pytest.raises(ValueError, match="2 mean values but 3 std values"):
         Normalization((0.5,) * 2, (0.25,) * 3)
     assert len(list(TensorLoader(images, labels, 2, norm, train=True))) == 2
+
+
+def test_a_training_normalization_of_the_wrong_channel_count_is_refused_before_writing(
+    tmp_path: Path,
+) -> None:
+    """Found only when the loader was built, after the run folder was written."""
+    from functools import partial
+
+    from resnetkit.train.trainer import TrainSpec
+
+    out = tmp_path / "run"
+    spec = partial(TrainSpec, "resnet20", "cifar10-sample", tmp_path, out, "fast-cifar")
+    with pytest.raises(ValueError, match=r"2 values per statistic for 3-channel model inputs"):
+        spec(normalization=((0.5, 0.5), (0.25, 0.25)))
+    with pytest.raises(ValueError, match="2 mean values but 3 std values"):
+        spec(normalization=((0.5, 0.5), (0.25,) * 3))
+    assert not out.exists()
+    # one value serves every channel
+    grey = spec(normalization=((0.5,), (0.25,)), model_options={"in_chans": 1})
+    assert grey.normalization.mean == (0.5,)  # type: ignore[union-attr]

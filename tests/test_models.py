@@ -243,6 +243,18 @@ def test_bad_input_says_the_expected_shape(shape: tuple[int, ...], match: str) -
         model(torch.randn(shape))
 
 
+def test_input_that_is_not_a_float_tensor_is_named() -> None:
+    """A numpy array failed on ``.dim()`` (AttributeError), uint8 pixels inside conv1."""
+    import numpy as np
+
+    model = create_model("resnet20").eval()
+    with pytest.raises(TypeError, match="takes a torch tensor .*got ndarray.*from_numpy"):
+        model(np.zeros((1, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(TypeError, match="floating-point input, got torch.uint8.*Preprocessing"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    assert model(torch.zeros(1, 3, 32, 32, dtype=torch.float64).float()).shape == (1, 10)
+
+
 def test_in_chans_and_num_classes() -> None:
     model = create_model("resnet20", in_chans=1, num_classes=7)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)

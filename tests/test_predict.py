@@ -266,6 +266,9 @@ def test_predict_takes_any_iterable_and_refuses_a_backbone(tmp_path: Path) -> No
         predict(backbone, ASSETS)
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_model("./no-such-model")  # a path, not a tag to look up
+    for name, value in (("top_k", 2.5), ("top_k", "3"), ("batch_size", True)):
+        with pytest.raises(ValueError, match=f"{name} must be at least 1 .*got {value!r}"):
+            predict(model, ASSETS, **{name: value})  # torch's errors, or one image a batch
 
 
 def test_predict_takes_another_librarys_resnet() -> None:
@@ -292,6 +295,8 @@ def test_the_models_preprocessing_is_public() -> None:
     prep = resnetkit.Preprocessing.of(model)
     assert (prep.image_size, prep.resize, prep.mean) == (32, 32, tuple(CIFAR_MEAN["cifar10"]))
     x = prep.transform()(Image.open(ASSETS[0]).convert("RGB"))
+    # another mode is converted as image files are (RGBA failed: four channels, three means)
+    assert torch.equal(prep.transform()(Image.open(ASSETS[0]).convert("RGBA")), x)
     with torch.no_grad():
         probs = model(x.unsqueeze(0)).softmax(1)[0]
     top = predict(model, ASSETS[:1], top_k=1).predictions[0]["top_k"][0]

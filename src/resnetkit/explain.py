@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnetkit.models.resnet import ResNet
-from resnetkit.predict import Preprocessing, collect_images, image_batches, image_inputs
+from resnetkit.predict import (
+    Preprocessing,
+    check_counts,
+    collect_images,
+    image_batches,
+    image_inputs,
+)
 from resnetkit.train.checkpoint import atomic_write_bytes
 
 
@@ -168,8 +174,7 @@ def embed(
         normalize: L2-normalise each vector (for cosine similarity).
     """
     inputs = image_inputs(inputs)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_counts(batch_size=batch_size)
     was_training = model.training
     model.eval()
     files, failures = collect_images(inputs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,12 @@ class Preprocessing:
         )
 
     def transform(self) -> Callable[[Image.Image], Tensor]:
-        """A function from a decoded RGB image to the model's (C, H, W) float32 input."""
+        """A function from a decoded image to the model's (C, H, W) float32 input. Images of
+        other modes (RGBA, palette, grayscale, 16-bit...) are converted to RGB first as image
+        files are (:func:`~resnetkit.data.images.to_rgb`: transparency onto white)."""
+        from PIL.Image import Image as PILImage
+
+        from resnetkit.data.images import to_rgb
         from resnetkit.data.transforms import build_eval_transform
 
         # With a per-pixel mean the transform only scales to 0-1; the mean image is
@@ -123,6 +129,8 @@ class Preprocessing:
         gray = self.channels == 1
 
         def to_input(image: Image.Image) -> Tensor:
+            if isinstance(image, PILImage):  # RGBA gave four channels to three means
+                image = to_rgb(image)
             x: Tensor = base(image.convert("L") if gray else image)
             return x - pixel_mean if pixel_mean is not None else x
 
@@ -141,6 +149,14 @@ def channel_stats_for(values: Sequence[float], channels: int) -> tuple[float, ..
     if len(values) != channels:
         raise ValueError(f"{len(values)} normalisation values for a {channels}-channel model")
     return values
+
+
+def check_counts(**counts: Any) -> None:
+    """Refuse any of ``counts`` that is not a whole number >= 1, by its name (``top_k=2.5``
+    and ``batch_size="64"`` reached torch's errors, ``batch_size=0`` a ZeroDivisionError)."""
+    for name, value in counts.items():
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be at least 1 (a whole number), got {value!r}")
 
 
 def image_inputs(inputs: Any) -> list[str | Path]:
@@ -242,8 +258,7 @@ def predict(
     from resnetkit.models.loading import load_classifier
 
     inputs = image_inputs(inputs)
-    if top_k < 1 or batch_size < 1:
-        raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
+    check_counts(top_k=top_k, batch_size=batch_size)
     if arch is not None and not isinstance(model, str | Path):
         raise ValueError(
             "arch is for a model given by its file (a bare checkpoint); this one is loaded already"

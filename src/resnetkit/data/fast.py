@@ -41,6 +41,17 @@ class Normalization:
         if self.pixel_mean is None and len(self.mean) != len(self.std):
             raise ValueError(f"{len(self.mean)} mean values but {len(self.std)} std values")
 
+    def check_channels(self, channels: int, what: str) -> None:
+        """Refuse per-channel statistics that do not fit ``channels``-channel ``what`` (one
+        value serves every channel; a per-pixel mean is checked where it is subtracted)."""
+        if self.pixel_mean is not None:
+            return
+        if len(self.mean) not in (1, channels):
+            raise ValueError(
+                f"normalization has {len(self.mean)} values per statistic for {channels}-channel "
+                f"{what}: give 1 or {channels}"
+            )
+
     def stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(subtrahend, divisor) on ``device``, broadcastable over (B, C, H, W): the
         normalised input is ``(pixels / 255 - subtrahend) / divisor``."""
@@ -165,12 +176,7 @@ class TensorLoader:
                 f"images of shape {tuple(images.shape)} look like (N, H, W, C): convert them "
                 "with resnetkit.data.fast.to_nchw_tensor"
             )
-        channels = normalization.pixel_mean is None and len(normalization.mean)
-        if channels and channels not in (1, images.shape[1]):
-            raise ValueError(
-                f"normalization has {channels} values per statistic for {images.shape[1]}-channel "
-                "images"
-            )
+        normalization.check_channels(images.shape[1], "images")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:

@@ -59,7 +59,7 @@ from resnetkit.evaluate.folders import (
 )
 from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.loading import load_classifier, preprocessing_of
-from resnetkit.predict import channel_stats_for, unsure_below
+from resnetkit.predict import channel_stats_for, check_counts, unsure_below
 
 CIFAR_SIZE = 32
 CIFAR_TEN_CROP_PAD = 4
@@ -310,8 +310,7 @@ def evaluate_model(
     """
     if isinstance(model, str | Path):  # as predict takes it
         model = load_classifier(model)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_counts(batch_size=batch_size)
     device = resolve_device(device)  # before the data is read
     own = model_threshold(model)
     own_size = preprocessing_of(model)["input_size"]

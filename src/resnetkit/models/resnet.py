@@ -248,11 +248,23 @@ class ResNet(nn.Module):
         )
 
     def check_input(self, x: Tensor) -> None:
-        """Raise a ValueError that states the expected shape if ``x`` cannot be an input."""
+        """Raise a TypeError (not a floating-point tensor) or a ValueError that states the
+        expected shape if ``x`` cannot be an input."""
         in_chans = self.config.in_chans
         expected = f"(batch, {in_chans}, height, width) with height and width >= " + str(
             self.min_input_size
         )
+        if not isinstance(x, Tensor):  # a numpy array or a PIL image failed on .dim()
+            raise TypeError(
+                f"{self.name} takes a torch tensor {expected}, got {type(x).__name__}: "
+                "convert images with resnetkit.Preprocessing.of(model).transform(), arrays "
+                "with torch.from_numpy"
+            )
+        if not x.is_floating_point():  # uint8 pixels failed inside the first convolution
+            raise TypeError(
+                f"{self.name} takes floating-point input, got {x.dtype}: scale pixels to 0-1 "
+                "and normalise them (resnetkit.Preprocessing.of(model).transform() does both)"
+            )
         if x.dim() != 4:
             hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else ""
             raise ValueError(

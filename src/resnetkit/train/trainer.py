@@ -104,6 +104,16 @@ class TrainSpec:
         self.data_dir = Path(self.data_dir)
         self.out = Path(self.out)
         self.recipe = as_recipe(self.recipe)
+        if self.normalization is not None:  # checked before the run folder is written
+            if not isinstance(self.normalization, Normalization):
+                mean, std = self.normalization
+                self.normalization = Normalization(tuple(mean), tuple(std))
+            in_chans = (
+                self.model.config.in_chans
+                if isinstance(self.model, ResNet)
+                else self.model_options.get("in_chans", 3)
+            )
+            self.normalization.check_channels(in_chans, "model inputs (TrainSpec.normalization)")
 
 
 @dataclass
