@@ -251,6 +251,29 @@ def test_huggingface_pipeline_runs_the_exported_model_as_resnetkit_does(tmp_path
     assert not (tmp_path / "pm" / "preprocessor_config.json").exists()
 
 
+def test_a_model_directory_converted_to_huggingface_keeps_its_preprocessing(
+    tmp_path: Path,
+) -> None:
+    """convert wrote ImageNet's mean/std and 224 crop into preprocessor_config.json, whatever
+    the model directory said (only timm's folder got the model's own)."""
+    from resnetkit.interop.convert import convert_checkpoint
+    from resnetkit.models.model_dir import save_model_dir
+
+    prep = {"input_size": 160, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    model = ours("resnet18", num_classes=2)
+    save_model_dir(model, tmp_path / "m", arch="resnet18", classes=["a", "b"], preprocessing=prep)
+    convert_checkpoint(tmp_path / "m", "resnet18", tmp_path / "hf", target="huggingface")
+    processor = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == prep["mean"] and processor["image_std"] == prep["std"]
+    assert processor["crop_size"] == {"height": 160, "width": 160}
+    given = {"mean": [0.4, 0.4, 0.4], "input_size": 128}  # replaces what the source says
+    convert_checkpoint(tmp_path / "m", "resnet18", tmp_path / "hf2", target="huggingface",
+                       preprocessing=given)  # fmt: skip
+    processor = json.loads((tmp_path / "hf2" / "preprocessor_config.json").read_text())
+    assert (processor["image_mean"], processor["image_std"]) == (given["mean"], prep["std"])
+    assert processor["crop_size"] == {"height": 128, "width": 128}
+
+
 def test_huggingface_config_stride_mismatch_refused(tmp_path: Path) -> None:
     reference, _ = hf_reference("resnet50-v1")
     reference.save_pretrained(tmp_path)
@@ -557,6 +580,54 @@ def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "other number of classes" in capsys.readouterr().err
     assert main([*args, "--adapt-head", "--out", str(tmp_path / "five")]) == 0
     assert load_model(tmp_path / "five").num_classes == 5
+
+
+def test_what_a_bare_checkpoint_cannot_say_is_given_on_converting_or_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CIFAR state dict got ImageNet's mean/std and no class names, with no way to say
+    otherwise but editing config.json."""
+    from safetensors.torch import save_file
+
+    source = randomize(ours("resnet20", num_classes=3), seed=5)
+    src = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), str(src))
+    names = tmp_path / "names.txt"
+    names.write_text("cat\nsea lion, grey\ndog\n")  # a name with a comma
+    argv = ["convert", str(src), "--arch", "resnet20", "--mean", "0.5,0.4,0.3"]
+    argv += ["--std", "0.2", "--input-size", "40", "--classes", str(names)]
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    assert "names no input normalization" not in capsys.readouterr().out
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["classes"] == ["cat", "sea lion, grey", "dog"]
+    assert meta["preprocessing"] == {"input_size": 40, "mean": [0.5, 0.4, 0.3], "std": [0.2]}
+    assert main([*argv, "--to", "torchvision", "--out", str(tmp_path / "tv.pt")]) == 2
+    assert "no place for preprocessing" in capsys.readouterr().err
+    assert main([*argv[:4], "--classes", "a,b", "--out", str(tmp_path / "two")]) == 2
+    assert "2 names for a model with 3 outputs" in capsys.readouterr().err
+    assert not (tmp_path / "tv.pt").exists() and not (tmp_path / "two").exists()
+
+    prep = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "input_size": 40}
+    loaded = load_model(src, arch="resnet20", preprocessing=prep, classes=["a", "b", "c"])
+    cfg = loaded.pretrained_cfg
+    assert (cfg["mean"], cfg["input_size"], cfg["classes"]) == (
+        [0.5, 0.4, 0.3],
+        40,
+        ["a", "b", "c"],
+    )
+    assert resnetkit.Preprocessing.of(loaded).std == (0.2, 0.2, 0.2)
+    for bad, message in (
+        ({"preprocessing": {"men": [0.5]}}, r"unknown key\(s\) \['men'\]"),
+        ({"preprocessing": {"mean": [0.5, 0.5]}}, "mean must be a list of 1 or 3 numbers"),
+        ({"classes": "abc"}, "classes must be a list of names"),
+        ({"classes": ["a"]}, "1 names for a model with 3 outputs"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_model(src, arch="resnet20", **bad)
+    with pytest.raises(ValueError, match="apply to bare checkpoint files"):
+        load_model(tmp_path / "m", classes=["a", "b", "c"])
+    with pytest.raises(TypeError, match="'shortcutt'.*Did you mean 'shortcut'"):
+        load_model(src, arch="resnet20", shortcutt="A")  # dataclasses' error named no fix
 
 
 def test_load_model_reads_huggingface_names(tmp_path: Path) -> None:

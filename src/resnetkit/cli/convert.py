@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from resnetkit.cli.common import (
+    image_side,
     non_negative_int,
+    numbers,
     output_file,
     output_folder,
     positive_int,
@@ -71,7 +73,51 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         help="adapt conv1 to --in-chans (1: sum over RGB; N: repeat, scaled by 3/N)",
     )
+    known = p.add_argument_group(
+        "what a bare checkpoint cannot say (or to replace what the source says; written to "
+        "resnetkit, huggingface and timm Hub folders)"
+    )
+    known.add_argument(
+        "--mean",
+        type=numbers,
+        default=None,
+        help="per-channel input mean, 0-1 scale, comma-separated (default: the source's, "
+        "else ImageNet's), e.g. 0.4914,0.4822,0.4465",
+    )
+    known.add_argument("--std", type=numbers, default=None, help="per-channel std, as --mean")
+    known.add_argument(
+        "--input-size",
+        type=image_side,
+        default=None,
+        help="the side of the model's input (default: the source's, else the architecture's)",
+    )
+    known.add_argument(
+        "--classes",
+        type=class_names,
+        default=None,
+        help="the outputs' names in order: comma-separated, or a .txt file with one a line",
+    )
     p.set_defaults(func=run_convert)
+
+
+def class_names(text: str) -> list[str]:
+    """``--classes``: comma-separated names, or a ``.txt`` file with one name a line (for
+    names that hold commas)."""
+    path = Path(text)
+    if path.suffix.lower() == ".txt":
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise argparse.ArgumentTypeError(f"cannot read {path}: {err}") from None
+        names = [line.strip() for line in lines if line.strip()]
+    else:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"names no class: {text!r}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"names {', '.join(twice)} twice: give each once")
+    return names
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -89,6 +135,7 @@ def run_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: {err}") from None
     if folder:
         refuse_non_empty(args.out)
+    given = {"mean": args.mean, "std": args.std, "input_size": args.input_size}
     try:
         report, out = convert_checkpoint(
             args.src,
@@ -100,6 +147,8 @@ def run_convert(args: argparse.Namespace) -> int:
             in_chans=args.in_chans,
             adapt_head=args.adapt_head,
             adapt_in_chans=args.adapt_in_chans,
+            preprocessing={k: v for k, v in given.items() if v is not None},
+            classes=args.classes,
         )
     except ImportError as err:  # an .h5 file without h5py
         print(f"resnetkit convert: error: {err}", file=sys.stderr)

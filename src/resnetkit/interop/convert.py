@@ -733,8 +733,15 @@ def convert_checkpoint(
     in_chans: int | None = None,
     adapt_head: bool = False,
     adapt_in_chans: bool = False,
+    preprocessing: Mapping[str, Any] | None = None,
+    classes: list[str] | None = None,
 ) -> tuple[LoadReport, Path]:
     """Read ``src``, load it into ``arch`` (mismatches explained), and write it as ``target``.
+
+    ``preprocessing`` (``mean``, ``std``, ``input_size``..., as in a model directory's
+    config.json) and ``classes`` say what the source cannot (a bare state dict), or replace
+    what it says; only the targets with a place for them take them (resnetkit, huggingface
+    and timm's Hub folder).
 
     ``resnetkit`` writes a model directory (ImageNet mean/std, or caffe-style values for Keras
     weights); ``torchvision`` / ``timm`` a state dict (``.safetensors``, else ``torch.save``),
@@ -747,6 +754,7 @@ def convert_checkpoint(
     """
     from resnetkit.data.multilabel import describe_threshold
     from resnetkit.interop.timm_folder import is_folder_target, to_timm_folder
+    from resnetkit.models.model_dir import check_preprocessing
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
@@ -758,7 +766,19 @@ def convert_checkpoint(
     for note in model.config.variants():
         report.notes.append(f"built the model with {note}, as the source is")
     out = Path(out)
-    classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
+    given = dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing or {}
+    if (given or classes is not None) and not (
+        target in ("resnetkit", "huggingface") or (target == "timm" and is_folder_target(out))
+    ):
+        raise ValueError(
+            f"a {target} state dict has no place for preprocessing or class names: write a "
+            "model directory (resnetkit), a Hugging Face directory or a timm Hub folder"
+        )
+    if classes is None:
+        classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
+    check_preprocessing(model, given, classes)  # before anything is written
+    if ckpt.preprocessing or given:  # the model's own preprocessing travels with it
+        model.pretrained_cfg = {**ckpt.preprocessing, **given}  # type: ignore[assignment]
     multi_label = bool(ckpt.task.get("multi_label"))
     threshold = ckpt.task.get("threshold", 0.5)
     new_head = any(change.startswith("head:") for change in report.adapted)
@@ -805,7 +825,7 @@ def convert_checkpoint(
         from resnetkit.models.model_dir import save_model_dir
 
         keras = ckpt.source_format == "keras"
-        if not ckpt.preprocessing:  # say what was assumed: predictions depend on it
+        if not (ckpt.preprocessing or "mean" in given):  # say what was assumed
             report.notes.append(
                 f"the source names no input normalization: the model directory assumes "
                 f"{'Keras caffe-style' if keras else 'ImageNet'} mean/std; if it was trained "
@@ -816,7 +836,7 @@ def convert_checkpoint(
                 "the source names no classes: predictions will be class indices (edit "
                 "classes in config.json to name them)"
             )
-        preprocessing = ckpt.preprocessing or {  # a resnetkit model keeps its own
+        assumed = ckpt.preprocessing or {  # a resnetkit model keeps its own
             "input_size": model.config.default_input_size,
             "mean": list(KERAS_MEAN if keras else IMAGENET_MEAN),
             "std": list(KERAS_STD if keras else IMAGENET_STD),
@@ -831,7 +851,7 @@ def convert_checkpoint(
             out,
             arch=arch,
             classes=classes,
-            preprocessing=preprocessing,
+            preprocessing={**assumed, **given},
             # measured on the source model: still true unless its head or stem was adapted
             metrics=ckpt.metrics if not report.adapted else None,
             provenance=provenance,
@@ -849,8 +869,6 @@ def convert_checkpoint(
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(out, buffer.getvalue())
     elif target == "timm" and is_folder_target(out):  # timm's Hub layout
-        if ckpt.preprocessing:
-            model.pretrained_cfg = dict(ckpt.preprocessing)  # type: ignore[assignment]
         to_timm_folder(model, out, classes=classes or None)
     else:
         from resnetkit.train.checkpoint import atomic_write_bytes

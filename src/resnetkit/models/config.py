@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
 from typing import Literal, get_args
 
@@ -247,5 +248,17 @@ class ResNetConfig:
         return stem_convs + per_block * sum(self.layers) + 1
 
     def with_options(self, **changes: object) -> ResNetConfig:
-        """Return a copy with some fields changed (validated like the constructor)."""
+        """Return a copy with some fields changed (validated like the constructor).
+
+        Raises:
+            TypeError: a name that is not a field (with close matches).
+        """
+        names = [f.name for f in fields(self)]
+        unknown = [k for k in changes if k not in names]
+        if unknown:  # dataclasses' own error names no alternative
+            close = {c for k in unknown for c in difflib.get_close_matches(k, names, 3, 0.5)}
+            hint = f" Did you mean {', '.join(map(repr, sorted(close)))}?" if close else ""
+            raise TypeError(
+                f"unknown architecture option(s) {unknown}.{hint} Valid: {', '.join(names)}"
+            )
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from resnetkit.models.model_dir import load_model_dir
+from resnetkit.models.model_dir import check_preprocessing, load_model_dir
 from resnetkit.models.registry import create_model, get_model_config
 from resnetkit.models.resnet import ResNet
 
@@ -37,7 +37,14 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 EXPORT_SUFFIXES = (".onnx", ".ts", ".pt2", ".tflite", ".mlpackage")
 
 
-def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: Any) -> ResNet:
+def load_model(
+    name_or_dir: str | Path,
+    *,
+    arch: str | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    classes: list[str] | None = None,
+    **options: Any,
+) -> ResNet:
     """Load a trained model in eval mode, with ``model.pretrained_cfg`` attached.
 
     Args:
@@ -48,6 +55,12 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
             (``.safetensors``, ``.pt``/``.pth`` holding a state dict, or Keras ``.npz``/``.h5``).
         arch: registered architecture of a bare checkpoint file, e.g. ``resnet20``. For a
             directory or tag it is optional and must match.
+        preprocessing: for a bare checkpoint file only, how its inputs were prepared, which
+            the file cannot say: ``mean``, ``std`` (0-1 scale), ``input_size`` and optionally
+            ``crop``, ``resize``, ``crop_pct``, ``interpolation`` (as in a model directory's
+            config.json), e.g. ``{"mean": CIFAR_MEAN, "std": CIFAR_STD, "input_size": 32}``.
+            What is not given keeps the default: ImageNet mean/std, ``arch``'s input size.
+        classes: for a bare checkpoint file only, the names of its outputs, in order.
         **options: for a bare checkpoint file only, the architecture fields it was built with
             (``unit``, ``shortcut``, ``stride_in_1x1``...): the weights alone cannot tell a
             Fig. 4 unit variant from the original, whose weight names it shares.
@@ -55,7 +68,7 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
     Returns:
         The model in eval mode. ``model.pretrained_cfg`` has at least ``classes`` (may be
         empty), ``mean``, ``std`` and ``input_size``; bare checkpoints get ImageNet mean/std and
-        the architecture's default input size.
+        the architecture's default input size unless ``preprocessing`` says otherwise.
 
     Raises:
         ValueError: a checkpoint without ``arch``, a checkpoint that needs arbitrary unpickling,
@@ -78,6 +91,11 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
         raise ValueError(
             f"architecture options ({', '.join(options)}) apply to bare checkpoint files; "
             f"{name_or_dir} already says how it was built"
+        )
+    if (preprocessing is not None or classes is not None) and not path.is_file():
+        raise ValueError(
+            f"preprocessing and classes apply to bare checkpoint files; {name_or_dir} carries "
+            "its own (a model directory's are in its config.json)"
         )
     from resnetkit.models.hf_hub import get_folder_weights, is_hf_hub_name, is_hub_folder
     from resnetkit.models.registry import model_from_weights
@@ -107,7 +125,9 @@ def load_model(name_or_dir: str | Path, *, arch: str | None = None, **options: A
                 f"{path} is a bare checkpoint file: give its architecture too "
                 "(arch='resnet50', or --arch resnet50 on the command line)"
             )
-        model = load_checkpoint_file(path, arch, **options)
+        model = load_checkpoint_file(
+            path, arch, preprocessing=preprocessing, classes=classes, **options
+        )
     elif (
         path.suffix.lower() in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES
         or len(path.parts) > 1
@@ -190,7 +210,14 @@ def preprocessing_of(model: nn.Module) -> dict[str, Any]:
     return cfg
 
 
-def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
+def load_checkpoint_file(
+    path: str | Path,
+    arch: str,
+    *,
+    preprocessing: Mapping[str, Any] | None = None,
+    classes: list[str] | None = None,
+    **options: Any,
+) -> ResNet:
     """Build ``arch`` and load a bare checkpoint file into it (strict, shapes checked).
 
     The number of classes is read from the ``fc.weight`` shape (no ``fc`` means a headless
@@ -203,12 +230,16 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
         path: ``.safetensors``, ``.pt``/``.pth`` holding a state dict, or Keras
             ``.npz``/``.h5``.
         arch: a registered architecture, e.g. ``resnet20``.
+        preprocessing: the inputs' ``mean``, ``std``, ``input_size``... (see
+            :func:`load_model`), over the defaults.
+        classes: the names of the outputs, in order.
         **options: architecture fields the file cannot tell, e.g. ``unit="bn_after_add"`` or
             ``shortcut="B"`` (a bare file holds weights only; model directories keep them).
 
     Returns:
-        The model, with ``pretrained_cfg`` set to ImageNet mean/std (Keras weights: v1 stride
-        placement and Keras' caffe-style mean/std) and ``arch``'s input size.
+        The model, with ``pretrained_cfg`` set to ``preprocessing`` over ImageNet mean/std
+        (Keras weights: v1 stride placement and Keras' caffe-style mean/std) and ``arch``'s
+        input size.
     """
     from resnetkit.interop.formats import (  # HF/Keras names, script heads
         KERAS_MEAN,
@@ -234,12 +265,16 @@ def load_checkpoint_file(path: str | Path, arch: str, **options: Any) -> ResNet:
     config = get_model_config(arch).with_options(num_classes=num_classes, **options)
     model = ResNet(config, name=arch)
     _load_checked(model, state, path)
+    given = dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing or {}
+    names = classes if classes is not None else []
+    check_preprocessing(model, given, names)  # a string or a list of numbers is refused
     model.pretrained_cfg = {  # type: ignore[assignment]
-        "classes": [],
+        "classes": list(names),
         # Keras weights were trained on caffe-style inputs (0-255, mean only)
         "mean": list(KERAS_MEAN if keras else IMAGENET_MEAN),
         "std": list(KERAS_STD if keras else IMAGENET_STD),
         "input_size": config.default_input_size,
+        **given,
         "source": str(path),
     }
     return model

@@ -86,11 +86,7 @@ def save_model_dir(
             raise FileExistsError(
                 f"{out} already holds {what}; give a new or empty folder (nothing is overwritten)"
             )
-    if isinstance(classes, list) and classes and len(classes) != model.num_classes:
-        raise ValueError(
-            f"classes: {len(classes)} names for a model with {model.num_classes} outputs; give "
-            "one name for each output, in the model's order (or none)"
-        )
+    _check_class_count(model, classes)
     # A loaded model's pretrained_cfg is the natural thing to pass, but it also carries the
     # classes, metrics and task settings, which have arguments of their own: left in, they
     # would override those arguments when the directory is loaded.
@@ -130,6 +126,57 @@ def save_model_dir(
         if any(entry.name.startswith(f".{name}.") for name in MODEL_DIR_FILES):
             entry.unlink(missing_ok=True)
     return out
+
+
+#: What ``preprocessing`` may hold (config.json's, a bare checkpoint's given on loading).
+PREPROCESSING_KEYS = (
+    "input_size",
+    "mean",
+    "std",
+    "crop",
+    "resize",
+    "crop_pct",
+    "interpolation",
+    "pixel_mean",
+)
+
+
+def check_preprocessing(model: ResNet, preprocessing: dict[str, Any], classes: list[str]) -> None:
+    """Refuse what :func:`load_model_dir` would refuse in a config.json for ``model``: unknown
+    keys, mean/std of another channel count, a non-positive size or std, class names that do
+    not match the head.
+
+    Raises:
+        ValueError: naming the field and what it must be.
+    """
+    if not isinstance(preprocessing, dict):
+        raise ValueError(f"preprocessing must be a dict, got {preprocessing!r}")
+    unknown = [k for k in preprocessing if k not in PREPROCESSING_KEYS]
+    if unknown:
+        raise ValueError(
+            f"preprocessing: unknown key(s) {unknown}; expected some of "
+            f"{', '.join(PREPROCESSING_KEYS)}"
+        )
+    _check_class_count(model, classes)
+    config = {
+        "layers": list(model.config.layers),
+        "widths": list(model.config.widths),
+        "block": model.config.block,
+        "in_chans": model.config.in_chans,
+    }
+    meta = {"config": config, "classes": classes, "preprocessing": preprocessing}
+    problem = _meta_problem(json.loads(json.dumps(meta, default=_json_value)))
+    if problem:
+        raise ValueError(problem)
+
+
+def _check_class_count(model: ResNet, classes: list[str]) -> None:
+    # a string is not counted: _meta_problem names it as not a list
+    if isinstance(classes, list) and classes and len(classes) != model.num_classes:
+        raise ValueError(
+            f"classes: {len(classes)} names for a model with {model.num_classes} outputs; give "
+            "one name for each output, in the model's order (or none)"
+        )
 
 
 #: Keys of a loaded model's ``pretrained_cfg`` that are not preprocessing: ``save_model_dir``
