@@ -959,7 +959,7 @@ def test_a_run_says_first_what_trains_where_and_how(
 def test_the_weight_ema_is_torchs_and_waits_for_no_device() -> None:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from resnetkit.train.trainer import WeightEMA
+    from resnetkit.train.optim import WeightEMA
 
     torch.manual_seed(0)
     model = resnetkit.create_model("resnet20")

@@ -9,7 +9,6 @@ import math
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,11 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from resnetkit.data.fast import Normalization, TensorLoader
-from resnetkit.data.labels import is_label_file
 from resnetkit.data.multilabel import (
     evaluate_multi_label,
     exact_matches,
@@ -32,7 +29,6 @@ from resnetkit.data.multilabel import (
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
-from resnetkit.models.loading import preprocessing_of
 from resnetkit.models.model_dir import read_model_meta, save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
@@ -49,8 +45,18 @@ from resnetkit.train.checkpoint import (
 from resnetkit.train.data_setup import build_train_data, training_side
 from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
 from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
+from resnetkit.train.model_setup import fit_head, freeze_stages
+from resnetkit.train.optim import WeightEMA, autocast, build_optimizer
+from resnetkit.train.preflight import (
+    check_classes,
+    check_trainable,
+    check_validation,
+    per_rank_batch,
+    run_length,
+    warn_idle_distillation,
+)
 from resnetkit.train.provenance import provenance
-from resnetkit.train.recipe import Recipe, as_recipe, check_run_length
+from resnetkit.train.recipe import Recipe, as_recipe
 from resnetkit.train.run_folder import (
     check_out_folder,
     check_same_recipe,
@@ -128,47 +134,6 @@ class TrainResult:
     stop_signal: int | None = None
 
 
-class WeightEMA(AveragedModel):
-    """An exponential moving average of a model's weights and buffers: torch's
-    ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)``,
-    computing the same, whose update never waits for a GPU (torch's copies its step counter,
-    a CPU tensor, to the device for every group of tensors: a blocking copy, twice a step, of
-    a number the average never reads)."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        super().__init__(model, use_buffers=True)
-        self.decay = decay
-
-    @torch.no_grad()
-    def update_parameters(self, model: nn.Module) -> None:
-        mine = [t.detach() for t in (*self.module.parameters(), *self.module.buffers())]
-        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
-        if self.n_averaged == 0:  # a CPU counter: no wait
-            for ema, new in zip(mine, theirs, strict=True):
-                ema.copy_(new)
-        else:
-            by_dtype: dict[torch.dtype, tuple[list[Tensor], list[Tensor]]] = {}
-            for ema, new in zip(mine, theirs, strict=True):
-                if ema.is_floating_point():
-                    pair = by_dtype.setdefault(ema.dtype, ([], []))
-                    pair[0].append(ema)
-                    pair[1].append(new)
-                else:  # as torch's EMA does integers (BatchNorm's step counts)
-                    ema.copy_(ema * self.decay + new * (1 - self.decay))
-            for emas, news in by_dtype.values():
-                torch._foreach_lerp_(emas, news, 1 - self.decay)
-        self.n_averaged += 1
-
-
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a GPU (it relies on loss scaling); use bf16 on CPU")
-    return torch.autocast(device.type, dtype=dtype)
-
-
 class Trainer:
     """One training run; ``run()`` trains to the end (or resumes) and writes a model directory."""
 
@@ -207,52 +172,17 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.out = spec.out
         self.ckpt_root = self.out / "checkpoints"
-        if isinstance(spec.model, str) and spec.model.startswith(("hf-hub:", "hf_hub:")):
-            raise ValueError(
-                f"--model {spec.model} names pretrained weights on the Hugging Face Hub; "
-                f"`train` starts from random weights. To start from them, use `resnetkit "
-                f"finetune --model {spec.model}`"
-            )
-        if isinstance(spec.model, str) and "." in spec.model:  # a tag: random weights
-            arch, _, tag = spec.model.partition(".")
-            raise ValueError(
-                f"--model {spec.model} names pretrained weights; `train` starts from random "
-                f"weights (--model {arch}). To start from the {tag} weights, use `resnetkit "
-                f"finetune --model {spec.model}`"
-            )
+        check_trainable(spec.model)
         if self.dist.is_main and spec.writes:  # before the data loads (minutes for a folder)
             check_out_folder(self.out, self.ckpt_root, self.spec.resume)
         teacher_model = open_teacher(recipe.teacher, self.out) if recipe.teacher else None
-        defaults = Recipe()
-        unused = [
-            f"{key} {getattr(recipe, key)}"
-            for key in ("distill_alpha", "distill_temperature")
-            if getattr(recipe, key) != getattr(defaults, key)
-        ]
-        if unused and not recipe.teacher and self.dist.is_main:
-            warnings.warn(
-                f"{' and '.join(unused)} weigh a teacher's answers, and the run has no teacher "
-                "(--teacher MODEL): they do nothing",
-                stacklevel=2,
-            )
-        if recipe.teacher and recipe.distill_alpha == 0 and self.dist.is_main:
-            warnings.warn(
-                f"distill_alpha 0: the teacher {recipe.teacher} runs at every step and its "
-                "answers weigh nothing; leave --teacher out to train on the labels alone",
-                stacklevel=2,
-            )
-
-        per_rank_batch = recipe.batch_size // (self.dist.world_size * recipe.accum_steps)
-        if per_rank_batch * self.dist.world_size * recipe.accum_steps != recipe.batch_size:
-            raise ValueError(
-                f"batch_size {recipe.batch_size} must divide evenly by processes "
-                f"({self.dist.world_size}) x accum_steps ({recipe.accum_steps})"
-            )
+        if self.dist.is_main:
+            warn_idle_distillation(recipe)
         self.data = data = build_train_data(
             dataset=spec.dataset,
             data_dir=spec.data_dir,
             recipe=recipe,
-            per_rank_batch=per_rank_batch,
+            per_rank_batch=per_rank_batch(recipe, self.dist.world_size),
             image_size=self.image_size,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
@@ -269,18 +199,7 @@ class Trainer:
         if self.label_table is not None:
             self.label_table = self.label_table.to(self.device)
         self.score = "map" if data.multi_label else "top1"
-        if data.multi_label and not self.classes:
-            raise ValueError(
-                f"{spec.data_dir} names no class in its labels column: every image has none; "
-                "give the images their classes (or, for a yes/no tagger, the one class where "
-                "it applies)"
-            )
-        if len(self.classes) < 2 and not data.multi_label:  # a multi-label tagger may have one
-            one = f" ({self.classes[0]})" if self.classes else ""
-            raise ValueError(
-                f"{spec.data_dir} has {len(self.classes)} class{one}: a classifier needs at "
-                "least two classes. If the images sit one level deeper, pass that folder"
-            )
+        check_classes(data, spec.data_dir)
         self.norm = data.norm
         self.train_loader = data.train_loader
         self.eval_loaders = data.eval_loaders
@@ -299,46 +218,16 @@ class Trainer:
         self.loss_weights = (
             data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
         )
-        needs_val = recipe.select_best or recipe.early_stop_patience > 0
-        more_val = (
-            "give the label file more val rows (a split column)"
-            if is_label_file(spec.data_dir)
-            else "give the folder a val/ with more images"
-        )
-        val_count = data.eval_counts.get("val", 0)
-        if needs_val and 0 < val_count < 50 and self.dist.is_main:
-            warnings.warn(
-                f"the validation split has only {val_count} images, so select_best and early "
-                f"stopping follow noise: {more_val}, or pass --select-best false "
-                "--early-stop-patience 0",
-                stacklevel=2,
-            )
-        if needs_val and "val" not in data.eval_loaders:
-            raise ValueError(
-                "select_best / early_stop_patience choose on a validation split, and there is "
-                "none (or it holds no readable image): set val_split (CIFAR) or give the folder "
-                "a val/ sub-folder (or let it hold some images out: a class needs 2 or more), "
-                "or pass --select-best false --early-stop-patience 0"
-            )
+        check_validation(recipe, data, spec.data_dir, warn=self.dist.is_main)
         self.mixcut = MixCut(
             recipe.mixup_alpha,
             recipe.cutmix_alpha,
             len(self.classes),
             0.0 if data.multi_label else recipe.label_smoothing,  # multi-label: in the loss
         )
-        self.iters_per_epoch = len(self.train_loader) // recipe.accum_steps
-        if not len(data.train_labels):
-            raise ValueError(
-                f"no readable training images in {spec.data_dir} (the files skipped above say why)"
-            )
-        if self.iters_per_epoch == 0:
-            raise ValueError(
-                f"{len(data.train_labels)} training images give no full batch of "
-                f"{recipe.batch_size}; lower --batch-size"
-            )
-        self.total_iters = recipe.max_iters or recipe.epochs * self.iters_per_epoch
-        self.epochs = math.ceil(self.total_iters / self.iters_per_epoch)
-        check_run_length(recipe, self.total_iters)
+        self.iters_per_epoch, self.total_iters, self.epochs = run_length(
+            recipe, data, spec.data_dir
+        )
 
         self.model = self._build_model()
         self.teacher: Teacher | None = None
@@ -360,7 +249,7 @@ class Trainer:
                     f"by rank: {', '.join(str(d)[:12] for d in digests)}): give every node the "
                     "same copy"
                 )
-        self.ema: AveragedModel | None = None
+        self.ema: WeightEMA | None = None
         if recipe.ema_decay > 0:
             self.ema = WeightEMA(self.model, recipe.ema_decay)
         self.net: nn.Module = self.model
@@ -382,19 +271,7 @@ class Trainer:
                 "gradients live in, so the next would overwrite them; use compile_mode default, "
                 "or accum_steps 1"
             )
-        self.optimizer: torch.optim.Optimizer
-        if recipe.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(
-                self._param_groups(), lr=recipe.lr, weight_decay=recipe.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.SGD(
-                self._param_groups(),
-                lr=recipe.lr,
-                momentum=recipe.momentum,
-                nesterov=recipe.nesterov,
-                weight_decay=recipe.weight_decay,
-            )
+        self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(recipe, self.total_iters)
         )
@@ -422,7 +299,7 @@ class Trainer:
     def _build_model(self) -> ResNet:
         if isinstance(self.spec.model, ResNet):
             model = self.spec.model
-            self._fit_head(model)
+            fit_head(model, self.classes, self.spec.new_head)
         else:
             built = create_model(
                 self.spec.model, num_classes=len(self.classes), **self.spec.model_options
@@ -434,80 +311,12 @@ class Trainer:
         self.arch_config = json.loads(json.dumps(asdict(model.config)))
         if self.recipe.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
-        self._freeze(model)  # after the conversion: its BatchNorms are the ones to keep
+        # after the conversion: its BatchNorms are the ones to keep in eval mode
+        self._frozen_norms = freeze_stages(model, self.recipe.freeze_stages)
         model = model.to(self.device)
         if self.recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
-
-    def _fit_head(self, model: ResNet) -> None:
-        """A classifier for the data's classes: the model's own when it predicts the same
-        classes (by name under ``new_head``: CIFAR's class 3 is not a folder's class 3)."""
-        wanted = list(self.classes)
-        if model.num_classes != len(wanted):
-            model.reset_classifier(len(wanted))
-            return
-        if not self.spec.new_head:
-            return
-        own = [str(c) for c in preprocessing_of(model)["classes"]]
-        if own == wanted:
-            return
-        if sorted(own) == sorted(wanted) and len(set(own)) == len(own):
-            order = [own.index(name) for name in wanted]  # the same classes, in another order
-            head = model.fc
-            assert isinstance(head, nn.Linear)
-            with torch.no_grad():
-                head.weight.copy_(head.weight[order].clone())
-                if head.bias is not None:
-                    head.bias.copy_(head.bias[order].clone())
-            return
-        model.reset_classifier(len(wanted))
-
-    def _freeze(self, model: ResNet) -> None:
-        k = self.recipe.freeze_stages
-        self._frozen_norms: list[nn.Module] = []
-        if k < 0 or k > len(model.stages):
-            raise ValueError(f"freeze_stages must be 0..{len(model.stages)}, got {k}")
-        if k == 0:
-            return
-        frozen: list[nn.Module] = [model.conv1]
-        if model.bn1 is not None:
-            frozen.append(model.bn1)
-        frozen += model.stages[:k]
-        for module in frozen:
-            for p in module.parameters():
-                p.requires_grad_(False)
-        # Frozen means frozen: their BatchNorms keep the statistics they came with too (as
-        # FrozenBatchNorm does in torchvision's detection backbones), see _set_train_mode.
-        self._frozen_norms = [
-            m for f in frozen for m in f.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        ]
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """The head and the body (when the body learns slower), each split in two when
-        BatchNorm weights and biases get no weight decay."""
-        recipe = self.recipe
-        if recipe.backbone_lr_mult == 1.0:  # one group, in parameter order
-            groups: list[dict[str, Any]] = [
-                {"params": [p for p in self.model.parameters() if p.requires_grad]}
-            ]
-        else:
-            head = [p for p in self.model.fc.parameters() if p.requires_grad]
-            head_ids = {id(p) for p in head}
-            body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-            groups = [{"params": head, "lr": recipe.lr}]
-            if body:
-                groups.append({"params": body, "lr": recipe.lr * recipe.backbone_lr_mult})
-        if recipe.decay_norm_and_bias:
-            return groups
-        split = []
-        for group in groups:
-            params = group["params"]
-            for kept, decay in (([p for p in params if p.ndim > 1], recipe.weight_decay),
-                                ([p for p in params if p.ndim <= 1], 0.0)):  # fmt: skip
-                if kept:
-                    split.append({**group, "params": kept, "weight_decay": decay})
-        return split
 
     def _set_train_mode(self) -> None:
         self.model.train()
@@ -822,7 +631,7 @@ class Trainer:
             if self.dist.enabled and i < len(group) - 1:
                 sync = self.net.no_sync()  # type: ignore[operator]
             with sync:
-                with _autocast(recipe.precision, self.device):
+                with autocast(recipe.precision, self.device):
                     logits = self.net(x)
                     if self.label_table is not None and targets is not None:
                         loss = multi_label_loss(
