@@ -350,7 +350,7 @@ def test_onnx_backend_matches_torch(model_dir: Path) -> None:
 
 
 def test_optimized_backend_pads_to_compiled_sizes_and_matches_torch(model_dir: Path) -> None:
-    from resnetkit.serve.app import padded_batch
+    from resnetkit.serve.backends import padded_batch
 
     assert [padded_batch(n, 4) for n in range(1, 11)] == [1, 2, 4, 4, 8, 8, 8, 8, 12, 12]
     assert [padded_batch(n, 3) for n in range(1, 5)] == [1, 2, 3, 6]

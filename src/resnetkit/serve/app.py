@@ -31,12 +31,9 @@ on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
-import tempfile
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,10 +47,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
 )
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,8 +61,16 @@ from resnetkit.data.images import (
     SERVE_MAX_PIXELS,
 )
 from resnetkit.predict import Preprocessing
+from resnetkit.serve.backends import (
+    features_forward,
+    onnx_forward,
+    optimized_forward,
+    torch_forward,
+    weights_version,
+)
 from resnetkit.serve.batcher import MAX_WAIT_MS, BatcherClosedError, MicroBatcher
 from resnetkit.serve.inputs import GENERIC_PART_TYPES, ApiError, describe_image, images_from_json
+from resnetkit.serve.metrics import Metrics, MetricsMiddleware
 
 __all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
 
@@ -80,10 +81,6 @@ MiB = 1024 * 1024
 DEFAULT_MAX_PIXELS = SERVE_MAX_PIXELS
 #: Multipart fields that carry images.
 IMAGE_FIELDS = ("file", "files")
-ENDPOINTS = ("/predict", "/embed", "/health", "/metadata", "/metrics")
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -140,90 +137,6 @@ def _decode_error(reason: str) -> tuple[int, str]:
     if reason.startswith(too_many):
         return 413, "too_many_pixels"
     return 422, "undecodable_image"  # e.g. an unsupported mode, or no pixels at all
-
-
-class Metrics:
-    """The service's Prometheus metrics, in a registry of their own (one per app)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "resnetkit_requests",
-            "HTTP requests by endpoint and status code",
-            ["endpoint", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "resnetkit_request_latency_seconds",
-            "Time from request to response, by endpoint",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.batch_size = Histogram(
-            "resnetkit_batch_size",
-            "Images per forward pass of the model",
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self.images = Counter(
-            "resnetkit_images_predicted", "Images classified", registry=self.registry
-        )
-        self.unsure = Counter(  # a share that climbs says the images have changed
-            "resnetkit_images_unsure",
-            "Images whose top probability is below the model's own min confidence",
-            registry=self.registry,
-        )
-        self.embedded = Counter(
-            "resnetkit_images_embedded",
-            "Images turned into feature vectors",
-            registry=self.registry,
-        )
-        self.rejected = Counter(
-            "resnetkit_rejected_inputs",
-            "Requests refused with a 4xx, by error code",
-            ["reason"],
-            registry=self.registry,
-        )
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class _MetricsMiddleware:
-    """Counts every HTTP request by endpoint and status and times it (plain ASGI, cheap)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the server sends if the app fails before answering
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            path = scope.get("path", "")
-            endpoint = path if path in ENDPOINTS else "other"  # bounded label values
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
 def create_app(
@@ -296,7 +209,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(_MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     _add_error_handlers(app, service.metrics)
 
     @app.get("/health")
@@ -473,18 +386,18 @@ class Service:
         self.model_name = str(getattr(model, "name", type(model).__name__))
         self.metrics = Metrics()
         if exported:
-            forward = _torch_forward(model)  # its forward is the ONNX Runtime session
+            forward = torch_forward(model)  # its forward is the ONNX Runtime session
         elif config.backend == "onnx":
-            forward = _onnx_forward(model)
+            forward = onnx_forward(model)
         elif config.backend == "optimized":
-            forward = _optimized_forward(model, self.preprocessing.image_size, config.max_batch)
+            forward = optimized_forward(model, self.preprocessing.image_size, config.max_batch)
         else:
-            forward = _torch_forward(model)
+            forward = torch_forward(model)
         self._forward = forward
         self.batcher = self._new_batcher()
         # Embeddings: the PyTorch model's pooled features, on a worker thread of their own,
         # made on the first /embed request (most services never get one).
-        self._features_forward = None if exported else _features_forward(model)
+        self._features_forward = None if exported else features_forward(model)
         self._feature_batcher: MicroBatcher | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._transform = self.preprocessing.transform()
@@ -494,7 +407,7 @@ class Service:
             "model": {
                 "name": self.model_name,
                 "tag": cfg.get("tag"),
-                "version": _weights_version(model),
+                "version": weights_version(model),
                 "source": source,
                 "num_classes": len(self.classes),
                 "metrics": dict(cfg.get("metrics") or {}),
@@ -794,105 +707,3 @@ def _boundary(content_type: str) -> bytes:
         if key.strip().lower() == "boundary":
             return value.strip().strip('"').encode("latin-1", "replace")
     return b""
-
-
-def _torch_forward(
-    model: nn.Module, call: Callable[[Tensor], Tensor] | None = None
-) -> Callable[[Tensor], Tensor]:
-    """``call`` (default: the model itself) on batches moved to the model's device and
-    dtype, without autograd, answering float32 on the CPU."""
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    run = call or model
-
-    def forward(batch: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return run(batch.to(device=device, dtype=dtype)).float().cpu()
-
-    return forward
-
-
-def _features_forward(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """The pooled features (:func:`~resnetkit.explain.pooled_features`) as a batch function
-    on the model's device and dtype; ``None`` for a model without them."""
-    from resnetkit.explain import pooled_features
-
-    pooled = pooled_features(model)
-    return None if pooled is None else _torch_forward(model, pooled)
-
-
-def _onnx_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    """Export once (dynamic batch, verified against eager PyTorch) and load in ONNX Runtime.
-
-    The session holds the model in memory, so the temporary file is deleted straight away.
-    """
-    from resnetkit.export.exporter import export_model, load_exported
-
-    with tempfile.TemporaryDirectory(prefix="resnetkit-serve-") as tmp:
-        report = export_model(model, "onnx", Path(tmp) / "model.onnx", dynamic_batch=True)
-        run = load_exported(report.path, "onnx")
-
-    def forward(batch: Tensor) -> Tensor:
-        return run(batch)[0]
-
-    return forward
-
-
-def padded_batch(n: int, chunk: int) -> int:
-    """How many rows the optimized backend runs ``n`` images as.
-
-    :func:`~resnetkit.export.cpu.optimize_for_cpu` runs a batch in chunks of ``chunk`` images;
-    padding ``n`` up to a multiple of ``chunk`` (or, below it, to a power of two) means only a
-    handful of chunk shapes ever occur, and all of them are compiled at startup: no request
-    waits for a compile.
-    """
-    if n >= chunk:
-        return -(-n // chunk) * chunk
-    size = 1
-    while size < n:
-        size *= 2
-    return min(size, chunk)
-
-
-def _optimized_forward(
-    model: nn.Module, image_size: int, max_batch: int
-) -> Callable[[Tensor], Tensor]:
-    from resnetkit.export.cpu import chunk_for, optimize_for_cpu
-    from resnetkit.models.resnet import ResNet
-
-    if not isinstance(model, ResNet):
-        raise ValueError(
-            f"the optimized backend compiles resnetkit ResNets, not {type(model).__name__}; "
-            "use backend torch or onnx"
-        )
-    chunk = chunk_for(image_size, image_size)
-    shape = (model.config.in_chans, image_size, image_size)
-    sizes = sorted({padded_batch(n, chunk) for n in range(1, min(chunk, max_batch) + 1)})
-    # Checked against eager on random input (zeros would test little more than the biases).
-    run = optimize_for_cpu(model, torch.randn(sizes[-1], *shape), chunk_size=chunk)
-    for size in sizes[:-1]:  # every shape a chunk can have, compiled now
-        run(torch.zeros(size, *shape))
-
-    def forward(batch: Tensor) -> Tensor:
-        n = batch.shape[0]
-        padded = padded_batch(n, chunk)
-        if padded > n:
-            batch = torch.cat([batch, batch.new_zeros(padded - n, *batch.shape[1:])])
-        return run(batch.float())[:n]
-
-    return forward
-
-
-def _weights_version(model: nn.Module) -> str:
-    """A fingerprint of the weights (sha256 of every tensor, in order, or of the ONNX file
-    served): the model's version."""
-    from resnetkit.export.runtime import OrtClassifier
-
-    if isinstance(model, OrtClassifier):
-        return model.file_digest()
-    digest = hashlib.sha256()
-    for key, value in model.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return "sha256:" + digest.hexdigest()[:16]
