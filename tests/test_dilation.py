@@ -107,7 +107,7 @@ def test_dilated_models_fold_trace_and_export(name: str, tmp_path: Path) -> None
 
 
 def test_layouts_that_cannot_dilate_refuse_a_dilated_model(tmp_path: Path) -> None:
-    from resnetkit.interop.convert import to_huggingface, to_keras_dict
+    from resnetkit.interop.writers import to_huggingface, to_keras_dict
 
     with pytest.raises(ValueError, match="dilated stages \\(output_stride=16; only 32\\)"):
         to_huggingface(_ours("resnet50", output_stride=16), tmp_path / "hf")

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 import resnetkit
 from resnetkit.download import ChecksumError
-from resnetkit.interop.convert import to_huggingface, to_timm
+from resnetkit.interop.writers import to_huggingface, to_timm
 from resnetkit.models import hf_hub
 from resnetkit.models.hf_hub import HubFileNotFoundError, parse_name
 from resnetkit.models.loading import load_model

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from resnetkit import create_model
 from resnetkit.export.fold import count_batchnorms
-from resnetkit.interop.convert import convert_checkpoint, to_torchvision
+from resnetkit.interop.convert import convert_checkpoint
+from resnetkit.interop.writers import to_torchvision
 from resnetkit.models.blocks import Skip
 from resnetkit.models.loading import load_model
 from resnetkit.models.model_dir import save_model_dir

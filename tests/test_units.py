@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from resnetkit import create_model
 from resnetkit.export.fold import count_batchnorms, fold_batchnorm
-from resnetkit.interop.convert import to_torchvision
+from resnetkit.interop.writers import to_torchvision
 from resnetkit.models.blocks import UNITS, BasicBlock, Bottleneck
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.loading import load_model

@@ -8,15 +8,17 @@ from resnetkit.interop.convert import (
     ShapeMismatch,
     adapt_input_conv,
     convert_checkpoint,
-    huggingface_config,
     load_checkpoint,
     read_checkpoint,
+)
+from resnetkit.interop.formats import SOURCE_FORMATS, detect_format, to_resnetkit_names
+from resnetkit.interop.writers import (
+    huggingface_config,
     to_huggingface,
     to_keras_dict,
     to_timm,
     to_torchvision,
 )
-from resnetkit.interop.formats import SOURCE_FORMATS, detect_format, to_resnetkit_names
 
 __all__ = [
     "SOURCE_FORMATS",

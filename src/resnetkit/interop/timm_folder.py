@@ -12,7 +12,7 @@ from typing import Any
 
 from safetensors.torch import save
 
-from resnetkit.interop.convert import to_timm
+from resnetkit.interop.writers import to_timm
 from resnetkit.models.resnet import ResNet
 
 #: What a weights file is called: anything else names the folder ``convert --to timm`` writes.
