@@ -978,6 +978,42 @@ def test_the_weight_ema_is_torchs_and_waits_for_no_device() -> None:
         assert torch.equal(a, theirs[name]), name
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_an_fp16_step_reads_no_number_back(optimizer: str) -> None:
+    """GradScaler reads a plain optimizer's overflow flag back every step (``.item()`` on a
+    device tensor: a wait for the GPU); the fused optimizer fp16 gets takes it on the device
+    and steps the same. Run on the CPU, which has a GradScaler and fused optimizers too."""
+    from unittest import mock
+
+    from resnetkit.train.optim import build_optimizer
+
+    reads: list[torch.Tensor] = []  # by the scaler (AdamW reads its CPU step counts: no wait)
+    item = torch.Tensor.item
+
+    def counted_item(t: torch.Tensor) -> float | int | bool:
+        if sys._getframe(1).f_code.co_filename.endswith("grad_scaler.py"):
+            reads.append(t)
+        return item(t)
+
+    results = []
+    for precision, expected_reads in (("fp16", 0), ("bf16", 1)):
+        torch.manual_seed(0)
+        model = resnetkit.create_model("resnet20", num_classes=3)
+        recipe = TINY.override({"precision": precision, "optimizer": optimizer})
+        opt = build_optimizer(model, recipe)
+        assert bool(opt.defaults["fused"]) == (precision == "fp16")
+        scaler = torch.amp.GradScaler("cpu")  # bf16 runs have none: here, to compare
+        reads.clear()
+        with mock.patch.object(torch.Tensor, "item", counted_item):
+            loss = model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        assert len(reads) == expected_reads, precision
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1])
+
+
 class BlockingCopies(TorchFunctionMode):
     """Records every copy from ordinary memory to a device made without non_blocking: on a
     GPU each waits for the work queued before it."""
