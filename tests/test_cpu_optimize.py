@@ -130,6 +130,8 @@ def test_inputs_of_the_wrong_shape_or_dtype_get_the_models_message(
     run = optimize_for_cpu(model, torch.randn(2, 3, 32, 32))
     with pytest.raises(ValueError, match="looks channels-last"):
         run(torch.randn(2, 32, 32, 3))
-    with pytest.raises(TypeError, match=r"float32 inputs .* got torch.uint8: convert"):
-        run(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"floating-point input, got torch.uint8: scale"):
+        run(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))  # the model's own check
+    with pytest.raises(TypeError, match=r"float32 inputs .* got torch.float64: convert"):
+        run(torch.zeros(2, 3, 32, 32, dtype=torch.float64))
     assert run(torch.randn(3, 3, 32, 32)).shape == (3, 10) and shapes[-1] == 3
