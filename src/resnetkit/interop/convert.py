@@ -568,8 +568,7 @@ def convert_checkpoint(
     for note in model.config.variants():
         report.notes.append(f"built the model with {note}, as the source is")
     out = Path(out)
-    given = dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing or {}
-    if (given or classes is not None) and not (
+    if (preprocessing or classes is not None) and not (
         target in ("resnetkit", "huggingface") or (target == "timm" and is_folder_target(out))
     ):
         raise ValueError(
@@ -578,7 +577,7 @@ def convert_checkpoint(
         )
     if classes is None:
         classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
-    check_preprocessing(model, given, classes)  # before anything is written
+    given = check_preprocessing(model, preprocessing, classes)  # before anything is written
     if ckpt.preprocessing or given:  # the model's own preprocessing travels with it
         model.pretrained_cfg = {**ckpt.preprocessing, **given}  # type: ignore[assignment]
     multi_label = bool(ckpt.task.get("multi_label"))

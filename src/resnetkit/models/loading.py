@@ -265,9 +265,8 @@ def load_checkpoint_file(
     config = get_model_config(arch).with_options(num_classes=num_classes, **options)
     model = ResNet(config, name=arch)
     _load_checked(model, state, path)
-    given = dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing or {}
     names = classes if classes is not None else []
-    check_preprocessing(model, given, names)  # a string or a list of numbers is refused
+    given = check_preprocessing(model, preprocessing, names)  # a string of names is refused
     model.pretrained_cfg = {  # type: ignore[assignment]
         "classes": list(names),
         # Keras weights were trained on caffe-style inputs (0-255, mean only)

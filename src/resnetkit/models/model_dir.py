@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -141,16 +142,24 @@ PREPROCESSING_KEYS = (
 )
 
 
-def check_preprocessing(model: ResNet, preprocessing: dict[str, Any], classes: list[str]) -> None:
+def check_preprocessing(
+    model: ResNet, preprocessing: Mapping[str, Any] | None, classes: list[str]
+) -> dict[str, Any]:
     """Refuse what :func:`load_model_dir` would refuse in a config.json for ``model``: unknown
     keys, mean/std of another channel count, a non-positive size or std, class names that do
     not match the head.
 
+    Returns:
+        ``preprocessing`` as a dict (``{}`` for None).
+
     Raises:
         ValueError: naming the field and what it must be.
     """
-    if not isinstance(preprocessing, dict):
+    if preprocessing is None:
+        preprocessing = {}
+    if not isinstance(preprocessing, Mapping):
         raise ValueError(f"preprocessing must be a dict, got {preprocessing!r}")
+    preprocessing = dict(preprocessing)
     unknown = [k for k in preprocessing if k not in PREPROCESSING_KEYS]
     if unknown:
         raise ValueError(
@@ -168,6 +177,7 @@ def check_preprocessing(model: ResNet, preprocessing: dict[str, Any], classes: l
     problem = _meta_problem(json.loads(json.dumps(meta, default=_json_value)))
     if problem:
         raise ValueError(problem)
+    return preprocessing
 
 
 def _check_class_count(model: ResNet, classes: list[str]) -> None:

@@ -103,7 +103,7 @@ def build_train_data(
     download: bool = False,
     train_subset: int = 0,
     eval_subset: int = 0,
-    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    normalization: Normalization | None = None,
     pin_memory: bool = False,
 ) -> TrainData:
     """The in-memory or streaming data of a run (see the module docstring). A multi-label
@@ -190,7 +190,7 @@ def _in_memory(
     download: bool,
     train_subset: int,
     eval_subset: int,
-    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
+    normalization: Normalization | None,
 ) -> TrainData:
     if recipe.eval_image_size or recipe.eval_resize:
         given = "eval_image_size" if recipe.eval_image_size else "eval_resize"
@@ -221,8 +221,6 @@ def _in_memory(
                 f"pixels, the images are {tuple(size)}: use --image-size "
                 f"{norm.pixel_mean.shape[-1]}"
             )
-    elif normalization is not None:
-        norm = Normalization(tuple(normalization[0]), tuple(normalization[1]))
     elif recipe.normalize == "pixel_mean":
         norm = Normalization(pixel_mean=train_images.float().mean(0) / 255.0)
     else:
@@ -303,7 +301,7 @@ def _streaming(
     image_size: int,
     rank: int,
     world_size: int,
-    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None,
+    normalization: Normalization | None,
     subsets: tuple[int, int] = (0, 0),
     pin_memory: bool = False,
 ) -> TrainData:
@@ -331,20 +329,17 @@ def _streaming(
         train_samples[i] for i in subset_order(len(train_samples), subsets[0], recipe.seed)
     ]
     val_samples = [val_samples[i] for i in subset_order(len(val_samples), subsets[1], recipe.seed)]
-    if isinstance(normalization, Normalization):
-        if normalization.pixel_mean is not None:
-            raise ValueError(
-                "the model subtracts a per-pixel mean (it was trained with normalize "
-                "pixel_mean), which crops streamed from full-size pictures cannot follow: use "
-                "--augment crop_flip"
-            )
-        normalization = (normalization.mean, normalization.std)
-    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
-    norm = Normalization(tuple(mean), tuple(std))
+    if normalization is not None and normalization.pixel_mean is not None:
+        raise ValueError(
+            "the model subtracts a per-pixel mean (it was trained with normalize "
+            "pixel_mean), which crops streamed from full-size pictures cannot follow: use "
+            "--augment crop_flip"
+        )
+    norm = normalization or Normalization(tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
     train_loader = folder_loader(
         train_samples,
         classes,
-        from_recipe(recipe, image_size, mean, std),
+        from_recipe(recipe, image_size, norm.mean, norm.std),
         per_rank_batch,
         train=True,
         num_workers=recipe.num_workers,
@@ -359,7 +354,7 @@ def _streaming(
         eval_loaders["val"] = folder_loader(
             val_samples,
             classes,
-            build_eval_transform(eval_size, mean, std, resize=resize),
+            build_eval_transform(eval_size, norm.mean, norm.std, resize=resize),
             256,
             train=False,
             num_workers=recipe.num_workers,

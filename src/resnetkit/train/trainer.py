@@ -93,9 +93,9 @@ class TrainSpec:
     # to stderr: what a run in the background (nohup, a batch job) should leave in its log.
     log_epochs: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)
-    # (mean, std), or a Normalization (which may subtract a per-pixel mean), to use instead of
-    # the dataset's statistics: a pretrained model's own.
-    normalization: Normalization | tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # A Normalization (which may subtract a per-pixel mean) to use instead of the dataset's
+    # statistics: a pretrained model's own. (mean, std) is taken too.
+    normalization: Normalization | None = None
     # Called after every optimizer step with the step number (tests use it to simulate a crash).
     on_step: Callable[[int], None] | None = None
     # Fine-tuning a built model: a fresh classifier for the data's classes, even when it has as
@@ -112,7 +112,7 @@ class TrainSpec:
         self.recipe = as_recipe(self.recipe)
         if self.normalization is not None:  # checked before the run folder is written
             if not isinstance(self.normalization, Normalization):
-                mean, std = self.normalization
+                mean, std = self.normalization  # type: ignore[misc]  # (mean, std)
                 self.normalization = Normalization(tuple(mean), tuple(std))
             in_chans = (
                 self.model.config.in_chans
