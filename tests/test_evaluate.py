@@ -338,6 +338,11 @@ def test_folder_dataset(tmp_path: Path) -> None:
     (split / "val").rename(split / "Validation")  # found whatever the case
     (split / "train").rename(split / "Training")
     assert evaluate_model(loaded, "folder", split, split="validation")["count"] == 6
+    assert evaluate_model(loaded, "folder", split, split="val")["count"] == 6  # another name
+    # Asked for the validation images of a folder of class folders: all are scored, and the
+    # run says so (they may be the very images the model trained on).
+    with pytest.warns(UserWarning, match=r"has no val/ folder, so --split val does not apply"):
+        assert evaluate_model(loaded, "folder", tmp_path / "data", split="val")["count"] == 6
     # A test folder of some of the model's classes: scored by name, the others never seen.
     shutil.copytree(tmp_path / "data" / "dog", tmp_path / "dogs_only" / "dog")
     dogs = evaluate_model(loaded, "folder", tmp_path / "dogs_only")

@@ -530,6 +530,16 @@ def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
     ]
     files, failures = collect_images([cat])
     assert [p.name for p in files] == ["0.png", "1.png", "2.png", "own.png"] and not failures
+    # At the top: a link to the dataset (or above it) is no class; a second name of a class
+    # folder would label its images twice.
+    (tmp_path / "data" / "all").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "up").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.warns(UserWarning, match=r"left out all, up, a link to this folder or one above"):
+        samples, classes = scan_image_folder(tmp_path / "data")
+    assert classes == ("cat", "dog") and len(samples) == 5
+    (tmp_path / "data" / "kitty").symlink_to(cat, target_is_directory=True)
+    with pytest.raises(ValueError, match="'cat' and 'kitty' are the same folder"):
+        scan_image_folder(tmp_path / "data")
 
 
 def test_a_class_with_no_decodable_file_is_warned_about(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,16 @@ def test_multi_scale_matches_a_hand_computation(folder: Path, pixel_mean: bool) 
     with pytest.warns(UserWarning, match="broken.png"):
         single = evaluate_model(model, "folder", folder, scales=(32,))
     assert single["loss"] != pytest.approx(result["loss"], rel=1e-4)  # the scales count
+
+
+def test_multi_scale_skips_a_picture_too_thin_to_scale(folder: Path, tmp_path: Path) -> None:
+    """A 60000x1 strip is a 200-byte PNG; at shorter side 48 it would be 48x2,880,000 pixels
+    (gigabytes of floats): it is named and skipped like an undecodable file."""
+    shutil.copytree(folder, tmp_path / "data")
+    Image.new("RGB", (60_000, 1)).save(tmp_path / "data" / "cat" / "strip.png")
+    with pytest.warns(UserWarning, match=r"strip.png: image too elongated: 60000x1 would become"):
+        result = evaluate_model(_model(), "folder", tmp_path / "data", scales=(32, 48))
+    assert result["count"] == 6
 
 
 def test_multi_scale_refusals(folder: Path) -> None:

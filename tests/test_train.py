@@ -867,6 +867,12 @@ def test_settings_that_cannot_work_are_refused(
     argv = ["train", "--model", "resnet20", "--dataset", "folder", "--out", str(tmp_path / "r")]
     assert main([*argv, "--data-dir", str(one_class)]) == 2
     assert "1 class (pets): a classifier needs at least two" in capsys.readouterr().err
+    # Two class folders, one of them empty: a model that always answers "cat" is refused.
+    (one_class / "pets" / "dog").mkdir()
+    assert main([*argv, "--data-dir", str(one_class / "pets")]) == 2
+    err = capsys.readouterr().err
+    assert "only class 'cat' has training images; 'dog' holds none" in err
+    assert not (tmp_path / "r").exists()
     assert main(argv) == 2
     assert "--data-dir is needed for --dataset folder" in capsys.readouterr().err
     # The bundled sample reads no folder: one given is refused, not silently ignored.

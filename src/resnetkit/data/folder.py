@@ -14,6 +14,7 @@ Hidden files and folders (names starting with ``.``) are ignored.
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from collections import Counter
@@ -40,6 +41,7 @@ from resnetkit.data.splits import (  # re-exported: where they were first define
     SPLIT_FOLDERS,
     TRAIN_FOLDERS,
     VALIDATION_FOLDERS,
+    split_names,
 )
 
 __all__ = [
@@ -113,9 +115,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
             f"not a folder: {root} ({_LAYOUT_HINT}; or a .csv/.tsv label file, see "
             "resnetkit.data.labels)"
         )
-    classes = tuple(
-        sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    )
+    classes = _class_folders(root)
     if not classes:
         loose = sum(
             1 for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
@@ -157,6 +157,39 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
             stacklevel=2,
         )
     return samples, classes
+
+
+def _class_folders(root: Path) -> tuple[str, ...]:
+    """The sorted names of ``root``'s class folders: its non-hidden sub-folders, less a link
+    to ``root`` itself or a folder above it (``all -> .`` would make a class of every image,
+    a warning names it). Two names of one folder (``kitty -> cat``) are refused: each image
+    would come in twice, under two labels."""
+    real_root = os.path.realpath(root)
+    classes: list[str] = []
+    above: list[str] = []
+    by_real: dict[str, str] = {}
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        real = os.path.realpath(p)
+        if real_root == real or real_root.startswith(real.rstrip(os.sep) + os.sep):
+            above.append(p.name)
+            continue
+        if real in by_real:
+            raise ValueError(
+                f"{root}: class folders {by_real[real]!r} and {p.name!r} are the same folder "
+                f"({real}), so its images would be given two labels: remove the link"
+            )
+        by_real[real] = p.name
+        classes.append(p.name)
+    if above:
+        warnings.warn(
+            f"{root}: left out {', '.join(above)}, a link to this folder or one above it "
+            "(as a class it would hold every image)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return tuple(classes)
 
 
 class ImageFolderDataset(Dataset[Any]):
@@ -402,11 +435,15 @@ def split_folders(root: str | Path) -> list[str]:
 
 def find_split(root: str | Path, split: str) -> Path | None:
     """``root/split`` if it is a folder, else the split folder of ``root`` with that name in
-    another case (``Val/`` for ``val``); None when there is none."""
+    another case or another of its names (``Val/`` or ``validation/`` for ``val``); None when
+    there is none."""
     root = Path(root)
     if (root / split).is_dir():
         return root / split
-    return _split_dirs(root).get(split.lower()) if root.is_dir() else None
+    if not root.is_dir():
+        return None
+    dirs = _split_dirs(root)
+    return next((dirs[name] for name in split_names(split) if name in dirs), None)
 
 
 def folder_splits(

@@ -500,6 +500,7 @@ def _prepare_multi_scale(
         data_dir,
         split,
         load_size=None,  # whole pictures
+        scale_to=max(scales),  # a 4000x2 strip at 640 would take gigabytes: skipped
         crop=None,
         channels=channels,
         norm=None,

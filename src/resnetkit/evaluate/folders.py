@@ -31,7 +31,7 @@ from resnetkit.data.folder import (
     scan_image_folder,
     split_folders,
 )
-from resnetkit.data.splits import TRAIN_FOLDERS, split_names
+from resnetkit.data.splits import TRAIN_FOLDERS, VALIDATION_FOLDERS, split_names
 
 
 def eval_samples(
@@ -76,6 +76,21 @@ def folder_split(data_dir: str | Path, split: str) -> Path:
     found = find_split(root, split)
     if found is not None:
         root = found
+    elif (
+        root.is_dir()
+        and not split_folders(root)
+        and split.lower() in VALIDATION_FOLDERS
+        and root.name.lower() not in VALIDATION_FOLDERS
+    ):
+        # a folder of class folders is a test set as it stands; asked for its validation
+        # images, it may well be the training folder that finetune held some out of
+        warnings.warn(
+            f"{root} has no {split}/ folder, so --split {split} does not apply: every image "
+            "in its class folders is scored. If the model was trained on this folder, most "
+            f"are its training images; point at a held-out folder ({root / split}/<class>/)",
+            UserWarning,
+            stacklevel=4,
+        )
     elif root.is_dir() and split_folders(root):
         # train/ and val/ read as two classes would score (or calibrate on) a made-up task
         others = [name for name in split_folders(root) if name.lower() not in TRAIN_FOLDERS]
@@ -236,13 +251,17 @@ def folder_stream(
     num_workers: int = 0,
     interpolation: str = "bilinear",
     multi_label: bool = False,
+    scale_to: int | None = None,
 ) -> FolderStream:
     """The evaluation batches of ``data_dir``'s ``split`` (see :func:`eval_samples`), its
     labels following the model's class names (see :func:`label_map`): each picture's
     shorter side resized to ``load_size`` with the centre square kept (``None``: whole
     pictures, at batch size 1), the centre ``crop``, the model's ``channels``, then ``norm``
-    (``None``: uint8 left for the caller). ``multi_label``: the model scores each class on its
-    own, and the data must be a multi-label label file (see ``FolderStream.label_table``)."""
+    (``None``: uint8 left for the caller). ``scale_to``: with ``load_size`` ``None``, the
+    largest shorter side the caller will resize the whole pictures to (multi-scale testing),
+    so that a thin picture it would blow up past the pixel limit is skipped and named like an
+    undecodable one. ``multi_label``: the model scores each class on its own, and the data
+    must be a multi-label label file (see ``FolderStream.label_table``)."""
     from resnetkit.data.multilabel import is_multi_label_file, targets_for_model
 
     samples, classes, root = eval_samples(data_dir, split)
@@ -274,7 +293,7 @@ def folder_stream(
         _Decode(load_size, interpolation),
         samples=samples,
         classes=label_keys,
-        shorter_side=load_size,
+        shorter_side=load_size if load_size is not None else scale_to,
     )
     prepare = _Prepare(crop, channels, norm)
     stream = FolderStream(dataset, classes, batch_size, num_workers, prepare)

@@ -75,11 +75,24 @@ def check_classes(data: TrainData, data_dir: Path) -> None:
             "give the images their classes (or, for a yes/no tagger, the one class where "
             "it applies)"
         )
-    if len(classes) < 2 and not data.multi_label:  # a multi-label tagger may have one
+    if data.multi_label:  # a multi-label tagger may have one class
+        return
+    if len(classes) < 2:
         one = f" ({classes[0]})" if classes else ""
         raise ValueError(
             f"{data_dir} has {len(classes)} class{one}: a classifier needs at "
             "least two classes. If the images sit one level deeper, pass that folder"
+        )
+    # An empty class folder keeps its label, but a run where one class alone has training
+    # images learns to answer that class every time (and validates at 100%).
+    present = data.train_labels.unique().tolist()
+    if len(present) == 1:
+        empty = [repr(name) for i, name in enumerate(classes) if i != present[0]]
+        verb = "holds" if len(empty) == 1 else "hold"
+        raise ValueError(
+            f"{data_dir}: only class {classes[present[0]]!r} has training images; "
+            f"{', '.join(empty)} {verb} none, and a classifier needs images of at least two "
+            "classes: put images in those folders (or remove them)"
         )
 
 
