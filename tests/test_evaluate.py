@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,6 +349,17 @@ def test_folder_dataset(tmp_path: Path) -> None:
     dogs = evaluate_model(loaded, "folder", tmp_path / "dogs_only")
     assert dogs["count"] == 3 and dogs["classes"] == ["cat", "dog"]
     assert dogs["per_class"]["cat"] is None and dogs["per_class"]["dog"] == dogs["top1"]
+    # Other names altogether (ImageNet's wnid folders, say): compared by index, with a word.
+    other = tmp_path / "renamed"
+    shutil.copytree(tmp_path / "data" / "cat", other / "n01")
+    shutil.copytree(tmp_path / "data" / "dog", other / "n02")
+    with pytest.warns(UserWarning, match=r"differ \(n01!=cat, n02!=dog\); labels are compared"):
+        assert evaluate_model(loaded, "folder", other)["classes"] == ["n01", "n02"]
+    # A shared name at another position: by index "dog" would be scored as "cat".
+    (other / "n01").rename(other / "zebra")
+    (other / "n02").rename(other / "dog")
+    with pytest.raises(ValueError, match=r"disagree: dog is 0 in folder .*, 1 in the model"):
+        evaluate_model(loaded, "folder", other)
     assert np.array(dogs["confusion"])[0].sum() == 0  # no cat row
 
 
@@ -408,6 +420,21 @@ def test_plot_confusion_png(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="shape"):
         plot_confusion(matrix, ["a", "b"], tmp_path / "bad.png")
+    # Class names in a script the font lacks: one warning naming the characters, not one
+    # per character per drawing.
+    import matplotlib
+
+    with (
+        matplotlib.rc_context({"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"]}),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        plot_confusion(matrix, ["猫", "狗", "bird"], tmp_path / "cjk.png")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert "2 character(s) of its text are missing from the font (DejaVu Sans)" in messages[0]
+    assert "show as boxes: 猫 狗. Install a font that has them (e.g. Noto Sans CJK" in messages[0]
+    assert (tmp_path / "cjk.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_unknown_model_name_is_explained(setup: dict) -> None:

@@ -153,6 +153,12 @@ def test_scan_errors(tmp_path: Path) -> None:
         samples, classes = scan_image_folder(tmp_path)
     assert classes == ("empty_class", "full")
     assert [label for _, label in samples] == [1]
+    # Training reads through folder_splits: a file, an archive say, is no folder of classes.
+    (tmp_path / "photos.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(NotADirectoryError, match=r"not a folder: .*unpack the archive first"):
+        folder_splits(tmp_path / "photos.zip")
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        folder_splits(tmp_path / "missing")
 
 
 def test_scan_knows_jpeg_by_its_other_names_and_says_what_it_left_out(tmp_path: Path) -> None:

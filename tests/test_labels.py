@@ -60,6 +60,10 @@ def test_read_label_file_columns_ids_and_class_order(images: Path, tmp_path: Pat
     assert scan_image_folder(csv_file) == (samples, table.classes)
     tsv = _write(tmp_path / "l.tsv", ["file\tclass", f"{images}/imgs/001.png\tsky"])  # absolute
     assert read_label_file(tsv).samples() == [(images / "imgs" / "001.png", 0)]
+    # Excel where the decimal mark is a comma writes ';'; a list from Windows writes '\'.
+    semi = _write(images / "semi.csv", ["path;label", "imgs\\002.png;apple", "imgs/003;sky"])
+    table = read_label_file(semi)
+    assert table.samples() == [(images / "imgs" / "002.png", 0), (images / "imgs" / "003.png", 1)]
 
 
 @pytest.mark.parametrize(

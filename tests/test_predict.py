@@ -356,3 +356,22 @@ def test_tta_averages_each_image_with_its_mirror_image(
     assert main(["predict", "--model", tag, str(assets[0]), "--tta", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)["predictions"][0]["top_k"][0]
     assert printed["class"] == got[0]["top_k"][0]["class"]
+
+
+def test_files_left_out_of_a_folder_are_named(tmp_path: Path) -> None:
+    """An iPhone folder: the .heic photos are not decoded, and the run says so."""
+    from resnetkit.predict import collect_images
+
+    mixed, only = tmp_path / "mixed", tmp_path / "only"
+    mixed.mkdir()
+    only.mkdir()
+    Image.new("RGB", (8, 8)).save(mixed / "a.png")
+    for folder in (mixed, only):
+        (folder / "IMG_1.HEIC").write_bytes(b"ftypheic")
+        (folder / "IMG_2.heic").write_bytes(b"ftypheic")
+    (mixed / "notes.txt").write_text("x")
+    with pytest.warns(UserWarning, match=r"3 file\(s\) not named as images .*\.heic: 2, \.txt: 1"):
+        files, failures = collect_images([mixed])
+    assert files == [mixed / "a.png"] and not failures
+    files, failures = collect_images([only])
+    assert not files and failures[0]["reason"].endswith("; other files: .heic: 2")

@@ -9,6 +9,8 @@ normalise by per-channel mean/std, or subtract the paper's per-pixel mean when t
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -198,10 +200,21 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[
         if not path.is_dir():
             files.append(path)  # a missing or unreadable file is reported when it is decoded
             continue
-        found = image_files(path)
+        skipped: Counter[str] = Counter()
+        found = image_files(path, skipped)
+        kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
         if not found:
             reason = f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+            reason += f"; other files: {kinds}" if skipped else ""
             failures.append({"path": str(path), "reason": reason})
+        elif skipped:  # .heic photos left out by their name: say so, not nothing
+            warnings.warn(
+                f"{path}: {skipped.total()} file(s) not named as images were left out "
+                f"({kinds}{', ...' if len(skipped) > 5 else ''}); recognised extensions: "
+                f"{' '.join(IMAGE_EXTENSIONS)}",
+                UserWarning,
+                stacklevel=2,
+            )
         files.extend(found)
     return files, failures
 

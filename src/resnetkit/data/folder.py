@@ -108,13 +108,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
                 "which keep the splits apart"
             )
         return table.samples(), table.classes
-    if not root.exists():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(
-            f"not a folder: {root} ({_LAYOUT_HINT}; or a .csv/.tsv label file, see "
-            "resnetkit.data.labels)"
-        )
+    _check_folder(root)
     classes = _class_folders(root)
     if not classes:
         loose = sum(
@@ -157,6 +151,21 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
             stacklevel=2,
         )
     return samples, classes
+
+
+_ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+
+
+def _check_folder(root: Path) -> None:
+    """A dataset ``root`` that is not a folder is refused, saying what it should be."""
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        unpack = "; unpack the archive first" if root.suffix.lower() in _ARCHIVES else ""
+        raise NotADirectoryError(
+            f"not a folder: {root} ({_LAYOUT_HINT}; or a .csv/.tsv label file, see "
+            f"resnetkit.data.labels){unpack}"
+        )
 
 
 def _class_folders(root: Path) -> tuple[str, ...]:
@@ -473,9 +482,10 @@ def folder_splits(
             folders, or if ``root`` has split folders (``test/``, ``val/``...) but no
             ``train/``.
     """
-    root = Path(root)
+    root = Path(root).expanduser()
     if is_label_file(root):
         return _label_file_splits(root, val_fraction, seed)
+    _check_folder(root)
     dirs = _split_dirs(root)
     train_dir = next((dirs[name] for name in TRAIN_FOLDERS if name in dirs), None)
     if train_dir is not None:

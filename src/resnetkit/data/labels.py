@@ -5,8 +5,11 @@ The file has a header. One column names the image (``path``, ``file``, ``filenam
 ``image``, ``image_path``, ``image_id``, ``id``, ``fname``), one its class (``label``,
 ``class``, ``class_name``, ``category``, ``target``, ``y``), and an optional one its split
 (``split``, ``subset``, ``set``: ``train``/``val``/``test`` and the synonyms image folders
-accept, on every row). Paths are relative to the file's folder (or absolute); a name without
-a suffix (Kaggle's ``image_id``) is looked up with each image suffix. Classes are the
+accept, on every row). Cells are separated by commas (tabs in a ``.tsv``; semicolons when
+the header has those and no comma, as Excel writes CSV where the decimal mark is a comma).
+Paths are relative to the file's folder (or absolute), ``\\`` read as ``/`` when that is
+where the file is (a list written on Windows); a name without a suffix (Kaggle's
+``image_id``) is looked up with each image suffix. Classes are the
 distinct labels, sorted (numerically when every label is an integer), so that ``2`` comes
 before ``10``.
 
@@ -106,6 +109,9 @@ def read_label_file(path: str | Path) -> LabelFile:
         text = path.read_text(encoding="utf-8-sig")  # a BOM from Excel is not a column name
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err}); save it as UTF-8 CSV") from None
+    first = text.split("\n", 1)[0]
+    if delimiter == "," and "," not in first and ";" in first:
+        delimiter = ";"  # Excel's CSV where the decimal mark is a comma: path;label
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     header = next(reader, None)
     if not header:
@@ -270,6 +276,10 @@ def _label_sets(
 def _resolve(folder: Path, name: str) -> Path:
     image = Path(name).expanduser()
     image = image if image.is_absolute() else folder / image
+    if "\\" in name and not image.exists():  # written on Windows: cat\001.jpg
+        posix = _resolve(folder, name.replace("\\", "/"))
+        if posix.is_file():
+            return posix
     if image.suffix or image.is_file():
         return image
     for suffix in IMAGE_EXTENSIONS:  # an id without its suffix

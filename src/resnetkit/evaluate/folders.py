@@ -130,6 +130,20 @@ def label_map(
         index = {name: i for i, name in enumerate(model_classes)}
         remap = np.array([index[name] for name in data_classes], dtype=np.int64)
         return remap, tuple(model_classes)
+    index = {name: i for i, name in enumerate(model_classes)}
+    moved = [
+        f"{name} is {i} in {where}, {index[name]} in the model"
+        for i, name in enumerate(data_classes)
+        if index.get(name, i) != i
+    ]
+    if moved:  # compared by index, these would be scored against another class
+        raise ValueError(
+            f"class names of the model and of {where} disagree: {'; '.join(moved[:3])}"
+            f"{'; ...' if len(moved) > 3 else ''}, and the others differ, so neither names "
+            "nor positions match: name the class folders as the model does "
+            f"({', '.join(model_classes[:10])}{', ...' if len(model_classes) > 10 else ''})"
+        )
+    # all different (ImageNet's wnid folders against a model's readable names): by index
     differ = [f"{d}!={m}" for d, m in zip(data_classes, model_classes, strict=True) if d != m]
     warnings.warn(
         f"class names of the model and of {where} differ ({', '.join(differ[:5])}); "
