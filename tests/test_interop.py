@@ -605,6 +605,10 @@ def test_what_a_bare_checkpoint_cannot_say_is_given_on_converting_or_loading(
     assert "no place for preprocessing" in capsys.readouterr().err
     assert main([*argv[:4], "--classes", "a,b", "--out", str(tmp_path / "two")]) == 2
     assert "2 names for a model with 3 outputs" in capsys.readouterr().err
+    for given, said in (("a,b,a", "--classes names a twice"), (" , ", "--classes names nothing")):
+        with pytest.raises(SystemExit):
+            main([*argv[:4], "--classes", given, "--out", str(tmp_path / "bad")])
+        assert said in capsys.readouterr().err
     assert not (tmp_path / "tv.pt").exists() and not (tmp_path / "two").exists()
 
     prep = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "input_size": 40}

@@ -92,6 +92,18 @@ def numbers(text: str) -> list[float]:
     return values
 
 
+def distinct_names(names: list[str], what: str) -> list[str]:
+    """``names`` (stripped, empty ones left out) when there is at least one and none twice;
+    else a ValueError that starts with ``what`` (the flag)."""
+    names = [name.strip() for name in names if name.strip()]
+    if not names:
+        raise ValueError(f"{what} names nothing: give at least one, comma-separated")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{what} names {', '.join(twice)} twice: give each once")
+    return names
+
+
 def image_side(text: str) -> int:
     """A square image side in pixels: 1 to :data:`~resnetkit.train.recipe.MAX_IMAGE_SIDE`."""
     from resnetkit.train.recipe import MAX_IMAGE_SIDE

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from resnetkit.cli.common import (
+    distinct_names,
     image_side,
     non_negative_int,
     numbers,
@@ -109,15 +110,12 @@ def class_names(text: str) -> list[str]:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise argparse.ArgumentTypeError(f"cannot read {path}: {err}") from None
-        names = [line.strip() for line in lines if line.strip()]
     else:
-        names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"names no class: {text!r}")
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise argparse.ArgumentTypeError(f"names {', '.join(twice)} twice: give each once")
-    return names
+        lines = text.split(",")
+    try:
+        return distinct_names(lines, "--classes")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run_convert(args: argparse.Namespace) -> int:

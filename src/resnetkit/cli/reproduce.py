@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from resnetkit.cli.common import data_dir_for, output_folder, positive_int
+from resnetkit.cli.common import data_dir_for, distinct_names, output_folder, positive_int
 from resnetkit.reproduce.degradation import MODELS, presets
 from resnetkit.reproduce.transfer import DEFAULT_CLASSES
 
@@ -159,13 +159,7 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 def _names(text: str, flag: str = "--models") -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise ValueError(f"{flag} names nothing: give at least one, comma-separated")
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ValueError(f"{flag} names {', '.join(twice)} twice: give each once")
-    return names
+    return distinct_names(text.split(","), flag)
 
 
 def _registered(names: list[str]) -> tuple[str, ...]:
