@@ -123,7 +123,7 @@ def build_payloads(seed: int = 0) -> list[Payload]:
             files=tuple(("files", n, d) for n, d in zip(ASSETS, images, strict=True)),
         ),
         Payload("png-body", 200, 1, content=cat, content_type="image/png"),
-        Payload("garbage", 415, 0, content=rng.randbytes(2048), content_type="image/png"),
+        Payload("garbage", 422, 0, content=rng.randbytes(2048), content_type="image/png"),
         Payload("truncated-png", 422, 0, content=cat[: len(cat) // 2], content_type="image/png"),
         Payload("huge-png-header", 413, 0, content=huge_png_header(), content_type="image/png"),
     ]

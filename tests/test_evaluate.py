@@ -221,6 +221,23 @@ def test_class_mismatch_is_explained(setup: dict) -> None:
         evaluate_model(model, "cifar10", setup["data"])
 
 
+def test_label_map_names_both_sides_and_takes_the_callers_advice() -> None:
+    """A command other than evaluate (quantize) says what to do in its own flags; evaluate's
+    words stay the default."""
+    data, model = ("a", "b"), ["x", "y", "z"]
+    with pytest.raises(ValueError) as default:
+        folders.label_map(data, 3, model, "folder data/val")
+    assert str(default.value) == (
+        "class mismatch: the model predicts 3 classes (x, y, z) but folder data/val has 2 "
+        f"(a, b). {folders.EVALUATE_ADVICE}"
+    )
+    with pytest.raises(ValueError, match=r"has 2 \(a, b\)\. Pass --eval-dir DIR\.$") as own:
+        folders.label_map(data, 3, model, "folder data/val", advice="Pass --eval-dir DIR.")
+    assert "Evaluate on" not in str(own.value)
+    with pytest.raises(ValueError, match=r"predicts 3 classes but folder d has 2"):
+        folders.label_map(data, 3, [], "folder d")  # a model that names no classes
+
+
 def test_bare_checkpoint_with_prefixes(
     setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

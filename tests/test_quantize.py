@@ -170,3 +170,96 @@ def test_a_folder_calibrates_on_what_the_model_is_fed_and_decodes_only_its_draw(
     assert [b.shape for b in batches] == [(3, 3, 64, 64)]
     assert len(decoded) == 3  # of 10 files
     assert batches[0].max() < 0.5  # no white: (255 / 255 - 0) / 1 would be 1.0
+
+
+def _model_dir(tmp_path: Path, classes: list[str]) -> Path:
+    model = create_model("resnet20", num_classes=len(classes))
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_model_dir(
+        model, tmp_path / "m", arch="resnet20", classes=classes, preprocessing=pre
+    )
+
+
+def test_out_must_be_named_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out q wrote an ONNX file named q (and q.fp32.onnx beside it); the name is refused
+    before anything is loaded, with the name to use, as export refuses another format's."""
+    path = _model_dir(tmp_path, ["x", "y"])
+    for out, fixed in (("q", "q.onnx"), ("q.int8", "q.int8.onnx"), ("q.ts", "q.onnx")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["quantize", "--model", str(path), "--out", str(tmp_path / out)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --out" in err and f"must end in .onnx: name it {tmp_path / fixed}" in err
+    with pytest.raises(ValueError, match=r"name it .*q\.onnx"):
+        quantize_model(load_model(path), tmp_path / "q", calibration_dataset="cifar10-sample")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_eval_classes_are_checked_before_calibration_and_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data of other classes were found out after the fp32 export and calibration (minutes),
+    in evaluate's words and as "cifar10-sample test in ."; now first, naming the data and
+    quantize's own flags."""
+    from PIL import Image
+
+    import resnetkit.export.quantize as quantize_module
+
+    def too_late(*_: object, **__: object) -> None:
+        raise AssertionError("calibrated or exported before the evaluation data were checked")
+
+    monkeypatch.setattr(quantize_module, "calibration_batches", too_late)
+    monkeypatch.setattr("resnetkit.export.exporter.export_model", too_late)
+    path = _model_dir(tmp_path, ["x", "y", "z"])
+    for name in ("a", "b"):
+        (tmp_path / "ev" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "ev" / name / "0.png")
+    argv = ["quantize", "--model", str(path), "--out", str(tmp_path / "q.onnx")]
+    for extra, where in (
+        (["--eval-dataset", "cifar10-sample"], "the bundled cifar10-sample (test) has 10"),
+        (
+            ["--eval-dataset", "folder", "--eval-dir", str(tmp_path / "ev")],
+            f"folder {tmp_path / 'ev'} has 2 (a, b)",
+        ),
+    ):
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"the model predicts 3 classes (x, y, z) but {where}" in err
+        assert "leave out --eval-dataset" in err and "--eval-dir" in err
+        assert "Evaluate on" not in err and " in ." not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev", "m"]
+
+
+def test_a_flat_folder_calibrates_and_unreadable_images_are_named_and_skipped(
+    tmp_path: Path,
+) -> None:
+    """Calibration needs no labels: a folder of images (no class folders) was refused."""
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (40 * i, 90, 80)).save(flat / f"{i}.png")
+    (flat / "broken.jpg").write_bytes(b"not a jpeg at all")
+    model = create_model("resnet20", num_classes=2)
+    model.pretrained_cfg = {"input_size": 32, "mean": [0.0] * 3, "std": [1.0] * 3}
+    with pytest.warns(
+        UserWarning, match=r"broken\.jpg: not an image.*\n1 bad image file\(s\) of 4"
+    ):
+        batches = calibration_batches(model, "folder", flat, count=10, batch_size=8)
+    assert [b.shape for b in batches] == [(3, 3, 32, 32)]
+    # a folder of class folders still works, and an empty one says what it needs
+    (tmp_path / "classes" / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(tmp_path / "classes" / "a" / "0.png")
+    assert calibration_batches(model, "folder", tmp_path / "classes", count=4)[0].shape[0] == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no images in .*empty: put the calibration images in"):
+        calibration_batches(model, "folder", tmp_path / "empty")
+    (flat / "broken.jpg").unlink()
+    for i in range(3):
+        (flat / f"{i}.png").write_bytes(b"")
+    with (
+        pytest.warns(UserWarning, match=r"3 bad image file\(s\) of 3"),
+        pytest.raises(ValueError, match=r"no readable images in .*flat \(3 tried"),
+    ):
+        calibration_batches(model, "folder", flat)

@@ -37,6 +37,7 @@ _ASSET_DIR = resources.files("resnetkit.assets")
 ASSETS = [Path(str(_ASSET_DIR / name)) for name in ("cat.png", "automobile.png", "ship.png")]
 CAT = ASSETS[0].read_bytes()
 PNG = {"content-type": "image/png"}
+OCTETS = {"content-type": "application/octet-stream"}
 JSON = {"content-type": "application/json"}
 B64 = base64.b64encode(CAT).decode()
 T = TypeVar("T")
@@ -137,10 +138,15 @@ async def _chunked(data: bytes) -> AsyncIterator[bytes]:
 
 BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
     # (id, request, status, error, a word the detail must contain)
-    ("not-an-image", {"content": b"hello, not a picture " * 20, "headers": PNG}, 415,
-     "not_an_image", "not an image"),
+    # Bytes declared as an image that do not decode: 422, whatever their first bytes, saying
+    # what arrived and what is read (415 is for a declared media type that is not taken).
+    ("not-an-image", {"content": b"hello, not a picture " * 20, "headers": PNG}, 422,
+     "not_an_image", "received 420 bytes beginning 'hello, not a pic'...; send the bytes of "
+     "an image file (JPEG, PNG"),
     ("truncated", {"content": CAT[: len(CAT) // 2], "headers": PNG}, 422, "corrupt_image",
-     "truncated"),
+     f"truncated or corrupt image data; received {len(CAT) // 2:,} bytes beginning 89 50 4e 47"),
+    ("octet-stream-not-an-image", {"content": b"\x00\x01\xfe" * 9, "headers": OCTETS}, 422,
+     "not_an_image", "received 27 bytes beginning 00 01 fe 00"),
     ("huge-header", {"content": load_test.huge_png_header(), "headers": PNG}, 413,
      "too_many_pixels", "pixels"),
     ("too-many-pixels", {"content": png_bytes(64, 64), "headers": PNG}, 413, "too_many_pixels",
@@ -157,7 +163,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
     ("empty", {"content": b"", "headers": PNG}, 400, "empty_body", "empty"),
     ("too-many-images", multipart(*["cat.png"] * 5), 413, "too_many_images", "5 images"),
     ("bad-second-file", {"files": [("files", ("a.png", CAT, "image/png")),
-                                   ("files", ("b.png", b"garbage", "image/png"))]}, 415,
+                                   ("files", ("b.png", b"garbage", "image/png"))]}, 422,
      "not_an_image", "image 2 of 2 ('b.png')"),
     ("part-type", {"files": [("file", ("a.txt", CAT, "text/plain"))]}, 415,
      "unsupported_media_type", "text/plain"),
@@ -189,7 +195,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str]] = [
      "unsupported_media_type", "'text/plain', not image/*"),
     ("json-too-many", {"json": {"instances": [{"b64": B64}] * 5}}, 413, "too_many_images",
      "5 images"),
-    ("json-not-image", {"json": {"image": base64.b64encode(b"hello" * 30).decode()}}, 415,
+    ("json-not-image", {"json": {"image": base64.b64encode(b"hello" * 30).decode()}}, 422,
      "not_an_image", "the image: not an image"),
     ("json-empty", {"content": b"  ", "headers": JSON}, 400, "empty_body", "empty"),
 ]  # fmt: skip
@@ -220,6 +226,22 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(
     assert word in body["detail"]
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
     assert f'resnetkit_rejected_inputs_total{{reason="{error}"}} 1.0' in metrics
+
+
+def test_a_raw_body_of_octets_is_read_as_an_image(model_dir: Path) -> None:
+    """application/octet-stream (what most HTTP clients send bytes as) was refused with 415;
+    its format is found from the bytes, as for image/*."""
+    app = create_app(model_dir)
+
+    async def scenario(c: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        return (
+            await c.post("/predict?top_k=3", content=CAT, headers=OCTETS),
+            await c.post("/predict?top_k=3", content=CAT, headers=PNG),
+        )
+
+    octets, png = serve(app, scenario)
+    assert octets.status_code == 200, octets.text
+    assert octets.json()["predictions"] == png.json()["predictions"]
 
 
 def test_an_app_starts_again_after_shutdown(model_dir: Path) -> None:
@@ -259,7 +281,7 @@ def test_metrics_count_requests_latency_batches_and_rejections(model_dir: Path) 
 
     text = serve(app, scenario)
     assert 'resnetkit_requests_total{endpoint="/predict",status="200"} 2.0' in text
-    assert 'resnetkit_requests_total{endpoint="/predict",status="415"} 1.0' in text
+    assert 'resnetkit_requests_total{endpoint="/predict",status="422"} 1.0' in text
     assert 'resnetkit_requests_total{endpoint="/health",status="200"} 1.0' in text
     assert 'resnetkit_request_latency_seconds_count{endpoint="/predict"} 3.0' in text
     assert "resnetkit_images_predicted_total 3.0" in text
@@ -445,7 +467,7 @@ def test_load_test_smoke(tmp_path: Path) -> None:
         assert variant["requests_sent"] == 40
         assert variant["server_errors"] == variant["dropped"] == variant["unexpected"] == 0
         assert sum(variant["status_counts"].values()) == 40
-        assert set(variant["status_counts"]) == {"200", "413", "415", "422"}
+        assert set(variant["status_counts"]) == {"200", "413", "422"}
         assert variant["peak_rss_mib"] > 0
     assert results["variants"]["no-batching"]["mean_batch_size"] == 1.0
     table = out.with_suffix(".md").read_text()

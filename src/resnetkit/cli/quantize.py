@@ -21,7 +21,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "With --eval-dataset, prints top-1 of both on the same images.",
     )
     add_model_args(p)
-    p.add_argument("--out", required=True, type=output_file, help="int8 ONNX file to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_onnx_file,
+        help="int8 ONNX file to write (NAME.onnx; the fp32 one is written beside it)",
+    )
     p.add_argument("--method", choices=("static", "dynamic"), default="static")
     p.add_argument(
         "--calibrate-method", choices=("minmax", "percentile", "entropy"), default="minmax"
@@ -38,7 +43,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--calibration-dir",
         type=Path,
         default=None,
-        help="CIFAR root or image folder for calibration (not needed for cifar10-sample)",
+        help="CIFAR root, or a folder of images for calibration: flat or in class folders, "
+        "no labels needed (not needed for cifar10-sample)",
     )
     p.add_argument("--calibration-split", default="train")
     p.add_argument("--calibration-size", type=positive_int, default=512)
@@ -51,6 +57,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--eval-split", default="test")
     p.set_defaults(func=run)
+
+
+def _onnx_file(text: str) -> Path:
+    from resnetkit.export.quantize import onnx_target
+
+    try:
+        return onnx_target(output_file(text))
+    except ValueError as err:  # argparse would print only "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         eval_dataset=args.eval_dataset,
         eval_dir=eval_dir,
         eval_split=args.eval_split,
+        eval_flags=("--eval-dataset", "--eval-dir"),
     )
     print(json.dumps(asdict(report), indent=2))
     return 0

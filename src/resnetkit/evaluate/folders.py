@@ -103,13 +103,36 @@ def folder_split(data_dir: str | Path, split: str) -> Path:
     return root
 
 
+#: What to do about data of other classes, as ``evaluate`` says it (see :func:`label_map`).
+EVALUATE_ADVICE = (
+    "Evaluate on the dataset the model was trained on, or fine-tune it for this one first."
+)
+
+
 def label_map(
-    data_classes: Sequence[str], num_classes: int, model_classes: list[str], where: str
+    data_classes: Sequence[str],
+    num_classes: int,
+    model_classes: list[str],
+    where: str,
+    *,
+    advice: str = EVALUATE_ADVICE,
 ) -> tuple[np.ndarray | None, tuple[str, ...]]:
     """How the data's labels map onto the model's outputs: ``(remap, classes)``, ``remap``
     ``None`` when they are the same. Labels follow the model's class names when the data's
     are the same set in another order, or some of them (a test folder of a few classes: the
-    others are scored as never seen, per-class None)."""
+    others are scored as never seen, per-class None).
+
+    Args:
+        data_classes: the data's class names, by label.
+        num_classes: the model's outputs.
+        model_classes: the model's class names (empty when it names none).
+        where: the data, as an error names it (``"folder data/val"``).
+        advice: what an error about a different number of classes tells the user to do,
+            in the words (and flags) of the command that reads the data.
+
+    Raises:
+        ValueError: the model has no classifier head, or the classes cannot be matched.
+    """
     data_classes = tuple(data_classes)
     if num_classes <= 0:
         raise ValueError("the model has no classifier head (num_classes=0); nothing to evaluate")
@@ -118,11 +141,10 @@ def label_map(
         remap = np.array([index[name] for name in data_classes], dtype=np.int64)
         return remap, tuple(model_classes)
     if num_classes != len(data_classes):
+        named = f" ({_names(model_classes)})" if len(model_classes) == num_classes else ""
         raise ValueError(
-            f"class mismatch: the model predicts {num_classes} classes but {where} has "
-            f"{len(data_classes)} ({', '.join(data_classes[:10])}"
-            f"{', ...' if len(data_classes) > 10 else ''}). Evaluate on the dataset the model "
-            "was trained on, or fine-tune it for this one first."
+            f"class mismatch: the model predicts {num_classes} classes{named} but {where} has "
+            f"{len(data_classes)} ({_names(data_classes)}). {advice}"
         )
     if not model_classes or list(data_classes) == model_classes:
         return None, data_classes
@@ -151,6 +173,11 @@ def label_map(
         stacklevel=4,
     )
     return None, data_classes
+
+
+def _names(classes: Sequence[str], most: int = 10) -> str:
+    """The first ``most`` class names, comma-separated (", ..." when there are more)."""
+    return ", ".join(classes[:most]) + (", ..." if len(classes) > most else "")
 
 
 def center_crop(images: Tensor, size: int) -> Tensor:
@@ -266,6 +293,7 @@ def folder_stream(
     interpolation: str = "bilinear",
     multi_label: bool = False,
     scale_to: int | None = None,
+    advice: str = EVALUATE_ADVICE,
 ) -> FolderStream:
     """The evaluation batches of ``data_dir``'s ``split`` (see :func:`eval_samples`), its
     labels following the model's class names (see :func:`label_map`): each picture's
@@ -275,7 +303,8 @@ def folder_stream(
     largest shorter side the caller will resize the whole pictures to (multi-scale testing),
     so that a thin picture it would blow up past the pixel limit is skipped and named like an
     undecodable one. ``multi_label``: the model scores each class on its own, and the data
-    must be a multi-label label file (see ``FolderStream.label_table``)."""
+    must be a multi-label label file (see ``FolderStream.label_table``). ``advice``: what an
+    error about data of another number of classes says to do (see :func:`label_map`)."""
     from resnetkit.data.multilabel import is_multi_label_file, targets_for_model
 
     samples, classes, root = eval_samples(data_dir, split)
@@ -298,7 +327,9 @@ def folder_stream(
         label_keys = classes
         classes = tuple(model_classes)
     else:
-        remap, classes = label_map(classes, num_classes, model_classes, f"folder {root}")
+        remap, classes = label_map(
+            classes, num_classes, model_classes, f"folder {root}", advice=advice
+        )
         if remap is not None:
             samples = [(path, int(remap[label])) for path, label in samples]
         label_keys = classes

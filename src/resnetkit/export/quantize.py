@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,9 @@ def calibration_batches(
     """``count`` images of a split (a fixed random draw: only those are decoded), preprocessed
     as the model is fed when evaluated, predicting or served (a folder's images resized to the
     model's ``resize``, then centre-cropped), in batches (numpy); at ``input_size`` pixels when
-    given instead of the model's own input size."""
+    given instead of the model's own input size. Calibration needs no labels: a ``folder`` is
+    a folder of class folders, a folder of images (see :func:`calibration_images`) or a label
+    file; its unreadable images are named in a warning and skipped."""
     from resnetkit.evaluate.evaluator import folder_resize, load_eval_data, model_normalization
     from resnetkit.evaluate.folders import center_crop, to_model_channels
 
@@ -62,10 +65,12 @@ def calibration_batches(
     size = int(input_size or cfg["input_size"])
     folder = dataset == "folder"
     load = folder_resize(cfg, size) if folder else size
-    with warnings.catch_warnings():  # calibrating on training images is as it should be
-        warnings.filterwarnings("ignore", ".* has no split column, so split", UserWarning)
+    if folder:
+        pixels = _folder_images(data_dir, split, load, count, seed)
+    else:
         data = load_eval_data(dataset, data_dir, split=split, size=load, subset=count, seed=seed)
-    images = to_nchw_tensor(data.images)
+        pixels = data.images
+    images = to_nchw_tensor(pixels)
     if folder and load != size:
         images = center_crop(images, size)
     if images.shape[-1] != size:
@@ -83,6 +88,81 @@ def calibration_batches(
     labels = torch.zeros(len(images), dtype=torch.int64)
     loader = TensorLoader(images, labels, batch_size, norm, train=False)
     return [x.numpy() for x, _ in loader]
+
+
+def calibration_images(data_dir: str | Path, split: str = "train") -> tuple[list[Path], Path]:
+    """The image files a folder's ``split`` calibrates on, and the folder they were found in.
+
+    The split is found as evaluation finds it (``DIR/train``, or ``DIR`` itself, see
+    :func:`~resnetkit.evaluate.folders.folder_split`). A folder holding images directly
+    gives every image in it and its sub-folders, whatever their names (calibration needs no
+    labels); one of class folders only, those of its class folders; a label file, its rows of
+    the split (all rows when it has no split column).
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: a folder without images, or split folders none of which is ``split``.
+    """
+    from resnetkit.data.folder import scan_image_folder
+    from resnetkit.data.images import IMAGE_EXTENSIONS, image_files
+    from resnetkit.data.labels import is_label_file
+    from resnetkit.evaluate.folders import eval_samples, folder_split
+
+    if is_label_file(data_dir):
+        with warnings.catch_warnings():  # calibrating on training images is as it should be
+            warnings.filterwarnings("ignore", ".* has no split column, so split", UserWarning)
+            samples, _, root = eval_samples(data_dir, split)
+        return [path for path, _ in samples], root
+    root = folder_split(data_dir, split)
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    loose = [
+        p
+        for p in entries
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    ]
+    if not loose:  # class folders, as evaluate reads them (it names a missing or empty one)
+        if root.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in entries):
+            raise ValueError(
+                f"no images in {root}: put the calibration images in it, directly or in "
+                f"sub-folders (recognised extensions: {' '.join(IMAGE_EXTENSIONS)})"
+            )
+        return [path for path, _ in scan_image_folder(root)[0]], root
+    skipped: Counter[str] = Counter()
+    files = image_files(root, skipped)
+    if skipped:  # a .heic photo is left out by its name: say so, not nothing
+        kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
+        warnings.warn(
+            f"{root}: {skipped.total()} file(s) are not named as images and were left out "
+            f"({kinds}); recognised extensions: {' '.join(IMAGE_EXTENSIONS)}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return files, root
+
+
+def _folder_images(
+    data_dir: str | Path, split: str, size: int, count: int, seed: int
+) -> np.ndarray:
+    """uint8 (N, size, size, 3) pictures of a fixed random draw of ``count`` of a folder's
+    calibration images (see :func:`calibration_images`): only those are decoded, and the
+    unreadable ones are named in a warning and skipped."""
+    from resnetkit.data.folder import format_failures, load_folder_arrays
+
+    files, root = calibration_images(data_dir, split)
+    # the draw load_eval_data makes: the same images as when class folders were read by it
+    pick = np.sort(np.random.default_rng(seed).permutation(len(files))[: min(count, len(files))])
+    samples = [(files[i], 0) for i in pick]
+    with warnings.catch_warnings():  # of the one made-up class "-": said below, in its words
+        warnings.filterwarnings("ignore", ".* no file of class\\(es\\) ", UserWarning)
+        images, _, _, failures = load_folder_arrays(None, size, samples=samples, classes=("-",))
+    if failures:
+        warnings.warn(format_failures(failures, len(samples)), stacklevel=3)
+    if not len(images):
+        raise ValueError(
+            f"no readable images in {root} ({len(samples)} tried, named above): calibrate on "
+            "a folder of images that open (JPEG, PNG, ...)"
+        )
+    return images
 
 
 class _Reader:
@@ -157,6 +237,78 @@ def quantize_onnx(
     return int8_path
 
 
+def onnx_target(out: str | Path) -> Path:
+    """``out`` as the int8 file's name: it must end in ``.onnx``, as ONNX Runtime, ``serve``
+    and ``evaluate`` know ONNX files by their suffix.
+
+    Raises:
+        ValueError: another name, with the one to use instead.
+    """
+    from resnetkit.export.exporter import SUFFIX_FORMATS
+
+    out = Path(out)
+    if out.suffix.lower() == ".onnx":
+        return out
+    # another format's suffix is replaced (as export suggests); any other name is kept whole
+    name = out.with_suffix(".onnx") if out.suffix.lower() in SUFFIX_FORMATS else f"{out}.onnx"
+    raise ValueError(
+        f"{out}: quantize writes an ONNX file, and its name must end in .onnx: name it {name}"
+    )
+
+
+def check_eval_data(
+    model: nn.Module,
+    dataset: str,
+    data_dir: str | Path,
+    split: str = "test",
+    *,
+    flags: tuple[str, str] = ("eval_dataset", "eval_dir"),
+) -> None:
+    """Check that the accuracy of ``model`` can be measured on ``dataset`` (see
+    :func:`compare_accuracy`): the data are there and their classes are the model's, by the
+    same rules as evaluation (:func:`~resnetkit.evaluate.folders.label_map`). Only the class
+    names are read (and CIFAR's arrays): it runs before export and calibration.
+
+    Args:
+        flags: how the caller names the dataset and its folder (``--eval-dataset``,
+            ``--eval-dir`` on the command line), for the advice of an error.
+
+    Raises:
+        ValueError: the data's classes are not the model's (naming the data and what to do).
+        FileNotFoundError: no such folder or file.
+    """
+    from resnetkit.evaluate.evaluator import load_eval_data
+    from resnetkit.evaluate.folders import folder_stream, label_map
+
+    dataset_flag, dir_flag = flags
+    advice = (
+        f"Measure it on images of the model's classes ({dataset_flag} folder and {dir_flag} "
+        f"with one folder per class, as the model was trained), or leave out {dataset_flag} "
+        "to quantise without measuring accuracy. Nothing was written."
+    )
+    cfg = preprocessing_of(model)
+    num_classes = int(getattr(model, "num_classes", 0))
+    if dataset == "folder":  # the checks evaluate makes of a folder; nothing decoded
+        folder_stream(
+            data_dir,
+            split,
+            load_size=None,
+            crop=None,
+            channels=3,
+            norm=None,
+            batch_size=1,
+            num_classes=num_classes,
+            model_classes=cfg["classes"],
+            multi_label=bool(cfg.get("multi_label")),
+            advice=advice,
+        )
+        return
+    data = load_eval_data(dataset, data_dir, split=split, subset=8)
+    bundled = dataset == "cifar10-sample"
+    where = f"the bundled {dataset} ({split})" if bundled else f"{dataset} {split} in {data_dir}"
+    label_map(data.classes, num_classes, cfg["classes"], where, advice=advice)
+
+
 def quantize_model(
     model: nn.Module,
     out: str | Path,
@@ -170,16 +322,25 @@ def quantize_model(
     eval_dataset: str | None = None,
     eval_dir: str | Path = ".",
     eval_split: str = "test",
+    eval_flags: tuple[str, str] = ("eval_dataset", "eval_dir"),
 ) -> QuantReport:
     """Export ``model`` to fp32 ONNX (verified), quantise it to int8, and measure top-1 of
-    both on ``eval_dataset`` when given (the accuracy cost of quantisation)."""
-    from resnetkit.evaluate.evaluator import load_eval_data
+    both on ``eval_dataset`` when given (the accuracy cost of quantisation).
+
+    ``out`` must end in ``.onnx`` (see :func:`onnx_target`); the fp32 file is written beside
+    it (``m.int8.onnx``: ``m.fp32.onnx``). Everything that can be checked is checked before
+    any file is written or any image calibrated on: the name, the evaluation data and its
+    classes (see :func:`check_eval_data`, whose error names the data by ``eval_flags``), the
+    calibration images."""
     from resnetkit.export.exporter import export_model
     from resnetkit.export.metadata import add_onnx_metadata, read_metadata
 
-    out = Path(out)
+    out = onnx_target(out)
     fp32 = out.with_name(out.stem.replace(".int8", "") + ".fp32.onnx")
-    # The data first: a missing folder or split is named before any file is written.
+    # The data first: a missing folder or split, or data of other classes, is named before any
+    # file is written; the evaluation data first of all (it costs seconds, calibration more).
+    if eval_dataset is not None:
+        check_eval_data(model, eval_dataset, eval_dir, eval_split, flags=eval_flags)
     batches: list[np.ndarray] = []
     if method == "static":
         batches = calibration_batches(
@@ -189,8 +350,6 @@ def quantize_model(
             split=calibration_split,
             count=calibration_size,
         )
-    if eval_dataset is not None:  # a few images, so that one damaged file does not stop it
-        load_eval_data(eval_dataset, eval_dir, split=eval_split, subset=8)
     export_model(model, "onnx", fp32, dynamic_batch=True)
     quantize_onnx(fp32, out, batches, method=method, calibrate_method=calibrate_method)
     accuracy: dict[str, Any] = {}

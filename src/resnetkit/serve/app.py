@@ -3,7 +3,8 @@
 Endpoints:
 
 * ``POST /predict?top_k=5``: one or more images, as a multipart upload (fields ``file``
-  and/or ``files``), as the raw body with an ``image/*`` content type, or as JSON with base64
+  and/or ``files``), as the raw body with an ``image/*`` or ``application/octet-stream``
+  content type (the format is found from the bytes either way), or as JSON with base64
   data (``{"image": B64}``, ``{"images": [B64 | {"name", "data": B64}, ...]}``, or KServe's
   and TF Serving's ``{"instances": [{"b64": B64}, ...]}``; ``data:image/...;base64,`` URLs
   too). Answers ``{"model", "backend", "predictions": [{"file", "top_k": [{"class", "index",
@@ -25,7 +26,12 @@ Images are decoded with :func:`~resnetkit.data.images.load_image` and preprocess
 :func:`resnetkit.predict` does, so the service and the command line agree. Every bad request
 (not an image, truncated, too many bytes or pixels, wrong content type, empty, too many images)
 is answered with a 4xx and ``{"error": CODE, "detail": TEXT}`` and counted by ``CODE`` in
-``resnetkit_rejected_inputs_total``; nothing a client sends stops the server. Forward passes run
+``resnetkit_rejected_inputs_total``; nothing a client sends stops the server. The status says
+whose fault it is: 415 for a declared media type the service does not take (``text/plain``,
+no Content-Type, a multipart part or data URL of another type), 422 for bytes sent as an image
+that do not decode as one, whatever their first bytes (``not_an_image``, ``corrupt_image``;
+the detail says how many bytes arrived, how they begin and which formats are read), 400 for an
+empty image or a malformed body, 413 for too many bytes, pixels or images. Forward passes run
 on one worker thread through a :class:`~resnetkit.serve.batcher.MicroBatcher`.
 """
 
@@ -122,12 +128,16 @@ class ServeConfig:
             raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS:g}], got {self.max_wait_ms}")
 
 
-# How each load_image failure is answered: (status, error code).
+# How each load_image failure is answered: (status, error code). Content that does not decode
+# is a 422 whether or not its format was recognised: the media type the client declared was
+# accepted (415 is kept for that), it is the bytes that are not a usable image.
 _DECODE_ERRORS: dict[str, tuple[int, str]] = {
     REASON_EMPTY: (400, "empty_image"),
-    REASON_NOT_IMAGE: (415, "not_an_image"),
+    REASON_NOT_IMAGE: (422, "not_an_image"),
     REASON_CORRUPT: (422, "corrupt_image"),
 }
+#: What an undecodable image's error says the service reads.
+READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF, PPM"
 
 
 def _decode_error(reason: str) -> tuple[int, str]:
@@ -467,7 +477,9 @@ class Service:
         if media_type == "multipart/form-data":
             body = await self._read_body(request)
             return await self._read_multipart(request, body)
-        if media_type.startswith("image/"):
+        if media_type.startswith("image/") or media_type in GENERIC_PART_TYPES:
+            # application/octet-stream (curl --data-binary with -H, most HTTP clients' default
+            # for bytes): the format is found from the bytes, as it is for image/*
             body = await self._read_body(request)
             if not body:
                 raise ApiError(400, "empty_body", "the request body is empty: send an image")
@@ -480,7 +492,8 @@ class Service:
             415,
             "unsupported_media_type",
             f"Content-Type {media_type or '(none)'!r} is not accepted: send one image as the "
-            "body with an image/* Content-Type (e.g. image/png), multipart/form-data with "
+            "body with an image/* Content-Type (e.g. image/png) or application/octet-stream, "
+            "multipart/form-data with "
             f"the images in fields {' or '.join(repr(f) for f in IMAGE_FIELDS)}, or "
             'application/json with base64 images ({"images": ["<base64>", ...]})',
         )
@@ -667,9 +680,13 @@ class Service:
                 image = load_image(data, max_pixels=self.config.max_pixels, draft_size=prep.resize)
             except ImageDecodeError as err:
                 status, error = _decode_error(err.reason)
-                raise ApiError(
-                    status, error, f"{describe_image(name, i, len(images))}: {err.reason}"
-                ) from None
+                detail = f"{describe_image(name, i, len(images))}: {err.reason}"
+                if error in ("not_an_image", "corrupt_image"):
+                    detail += (
+                        f"; received {_received(data)}; send the bytes of an image file "
+                        f"({READABLE_FORMATS})"
+                    )
+                raise ApiError(status, error, detail) from None
             tensors.append(self._transform(image))
         return torch.stack(tensors)
 
@@ -698,6 +715,18 @@ class Service:
             top = probs.amax(dim=1).double()
             self.metrics.unsure.inc(int((top < self.min_confidence).sum()))
         return [{"file": name, **ranking} for name, ranking in zip(names, ranked, strict=True)]
+
+
+def _received(data: bytes) -> str:
+    """What a client sent as an image, in words: its size and how it begins (printable
+    characters as they are, as most mistakes are text: JSON, HTML, a file path, an error
+    page; else the first bytes in hex)."""
+    head = data[:16]
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        begins = repr(head.decode("ascii"))
+    else:
+        begins = head.hex(" ")
+    return f"{len(data):,} bytes beginning {begins}{'...' if len(data) > len(head) else ''}"
 
 
 def _boundary(content_type: str) -> bytes:
