@@ -349,3 +349,66 @@ def test_finetune_names_a_missing_data_folder(
     err = capsys.readouterr().err
     assert f"--data {tmp_path / 'nope'}: no such folder or label file" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.filterwarnings("ignore:the validation split has only")
+def test_resume_needs_the_command_source_and_data_that_started_the_run(
+    folder: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --resume` of a fine-tuning and `finetune --resume` of a training are refused
+    with the command that resumes them; so are another source, --scratch and other data, in
+    finetune's own flags and without a word about the validation split first. The run folder
+    is left as it was."""
+    import shutil
+    import warnings
+
+    args = ["--batch-size", "8", "--num-threads", "1", "--no-progress", "--epochs", "1"]
+    tune = ["finetune", "--model", str(source), "--data", str(folder), *args]
+    ft = tmp_path / "ft"
+    assert main([*tune, "--out", str(ft), "--warmup-iters", "2"]) == 0
+    capsys.readouterr()
+    before = files_of(ft)
+
+    def refused(argv: list[str]) -> str:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main([*argv, "--resume"]) == 2
+        assert not [w for w in seen if "validation split" in str(w.message)]
+        assert files_of(ft) == before
+        return " ".join(capsys.readouterr().err.split())
+
+    train_cmd = ["train", "--model", "resnet20", "--dataset", "folder", "--data-dir", str(folder)]
+    err = refused([*train_cmd, *args, "--out", str(ft)])
+    assert "holds a `resnetkit finetune` run, which `train --resume` cannot continue" in err
+    assert f"`resnetkit finetune --model {source} --data {folder} --out {ft} --resume`" in err
+    other = _source32(tmp_path)
+    err = refused(
+        ["finetune", "--model", str(other), "--data", str(folder), *args, "--out", str(ft)]
+    )
+    assert (
+        f"{ft} fine-tunes {source}, and --model is now {other}: resume with --model {source}" in err
+    )
+    assert "drop --scratch" in refused([*tune, "--out", str(ft), "--scratch"])
+    fewer = tmp_path / "fewer"
+    shutil.copytree(folder, fewer)
+    (fewer / "apple" / "00.png").unlink()
+    err = refused(
+        ["finetune", "--model", str(source), "--data", str(fewer), *args, "--out", str(ft)]
+    )
+    assert "other settings; resuming would change train_images" in err, err
+    assert "Resume with the run's own --model, --data, --scratch (or not)" in err
+    assert "--dataset" not in err
+
+    tr = tmp_path / "tr"
+    quick = ["--warmup-iters", "0", "--ema-decay", "0"]
+    assert main([*train_cmd, *args, *quick, "--out", str(tr)]) == 0
+    capsys.readouterr()
+    assert main([*tune, "--out", str(tr), "--resume"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds a `resnetkit train` run, which `finetune --resume` cannot continue" in err
+    resume = f"`resnetkit train --model resnet20 --dataset folder --data-dir {folder} --out {tr}"
+    assert resume in err, err

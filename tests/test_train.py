@@ -550,10 +550,13 @@ def test_model_options_are_recorded_and_resume_keeps_the_architecture(
     capsys.readouterr()
     assert main([*argv, "--resume", "--model-option", "unit=bn_after_add"]) == 2
     err = capsys.readouterr().err
-    assert "architecture.unit: 'relu_before_add' -> 'bn_after_add'" in err, err
-    assert "shortcut" not in err and "--model-option" in err
+    assert "--model-option unit=relu_before_add (the run's) -> unit=bn_after_add" in err, err
+    assert "shortcut" not in err
     assert main([*argv, "--resume", "--model-option", "drop_path_rate=0"]) == 2
-    assert "would change drop_path_rate: 0.1 -> 0.0" in capsys.readouterr().err
+    assert "drop_path_rate=0.1 (the run's) -> drop_path_rate=0.0" in capsys.readouterr().err
+    # A library caller that leaves an option out is refused by the architecture it records.
+    with pytest.raises(ValueError, match=r"architecture.unit: 'relu_before_add' -> 'original'"):
+        train(spec(cifar_dir, out, load_recipe(out / "recipe.yaml"), resume=True))
     with pytest.raises(SystemExit):
         main([*argv, "--model-option", "unit=bn"])
     assert "expected one of original, bn_after_add" in capsys.readouterr().err
@@ -795,7 +798,7 @@ def test_out_is_checked_before_any_training(cifar_dir: Path, tmp_path: Path) -> 
     with pytest.raises(FileExistsError, match=r"holds files that are not a training run's"):
         train(spec(cifar_dir, mine, TINY, on_step=crash_at(1)))  # Crash would mean it trained
     assert (mine / "run.json").read_text() == "my own notes"
-    with pytest.raises(FileNotFoundError, match="nothing to resume in"):
+    with pytest.raises(FileNotFoundError, match="nothing to resume in .*typo: it does not exist"):
         train(spec(cifar_dir, tmp_path / "typo", TINY, resume=True))
     assert not (tmp_path / "typo").exists()
 
@@ -816,8 +819,9 @@ def test_a_damaged_checkpoint_is_named_and_a_missing_latest_falls_back(
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(
         ValueError, match=r"ckpt-00000004 is damaged .*continues from ckpt-00000002"
-    ):
+    ) as err:
         train(spec(cifar_dir, out, recipe, resume=True))
+    assert "latest" not in str(err.value)  # it is gone: nothing to remove
 
 
 def test_nan_weights_never_reach_a_checkpoint(cifar_dir: Path, tmp_path: Path) -> None:
@@ -1155,3 +1159,192 @@ def test_train_gives_the_caller_back_its_random_stream_and_settings(
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
+
+
+# ----------------------------------------------------------------- resuming, refused and not
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes: what a refused resume must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def crashed(cifar_dir: Path, tmp_path: Path) -> tuple[Path, Recipe]:
+    """A run stopped at step 5, with checkpoints at steps 2 and 4."""
+    out = tmp_path / "run"
+    recipe = TINY.override({"checkpoint_every_iters": 2, "ema_decay": 0.0})
+    with pytest.raises(Crash):
+        train(spec(cifar_dir, out, recipe, on_step=crash_at(5)))
+    return out, recipe
+
+
+def test_a_checkpoint_that_does_not_fit_is_named_and_the_run_left_alone(
+    cifar_dir: Path, crashed: tuple[Path, Recipe]
+) -> None:
+    """Weights missing, extra or of another shape, a state without its optimizer or epoch,
+    momentum buffers of another model: each named with its file, before anything is written."""
+    from safetensors.torch import save_file
+
+    out, recipe = crashed
+    newest = out / "checkpoints" / "ckpt-00000004"
+    weights, state_file = newest / "model.safetensors", newest / "state.pt"
+    good_weights, state = load_file(str(weights)), torch.load(state_file, weights_only=True)
+
+    def refused(pattern: str) -> None:
+        before = files_of(out)
+        with pytest.raises(ValueError, match=pattern):
+            train(spec(cifar_dir, out, recipe, resume=True, on_step=crash_at(6)))
+        assert files_of(out) == before
+
+    save_file({k: v for k, v in good_weights.items() if k != "fc.bias"}, str(weights))
+    refused(r"ckpt-00000004/model.safetensors: 1 weight missing \(fc.bias\).*another --model")
+    save_file({**good_weights, "fc2.weight": torch.zeros(2)}, str(weights))
+    refused(r"model.safetensors: 1 weight the model does not have \(fc2.weight\)")
+    wide = {**good_weights, "layer1.0.conv1.weight": torch.zeros(32, 16, 3, 3)}
+    save_file(wide, str(weights))
+    refused(r"layer1.0.conv1.weight has shape \[32,16,3,3\], the model expects \[16,16,3,3\]")
+    save_file(good_weights, str(weights))
+
+    torch.save({k: v for k, v in state.items() if k not in ("optimizer", "epoch")}, state_file)
+    refused(r"ckpt-00000004/state.pt: no 'epoch' .*; no 'optimizer' .*continues from ckpt-0+2")
+    momentum = {i: dict(entry) for i, entry in state["optimizer"]["state"].items()}
+    momentum[0]["momentum_buffer"] = torch.zeros(3, 3)
+    optimizer = {**state["optimizer"], "state": momentum}
+    torch.save({**state, "optimizer": optimizer}, state_file)
+    refused(r"state.pt: the optimizer's momentum_buffer of conv1.weight has shape \[3,3\]")
+
+
+def test_nan_weights_in_a_checkpoint_name_it_and_the_way_back(
+    cifar_dir: Path, crashed: tuple[Path, Recipe]
+) -> None:
+    from safetensors.torch import save_file
+
+    out, recipe = crashed
+    weights = out / "checkpoints" / "ckpt-00000004" / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["layer2.0.bn1.running_var"][0] = float("nan")
+    save_file(tensors, str(weights))
+    before = files_of(out)
+    expected = (
+        r"ckpt-00000004/model.safetensors holds NaN or infinite values in 1 tensor "
+        r"\(layer2.0.bn1.running_var\).*remove .*ckpt-00000004 and .*latest: --resume then "
+        r"continues from ckpt-00000002.*lower --lr"
+    )
+    with pytest.raises(ValueError, match=expected):
+        train(spec(cifar_dir, out, recipe, resume=True, on_step=crash_at(6)))
+    assert files_of(out) == before
+
+
+def test_resume_without_recipe_yaml_takes_the_recipe_its_checkpoint_keeps(
+    cifar_dir: Path, crashed: tuple[Path, Recipe], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fast-cifar (the default) on a run of 10 iterations would have said its warm-up is too
+    long; the run's own recipe is in its checkpoint."""
+    from resnetkit.cli.main import main
+
+    out, recipe = crashed
+    (out / "recipe.yaml").unlink()
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
+    argv += ["--out", str(out), "--resume", "--no-progress"]
+    # another recipe named: that is what is said, not the length of its warm-up
+    assert main([*argv, "--recipe", "fast-cifar"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with another recipe" in err and "warmup_iters 1950 is not shorter" not in err
+    assert not (out / "recipe.yaml").exists()
+    # a checkpoint from before recipes were kept in it: what is missing, and what to do
+    state_file = out / "checkpoints" / "ckpt-00000004" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "recipe"}, state_file)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'recipe.yaml'} is missing, and {state_file} keeps no copy" in err, err
+    assert "pass --recipe" in err
+    torch.save(state, state_file)
+    assert main(argv) == 0
+    assert load_recipe(out / "recipe.yaml").lr == recipe.lr
+
+
+def test_run_json_keeps_the_first_start_and_lists_the_resumes(
+    cifar_dir: Path, crashed: tuple[Path, Recipe], tmp_path: Path
+) -> None:
+    out, recipe = crashed
+    first = json.loads((out / "run.json").read_text())
+    moved = tmp_path / "moved"
+    shutil.copytree(cifar_dir, moved)
+    with pytest.warns(UserWarning, match=rf"--data-dir {moved} is not the folder the run started"):
+        train(spec(moved, out, recipe, resume=True))
+    run = json.loads((out / "run.json").read_text())
+    assert run["provenance"] == first["provenance"]  # when and how it started
+    assert [r["step"] for r in run["resumes"]] == [4]
+    assert run["resumes"][0]["data_dir"] == str(moved) and "started" in run["resumes"][0]
+    assert run["origin"] == {"command": "train"}
+
+
+def test_stale_drafts_are_cleaned_and_a_read_only_folder_is_found_first(
+    cifar_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from resnetkit.train import run_folder
+
+    # A run killed while writing run.json and metrics.jsonl: its folder can be used again.
+    out = tmp_path / "run"
+    out.mkdir()
+    for draft in (".run.json.k3j2x", ".metrics.jsonl.a8d0q"):
+        (out / draft).write_text("{")
+    recipe = TINY.override({"epochs": 1, "ema_decay": 0.0})
+    train(spec(cifar_dir, out, recipe))
+    assert not list(out.glob(".*.*")), list(out.glob(".*"))
+
+    def read_only(**_: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(run_folder.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(PermissionError, match=r"checkpoints is not writable \(Read-only"):
+        train(spec(cifar_dir, out, recipe, resume=True, on_step=crash_at(1)))
+    with pytest.raises(PermissionError, match=r"new is not writable.*another --out"):
+        (tmp_path / "new").mkdir()
+        train(spec(cifar_dir, tmp_path / "new", recipe, on_step=crash_at(1)))
+
+
+def test_a_latest_pointer_out_of_the_run_is_refused(
+    cifar_dir: Path, crashed: tuple[Path, Recipe], tmp_path: Path
+) -> None:
+    out, recipe = crashed
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(out / "checkpoints" / "ckpt-00000004", elsewhere)
+    (out / "checkpoints" / "latest").write_text("../../elsewhere\n")
+    with pytest.raises(ValueError, match=r"latest names '../../elsewhere', which is not a chec"):
+        train(spec(cifar_dir, out, recipe, resume=True))
+
+
+def test_a_run_folder_given_as_a_model_points_to_its_model(
+    cifar_dir: Path, crashed: tuple[Path, Recipe]
+) -> None:
+    from resnetkit.models.loading import load_model
+
+    out, recipe = crashed
+    weights = out / "checkpoints" / "ckpt-00000004" / "model.safetensors"
+    with pytest.raises(ValueError, match=rf"has not finished.*--model {weights} --arch resnet20"):
+        load_model(out)
+    assert load_model(weights, arch="resnet20").fc.out_features == 10  # as advised
+    train(spec(cifar_dir, out, recipe, resume=True))
+    with pytest.raises(
+        ValueError, match=rf"not a model directory.*pass that \(--model {out}/model"
+    ):
+        load_model(out)
+
+
+def test_counts_of_one_are_singular_and_help_lists_the_recipe_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from resnetkit.cli.main import main
+    from resnetkit.train.recipe import check_run_length
+
+    with pytest.raises(ValueError, match=r"the run has 1 iteration; warmup_iters 2"):
+        check_run_length(Recipe(warmup_iters=2), 1)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--warmup-iters 0, --warmup-lr 0.0" in shown and "--ema-decay 0.0" in shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,14 @@ from resnetkit.cli.common import (
     positive_int,
 )
 from resnetkit.data.datasets import DATASETS
-from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe, recipe_source
+from resnetkit.train.recipe import (
+    Recipe,
+    build_recipe,
+    builtin_recipes,
+    load_recipe,
+    plural,
+    recipe_source,
+)
 
 if TYPE_CHECKING:
     from resnetkit.train.trainer import TrainSpec
@@ -161,11 +169,17 @@ SHOWN_FIELDS = {
 }
 
 
+#: Recipe fields without a flag of their own.
+NO_FLAG = ("name", "source", "train_image_size")  # that one is --image-size
+
+
 def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
-    """One ``--field-name VALUE`` option per recipe field (hidden from --help but for
-    :data:`SHOWN_FIELDS`)."""
+    """One ``--field-name VALUE`` option per recipe field (listed, with its default, in the
+    epilog of --help; options of their own for :data:`SHOWN_FIELDS`)."""
+    p.epilog = recipe_fields_help()
+    p.formatter_class = _FlagsKeptWhole
     for f in fields(Recipe):
-        if f.name in ("name", "source", "train_image_size"):  # that one is --image-size
+        if f.name in NO_FLAG:
             continue
         p.add_argument(
             f"--{f.name.replace('_', '-')}",
@@ -176,20 +190,58 @@ def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
         )
 
 
+class _FlagsKeptWhole(argparse.HelpFormatter):
+    """argparse's help, with its paragraphs never broken inside a --flag-name."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = " ".join(text.split())
+        return textwrap.fill(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+
+
+def recipe_fields_help() -> str:
+    """Every recipe field's flag with the schema's default, for the end of --help."""
+    shown = []
+    for f in fields(Recipe):
+        if f.name in NO_FLAG:
+            continue
+        value = f.default
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, tuple):
+            text = ",".join(map(str, value)) or '""'
+        else:
+            text = str(value) if value != "" else '""'
+        shown.append(f"--{f.name.replace('_', '-')} {text}")
+    return (
+        "recipe fields: each flag overrides the recipe's value (the recipe schema's "
+        "defaults shown; a recipe sets its own: `resnetkit recipes NAME` prints them): "
+        + ", ".join(shown)
+    )
+
+
 def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> Recipe:
     """The ``--recipe`` with every ``--field`` override applied. Without ``--recipe``, a
-    ``--resume`` continues with the run's own ``OUT/recipe.yaml``, anything else uses
-    ``default``."""
+    ``--resume`` continues with the run's own (``OUT/recipe.yaml``, else the copy its latest
+    checkpoint keeps), anything else uses ``default``."""
     overrides = {
         k[len("recipe_") :]: v
         for k, v in vars(args).items()
         if k.startswith("recipe_") and v is not None
     }
-    name = args.recipe
-    if name is None:
-        saved = Path(args.out) / "recipe.yaml"
-        name = saved if getattr(args, "resume", False) and saved.is_file() else default
-    stop = recipe_source(name)[0].get("max_iters", Recipe().max_iters)
+    source = None
+    if args.recipe is None and getattr(args, "resume", False):
+        from resnetkit.train.run_folder import run_recipe_source
+
+        source = run_recipe_source(Path(args.out))
+    data, origin = source or recipe_source(args.recipe or default)
+    stop = data.get("max_iters", Recipe().max_iters)
     if "epochs" in overrides and "max_iters" not in overrides and stop:
         # The paper's recipes stop by iterations (64k), which would make --epochs do nothing.
         overrides["max_iters"] = "0"
@@ -198,7 +250,7 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
             f"{int(float(stop)):,} iterations (give --max-iters too to keep one)",
             file=sys.stderr,
         )
-    resolved = load_recipe(name, overrides)  # checked as a whole: overrides may mend the file
+    resolved = build_recipe(data, origin, overrides)  # as a whole: overrides may mend the file
     ignored = [f"--{key.replace('_', '-')}" for key in ("milestones", "gamma") if key in overrides]
     if ignored and resolved.schedule != "multistep":
         raise ValueError(
@@ -242,8 +294,8 @@ def format_plan(plan: dict[str, Any]) -> str:
         [
             f"{plan['model']} on {plan['dataset']}: {plan['train_images']:,} training images "
             f"of {side}x{side} (evaluation: {evals})",
-            f"  {plan['total_iters']:,} iterations of batch {plan['batch_size']} = "
-            f"{plan['epochs']} epochs of {plan['iters_per_epoch']:,}",
+            f"  {plural(plan['total_iters'], 'iteration')} of batch {plan['batch_size']} = "
+            f"{plural(plan['epochs'], 'epoch')} of {plan['iters_per_epoch']:,}",
             f"  lr ({plan['schedule']}): {lrs}",
             f"  measured: {plan['seconds_per_step']:.3f} s per step "
             f"({plan['images_per_second']:.0f} images/s, median of {plan['timed_steps']} steps on "

@@ -105,6 +105,8 @@ def load_model(
     elif path.is_dir() and is_hub_folder(path):  # timm's or transformers' layout, downloaded
         model = model_from_weights(get_folder_weights(path))
     elif path.is_dir():
+        if not (path / "config.json").is_file():
+            _refuse_run_folder(path)
         model = load_model_dir(path)
     elif path.is_file():
         from resnetkit.data.images import IMAGE_EXTENSIONS
@@ -172,6 +174,48 @@ def load_model_or_random(name_or_dir: str | Path, *, arch: str | None = None) ->
         model.pretrained_cfg = preprocessing_of(model)  # type: ignore[assignment]
         return model
     return load_model(name_or_dir, arch=arch)
+
+
+def _refuse_run_folder(path: Path) -> None:
+    """A training run's folder (``train``/``finetune --out``) is not a model directory: name
+    the model it holds (``RUN/model``) or, unfinished, its latest checkpoint's weights."""
+    import json
+
+    from resnetkit.train.checkpoint import latest_checkpoint
+
+    if not ((path / "checkpoints").is_dir() or (path / "run.json").is_file()):
+        return
+    model_dir = path / "model"
+    if (model_dir / "config.json").is_file():
+        raise ValueError(
+            f"{path} is a training run's folder, not a model directory: the model it trained "
+            f"is {model_dir}; pass that (--model {model_dir})"
+        )
+    try:
+        run = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError):
+        run = {}
+    run = run if isinstance(run, dict) else {}
+    origin = run.get("origin") if isinstance(run.get("origin"), dict) else {}
+    command = origin.get("command", "train")
+    try:
+        latest = latest_checkpoint(path / "checkpoints")
+    except (OSError, ValueError):
+        latest = None
+    resume = f"finish the run (`resnetkit {command} ... --out {path} --resume`)"
+    if latest is None:
+        raise ValueError(
+            f"{path} is a training run's folder that holds no model yet (no {model_dir}) and "
+            f"no checkpoint: {resume}, or start it again"
+        )
+    weights = latest / "model.safetensors"
+    arch = run.get("model") or "ARCH"
+    raise ValueError(
+        f"{path} is a training run's folder that has not finished: no {model_dir} yet. "
+        f"{resume[0].upper()}{resume[1:]} to write it, or load the weights of its latest "
+        f"checkpoint, without the run's class names and preprocessing: --model {weights} "
+        f"--arch {arch}"
+    )
 
 
 def _load_tag(name: str) -> ResNet:

@@ -101,9 +101,16 @@ def latest_checkpoint(root: Path) -> Path | None:
     complete = sorted(p for p in root.glob("ckpt-*") if (p / "state.pt").is_file())
     if not pointer.exists():
         return complete[-1] if complete else None
-    folder = root / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    newest = f"the newest complete one, {complete[-1].name}" if complete else "none left"
+    if not name or Path(name).name != name or name in (".", ".."):  # a path, not a name
+        raise ValueError(
+            f"{pointer} names {name!r}, which is not a checkpoint folder inside {root}: a run "
+            f"resumes only from its own. Write a ckpt-* name of {root} into it, or delete it "
+            f"to resume from {newest}"
+        )
+    folder = root / name
     if not (folder / "state.pt").exists():
-        newest = f"the newest complete one, {complete[-1].name}" if complete else "none left"
         raise FileNotFoundError(
             f"{pointer} names {folder}, which is incomplete or missing; restore the folder, or "
             f"delete {pointer} to resume from {newest}"

@@ -13,6 +13,7 @@ from resnetkit.data.fast import Normalization
 from resnetkit.models.loading import load_model, preprocessing_of
 from resnetkit.train.checkpoint import atomic_write_text
 from resnetkit.train.recipe import Recipe, as_recipe
+from resnetkit.train.run_folder import RunOrigin, source_name
 from resnetkit.train.trainer import TrainResult, TrainSpec, train
 
 
@@ -129,6 +130,7 @@ def finetune_spec(
         log_epochs=log_epochs,
         normalization=_normalization(pre),
         new_head=True,
+        origin=RunOrigin("finetune", source_name(source), scratch),
     )
 
 

@@ -428,6 +428,14 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     (field: value, strings parsed) applied before the whole is checked: an override may fix
     what the file alone would not pass (``warmup_lr`` in the file, ``--warmup-iters`` given)."""
     data, origin = recipe_source(name_or_path)
+    return build_recipe(data, origin, overrides)
+
+
+def build_recipe(
+    data: dict[str, Any], origin: str, overrides: dict[str, Any] | None = None
+) -> Recipe:
+    """:func:`load_recipe` of a recipe's fields ``data`` read from ``origin`` (a file, or the
+    copy a run's checkpoint keeps), named in its errors."""
     overrides = dict(overrides or {})
     keys = {k.replace("-", "_") for k in overrides}
     switched = {v for k, v in overrides.items() if k.replace("-", "_") == "optimizer"}
@@ -473,6 +481,11 @@ def recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     return data, origin
 
 
+def plural(count: int, word: str) -> str:
+    """``1 iteration``, ``2 iterations``, ``64,000 iterations``."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def check_run_length(recipe: Recipe, total_iters: int) -> None:
     """Refuse a warm-up or an EMA longer than the run (a recipe made for 50k images run on a
     1k-image folder): the lr would never come down, the exported weights would be mostly the
@@ -488,7 +501,7 @@ def check_run_length(recipe: Recipe, total_iters: int) -> None:
     if recipe.ema_decay > 0 and recipe.ema_decay**total_iters > 0.5:
         window = round(1 / (1 - recipe.ema_decay))
         problems.append(
-            f"ema_decay {recipe.ema_decay} averages over about {window} iterations: the "
+            f"ema_decay {recipe.ema_decay} averages over about {plural(window, 'iteration')}: the "
             f"exported weights would still be {100 * recipe.ema_decay**total_iters:.0f}% the "
             "initial ones"
         )
@@ -497,14 +510,15 @@ def check_run_length(recipe: Recipe, total_iters: int) -> None:
     if recipe.schedule == "multistep" and late and not problems:
         at = sorted({total_iters // 2, total_iters * 3 // 4} - {0})  # the paper's 50% and 75%
         warnings.warn(
-            f"milestones {late} are not before the run's end ({total_iters} iterations): the lr "
-            "is never divided there. The recipe was made for a longer run; pass --milestones "
-            f"(e.g. --milestones {','.join(map(str, at))}) to place them in this one",
+            f"milestones {late} are not before the run's end "
+            f"({plural(total_iters, 'iteration')}): the lr is never divided there. The recipe "
+            "was made for a longer run; pass --milestones (e.g. --milestones "
+            f"{','.join(map(str, at))}) to place them in this one",
             stacklevel=3,
         )
     if problems:
         raise ValueError(
-            f"the run has {total_iters} iterations; "
+            f"the run has {plural(total_iters, 'iteration')}; "
             + "; ".join(problems)
             + ". Pass "
             + " and ".join(fixes)

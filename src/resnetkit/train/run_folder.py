@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import tempfile
+import warnings
 from collections.abc import Iterator
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from resnetkit.models.config import ResNetConfig
-from resnetkit.train.checkpoint import latest_checkpoint
-from resnetkit.train.recipe import Recipe, recipe_differences
+from resnetkit.train.checkpoint import LATEST, latest_checkpoint
+from resnetkit.train.recipe import Recipe, recipe_differences, recipe_source
 
 #: What a run folder holds (a run that never checkpointed may be started again over them).
 RUN_FILES = frozenset(
@@ -34,6 +36,47 @@ RUN_FILES = frozenset(
         ".lock",  # left by a killed run; see run_lock
     }
 )
+
+#: The run facts :func:`check_same_origin` checks (the command, a fine-tuning's source).
+ORIGIN_KEYS = ("command", "source", "from_scratch")
+
+#: Model options a resumed run may change: they save memory, and train the same network.
+RESUMABLE_OPTIONS = frozenset({"grad_checkpointing"})
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """The command that started a run and, for ``finetune``, the weights it started from: a
+    run goes on only under the command that started it, from the same source."""
+
+    command: str = "train"  # train | finetune
+    source: str = ""  # finetune: the pretrained model (a tag, or a path made absolute)
+    scratch: bool = False  # finetune --scratch: the source's architecture, random weights
+
+    def facts(self) -> dict[str, Any]:
+        """What a checkpoint's run facts and run.json record of it."""
+        if self.command == "train":
+            return {"command": "train"}
+        return {"command": self.command, "source": self.source, "from_scratch": self.scratch}
+
+    @property
+    def data_flag(self) -> str:
+        """The flag that names the run's data."""
+        return "--data" if self.command == "finetune" else "--data-dir"
+
+    @property
+    def resume_flags(self) -> str:
+        """The flags that must name what the run started with, for its advice."""
+        if self.command == "finetune":
+            return "--model, --data, --scratch (or not) and --image-size"
+        return "--model, --model-option, --dataset, --data-dir, --train-subset and --image-size"
+
+
+def source_name(source: str | Path) -> str:
+    """A fine-tuning source as a run records it: a path made absolute (the same folder named
+    from elsewhere is the same source), a tag as it is."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else str(source)
 
 
 @contextlib.contextmanager
@@ -135,7 +178,13 @@ def process_alive(pid: int) -> bool:
 def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
     """Before any work: --resume needs a checkpoint to continue from, and a new run needs
     a folder that is new, empty, or holds only a run that never wrote a checkpoint (its
-    files are a run's own and are written again)."""
+    files are a run's own and are written again). Either must be able to write its
+    checkpoints (found out now, not after the first epoch)."""
+    if resume and not out.exists():
+        raise FileNotFoundError(
+            f"nothing to resume in {out}: it does not exist; check --out, or run without "
+            "--resume to start"
+        )
     has_checkpoint = latest_checkpoint(ckpt_root) is not None
     if resume:
         if not has_checkpoint:
@@ -143,6 +192,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
                 f"nothing to resume in {out}: it holds no checkpoint; check --out, or "
                 "run without --resume to start"
             )
+        check_writable(ckpt_root)
         return
     if has_checkpoint:
         raise FileExistsError(
@@ -151,7 +201,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
     foreign = sorted(
         entry.name
         for entry in (out.iterdir() if out.is_dir() else [])
-        if entry.name not in RUN_FILES and not entry.name.startswith(".lock.")  # a lock's draft
+        if entry.name not in RUN_FILES and not _is_draft(entry.name)
     )
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
@@ -159,9 +209,80 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
             f"{out} holds files that are not a training run's ({shown}); choose a new "
             "or empty --out (nothing is overwritten)"
         )
+    if ckpt_root.is_dir():
+        check_writable(ckpt_root)
+    elif out.is_dir():
+        check_writable(out)
 
 
-def check_same_recipe(out: Path, state: dict[str, Any], recipe: Recipe) -> None:
+def _is_draft(name: str) -> bool:
+    """A file a run writes under another name before moving it into place (a lock, or one of
+    its files written whole: ``.run.json.x1y2``); a killed run leaves it behind."""
+    return any(name.startswith(f".{own}.") for own in RUN_FILES | {"lock", "write-test"})
+
+
+def remove_drafts(out: Path) -> None:
+    """Remove the drafts (see :func:`_is_draft`) a killed run left in ``out`` and in its
+    ``checkpoints`` (its ``latest`` pointer's). Call it holding the run's lock, once the run
+    is sure to go on: no other process is writing them."""
+    drafts = [p for p in out.glob(".*") if _is_draft(p.name) and not p.name.startswith(".lock")]
+    drafts += list((out / "checkpoints").glob(f".{LATEST}.*"))
+    for path in drafts:
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise PermissionError naming ``folder`` if a file cannot be created in it (a read-only
+    folder or mount): a run would find out only at its first checkpoint."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test."):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{folder} is not writable ({err.strerror or err}): the run could not save its "
+            f"checkpoints there; make it writable (chmod u+w {shlex.quote(str(folder))}) or "
+            "choose another --out"
+        ) from None
+
+
+def run_recipe_source(out: Path) -> tuple[dict[str, Any], str] | None:
+    """The recipe the run in ``out`` trains with, as :func:`recipe_source` gives one: its
+    ``recipe.yaml``, else the copy its latest checkpoint keeps. None where there is no
+    checkpoint, or it cannot be read (resuming says why).
+
+    Raises:
+        ValueError: a checkpoint without recipe.yaml beside it nor a copy inside (an older
+            resnetkit's): the recipe must be given.
+    """
+    path = out / "recipe.yaml"
+    if path.is_file():
+        return recipe_source(path)
+    try:
+        folder = latest_checkpoint(out / "checkpoints")
+    except (OSError, ValueError):
+        return None
+    if folder is None:
+        return None
+    from resnetkit.models.loading import torch_load_weights_only
+
+    try:
+        state = torch_load_weights_only(folder / "state.pt")
+        saved = json.loads(state["recipe"]) if "recipe" in state else None
+    except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"{path} is missing, and {folder / 'state.pt'} keeps no copy of the recipe (an "
+            "older resnetkit wrote it): pass --recipe with the recipe the run started with (a "
+            "built-in name or its YAML file)"
+        )
+    return saved, f"the recipe kept in {folder / 'state.pt'}"
+
+
+def check_same_recipe(
+    out: Path, state: dict[str, Any], recipe: Recipe, origin: RunOrigin = RunOrigin()
+) -> None:
     """Refuse to continue a run with another recipe (a different lr, schedule or batch
     would silently make it a different run); speed and logging fields may change."""
     if "recipe" in state:
@@ -176,14 +297,144 @@ def check_same_recipe(out: Path, state: dict[str, Any], recipe: Recipe) -> None:
         raise ValueError(
             f"{out} was trained with another recipe; resuming would change "
             + "; ".join(changed)
-            + f". Resume with the run's own recipe (--recipe {out / 'recipe.yaml'}, "
-            "the default of `train --resume`), or start a new run in another --out"
+            + f". Resume without --recipe and without those overrides (`{origin.command} "
+            f"--resume` then takes the run's own: {out / 'recipe.yaml'}, or the copy its "
+            "checkpoint keeps), or start a new run in another --out"
         )
 
 
-def check_same_run(out: Path, state: dict[str, Any], now: dict[str, Any]) -> None:
+def check_same_origin(out: Path, saved: dict[str, Any], origin: RunOrigin) -> None:
+    """Refuse to continue a run under another command than the one that started it, or (a
+    fine-tuning) from another source or with(out) --scratch. ``saved``: the run facts of its
+    checkpoint, else its run.json (runs from before these were recorded are not checked)."""
+    command = saved.get("command")
+    if command is None:
+        return
+    if command != origin.command:
+        again = _resume_command(out, saved, command)
+        raise ValueError(
+            f"{out} holds a `resnetkit {command}` run, which `{origin.command} --resume` "
+            f"cannot continue: resume it with `{again}`"
+        )
+    if command != "finetune":
+        return
+    before, now = saved.get("source"), origin.source
+    if before is not None and before != now:
+        raise ValueError(
+            f"{out} fine-tunes {before}, and --model is now {now}: resume with --model "
+            f"{shlex.quote(str(before))}, or start a new run from {now} in another --out"
+        )
+    scratch = saved.get("from_scratch")
+    if scratch is not None and bool(scratch) != origin.scratch:
+        raise ValueError(
+            f"{out} was started with --scratch (random weights in {before}'s architecture); "
+            "resuming without it would name the run's report wrongly: add --scratch"
+            if scratch
+            else f"{out} fine-tunes the weights of {before}, and --scratch asks for random "
+            "ones: drop --scratch, or start the scratch baseline in another --out"
+        )
+
+
+def _resume_command(out: Path, saved: dict[str, Any], command: str) -> str:
+    """The command line that resumes the run in ``out`` (what run.json remembers of it)."""
+    run = read_run_json(out)
+    data = run.get("data_dir")
+    words = ["resnetkit", command]
+    if command == "finetune":
+        words += ["--model", str(saved.get("source") or "SOURCE"), "--data", str(data or "DATA")]
+        words += ["--scratch"] if saved.get("from_scratch") else []
+    else:
+        words += ["--model", str(run.get("model") or saved.get("model") or "MODEL")]
+        dataset = run.get("dataset") or saved.get("dataset") or "DATASET"
+        words += ["--dataset", str(dataset)]
+        if dataset != "cifar10-sample":
+            words += ["--data-dir", str(data or "DATA_DIR")]
+    return shlex.join([*words, "--out", str(out), "--resume"])
+
+
+def read_run_json(out: Path) -> dict[str, Any]:
+    """``out/run.json`` as a dict; empty when it is missing or unreadable."""
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def check_same_model_options(
+    out: Path, saved: dict[str, Any], now: dict[str, Any], origin: RunOrigin = RunOrigin()
+) -> None:
+    """Refuse a ``--model-option`` that gives another value than the run started with
+    (``saved``: its run.json's); those that only save memory may change."""
+    changed = [
+        f"{key}={_option_text(saved[key])} (the run's) -> {key}={_option_text(now[key])}"
+        for key in sorted(set(saved) & set(now))
+        if key not in RESUMABLE_OPTIONS and _option_text(saved[key]) != _option_text(now[key])
+    ]
+    if changed:
+        raise ValueError(
+            f"{out} was started with other model options; resuming would change --model-option "
+            + "; ".join(changed)
+            + f". Resume without those --model-option (`{origin.command} --resume` keeps the "
+            f"run's own, from {out / 'run.json'}), or start a new run in another --out"
+        )
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def run_record(
+    out: Path, run: dict[str, Any], provenance: dict[str, Any], resumed_at: int | None
+) -> dict[str, Any]:
+    """What run.json holds: ``run``'s facts and, for a new run, its ``provenance``; a run
+    resumed (at step ``resumed_at``) keeps the provenance of its first start (when, which
+    command and version) and adds an entry to ``resumes`` (at which step, when, how, where)."""
+    if resumed_at is None:
+        return {**run, "provenance": provenance}
+    before = read_run_json(out)
+    first = before.get("provenance")
+    resumes = before.get("resumes")
+    return {
+        **run,
+        "provenance": first if isinstance(first, dict) else provenance,
+        "resumes": [
+            *(resumes if isinstance(resumes, list) else []),
+            _resume_event(run, provenance, resumed_at),
+        ],
+    }
+
+
+def _resume_event(run: dict[str, Any], provenance: dict[str, Any], step: int) -> dict[str, Any]:
+    where: dict[str, Any] = {k: run[k] for k in ("data_dir", "device", "world_size") if k in run}
+    return {"step": step, **where, **provenance}
+
+
+def warn_moved_data(out: Path, data_dir: Path, flag: str) -> None:
+    """Warn when a resumed run reads its data from another folder than it started on (its
+    classes and image count were checked: a copy moved elsewhere goes on)."""
+    before = read_run_json(out).get("data_dir")
+    if not isinstance(before, str) or not Path(before).is_absolute():
+        return  # older runs recorded the folder as typed, relative to a folder unknown now
+    if Path(before).resolve() == data_dir.resolve():
+        return
+    warnings.warn(
+        f"{flag} {data_dir} is not the folder the run started on ({before}); its classes and "
+        "image count are the same, so the run goes on: make sure it holds the same images",
+        stacklevel=3,
+    )
+
+
+def check_same_run(
+    out: Path, state: dict[str, Any], now: dict[str, Any], origin: RunOrigin = RunOrigin()
+) -> None:
     """Refuse to continue a run whose facts (``now``: model, architecture, data, input size,
-    steps per epoch) differ from those its checkpoint ``state`` recorded."""
+    steps per epoch) differ from those its checkpoint ``state`` recorded (the command and
+    source: :func:`check_same_origin`)."""
     if "run" not in state:  # checkpoints written before these facts were stored
         return
     saved = json.loads(state["run"])
@@ -204,14 +455,14 @@ def check_same_run(out: Path, state: dict[str, Any], now: dict[str, Any]) -> Non
                 "back (an hf-hub: name pinned with @REVISION), or start a new run in another --out"
                 if before and after
                 else "and the run is now asked to distil from one: resume with the recipe it "
-                "started with (train --resume reads OUT/recipe.yaml)"
+                f"started with ({origin.command} --resume reads OUT/recipe.yaml)"
                 if after
                 else "and the run is now asked to go on without it: resume with --teacher"
             )
         )
     changed = []
     for key in now:
-        if key not in saved or saved[key] == now[key]:
+        if key not in saved or saved[key] == now[key] or key in ORIGIN_KEYS:
             continue
         if isinstance(now[key], dict) and isinstance(saved[key], dict):  # name the fields
             changed += [
@@ -225,8 +476,8 @@ def check_same_run(out: Path, state: dict[str, Any], now: dict[str, Any]) -> Non
         raise ValueError(
             f"{out} holds a run of other settings; resuming would change "
             + "; ".join(changed)
-            + ". Resume with the run's own --model, --model-option, --dataset, --data-dir, "
-            "--train-subset and --image-size, or start a new run in another --out"
+            + f". Resume with the run's own {origin.resume_flags}, or start a new run in "
+            "another --out"
         )
 
 

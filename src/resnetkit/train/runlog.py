@@ -61,12 +61,13 @@ class RunLog:
         return self.out / "metrics.jsonl"
 
     def write_run_files(self, recipe: Recipe, run: dict[str, Any]) -> None:
-        """``recipe.yaml`` (resolved) and ``run.json`` (run facts plus provenance)."""
+        """``recipe.yaml`` (resolved) and ``run.json`` (run facts plus provenance: this
+        process's, unless ``run`` holds one, as a resumed run keeps its first start's)."""
         if not self.enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict()))
-        run = {**run, "provenance": provenance()}
+        run = {**run, "provenance": run.get("provenance") or provenance()}
         atomic_write_text(self.out / "run.json", json.dumps(run, indent=2) + "\n")
 
     def reset(self, history: list[dict[str, Any]]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -37,8 +38,6 @@ from resnetkit.train import distributed
 from resnetkit.train.checkpoint import (
     atomic_write_text,
     latest_checkpoint,
-    load_checkpoint_folder,
-    older_checkpoints,
     save_checkpoint,
     state_dict_for_save,
 )
@@ -56,12 +55,26 @@ from resnetkit.train.preflight import (
     warn_idle_distillation,
 )
 from resnetkit.train.provenance import provenance
-from resnetkit.train.recipe import Recipe, as_recipe
+from resnetkit.train.recipe import Recipe, as_recipe, plural
+from resnetkit.train.resume import (
+    check_finite,
+    check_optimizer,
+    check_tensors,
+    damaged,
+    read_state,
+)
 from resnetkit.train.run_folder import (
+    RunOrigin,
     check_out_folder,
+    check_same_model_options,
+    check_same_origin,
     check_same_recipe,
     check_same_run,
+    read_run_json,
+    remove_drafts,
     run_lock,
+    run_record,
+    warn_moved_data,
 )
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
@@ -104,6 +117,9 @@ class TrainSpec:
     # False for rehearsals that write nothing (--dry-run, --find-lr): --out is not checked, so
     # they may be pointed at a run folder that holds a run.
     writes: bool = True
+    # The command that starts the run (and a fine-tuning's source): --resume must match it,
+    # and its advice names that command's flags.
+    origin: RunOrigin = RunOrigin()
 
     def __post_init__(self) -> None:
         # strings are paths too (TrainSpec(..., data_dir="data", out="runs/a"))
@@ -175,6 +191,11 @@ class Trainer:
         check_trainable(spec.model)
         if self.dist.is_main and spec.writes:  # before the data loads (minutes for a folder)
             check_out_folder(self.out, self.ckpt_root, self.spec.resume)
+        # --resume: the checkpoint's state, checked against the command, the recipe and the
+        # model options before the data loads; the data's facts are checked in try_resume.
+        self._resume_state: tuple[Path, dict[str, Any]] | None = None
+        if spec.resume and spec.writes:
+            self._resume_state = self._open_resume()
         teacher_model = open_teacher(recipe.teacher, self.out) if recipe.teacher else None
         if self.dist.is_main:
             warn_idle_distillation(recipe)
@@ -218,7 +239,8 @@ class Trainer:
         self.loss_weights = (
             data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
         )
-        check_validation(recipe, data, spec.data_dir, warn=self.dist.is_main)
+        # resuming, said once the resume is accepted (see _run)
+        check_validation(recipe, data, spec.data_dir, warn=self.dist.is_main and not spec.resume)
         self.mixcut = MixCut(
             recipe.mixup_alpha,
             recipe.cutmix_alpha,
@@ -374,7 +396,7 @@ class Trainer:
         if bad:
             shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
             raise TrainingDiverged(
-                f"{len(bad)} weight tensors became NaN or infinite by step {self.step} "
+                f"{plural(len(bad), 'weight tensor')} became NaN or infinite by step {self.step} "
                 f"({shown}); stopped. {self._kept()}. Lower --lr, add --grad-clip 1.0 or "
                 "--warmup-iters."
             )
@@ -402,35 +424,66 @@ class Trainer:
             tensors["best"] = self.best_weights
         save_checkpoint(self.ckpt_root, self.step, tensors, self._state(streams))
 
-    def try_resume(self) -> bool:
+    def _open_resume(self) -> tuple[Path, dict[str, Any]] | None:
+        """The latest checkpoint and its state, once the state holds what the trainer writes
+        and the run it continues is this one's: the same command (and fine-tuning source),
+        recipe and model options. None without a checkpoint."""
         folder = latest_checkpoint(self.ckpt_root)
         if folder is None:
+            return None
+        state = read_state(folder)
+        facts = json.loads(state["run"]) if "run" in state else {}
+        if "command" not in facts:  # checkpoints from before the command was recorded
+            facts = read_run_json(self.out).get("origin") or {}
+        origin = self.spec.origin
+        check_same_origin(self.out, facts, origin)
+        check_same_recipe(self.out, state, self.recipe, origin)
+        options = read_run_json(self.out).get("model_options")
+        if isinstance(options, dict):
+            check_same_model_options(self.out, options, self.spec.model_options, origin)
+        return folder, state
+
+    def try_resume(self) -> bool:
+        """Continue from the latest checkpoint (False: there is none). Nothing is written
+        before every check has passed: a refused resume leaves the run folder as it was."""
+        opened = self._resume_state
+        if opened is None or opened[0] != latest_checkpoint(self.ckpt_root):
+            opened = self._open_resume()  # another checkpoint was written since __init__
+        self._resume_state = None  # the state's memory is not kept for the whole run
+        if opened is None:
             return False
+        folder, state = opened
         try:
-            tensors, state = load_checkpoint_folder(folder)
+            tensors = {
+                p.name[: -len(".safetensors")]: load_file(str(p))
+                for p in folder.glob("*.safetensors")
+            }
             if "model" not in tensors:
                 raise ValueError("model.safetensors is missing")
         except Exception as err:  # a damaged file: name it and the way back
-            older = older_checkpoints(folder)
-            back = (
-                f"remove it and {self.ckpt_root / 'latest'}: --resume then continues from "
-                f"{older[-1].name}"
-                if older
-                else "no older checkpoint is left; start the run again in a new --out"
-            )
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise ValueError(
-                f"{folder} is damaged ({type(err).__name__}: {first}); {back}"
-            ) from None
-        check_same_recipe(self.out, state, self.recipe)
-        check_same_run(self.out, state, self._run_facts())
+            raise damaged(folder, err) from None
+        origin = self.spec.origin
+        check_same_run(self.out, state, self._run_facts(), origin)
+        check_tensors(folder, tensors, self.model.state_dict())
+        check_finite(folder, tensors, state)
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        check_optimizer(folder, state["optimizer"], self.optimizer, names)
+        if self.ema is not None and "ema" in tensors and "ema_meta" not in tensors:
+            raise ValueError(f"{folder}: ema.safetensors without ema_meta.safetensors; damaged")
         self.model.load_state_dict(tensors["model"])
         if self.ema is not None and "ema" in tensors:
             self.ema.module.load_state_dict(tensors["ema"])
             self.ema.n_averaged.copy_(tensors["ema_meta"]["n_averaged"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"{folder / 'state.pt'}: the optimizer, schedule or loss scaler state does not "
+                f"fit this run ({type(err).__name__}: {str(err)[:200]}); it was written by "
+                "another run or version. Start a new run in another --out"
+            ) from None
         self._restore_rng(state)
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
@@ -483,6 +536,7 @@ class Trainer:
             "iters_per_epoch": self.iters_per_epoch,
             # the teacher's weights (its name is in the recipe): another is another run
             "teacher_sha256": self.teacher.sha256 if self.teacher is not None else None,
+            **self.spec.origin.facts(),  # checked on their own: check_same_origin
         }
 
     # ----------------------------------------------------------------- logging
@@ -521,7 +575,7 @@ class Trainer:
         return (
             f"training {self.arch} ({params / 1e6:.2f}M parameters) on {where}: "
             f"{', '.join(how)}; {len(self.data.train_labels):,} training images {data}; "
-            f"{self.total_iters:,} iterations, {self.iters_per_epoch:,} per epoch{start}"
+            f"{plural(self.total_iters, 'iteration')}, {self.iters_per_epoch:,} per epoch{start}"
         )
 
     def _log(self, message: str) -> None:
@@ -837,24 +891,34 @@ class Trainer:
         spec = self.spec
         if spec.resume:
             self.try_resume()
+            check_validation(self.recipe, self.data, spec.data_dir, warn=self.dist.is_main)
+            if self.dist.is_main and spec.dataset != "cifar10-sample":
+                warn_moved_data(self.out, spec.data_dir, spec.origin.data_flag)
         self._resumed_at = self.step
+        if self.dist.is_main:
+            remove_drafts(self.out)  # a killed run's half-written files
         self.runlog.reset(self.history)
+        run = {
+            "model": self.arch,
+            "model_options": spec.model_options,
+            "dataset": spec.dataset,
+            # absolute: a resume from elsewhere can tell whether the data moved
+            "data_dir": str(
+                spec.data_dir if spec.dataset == "cifar10-sample" else spec.data_dir.resolve()
+            ),
+            "train_images": len(self.data.train_labels),
+            "eval_images": self.data.eval_counts,
+            "streaming": self.data.streaming,
+            "augment": self.data.augment,  # resolved: what `augment: auto` became
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "data_on_device": self._data_on_device(),
+            "total_iters": self.total_iters,
+            "origin": spec.origin.facts(),
+        }
+        resumed_at = self.step if spec.resume else None
         self.runlog.write_run_files(
-            self.recipe,
-            {
-                "model": self.arch,
-                "model_options": spec.model_options,
-                "dataset": spec.dataset,
-                "data_dir": str(spec.data_dir),
-                "train_images": len(self.data.train_labels),
-                "eval_images": self.data.eval_counts,
-                "streaming": self.data.streaming,
-                "augment": self.data.augment,  # resolved: what `augment: auto` became
-                "world_size": self.dist.world_size,
-                "device": str(self.device),
-                "data_on_device": self._data_on_device(),
-                "total_iters": self.total_iters,
-            },
+            self.recipe, run_record(self.out, run, provenance(), resumed_at)
         )
         self._log(self._describe_start())
         self._set_train_mode()
@@ -1078,7 +1142,8 @@ class Trainer:
             what = "mAP" if self.score == "map" else "top-1"
             self._log(
                 f"early stop: validation {what} (or, at equal {what}, its loss) has not "
-                f"improved for {self.evals_since_best} evaluations (best {self.best_top1:.2f}%)"
+                f"improved for {plural(self.evals_since_best, 'evaluation')} (best "
+                f"{self.best_top1:.2f}%)"
             )
 
     def _per_class(self, results: dict[str, Any]) -> dict[str, Any]:
@@ -1117,7 +1182,7 @@ class Trainer:
         model_dir = self.out / "model"
         if self.dist.is_main and self._finished_before():
             self._log(
-                f"{self.out} had already finished ({self.step:,} steps): nothing trained, "
+                f"{self.out} had already finished ({plural(self.step, 'step')}): nothing trained, "
                 f"{model_dir} kept as it was"
             )
         elif self.dist.is_main:
