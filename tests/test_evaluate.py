@@ -219,6 +219,8 @@ def test_class_mismatch_is_explained(setup: dict) -> None:
     model = create_model("resnet20", num_classes=5)
     with pytest.raises(ValueError, match="5 classes.*has 10"):
         evaluate_model(model, "cifar10", setup["data"])
+    with pytest.raises(ValueError, match=r"the bundled cifar10-sample \(test\) has 10"):
+        evaluate_model(model, "cifar10-sample", ".")  # it said "cifar10-sample test in ."
 
 
 def test_label_map_names_both_sides_and_takes_the_callers_advice() -> None:

@@ -591,7 +591,12 @@ def _prepare(
         )
         return scorer, stream, stream.classes, size
     data = load_eval_data(dataset, data_dir, split=split, size=data_size, download=download)
-    data = _match_classes(data, num_classes, cfg["classes"], f"{dataset} {split} in {data_dir}")
+    where = (
+        f"the bundled cifar10-sample ({split})"
+        if dataset == "cifar10-sample"
+        else f"{dataset} {split} in {data_dir}"
+    )
+    data = _match_classes(data, num_classes, cfg["classes"], where)
     images = to_model_channels(to_nchw_tensor(data.images), channels)
     if ten_crop:
         pad = CIFAR_TEN_CROP_PAD
