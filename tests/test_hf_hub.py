@@ -467,3 +467,83 @@ def test_small_files_behind_the_hubs_resolve_cache_redirect(
     _same_weights(model, resnet18)
     heads = [p for m, p, _ in hub.requests if m == "HEAD"]
     assert f"/api/resolve-cache/{TIMM_REPO}/resolve/main/config.json" in heads
+
+
+@pytest.mark.parametrize(
+    ("prep", "resize"),
+    [
+        ({"input_size": 32}, 32),  # below 128: the picture resized whole (crop_pct 1.0)
+        ({"input_size": 64, "crop_pct": 0.8}, 80),
+        ({"input_size": 160}, 183),  # 128 and up: resized to 1/0.875, centre-cropped
+        ({"input_size": 64, "crop": 48, "resize": 60}, 60),
+    ],
+    ids=["small", "crop_pct", "large", "crop"],
+)
+def test_a_timm_folder_prepares_pictures_as_resnetkit_does(
+    tmp_path: Path, prep: dict[str, Any], resize: int
+) -> None:
+    """The timm folder said crop_pct = size / round(size / 0.875) whatever the model's own
+    preprocessing: a 32-pixel CIFAR model was resized to 36 and cropped by timm, and by
+    resnetkit reading the folder back, while resnetkit itself resizes it whole."""
+    import numpy as np
+    import timm
+    from PIL import Image
+
+    from resnetkit.interop.timm_folder import to_timm_folder
+    from resnetkit.predict import Preprocessing
+
+    model = resnetkit.create_model("resnet18", num_classes=2)
+    model.pretrained_cfg = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], **prep}
+    ours = Preprocessing.of(model)
+    assert ours.resize == resize
+    folder = to_timm_folder(model, tmp_path / "timm")
+    theirs = timm.create_model(f"local-dir:{folder}", pretrained=False)
+    data_cfg = timm.data.resolve_model_data_config(theirs)
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    picture = Image.fromarray(pixels).resize((230, 170), Image.BILINEAR)  # not square
+    timm_x = timm.data.create_transform(**data_cfg)(picture)
+    our_x = ours.transform()(picture)
+    assert timm_x.shape == our_x.shape == (3, ours.image_size, ours.image_size)
+    assert float((timm_x - our_x).abs().max()) < 1e-5  # the same pixels, resampled alike
+    back = Preprocessing.of(load_model(folder))  # and resnetkit reads the folder back alike
+    assert (back.image_size, back.resize, back.mean, back.std) == (
+        ours.image_size,
+        ours.resize,
+        ours.mean,
+        ours.std,
+    )
+
+
+def test_a_timm_config_that_contradicts_itself_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "r18"
+    folder.mkdir()
+    config = {**TIMM_CONFIG, "num_classes": 3, "label_names": ["ant", "bee"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"label_names has 2 names for a model with 3 outputs"):
+        hf_hub.get_folder_weights(folder)
+    bad_cfg = {**TIMM_CONFIG["pretrained_cfg"], "interpolation": "cubicc"}  # type: ignore[dict-item]
+    (folder / "config.json").write_text(json.dumps({**TIMM_CONFIG, "pretrained_cfg": bad_cfg}))
+    with pytest.raises(ValueError, match=r"interpolation 'cubicc' .* one of nearest, "):
+        hf_hub.get_folder_weights(folder)
+    bad_cfg = {**TIMM_CONFIG["pretrained_cfg"], "std": [0.2, float("nan"), 0.2]}  # type: ignore[dict-item]
+    (folder / "config.json").write_text(json.dumps({**TIMM_CONFIG, "pretrained_cfg": bad_cfg}))
+    with pytest.raises(ValueError, match=r"pretrained_cfg\.std must be positive finite numbers"):
+        hf_hub.get_folder_weights(folder)
+
+
+def test_a_grayscale_transformers_folder_loads_as_grayscale(tmp_path: Path) -> None:
+    """config.json's num_channels was ignored: a 1-channel model's folder built an RGB
+    network, whose first conv did not fit the weights."""
+    model = randomize(resnetkit.create_model("resnet18", num_classes=3, in_chans=1))
+    model.pretrained_cfg = {"input_size": 64, "mean": [0.5], "std": [0.25]}
+    folder = to_huggingface(model, tmp_path / "hf", classes=["ant", "bee", "cow"])
+    assert json.loads((folder / "config.json").read_text())["num_channels"] == 1
+    loaded = load_model(folder)
+    assert loaded.config.in_chans == 1
+    _same_weights(loaded, model)
+    cfg = loaded.pretrained_cfg
+    assert (cfg["input_size"], cfg["mean"], cfg["std"]) == (64, [0.5], [0.25])
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_channels": "1"}))
+    with pytest.raises(ValueError, match="num_channels must be a positive whole number"):
+        load_model(folder)

@@ -796,3 +796,118 @@ def test_a_broken_config_json_is_named(tmp_path: Path) -> None:
     (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=r"hf/config.json: not valid JSON"):
         read_checkpoint(tmp_path / "hf")
+
+
+def _preparation(model: nn.Module) -> tuple[Any, ...]:
+    prep = resnetkit.Preprocessing.of(model)
+    return prep.image_size, prep.resize, prep.interpolation, prep.mean, prep.std
+
+
+@pytest.mark.parametrize("processor", ["resnetkit", "convnext"])
+def test_converting_a_huggingface_folder_keeps_its_preprocessor_config(
+    processor: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """convert read config.json and the weights and left preprocessor_config.json out: the
+    model directory got ImageNet's mean/std and 224, while predict on the same folder reads
+    the processor's."""
+    torch.manual_seed(0)
+    model = ours("resnet18", num_classes=3)
+    model.pretrained_cfg = {  # type: ignore[assignment]
+        "input_size": 96,
+        "resize": 128,
+        "interpolation": "bicubic",
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+    }
+    hf = to_huggingface(model, tmp_path / "hf", classes=["a", "b", "c"])
+    if processor == "convnext":  # as transformers' own ResNets (microsoft/resnet-50) ship
+        proc = {"image_processor_type": "ConvNextImageProcessor", "crop_pct": 0.875,
+                "size": {"shortest_edge": 112}, "resample": 2, "do_normalize": True,
+                "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}  # fmt: skip
+        (hf / "preprocessor_config.json").write_text(json.dumps(proc))
+    predicted = _preparation(load_model(hf))  # what `resnetkit predict --model HF` uses
+    assert predicted[3] == (0.5, 0.4, 0.3)
+    argv = ["convert", str(hf), "--arch", "resnet18", "--out", str(tmp_path / "rk")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "names no input normalization" not in capsys.readouterr().out
+    converted = load_model(tmp_path / "rk")
+    assert _preparation(converted) == predicted
+    assert converted.pretrained_cfg["classes"] == ["a", "b", "c"]
+    argv = ["convert", str(hf), "--arch", "resnet18", "--to", "timm", "--out", str(tmp_path / "t")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert _preparation(load_model(tmp_path / "t")) == predicted
+
+    proc = json.loads((hf / "preprocessor_config.json").read_text())
+    (hf / "preprocessor_config.json").write_text(json.dumps({**proc, "image_std": [0.2, 0, 0.3]}))
+    with pytest.raises(ValueError, match=r"preprocessor_config.json: image_std must be positive"):
+        read_checkpoint(hf)
+
+
+def test_a_grayscale_model_goes_to_huggingface_and_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1-channel model's Hugging Face folder could not be loaded back (num_channels was
+    ignored), and it had no preprocessor_config.json, without a word."""
+    from importlib import resources
+
+    from PIL import Image
+
+    from resnetkit.models.model_dir import save_model_dir
+
+    model = randomize(ours("resnet18", num_classes=2, in_chans=1), seed=4)
+    pre = {"input_size": 64, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}  # RGB's, averaged
+    src = save_model_dir(model, tmp_path / "m", arch="resnet18", classes=["a", "b"],
+                         preprocessing=pre)  # fmt: skip
+    model.pretrained_cfg = pre  # type: ignore[assignment]
+    argv = ["convert", str(src), "--arch", "resnet18", "--to", "huggingface"]
+    assert main([*argv, "--out", str(tmp_path / "hf")]) == 0, capsys.readouterr().err
+    assert "the model is grayscale: its preprocessor_config.json takes grayscale pictures" in (
+        capsys.readouterr().out
+    )
+    hf = tmp_path / "hf"
+    theirs = transformers.ResNetForImageClassification.from_pretrained(hf)
+    x = images(64, chans=1)
+    assert_same(out(theirs, x), out(model, x))
+    processor = transformers.AutoImageProcessor.from_pretrained(str(hf))
+    picture = Image.open(resources.files("resnetkit.assets").joinpath("cat.png"))
+    their_x = processor(picture.convert("L"), return_tensors="pt")["pixel_values"][0]
+    our_x = resnetkit.Preprocessing.of(model).transform()(picture)
+    assert their_x.shape == our_x.shape == (1, 64, 64)
+    assert float((their_x - our_x).abs().mean()) < 1e-3
+    back = load_model(hf)  # resnetkit reads num_channels and the grayscale processor
+    assert back.config.in_chans == 1
+    assert_same(out(back, x), out(model, x))
+    assert _preparation(back) == _preparation(model)
+    again = tmp_path / "again"  # and convert reads them
+    assert main(["convert", str(hf), "--arch", "resnet18", "--out", str(again)]) == 0
+    assert load_model(again).config.in_chans == 1
+    assert _preparation(load_model(again)) == _preparation(model)
+
+    four = ours("resnet18", num_classes=2, in_chans=4)  # tensors, not pictures: said so
+    report, _ = _four_channels_to_huggingface(four, tmp_path)
+    assert any("no preprocessor_config.json was written (the model takes 4-channel" in n
+               for n in report.notes)  # fmt: skip
+    assert not (tmp_path / "hf4" / "preprocessor_config.json").exists()
+    assert load_model(tmp_path / "hf4").config.in_chans == 4
+
+
+def _four_channels_to_huggingface(model: ResNet, tmp_path: Path) -> Any:
+    from safetensors.torch import save_file
+
+    from resnetkit.interop.convert import convert_checkpoint
+
+    save_file(model.state_dict(), str(tmp_path / "four.safetensors"))
+    return convert_checkpoint(
+        tmp_path / "four.safetensors", model.name, tmp_path / "hf4", target="huggingface"
+    )
+
+
+def test_class_names_that_do_not_fit_the_classifier_are_refused(tmp_path: Path) -> None:
+    """A Hugging Face config.json naming 2 classes for a 3-output classifier converted with
+    the names silently dropped."""
+    hf = to_huggingface(ours("resnet18", num_classes=3), tmp_path / "hf", classes=["a", "b", "c"])
+    config = json.loads((hf / "config.json").read_text())
+    config["id2label"] = {"0": "a", "1": "b"}
+    (hf / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"names 2 classes, and its classifier has 3 outputs"):
+        read_checkpoint(hf)

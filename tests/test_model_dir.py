@@ -160,3 +160,115 @@ def test_nothing_is_written_before_everything_is_checked(
     with pytest.raises((ValueError, TypeError), match=message):
         save_model_dir(other, tmp_path / "new", **args)
     assert not (tmp_path / "new").exists()
+
+
+def _edited(tmp_path: Path, edit: Any, num_classes: int = 10) -> Path:
+    """A model directory whose config.json ``edit(meta)`` changed (as a person edits it)."""
+    out = save_model_dir(
+        resnetkit.create_model("resnet20", num_classes=num_classes),
+        tmp_path / "m",
+        arch="resnet20",
+        classes=[],
+        preprocessing=dict(PREP),
+    )
+    meta = json.loads((out / "config.json").read_text())
+    edit(meta)
+    (out / "config.json").write_text(json.dumps(meta))  # NaN and Infinity as JSON writes them
+    return out
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda m: m["preprocessing"].update(mean=[0.5, float("nan"), 0.5]),
+            r"preprocessing\.mean must be finite numbers, got \[0\.5, nan, 0\.5\]",
+        ),
+        (
+            lambda m: m["preprocessing"].update(std=[float("inf")] * 3),
+            r"preprocessing\.std must be finite numbers",
+        ),
+        (
+            lambda m: m["preprocessing"].update(std=[0.2, -0.1, 0.2]),
+            r"preprocessing\.std must be positive",
+        ),
+        (
+            lambda m: m["preprocessing"].update(interpolation="cubicc"),
+            r"preprocessing\.interpolation 'cubicc' .* one of nearest, nearest-exact, bilinear, "
+            "bicubic",
+        ),
+        (
+            lambda m: m.update(classes=["cat", "dog", "eel"]),
+            r"classes: 3 names for a model with 10 outputs \(config\.num_classes\)",
+        ),
+    ],
+    ids=["nan-mean", "inf-std", "negative-std", "interpolation", "class-count"],
+)
+def test_a_config_json_resnetkit_cannot_use_is_refused_by_field(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    """NaN/inf mean or std (every input NaN), a misspelt interpolation (torchvision's bare
+    enum error at the first picture) and class names for another number of outputs (the
+    names shifted against the outputs) loaded."""
+    out = _edited(tmp_path, edit)
+    with pytest.raises(ValueError, match=f"{out / 'config.json'}: {message}"):
+        resnetkit.load_model(out)
+
+
+def test_nan_preprocessing_is_not_written_or_taken(tmp_path: Path) -> None:
+    model = resnetkit.create_model("resnet20")
+    bad = {**PREP, "mean": [float("nan")] * 3}
+    with pytest.raises(ValueError, match=r"preprocessing\.mean must be finite numbers"):
+        save_model_dir(model, tmp_path / "m", arch="resnet20", classes=[], preprocessing=bad)
+    assert not (tmp_path / "m").exists()
+    from resnetkit.models.model_dir import check_preprocessing
+
+    with pytest.raises(ValueError, match=r"preprocessing\.std must be finite numbers"):
+        check_preprocessing(model, {"std": [float("inf")]}, [])
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (
+            lambda m: m["preprocessing"].update(mean=[123.7, 116.3, 103.5]),
+            r"preprocessing\.mean \[123\.7, 116\.3, 103\.5\] looks like the 0-255 scale; .* "
+            r"give 0-1 values \(divide by 255\)",
+        ),
+        (
+            lambda m: m.update(clases=["a"] * 10),
+            r"unknown key 'clases' \(did you mean 'classes'\?\) is ignored",
+        ),
+        (
+            lambda m: m["config"].update(strid_in_1x1=True),
+            r"unknown key 'config\.strid_in_1x1' \(did you mean 'stride_in_1x1'\?\) is ignored",
+        ),
+    ],
+    ids=["0-255-mean", "top-level-typo", "config-typo"],
+)
+def test_a_probable_mistake_in_config_json_is_warned_about(
+    tmp_path: Path, edit: Any, said: str
+) -> None:
+    """A typo in a key was ignored without a word (the model loaded as if it were not
+    there), and a mean on the 0-255 scale made every input a large negative number."""
+    out = _edited(tmp_path, edit)
+    with pytest.warns(UserWarning, match=said):
+        resnetkit.load_model(out)
+
+
+def test_a_one_class_softmax_head_is_warned_about(tmp_path: Path) -> None:
+    """One output under a softmax scores 100% whatever the image; one under a sigmoid
+    (multi-label, a yes/no model) is what was meant."""
+    import warnings
+
+    model = resnetkit.create_model("resnet20", num_classes=1)
+    args: dict[str, Any] = {"arch": "resnet20", "classes": ["cat"], "preprocessing": PREP}
+    said = r"num_classes is 1 with a softmax head, which scores its one class 100%"
+    with pytest.warns(UserWarning, match=said):
+        softmax = save_model_dir(model, tmp_path / "softmax", **args)
+    with pytest.warns(UserWarning, match=said):
+        resnetkit.load_model(softmax)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sigmoid = save_model_dir(model, tmp_path / "sigmoid", multi_label=True, **args)
+        assert resnetkit.load_model(sigmoid).pretrained_cfg["multi_label"] is True

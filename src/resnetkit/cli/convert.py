@@ -50,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         dest="target",
         choices=TARGET_CHOICES,
         default="resnetkit",
-        help="resnetkit: model directory (ImageNet mean/std); torchvision/timm: state dict "
+        help="resnetkit: model directory (the source's preprocessing: a model directory's, a "
+        "Hugging Face folder's preprocessor_config.json, a timm folder's; else ImageNet "
+        "mean/std); torchvision/timm: state dict "
         "(.safetensors, else torch.save), or for timm and an --out not named like a weights "
         "file (.safetensors/.pt/.pth/.bin/.ckpt), a folder in timm's Hub layout (config.json + "
         "model.safetensors: timm's local-dir:/hf-hub: load it); huggingface: transformers "

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,13 @@ from resnetkit.interop.formats import (
     KERAS_STD,
     to_resnetkit_names,
 )
-from resnetkit.interop.writers import to_huggingface, to_keras_dict, to_timm, to_torchvision
+from resnetkit.interop.writers import (
+    huggingface_preprocessor_note,
+    to_huggingface,
+    to_keras_dict,
+    to_timm,
+    to_torchvision,
+)
 from resnetkit.models.config import FUNCTION_FIELDS, ResNetConfig
 from resnetkit.models.loading import (
     IMAGENET_MEAN,
@@ -63,7 +70,9 @@ class Checkpoint:
             which names and shapes cannot tell either.
         classes: class names the source carries (Hugging Face ``id2label``, model dirs).
         problems: source features that no resnetkit model has.
-        preprocessing: a resnetkit model directory's input normalization (else empty).
+        preprocessing: the input size, resize and normalization the source says: a resnetkit
+            model directory's, a Hugging Face folder's ``preprocessor_config.json``'s, a timm
+            folder's ``pretrained_cfg``'s (else empty).
         metrics: a resnetkit model directory's measured metrics (else empty).
         architecture: a resnetkit model directory's whole architecture (its config and arch
             name; else empty): a plain net and an option-A ResNet have the same weights.
@@ -207,6 +216,12 @@ def read_checkpoint(
     ckpt.stride_in_1x1 = meta.get("stride_in_1x1")
     ckpt.variants = dict(meta.get("variants") or {})
     ckpt.classes = list(meta.get("classes", []))
+    if ckpt.classes and ckpt.num_classes and len(ckpt.classes) != ckpt.num_classes:
+        raise ValueError(  # the names would sit at other outputs than theirs
+            f"{origin}: its config names {len(ckpt.classes)} classes, and its classifier has "
+            f"{ckpt.num_classes} outputs; fix the class names (id2label in a Hugging Face "
+            "config.json) to one for each output, in order"
+        )
     ckpt.problems = list(meta.get("problems", []))
     ckpt.preprocessing = dict(meta.get("preprocessing") or {})
     ckpt.metrics = dict(meta.get("metrics") or {})
@@ -277,7 +292,7 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
             f"{path}: expected config.json and model.safetensors (a Hugging Face or resnetkit "
             "model directory)"
         )
-    from resnetkit.models.hf_hub import read_json_object
+    from resnetkit.models.hf_hub import processor_preprocessing, read_json_object
 
     config = read_json_object(config_file)
     raw = (
@@ -286,7 +301,11 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
         else torch_load_weights_only(weights)
     )
     if config.get("model_type") == "resnet":
-        return raw, "huggingface", _huggingface_meta(config)
+        meta = _huggingface_meta(config)
+        processor = path / "preprocessor_config.json"
+        if processor.is_file():  # read as loading the folder (predict) reads it
+            meta["preprocessing"] = processor_preprocessing(processor)
+        return raw, "huggingface", meta
 
     if "arch" in config and "config" in config:
         meta = {
@@ -545,9 +564,12 @@ def convert_checkpoint(
     what it says; only the targets with a place for them take them (resnetkit, huggingface
     and timm's Hub folder).
 
-    ``resnetkit`` writes a model directory (ImageNet mean/std, or caffe-style values for Keras
-    weights); ``torchvision`` / ``timm`` a state dict (``.safetensors``, else ``torch.save``),
-    or for ``timm`` and an ``out`` not named like a weights file, a folder in timm's Hub layout
+    The source's own preprocessing (a model directory's, a Hugging Face folder's
+    ``preprocessor_config.json``, a timm folder's) travels to every target with a place for it.
+    ``resnetkit`` writes a model directory (where the source says none, ImageNet mean/std, or
+    caffe-style values for Keras weights); ``torchvision`` / ``timm`` a state dict
+    (``.safetensors``, else ``torch.save``), or for ``timm`` and an ``out`` not named like a
+    weights file, a folder in timm's Hub layout
     (:func:`~resnetkit.interop.timm_folder.to_timm_folder`);
     ``huggingface`` a transformers directory; ``keras`` an ``.npz`` of ``layer/kernel:0`` arrays.
 
@@ -577,7 +599,10 @@ def convert_checkpoint(
         )
     if classes is None:
         classes = ckpt.classes if len(ckpt.classes) == model.num_classes else []
-    given = check_preprocessing(model, preprocessing, classes)  # before anything is written
+    with warnings.catch_warnings():
+        if target == "resnetkit":  # save_model_dir warns of the same, naming the file
+            warnings.simplefilter("ignore")
+        given = check_preprocessing(model, preprocessing, classes)  # before anything is written
     if ckpt.preprocessing or given:  # the model's own preprocessing travels with it
         model.pretrained_cfg = {**ckpt.preprocessing, **given}  # type: ignore[assignment]
     multi_label = bool(ckpt.task.get("multi_label"))
@@ -626,7 +651,7 @@ def convert_checkpoint(
         from resnetkit.models.model_dir import save_model_dir
 
         keras = ckpt.source_format == "keras"
-        if not (ckpt.preprocessing or "mean" in given):  # say what was assumed
+        if "mean" not in ckpt.preprocessing and "mean" not in given:  # say what was assumed
             report.notes.append(
                 f"the source names no input normalization: the model directory assumes "
                 f"{'Keras caffe-style' if keras else 'ImageNet'} mean/std; if it was trained "
@@ -637,10 +662,11 @@ def convert_checkpoint(
                 "the source names no classes: predictions will be class indices (edit "
                 "classes in config.json to name them)"
             )
-        assumed = ckpt.preprocessing or {  # a resnetkit model keeps its own
+        assumed = {  # under what the source says (a resnetkit model keeps its own)
             "input_size": model.config.default_input_size,
             "mean": list(KERAS_MEAN if keras else IMAGENET_MEAN),
             "std": list(KERAS_STD if keras else IMAGENET_STD),
+            **ckpt.preprocessing,
         }
         provenance = {
             "converted_from": ckpt.source,
@@ -662,6 +688,9 @@ def convert_checkpoint(
         )
     elif target == "huggingface":
         to_huggingface(model, out, classes=classes or None, multi_label=multi_label)
+        processor_note = huggingface_preprocessor_note(model)
+        if processor_note:
+            report.notes.append(processor_note)
     elif target == "keras":
         from resnetkit.train.checkpoint import atomic_write_bytes
 

@@ -45,7 +45,9 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
     """Write a folder in the layout timm publishes on the Hugging Face Hub.
 
     ``config.json`` holds ``architecture``, ``num_classes``, ``model_args`` (input channels,
-    output stride) and ``pretrained_cfg`` (the model's preprocessing) and ``label_names``;
+    output stride) and ``pretrained_cfg`` (the model's preprocessing as resnetkit applies it:
+    ``input_size`` the crop, ``crop_pct`` the resize before it, 1.0 for a small model resized
+    whole) and ``label_names``;
     ``model.safetensors`` the weights. ``timm.create_model("local-dir:DIR", pretrained=True)``
     builds it, and ``hf-hub:ORG/NAME`` once it is uploaded; resnetkit loads the folder too.
 
@@ -81,8 +83,7 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
         std = list(channel_stats_for(cfg["std"], model.config.in_chans))
     except ValueError as err:
         raise ValueError(f"the model's preprocessing does not fit its input: {err}") from None
-    size = int(cfg["input_size"])
-    resize = int(cfg.get("resize") or round(size / 0.875))
+    size, resize, interpolation = _eval_geometry(model, cfg)
     c = model.config
     stride = min(c.output_stride, c.natural_stride)
     model_args: dict[str, Any] = {
@@ -104,9 +105,9 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
             "custom_load": False,
             "input_size": [c.in_chans, size, size],
             "fixed_input_size": False,
-            "interpolation": str(cfg.get("interpolation") or "bilinear"),
+            "interpolation": interpolation,
             # timm resizes to floor(size / crop_pct): the half pixel keeps `resize` exact
-            "crop_pct": size / (resize + 0.5),
+            "crop_pct": 1.0 if resize == size else size / (resize + 0.5),
             "crop_mode": "center",
             "mean": mean,
             "std": std,
@@ -123,3 +124,17 @@ def to_timm_folder(model: ResNet, out_dir: str | Path, *, classes: list[str] | N
     atomic_write_bytes(out / "model.safetensors", weights)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")  # last
     return out
+
+
+def _eval_geometry(model: ResNet, cfg: dict[str, Any]) -> tuple[int, int, str]:
+    """``(crop, resize, interpolation)`` as resnetkit prepares a picture for ``model``
+    (:class:`~resnetkit.predict.Preprocessing`: below 128 pixels a picture is resized whole,
+    not resized larger and cropped), so that timm prepares it the same way."""
+    from resnetkit.predict import Preprocessing
+
+    if model.config.in_chans in (1, 3):
+        prep = Preprocessing.of(model)
+        return prep.image_size, prep.resize, prep.interpolation
+    # other inputs are tensors, not pictures: resnetkit resizes none of them
+    size = int(cfg.get("crop") or cfg["input_size"])
+    return size, size, str(cfg.get("interpolation") or "bilinear")

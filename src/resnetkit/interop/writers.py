@@ -129,22 +129,24 @@ def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
     ``transformers.pipeline("image-classification")``) the model's own preprocessing: a
     ``BitImageProcessor`` resizing the shorter side to ``resize`` and cropping the centre
     (transformers' ConvNeXt processor, which its ResNets ship with, stretches inputs of 384
-    and more instead of cropping them, and rounds its resize from a ratio). ``None`` where
-    that cannot be said: a per-pixel mean (the 2015 paper's CIFAR recipe), a grayscale model,
-    an interpolation PIL does not name. The crop can sit one pixel apart on a long side whose
-    margin is odd (transformers and torchvision round the centre differently)."""
+    and more instead of cropping them, and rounds its resize from a ratio). A grayscale model's
+    takes grayscale pictures (``do_convert_rgb`` off, one mean and std; see
+    :func:`huggingface_preprocessor_note`). ``None`` where it cannot be said (the note says
+    why): a per-pixel mean (the 2015 paper's CIFAR recipe), inputs that are not pictures
+    (neither 1 nor 3 channels), an interpolation PIL does not name. The crop can sit one pixel
+    apart on a long side whose margin is odd (transformers and torchvision round the centre
+    differently)."""
     from resnetkit.predict import Preprocessing
 
-    prep = Preprocessing.of(model)
-    resample = _PIL_RESAMPLE.get(prep.interpolation)
-    if prep.pixel_mean is not None or prep.channels != 3 or resample is None:
+    if _no_preprocessor(model):
         return None
+    prep = Preprocessing.of(model)
     return {
         "image_processor_type": "BitImageProcessor",
-        "do_convert_rgb": True,
+        "do_convert_rgb": prep.channels == 3,
         "do_resize": True,
         "size": {"shortest_edge": prep.resize},
-        "resample": resample,
+        "resample": _PIL_RESAMPLE[prep.interpolation],
         "do_center_crop": True,
         "crop_size": {"height": prep.image_size, "width": prep.image_size},
         "do_rescale": True,
@@ -153,6 +155,41 @@ def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
         "image_mean": list(prep.mean),
         "image_std": list(prep.std),
     }
+
+
+def _no_preprocessor(model: ResNet) -> str | None:
+    """Why the model's preprocessing has no ``preprocessor_config.json``, or None."""
+    from resnetkit.models.loading import preprocessing_of
+
+    channels = model.config.in_chans
+    if channels not in (1, 3):
+        return f"the model takes {channels}-channel tensors, not pictures"
+    cfg = preprocessing_of(model)
+    if cfg.get("pixel_mean") is not None:
+        return "transformers' image processors cannot subtract a per-pixel mean"
+    interpolation = str(cfg.get("interpolation") or "bilinear")
+    if interpolation not in _PIL_RESAMPLE:
+        return f"PIL, which transformers resizes with, has no {interpolation!r} filter"
+    return None
+
+
+def huggingface_preprocessor_note(model: ResNet) -> str | None:
+    """What a user of the Hugging Face folder :func:`to_huggingface` writes must know about
+    its ``preprocessor_config.json`` (none written, or one for grayscale pictures), or None."""
+    reason = _no_preprocessor(model)
+    if reason:
+        return (
+            f"no preprocessor_config.json was written ({reason}): transformers' "
+            "AutoImageProcessor and image-classification pipeline cannot prepare inputs for "
+            "it; prepare them as resnetkit does"
+        )
+    if model.config.in_chans == 1:
+        return (
+            "the model is grayscale: its preprocessor_config.json takes grayscale pictures "
+            "(processor(image.convert('L'))); transformers' image-classification pipeline "
+            "converts pictures to RGB, which the 1-channel model refuses"
+        )
+    return None
 
 
 def to_huggingface(
@@ -165,7 +202,10 @@ def to_huggingface(
     """Write ``config.json`` + ``model.safetensors`` that
     ``transformers.ResNetForImageClassification.from_pretrained(out_dir)`` loads, and the
     ``preprocessor_config.json`` of its preprocessing (see :func:`huggingface_preprocessor`),
-    so that ``transformers.pipeline("image-classification", model=out_dir)`` runs it.
+    so that ``transformers.pipeline("image-classification", model=out_dir)`` runs it (an RGB
+    model; :func:`huggingface_preprocessor_note` says what differs for others).
+    ``config.json``'s ``num_channels`` is the model's input channels (1 for grayscale):
+    resnetkit reads it back.
 
     Args:
         model: a ResNet with the ImageNet stem and option-B shortcuts (v1 or v1.5).

@@ -40,6 +40,7 @@ from urllib.parse import quote, urljoin, urlparse
 from torch import nn
 
 from resnetkit.download import ChecksumError, fetch
+from resnetkit.models.model_dir import INTERPOLATIONS
 
 PREFIXES = ("hf-hub:", "hf_hub:")
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -458,19 +459,33 @@ def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
     changes = _timm_model_args(name, args, int(args.get("in_chans", input_size[0])))
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     classes = [str(c) for c in config.get("label_names") or []]
+    if classes and len(classes) != num_classes:
+        raise ValueError(
+            f"{name}: config.json's label_names has {len(classes)} names for a model with "
+            f"{num_classes} outputs (num_classes); give one name for each output, in order"
+        )
     tag = str(cfg.get("tag") or "")
     if not classes and num_classes == 1000 and tag.endswith("in1k"):
         classes = _imagenet_classes()
+    where = f"{name} config.json"
+    mean = cfg.get("mean") or (0.485, 0.456, 0.406)
+    std = cfg.get("std") or (0.229, 0.224, 0.225)
+    interpolation = str(cfg.get("interpolation") or "bilinear")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"{where}: pretrained_cfg.interpolation {interpolation!r} is not one "
+            f"resnetkit resizes with; use one of {', '.join(INTERPOLATIONS)}"
+        )
     pretrained_cfg = {
         "tag": name,
         "classes": classes,
-        "mean": [float(v) for v in cfg.get("mean") or (0.485, 0.456, 0.406)],
-        "std": [float(v) for v in cfg.get("std") or (0.229, 0.224, 0.225)],
+        "mean": _stats(where, "pretrained_cfg.mean", mean, std=False),
+        "std": _stats(where, "pretrained_cfg.std", std, std=True),
         "input_size": size,
         "resize": math.floor(size / crop_pct),  # timm's own rounding
         "crop": size,
         "crop_pct": crop_pct,
-        "interpolation": str(cfg.get("interpolation") or "bilinear"),
+        "interpolation": interpolation,
         "source": name,
     }
     if cfg.get("test_input_size"):
@@ -551,18 +566,33 @@ def _transformers_weights(
         pretrained_cfg.update(multi_label=True, threshold=meta["task"]["threshold"])
     processor = resolver.optional("preprocessor_config.json")
     if processor is not None:
-        pretrained_cfg.update(_processor_preprocessing(processor))
-    changes = {"stride_in_1x1": True} if meta["stride_in_1x1"] else {}
+        pretrained_cfg.update(processor_preprocessing(processor))
+    changes: dict[str, Any] = {"stride_in_1x1": True} if meta["stride_in_1x1"] else {}
+    channels = config.get("num_channels", 3)
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(
+            f"{name}: config.json's num_channels must be a positive whole number (3 for RGB, "
+            f"1 for grayscale), got {channels!r}"
+        )
+    if channels != 3:  # a grayscale (or multispectral) model: its first conv says so
+        changes["in_chans"] = channels
     return HfHubWeights(name, arch, num_classes, "huggingface", pretrained_cfg, changes)
 
 
-def _processor_preprocessing(path: Path) -> dict[str, Any]:
-    """Input size, resize and normalisation of a transformers image processor config."""
+def processor_preprocessing(path: Path) -> dict[str, Any]:
+    """Input size, resize, interpolation and normalisation of a transformers image processor
+    config (``preprocessor_config.json``), as resnetkit's preprocessing keys: what loading a
+    transformers folder and converting one both read.
+
+    Raises:
+        ValueError: not a JSON object, or a mean/std that is not finite numbers (a std also
+            above 0); the file and field named.
+    """
     proc = read_json_object(path)
     out: dict[str, Any] = {}
     if proc.get("image_mean") and proc.get("image_std"):
-        out["mean"] = [float(v) for v in proc["image_mean"]]
-        out["std"] = [float(v) for v in proc["image_std"]]
+        out["mean"] = _stats(str(path), "image_mean", proc["image_mean"], std=False)
+        out["std"] = _stats(str(path), "image_std", proc["image_std"], std=True)
     size = proc.get("size")
     crop = proc.get("crop_size")
     side = size.get("shortest_edge") if isinstance(size, dict) else size
@@ -578,6 +608,25 @@ def _processor_preprocessing(path: Path) -> dict[str, Any]:
     if resample:
         out["interpolation"] = resample
     return out
+
+
+def _stats(where: str, key: str, value: Any, *, std: bool) -> list[float]:
+    """A config's per-channel mean or std (one number or a list), checked: finite numbers,
+    a std above 0.
+
+    Raises:
+        ValueError: naming ``where`` (the file or repository) and ``key`` (the field).
+    """
+    values = value if isinstance(value, list | tuple) else [value]
+    good = bool(values) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+    if not good or (std and any(v <= 0 for v in values)):
+        what = "positive finite numbers" if std else "finite numbers"
+        raise ValueError(
+            f"{where}: {key} must be {what} (0-1 scale, one a channel), got {value!r}; fix the file"
+        )
+    return [float(v) for v in values]
 
 
 #: timm architectures that are resnetkit's of the same name (weights load strictly).

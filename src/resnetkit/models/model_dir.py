@@ -13,7 +13,9 @@ Each file is written atomically, config.json last: a directory with a config.jso
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, fields
@@ -117,6 +119,8 @@ def save_model_dir(
     problem = _meta_problem(json.loads(text))
     if problem:
         raise ValueError(f"cannot write {out / 'config.json'}: {problem}")
+    for doubt in meta_doubts(json.loads(text)):
+        warnings.warn(f"writing {out / 'config.json'}: {doubt}", stacklevel=2)
     card = model_card(meta, model)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -146,8 +150,9 @@ def check_preprocessing(
     model: ResNet, preprocessing: Mapping[str, Any] | None, classes: list[str]
 ) -> dict[str, Any]:
     """Refuse what :func:`load_model_dir` would refuse in a config.json for ``model``: unknown
-    keys, mean/std of another channel count, a non-positive size or std, class names that do
-    not match the head.
+    keys, mean/std of another channel count, NaN or infinity, a non-positive size or std, an
+    interpolation resnetkit has not, class names that do not match the head. Mean/std on the
+    0-255 scale are warned about.
 
     Returns:
         ``preprocessing`` as a dict (``{}`` for None).
@@ -177,6 +182,10 @@ def check_preprocessing(
     problem = _meta_problem(json.loads(json.dumps(meta, default=_json_value)))
     if problem:
         raise ValueError(problem)
+    for key in ("mean", "std"):
+        doubt = scale_doubt(key, preprocessing.get(key))
+        if doubt:
+            warnings.warn(doubt, stacklevel=2)
     return preprocessing
 
 
@@ -405,6 +414,64 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+#: Resize interpolations (torchvision's ``InterpolationMode`` values, which PIL's filters are).
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+#: The top-level keys of config.json (``save_model_dir`` writes them).
+META_KEYS = (
+    "format_version",
+    "arch",
+    "config",
+    "classes",
+    "preprocessing",
+    "metrics",
+    "provenance",
+    "task",
+    "features",
+)
+
+
+def meta_doubts(meta: dict[str, Any]) -> list[str]:
+    """What in a valid parsed config.json is probably a mistake: keys resnetkit does not read
+    (a typo is ignored, not applied), mean/std on the 0-255 scale, a one-class softmax head.
+    """
+    doubts = []
+    config_names = [f.name for f in fields(ResNetConfig)]
+    for where, keys, known in (
+        ("", meta, META_KEYS),
+        ("config.", meta.get("config") or {}, config_names),
+    ):
+        for key in keys:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, 1, 0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                doubts.append(
+                    f"unknown key '{where}{key}'{hint} is ignored; known: {', '.join(known)}"
+                )
+    prep = meta.get("preprocessing") or {}
+    doubts += [doubt for key in ("mean", "std") if (doubt := scale_doubt(key, prep.get(key)))]
+    task = meta.get("task") or {}
+    if (meta.get("config") or {}).get("num_classes") == 1 and not task.get("multi_label"):
+        doubts.append(
+            "config.num_classes is 1 with a softmax head, which scores its one class 100% for "
+            'every image; for a yes/no model give it a sigmoid ("task": {"multi_label": '
+            'true, "threshold": 0.5}) or two classes'
+        )
+    return doubts
+
+
+def scale_doubt(key: str, values: Any) -> str | None:
+    """A warning for mean/std ``values`` on the 0-255 scale (resnetkit scales pixels to 0-1
+    before normalising), or None."""
+    if not isinstance(values, list | tuple) or not any(
+        isinstance(v, int | float) and v > 1 for v in values
+    ):
+        return None
+    return (
+        f"preprocessing.{key} {list(values)} looks like the 0-255 scale; resnetkit scales "
+        "pixels to 0-1 before normalising, so give 0-1 values (divide by 255)"
+    )
+
+
 def _meta_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with a parsed config.json (field and expectation), or None."""
 
@@ -416,6 +483,9 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
             isinstance(v, int | float) and not isinstance(v, bool) for v in value
         )
 
+    def finite(value: list[Any]) -> bool:  # JSON's NaN and Infinity parse as floats
+        return all(math.isfinite(v) for v in value)
+
     config = meta["config"]
     for key in ("layers", "widths"):
         if not (isinstance(config.get(key), list) and all(map(positive_int, config[key]))):
@@ -425,6 +495,12 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
     classes = meta.get("classes", [])
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         return f"classes must be a list of names, got {classes!r}"
+    outputs = config.get("num_classes")
+    if classes and isinstance(outputs, int) and len(classes) != outputs:
+        return (
+            f"classes: {len(classes)} names for a model with {outputs} outputs "
+            "(config.num_classes); give one name for each output, in the model's order (or none)"
+        )
     version = meta.get("format_version", FORMAT_VERSION)
     if not positive_int(version) or version > FORMAT_VERSION:
         return (
@@ -454,10 +530,23 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
                 f"preprocessing.{key} must be a list of {wanted} numbers for a "
                 f"{channels}-channel model, got {value!r}"
             )
+        if value is not None and not finite(value):
+            return (
+                f"preprocessing.{key} must be finite numbers, got {value!r}: NaN or infinity "
+                "would turn every input into NaN; give the dataset's per-channel values"
+            )
     if prep.get("std") is not None and any(v <= 0 for v in prep["std"]):
         return f"preprocessing.std must be positive, got {prep['std']!r}"
-    if prep.get("pixel_mean") is not None and not numbers(prep["pixel_mean"]):
-        return "preprocessing.pixel_mean must be a list of numbers"
+    if prep.get("pixel_mean") is not None and not (
+        numbers(prep["pixel_mean"]) and finite(prep["pixel_mean"])
+    ):
+        return "preprocessing.pixel_mean must be a list of finite numbers"
+    interpolation = prep.get("interpolation")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        return (
+            f"preprocessing.interpolation {interpolation!r} is not one resnetkit resizes "
+            f"with; use one of {', '.join(INTERPOLATIONS)}"
+        )
     if not isinstance(meta.get("metrics", {}), dict):
         return f"metrics must be an object, got {meta['metrics']!r}"
     task = meta.get("task", {})
@@ -493,6 +582,8 @@ def load_model_dir(path: str | Path) -> ResNet:
     """Build the model described by a directory and load its weights (strict, safetensors)."""
     path = Path(path)
     meta = read_model_meta(path)
+    for doubt in meta_doubts(meta):
+        warnings.warn(f"{path / 'config.json'}: {doubt}", stacklevel=2)
     known = {f.name for f in fields(ResNetConfig)}
     raw = {k: v for k, v in meta["config"].items() if k in known}
     raw["layers"] = tuple(raw["layers"])
