@@ -477,7 +477,7 @@ def test_refuses_a_warmup_or_ema_longer_than_the_run(cifar_dir: Path, tmp_path: 
     # 250 images at batch 50: 5 iterations per epoch, 10 in all
     with pytest.raises(ValueError, match="warmup_iters 10 is not shorter.*--warmup-iters 1 "):
         Trainer(spec(cifar_dir, tmp_path / "a", TINY.override({"warmup_iters": 10})))
-    expected = r"ema_decay 0.999 .* about 1000 .* 99% the initial.*--ema-decay 0.7408"
+    expected = r"ema_decay 0.999 .* about 1,000 .* 99% the initial.*--ema-decay 0.7408"
     with pytest.raises(ValueError, match=expected):
         Trainer(spec(cifar_dir, tmp_path / "b", TINY.override({"ema_decay": 0.999})))
     # Both at once (fast-cifar on a small set): one message with both fixes.

@@ -196,8 +196,8 @@ def _refuse_run_folder(path: Path) -> None:
     except (OSError, ValueError):
         run = {}
     run = run if isinstance(run, dict) else {}
-    origin = run.get("origin") if isinstance(run.get("origin"), dict) else {}
-    command = origin.get("command", "train")
+    origin = run.get("origin")
+    command = origin.get("command", "train") if isinstance(origin, dict) else "train"
     try:
         latest = latest_checkpoint(path / "checkpoints")
     except (OSError, ValueError):

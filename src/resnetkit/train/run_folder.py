@@ -193,6 +193,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
                 "run without --resume to start"
             )
         check_writable(ckpt_root)
+        check_writable(out)  # run.json, metrics.jsonl
         return
     if has_checkpoint:
         raise FileExistsError(
@@ -241,8 +242,8 @@ def check_writable(folder: Path) -> None:
     except OSError as err:
         raise PermissionError(
             f"{folder} is not writable ({err.strerror or err}): the run could not save its "
-            f"checkpoints there; make it writable (chmod u+w {shlex.quote(str(folder))}) or "
-            "choose another --out"
+            "checkpoints and records there; make it writable (chmod u+w "
+            f"{shlex.quote(str(folder))}) or choose another --out"
         ) from None
 
 
