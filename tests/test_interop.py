@@ -334,6 +334,15 @@ def test_keras_round_trip_npz(tmp_path: Path) -> None:
     assert_same(out(load_model(path, arch="resnet50"), x), out(source, x))  # load_model too
 
 
+def test_npz_of_objects_is_refused_by_name(tmp_path: Path) -> None:
+    """An object array would need unpickling: refused, and the error names the file (numpy's
+    own message did not)."""
+    path = tmp_path / "objects.npz"
+    np.savez(path, w=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"objects\.npz: .*pickle.*np\.savez"):
+        load_checkpoint(ours("resnet20"), path)
+
+
 def test_keras_weights_are_laid_out_as_keras_reads_them() -> None:
     """Checked element by element against Keras' own conventions, not against our reader
     (which undoes whatever the writer does): kernels (kh, kw, in, out), the stem's input

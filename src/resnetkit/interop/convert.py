@@ -244,8 +244,14 @@ def _read_path(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     if suffix in PICKLE_SUFFIXES:
         return torch_load_weights_only(path), "auto", {}
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as arrays:
-            return {name: arrays[name] for name in arrays.files}, "keras", {}
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}, "keras", {}
+        except ValueError as e:  # an object array: loading it would unpickle
+            raise ValueError(
+                f"{path}: {e} An .npz of weights holds plain number arrays; save each weight "
+                "with np.savez(path, **{name: np.asarray(w, dtype=np.float32)})"
+            ) from None
     if suffix in (".h5", ".hdf5"):
         return _read_h5(path), "keras", {}
     known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
