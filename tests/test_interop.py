@@ -852,6 +852,23 @@ def test_converting_a_huggingface_folder_keeps_its_preprocessor_config(
         read_checkpoint(hf)
 
 
+def test_every_pil_filter_comes_back_from_a_huggingface_folder(tmp_path: Path) -> None:
+    """preprocessor_config.json's ``resample`` was written for six PIL filters and read back
+    for three: lanczos, box and hamming came back (load and convert alike) as bilinear."""
+    for interpolation in ("lanczos", "box", "hamming", "nearest"):
+        model = ours("resnet18", num_classes=3)
+        model.pretrained_cfg = {  # type: ignore[assignment]
+            "input_size": 96,
+            "resize": 128,
+            "interpolation": interpolation,
+            "mean": [0.5, 0.4, 0.3],
+            "std": [0.2, 0.25, 0.3],
+        }
+        hf = to_huggingface(model, tmp_path / interpolation)
+        assert load_model(hf).pretrained_cfg["interpolation"] == interpolation
+        assert read_checkpoint(hf).preprocessing["interpolation"] == interpolation
+
+
 def test_a_grayscale_model_goes_to_huggingface_and_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

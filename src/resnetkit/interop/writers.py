@@ -14,6 +14,7 @@ from torch import Tensor
 
 from resnetkit.interop.formats import ours_to_huggingface, ours_to_keras
 from resnetkit.models.config import ResNetConfig
+from resnetkit.models.hf_hub import PIL_RESAMPLE
 from resnetkit.models.resnet import ResNet
 
 
@@ -120,10 +121,6 @@ def huggingface_config(
     }
 
 
-#: PIL's resampling filters as transformers' image processors number them.
-_PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
-
-
 def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
     """The ``preprocessor_config.json`` that gives ``AutoImageProcessor`` (and so
     ``transformers.pipeline("image-classification")``) the model's own preprocessing: a
@@ -146,7 +143,7 @@ def huggingface_preprocessor(model: ResNet) -> dict[str, Any] | None:
         "do_convert_rgb": prep.channels == 3,
         "do_resize": True,
         "size": {"shortest_edge": prep.resize},
-        "resample": _PIL_RESAMPLE[prep.interpolation],
+        "resample": PIL_RESAMPLE[prep.interpolation],
         "do_center_crop": True,
         "crop_size": {"height": prep.image_size, "width": prep.image_size},
         "do_rescale": True,
@@ -168,7 +165,7 @@ def _no_preprocessor(model: ResNet) -> str | None:
     if cfg.get("pixel_mean") is not None:
         return "transformers' image processors cannot subtract a per-pixel mean"
     interpolation = str(cfg.get("interpolation") or "bilinear")
-    if interpolation not in _PIL_RESAMPLE:
+    if interpolation not in PIL_RESAMPLE:
         return f"PIL, which transformers resizes with, has no {interpolation!r} filter"
     return None
 

@@ -43,6 +43,9 @@ from resnetkit.download import ChecksumError, fetch
 from resnetkit.models.model_dir import INTERPOLATIONS
 
 PREFIXES = ("hf-hub:", "hf_hub:")
+#: PIL's resampling filters as transformers' image processors number them (``resample``):
+#: what a ``preprocessor_config.json`` is written with and read back as.
+PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 DEFAULT_ENDPOINT = "https://huggingface.co"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -604,7 +607,8 @@ def processor_preprocessing(path: Path) -> dict[str, Any]:
         else:  # ConvNext's processor: resize to side / crop_pct, crop side (below 384)
             out.update(input_size=side, resize=int(side / crop_pct), crop=side)
         out["crop_pct"] = out["input_size"] / out["resize"]
-    resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(proc.get("resample", 2))
+    filters = {number: name for name, number in PIL_RESAMPLE.items()}
+    resample = filters.get(proc.get("resample", PIL_RESAMPLE["bilinear"]))
     if resample:
         out["interpolation"] = resample
     return out
