@@ -339,8 +339,21 @@ def test_npz_of_objects_is_refused_by_name(tmp_path: Path) -> None:
     own message did not)."""
     path = tmp_path / "objects.npz"
     np.savez(path, w=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match=r"objects\.npz: .*pickle.*np\.savez"):
+    advice = r"np\.savez\(path, \*\*\{name: .* for name, w in weights\.items\(\)\}\)"
+    with pytest.raises(ValueError, match=rf"objects\.npz: .*pickle=False; .*{advice}"):
         load_checkpoint(ours("resnet20"), path)
+    # Not an .npz at all: numpy said the file holds pickled data and to load it unsafely (a
+    # Git LFS pointer, a lone .npy), or raised a TypeError (the .npy).
+    np.save(tmp_path / "lone.npy", np.zeros(3, dtype=np.float32))
+    (tmp_path / "lone.npy").rename(tmp_path / "lone.npz")
+    (tmp_path / "lfs.npz").write_text("version https://git-lfs.github.com/spec/v1\noid x\n")
+    for name, hint in (("lone", ""), ("lfs", "; it is a Git LFS pointer: run `git lfs pull`")):
+        with pytest.raises(ValueError) as err:
+            load_checkpoint(ours("resnet20"), tmp_path / f"{name}.npz")
+        assert f"{name}.npz: not an .npz archive (numpy's zip of named arrays){hint}" in str(
+            err.value
+        )
+        assert "unsafe" not in str(err.value) and "allow_pickle" not in str(err.value)
 
 
 def test_keras_weights_are_laid_out_as_keras_reads_them() -> None:

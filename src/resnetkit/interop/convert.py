@@ -14,6 +14,7 @@ import json
 import math
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from resnetkit.models.loading import (
     KERAS_SUFFIXES,
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
+    stand_in_hint,
     torch_load_weights_only,
 )
 from resnetkit.models.registry import create_model, get_model_config
@@ -244,18 +246,37 @@ def _read_path(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     if suffix in PICKLE_SUFFIXES:
         return torch_load_weights_only(path), "auto", {}
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as arrays:
-                return {name: arrays[name] for name in arrays.files}, "keras", {}
-        except ValueError as e:  # an object array: loading it would unpickle
-            raise ValueError(
-                f"{path}: {e} An .npz of weights holds plain number arrays; save each weight "
-                "with np.savez(path, **{name: np.asarray(w, dtype=np.float32)})"
-            ) from None
+        return _read_npz(path), "keras", {}
     if suffix in (".h5", ".hdf5"):
         return _read_h5(path), "keras", {}
     known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
     raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
+
+
+#: How to write an .npz of weights that resnetkit reads, for the end of an error.
+_NPZ_ADVICE = (
+    "an .npz of weights holds plain number arrays: save them with np.savez(path, "
+    "**{name: np.asarray(w, dtype=np.float32) for name, w in weights.items()})"
+)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (Keras weights), never unpickled.
+
+    Raises:
+        ValueError: not an .npz archive (numpy would say the file holds pickled data and
+            advise loading it unsafely), or one of object arrays; naming the file.
+    """
+    if not zipfile.is_zipfile(path):  # a lone .npy, a Git LFS pointer, an HTML page...
+        raise ValueError(
+            f"{path}: not an .npz archive (numpy's zip of named arrays){stand_in_hint(path)}; "
+            f"{_NPZ_ADVICE}"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except ValueError as e:  # an object array: loading it would unpickle
+        raise ValueError(f"{path}: {str(e).rstrip('.')}; {_NPZ_ADVICE}") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:

@@ -7,6 +7,7 @@ and plain containers (a whole pickled model, a custom class) is refused, never u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -374,19 +375,26 @@ def torch_load_weights_only(path: Path) -> Any:
                 "`from safetensors.torch import save_file; "
                 "save_file(model.state_dict(), 'model.safetensors')`, then pass that file."
             ) from None
-        head = path.read_bytes()[:64] if path.is_file() else b""
-        hint = ""
-        if head.startswith(b"version https://git-lfs"):
-            hint = "; it is a Git LFS pointer: run `git lfs pull` to fetch the real file"
-        elif head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
-            hint = "; it is an HTML page (a failed download?)"
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "weights only load failed" in str(err).lower():  # torch's text ends in unsafe advice
             first = "bytes that are no pickle of tensors"
         raise ValueError(
             f"{path}: not a readable PyTorch checkpoint, neither a torch.save archive nor a "
-            f"weights pickle ({type(err).__name__}: {first[:200]}){hint}"
+            f"weights pickle ({type(err).__name__}: {first[:200]}){stand_in_hint(path)}"
         ) from None
+
+
+def stand_in_hint(path: Path) -> str:
+    """What a weights file holds instead, where its first bytes tell (a Git LFS pointer, an
+    HTML page), as the end of an error ("; it is ..."); "" otherwise."""
+    with contextlib.suppress(OSError):
+        with path.open("rb") as f:
+            head = f.read(64)
+        if head.startswith(b"version https://git-lfs"):
+            return "; it is a Git LFS pointer: run `git lfs pull` to fetch the real file"
+        if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            return "; it is an HTML page (a failed download?)"
+    return ""
 
 
 def _is_state_dict(obj: object) -> bool:
