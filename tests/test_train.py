@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -1306,6 +1307,36 @@ def test_stale_drafts_are_cleaned_and_a_read_only_folder_is_found_first(
     with pytest.raises(PermissionError, match=r"new is not writable.*another --out"):
         (tmp_path / "new").mkdir()
         train(spec(cifar_dir, tmp_path / "new", recipe, on_step=crash_at(1)))
+
+
+def test_a_read_only_run_folder_is_found_first_even_with_writable_checkpoints(
+    cifar_dir: Path, crashed: tuple[Path, Recipe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.json and metrics.jsonl live beside checkpoints/: a run folder that takes no new
+    file (checkpoints/ on another mount, say) is named before any training, resuming or not."""
+    import errno
+    import tempfile
+
+    from resnetkit.train import run_folder
+
+    out, recipe = crashed
+    real = tempfile.TemporaryFile
+
+    def read_only_out(**kw: Any) -> Any:
+        if Path(kw["dir"]) == out:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(**kw)
+
+    monkeypatch.setattr(run_folder.tempfile, "TemporaryFile", read_only_out)
+    before = files_of(out)
+    with pytest.raises(PermissionError, match=rf"{out} is not writable \(Read-only"):
+        train(spec(cifar_dir, out, recipe, resume=True, on_step=crash_at(5)))
+    assert files_of(out) == before
+    # a new run over one that never checkpointed: its checkpoints/ is there, and writable
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").mkdir()
+    with pytest.raises(PermissionError, match=rf"{out} is not writable \(Read-only"):
+        train(spec(cifar_dir, out, recipe, on_step=crash_at(1)))
 
 
 def test_a_latest_pointer_out_of_the_run_is_refused(

@@ -192,8 +192,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
                 f"nothing to resume in {out}: it holds no checkpoint; check --out, or "
                 "run without --resume to start"
             )
-        check_writable(ckpt_root)
-        check_writable(out)  # run.json, metrics.jsonl
+        _check_writable_run(out, ckpt_root)
         return
     if has_checkpoint:
         raise FileExistsError(
@@ -210,10 +209,15 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
             f"{out} holds files that are not a training run's ({shown}); choose a new "
             "or empty --out (nothing is overwritten)"
         )
-    if ckpt_root.is_dir():
-        check_writable(ckpt_root)
-    elif out.is_dir():
-        check_writable(out)
+    _check_writable_run(out, ckpt_root)
+
+
+def _check_writable_run(out: Path, ckpt_root: Path) -> None:
+    """The run's folders that exist take new files: ``checkpoints/``, and ``out`` for
+    run.json and metrics.jsonl (a read-only one of either would be found out mid-run)."""
+    for folder in (ckpt_root, out):
+        if folder.is_dir():
+            check_writable(folder)
 
 
 def _is_draft(name: str) -> bool:
