@@ -180,9 +180,8 @@ def load_model_or_random(name_or_dir: str | Path, *, arch: str | None = None) ->
 def _refuse_run_folder(path: Path) -> None:
     """A training run's folder (``train``/``finetune --out``) is not a model directory: name
     the model it holds (``RUN/model``) or, unfinished, its latest checkpoint's weights."""
-    import json
-
     from resnetkit.train.checkpoint import latest_checkpoint
+    from resnetkit.train.run_folder import read_run_json
 
     if not ((path / "checkpoints").is_dir() or (path / "run.json").is_file()):
         return
@@ -192,11 +191,7 @@ def _refuse_run_folder(path: Path) -> None:
             f"{path} is a training run's folder, not a model directory: the model it trained "
             f"is {model_dir}; pass that (--model {model_dir})"
         )
-    try:
-        run = json.loads((path / "run.json").read_text())
-    except (OSError, ValueError):
-        run = {}
-    run = run if isinstance(run, dict) else {}
+    run = read_run_json(path)
     origin = run.get("origin")
     command = origin.get("command", "train") if isinstance(origin, dict) else "train"
     try:

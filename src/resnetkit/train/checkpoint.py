@@ -127,16 +127,10 @@ def older_checkpoints(folder: Path) -> list[Path]:
     )
 
 
-def load_checkpoint_folder(
-    folder: Path,
-) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint` (weights-only, never arbitrary code)."""
+def load_checkpoint_tensors(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights of a checkpoint written by :func:`save_checkpoint`, by file (``model``,
+    ``ema``, ...); its ``state.pt`` is read and checked by
+    :func:`resnetkit.train.resume.read_state`."""
     from safetensors.torch import load_file
 
-    from resnetkit.models.loading import torch_load_weights_only
-
-    tensors = {
-        p.name[: -len(".safetensors")]: load_file(str(p)) for p in folder.glob("*.safetensors")
-    }
-    state = torch_load_weights_only(folder / "state.pt")
-    return tensors, state
+    return {p.name[: -len(".safetensors")]: load_file(str(p)) for p in folder.glob("*.safetensors")}

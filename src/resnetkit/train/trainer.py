@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -38,6 +37,7 @@ from resnetkit.train import distributed
 from resnetkit.train.checkpoint import (
     atomic_write_text,
     latest_checkpoint,
+    load_checkpoint_tensors,
     save_checkpoint,
     state_dict_for_save,
 )
@@ -454,10 +454,7 @@ class Trainer:
             return False
         folder, state = opened
         try:
-            tensors = {
-                p.name[: -len(".safetensors")]: load_file(str(p))
-                for p in folder.glob("*.safetensors")
-            }
+            tensors = load_checkpoint_tensors(folder)
             if "model" not in tensors:
                 raise ValueError("model.safetensors is missing")
         except Exception as err:  # a damaged file: name it and the way back
