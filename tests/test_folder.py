@@ -125,8 +125,7 @@ def _rel(root: Path, path: Path) -> str:
 def test_scan_finds_classes_labels_and_ignores_hidden(root: Path) -> None:
     with pytest.warns(
         UserWarning,
-        match=r"1 file\(s\) in the class folders are not named as "
-        r"images and were left out \(\.txt: 1\)",
+        match=r"its class folders: 1 file\(s\) not named as images were left out \(\.txt: 1\)",
     ):
         samples, classes = scan_image_folder(root)
     assert classes == ("cats", "dogs", "fish")

@@ -241,10 +241,12 @@ def test_a_flat_folder_calibrates_and_unreadable_images_are_named_and_skipped(
     for i in range(3):
         Image.new("RGB", (40, 40), (40 * i, 90, 80)).save(flat / f"{i}.png")
     (flat / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (flat / "photo.heic").write_bytes(b"")  # left out by its name, and said so
     model = create_model("resnet20", num_classes=2)
     model.pretrained_cfg = {"input_size": 32, "mean": [0.0] * 3, "std": [1.0] * 3}
-    with pytest.warns(
-        UserWarning, match=r"broken\.jpg: not an image.*\n1 bad image file\(s\) of 4"
+    with (
+        pytest.warns(UserWarning, match=r"broken\.jpg: not an image.*\n1 bad image file\(s\) of 4"),
+        pytest.warns(UserWarning, match=r"flat: 1 file\(s\) not named as images .*\(\.heic: 1\)"),
     ):
         batches = calibration_batches(model, "folder", flat, count=10, batch_size=8)
     assert [b.shape for b in batches] == [(3, 3, 32, 32)]
@@ -256,6 +258,7 @@ def test_a_flat_folder_calibrates_and_unreadable_images_are_named_and_skipped(
     with pytest.raises(ValueError, match=r"no images in .*empty: put the calibration images in"):
         calibration_batches(model, "folder", tmp_path / "empty")
     (flat / "broken.jpg").unlink()
+    (flat / "photo.heic").unlink()
     for i in range(3):
         (flat / f"{i}.png").write_bytes(b"")
     with (

@@ -191,7 +191,7 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[
     Returns:
         ``(files, failures)``; a folder without any image file is a failure.
     """
-    from resnetkit.data.images import IMAGE_EXTENSIONS, image_files
+    from resnetkit.data.images import IMAGE_EXTENSIONS, image_files, left_out, suffix_counts
 
     files: list[Path] = []
     failures: list[dict[str, str]] = []
@@ -202,19 +202,12 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[dict[
             continue
         skipped: Counter[str] = Counter()
         found = image_files(path, skipped)
-        kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
         if not found:
             reason = f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
-            reason += f"; other files: {kinds}" if skipped else ""
+            reason += f"; other files: {suffix_counts(skipped)}" if skipped else ""
             failures.append({"path": str(path), "reason": reason})
         elif skipped:  # .heic photos left out by their name: say so, not nothing
-            warnings.warn(
-                f"{path}: {skipped.total()} file(s) not named as images were left out "
-                f"({kinds}{', ...' if len(skipped) > 5 else ''}); recognised extensions: "
-                f"{' '.join(IMAGE_EXTENSIONS)}",
-                UserWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"{path}: {left_out(skipped)}", UserWarning, stacklevel=2)
         files.extend(found)
     return files, failures
 

@@ -33,6 +33,7 @@ from resnetkit.data.images import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
     image_files,
+    left_out,
     load_image,
     verify_image,
 )
@@ -142,14 +143,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[Sample], tuple[str, ...]]:
             stacklevel=2,
         )
     if skipped:  # a .heic photo is left out by its name: say so, not nothing
-        kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
-        warnings.warn(
-            f"{root}: {skipped.total()} file(s) in the class folders are not named as images "
-            f"and were left out ({kinds}{', ...' if len(skipped) > 5 else ''}); recognised "
-            f"extensions: {exts}",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"{root}, its class folders: {left_out(skipped)}", UserWarning, stacklevel=2)
     return samples, classes
 
 

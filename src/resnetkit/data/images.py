@@ -130,6 +130,21 @@ def image_files(root: str | Path, skipped: Counter[str] | None = None) -> list[P
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def left_out(skipped: Counter[str]) -> str:
+    """The files :func:`image_files` counted in ``skipped``, for a warning: ``3 file(s) not
+    named as images were left out (.heic: 2, .txt: 1); recognised extensions: ...``."""
+    return (
+        f"{skipped.total()} file(s) not named as images were left out "
+        f"({suffix_counts(skipped)}); recognised extensions: {' '.join(IMAGE_EXTENSIONS)}"
+    )
+
+
+def suffix_counts(skipped: Counter[str]) -> str:
+    """``.heic: 2, .txt: 1``: the five most common suffixes (", ..." when there are more)."""
+    kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
+    return kinds + (", ..." if len(skipped) > 5 else "")
+
+
 def _too_large(width: int, height: int, max_pixels: int) -> str:
     return (
         f"image too large: {width}x{height} = {width * height:,} pixels exceeds the limit of "

@@ -186,16 +186,46 @@ def load_eval_data(
             data = ArrayDataset(data.images[pick], data.labels[pick], data.classes)
         return data
     samples, classes, root = eval_samples(data_dir, split)
+    return decode_samples(samples, classes, root, size, subset=subset, seed=seed)
+
+
+def decode_samples(
+    samples: list[tuple[Path, int]],
+    classes: tuple[str, ...],
+    root: Path,
+    size: int,
+    *,
+    subset: int = 0,
+    seed: int = 0,
+    advice: str = "",
+) -> ArrayDataset:
+    """A folder's ``samples`` (found in ``root``) as uint8 arrays of ``size`` pixels: a fixed
+    random draw of ``subset`` of them (0: all), only those decoded. Unreadable files are named
+    in a warning and skipped.
+
+    Raises:
+        ValueError: none of them could be read (naming ``root``, then ``advice``).
+    """
     if subset:
         samples = [samples[i] for i in _draw(len(samples), subset, seed)]
     images, labels, classes, failures = load_folder_arrays(
         None, size, samples=samples, classes=classes
     )
     if failures:
-        warnings.warn(format_failures(failures, len(labels) + len(failures)), stacklevel=2)
+        warnings.warn(format_failures(failures, len(samples)), stacklevel=3)
     if not len(labels):
-        raise ValueError(f"no readable images in {root}")
+        raise ValueError(
+            f"no readable images in {root} ({len(samples)} tried, named above){advice}"
+        )
     return ArrayDataset(images, labels, classes)
+
+
+def eval_data_name(dataset: str, split: str, data_dir: str | Path) -> str:
+    """The evaluation data as an error names it: ``the bundled cifar10-sample (test)``,
+    ``cifar10 test in DIR``."""
+    if dataset == "cifar10-sample":
+        return f"the bundled cifar10-sample ({split})"
+    return f"{dataset} {split} in {data_dir}"
 
 
 def _draw(total: int, count: int, seed: int) -> np.ndarray:
@@ -591,11 +621,7 @@ def _prepare(
         )
         return scorer, stream, stream.classes, size
     data = load_eval_data(dataset, data_dir, split=split, size=data_size, download=download)
-    where = (
-        f"the bundled cifar10-sample ({split})"
-        if dataset == "cifar10-sample"
-        else f"{dataset} {split} in {data_dir}"
-    )
+    where = eval_data_name(dataset, split, data_dir)
     data = _match_classes(data, num_classes, cfg["classes"], where)
     images = to_model_channels(to_nchw_tensor(data.images), channels)
     if ten_crop:

@@ -104,7 +104,7 @@ def calibration_images(data_dir: str | Path, split: str = "train") -> tuple[list
         ValueError: a folder without images, or split folders none of which is ``split``.
     """
     from resnetkit.data.folder import scan_image_folder
-    from resnetkit.data.images import IMAGE_EXTENSIONS, image_files
+    from resnetkit.data.images import IMAGE_EXTENSIONS, image_files, left_out
     from resnetkit.data.labels import is_label_file
     from resnetkit.evaluate.folders import eval_samples, folder_split
 
@@ -130,13 +130,7 @@ def calibration_images(data_dir: str | Path, split: str = "train") -> tuple[list
     skipped: Counter[str] = Counter()
     files = image_files(root, skipped)
     if skipped:  # a .heic photo is left out by its name: say so, not nothing
-        kinds = ", ".join(f"{suffix}: {n}" for suffix, n in skipped.most_common(5))
-        warnings.warn(
-            f"{root}: {skipped.total()} file(s) are not named as images and were left out "
-            f"({kinds}); recognised extensions: {' '.join(IMAGE_EXTENSIONS)}",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"{root}: {left_out(skipped)}", UserWarning, stacklevel=2)
     return files, root
 
 
@@ -146,23 +140,23 @@ def _folder_images(
     """uint8 (N, size, size, 3) pictures of a fixed random draw of ``count`` of a folder's
     calibration images (see :func:`calibration_images`): only those are decoded, and the
     unreadable ones are named in a warning and skipped."""
-    from resnetkit.data.folder import format_failures, load_folder_arrays
+    from resnetkit.evaluate.evaluator import decode_samples
 
     files, root = calibration_images(data_dir, split)
-    # the draw load_eval_data makes: the same images as when class folders were read by it
-    pick = np.sort(np.random.default_rng(seed).permutation(len(files))[: min(count, len(files))])
-    samples = [(files[i], 0) for i in pick]
-    with warnings.catch_warnings():  # of the one made-up class "-": said below, in its words
+    samples = [(path, 0) for path in files]  # of one made-up class: no labels are needed
+    with warnings.catch_warnings():  # of that class "-": said below, in its words
         warnings.filterwarnings("ignore", ".* no file of class\\(es\\) ", UserWarning)
-        images, _, _, failures = load_folder_arrays(None, size, samples=samples, classes=("-",))
-    if failures:
-        warnings.warn(format_failures(failures, len(samples)), stacklevel=3)
-    if not len(images):
-        raise ValueError(
-            f"no readable images in {root} ({len(samples)} tried, named above): calibrate on "
-            "a folder of images that open (JPEG, PNG, ...)"
+        # the draw load_eval_data makes: the same images as when class folders were read by it
+        data = decode_samples(
+            samples,
+            ("-",),
+            root,
+            size,
+            subset=count,
+            seed=seed,
+            advice=": calibrate on a folder of images that open (JPEG, PNG, ...)",
         )
-    return images
+    return data.images
 
 
 class _Reader:
@@ -277,7 +271,7 @@ def check_eval_data(
         ValueError: the data's classes are not the model's (naming the data and what to do).
         FileNotFoundError: no such folder or file.
     """
-    from resnetkit.evaluate.evaluator import load_eval_data
+    from resnetkit.evaluate.evaluator import eval_data_name, load_eval_data
     from resnetkit.evaluate.folders import folder_stream, label_map
 
     dataset_flag, dir_flag = flags
@@ -304,8 +298,7 @@ def check_eval_data(
         )
         return
     data = load_eval_data(dataset, data_dir, split=split, subset=8)
-    bundled = dataset == "cifar10-sample"
-    where = f"the bundled {dataset} ({split})" if bundled else f"{dataset} {split} in {data_dir}"
+    where = eval_data_name(dataset, split, data_dir)
     label_map(data.classes, num_classes, cfg["classes"], where, advice=advice)
 
 
