@@ -228,6 +228,17 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(
     assert f'resnetkit_rejected_inputs_total{{reason="{error}"}} 1.0' in metrics
 
 
+def test_the_formats_an_undecodable_image_error_names_are_those_read() -> None:
+    """The 422 detail lists what to send: every format of a recognised image extension (it
+    left out AVIF, which the service reads)."""
+    from resnetkit.data.images import IMAGE_EXTENSIONS
+    from resnetkit.serve.app import READABLE_FORMATS
+
+    named = {name.upper() for name in READABLE_FORMATS.split(", ")}
+    formats = Image.registered_extensions()
+    assert {formats[suffix] for suffix in IMAGE_EXTENSIONS} <= named
+
+
 def test_a_raw_body_of_octets_is_read_as_an_image(model_dir: Path) -> None:
     """application/octet-stream (what most HTTP clients send bytes as) was refused with 415;
     its format is found from the bytes, as for image/*."""

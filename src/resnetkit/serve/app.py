@@ -137,7 +137,7 @@ _DECODE_ERRORS: dict[str, tuple[int, str]] = {
     REASON_CORRUPT: (422, "corrupt_image"),
 }
 #: What an undecodable image's error says the service reads.
-READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF, PPM"
+READABLE_FORMATS = "JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF, PPM"
 
 
 def _decode_error(reason: str) -> tuple[int, str]:
