@@ -229,3 +229,22 @@ def test_warnings_for_the_user_are_one_line_naming_the_command() -> None:
     lines = done.stderr.splitlines()
     assert lines[0] == "resnetkit models: warning: photo.png: skipped", done.stderr
     assert "DeprecationWarning: old API" in lines[1]
+
+
+def test_help_texts_show_a_percent_sign_as_one() -> None:
+    """argparse %-formats an argument's help but not a parser's description: '%%' in a
+    description is printed as it stands ('at P%% accuracy' in `calibrate --help`)."""
+    import argparse
+
+    from resnetkit.cli.main import build_parser
+
+    def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        found = [parser]
+        for action in parser._actions:  # noqa: SLF001
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                for child in action.choices.values():
+                    found += parsers(child)
+        return found
+
+    for parser in parsers(build_parser()):
+        assert "%%" not in parser.format_help(), parser.prog

@@ -40,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "multi-label model gets one threshold per class instead (each class's best F1 on the "
         "fitted part; F1 and exact matches reported before and after), kept by --out. "
         "--target-accuracy P chooses instead the least top-class probability to answer with "
-        "(selective classification, Geifman & El-Yaniv 2017): the most images answered at P%% "
+        "(selective classification, Geifman & El-Yaniv 2017): the most images answered at P% "
         "accuracy on the fitted part, coverage and accuracy measured on the rest; with --out, "
         "predict and serve mark answers below it unsure.",
     )
