@@ -249,7 +249,8 @@ def test_broken_export_is_refused(
     resnet20: ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _corrupt_runtime(monkeypatch, 1e-3)
-    with pytest.raises(ExportVerificationError, match=r"1\.000e-03 on the real image") as err:
+    # 1e-3 plus ONNX Runtime's own rounding (1.001e-03 seen)
+    with pytest.raises(ExportVerificationError, match=r"1\.00\de-03 on the real image") as err:
         export_model(resnet20, "onnx", tmp_path / "m.onnx")
     assert not err.value.report.passed
     assert err.value.report.max_abs_diff == pytest.approx(1e-3, abs=1e-5)

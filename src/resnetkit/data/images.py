@@ -199,6 +199,8 @@ def _open(source: ImageSource, max_pixels: int) -> tuple[Image.Image, Path | Non
             ) from exc
         raise ImageDecodeError(path, f"refused as a possible decompression bomb: {exc}") from exc
     except OSError as exc:
+        if exc.errno is None:  # Pillow's own ("Truncated File Read"): the data, not the disk
+            raise ImageDecodeError(path, REASON_CORRUPT) from exc
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError(path, REASON_CORRUPT) from exc
