@@ -318,6 +318,22 @@ def test_cli_export_fails_with_status_2(
     assert "does not reproduce the eager model" in captured.err
 
 
+def test_export_refuses_a_name_without_suffix(
+    resnet20: ResNet, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out m wrote a file named m; refused before anything is loaded, as quantize refuses
+    a name without .onnx, with the format's usual suffix (Core ML's folder included)."""
+    for fmt, fixed in (("onnx", "m.onnx"), ("torchscript", "m.ts"), ("coreml", "m.mlpackage")):
+        code = main(["export", "--format", fmt, "--model", str(model_dir), "--out", "m"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"m: export writes {exporter_module.FORMAT_NOUNS[fmt]}" in err
+        assert f"needs a suffix (usually {fixed[1:]}): name it {fixed}" in err
+    with pytest.raises(ValueError, match=r"name it .*m\.pt2"):
+        export_model(resnet20, "exported-program", tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_the_file_says_the_size_it_was_exported_at_and_whether_it_classifies(
     resnet20: ResNet, tmp_path: Path
 ) -> None:

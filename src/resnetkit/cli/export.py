@@ -93,9 +93,10 @@ def _check_not_an_input(out: Path, model: str) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from resnetkit.export.exporter import ExportVerificationError, export_model
+    from resnetkit.export.exporter import ExportVerificationError, export_model, named_target
     from resnetkit.models.loading import load_model
 
+    named_target(args.out, args.fmt, "export", any_suffix=True)  # before the model is loaded
     _check_not_an_input(args.out, args.model)
     model = load_model(args.model, arch=args.arch)
     try:

@@ -60,10 +60,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def _onnx_file(text: str) -> Path:
-    from resnetkit.export.quantize import onnx_target
+    from resnetkit.export.exporter import named_target
 
     try:
-        return onnx_target(output_file(text))
+        return named_target(output_file(text), "onnx", "quantize")
     except ValueError as err:  # argparse would print only "invalid value"
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -45,6 +45,13 @@ SUGGESTED_SUFFIX = {
 }
 # Suffixes that name one format only (.pt and .pth are left alone: state dicts use them too).
 SUFFIX_FORMATS = {suffix: fmt for fmt, suffix in SUGGESTED_SUFFIX.items()}
+FORMAT_NOUNS = {
+    "onnx": "an ONNX file",
+    "torchscript": "a TorchScript file",
+    "exported-program": "an ExportedProgram file",
+    "tflite": "a TFLite file",
+    "coreml": "a Core ML package (a folder)",
+}
 #: ONNX opset used when none is given: the dynamo exporter's default, well inside ONNX
 #: Runtime's support and the TorchScript-based exporter's range.
 DEFAULT_OPSET = 18
@@ -59,6 +66,26 @@ DYNAMIC_BATCH_SIZES = (1, 3)
 DEFAULT_IMAGE = "cat.png"  # a real 32x32 photo bundled in resnetkit.assets
 
 Runner = Callable[[Tensor], list[Tensor]]
+
+
+def named_target(out: str | Path, fmt: str, command: str, *, any_suffix: bool = False) -> Path:
+    """``out`` as the name of the ``fmt`` file that ``command`` writes: it must end in the
+    format's suffix (with ``any_suffix``, in some suffix: export leaves ``.pt`` to the user),
+    as runtimes, ``serve`` and ``evaluate`` know exported files by their suffix.
+
+    Raises:
+        ValueError: another name, with the one to use instead.
+    """
+    out = Path(out)
+    suffix = SUGGESTED_SUFFIX[fmt]
+    if out.suffix.lower() == suffix or (any_suffix and out.suffix):
+        return out
+    # another format's suffix is replaced (as export suggests); any other name is kept whole
+    name = out.with_suffix(suffix) if out.suffix.lower() in SUFFIX_FORMATS else f"{out}{suffix}"
+    need = f"needs a suffix (usually {suffix})" if any_suffix else f"must end in {suffix}"
+    raise ValueError(
+        f"{out}: {command} writes {FORMAT_NOUNS[fmt]}, and its name {need}: name it {name}"
+    )
 
 
 class ExportVerificationError(RuntimeError):
@@ -192,8 +219,8 @@ def export_model(
     Raises:
         ExportVerificationError: the file's outputs differ from eager PyTorch by more than
             ``tolerance`` (the file is kept for inspection; the message gives the difference).
-        ValueError: an unknown format, ``opset`` with a format other than ONNX, or an image
-            that does not fit the model.
+        ValueError: an unknown format, a name without a suffix, ``opset`` with a format other
+            than ONNX, or an image that does not fit the model.
         ImportError: "onnx" without onnx and onnxruntime installed (``resnetkit[export]``).
     """
     if fmt not in FORMATS:
@@ -215,6 +242,7 @@ def export_model(
         raise ValueError(f"input_size must be at least 1 pixel, got {input_size}")
     if fmt != "coreml" and Path(out).is_dir():  # found out before the export, not after it
         raise IsADirectoryError(f"{out} is a folder: give a file name such as model.onnx")
+    named_target(out, fmt, "export", any_suffix=True)
     if fmt in FIXED_BATCH_FORMATS and dynamic_batch:
         raise ValueError(
             f"{fmt} files have a fixed batch size here: export without --dynamic-batch "

@@ -231,25 +231,6 @@ def quantize_onnx(
     return int8_path
 
 
-def onnx_target(out: str | Path) -> Path:
-    """``out`` as the int8 file's name: it must end in ``.onnx``, as ONNX Runtime, ``serve``
-    and ``evaluate`` know ONNX files by their suffix.
-
-    Raises:
-        ValueError: another name, with the one to use instead.
-    """
-    from resnetkit.export.exporter import SUFFIX_FORMATS
-
-    out = Path(out)
-    if out.suffix.lower() == ".onnx":
-        return out
-    # another format's suffix is replaced (as export suggests); any other name is kept whole
-    name = out.with_suffix(".onnx") if out.suffix.lower() in SUFFIX_FORMATS else f"{out}.onnx"
-    raise ValueError(
-        f"{out}: quantize writes an ONNX file, and its name must end in .onnx: name it {name}"
-    )
-
-
 def check_eval_data(
     model: nn.Module,
     dataset: str,
@@ -320,15 +301,15 @@ def quantize_model(
     """Export ``model`` to fp32 ONNX (verified), quantise it to int8, and measure top-1 of
     both on ``eval_dataset`` when given (the accuracy cost of quantisation).
 
-    ``out`` must end in ``.onnx`` (see :func:`onnx_target`); the fp32 file is written beside
-    it (``m.int8.onnx``: ``m.fp32.onnx``). Everything that can be checked is checked before
-    any file is written or any image calibrated on: the name, the evaluation data and its
-    classes (see :func:`check_eval_data`, whose error names the data by ``eval_flags``), the
-    calibration images."""
-    from resnetkit.export.exporter import export_model
+    ``out`` must end in ``.onnx`` (see :func:`~resnetkit.export.exporter.named_target`); the
+    fp32 file is written beside it (``m.int8.onnx``: ``m.fp32.onnx``). Everything that can be
+    checked is checked before any file is written or any image calibrated on: the name, the
+    evaluation data and its classes (see :func:`check_eval_data`, whose error names the data
+    by ``eval_flags``), the calibration images."""
+    from resnetkit.export.exporter import export_model, named_target
     from resnetkit.export.metadata import add_onnx_metadata, read_metadata
 
-    out = onnx_target(out)
+    out = named_target(out, "onnx", "quantize")
     fp32 = out.with_name(out.stem.replace(".int8", "") + ".fp32.onnx")
     # The data first: a missing folder or split, or data of other classes, is named before any
     # file is written; the evaluation data first of all (it costs seconds, calibration more).
