@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import zipfile
 from pathlib import Path
 
 import onnx
@@ -194,6 +195,18 @@ def test_torchscript_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> None:
     assert read_metadata(report.path)["std"] == list(CIFAR_STD["cifar10"])
 
 
+@pytest.mark.parametrize("fmt, name", [("torchscript", "m.ts"), ("exported-program", "m.pt2")])
+def test_the_archive_is_named_after_the_file(
+    resnet20: ResNet, tmp_path: Path, fmt: exporter_module.Format, name: str
+) -> None:
+    """The file was written as m.unverified.ts and renamed: its members were m.unverified/..."""
+    report = export_model(resnet20, fmt, tmp_path / name)
+    with zipfile.ZipFile(report.path) as archive:
+        tops = {member.split("/")[0] for member in archive.namelist()}
+    assert tops == {"m"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # the hidden folder is gone
+
+
 def test_exported_program_dynamic_batch(resnet20: ResNet, tmp_path: Path) -> None:
     report = export_model(resnet20, "exported-program", tmp_path / "m.pt2", dynamic_batch=True)
     assert report.batch_sizes == (1, 3) and report.exporter == "torch.export.export"
@@ -222,7 +235,7 @@ def test_export_checks_arguments(resnet20: ResNet, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not an ONNX, TorchScript or ExportedProgram file"):
         read_metadata(Path(__file__))
     # Found out before the export runs (a folder failed only at the final rename, leaving
-    # m.unverified behind; a NaN tolerance read as a failed verification).
+    # the unverified file behind; a NaN tolerance read as a failed verification).
     (tmp_path / "exp").mkdir()
     with pytest.raises(IsADirectoryError, match="exp is a folder: give a file name"):
         export_model(resnet20, "torchscript", tmp_path / "exp")
@@ -268,13 +281,14 @@ def test_a_failed_export_never_replaces_a_verified_file(
     target = tmp_path / "m.onnx"
     assert export_model(resnet20, "onnx", target).passed
     verified = target.read_bytes()
-    assert not (tmp_path / "m.unverified.onnx").exists()  # moved onto the target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # moved onto the target
     _corrupt_runtime(monkeypatch, 1e-3)
+    kept = tmp_path / ".m.onnx.unverified" / "m.onnx"
     with pytest.raises(ExportVerificationError, match="m.onnx was left as it was") as err:
         export_model(resnet20, "onnx", target)
     assert target.read_bytes() == verified
-    assert err.value.report.path == tmp_path / "m.unverified.onnx"
-    assert err.value.report.path.is_file()  # kept for inspection
+    assert err.value.report.path == kept
+    assert kept.is_file() and f"kept for inspection at {kept}" in str(err.value)
 
 
 # --- CLI ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import copy
 import importlib.util
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -261,10 +262,13 @@ def export_model(
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and moved onto it once verified: a file that fails the check
-    # never replaces an earlier (verified) one. A Core ML package is a folder: written in place.
-    out = (
-        target if fmt == "coreml" else target.with_name(f"{target.stem}.unverified{target.suffix}")
-    )
+    # never replaces an earlier (verified) one. Its own name, in a hidden folder, as TorchScript
+    # and ExportedProgram archives name their members after the file (m/..., not
+    # m.unverified/...). A Core ML package is a folder: written in place.
+    staging = target.with_name(f".{target.name}.unverified")
+    if fmt != "coreml":
+        staging.mkdir(exist_ok=True)
+    out = target if fmt == "coreml" else staging / target.name
     cfg = preprocessing_of(model)
     if half:  # float16 steps of ~5e-4 near 1: a threshold chosen in float32 does not hold
         cfg.pop("min_confidence", None)
@@ -311,7 +315,7 @@ def export_model(
         runner = load_exported(out, fmt)
     except CannotRunHere as why:
         notes.append(str(why))
-        os.replace(out, target)
+        _move_verified(out, target, staging)
         return ExportReport(
             path=target,
             format=fmt,
@@ -376,8 +380,16 @@ def export_model(
         )
     if out != target:
         del runner  # an ONNX Runtime session may hold the file open
-        os.replace(out, target)
+        _move_verified(out, target, staging)
     return report
+
+
+def _move_verified(out: Path, target: Path, staging: Path) -> None:
+    """Move the file at ``out`` onto ``target`` and remove the folder it was written in."""
+    if out == target:
+        return
+    os.replace(out, target)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_exported(path: str | Path, fmt: Format) -> Runner:
