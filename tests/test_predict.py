@@ -304,6 +304,19 @@ def test_the_models_preprocessing_is_public() -> None:
     assert top["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
 
 
+def test_an_unknown_interpolation_set_in_python_is_named() -> None:
+    """config.json refuses 'cubicc' with the allowed values; set in Python it reached
+    torchvision, whose error names neither the field nor the values to use."""
+    model = resnetkit.create_model("resnet20.cifar10", pretrained=True).eval()
+    model.pretrained_cfg = {**model.pretrained_cfg, "interpolation": "cubicc"}
+    with pytest.raises(
+        ValueError,
+        match=r"pretrained_cfg\['interpolation'\] 'cubicc' is not one resnetkit resizes with; "
+        r"use one of nearest, .*bicubic",
+    ):
+        predict(model, ASSETS[:1])
+
+
 def test_predict_sees_through_wrappers(setup: dict) -> None:
     """An EMA (AveragedModel) or DataParallel wrapper has no preprocessing of its own: the
     model inside it gives classes, preprocessing and the same answers."""

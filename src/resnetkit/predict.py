@@ -75,8 +75,13 @@ class Preprocessing:
         :func:`~resnetkit.data.transforms.build_eval_transform`: small inputs such as CIFAR's
         32x32 are resized to the input size whole, large ones resized to 1/0.875 and cropped."""
         from resnetkit.models.loading import preprocessing_of
+        from resnetkit.models.model_dir import interpolation_problem
 
         cfg = preprocessing_of(model)
+        # set in Python, not read from config.json (which is checked when loaded)
+        problem = interpolation_problem(cfg.get("interpolation"), "pretrained_cfg['interpolation']")
+        if problem:
+            raise ValueError(f"the model's {problem}")
         channels = int(getattr(getattr(model, "config", None), "in_chans", 3))
         if channels not in (1, 3):
             raise ValueError(

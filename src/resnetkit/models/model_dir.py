@@ -416,6 +416,19 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
 
 #: Resize interpolations (torchvision's ``InterpolationMode`` values, which PIL's filters are).
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def interpolation_problem(interpolation: Any, where: str) -> str | None:
+    """What is wrong with ``interpolation`` as a resize interpolation (``None``: nothing, or
+    not given), the value named as ``where`` (e.g. ``preprocessing.interpolation``)."""
+    if interpolation is None or interpolation in INTERPOLATIONS:
+        return None
+    return (
+        f"{where} {interpolation!r} is not one resnetkit resizes with; use one of "
+        f"{', '.join(INTERPOLATIONS)}"
+    )
+
+
 #: The top-level keys of config.json (``save_model_dir`` writes them).
 META_KEYS = (
     "format_version",
@@ -541,12 +554,9 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         numbers(prep["pixel_mean"]) and finite(prep["pixel_mean"])
     ):
         return "preprocessing.pixel_mean must be a list of finite numbers"
-    interpolation = prep.get("interpolation")
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        return (
-            f"preprocessing.interpolation {interpolation!r} is not one resnetkit resizes "
-            f"with; use one of {', '.join(INTERPOLATIONS)}"
-        )
+    problem = interpolation_problem(prep.get("interpolation"), "preprocessing.interpolation")
+    if problem:
+        return problem
     if not isinstance(meta.get("metrics", {}), dict):
         return f"metrics must be an object, got {meta['metrics']!r}"
     task = meta.get("task", {})
