@@ -412,3 +412,19 @@ def test_resume_needs_the_command_source_and_data_that_started_the_run(
     assert "holds a `resnetkit train` run, which `finetune --resume` cannot continue" in err
     resume = f"`resnetkit train --model resnet20 --dataset folder --data-dir {folder} --out {tr}"
     assert resume in err, err
+
+
+def test_weights_of_another_model_are_refused_in_the_commands_own_words(tmp_path: Path) -> None:
+    """finetune has no --model-option: a resumed fine-tuning run whose checkpoint holds
+    another model's weights (its source model written again since) was sent to one."""
+    from resnetkit.train.resume import check_tensors
+    from resnetkit.train.run_folder import RunOrigin
+
+    saved = {"model": {"fc.weight": torch.zeros(10, 64)}}
+    expected = {"fc.weight": torch.zeros(3, 64)}
+    with pytest.raises(ValueError, match="shape") as err:
+        check_tensors(tmp_path, saved, expected, RunOrigin("finetune", "resnet20.cifar10"))
+    assert "written from another source model (finetune --model)" in str(err.value)
+    assert "--model-option" not in str(err.value)
+    with pytest.raises(ValueError, match="written for another --model or --model-option"):
+        check_tensors(tmp_path, saved, expected, RunOrigin("train"))

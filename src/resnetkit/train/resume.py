@@ -14,6 +14,8 @@ from resnetkit.train.recipe import plural
 if TYPE_CHECKING:
     import torch
 
+    from resnetkit.train.run_folder import RunOrigin
+
 #: What ``state.pt`` must hold, and what each is (the trainer writes them all).
 STATE_KEYS = {
     "step": "the step it was written at",
@@ -92,10 +94,14 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 
 def check_tensors(
-    folder: Path, tensors: dict[str, dict[str, torch.Tensor]], expected: dict[str, torch.Tensor]
+    folder: Path,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    expected: dict[str, torch.Tensor],
+    origin: RunOrigin,
 ) -> None:
     """The model's weights (and those of its EMA and best epoch) name and shape what
-    ``expected`` (the model's state dict) does.
+    ``expected`` (the model's state dict) does. ``origin``: the command resuming, for the
+    advice (finetune has no --model-option; its --model is the source model).
 
     Raises:
         ValueError: missing, unexpected or misshapen tensors, named with their file.
@@ -120,9 +126,14 @@ def check_tensors(
             problems.append(f"{extra} the model does not have ({_few(unexpected)})")
         problems += shapes[:3] + ([f"{len(shapes) - 3} more shapes differ"] if shapes[3:] else [])
         if problems:
+            other = (
+                "from another source model (finetune --model)"
+                if origin.command == "finetune"
+                else "for another --model or --model-option"
+            )
             raise ValueError(
-                f"{path}: {'; '.join(problems)}; it was written for another --model or "
-                "--model-option. Resume with the run's own, or start a new run in another --out"
+                f"{path}: {'; '.join(problems)}; it was written {other}. Resume with the "
+                "run's own, or start a new run in another --out"
             )
 
 

@@ -461,7 +461,7 @@ class Trainer:
             raise damaged(folder, err) from None
         origin = self.spec.origin
         check_same_run(self.out, state, self._run_facts(), origin)
-        check_tensors(folder, tensors, self.model.state_dict())
+        check_tensors(folder, tensors, self.model.state_dict(), origin)
         check_finite(folder, tensors, state)
         names = {id(p): name for name, p in self.model.named_parameters()}
         check_optimizer(folder, state["optimizer"], self.optimizer, names)
