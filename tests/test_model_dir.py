@@ -215,6 +215,24 @@ def test_a_config_json_resnetkit_cannot_use_is_refused_by_field(
         resnetkit.load_model(out)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), True], ids=["nan", "inf", "bool"])
+def test_config_json_and_hub_configs_share_one_finite_number_check(
+    tmp_path: Path, bad: Any
+) -> None:
+    """config.json's mean/std and a Hub config's (hf_hub._stats) are checked by one helper,
+    each with its own message as before."""
+    from resnetkit.models.hf_hub import _stats
+    from resnetkit.models.model_dir import finite_numbers
+
+    assert finite_numbers([0.5, 1]) and finite_numbers(())
+    assert not finite_numbers([0.5, bad, 0.5])
+    with pytest.raises(ValueError, match=r"repo: mean must be finite numbers \(0-1 scale"):
+        _stats("repo", "mean", [0.5, bad, 0.5], std=False)
+    out = _edited(tmp_path, lambda m: m["preprocessing"].update(mean=[0.5, bad, 0.5]))
+    with pytest.raises(ValueError, match=r"preprocessing\.mean must be .*numbers"):
+        resnetkit.load_model(out)
+
+
 def test_nan_preprocessing_is_not_written_or_taken(tmp_path: Path) -> None:
     model = resnetkit.create_model("resnet20")
     bad = {**PREP, "mean": [float("nan")] * 3}

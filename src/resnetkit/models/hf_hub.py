@@ -40,7 +40,7 @@ from urllib.parse import quote, urljoin, urlparse
 from torch import nn
 
 from resnetkit.download import ChecksumError, fetch
-from resnetkit.models.model_dir import INTERPOLATIONS
+from resnetkit.models.model_dir import INTERPOLATIONS, finite_numbers
 
 PREFIXES = ("hf-hub:", "hf_hub:")
 #: PIL's resampling filters as transformers' image processors number them (``resample``):
@@ -622,9 +622,7 @@ def _stats(where: str, key: str, value: Any, *, std: bool) -> list[float]:
         ValueError: naming ``where`` (the file or repository) and ``key`` (the field).
     """
     values = value if isinstance(value, list | tuple) else [value]
-    good = bool(values) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
-    )
+    good = bool(values) and finite_numbers(values)
     if not good or (std and any(v <= 0 for v in values)):
         what = "positive finite numbers" if std else "finite numbers"
         raise ValueError(

@@ -485,6 +485,14 @@ def scale_doubt(key: str, values: Any) -> str | None:
     )
 
 
+def finite_numbers(values: list[Any] | tuple[Any, ...]) -> bool:
+    """Every value is a finite int or float (not a bool): JSON's NaN and Infinity parse as
+    floats, and either would turn every input into NaN."""
+    return all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+
+
 def _meta_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with a parsed config.json (field and expectation), or None."""
 
@@ -495,9 +503,6 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         return isinstance(value, list) and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in value
         )
-
-    def finite(value: list[Any]) -> bool:  # JSON's NaN and Infinity parse as floats
-        return all(math.isfinite(v) for v in value)
 
     config = meta["config"]
     for key in ("layers", "widths"):
@@ -543,7 +548,7 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
                 f"preprocessing.{key} must be a list of {wanted} numbers for a "
                 f"{channels}-channel model, got {value!r}"
             )
-        if value is not None and not finite(value):
+        if value is not None and not finite_numbers(value):
             return (
                 f"preprocessing.{key} must be finite numbers, got {value!r}: NaN or infinity "
                 "would turn every input into NaN; give the dataset's per-channel values"
@@ -551,7 +556,7 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
     if prep.get("std") is not None and any(v <= 0 for v in prep["std"]):
         return f"preprocessing.std must be positive, got {prep['std']!r}"
     if prep.get("pixel_mean") is not None and not (
-        numbers(prep["pixel_mean"]) and finite(prep["pixel_mean"])
+        numbers(prep["pixel_mean"]) and finite_numbers(prep["pixel_mean"])
     ):
         return "preprocessing.pixel_mean must be a list of finite numbers"
     problem = interpolation_problem(prep.get("interpolation"), "preprocessing.interpolation")
