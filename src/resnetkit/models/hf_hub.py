@@ -40,7 +40,7 @@ from urllib.parse import quote, urljoin, urlparse
 from torch import nn
 
 from resnetkit.download import ChecksumError, fetch
-from resnetkit.models.model_dir import INTERPOLATIONS, finite_numbers
+from resnetkit.models.model_dir import finite_numbers, interpolation_problem
 
 PREFIXES = ("hf-hub:", "hf_hub:")
 #: PIL's resampling filters as transformers' image processors number them (``resample``):
@@ -474,11 +474,9 @@ def _timm_weights(name: str, config: dict[str, Any]) -> HfHubWeights:
     mean = cfg.get("mean") or (0.485, 0.456, 0.406)
     std = cfg.get("std") or (0.229, 0.224, 0.225)
     interpolation = str(cfg.get("interpolation") or "bilinear")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(
-            f"{where}: pretrained_cfg.interpolation {interpolation!r} is not one "
-            f"resnetkit resizes with; use one of {', '.join(INTERPOLATIONS)}"
-        )
+    problem = interpolation_problem(interpolation, "pretrained_cfg.interpolation")
+    if problem:
+        raise ValueError(f"{where}: {problem}")
     pretrained_cfg = {
         "tag": name,
         "classes": classes,
