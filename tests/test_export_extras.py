@@ -47,9 +47,9 @@ def test_coreml_export_is_converted_and_read_back(tmp_path: Path) -> None:
 
 def test_fixed_batch_formats_refuse_dynamic_batch(tmp_path: Path) -> None:
     model = load_model("resnet20.cifar10")
-    for fmt in ("tflite", "coreml"):
+    for fmt, name in (("tflite", "m.tflite"), ("coreml", "m.mlpackage")):
         with pytest.raises(ValueError, match="fixed batch size"):
-            export_model(model, fmt, tmp_path / "m", dynamic_batch=True)  # type: ignore[arg-type]
+            export_model(model, fmt, tmp_path / name, dynamic_batch=True)  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(HAS_LITERT, reason="checks the message shown when litert-torch is missing")
