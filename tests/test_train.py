@@ -95,7 +95,7 @@ def test_train_writes_model_dir_metrics_and_provenance(cifar_dir: Path, tmp_path
 def test_epoch_lines_say_the_time_left(
     cifar_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from resnetkit.train.trainer import _duration
+    from resnetkit.train.reporting import duration as _duration
 
     train(spec(cifar_dir, tmp_path / "run", TINY, log_epochs=True))
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]

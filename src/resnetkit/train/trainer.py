@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -33,17 +31,23 @@ from resnetkit.models.model_dir import read_model_meta, save_model_dir
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
 from resnetkit.reproduce.figures import plot_training_curves
-from resnetkit.train import distributed
+from resnetkit.train import distributed, rehearsal
 from resnetkit.train.checkpoint import (
     atomic_write_text,
     latest_checkpoint,
-    load_checkpoint_tensors,
-    save_checkpoint,
     state_dict_for_save,
 )
 from resnetkit.train.data_setup import build_train_data, training_side
 from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
-from resnetkit.train.errors import TrainingDiverged, TrainingInterrupted
+from resnetkit.train.divergence import (
+    check_finite_weights,
+    deferred_error,
+    diverged_error,
+    not_finite,
+    record_bad,
+)
+from resnetkit.train.errors import TrainingDiverged as TrainingDiverged  # imported from here too
+from resnetkit.train.errors import TrainingInterrupted
 from resnetkit.train.model_setup import fit_head, freeze_stages
 from resnetkit.train.optim import WeightEMA, autocast, build_optimizer
 from resnetkit.train.preflight import (
@@ -56,26 +60,24 @@ from resnetkit.train.preflight import (
 )
 from resnetkit.train.provenance import provenance
 from resnetkit.train.recipe import Recipe, as_recipe, plural
-from resnetkit.train.resume import (
-    check_finite,
-    check_optimizer,
-    check_tensors,
-    damaged,
-    read_state,
+from resnetkit.train.reporting import (
+    SkippedFiles,
+    data_on_device,
+    describe_start,
+    epoch_line,
+    note,
+    per_class,
+    row_scores,
 )
 from resnetkit.train.run_folder import (
     RunOrigin,
     check_out_folder,
-    check_same_model_options,
-    check_same_origin,
-    check_same_recipe,
-    check_same_run,
-    read_run_json,
     remove_drafts,
     run_lock,
     run_record,
     warn_moved_data,
 )
+from resnetkit.train.run_state import open_resume, resume_run, save_run
 from resnetkit.train.runlog import RunLog
 from resnetkit.train.schedule import lr_multiplier
 from resnetkit.train.signals import StopSignals
@@ -162,7 +164,7 @@ class Trainer:
         self.save_votes = 0.0
         self._last_save = time.monotonic()
         self._last_good_batch: tuple[Tensor, Tensor] | None = None
-        self._named_failures: set[Path] = set()
+        self._skipped_files = SkippedFiles()  # the undecodable files named so far
         self.image_size = training_side(spec.recipe, spec.dataset, spec.image_size)
         # the saved recipe (recipe.yaml, the model's provenance) says what side trained
         self.recipe = recipe = replace(spec.recipe, train_image_size=self.image_size)
@@ -350,98 +352,15 @@ class Trainer:
             m.eval()
 
     # ----------------------------------------------------------------- checkpoints
-    def _state(self, streams: list[Any]) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng": streams,  # every process's own, in rank order
-            "history": json.dumps(self.history),
-            "train_seconds": self.train_seconds,
-            "best_top1": self.best_top1,
-            "best_loss": self.best_loss,
-            "evals_since_best": self.evals_since_best,
-            "stopped_early": self.stopped_early,
-            "recipe": json.dumps(self.recipe.to_dict()),
-            "run": json.dumps(self._run_facts()),
-            # loss sum, correct, seen, seconds and undecodable images of the epoch so far (a
-            # mid-epoch checkpoint), summed over the DDP processes
-            "epoch_partial": json.dumps(self.epoch_partial),
-            "epoch_partial_all": True,
-        }
-
-    def _kept(self) -> str:
-        folder = latest_checkpoint(self.ckpt_root)
-        return (
-            f"The last good checkpoint is kept: {folder}" if folder else "No checkpoint was written"
-        )
-
-    def _check_finite_weights(self) -> None:
-        """A finite loss can still leave NaN or infinite weights or BatchNorm statistics (an
-        lr far too high): stop before they reach a checkpoint or an evaluation."""
-        tensors = [
-            (name, t)
-            for name, t in (*self.model.named_parameters(), *self.model.named_buffers())
-            if t.is_floating_point()
-        ]
-        if not tensors:
-            return
-        # One wait for the device for all of them, not one per tensor.
-        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).tolist()
-        bad = [name for (name, _), ok in zip(tensors, finite, strict=True) if not ok]
-        if bad:
-            shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
-            raise TrainingDiverged(
-                f"{plural(len(bad), 'weight tensor')} became NaN or infinite by step {self.step} "
-                f"({shown}); stopped. {self._kept()}. Lower --lr, add --grad-clip 1.0 or "
-                "--warmup-iters."
-            )
-
-    def _rng_state(self) -> dict[str, Tensor | None]:
-        """This process's random streams (DropPath and skip dropout draw from them)."""
-        on_gpu = self.device.type == "cuda"
-        return {
-            "cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(self.device) if on_gpu else None,
-        }
-
     def save(self) -> None:
         self._check_deferred()
-        self._check_finite_weights()  # on every process: they all stop alike
-        # Each process's own streams (seeded seed + rank), for each to continue its own.
-        streams = distributed.all_gather_objects(self._rng_state(), self.dist)
-        if not self.dist.is_main:
-            return
-        tensors = {"model": state_dict_for_save(self.model)}
-        if self.ema is not None:
-            tensors["ema"] = state_dict_for_save(self.ema.module)
-            tensors["ema_meta"] = {"n_averaged": self.ema.n_averaged.detach().cpu().clone()}
-        if self.best_weights is not None:
-            tensors["best"] = self.best_weights
-        save_checkpoint(self.ckpt_root, self.step, tensors, self._state(streams))
+        # on every process: they all stop alike
+        check_finite_weights(self.model, self.step, self.ckpt_root)
+        save_run(self)
 
     def _open_resume(self) -> tuple[Path, dict[str, Any]] | None:
-        """The latest checkpoint and its state, once the state holds what the trainer writes
-        and the run it continues is this one's: the same command (and fine-tuning source),
-        recipe and model options. None without a checkpoint."""
-        folder = latest_checkpoint(self.ckpt_root)
-        if folder is None:
-            return None
-        state = read_state(folder)
-        facts = json.loads(state["run"]) if "run" in state else {}
-        if "command" not in facts:  # checkpoints from before the command was recorded
-            facts = read_run_json(self.out).get("origin") or {}
-        origin = self.spec.origin
-        check_same_origin(self.out, facts, origin)
-        check_same_recipe(self.out, state, self.recipe, origin)
-        options = read_run_json(self.out).get("model_options")
-        if isinstance(options, dict):
-            check_same_model_options(self.out, options, self.spec.model_options, origin)
-        return folder, state
+        spec = self.spec
+        return open_resume(self.out, self.ckpt_root, spec.origin, self.recipe, spec.model_options)
 
     def try_resume(self) -> bool:
         """Continue from the latest checkpoint (False: there is none). Nothing is written
@@ -452,152 +371,23 @@ class Trainer:
         self._resume_state = None  # the state's memory is not kept for the whole run
         if opened is None:
             return False
-        folder, state = opened
-        try:
-            tensors = load_checkpoint_tensors(folder)
-            if "model" not in tensors:
-                raise ValueError("model.safetensors is missing")
-        except Exception as err:  # a damaged file: name it and the way back
-            raise damaged(folder, err) from None
-        origin = self.spec.origin
-        check_same_run(self.out, state, self._run_facts(), origin)
-        check_tensors(folder, tensors, self.model.state_dict(), origin)
-        check_finite(folder, tensors, state)
-        names = {id(p): name for name, p in self.model.named_parameters()}
-        check_optimizer(folder, state["optimizer"], self.optimizer, names)
-        if self.ema is not None and "ema" in tensors and "ema_meta" not in tensors:
-            raise ValueError(f"{folder}: ema.safetensors without ema_meta.safetensors; damaged")
-        self.model.load_state_dict(tensors["model"])
-        if self.ema is not None and "ema" in tensors:
-            self.ema.module.load_state_dict(tensors["ema"])
-            self.ema.n_averaged.copy_(tensors["ema_meta"]["n_averaged"])
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"{folder / 'state.pt'}: the optimizer, schedule or loss scaler state does not "
-                f"fit this run ({type(err).__name__}: {str(err)[:200]}); it was written by "
-                "another run or version. Start a new run in another --out"
-            ) from None
-        self._restore_rng(state)
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        self.history = json.loads(state["history"])
-        self.train_seconds = float(state["train_seconds"])
-        # Checkpoints written before model selection existed lack these fields.
-        self.best_top1 = float(state.get("best_top1", -1.0))
-        self.best_loss = float(state.get("best_loss", math.inf))
-        self.evals_since_best = int(state.get("evals_since_best", 0))
-        self.stopped_early = bool(state.get("stopped_early", False))
-        self.best_weights = tensors.get("best")
-        if self.batch_in_epoch and "epoch_partial" in state:
-            saved = json.loads(state["epoch_partial"])
-            self.epoch_partial = [*saved, 0][:5]  # older checkpoints lack the skipped count
-            if not self.dist.is_main:
-                # The sums cover every process: the main one carries them into the epoch's
-                # all-reduce, the others start from nothing (and keep the seconds). Older
-                # checkpoints held the main process's own sums, which stand in for each.
-                if state.get("epoch_partial_all"):
-                    self.epoch_partial[:3] = [0.0, 0, 0]
-                self.epoch_partial[4] = 0
+        folder = resume_run(self, opened)
         self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
 
-    def _restore_rng(self, state: dict[str, Any]) -> None:
-        streams = state.get("rng")
-        if not streams or len(streams) != self.dist.world_size:
-            # Older checkpoints: the main process's CPU stream, for every process.
-            torch.set_rng_state(state["rng_cpu"])
-            return
-        own = streams[self.dist.rank]
-        torch.set_rng_state(own["cpu"])
-        if own.get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(own["cuda"], self.device)
-
-    def _run_facts(self) -> dict[str, Any]:
-        """What makes this run this run, beyond its recipe: resuming with any of it changed
-        would train another model on other data under the same step counter."""
-        return {
-            "model": self.arch,
-            "architecture": self.arch_config,
-            # not a config field, but it changes what every step trains
-            "drop_path_rate": float(self.spec.model_options.get("drop_path_rate", 0.0)),
-            "dataset": self.spec.dataset,
-            "classes": list(self.classes),
-            "train_images": len(self.data.train_labels),
-            "input_size": self.data.preprocessing["input_size"],  # the saved model's
-            "train_size": self.data.train_size,  # --image-size of folders
-            "iters_per_epoch": self.iters_per_epoch,
-            # the teacher's weights (its name is in the recipe): another is another run
-            "teacher_sha256": self.teacher.sha256 if self.teacher is not None else None,
-            **self.spec.origin.facts(),  # checked on their own: check_same_origin
-        }
-
     # ----------------------------------------------------------------- logging
-    def _data_on_device(self) -> bool:
-        loader = self.train_loader
-        return isinstance(loader, TensorLoader) and loader.device.type != "cpu"
-
     def _describe_start(self) -> str:
-        """The first line of a run's log: what trains, where, how, and on what."""
-        r = self.recipe
-        params = sum(p.numel() for p in self.model.parameters())
-        how = [r.precision] + (["channels_last"] if r.channels_last else [])
-        if r.compile:
-            how.append(f"torch.compile ({r.compile_mode})")
-        if self._defer_sync:
-            how.append("steps not waiting for the device")
-        if self.teacher is not None:
-            how.append(
-                f"distilled from {self.teacher.name} (alpha {r.distill_alpha:g}, "
-                f"T {r.distill_temperature:g})"
-            )
-        where = str(self.device)
-        if self.dist.enabled:
-            where += f" x {self.dist.world_size} processes"
-        if self.data.streaming:
-            data = "streamed from disk"
-            pre = self.data.preprocessing
-            if pre["input_size"] != self.data.train_size or self.recipe.eval_resize:
-                data += (
-                    f" ({self.data.train_size}-pixel crops; evaluated at {pre['input_size']}, "
-                    f"cut from {pre['resize']})"
-                )
-        else:
-            data = "in memory" + (" on the device" if self._data_on_device() else "")
-        start = f", from step {self.step:,}" if self.step else ""
-        return (
-            f"training {self.arch} ({params / 1e6:.2f}M parameters) on {where}: "
-            f"{', '.join(how)}; {len(self.data.train_labels):,} training images {data}; "
-            f"{plural(self.total_iters, 'iteration')}, {self.iters_per_epoch:,} per epoch{start}"
-        )
+        return describe_start(self)
 
     def _log(self, message: str) -> None:
-        if not self.dist.is_main:
-            return
-        if self.spec.progress:
-            tqdm.write(message, file=sys.stderr)  # stdout keeps only results (JSON)
-        elif self.spec.log_epochs:
-            print(message, file=sys.stderr, flush=True)
+        if self.dist.is_main:
+            note(message, self.spec.progress, self.spec.log_epochs)
 
     def _name_skipped_files(self) -> None:
         """One line per undecodable file of a streamed folder, the first time it is met; under
         torchrun each process reads its own share, and the main process names them all."""
         loaders = [self.data.train_loader, *self.data.eval_loaders.values()]
-        new: list[tuple[str, str]] = []
-        for loader in loaders:
-            for path, reason in getattr(loader, "failures", {}).items():
-                if path not in self._named_failures:
-                    self._named_failures.add(path)
-                    new.append((str(path), reason))
-        if self.dist.enabled:  # collective: every process calls it, failures or not
-            shares = distributed.all_gather_objects(new, self.dist)
-            new = sorted({item for share in shares for item in share})  # type: ignore[attr-defined]
-            self._named_failures.update(Path(path) for path, _ in new)
-        for path, reason in new:
+        for path, reason in self._skipped_files.new(loaders, self.dist):
             self._log(f"skipped {path}: {reason}")
 
     # ----------------------------------------------------------------- evaluation
@@ -709,12 +499,14 @@ class Trainer:
                         alpha = recipe.distill_alpha
                         loss = (1.0 - alpha) * loss + alpha * soft
                 if defer:
-                    self._record_bad(loss)
+                    self._first_bad_step, self._first_bad_loss = record_bad(
+                        loss, self.step, self._first_bad_step, self._first_bad_loss
+                    )
                 elif self._diverged(loss):
                     value = float(loss.detach())
                     where = f" ({value} on this process)" if self.dist.enabled else ""
                     what = f"{'not finite' if where else value}{where}"
-                    raise self._diverged_error(what, self.step, self.epoch + 1)
+                    raise diverged_error(what, self.step, self.epoch + 1, self.ckpt_root)
                 self.scaler.scale(loss / len(group)).backward()
             if self.label_table is not None:  # images with every class right
                 hits = exact_matches(logits.detach(), self.label_table[y])
@@ -737,33 +529,22 @@ class Trainer:
             self.ema.update_parameters(self.model)
         return loss_total, correct, seen
 
-    def _record_bad(self, loss: Tensor) -> None:
-        """Remember, on the device, the first step whose loss was not finite."""
-        first = torch.isfinite(loss.detach()).logical_not() & (self._first_bad_step < 0)
-        self._first_bad_step = torch.where(first, self.step, self._first_bad_step)
-        self._first_bad_loss = torch.where(first, loss.detach().float(), self._first_bad_loss)
-
     def _check_deferred(self) -> None:
         """Stop on a non-finite loss that ``defer``red steps recorded (one wait for the
         device). The weights in memory are past it, but no checkpoint is: this runs before
         every save."""
         if not self._defer_sync:
             return
-        step = int(self._first_bad_step)
-        if step >= 0:
-            epoch = step // max(self.iters_per_epoch, 1) + 1
-            raise self._diverged_error(str(float(self._first_bad_loss)), step, epoch)
-
-    def _diverged_error(self, loss: str, step: int, epoch: int) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"loss is {loss} at step {step} (epoch {epoch}); stopped. {self._kept()}. "
-            "Lower --lr, add --grad-clip 1.0 or --warmup-iters."
+        error = deferred_error(
+            self._first_bad_step, self._first_bad_loss, self.iters_per_epoch, self.ckpt_root
         )
+        if error is not None:
+            raise error
 
     def _diverged(self, loss: Tensor) -> bool:
         """Whether the loss is NaN or infinite, on this process or (DDP) on any: every process
         must stop together, or the others would wait in the next all-reduce until a timeout."""
-        bad = torch.isfinite(loss.detach()).logical_not().to(torch.float32).reshape(1)
+        bad = not_finite(loss)
         if self.dist.enabled:
             # The same all-reduce carries the votes to stop on a signal, and the main process's
             # word that a time-based checkpoint is due (the clocks of the others do not count).
@@ -777,104 +558,14 @@ class Trainer:
     def _save_time_due(self) -> bool:
         return time.monotonic() - self._last_save > self.recipe.checkpoint_every_s
 
-    @contextlib.contextmanager
-    def trial(self) -> Iterator[Iterator[list[tuple[Tensor, Tensor]]]]:
-        """Training steps that leave no trace, for measuring (:meth:`plan`, the lr finder).
-
-        Yields the step groups (see :meth:`_batches`) epoch after epoch, without end; on leaving,
-        the weights, BatchNorm statistics, EMA, optimizer, scheduler (also if the caller swapped
-        in another), scaler, random state and position in the data are as they were, so a run
-        started afterwards is the run it would have been.
-        """
-        saved_model = copy.deepcopy(self.model.state_dict())
-        saved_ema = copy.deepcopy(self.ema.state_dict()) if self.ema is not None else None
-        saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
-        scheduler, saved_scheduler = self.scheduler, self.scheduler.state_dict()
-        saved_scaler = self.scaler.state_dict()
-        saved_rng = torch.get_rng_state()
-        saved_cuda_rng = (
-            torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        )
-        position = (self.step, self.epoch, self.batch_in_epoch)
-        last_good = self._last_good_batch  # what an undecodable DDP batch is replaced by
-        modes = [(module, module.training) for module in self.model.modules()]  # frozen BNs
-
-        def groups() -> Iterator[list[tuple[Tensor, Tensor]]]:
-            while True:
-                for group in self._batches():
-                    yield group
-                    # As the training loop counts: mixup/cutmix draw each step's mix from it.
-                    self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-
-        self._set_train_mode()
-        try:
-            yield groups()
-        finally:
-            self.model.load_state_dict(saved_model)
-            if self.ema is not None and saved_ema is not None:
-                self.ema.load_state_dict(saved_ema)
-            self.optimizer.load_state_dict(saved_optimizer)
-            self.scheduler = scheduler
-            scheduler.load_state_dict(saved_scheduler)
-            self.scaler.load_state_dict(saved_scaler)
-            torch.set_rng_state(saved_rng)
-            if saved_cuda_rng is not None:
-                torch.cuda.set_rng_state(saved_cuda_rng, self.device)
-            self.step, self.epoch, self.batch_in_epoch = position
-            self._last_good_batch = last_good
-            for module, training in modes:
-                module.train(training)
+    def trial(self) -> contextlib.AbstractContextManager[Iterator[list[tuple[Tensor, Tensor]]]]:
+        """Training steps that leave no trace, for measuring: see :func:`rehearsal.trial`."""
+        return rehearsal.trial(self)
 
     def plan(self, steps: int = 5) -> dict[str, Any]:
-        """What this run would do and about how long it would take, writing nothing: the data,
-        the schedule (lr at its turning points) and the pace of ``steps`` timed training steps
-        after one untimed warm-up step (which pays for torch.compile). The steps leave no trace
-        (see :meth:`trial`)."""
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        timings: list[float] = []
-        with self.trial() as groups:
-            for index, group in enumerate(groups):
-                start = time.monotonic()
-                self._train_step(group)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                if index > 0:
-                    timings.append(time.monotonic() - start)
-                if len(timings) == steps:
-                    break
-        per_step = sorted(timings)[len(timings) // 2]
-        recipe, total = self.recipe, self.total_iters
-        # --resume: what is left from the latest checkpoint (its name holds its step)
-        latest = latest_checkpoint(self.ckpt_root) if self.spec.resume else None
-        done = min(int(latest.name.rsplit("-", 1)[1]), total) if latest is not None else 0
-        turns = {0, recipe.warmup_iters, total // 2, total - 1}
-        if recipe.schedule == "multistep":
-            turns |= {m for m in recipe.milestones if m < total}
-        multiplier = lr_multiplier(recipe, total)
-        return {
-            "model": self.arch,
-            "dataset": self.spec.dataset,
-            "train_images": len(self.data.train_labels),
-            "eval_images": self.data.eval_counts,
-            "train_size": self.data.train_size,
-            "eval_size": int(self.data.preprocessing["input_size"]),
-            "eval_resize": int(self.data.preprocessing["resize"]),
-            "batch_size": recipe.batch_size,
-            "iters_per_epoch": self.iters_per_epoch,
-            "total_iters": total,
-            "epochs": self.epochs,
-            "schedule": recipe.schedule,
-            "lr_at_step": {step: recipe.lr * multiplier(step) for step in sorted(turns)},
-            "timed_steps": len(timings),
-            "seconds_per_step": per_step,
-            "images_per_second": recipe.batch_size / per_step,
-            "from_step": done,
-            "estimated_hours": (total - done) * per_step / 3600,
-            "threads": torch.get_num_threads(),
-            "device": str(self.device),
-        }
+        """What this run would do and about how long it would take, writing nothing: see
+        :func:`rehearsal.plan`."""
+        return rehearsal.plan(self, steps)
 
     def run(self) -> TrainResult:
         if not self.dist.is_main:
@@ -909,7 +600,7 @@ class Trainer:
             "augment": self.data.augment,  # resolved: what `augment: auto` became
             "world_size": self.dist.world_size,
             "device": str(self.device),
-            "data_on_device": self._data_on_device(),
+            "data_on_device": data_on_device(self.train_loader),
             "total_iters": self.total_iters,
             "origin": spec.origin.facts(),
         }
@@ -1086,7 +777,7 @@ class Trainer:
         if skipped:
             row["skipped_images"] = int(skipped)
         last = self.step >= self.total_iters
-        self._check_finite_weights()
+        check_finite_weights(self.model, self.step, self.ckpt_root)
         if self.epoch % self.recipe.eval_every == 0 or last:
             for name, summary in self.evaluate().items():
                 row[f"{name}_loss"] = summary["loss"]
@@ -1099,27 +790,21 @@ class Trainer:
             row[f"best_val_{self.score}"] = self.best_top1
         self.history.append(row)
         self.runlog.append(row)
-        shown = ", ".join(  # None: a multi-label score without the images to define it
-            f"{k} {'-' if v is None else format(v, '.4g')}"
-            for k, v in row.items()
-            if k not in ("epoch", "step", "lr")
+        line = epoch_line(
+            row,
+            epochs=self.epochs,
+            total_iters=self.total_iters,
+            iters_per_epoch=self.iters_per_epoch,
+            pace_from=self.pace_from,
+            now=now,
+            seconds=seconds,
         )
-        # Time left at this epoch's pace (training only; evaluations add a little), leaving
-        # out this process's first step when it falls in this epoch.
-        epoch_first = (self.epoch - 1) * self.iters_per_epoch
-        if self.pace_from is not None and self.pace_from[1] > epoch_first:
-            since, step = self.pace_from
-            pace = (now - since) / max(self.step - step, 1)
-        else:
-            pace = seconds / max(self.step - epoch_first, 1)
-        left = (self.total_iters - self.step) * pace
-        eta = f", eta {_duration(left)}" if self.step < self.total_iters else ""
-        self._log(f"epoch {self.epoch}/{self.epochs} step {self.step}: {shown}{eta}")
+        self._log(line)
 
     @property
     def _row_scores(self) -> tuple[str, ...]:
         """What each evaluated split adds to a metrics row (besides its loss)."""
-        return ("map", "micro_f1", "exact") if self.label_table is not None else ("top1", "top5")
+        return row_scores(self.label_table is not None)
 
     def _track_best(self, top1: float, loss: float) -> None:
         """Better: a higher validation top-1 (multi-label: mAP), or the same with a lower loss
@@ -1142,12 +827,6 @@ class Trainer:
                 f"improved for {plural(self.evals_since_best, 'evaluation')} (best "
                 f"{self.best_top1:.2f}%)"
             )
-
-    def _per_class(self, results: dict[str, Any]) -> dict[str, Any]:
-        """What final_metrics.json keeps per class: accuracy and the confusion matrix, or
-        (multi-label) AP, precision, recall, F1 and positive images; by split."""
-        keys = _per_class_keys(self.label_table is not None)
-        return {key: {name: summary[key] for name, summary in results.items()} for key in keys}
 
     def _finished_before(self) -> bool:
         """A resume that trained no step, of a run whose model directory is whole: that
@@ -1211,7 +890,7 @@ class Trainer:
                 json.dumps(
                     {
                         **metrics,
-                        **self._per_class(results),
+                        **per_class(results, self.label_table is not None),
                     },
                     indent=2,
                 )
@@ -1222,22 +901,6 @@ class Trainer:
         return TrainResult(
             self.out, self.dist.is_main, model_dir, metrics, self.history, self.signals.signum
         )
-
-
-def _per_class_keys(multi_label: bool) -> tuple[str, ...]:
-    if multi_label:
-        return ("ap", "precision", "recall", "f1", "support", "pr_curves")
-    return ("per_class", "confusion")
-
-
-def _duration(seconds: float) -> str:
-    """42s, 3m05s, 13h58m."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def train(spec: TrainSpec) -> TrainResult:
