@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from resnetkit.train.checkpoint import latest_checkpoint
 from resnetkit.train.errors import TrainingDiverged
-from resnetkit.train.recipe import plural
+from resnetkit.train.recipe import first_few, plural
 
 
 def kept(ckpt_root: Path) -> str:
@@ -44,7 +44,7 @@ def check_finite_weights(model: nn.Module, step: int, ckpt_root: Path) -> None:
     finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).tolist()
     bad = [name for (name, _), ok in zip(tensors, finite, strict=True) if not ok]
     if bad:
-        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        shown = first_few(bad, 3)
         raise TrainingDiverged(
             f"{plural(len(bad), 'weight tensor')} became NaN or infinite by step {step} "
             f"({shown}); stopped. {kept(ckpt_root)}. Lower --lr, add --grad-clip 1.0 or "

@@ -486,6 +486,11 @@ def plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+def first_few(names: list[str], most: int) -> str:
+    """The first ``most`` names, comma-separated (", ..." when there are more)."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def check_run_length(recipe: Recipe, total_iters: int) -> None:
     """Refuse a warm-up or an EMA longer than the run (a recipe made for 50k images run on a
     1k-image folder): the lr would never come down, the exported weights would be mostly the

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnetkit.train.checkpoint import LATEST, older_checkpoints
-from resnetkit.train.recipe import plural
+from resnetkit.train.recipe import first_few, plural
 
 if TYPE_CHECKING:
     import torch
@@ -120,10 +120,10 @@ def check_tensors(
         ]
         problems = []
         if missing:
-            problems.append(f"{plural(len(missing), 'weight')} missing ({_few(missing)})")
+            problems.append(f"{plural(len(missing), 'weight')} missing ({first_few(missing, 3)})")
         if unexpected:
             extra = plural(len(unexpected), "weight")
-            problems.append(f"{extra} the model does not have ({_few(unexpected)})")
+            problems.append(f"{extra} the model does not have ({first_few(unexpected, 3)})")
         problems += shapes[:3] + ([f"{len(shapes) - 3} more shapes differ"] if shapes[3:] else [])
         if problems:
             other = (
@@ -201,14 +201,10 @@ def check_finite(
     others = f" (and {', '.join(p.name for p, _ in found[1:])})" if found[1:] else ""
     raise ValueError(
         f"{path}{others} holds NaN or infinite values in {plural(len(bad), 'tensor')} "
-        f"({_few(bad)}): the "
+        f"({first_few(bad, 3)}): the "
         f"run had diverged when it was written. To go back, {way_back(folder)}; or start "
         "again in a new --out with a lower --lr (or --grad-clip 1.0, --warmup-iters)"
     )
-
-
-def _few(keys: list[str]) -> str:
-    return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
 
 def _shape(tensor: torch.Tensor) -> str:

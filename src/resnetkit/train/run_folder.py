@@ -18,7 +18,7 @@ import yaml
 
 from resnetkit.models.config import ResNetConfig
 from resnetkit.train.checkpoint import LATEST, latest_checkpoint
-from resnetkit.train.recipe import Recipe, recipe_differences, recipe_source
+from resnetkit.train.recipe import Recipe, first_few, recipe_differences, recipe_source
 
 #: What a run folder holds (a run that never checkpointed may be started again over them).
 RUN_FILES = frozenset(
@@ -204,7 +204,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
         if entry.name not in RUN_FILES and not _is_draft(entry.name)
     )
     if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        shown = first_few(foreign, 5)
         raise FileExistsError(
             f"{out} holds files that are not a training run's ({shown}); choose a new "
             "or empty --out (nothing is overwritten)"
