@@ -321,7 +321,7 @@ def test_a_training_normalization_of_the_wrong_channel_count_is_refused_before_w
     """Found only when the loader was built, after the run folder was written."""
     from functools import partial
 
-    from resnetkit.train.trainer import TrainSpec
+    from resnetkit.train.spec import TrainSpec
 
     out = tmp_path / "run"
     spec = partial(TrainSpec, "resnet20", "cifar10-sample", tmp_path, out, "fast-cifar")

@@ -30,7 +30,7 @@ from resnetkit.train.recipe import (
 )
 
 if TYPE_CHECKING:
-    from resnetkit.train.trainer import TrainSpec
+    from resnetkit.train.spec import TrainSpec
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

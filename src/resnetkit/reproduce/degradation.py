@@ -22,7 +22,7 @@ from resnetkit.train.recipe import Recipe, load_recipe, recipe_differences
 from resnetkit.train.runlog import read_metrics
 
 if TYPE_CHECKING:
-    from resnetkit.train.trainer import TrainSpec
+    from resnetkit.train.spec import TrainSpec
 
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
@@ -95,7 +95,7 @@ def _spec(
 ) -> TrainSpec:
     """How one model of the experiment trains (its folder's name is the model's), resuming
     where a checkpoint is."""
-    from resnetkit.train.trainer import TrainSpec
+    from resnetkit.train.spec import TrainSpec
 
     return TrainSpec(
         model=run.name,

@@ -14,7 +14,8 @@ from resnetkit.models.loading import load_model, preprocessing_of
 from resnetkit.train.checkpoint import atomic_write_text
 from resnetkit.train.recipe import Recipe, as_recipe
 from resnetkit.train.run_folder import RunOrigin, source_name
-from resnetkit.train.trainer import TrainResult, TrainSpec, train
+from resnetkit.train.spec import TrainResult, TrainSpec
+from resnetkit.train.trainer import train
 
 
 @dataclass(frozen=True)
