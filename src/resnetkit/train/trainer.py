@@ -27,13 +27,11 @@ from resnetkit.data.multilabel import (
 from resnetkit.data.transforms import MixCut, soft_cross_entropy
 from resnetkit.devices import resolve_device
 from resnetkit.evaluate.metrics import evaluate_batches
-from resnetkit.models.model_dir import read_model_meta, save_model_dir
+from resnetkit.models.model_dir import read_model_meta
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
-from resnetkit.reproduce.figures import plot_training_curves
 from resnetkit.train import distributed, rehearsal
 from resnetkit.train.checkpoint import (
-    atomic_write_text,
     latest_checkpoint,
     state_dict_for_save,
 )
@@ -48,6 +46,7 @@ from resnetkit.train.divergence import (
 )
 from resnetkit.train.errors import TrainingDiverged as TrainingDiverged  # imported from here too
 from resnetkit.train.errors import TrainingInterrupted
+from resnetkit.train.model_output import write_model_output
 from resnetkit.train.model_setup import fit_head, freeze_stages
 from resnetkit.train.optim import WeightEMA, autocast, build_optimizer
 from resnetkit.train.preflight import (
@@ -66,7 +65,6 @@ from resnetkit.train.reporting import (
     describe_start,
     epoch_line,
     note,
-    per_class,
     row_scores,
 )
 from resnetkit.train.run_folder import (
@@ -781,6 +779,24 @@ class Trainer:
             final_model.load_state_dict(self.best_weights)
         results = self.evaluate(curves=True)
         self._name_skipped_files()
+        metrics = self._final_metrics(results)
+        model_dir = self.out / "model"
+        if self.dist.is_main and self._finished_before():
+            self._log(
+                f"{self.out} had already finished ({plural(self.step, 'step')}): nothing trained, "
+                f"{model_dir} kept as it was"
+            )
+        elif self.dist.is_main:
+            write_model_output(self, final_model, model_dir, metrics, results)
+        distributed.barrier(self.dist)
+        distributed.cleanup(self.dist)
+        return TrainResult(
+            self.out, self.dist.is_main, model_dir, metrics, self.history, self.signals.signum
+        )
+
+    def _final_metrics(self, results: dict[str, Any]) -> dict[str, Any]:
+        """What the model directory and final_metrics.json report: each evaluated split's
+        scores and loss, the training time, the steps and whether the run stopped early."""
         scores = self._row_scores + (("macro_f1",) if self.label_table is not None else ())
         metrics: dict[str, Any] = {
             f"{name}_{key}": summary[key]
@@ -790,52 +806,7 @@ class Trainer:
         metrics["train_seconds"] = self.train_seconds
         metrics["steps"] = self.step
         metrics["stopped_early"] = self.stopped_early
-        model_dir = self.out / "model"
-        if self.dist.is_main and self._finished_before():
-            self._log(
-                f"{self.out} had already finished ({plural(self.step, 'step')}): nothing trained, "
-                f"{model_dir} kept as it was"
-            )
-        elif self.dist.is_main:
-            net = final_model.float().to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-            preprocessing = self.data.preprocessing
-            save_model_dir(
-                net,
-                model_dir,
-                replace=True,  # this run's own (a finished run resumed writes it again)
-                arch=self.arch,
-                classes=self.classes,
-                preprocessing=preprocessing,
-                metrics=metrics,
-                multi_label=self.label_table is not None,
-                provenance={
-                    "recipe": self.recipe.to_dict(),
-                    "dataset": self.spec.dataset,
-                    "train_images": len(self.data.train_labels),
-                    "eval_images": self.data.eval_counts,
-                    **({"teacher": self.teacher.describe()} if self.teacher is not None else {}),
-                    **provenance(),
-                },
-            )
-            plot_training_curves(
-                self.history, self.out / "curves.png", f"{self.arch} on {self.spec.dataset}"
-            )
-            atomic_write_text(
-                self.out / "final_metrics.json",
-                json.dumps(
-                    {
-                        **metrics,
-                        **per_class(results, self.label_table is not None),
-                    },
-                    indent=2,
-                )
-                + "\n",
-            )
-        distributed.barrier(self.dist)
-        distributed.cleanup(self.dist)
-        return TrainResult(
-            self.out, self.dist.is_main, model_dir, metrics, self.history, self.signals.signum
-        )
+        return metrics
 
 
 def train(spec: TrainSpec) -> TrainResult:
