@@ -368,6 +368,32 @@ def test_missing_files_message_says_what_and_how(tmp_path: Path) -> None:
     assert "cifar-100-python" in str(info.value) and "download" in str(info.value)
 
 
+def test_missing_files_message_says_where_the_data_is_instead(tmp_path: Path) -> None:
+    """A student's usual wrong roots: one level too high, a file of the dataset, the other
+    CIFAR, an image folder, a label file. The message names the root to use instead."""
+    data = tmp_path / "data"
+    folder = write_binary(data / "cifar10", "cifar10", make_fake("cifar10"))
+    (tmp_path / "pics" / "cat").mkdir(parents=True)
+    (tmp_path / "pics" / "cat" / "1.png").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("path,label\n")
+
+    def message(root: Path, name: str = "cifar10") -> str:
+        with pytest.raises(FileNotFoundError) as info:
+            load_cifar(root, name)
+        return str(info.value)
+
+    above = message(data)
+    assert f"use '{data / 'cifar10'}' as the root (--data-dir {data / 'cifar10'})" in above
+    assert "download" not in above  # it is there: fetching it again is no advice
+    inside = message(folder / "data_batch_1.bin")
+    assert "is a file" in inside and f"--data-dir {data / 'cifar10'}" in inside
+    other = message(data / "cifar10", "cifar100")
+    assert f"'{folder}' holds CIFAR-10, not CIFAR-100" in other and "--dataset cifar10" in other
+    assert "holds folders of images (cat/)" in message(tmp_path / "pics")
+    assert "--dataset folder" in message(tmp_path / "labels.csv")
+    assert f"'{tmp_path / 'nope'}' does not exist" in message(tmp_path / "nope")
+
+
 def test_incomplete_folder_lists_the_missing_files(tmp_path: Path) -> None:
     folder = write_binary(tmp_path, "cifar10", make_fake("cifar10"))
     (folder / "data_batch_4.bin").unlink()

@@ -424,6 +424,9 @@ def _not_found_message(
 ) -> str:
     what = _PRETTY[name] if split is None else f"{_PRETTY[name]} '{split}' split"
     lines = [f"{what} not found under root '{root}'."]
+    hint = None if download_failed else _where_instead(root, name, split)
+    if hint is not None:
+        lines.append(hint)
     lines.append("Expected one of these folders inside the root (or the root being that folder):")
     incomplete: list[str] = []
     for layout_name in layouts:
@@ -444,12 +447,64 @@ def _not_found_message(
         lines.append(
             f"Download {archive} on a machine with network access and extract it into '{root}'."
         )
-    else:
+    elif hint is None or hint.startswith(f"'{root}' does not exist"):
         lines.append(
             "To get it, pass download=True to load_cifar (--download where a command has it: "
             f"train, evaluate, calibrate), or download {archive} and extract it into '{root}'."
         )
     return "\n".join(lines)
+
+
+def _where_instead(root: Path, name: str, split: str | None) -> str | None:
+    """What ``root`` is when it holds no ``name``, where that tells where to look instead: a
+    file (one of the dataset's own, or a label file), the folder above the dataset's root
+    (``data/`` for ``data/cifar10/cifar-10-batches-bin``), the other CIFAR, or an image folder."""
+    if not root.exists():
+        return f"'{root}' does not exist."
+    places = [root.parent] if root.is_file() else [root]
+    if root.is_dir():  # one level down: a --data-dir above the dataset's root
+        try:
+            places += sorted(p for p in root.iterdir() if p.is_dir())[:200]
+        except OSError:
+            pass
+    start = f"'{root}' is a file; " if root.is_file() else ""
+    for other in (name, *(n for n in _NAMES if n != name)):
+        for place in places:
+            found = _find(place, other, split or "test", _LAYOUT_NAMES)
+            if found is None:
+                continue
+            folder = found[1]
+            holder = folder.parent if folder.name == _LAYOUTS[(other, found[0])].folder else folder
+            if other == name:
+                return (
+                    f"{start}{_PRETTY[name]} is in '{folder}': use '{holder}' as the root "
+                    f"(--data-dir {holder})."
+                )
+            return (
+                f"{start}'{folder}' holds {_PRETTY[other]}, not {_PRETTY[name]}: read it with "
+                f"name='{other}' (--dataset {other}), or point at a folder that holds "
+                f"{_PRETTY[name]}."
+            )
+    if root.is_file():
+        if root.suffix.lower() in (".csv", ".tsv"):
+            return f"'{root}' is a file: a label file is read with --dataset folder."
+        return f"'{root}' is a file: the root is the folder that holds the dataset's folder."
+    from resnetkit.data.images import IMAGE_EXTENSIONS
+
+    def holds_images(folder: Path) -> bool:
+        try:
+            return any(f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir())
+        except OSError:
+            return False
+
+    classes = [p.name for p in places[1:] if holds_images(p)]
+    if classes:
+        shown = ", ".join(f"{c}/" for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        return (
+            f"'{root}' holds folders of images ({shown}), not CIFAR's files: an image folder "
+            "is read with --dataset folder."
+        )
+    return None
 
 
 def _find(root: Path, name: str, split: str, layouts: Sequence[str]) -> tuple[str, Path] | None:
