@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 import resnetkit
 from resnetkit.models.model_dir import load_model_dir
 from resnetkit.train.checkpoint import latest_checkpoint
-from resnetkit.train.recipe import Recipe, builtin_recipes, load_recipe
+from resnetkit.train.recipe import Recipe, build_recipe, builtin_recipes, load_recipe
 from resnetkit.train.schedule import lr_multiplier
 from resnetkit.train.trainer import (
     Trainer,
@@ -390,8 +390,15 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
         load_recipe("fast-cifar", {"batch_size": "-2", "lr": "0.1"})
     with pytest.raises(ValueError, match="'eval_resize' is 100000: at most 4096 pixels"):
         r.override({"eval_resize": 100_000})  # not a 335 GB allocation later
-    with pytest.raises(ValueError, match="'epochs': cannot read '2.5e0' as int"):
+    with pytest.raises(ValueError, match="'epochs': cannot read '2.5e0' as a whole number"):
         r.override({"epochs": "2.5e0"})  # not silently 2
+    # what a field takes in words, not Python's type names ("as tuple", "as bool")
+    with pytest.raises(ValueError, match="'10,abc' as whole numbers separated by commas, e.g."):
+        r.override({"milestones": "10,abc"})
+    with pytest.raises(ValueError, match="cannot read 'maybe' as true or false"):
+        r.override({"nesterov": "maybe"})
+    with pytest.raises(ValueError, match=r"\[32000, 'a'\] is not a list of whole numbers"):
+        build_recipe({"milestones": [32000, "a"]}, "r.yaml")  # as YAML reads a file
     with pytest.raises(ValueError, match="'epochs': cannot read '1e400'"):
         r.override({"epochs": "1e400"})
     assert r.override({"max_iters": "64e3"}).max_iters == 64000

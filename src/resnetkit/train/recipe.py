@@ -364,15 +364,33 @@ def _parse(value: Any, current: Any, key: str) -> Any:
             return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise ValueError(
-            f"recipe field {key!r}: cannot read {value!r} as {type(current).__name__}"
+            f"recipe field {key!r}: cannot read {value!r} as {_kind(current)}"
         ) from None
     return value
+
+
+def _kind(current: Any, typed: bool = True) -> str:
+    """What a field of ``current``'s type takes, in words (``int`` means little to a student
+    who typed ``--val-split 0.1``): as typed on a command line, or as YAML gives it."""
+    if isinstance(current, bool):
+        return "true or false"
+    if isinstance(current, int):
+        return "a whole number"
+    if isinstance(current, float):
+        return "a number"
+    if isinstance(current, tuple):
+        return (
+            "whole numbers separated by commas, e.g. 32000,48000"
+            if typed
+            else "a list of whole numbers"
+        )
+    return "text"
 
 
 def _check_type(value: Any, current: Any, key: str) -> Any:
     def wrong() -> ValueError:
         return ValueError(
-            f"recipe field {key!r}: {value!r} is not {type(current).__name__} "
+            f"recipe field {key!r}: {value!r} is not {_kind(current, typed=False)} "
             f"(like its default, {current!r})"
         )
 
