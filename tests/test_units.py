@@ -164,9 +164,13 @@ def test_model_option_text_is_typed() -> None:
     bad = {
         "unit=bn": r"unit='bn': expected one of original, bn_after_add",
         "unt=original": r"unknown model option 'unt'. Did you mean 'unit'",
-        "num_classes=3": "unknown model option 'num_classes'",  # the data decides it
+        # the data decides it (it was an unknown option, "did you mean 'in_chans'?")
+        "num_classes=3": "^num_classes is not a model option: a run has as many classes as its",
         "stride_in_1x1=maybe": "expected true or false",
-        "widths=16,x": r"widths='16,x'",
+        # what it takes in words, not Python's "invalid literal for int() with base 10"
+        "widths=16,x": r"^model option widths='16,x': expected whole numbers separated by commas$",
+        "drop_path_rate=abc": r"^model option drop_path_rate='abc': expected a number$",
+        "stem_width=1.5": r"^model option stem_width='1.5': expected a whole number$",
         "unit": "must be KEY=VALUE",
     }
     for text, match in bad.items():

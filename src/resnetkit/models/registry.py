@@ -119,23 +119,31 @@ def parse_model_option(text: str) -> tuple[str, Any]:
     key = key.strip().replace("-", "_")
     if not sep or not key:
         raise ValueError(f"model option {text!r} must be KEY=VALUE, e.g. unit=bn_after_add")
+    if key == "num_classes":
+        raise ValueError(
+            "num_classes is not a model option: a run has as many classes as its data (the "
+            "class folders, a label file's labels, CIFAR's 10 or 100)"
+        )
     if key not in TEXT_OPTIONS:
         raise ValueError(
             f"unknown model option {key!r}.{_suggest(key, TEXT_OPTIONS)} "
             f"Valid options: {', '.join(TEXT_OPTIONS)}"
         )
     kind, value = TEXT_OPTIONS[key], value.strip()
+    expected = {bool: "true or false", int: "a whole number", float: "a number"}.get(
+        kind, "whole numbers separated by commas"
+    )
     try:
         if kind is bool:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError("expected true or false")
+                raise ValueError
             return key, value.lower() in ("true", "1", "yes")
         if kind in (int, float):
             return key, kind(value)
         if get_origin(kind) is tuple:
             return key, tuple(int(v) for v in value.split(","))
-    except ValueError as err:
-        raise ValueError(f"model option {key}={value!r}: {err}") from None
+    except ValueError:
+        raise ValueError(f"model option {key}={value!r}: expected {expected}") from None
     allowed = get_args(kind)
     if allowed and value not in allowed:
         raise ValueError(
