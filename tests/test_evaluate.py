@@ -368,12 +368,18 @@ def test_folder_dataset(tmp_path: Path) -> None:
     dogs = evaluate_model(loaded, "folder", tmp_path / "dogs_only")
     assert dogs["count"] == 3 and dogs["classes"] == ["cat", "dog"]
     assert dogs["per_class"]["cat"] is None and dogs["per_class"]["dog"] == dogs["top1"]
-    # Other names altogether (ImageNet's wnid folders, say): compared by index, with a word.
+    # Other names altogether (ImageNet's wnid folders, say): compared by index, with a word
+    # that says when that is right, and what to do when they are other classes altogether.
     other = tmp_path / "renamed"
     shutil.copytree(tmp_path / "data" / "cat", other / "n01")
     shutil.copytree(tmp_path / "data" / "dog", other / "n02")
-    with pytest.warns(UserWarning, match=r"differ \(n01!=cat, n02!=dog\); labels are compared"):
+    with pytest.warns(
+        UserWarning, match=r"differ \(n01!=cat, n02!=dog\); labels are compared"
+    ) as by:
         assert evaluate_model(loaded, "folder", other)["classes"] == ["n01", "n02"]
+    said = next(str(w.message) for w in by if "labels are compared" in str(w.message))
+    assert "right only if these are the model's classes in its order" in said
+    assert said.endswith(f"the scores mean nothing. {folders.EVALUATE_ADVICE}")
     # A shared name at another position: by index "dog" would be scored as "cat".
     (other / "n01").rename(other / "zebra")
     (other / "n02").rename(other / "dog")

@@ -168,8 +168,11 @@ def label_map(
     # all different (ImageNet's wnid folders against a model's readable names): by index
     differ = [f"{d}!={m}" for d, m in zip(data_classes, model_classes, strict=True) if d != m]
     warnings.warn(
-        f"class names of the model and of {where} differ ({', '.join(differ[:5])}); "
-        "labels are compared by index",
+        f"class names of the model and of {where} differ ({', '.join(differ[:5])}"
+        f"{', ...' if len(differ) > 5 else ''}); labels are compared by index, which is "
+        "right only if these are the model's classes in its order under other names (ImageNet's "
+        "wnid folders for its readable names, say); if they are other classes, the scores mean "
+        f"nothing. {advice}",
         stacklevel=4,
     )
     return None, data_classes
