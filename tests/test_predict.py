@@ -271,6 +271,39 @@ def test_predict_takes_any_iterable_and_refuses_a_backbone(tmp_path: Path) -> No
             predict(model, ASSETS, **{name: value})  # torch's errors, or one image a batch
 
 
+def test_a_file_or_checkpoint_of_a_model_names_the_model_directory(
+    setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--model RUN/model/model.safetensors --arch resnet20` loaded the weights bare: the
+    classes came out as indices and the CIFAR model was fed ImageNet-normalised pixels (other
+    probabilities, no error); config.json was taken for a checkpoint needing --arch resnet50,
+    and a run's checkpoints/ or ckpt-N folder for a broken model directory."""
+    model_dir = setup["model_dir"]
+    for name in ("model.safetensors", "config.json"):
+        for arch in ([], ["--arch", "resnet20"]):
+            argv = ["predict", "--model", str(model_dir / name), *arch, str(ASSETS[0])]
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"is a file of the model directory {model_dir}" in err, err
+            assert f"(--model {model_dir})" in err
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "ckpt-00000004"
+    checkpoint.mkdir(parents=True)
+    shutil.copy(model_dir / "model.safetensors", checkpoint)
+    (checkpoint / "state.pt").write_bytes(b"")
+    (run / "run.json").write_text('{"model": "resnet20", "origin": {"command": "finetune"}}')
+    for given in (checkpoint, checkpoint.parent):  # unfinished: that checkpoint's weights
+        with pytest.raises(ValueError, match=f"{given} is part of the training run {run} "):
+            load_model(given)
+    with pytest.raises(ValueError, match=f"--model {checkpoint}/model.safetensors --arch"):
+        load_model(checkpoint)
+    shutil.copytree(model_dir, run / "model")  # finished: the model it wrote
+    with pytest.raises(ValueError, match=f"the model it trained is {run / 'model'}; pass"):
+        load_model(checkpoint)
+    bare = load_model(checkpoint / "model.safetensors", arch="resnet20")  # as the error advises
+    assert bare.pretrained_cfg["classes"] == []
+
+
 def test_predict_takes_another_librarys_resnet() -> None:
     """A torchvision ResNet has no num_classes attribute: its head says how many classes."""
     import torchvision

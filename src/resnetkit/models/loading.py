@@ -108,6 +108,9 @@ def load_model(
     elif path.is_dir():
         if not (path / "config.json").is_file():
             _refuse_run_folder(path)
+            for run in (path.parent, path.parent.parent):  # RUN/checkpoints[/ckpt-N]
+                if path.is_relative_to(run / "checkpoints"):
+                    _refuse_run_folder(run, given=path)
         model = load_model_dir(path)
     elif path.is_file():
         from resnetkit.data.images import IMAGE_EXTENSIONS
@@ -123,6 +126,8 @@ def load_model(
                 "needs a model directory, a tag or a checkpoint file (predict, evaluate and "
                 "serve also run .onnx exports)"
             )
+        if preprocessing is None and classes is None:
+            _refuse_model_dir_file(path)
         if arch is None:
             raise ValueError(
                 f"{path} is a bare checkpoint file: give its architecture too "
@@ -177,19 +182,40 @@ def load_model_or_random(name_or_dir: str | Path, *, arch: str | None = None) ->
     return load_model(name_or_dir, arch=arch)
 
 
-def _refuse_run_folder(path: Path) -> None:
+def _refuse_model_dir_file(path: Path) -> None:
+    """A model directory's ``config.json`` or ``model.safetensors`` given alone: loaded as a
+    bare checkpoint, the weights would lose the class names and preprocessing that the
+    ``config.json`` beside them holds (CIFAR's mean/std read as ImageNet's), so name the folder."""
+    folder = path.parent
+    if path.name not in ("config.json", "model.safetensors"):
+        return
+    if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+        return
+    raise ValueError(
+        f"{path} is a file of the model directory {folder}, whose config.json holds the class "
+        f"names and preprocessing the weights need: pass the folder (--model {folder})"
+    )
+
+
+def _refuse_run_folder(path: Path, *, given: Path | None = None) -> None:
     """A training run's folder (``train``/``finetune --out``) is not a model directory: name
-    the model it holds (``RUN/model``) or, unfinished, its latest checkpoint's weights."""
+    the model it holds (``RUN/model``) or, unfinished, its latest checkpoint's weights.
+    ``given``: the run's ``checkpoints/`` or one of its checkpoints, which was passed instead."""
     from resnetkit.train.checkpoint import latest_checkpoint
     from resnetkit.train.run_folder import read_run_json
 
     if not ((path / "checkpoints").is_dir() or (path / "run.json").is_file()):
         return
+    what = (
+        f"{path} is a training run's folder"
+        if given is None
+        else f"{given} is part of the training run {path}"
+    )
     model_dir = path / "model"
     if (model_dir / "config.json").is_file():
         raise ValueError(
-            f"{path} is a training run's folder, not a model directory: the model it trained "
-            f"is {model_dir}; pass that (--model {model_dir})"
+            f"{what}, not a model directory: the model it trained is {model_dir}; pass that "
+            f"(--model {model_dir})"
         )
     run = read_run_json(path)
     origin = run.get("origin")
@@ -201,16 +227,17 @@ def _refuse_run_folder(path: Path) -> None:
     resume = f"finish the run (`resnetkit {command} ... --out {path} --resume`)"
     if latest is None:
         raise ValueError(
-            f"{path} is a training run's folder that holds no model yet (no {model_dir}) and "
+            f"{what} that holds no model yet (no {model_dir}) and "
             f"no checkpoint: {resume}, or start it again"
         )
-    weights = latest / "model.safetensors"
+    chosen = given if given is not None and (given / "model.safetensors").is_file() else latest
+    weights = chosen / "model.safetensors"
     arch = run.get("model") or "ARCH"
     raise ValueError(
-        f"{path} is a training run's folder that has not finished: no {model_dir} yet. "
-        f"{resume[0].upper()}{resume[1:]} to write it, or load the weights of its latest "
-        f"checkpoint, without the run's class names and preprocessing: --model {weights} "
-        f"--arch {arch}"
+        f"{what} that has not finished: no {model_dir} yet. "
+        f"{resume[0].upper()}{resume[1:]} to write it, or load the weights of "
+        f"{'that' if chosen is given else 'its latest'} checkpoint, without the run's class "
+        f"names and preprocessing: --model {weights} --arch {arch}"
     )
 
 
