@@ -467,6 +467,23 @@ def test_cli_serve_runs_uvicorn_on_loopback(
     assert "Traceback" not in err
 
 
+def test_cli_serve_says_why_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every failed bind was put down to a taken port ("choose another --port"), also an
+    address of another machine given as --host, where another port cannot help."""
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is never an address of this machine; refused before
+    # the model is read
+    assert main(["serve", "--model", "no-such-model", "--host", "192.0.2.1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 192.0.2.1:8000" in err and "another --port" not in err, err
+    assert "--host is not an address of this machine" in err
+    import errno
+
+    from resnetkit.cli.serve import _bind_advice
+
+    assert "from 1024 up" in _bind_advice(errno.EACCES, 80)  # a user's process, not root
+    assert "another --port" in _bind_advice(errno.EADDRINUSE, 8000)
+
+
 def test_load_test_smoke(tmp_path: Path) -> None:
     out = tmp_path / "load_test.json"
     argv = ["--requests", "40", "--concurrency", "8", "--warmup", "2", "--threads", "1"]

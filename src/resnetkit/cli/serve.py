@@ -156,6 +156,20 @@ def _check_free(host: str, number: int) -> None:
                 probe.bind(address)
             except OSError as err:
                 raise ValueError(
-                    f"cannot listen on {host}:{number} ({address[0]}: {err.strerror}): another "
-                    "server may be using the port; choose another --port"
+                    f"cannot listen on {host}:{number} ({address[0]}: {err.strerror}): "
+                    f"{_bind_advice(err.errno, number)}"
                 ) from None
+
+
+def _bind_advice(code: int | None, number: int) -> str:
+    """What to do about a failed bind, by its errno: only a taken port wants another --port."""
+    import errno
+
+    if code == errno.EADDRNOTAVAIL:
+        return (
+            "--host is not an address of this machine; give one of its own, 127.0.0.1 (this "
+            "machine only) or 0.0.0.0 (every interface)"
+        )
+    if code == errno.EACCES and number < 1024:
+        return f"port {number} needs administrator rights; choose one from 1024 up (--port 8000)"
+    return "another server may be using the port; choose another --port"
