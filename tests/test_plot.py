@@ -173,3 +173,19 @@ def test_labels_must_tell_runs_apart(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["plot", *runs, "--labels", "run,run", "--out", str(tmp_path / "c.png")]) == 2
     assert "--labels must name each run once" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_a_folder_next_to_runs_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's model/ (what evaluate takes) is answered with its run folder, and the --out of
+    `reproduce degradation` (OUT/PRESET/MODEL) with the runs under it."""
+    run = write_run(tmp_path / "r20", [40.0])
+    (run / "model").mkdir()
+    assert main(["plot", str(run / "model"), "--out", str(tmp_path / "x.png")]) == 2
+    assert f"model/ is a part of the run {run}; pass that folder" in capsys.readouterr().err
+    a = write_run(tmp_path / "deg" / "quick" / "plain20", [10.0])
+    b = write_run(tmp_path / "deg" / "quick" / "resnet20", [20.0])
+    assert main(["plot", str(tmp_path / "deg"), "--out", str(tmp_path / "x.png")]) == 2
+    assert f"such as the runs under it: {a} {b}" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

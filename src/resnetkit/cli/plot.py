@@ -65,6 +65,24 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_nearby(folder: Path) -> str:
+    """Where the runs are when ``folder`` holds none: above it (``folder`` is a run's
+    ``model/`` or ``checkpoints/``) or below it (``reproduce degradation``'s --out, which holds
+    OUT/PRESET/MODEL runs), said as the end of an error message."""
+    if (folder.parent / "metrics.jsonl").is_file():
+        return f": {folder.name}/ is a part of the run {folder.parent}; pass that folder"
+    below = sorted(
+        run.parent
+        for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl")
+        for run in folder.glob(pattern)
+    )
+    where = ": pass the --out folder of `resnetkit train` or `resnetkit finetune`"
+    if not below:
+        return where
+    shown = " ".join(str(run) for run in below[:6]) + (" ..." if len(below) > 6 else "")
+    return f"{where}, such as the runs under it: {shown}"
+
+
 def load_rows(folder: Path, empty_ok: bool = False) -> list[dict[str, Any]]:
     """A run's metrics rows, checked; errors name the file and what to do. ``empty_ok``: a run
     with no finished epoch gives [] instead of an error."""
@@ -79,10 +97,7 @@ def load_rows(folder: Path, empty_ok: bool = False) -> list[dict[str, Any]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such run folder")
     if not path.exists():
-        raise FileNotFoundError(
-            f"{folder} holds no metrics.jsonl: pass the --out folder of `resnetkit train` or "
-            "`resnetkit finetune`"
-        )
+        raise FileNotFoundError(f"{folder} holds no metrics.jsonl{_runs_nearby(folder)}")
     rows = read_metrics(folder, REQUIRED)
     if not rows and not empty_ok:
         raise ValueError(f"{path} is empty: no epoch has finished yet")
