@@ -37,6 +37,7 @@ from resnetkit.train.checkpoint import (
 )
 from resnetkit.train.data_setup import build_train_data, training_side
 from resnetkit.train.distill import Teacher, distillation_loss, load_teacher, open_teacher
+from resnetkit.train.distributed import DistInfo
 from resnetkit.train.divergence import (
     check_finite_weights,
     deferred_error,
@@ -101,26 +102,7 @@ class Trainer:
         self.image_size = training_side(spec.recipe, spec.dataset, spec.image_size)
         # the saved recipe (recipe.yaml, the model's provenance) says what side trained
         self.recipe = recipe = replace(spec.recipe, train_image_size=self.image_size)
-        if recipe.num_threads:
-            torch.set_num_threads(recipe.num_threads)
-        self.device = resolve_device(spec.device)
-        if recipe.sync_bn and self.device.type != "cuda":
-            raise ValueError(
-                "sync_bn needs a GPU: torch's SyncBatchNorm works only on CUDA. On CPU leave it "
-                "off (each process normalises its own batch, as the paper's multi-GPU runs did)."
-            )
-        if recipe.precision == "fp16" and self.device.type != "cuda":  # before the data loads
-            raise ValueError(
-                "precision fp16 needs a GPU (it relies on loss scaling); use bf16 on CPU"
-            )
-        self.dist = distributed.init_distributed(self.device)
-        self.signals.announce = self.dist.is_main
-        if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
-        torch.manual_seed(recipe.seed + self.dist.rank)
-        if recipe.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.device, self.dist = self._set_up_process()
         self.out = spec.out
         self.ckpt_root = self.out / "checkpoints"
         check_trainable(spec.model)
@@ -134,6 +116,94 @@ class Trainer:
         teacher_model = open_teacher(recipe.teacher, self.out) if recipe.teacher else None
         if self.dist.is_main:
             warn_idle_distillation(recipe)
+        self._set_up_data()
+        data = self.data
+        # On an accelerator a step does not wait for the device to report its loss and
+        # accuracy (three waits a step left a GPU idle most of the time): the sums stay on the
+        # device, and a NaN or infinite loss is looked for every SYNC_EVERY steps and before
+        # anything is saved, evaluated or reported, naming the step where it first appeared.
+        # DDP keeps the per-step check: the same all-reduce carries the votes to stop.
+        self._defer_sync = self.device.type != "cpu" and not self.dist.enabled
+        self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._first_bad_loss = torch.zeros((), device=self.device)
+        self.loss_weights = (
+            data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
+        )
+        # resuming, said once the resume is accepted (see _run)
+        check_validation(recipe, data, spec.data_dir, warn=self.dist.is_main and not spec.resume)
+        self.mixcut = MixCut(
+            recipe.mixup_alpha,
+            recipe.cutmix_alpha,
+            len(self.classes),
+            0.0 if data.multi_label else recipe.label_smoothing,  # multi-label: in the loss
+        )
+        self.iters_per_epoch, self.total_iters, self.epochs = run_length(
+            recipe, data, spec.data_dir
+        )
+
+        self.model = self._build_model()
+        self.teacher = self._load_teacher(teacher_model)
+        self.ema: WeightEMA | None = None
+        if recipe.ema_decay > 0:
+            self.ema = WeightEMA(self.model, recipe.ema_decay)
+        self.net = self._wrap_model()
+        self._graph_steps = self._cuda_graph_steps()
+        self.optimizer = build_optimizer(self.model, recipe)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(recipe, self.total_iters)
+        )
+        self.scaler = torch.amp.GradScaler(enabled=recipe.precision == "fp16")
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        # Where this process's pace is measured from: the start of its second step (the first
+        # pays for torch.compile and warm-up), as (time, step).
+        self.pace_from: tuple[float, int] | None = None
+        self.best_top1 = -1.0  # of the validation split's score: top-1, or mAP (multi-label)
+        self.best_loss = math.inf  # breaks ties of top-1 (small validation splits)
+        self.evals_since_best = 0
+        self.best_weights: dict[str, Tensor] | None = None
+        self.stopped_early = False
+        self._resumed_at = -1  # the step this call began at (set when it runs)
+        # The epoch so far, for a mid-epoch checkpoint: loss sum, correct, seen, seconds and
+        # undecodable images met (a resumed pass does not decode the batches it skips).
+        self.epoch_partial: list[Any] = [0.0, 0, 0, 0.0, 0]
+        self.runlog = RunLog(self.out, self.dist.is_main)
+
+    # ----------------------------------------------------------------- set-up helpers
+    def _set_up_process(self) -> tuple[torch.device, DistInfo]:
+        """This process's thread count, device and place among torchrun's processes, and its
+        seed; a recipe the device cannot run is refused here, before the data loads."""
+        recipe = self.recipe
+        if recipe.num_threads:
+            torch.set_num_threads(recipe.num_threads)
+        device = resolve_device(self.spec.device)
+        if recipe.sync_bn and device.type != "cuda":
+            raise ValueError(
+                "sync_bn needs a GPU: torch's SyncBatchNorm works only on CUDA. On CPU leave it "
+                "off (each process normalises its own batch, as the paper's multi-GPU runs did)."
+            )
+        if recipe.precision == "fp16" and device.type != "cuda":  # before the data loads
+            raise ValueError(
+                "precision fp16 needs a GPU (it relies on loss scaling); use bf16 on CPU"
+            )
+        dist = distributed.init_distributed(device)
+        self.signals.announce = dist.is_main
+        if device.type == "cuda" and dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(device)
+        torch.manual_seed(recipe.seed + dist.rank)
+        if recipe.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        return device, dist
+
+    def _set_up_data(self) -> None:
+        """The data (``self.data``) and what the steps read of it: the classes, a multi-label
+        run's label table and selection score, the normalization and the loaders (in-memory
+        data on a GPU moved there)."""
+        spec, recipe = self.spec, self.recipe
         self.data = data = build_train_data(
             dataset=spec.dataset,
             data_dir=spec.data_dir,
@@ -163,96 +233,58 @@ class Trainer:
             for loader in (self.train_loader, *self.eval_loaders.values()):
                 if isinstance(loader, TensorLoader):
                     loader.to(self.device)
-        # On an accelerator a step does not wait for the device to report its loss and
-        # accuracy (three waits a step left a GPU idle most of the time): the sums stay on the
-        # device, and a NaN or infinite loss is looked for every SYNC_EVERY steps and before
-        # anything is saved, evaluated or reported, naming the step where it first appeared.
-        # DDP keeps the per-step check: the same all-reduce carries the votes to stop.
-        self._defer_sync = self.device.type != "cpu" and not self.dist.enabled
-        self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
-        self._first_bad_loss = torch.zeros((), device=self.device)
-        self.loss_weights = (
-            data.class_weights().to(self.device) if recipe.class_balance == "loss" else None
-        )
-        # resuming, said once the resume is accepted (see _run)
-        check_validation(recipe, data, spec.data_dir, warn=self.dist.is_main and not spec.resume)
-        self.mixcut = MixCut(
-            recipe.mixup_alpha,
-            recipe.cutmix_alpha,
-            len(self.classes),
-            0.0 if data.multi_label else recipe.label_smoothing,  # multi-label: in the loss
-        )
-        self.iters_per_epoch, self.total_iters, self.epochs = run_length(
-            recipe, data, spec.data_dir
-        )
 
-        self.model = self._build_model()
-        self.teacher: Teacher | None = None
-        if recipe.teacher:
-            self.teacher = load_teacher(
-                recipe.teacher,
-                classes=list(self.classes),
-                norm=self.norm,
-                input_size=data.train_size,
-                in_chans=self.model.config.in_chans,
-                multi_label=data.multi_label,
-                model=teacher_model,
-            ).to(self.device, channels_last=recipe.channels_last)
-            # under torchrun each process loads its own copy: all must learn from the same one
-            digests = distributed.all_gather_objects(self.teacher.sha256, self.dist)
-            if len(set(digests)) > 1:
-                raise ValueError(
-                    f"teacher {recipe.teacher} holds other weights on some processes (SHA-256 "
-                    f"by rank: {', '.join(str(d)[:12] for d in digests)}): give every node the "
-                    "same copy"
-                )
-        self.ema: WeightEMA | None = None
-        if recipe.ema_decay > 0:
-            self.ema = WeightEMA(self.model, recipe.ema_decay)
-        self.net: nn.Module = self.model
+    def _load_teacher(self, model: nn.Module | None) -> Teacher | None:
+        """The recipe's teacher (``model``, opened before the data loaded) fitted to this run's
+        classes and inputs, on its device; None without one."""
+        recipe = self.recipe
+        if not recipe.teacher:
+            return None
+        teacher = load_teacher(
+            recipe.teacher,
+            classes=list(self.classes),
+            norm=self.norm,
+            input_size=self.data.train_size,
+            in_chans=self.model.config.in_chans,
+            multi_label=self.data.multi_label,
+            model=model,
+        ).to(self.device, channels_last=recipe.channels_last)
+        # under torchrun each process loads its own copy: all must learn from the same one
+        digests = distributed.all_gather_objects(teacher.sha256, self.dist)
+        if len(set(digests)) > 1:
+            raise ValueError(
+                f"teacher {recipe.teacher} holds other weights on some processes (SHA-256 "
+                f"by rank: {', '.join(str(d)[:12] for d in digests)}): give every node the "
+                "same copy"
+            )
+        return teacher
+
+    def _wrap_model(self) -> nn.Module:
+        """What the steps call: the model, under DDP when torchrun started several processes,
+        compiled when the recipe says so."""
+        net: nn.Module = self.model
         if self.dist.enabled:
-            self.net = DistributedDataParallel(
+            net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        if recipe.compile:
-            self.net = torch.compile(self.net, mode=recipe.compile_mode)  # type: ignore[assignment]
-        # CUDA graphs (reduce-overhead) reuse their output memory: mark where each step begins.
-        self._graph_steps = recipe.compile and recipe.compile_mode in (
-            "reduce-overhead",
-            "max-autotune",
-        )
-        if self._graph_steps and recipe.accum_steps > 1 and self.device.type == "cuda":
+        if self.recipe.compile:
+            net = torch.compile(net, mode=self.recipe.compile_mode)  # type: ignore[assignment]
+        return net
+
+    def _cuda_graph_steps(self) -> bool:
+        """Whether the compiled steps are CUDA graphs (reduce-overhead), which reuse their
+        output memory: each step's beginning is marked. Gradient accumulation is refused then."""
+        recipe = self.recipe
+        graphs = recipe.compile and recipe.compile_mode in ("reduce-overhead", "max-autotune")
+        if graphs and recipe.accum_steps > 1 and self.device.type == "cuda":
             raise ValueError(  # pytorch/pytorch#169545
                 f"compile_mode {recipe.compile_mode!r} (CUDA graphs) with accum_steps "
                 f"{recipe.accum_steps}: the graphs reuse the memory the first micro-batch's "
                 "gradients live in, so the next would overwrite them; use compile_mode default, "
                 "or accum_steps 1"
             )
-        self.optimizer = build_optimizer(self.model, recipe)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_multiplier(recipe, self.total_iters)
-        )
-        self.scaler = torch.amp.GradScaler(enabled=recipe.precision == "fp16")
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.history: list[dict[str, Any]] = []
-        self.train_seconds = 0.0
-        # Where this process's pace is measured from: the start of its second step (the first
-        # pays for torch.compile and warm-up), as (time, step).
-        self.pace_from: tuple[float, int] | None = None
-        self.best_top1 = -1.0  # of the validation split's score: top-1, or mAP (multi-label)
-        self.best_loss = math.inf  # breaks ties of top-1 (small validation splits)
-        self.evals_since_best = 0
-        self.best_weights: dict[str, Tensor] | None = None
-        self.stopped_early = False
-        self._resumed_at = -1  # the step this call began at (set when it runs)
-        # The epoch so far, for a mid-epoch checkpoint: loss sum, correct, seen, seconds and
-        # undecodable images met (a resumed pass does not decode the batches it skips).
-        self.epoch_partial: list[Any] = [0.0, 0, 0, 0.0, 0]
-        self.runlog = RunLog(self.out, self.dist.is_main)
+        return graphs
 
-    # ----------------------------------------------------------------- set-up helpers
     def _build_model(self) -> ResNet:
         if isinstance(self.spec.model, ResNet):
             model = self.spec.model
