@@ -475,6 +475,21 @@ def test_folder_refuses_val_split_that_would_replace_its_validation(tmp_path: Pa
         load_train_eval("folder", tmp_path, val_split=3, image_size=4)
 
 
+def test_a_bad_file_is_counted_among_the_images_of_its_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """finetune on 183 files said "1 bad image file(s) of 18" when the bad one had been held out
+    for validation: the count of that split, read as the folder's."""
+    from resnetkit.data.datasets import load_train_eval
+
+    _classes_in(tmp_path, "train")
+    _classes_in(tmp_path, "val")
+    (tmp_path / "val" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    load_train_eval("folder", tmp_path, image_size=4)
+    err = capsys.readouterr().err
+    assert "broken.png: " in err and "1 bad image file(s) of 9 validation images" in err, err
+
+
 def test_channel_stats_in_chunks_match_numpy() -> None:
     from resnetkit.data.datasets import channel_stats
 

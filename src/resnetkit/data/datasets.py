@@ -129,8 +129,8 @@ def load_train_eval(
         from resnetkit.data.folder import folder_splits
 
         fit, held, classes = folder_splits(data_dir, val_fraction, seed)
-        train = _folder(image_size, fit, classes)
-        val = _folder(image_size, held, classes)
+        train = _folder(image_size, fit, classes, "training")
+        val = _folder(image_size, held, classes, "validation")
         if len(val.labels):  # none held out (one image a class) or none readable: no "val"
             evals["val"] = val
         mean, std = channel_stats(train.images)
@@ -161,12 +161,14 @@ def _subset(data: ArrayDataset, count: int, seed: int) -> ArrayDataset:
     return ArrayDataset(data.images[order], data.labels[order], data.classes)
 
 
-def _folder(size: int, samples: list[Sample], classes: tuple[str, ...]) -> ArrayDataset:
+def _folder(size: int, samples: list[Sample], classes: tuple[str, ...], split: str) -> ArrayDataset:
     from resnetkit.data.folder import format_failures, load_folder_arrays
 
     images, labels, found, failures = load_folder_arrays(
         None, size, samples=samples, classes=classes
     )
     if failures:  # on stderr: stdout carries the command's JSON result
-        print(format_failures(failures, len(labels) + len(failures)), file=sys.stderr)
+        # "of 18" alone read as the folder's count when the bad file was among those held out
+        total = len(labels) + len(failures)
+        print(format_failures(failures, total, f"{split} images"), file=sys.stderr)
     return ArrayDataset(images, labels, tuple(found))

@@ -353,12 +353,13 @@ def verify_images(
     return failures
 
 
-def format_failures(failures: Sequence[Failure], total: int | None = None) -> str:
+def format_failures(failures: Sequence[Failure], total: int | None = None, what: str = "") -> str:
     """Render bad files one per line, followed by a count.
 
     Args:
         failures: ``(path, reason)`` pairs.
         total: Number of files checked, for the summary line.
+        what: What the ``total`` files are, e.g. ``"validation images"``.
 
     Returns:
         A multi-line report, e.g. ``"a.jpg: empty file\\n1 bad image file(s) of 10"``.
@@ -366,7 +367,7 @@ def format_failures(failures: Sequence[Failure], total: int | None = None) -> st
     lines = [f"{path}: {reason}" for path, reason in failures]
     summary = f"{len(failures)} bad image file(s)"
     if total is not None:
-        summary += f" of {total}"
+        summary += f" of {total}" + (f" {what}" if what else "")
     lines.append(summary + (" (they will be skipped)" if failures else ""))
     return "\n".join(lines)
 
