@@ -248,3 +248,20 @@ def test_help_texts_show_a_percent_sign_as_one() -> None:
 
     for parser in parsers(build_parser()):
         assert "%%" not in parser.format_help(), parser.prog
+
+
+def test_a_misspelt_option_is_answered_with_the_one_meant(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An underscore for a dash, a missing dash, a letter too many: the option meant is named
+    (argparse said only "unrecognized arguments"); an option like none says nothing more."""
+    argv = ["train", "--model", "resnet20", "--dataset", "cifar10-sample", "--out", "x"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--batch_size", "16", "--lrr", "0.1", "--limit-train", "5"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --batch_size 16 --lrr 0.1 --limit-train 5 (" in err
+    assert "--batch_size: did you mean --batch-size?; --lrr: did you mean --lr?)" in err
+    assert "--limit-train:" not in err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", "m", "--dataset", "cifar10-sample", "--tencrop"])
+    assert "(--tencrop: did you mean --ten-crop?)" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -68,6 +69,19 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[A
         chain.append(chosen)
 
 
+def _close_flags(parser: argparse.ArgumentParser, flags: list[str]) -> list[str]:
+    """``--batch_size: did you mean --batch-size?`` for each of ``flags`` that is a misspelling
+    of one of ``parser``'s own options (``--tencrop``, ``--lrr``, ``--confussion``)."""
+    known = [f for f in parser._option_string_actions if f.startswith("--")]
+    hints = []
+    for flag in flags:
+        spelled = "--" + flag.lstrip("-").replace("_", "-").lower()
+        close = difflib.get_close_matches(spelled, known, n=3, cutoff=0.75)
+        if close:
+            hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+    return hints
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, and say which sub-command an unknown option belongs to, with that sub-command's
     usage (argparse reports it against the top-level usage)."""
@@ -85,7 +99,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                 for sibling in dict.fromkeys(subs.choices.values())
                 if sibling is not chain[-1] and flag in sibling._option_string_actions
             ]
-        hint = f" ({'; '.join(owners)})" if owners else ""
+        hints = owners + _close_flags(
+            chain[-1], [f for f in flags if not any(o.startswith(f"{f} ") for o in owners)]
+        )
+        hint = f" ({'; '.join(hints)})" if hints else ""
         chain[-1].error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     return args
 
