@@ -747,9 +747,11 @@ def test_dry_run_plans_without_writing(tmp_path: Path, capsys: pytest.CaptureFix
     # --milestones on a schedule that does not read them: refused, not ignored
     onecycle = [*argv, "--recipe", "fast-cifar", "--milestones", "30,45", "--dry-run", "1"]
     assert main(onecycle) == 2
-    assert "--milestones shape the multistep schedule; this recipe's schedule is onecycle" in (
+    assert "--milestones shapes the multistep schedule; this recipe's schedule is onecycle" in (
         capsys.readouterr().err
     )
+    assert main([*onecycle, "--gamma", "0.2"]) == 2
+    assert "--milestones and --gamma shape the multistep schedule;" in capsys.readouterr().err
 
 
 def test_fp16_on_a_cpu_is_refused_before_the_data_loads(tmp_path: Path) -> None:

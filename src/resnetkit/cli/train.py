@@ -253,10 +253,12 @@ def recipe_from_args(args: argparse.Namespace, default: str = "fast-cifar") -> R
     resolved = build_recipe(data, origin, overrides)  # as a whole: overrides may mend the file
     ignored = [f"--{key.replace('_', '-')}" for key in ("milestones", "gamma") if key in overrides]
     if ignored and resolved.schedule != "multistep":
+        one = len(ignored) == 1
+        them = "it" if one else "them"
         raise ValueError(
-            f"{' and '.join(ignored)} shape the multistep schedule; this recipe's schedule is "
-            f"{resolved.schedule}, which does not read them: add --schedule multistep, or leave "
-            "them out"
+            f"{' and '.join(ignored)} shape{'s' if one else ''} the multistep schedule; this "
+            f"recipe's schedule is {resolved.schedule}, which does not read {them}: add "
+            f"--schedule multistep, or leave {them} out"
         )
     return resolved
 
