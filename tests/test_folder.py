@@ -475,6 +475,23 @@ def test_folder_refuses_val_split_that_would_replace_its_validation(tmp_path: Pa
         load_train_eval("folder", tmp_path, val_split=3, image_size=4)
 
 
+def test_training_runs_inside_the_data_folder_are_not_classes(tmp_path: Path) -> None:
+    """`finetune --data DIR --out DIR/ft`, then a second run on DIR: it trained a class "ft"
+    on the first run's curves.png and confusion.png, without a word."""
+    _classes_in(tmp_path, "data")
+    data = tmp_path / "data"
+    for run in (data / "ft", data / "runs" / "a", data / "runs" / "b"):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "run.json").write_text("{}")
+        Image.new("RGB", (4, 4)).save(run / "curves.png")
+    with pytest.warns(UserWarning, match=r"left out ft, runs, training run folder\(s\)"):
+        samples, classes = scan_image_folder(data)
+    assert classes == ("a", "b") and len(samples) == 8
+    (data / "runs" / "notes.png").write_bytes(b"")  # a folder with more than runs: a class
+    with pytest.warns(UserWarning, match=r"left out ft, training"):
+        assert scan_image_folder(data)[1] == ("a", "b", "runs")
+
+
 def test_a_bad_file_is_counted_among_the_images_of_its_split(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

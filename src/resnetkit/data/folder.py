@@ -170,9 +170,13 @@ def _class_folders(root: Path) -> tuple[str, ...]:
     real_root = os.path.realpath(root)
     classes: list[str] = []
     above: list[str] = []
+    runs: list[str] = []
     by_real: dict[str, str] = {}
     for p in sorted(root.iterdir()):
         if not p.is_dir() or p.name.startswith("."):
+            continue
+        if _holds_runs(p):
+            runs.append(p.name)
             continue
         real = os.path.realpath(p)
         if real_root == real or real_root.startswith(real.rstrip(os.sep) + os.sep):
@@ -192,7 +196,23 @@ def _class_folders(root: Path) -> tuple[str, ...]:
             UserWarning,
             stacklevel=3,
         )
+    if runs:  # `finetune --data DIR --out DIR/ft`: the next run learnt a class "ft" of plots
+        warnings.warn(
+            f"{root}: left out {', '.join(runs)}, training run folder(s) (run.json), not "
+            "classes: keep --out outside the data folder",
+            UserWarning,
+            stacklevel=3,
+        )
     return tuple(classes)
+
+
+def _holds_runs(folder: Path) -> bool:
+    """Whether ``folder`` is a training run's folder (``train``/``finetune --out``, which
+    writes ``run.json`` first) or holds nothing but such folders (``DIR/runs/ft``)."""
+    if (folder / "run.json").is_file():
+        return True
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return bool(entries) and all(p.is_dir() and (p / "run.json").is_file() for p in entries)
 
 
 class ImageFolderDataset(Dataset[Any]):
