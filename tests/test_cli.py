@@ -265,3 +265,24 @@ def test_a_misspelt_option_is_answered_with_the_one_meant(
     with pytest.raises(SystemExit):
         main(["evaluate", "--model", "m", "--dataset", "cifar10-sample", "--tencrop"])
     assert "(--tencrop: did you mean --ten-crop?)" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_command_with_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in `resnetkit predict` over a large folder printed a 40-line traceback."""
+    import importlib
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    loading = importlib.import_module("resnetkit.models.loading")
+    monkeypatch.setattr(loading, "load_classifier", lambda *_, **__: None)
+    # (resnetkit.predict is also the function the package exports, so by its module's name)
+    monkeypatch.setattr(importlib.import_module("resnetkit.predict"), "predict", interrupted)
+    try:
+        code = main(["predict", "--model", "m", "photos/"])
+    except KeyboardInterrupt:  # (uncaught, it would stop pytest itself)
+        pytest.fail("Ctrl-C escaped main(): Python printed its traceback")
+    assert code == 130  # 128 + SIGINT, as the shell's
+    assert capsys.readouterr().err == "resnetkit predict: interrupted (Ctrl-C)\n"

@@ -167,6 +167,9 @@ def _run(args: argparse.Namespace) -> int:
         if err.main_process:  # under torchrun, one line for the run, not one per process
             print(f"resnetkit {args.command}: {err}", file=sys.stderr)
         return 128 + err.signum  # the shell's convention for a process stopped by a signal
+    except KeyboardInterrupt:  # Ctrl-C in predict, export, ...: a stop asked for, no bug
+        print(f"resnetkit {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
     except (TrainingDiverged, RunFailed) as err:
         print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
         return 1
