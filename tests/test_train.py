@@ -767,8 +767,13 @@ def test_resume_refuses_other_data_or_another_model(cifar_dir: Path, tmp_path: P
     recipe = TINY.override({"checkpoint_every_iters": 2, "ema_decay": 0.0})
     with pytest.raises(Crash):
         train(spec(cifar_dir, out, recipe, train_subset=100, on_step=crash_at(3)))
-    with pytest.raises(ValueError, match=r"other settings; resuming would change train_images"):
+    with pytest.raises(
+        ValueError, match=r"other settings; resuming would change train_images"
+    ) as by:
         train(spec(cifar_dir, out, recipe, train_subset=150, resume=True))
+    # the advice names the run's own settings (a changed data folder shows only as counts)
+    own = f"(it started with --model resnet20 --dataset cifar10 --data-dir {cifar_dir}), or"
+    assert own in str(by.value)
     other = TrainSpec("resnet32", "cifar10", cifar_dir, out, recipe, resume=True, progress=False)
     with pytest.raises(ValueError, match=r"model: 'resnet20' -> 'resnet32'"):
         train(replace(other, train_subset=100))

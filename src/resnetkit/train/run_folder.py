@@ -481,9 +481,29 @@ def check_same_run(
         raise ValueError(
             f"{out} holds a run of other settings; resuming would change "
             + "; ".join(changed)
-            + f". Resume with the run's own {origin.resume_flags}, or start a new run in "
-            "another --out"
+            + f". Resume with the run's own {origin.resume_flags}{_started_with(out, origin)}, "
+            "or start a new run in another --out"
         )
+
+
+def _started_with(out: Path, origin: RunOrigin) -> str:
+    """`` (it started with --model resnet20 --dataset folder --data-dir DIR)``: a train run's
+    own settings that its run.json records, for the advice of a refused resume (the data
+    folder is not one of the facts compared, so a changed count alone would not name it)."""
+    run = read_run_json(out)
+    if origin.command != "train" or not all(
+        isinstance(run.get(key), str) for key in ("model", "dataset", "data_dir")
+    ):
+        return ""
+    options = run.get("model_options") or {}
+    options = options if isinstance(options, dict) else {}
+    flags = [
+        f"--model {run['model']}",
+        *(f"--model-option {key}={_option_text(value)}" for key, value in options.items()),
+        f"--dataset {run['dataset']}",
+        f"--data-dir {shlex.quote(run['data_dir'])}",
+    ]
+    return f" (it started with {' '.join(flags)})"
 
 
 def _config_defaults() -> dict[str, Any]:
