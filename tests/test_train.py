@@ -473,6 +473,10 @@ def test_mistakes_are_caught_before_the_data_is_read(cifar_dir: Path, tmp_path: 
     train(spec(cifar_dir, tmp_path / "c", TINY.override({"epochs": 1, "ema_decay": 0.0})))
     with pytest.raises(FileExistsError, match="already holds a run.*--resume"):
         Trainer(spec(missing, tmp_path / "c"))
+    # --resume of the run's model/ (what evaluate takes): the run to resume is named
+    inside = f"{tmp_path / 'c' / 'model'}: it is a part of the run {tmp_path / 'c'}; resume that"
+    with pytest.raises(FileNotFoundError, match=re.escape(inside)):
+        Trainer(spec(missing, tmp_path / "c" / "model", resume=True))
 
 
 def test_milestones_after_the_end_are_pointed_out(cifar_dir: Path, tmp_path: Path) -> None:

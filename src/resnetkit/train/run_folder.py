@@ -188,6 +188,12 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
     has_checkpoint = latest_checkpoint(ckpt_root) is not None
     if resume:
         if not has_checkpoint:
+            run = out.parent  # out is the run's model/ or checkpoints/, say
+            if (run / "run.json").is_file() and latest_checkpoint(run / "checkpoints"):
+                raise FileNotFoundError(
+                    f"nothing to resume in {out}: it is a part of the run {run}; resume that "
+                    f"(--out {run})"
+                )
             raise FileNotFoundError(
                 f"nothing to resume in {out}: it holds no checkpoint; check --out, or "
                 "run without --resume to start"
