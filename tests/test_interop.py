@@ -503,6 +503,35 @@ def test_training_script_checkpoints(variant: str, legacy: bool, tmp_path: Path)
     assert_same(out(model, x), out(source, x))
 
 
+@pytest.mark.parametrize("name", ["model_best.pth.tar", "resnet20-12fca82f.th"])
+def test_training_scripts_suffixes_are_read(name: str, tmp_path: Path) -> None:
+    """pytorch/examples' ImageNet script and timm's train.py save checkpoint.pth.tar and
+    model_best.pth.tar, akamaster's CIFAR ResNets resnet20-12fca82f.th: torch.save files all."""
+    source = randomize(ours("resnet20"), seed=2)
+    path = tmp_path / name
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"epoch": 200, "state_dict": state, "best_prec1": 91.73}, path)
+    x = images(32)
+    assert_same(out(load_model(path, arch="resnet20"), x), out(source, x))
+    model = ours("resnet20")
+    assert load_checkpoint(model, path).loaded
+    assert_same(out(model, x), out(source, x))
+
+
+def test_a_tar_archive_is_told_to_be_unpacked(tmp_path: Path) -> None:
+    """A tarball (of a model folder, say) is no torch.save file: torch's own message advised
+    weights_only=False, which cannot help and would be unsafe."""
+    import tarfile
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with tarfile.open(tmp_path / "model.tar", "w") as tar:
+        tar.add(tmp_path / "model", arcname="model")
+    with pytest.raises(ValueError, match=r"model\.tar: .*a tar archive.*tar -xf") as err:
+        load_model(tmp_path / "model.tar", arch="resnet20")
+    assert "weights_only set to False" not in str(err.value)
+
+
 # --- mismatches explained ------------------------------------------------------------------
 
 

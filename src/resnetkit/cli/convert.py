@@ -34,8 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "src",
         type=Path,
-        help="checkpoint: .safetensors, .pt/.pth/.bin/.ckpt (weights only), Keras .npz/.h5 "
-        "(layer/kernel:0 arrays; .h5 needs h5py), or a Hugging Face / resnetkit directory",
+        help="checkpoint: .safetensors, .pt/.pth/.bin/.ckpt/.pth.tar/.th (weights only), Keras "
+        ".npz/.h5 (layer/kernel:0 arrays; .h5 needs h5py), or a Hugging Face / resnetkit "
+        "directory",
     )
     p.add_argument("--arch", required=True, help="resnetkit architecture, e.g. resnet50")
     p.add_argument(
@@ -54,9 +55,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "Hugging Face folder's preprocessor_config.json, a timm folder's; else ImageNet "
         "mean/std); torchvision/timm: state dict "
         "(.safetensors, else torch.save), or for timm and an --out not named like a weights "
-        "file (.safetensors/.pt/.pth/.bin/.ckpt), a folder in timm's Hub layout (config.json + "
-        "model.safetensors: timm's local-dir:/hf-hub: load it); huggingface: transformers "
-        "directory; keras: .npz",
+        "file (.safetensors/.pt/.pth/.bin/.ckpt/.tar/.th), a folder in timm's Hub layout "
+        "(config.json + model.safetensors: timm's local-dir:/hf-hub: load it); huggingface: "
+        "transformers directory; keras: .npz",
     )
     p.add_argument("--out", required=True, type=Path, help="file or directory to write")
     p.add_argument(

@@ -13,10 +13,11 @@ from typing import Any
 from safetensors.torch import save
 
 from resnetkit.interop.writers import to_timm
+from resnetkit.models.loading import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 from resnetkit.models.resnet import ResNet
 
 #: What a weights file is called: anything else names the folder ``convert --to timm`` writes.
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
+WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 #: Names of other formats' files: a mistake for ``--to timm``, refused.
 OTHER_SUFFIXES = (".onnx", ".npz", ".h5", ".hdf5", ".json", ".pkl", ".zip", ".gz", ".tflite")
 

@@ -28,7 +28,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: torch.save files; ``.pth.tar`` is what pytorch/examples' ImageNet script and timm's train.py
+#: name their checkpoints, ``.th`` akamaster's CIFAR ResNets.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".th")
 KERAS_SUFFIXES = (".npz", ".h5", ".hdf5")  # Keras ResNet weights (.h5 needs h5py)
 #: Keys under which training scripts commonly nest the weights, tried in this order.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -400,6 +402,11 @@ def torch_load_weights_only(path: Path) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "weights only load failed" in str(err).lower():  # torch's text ends in unsafe advice
             first = "bytes that are no pickle of tensors"
+        if "legacy .tar format" in str(err):  # a tarball; torch advises weights_only=False
+            raise ValueError(
+                f"{path}: a tar archive, not a torch.save file: unpack it (tar -xf {path.name}) "
+                "and pass the checkpoint file or model folder it holds"
+            ) from None
         raise ValueError(
             f"{path}: not a readable PyTorch checkpoint, neither a torch.save archive nor a "
             f"weights pickle ({type(err).__name__}: {first[:200]}){stand_in_hint(path)}"
