@@ -82,6 +82,15 @@ def test_info_tells_paths_from_names(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "cat.png").write_bytes(b"\x89PNG")
     assert main(["info", str(tmp_path / "cat.png")]) == 2  # not "unknown model '.../cat'"
     assert "cat.png is a file: info describes a model name" in capsys.readouterr().err
+    # a run's folder, as evaluate --model takes it: its model/ is named (was "not a resnetkit
+    # model directory: expected config.json and model.safetensors")
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}")
+    assert main(["info", str(tmp_path / "run")]) == 2
+    model = tmp_path / "run" / "model"
+    assert f"the model it trained is {model}; describe that (resnetkit info {model})" in (
+        capsys.readouterr().err
+    )
 
 
 def test_models_keeps_its_counts_in_a_cache(capsys, tmp_path, monkeypatch) -> None:  # noqa: ANN001

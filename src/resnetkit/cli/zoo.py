@@ -192,6 +192,12 @@ def _model_dir_info(
             f"--model-option: {path} is a model directory, whose architecture is fixed by its "
             "config.json; options apply to zoo names"
         )
+    trained = Path(path) / "model"
+    if not (Path(path) / "config.json").is_file() and (trained / "config.json").is_file():
+        raise ValueError(
+            f"{path} is a training run's folder, not a model directory: the model it trained "
+            f"is {trained}; describe that (resnetkit info {trained})"
+        )
     meta = read_model_meta(path)  # first: a folder of another layout is named as such
     model = load_model(path)
     cfg = preprocessing_of(model)
