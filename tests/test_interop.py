@@ -518,6 +518,31 @@ def test_training_scripts_suffixes_are_read(name: str, tmp_path: Path) -> None:
     assert_same(out(model, x), out(source, x))
 
 
+def test_timm_training_checkpoints_load_beside_their_args(tmp_path: Path) -> None:
+    """timm's train.py keeps its argparse.Namespace under 'args': plain attributes, which
+    timm's own loader allows with weights_only=True. It was refused as needing unsafe
+    unpickling; a class that could run code still is."""
+    import argparse
+
+    source = randomize(ours("resnet20"), seed=2)
+    path = tmp_path / "last.pth.tar"
+    checkpoint = {
+        "epoch": 3,
+        "arch": "resnet20",
+        "state_dict": source.state_dict(),
+        "version": 2,
+        "args": argparse.Namespace(model="resnet20", lr=0.1, sched="cosine"),
+        "metric": 91.7,
+    }
+    torch.save(checkpoint, path)
+    x = images(32)
+    assert_same(out(load_model(path, arch="resnet20"), x), out(source, x))
+    checkpoint["args"] = copy.copy  # a global that is no plain data: still refused
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"references copy\.copy.*refuses it for safety"):
+        load_model(path, arch="resnet20")
+
+
 def test_a_tar_archive_is_told_to_be_unpacked(tmp_path: Path) -> None:
     """A tarball (of a model folder, say) is no torch.save file: torch's own message advised
     weights_only=False, which cannot help and would be unsafe."""

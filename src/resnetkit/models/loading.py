@@ -7,6 +7,7 @@ and plain containers (a whole pickled model, a custom class) is refused, never u
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pickle
@@ -382,7 +383,10 @@ def torch_load_weights_only(path: Path) -> Any:
     refused as unsafe; anything else unreadable (an HTML error page, a Git LFS pointer, a
     truncated download) is "not a readable PyTorch checkpoint"."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # timm's train.py keeps its argparse.Namespace under 'args': attributes only, no code
+        # (timm's own loader allows it too).
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:
