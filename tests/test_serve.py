@@ -228,6 +228,29 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(
     assert f'resnetkit_rejected_inputs_total{{reason="{error}"}} 1.0' in metrics
 
 
+def test_a_query_parameter_of_another_name_is_refused_not_ignored(model_dir: Path) -> None:
+    """`POST /predict?topk=1` (or top-k, k) answered with the default 5 classes: FastAPI
+    ignores parameters it does not know, so the client never learnt it had misspelt one."""
+    app = create_app(model_dir)
+
+    async def scenario(c: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await c.post("/predict?topk=1", content=CAT, headers=PNG),
+            await c.post("/embed?normalise=true", content=CAT, headers=PNG),
+            await c.post("/predict?top_k=1", content=CAT, headers=PNG),
+        ]
+
+    topk, normalise, good = serve(app, scenario)
+    assert topk.status_code == normalise.status_code == 422
+    assert topk.json() == {
+        "error": "invalid_parameter",
+        "detail": "unknown query parameter(s) 'topk': /predict takes top_k, threshold, "
+        "min_confidence",
+    }
+    assert "'normalise': /embed takes normalize" in normalise.json()["detail"]
+    assert good.status_code == 200 and len(good.json()["predictions"][0]["top_k"]) == 1
+
+
 def test_the_formats_an_undecodable_image_error_names_are_those_read() -> None:
     """The 422 detail lists what to send: every format of a recognised image extension (it
     left out AVIF, which the service reads)."""

@@ -249,6 +249,7 @@ def create_app(
         ),
     ) -> dict[str, Any]:
         service.authorize(request)  # before the body is read
+        _refuse_unknown_query(request, ("top_k", "threshold", "min_confidence"))
         if threshold is not None and service.threshold is None:
             raise ApiError(
                 400,
@@ -281,6 +282,7 @@ def create_app(
         normalize: bool = Query(False, description="L2-normalise each vector (cosine search)"),
     ) -> dict[str, Any]:
         service.authorize(request)
+        _refuse_unknown_query(request, ("normalize",))
         features = service.feature_batcher()  # before reading: a model without any is a 501
         names, images = await service.read_images(request)
         batch = await anyio.to_thread.run_sync(
@@ -300,6 +302,19 @@ def create_app(
         }
 
     return app
+
+
+def _refuse_unknown_query(request: Request, known: tuple[str, ...]) -> None:
+    """FastAPI ignores query parameters it does not know: ``?topk=1`` or ``?top-k=1`` got
+    the default 5 classes, as if the client had not asked."""
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"unknown query parameter(s) {', '.join(map(repr, unknown))}: "
+            f"{request.url.path} takes {', '.join(known)}",
+        )
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
