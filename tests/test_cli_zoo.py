@@ -139,3 +139,18 @@ def test_info_of_a_tag_says_what_its_weights_are(capsys: pytest.CaptureFixture[s
     assert "resize 232 (bilinear), crop 224x224" in out and "(1000 in all)" in out
     assert main(["info", "resnet56.cifar10"]) == 2
     assert "resnetkit ships: resnet20.cifar10" in capsys.readouterr().err
+
+
+def test_models_with_no_match_names_the_close_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt name (or a weights tag) matched nothing and said only that."""
+    assert main(["models", "resnet21"]) == 1
+    assert "no model matches 'resnet21' (did you mean resnet32, resnet20" in capsys.readouterr().out
+    assert main(["models", "ResNet56"]) == 1
+    assert "(did you mean resnet56" in capsys.readouterr().out
+    assert main(["models", "resnet20.cifar10"]) == 1
+    said = capsys.readouterr().out
+    assert (
+        "resnet20.cifar10 is a weights tag: `resnetkit info resnet20.cifar10` describes it" in said
+    )
+    assert main(["models", "foo*"]) == 1
+    assert capsys.readouterr().out.startswith("no model matches 'foo*'; try")

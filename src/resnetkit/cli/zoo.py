@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 from pathlib import Path
@@ -66,7 +67,12 @@ def models(pattern: str = "*", as_json: bool = False) -> int:
 
     names = list_models(pattern)
     if not names:
-        print(f"no model matches {pattern!r}; try `resnetkit models` for all of them")
+        hint = ""
+        if pattern in list_models(pretrained=True):
+            hint = f" ({pattern} is a weights tag: `resnetkit info {pattern}` describes it)"
+        elif close := difflib.get_close_matches(pattern.lower(), list_models(), n=3, cutoff=0.6):
+            hint = f" (did you mean {', '.join(close)}?)"
+        print(f"no model matches {pattern!r}{hint}; try `resnetkit models` for all of them")
         return 1
     from resnetkit.models import hub
     from resnetkit.models.pretrained import default_tag, list_pretrained
