@@ -537,6 +537,21 @@ def test_resize_center_crop() -> None:
     assert out.getpixel((0, 5))[2] > 200 and out.getpixel((9, 5))[2] > 200
 
 
+@pytest.mark.parametrize("size", [(80, 112), (63, 60), (126, 147), (20, 30)])
+def test_resize_center_crop_gives_the_pixels_predict_gives(size: tuple[int, int]) -> None:
+    """finetune's in-memory images and evaluate's folders are cut by resize_center_crop,
+    predict/serve by torchvision's Resize + CenterCrop: an 80x112 picture became 32x45 here
+    (rounded) and 32x44 there (truncated), every pixel of the crop up to 45 levels apart, so
+    a fine-tuned model was validated on other inputs than predict gives it."""
+    from resnetkit.data.transforms import build_eval_transform
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    ours = np.asarray(resize_center_crop(image, 32), dtype=np.float32) / 255.0
+    theirs = build_eval_transform(32, (0.0,) * 3, (1.0,) * 3)(image).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
 def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
     """A class folder that links to more images keeps them (rglob skipped symlinked folders
     without a word); a link back up the tree does not loop; hidden files stay out."""

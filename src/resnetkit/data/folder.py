@@ -569,9 +569,12 @@ def resize_center_crop(
     if interpolation not in RESAMPLING:
         raise ValueError(f"interpolation {interpolation!r}; choose one of {list(RESAMPLING)}")
     width, height = image.size
-    scale = size / min(width, height)
-    new_w = max(size, round(width * scale))
-    new_h = max(size, round(height * scale))
+    # torchvision's arithmetic (so predict's inputs, timm's and transformers' too): the long
+    # side truncated, not rounded; 80x112 to 32 is 32x44, where rounding gave 32x45 and every
+    # pixel of the crop a little off
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
     if (new_w, new_h) != (width, height):
         image = image.resize((new_w, new_h), RESAMPLING[interpolation])
     left = int(round((new_w - size) / 2.0))
