@@ -70,6 +70,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--train-subset", type=non_negative_int, default=0, help="use only N training images"
     )
     p.add_argument(
+        "--eval-subset",
+        type=non_negative_int,
+        default=0,
+        help="evaluate every epoch on only N images of each evaluation split (a fixed draw; "
+        "the model card and run.json name the count), e.g. a short CIFAR run's 10,000 test "
+        "images",
+    )
+    p.add_argument(
         "--image-size",
         type=image_side,
         default=None,
@@ -332,6 +340,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         download=args.download,
         train_subset=args.train_subset,
+        eval_subset=args.eval_subset,
         image_size=args.image_size,
         device=args.device,
         progress=not args.no_progress,
