@@ -22,6 +22,7 @@ import resnetkit
 from resnetkit.cli.main import main
 from resnetkit.interop import (
     CheckpointMismatchError,
+    convert_checkpoint,
     detect_format,
     load_checkpoint,
     read_checkpoint,
@@ -541,6 +542,35 @@ def test_timm_training_checkpoints_load_beside_their_args(tmp_path: Path) -> Non
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match=r"references copy\.copy.*refuses it for safety"):
         load_model(path, arch="resnet20")
+
+
+def test_a_file_without_weights_is_named_with_what_it_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An optimizer-only checkpoint: convert's error named neither the file nor that an
+    optimizer's state holds no weights."""
+    path = tmp_path / "optimizer.pth"
+    torch.save({"epoch": 3, "optimizer": {"state": {}, "param_groups": []}}, path)
+    args = ["convert", str(path), "--arch", "resnet20", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: expected a state dict" in err and "['epoch', 'optimizer']" in err
+    assert "an optimizer's state holds no model weights" in err
+    with pytest.raises(ValueError, match=r"optimizer\.pth: .*holds no model weights"):
+        load_model(path, arch="resnet20")
+
+
+def test_an_npz_of_pytorch_names_converts_as_load_model_reads_it(tmp_path: Path) -> None:
+    """np.savez of a PyTorch state dict: load_model read it, convert said to leave out a
+    --from keras that nobody gave."""
+    source = randomize(ours("resnet20"), seed=2)
+    path = tmp_path / "weights.npz"
+    np.savez(path, **{k: v.numpy() for k, v in source.state_dict().items()})  # type: ignore[arg-type]
+    report, written = convert_checkpoint(path, "resnet20", tmp_path / "out")
+    assert report.loaded and report.source_format == "torchvision"
+    x = images(32)
+    assert_same(out(load_model(written), x), out(source, x))
+    assert_same(out(load_model(path, arch="resnet20"), x), out(source, x))
 
 
 def test_a_tar_archive_is_told_to_be_unpacked(tmp_path: Path) -> None:

@@ -207,7 +207,12 @@ def read_checkpoint(
         path = Path(source).expanduser()
         raw, hint, meta = _read_path(path)
         origin = str(path)
-    translation = to_resnetkit_names(raw, hint if source_format == "auto" else source_format)
+    try:
+        translation = to_resnetkit_names(raw, hint if source_format == "auto" else source_format)
+    except ValueError as err:
+        if origin == "state dict":
+            raise
+        raise ValueError(f"{origin}: {err}") from None  # which of the user's files
     ckpt = Checkpoint(
         translation.state,
         origin,
@@ -245,10 +250,12 @@ def _read_path(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
         return _read_safetensors(path), "auto", {}
     if suffix in PICKLE_SUFFIXES:
         return torch_load_weights_only(path), "auto", {}
+    # Keras names are told by their look ('conv1_conv/kernel:0'), as are those of an .npz
+    # written from a PyTorch state dict
     if suffix == ".npz":
-        return _read_npz(path), "keras", {}
+        return _read_npz(path), "auto", {}
     if suffix in (".h5", ".hdf5"):
-        return _read_h5(path), "keras", {}
+        return _read_h5(path), "auto", {}
     known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
     raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
 

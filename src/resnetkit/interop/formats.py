@@ -248,9 +248,16 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
                 if isinstance(current, Mapping)
                 else f"a {type(current).__name__}"
             )
+            optimizer = isinstance(current, Mapping) and any("optimizer" in str(k) for k in current)
             raise ValueError(
                 "expected a state dict (parameter name -> tensor), possibly under one of "
                 f"{', '.join(NESTED_KEYS)}; found {found}"
+                + (
+                    ": an optimizer's state holds no model weights; pass the file saved with "
+                    "the model's state_dict()"
+                    if optimizer
+                    else ""
+                )
             )
         notes.append(f"weights were nested under {key!r}")
         current = current[key]
@@ -316,8 +323,8 @@ def _is_flat(obj: object) -> bool:
 
 
 def _as_tensor(value: Tensor | np.ndarray) -> Tensor:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.ndarray):  # a copy of any layout; ascontiguousarray made 0-d 1-d
+        return torch.from_numpy(np.array(value))
     return value
 
 

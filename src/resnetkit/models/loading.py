@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -94,7 +93,7 @@ def load_model(
     if options and not (path.is_file() and arch is not None):
         raise ValueError(
             f"architecture options ({', '.join(options)}) apply to bare checkpoint files; "
-            f"{name_or_dir} already says how it was built"
+            f"{name_or_dir} already says how it was built{_built_hint(name_or_dir, options)}"
         )
     if (preprocessing is not None or classes is not None) and not path.is_file():
         raise ValueError(
@@ -244,6 +243,25 @@ def _refuse_run_folder(path: Path, *, given: Path | None = None) -> None:
     )
 
 
+def _built_hint(name: str | os.PathLike[str], options: Mapping[str, Any]) -> str:
+    """What to do instead of ``load_model(NAME, num_classes=4)``, ``pretrained=True``..., as
+    the end of the message that refuses it."""
+    if "pretrained" in options:
+        return ": load_model always loads its weights; drop pretrained"
+    adapt = {k: v for k, v in options.items() if k in ("num_classes", "in_chans")}
+    if not adapt:
+        return ""
+    if Path(name).expanduser().exists():  # a model directory: its head can be replaced
+        if "num_classes" not in adapt:
+            return ""
+        return f": load it, then model.reset_classifier({adapt['num_classes']}) for a new head"
+    given = ", ".join(f"{k}={v!r}" for k, v in adapt.items())
+    return (
+        ": for a new head or first conv, create_model adapts the weights: "
+        f"resnetkit.create_model({str(name)!r}, pretrained=True, {given})"
+    )
+
+
 def _load_tag(name: str) -> ResNet:
     try:
         model = create_model(name, pretrained=True)
@@ -311,15 +329,12 @@ def load_checkpoint_file(
         (Keras weights: v1 stride placement and Keras' caffe-style mean/std) and ``arch``'s
         input size.
     """
-    from resnetkit.interop.formats import (  # HF/Keras names, script heads
-        KERAS_MEAN,
-        KERAS_STD,
-        to_resnetkit_names,
-    )
+    from resnetkit.interop.convert import read_checkpoint  # HF/Keras names, script heads
+    from resnetkit.interop.formats import KERAS_MEAN, KERAS_STD
 
     path = Path(path)
-    translation = to_resnetkit_names(read_state_dict(path))
-    state = translation.state
+    checkpoint = read_checkpoint(path)  # as `resnetkit convert` reads it
+    state = checkpoint.state
     fc = state.get("fc.weight")
     num_classes = int(fc.shape[0]) if fc is not None else 0
     if "num_classes" in options:
@@ -327,7 +342,7 @@ def load_checkpoint_file(
     stem = next((state[k] for k in ("conv1.weight", "conv1.0.weight") if k in state), None)
     if stem is not None and stem.dim() == 4 and "in_chans" not in options:
         options["in_chans"] = int(stem.shape[1])  # a grey (1) or multispectral first conv
-    keras = translation.source_format == "keras"
+    keras = checkpoint.source_format == "keras"
     if keras and get_model_config(arch).block == "bottleneck":
         # keras.applications ResNet50/101/152 are v1 (stride in the first 1x1), which the
         # weights' shapes cannot tell.
@@ -347,35 +362,6 @@ def load_checkpoint_file(
         "source": str(path),
     }
     return model
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read the tensors of a checkpoint file without executing anything it contains.
-
-    Raises:
-        ValueError: unsupported suffix, unreadable file, a pickle that needs more than tensors
-            and plain containers, or no state dict inside.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
-        try:
-            raw: Any = load_file(str(path))
-        except Exception as err:  # safetensors raises its own error type for damaged files
-            raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    elif suffix in PICKLE_SUFFIXES:
-        raw = torch_load_weights_only(path)
-    elif suffix in KERAS_SUFFIXES:  # Keras weights: read as `resnetkit convert` reads them
-        from resnetkit.interop.convert import _read_path
-
-        arrays, _, _ = _read_path(path)
-        raw = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-    else:
-        known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
-        raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
-    return _strip_prefixes(_unwrap(raw, path))
 
 
 def torch_load_weights_only(path: Path) -> Any:
@@ -428,42 +414,6 @@ def stand_in_hint(path: Path) -> str:
         if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
             return "; it is an HTML page (a failed download?)"
     return ""
-
-
-def _is_state_dict(obj: object) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and bool(obj)
-        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
-    )
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
-    for _ in range(len(NESTED_KEYS) + 1):
-        if _is_state_dict(obj):
-            return dict(obj)
-        inner = next((obj[k] for k in NESTED_KEYS if isinstance(obj, Mapping) and k in obj), None)
-        if inner is None:
-            break
-        obj = inner
-    found = (
-        f"a dict with keys {sorted(map(str, obj))[:10]}"
-        if isinstance(obj, Mapping)
-        else f"a {type(obj).__name__}"
-    )
-    raise ValueError(
-        f"{path}: expected a state dict (parameter name -> tensor), possibly under one of "
-        f"{', '.join(NESTED_KEYS)}; found {found}"
-    )
-
-
-def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
 
 
 def _load_checked(model: ResNet, state: dict[str, Tensor], path: Path) -> None:
