@@ -383,7 +383,14 @@ def test_folder_dataset(tmp_path: Path) -> None:
     # A shared name at another position: by index "dog" would be scored as "cat".
     (other / "n01").rename(other / "zebra")
     (other / "n02").rename(other / "dog")
-    with pytest.raises(ValueError, match=r"disagree: dog is 0 in folder .*, 1 in the model"):
+    unknown = r"has classes the model does not know: zebra \(the model's: cat, dog\)\. If"
+    with pytest.raises(ValueError, match=unknown):
+        evaluate_model(loaded, "folder", other)
+    # A shared name in its place and another class: by index "horse" would be scored as "dog"
+    # (it was, with a warning that the names differ).
+    (other / "zebra").rename(other / "cat")
+    (other / "dog").rename(other / "horse")
+    with pytest.raises(ValueError, match=r"does not know: horse \(the model's: cat, dog\)"):
         evaluate_model(loaded, "folder", other)
     assert np.array(dogs["confusion"])[0].sum() == 0  # no cat row
 

@@ -140,6 +140,16 @@ def label_map(
         index = {name: i for i, name in enumerate(model_classes)}
         remap = np.array([index[name] for name in data_classes], dtype=np.int64)
         return remap, tuple(model_classes)
+    unknown = [name for name in data_classes if name not in model_classes]
+    if len(model_classes) == num_classes and 0 < len(unknown) < len(data_classes):
+        # Some names are the model's, so the data names classes as the model does: the
+        # others are classes it does not know (by index, a dog folder would be scored as the
+        # model's ship).
+        raise ValueError(
+            f"{where} has classes the model does not know: {_names(unknown)} (the model's: "
+            f"{_names(model_classes)}). If they are some of the model's under other names, "
+            f"name them as the model does. {advice}"
+        )
     if num_classes != len(data_classes):
         named = f" ({_names(model_classes)})" if len(model_classes) == num_classes else ""
         raise ValueError(
@@ -152,19 +162,6 @@ def label_map(
         index = {name: i for i, name in enumerate(model_classes)}
         remap = np.array([index[name] for name in data_classes], dtype=np.int64)
         return remap, tuple(model_classes)
-    index = {name: i for i, name in enumerate(model_classes)}
-    moved = [
-        f"{name} is {i} in {where}, {index[name]} in the model"
-        for i, name in enumerate(data_classes)
-        if index.get(name, i) != i
-    ]
-    if moved:  # compared by index, these would be scored against another class
-        raise ValueError(
-            f"class names of the model and of {where} disagree: {'; '.join(moved[:3])}"
-            f"{'; ...' if len(moved) > 3 else ''}, and the others differ, so neither names "
-            "nor positions match: name the class folders as the model does "
-            f"({', '.join(model_classes[:10])}{', ...' if len(model_classes) > 10 else ''})"
-        )
     # all different (ImageNet's wnid folders against a model's readable names): by index
     differ = [f"{d}!={m}" for d, m in zip(data_classes, model_classes, strict=True) if d != m]
     warnings.warn(
