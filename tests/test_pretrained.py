@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetkit import create_model
+from resnetkit import create_model, load_model
 from resnetkit.evaluate.evaluator import evaluate_model
 from resnetkit.models import pretrained
 from resnetkit.models.pretrained import get_pretrained, list_pretrained
@@ -176,3 +176,22 @@ def test_an_architecture_with_several_tags_needs_one_default(
     with pytest.raises(RuntimeError, match="marks 0 of resnet20's tags"):
         create_model("resnet20", pretrained=True)
     create_model("resnet20.paper_cifar10", pretrained=True)  # a named tag still loads
+
+
+def test_load_model_with_a_new_head_points_to_create_model(tmp_path: Path) -> None:
+    """load_model of a tag with num_classes (a student's new head) or pretrained=True was
+    refused as an architecture option only; the refusal now says what does it."""
+    with pytest.raises(ValueError) as new_head:
+        load_model("resnet20.cifar10", num_classes=4)
+    assert str(new_head.value).endswith(
+        "for a new head or first conv, create_model adapts the weights: "
+        "resnetkit.create_model('resnet20.cifar10', pretrained=True, num_classes=4)"
+    )
+    with pytest.raises(ValueError, match="load_model always loads its weights; drop pretrained"):
+        load_model("resnet20.cifar10", pretrained=True)
+    with pytest.raises(ValueError, match=r"built$"):  # nothing to add for another shortcut
+        load_model("resnet20.cifar10", shortcut="B")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"load it, then model\.reset_classifier\(5\) for a new"):
+        load_model(folder, num_classes=5)
