@@ -210,6 +210,20 @@ def test_report_names_the_missing_folder(tmp_path: Path, capsys) -> None:  # noq
     argv = ["reproduce", "degradation", "--out", str(tmp_path / "none"), "--report"]
     assert main(argv) == 2
     assert "none/quick does not exist" in capsys.readouterr().err
+    # --out naming the preset's folder itself: its runs are pointed at, for --report and
+    # before training starts a new experiment under it
+    quick = tmp_path / "deg" / "quick"
+    (quick / "resnet20").mkdir(parents=True)
+    (quick / "resnet20" / "metrics.jsonl").write_text("")
+    above = f"{quick} holds the runs of a `reproduce degradation --preset quick` (resnet20): "
+    above += f"--out is the folder above it, --out {tmp_path / 'deg'} --preset quick"
+    for extra in (["--report"], ["--data-dir", str(tmp_path / "no-data")]):
+        assert main(["reproduce", "degradation", "--out", str(quick), *extra]) == 2
+        assert above in capsys.readouterr().err
+    assert not (quick / "quick").exists()
+    full = ["reproduce", "degradation", "--out", str(tmp_path / "deg"), "--preset", "full"]
+    assert main([*full, "--report"]) == 2
+    assert f"{tmp_path / 'deg'} holds runs of --preset quick" in capsys.readouterr().err
 
 
 def test_model_names_are_checked_before_any_work(tmp_path: Path, capsys) -> None:  # noqa: ANN001

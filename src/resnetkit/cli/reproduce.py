@@ -158,6 +158,12 @@ def _out(args: argparse.Namespace) -> Path:
     return args.out or Path("runs") / args.experiment
 
 
+def _other_presets(root: Path, preset: str) -> str:
+    """``; ROOT holds runs of --preset quick``, when it does, for --report of another preset."""
+    held = [p for p in presets() if p != preset and any((root / p).glob("*/metrics.jsonl"))]
+    return f"; {root} holds runs of --preset {' and '.join(held)}" if held else ""
+
+
 def _names(text: str, flag: str = "--models") -> list[str]:
     return distinct_names(text.split(","), flag)
 
@@ -186,11 +192,21 @@ def _degradation(args: argparse.Namespace) -> int:
         on_gpu = args.device.startswith("cuda")
         given.update(compile=True, compile_mode="reduce-overhead" if on_gpu else "default")
     overrides = given or None
+    root = _out(args)
+    if not out.is_dir() and root.name in presets() and any(root.glob("*/metrics.jsonl")):
+        # --out names a preset's folder (runs/degradation/quick): its runs would not be found,
+        # and a new experiment would start under it, hours of training again
+        raise FileNotFoundError(
+            f"{root} holds the runs of a `reproduce degradation --preset {root.name}` "
+            f"({', '.join(sorted(p.parent.name for p in root.glob('*/metrics.jsonl')))}): "
+            f"--out is the folder above it, --out {root.parent} --preset {root.name}"
+        )
     if args.report:
         if not out.is_dir():
             raise FileNotFoundError(
                 f"{out} does not exist: --report reads the runs of an earlier "
                 "`reproduce degradation` with the same --out and --preset"
+                + _other_presets(root, args.preset)
             )
         summary = report_degradation(out, args.preset, models, overrides)
     else:
