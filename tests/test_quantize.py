@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import onnx
@@ -178,6 +179,32 @@ def _model_dir(tmp_path: Path, classes: list[str]) -> Path:
     return save_model_dir(
         model, tmp_path / "m", arch="resnet20", classes=classes, preprocessing=pre
     )
+
+
+def test_what_a_folder_is_noted_for_is_said_once_a_step_and_named_by_it(tmp_path: Path) -> None:
+    """Calibrating and scoring on one folder with a .txt and an unreadable file in it, the
+    'left out' line came three times and the unreadable file twice, each without saying
+    whether calibration or the accuracy was meant."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for name in ("a", "b"):
+        (data / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (100 * i, 50, 50)).save(data / name / f"{i}.png")
+    (data / "a" / "notes.txt").write_text("taken at the airfield\n")
+    (data / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    folder = ["--calibration-dataset", "folder", "--calibration-dir", str(data)]
+    argv = ["quantize", "--model", str(_model_dir(tmp_path, ["a", "b"])), *folder]
+    argv += ["--out", str(tmp_path / "q.onnx"), "--eval-dataset", "folder", "--eval-dir", str(data)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for step in ("calibration images", "evaluation images"):
+        for note in ("file(s) not named as images were left out (.txt: 1)", "broken.jpg: "):
+            assert sum(m.startswith(f"{step}: ") and note in m for m in said) == 1, said
+    assert len(said) == 4, said
 
 
 def test_out_must_be_named_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,21 +315,24 @@ def quantize_model(
     # The data first: a missing folder or split, or data of other classes, is named before any
     # file is written; the evaluation data first of all (it costs seconds, calibration more).
     if eval_dataset is not None:
-        check_eval_data(model, eval_dataset, eval_dir, eval_split, flags=eval_flags)
+        with _said_once(None):  # what it notes of the files is said when they are scored
+            check_eval_data(model, eval_dataset, eval_dir, eval_split, flags=eval_flags)
     batches: list[np.ndarray] = []
     if method == "static":
-        batches = calibration_batches(
-            model,
-            calibration_dataset,
-            calibration_dir,
-            split=calibration_split,
-            count=calibration_size,
-        )
+        with _said_once("calibration images"):
+            batches = calibration_batches(
+                model,
+                calibration_dataset,
+                calibration_dir,
+                split=calibration_split,
+                count=calibration_size,
+            )
     export_model(model, "onnx", fp32, dynamic_batch=True)
     quantize_onnx(fp32, out, batches, method=method, calibrate_method=calibrate_method)
     accuracy: dict[str, Any] = {}
     if eval_dataset is not None:
-        accuracy = compare_accuracy(model, fp32, out, eval_dataset, eval_dir, eval_split)
+        with _said_once("evaluation images"):
+            accuracy = compare_accuracy(model, fp32, out, eval_dataset, eval_dir, eval_split)
     # The int8 file carried the fp32 model's metrics: its own, measured above, or none.
     meta = read_metadata(out)
     meta.pop("metrics", None)
@@ -347,6 +351,32 @@ def quantize_model(
         int8_bytes=out.stat().st_size,
         accuracy=accuracy,
     )
+
+
+@contextmanager
+def _said_once(what: str | None) -> Iterator[None]:
+    """The user warnings of one step of :func:`quantize_model` (files left out, unreadable
+    ones), each once and prefixed with ``what`` the images are for; with ``what`` None, only
+    if the step fails (a check whose findings the scoring says again). The same folder is
+    read up to four times (checked, calibrated on, scored in fp32 and in int8): the same
+    lines came three times, with nothing to tell them apart."""
+    caught: list[warnings.WarningMessage] = []
+    failed = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        failed = False
+    finally:  # said also when the step fails: an unreadable file may be why
+        said: set[tuple[type[Warning], str]] = set()
+        for item in caught:
+            text = str(item.message)
+            if not issubclass(item.category, UserWarning):  # a library's: as it was
+                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+            elif (what is not None or failed) and (item.category, text) not in said:
+                said.add((item.category, text))
+                message = text if what is None else f"{what}: {text}"
+                warnings.warn(message, item.category, stacklevel=3)
 
 
 def compare_accuracy(
