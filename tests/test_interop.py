@@ -573,6 +573,71 @@ def test_an_npz_of_pytorch_names_converts_as_load_model_reads_it(tmp_path: Path)
     assert_same(out(load_model(path, arch="resnet20"), x), out(source, x))
 
 
+def _ema_checkpoint(weights: ResNet, ema: ResNet, layout: str) -> dict[str, Any]:
+    from torch.optim.swa_utils import AveragedModel
+
+    plain, averaged = weights.state_dict(), ema.state_dict()
+    if layout == "timm":  # timm's train.py
+        return {"epoch": 3, "state_dict": plain, "state_dict_ema": averaged}
+    if layout == "torchvision":  # torchvision's references: an AveragedModel, module. inside
+        return {"model": plain, "model_ema": AveragedModel(ema).state_dict()}
+    # a Lightning module: the net, an AveragedModel of it and a weighted loss's buffer
+    return {
+        "state_dict": {
+            **{f"model.{k}": v for k, v in plain.items()},
+            **{f"ema_model.{k}": v for k, v in AveragedModel(ema).state_dict().items()},
+            "criterion.weight": torch.ones(10),
+        }
+    }
+
+
+@pytest.mark.parametrize("layout", ["timm", "torchvision", "lightning"])
+def test_training_checkpoints_with_an_ema_copy(
+    layout: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The weights load by default (as timm's validate.py and torchvision's references read
+    them), the EMA copy is said and read with use_ema. The Lightning module was refused ('no
+    classifier: a backbone'), its keys not sharing one prefix."""
+    weights, ema = randomize(ours("resnet20"), seed=2), randomize(ours("resnet20"), seed=3)
+    path = tmp_path / "last.ckpt"
+    torch.save(_ema_checkpoint(weights, ema, layout), path)
+    x = images(32)
+    model = ours("resnet20")
+    report = load_checkpoint(model, path)
+    assert_same(out(model, x), out(weights, x))
+    assert any("also holds EMA weights" in note and "--use-ema" in note for note in report.notes)
+    report = load_checkpoint(model, path, use_ema=True)
+    assert_same(out(model, x), out(ema, x))
+    assert not any("also holds EMA" in note for note in report.notes)
+    assert_same(out(load_model(path, arch="resnet20"), x), out(weights, x))
+    args = ["convert", str(path), "--arch", "resnet20", "--use-ema"]
+    assert main([*args, "--out", str(tmp_path / "ema")]) == 0
+    assert_same(out(load_model(tmp_path / "ema"), x), out(ema, x))
+
+
+def test_an_averaged_model_saved_alone_loads(tmp_path: Path) -> None:
+    """torch.optim.swa_utils.AveragedModel(model).state_dict(): its n_averaged counter was an
+    unexpected key, 'the names do not match: check --arch, --from'."""
+    from torch.optim.swa_utils import AveragedModel
+
+    ema = randomize(ours("resnet20"), seed=3)
+    path = tmp_path / "ema.pth"
+    torch.save(AveragedModel(ema).state_dict(), path)
+    x = images(32)
+    assert_same(out(load_model(path, arch="resnet20"), x), out(ema, x))
+
+
+def test_use_ema_without_an_ema_copy_and_two_networks_are_refused(tmp_path: Path) -> None:
+    state = ours("resnet20").state_dict()
+    path = tmp_path / "plain.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(ValueError, match=r"plain\.pth: use_ema .*holds no EMA weights"):
+        load_checkpoint(ours("resnet20"), path, use_ema=True)
+    both = {f"{who}.{k}": v for who in ("student", "teacher") for k, v in state.items()}
+    with pytest.raises(ValueError, match=r"several networks: 'student\.' .*'teacher\.'"):
+        load_checkpoint(ours("resnet20"), both)
+
+
 def test_a_tar_archive_is_told_to_be_unpacked(tmp_path: Path) -> None:
     """A tarball (of a model folder, say) is no torch.save file: torch's own message advised
     weights_only=False, which cannot help and would be unsafe."""

@@ -77,6 +77,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         help="adapt conv1 to --in-chans (1: sum over RGB; N: repeat, scaled by 3/N)",
     )
+    p.add_argument(
+        "--use-ema",
+        action="store_true",
+        help="a training checkpoint's EMA weights (state_dict_ema, model_ema, an ema_model "
+        "module...) instead of its weights",
+    )
     known = p.add_argument_group(
         "what a bare checkpoint cannot say (or to replace what the source says; written to "
         "resnetkit, huggingface and timm Hub folders)"
@@ -150,6 +156,7 @@ def run_convert(args: argparse.Namespace) -> int:
             adapt_in_chans=args.adapt_in_chans,
             preprocessing={k: v for k, v in given.items() if v is not None},
             classes=args.classes,
+            use_ema=args.use_ema,
         )
     except ImportError as err:  # an .h5 file without h5py
         print(f"resnetkit convert: error: {err}", file=sys.stderr)

@@ -178,7 +178,10 @@ class CheckpointMismatchError(ValueError):
 
 
 def read_checkpoint(
-    source: str | Path | Mapping[str, Any] | Checkpoint, source_format: str = "auto"
+    source: str | Path | Mapping[str, Any] | Checkpoint,
+    source_format: str = "auto",
+    *,
+    use_ema: bool = False,
 ) -> Checkpoint:
     """Read weights from a file, a directory or a dict, into our parameter names.
 
@@ -190,6 +193,8 @@ def read_checkpoint(
             (flat or nested, tensors or numpy arrays).
         source_format: ``auto`` (detect) or one of
             :data:`~resnetkit.interop.formats.SOURCE_FORMATS`.
+        use_ema: read a training checkpoint's EMA copy of the weights (``state_dict_ema``,
+            ``model_ema``, an ``ema_model.`` module...) instead of the weights themselves.
 
     Raises:
         FileNotFoundError: no such file or an incomplete directory.
@@ -208,7 +213,9 @@ def read_checkpoint(
         raw, hint, meta = _read_path(path)
         origin = str(path)
     try:
-        translation = to_resnetkit_names(raw, hint if source_format == "auto" else source_format)
+        translation = to_resnetkit_names(
+            raw, hint if source_format == "auto" else source_format, use_ema=use_ema
+        )
     except ValueError as err:
         if origin == "state dict":
             raise
@@ -407,6 +414,7 @@ def load_checkpoint(
     source_format: str = "auto",
     adapt_head: bool = False,
     adapt_in_chans: bool = False,
+    use_ema: bool = False,
 ) -> LoadReport:
     """Load weights from torchvision, timm, Hugging Face, Keras or a training script.
 
@@ -418,6 +426,7 @@ def load_checkpoint(
             a new ``model.num_classes``-way head instead of failing.
         adapt_in_chans: if the first conv sees another number of channels, adapt it as timm
             does: 1 channel sums the RGB filters, N channels repeat them scaled by 3/N.
+        use_ema: load a training checkpoint's EMA copy of the weights instead of the weights.
 
     Returns:
         A :class:`LoadReport`; ``missing`` etc. list what differed, ``adapted`` what was changed.
@@ -434,7 +443,7 @@ def load_checkpoint(
             f"{type(model).__name__} as model"
             + (": the arguments look swapped" if isinstance(model, str | Path) else "")
         )
-    ckpt = read_checkpoint(source, source_format)
+    ckpt = read_checkpoint(source, source_format, use_ema=use_ema)
     report = LoadReport(ckpt.source, ckpt.source_format, model.name, notes=list(ckpt.notes))
     state = dict(ckpt.state)
     expected = model.state_dict()
@@ -590,13 +599,14 @@ def convert_checkpoint(
     adapt_in_chans: bool = False,
     preprocessing: Mapping[str, Any] | None = None,
     classes: list[str] | None = None,
+    use_ema: bool = False,
 ) -> tuple[LoadReport, Path]:
     """Read ``src``, load it into ``arch`` (mismatches explained), and write it as ``target``.
 
     ``preprocessing`` (``mean``, ``std``, ``input_size``..., as in a model directory's
     config.json) and ``classes`` say what the source cannot (a bare state dict), or replace
     what it says; only the targets with a place for them take them (resnetkit, huggingface
-    and timm's Hub folder).
+    and timm's Hub folder). ``use_ema`` converts a training checkpoint's EMA weights.
 
     The source's own preprocessing (a model directory's, a Hugging Face folder's
     ``preprocessor_config.json``, a timm folder's) travels to every target with a place for it.
@@ -616,7 +626,7 @@ def convert_checkpoint(
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    ckpt = read_checkpoint(src, source_format)
+    ckpt = read_checkpoint(src, source_format, use_ema=use_ema)
     model = model_for(ckpt, arch, num_classes=num_classes, in_chans=in_chans)
     report = load_checkpoint(model, ckpt, adapt_head=adapt_head, adapt_in_chans=adapt_in_chans)
     if ckpt.stride_in_1x1 and model.config.stride_in_1x1:

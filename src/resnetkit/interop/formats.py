@@ -177,7 +177,9 @@ def detect_format(keys: Iterable[str]) -> SourceFormat:
     return "torchvision"
 
 
-def to_resnetkit_names(obj: Mapping[str, Any], source_format: str = "auto") -> Translation:
+def to_resnetkit_names(
+    obj: Mapping[str, Any], source_format: str = "auto", *, use_ema: bool = False
+) -> Translation:
     """Translate a checkpoint (flat or nested, tensors or numpy arrays) to our names.
 
     Args:
@@ -193,7 +195,7 @@ def to_resnetkit_names(obj: Mapping[str, Any], source_format: str = "auto") -> T
             f"unknown checkpoint format {source_format!r}; expected auto or one of "
             f"{', '.join(SOURCE_FORMATS)}"
         )
-    state, notes = normalize_script(obj)
+    state, notes = normalize_script(obj, use_ema=use_ema)
     detected = detect_format(state)
     if source_format == "keras" and detected != "keras":
         # Keras names pass through untouched, so these would load, and then be treated as
@@ -228,20 +230,37 @@ def same_names(a: str, b: str) -> bool:
     return a == b or (a in NATIVE_FORMATS and b in NATIVE_FORMATS)
 
 
-def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[str]]:
+def normalize_script(
+    obj: Mapping[str, Any], *, use_ema: bool = False
+) -> tuple[dict[str, Tensor], list[str]]:
     """Undo what training scripts do to a state dict; say what was undone.
 
     Unnests ``state_dict`` / ``model_state_dict`` / ``model``, strips ``module.`` (DataParallel,
-    DDP) and ``_orig_mod.`` (torch.compile) and a prefix shared by every key (a Lightning
-    module's ``model.``), renames heads called ``linear``/``classifier``/``head`` to ``fc`` and
-    ``shortcut`` to ``downsample``. Numpy arrays become tensors.
+    DDP, AveragedModel) and ``_orig_mod.`` (torch.compile) and the prefix of the one network
+    in the dict (a Lightning module's ``model.``, beside a loss's buffers), renames heads
+    called ``linear``/``classifier``/``head`` to ``fc`` and ``shortcut`` to ``downsample``.
+    Numpy arrays become tensors. An EMA copy of the weights beside them (``state_dict_ema``,
+    ``model_ema``, a module ``ema_model.``...) is said, and read instead with ``use_ema``.
+
+    Raises:
+        ValueError: no state dict inside; several networks (a student and its teacher); or
+            ``use_ema`` and no EMA copy.
     """
     notes: list[str] = []
     current: Any = obj
+    took_ema = False
     for _ in range(len(NESTED_KEYS) + 1):
         if _is_flat(current):
             break
         key = next((k for k in NESTED_KEYS if isinstance(current, Mapping) and k in current), None)
+        ema = next(
+            (k for k in EMA_KEYS if isinstance(current, Mapping) and _holds_weights(current, k)),
+            None,
+        )
+        if ema is not None and (use_ema or key is None):
+            key, took_ema = ema, True
+        elif ema is not None:
+            notes.append(_ema_left(repr(ema)))
         if key is None:
             found = (
                 f"a dict with keys {sorted(map(str, current))[:10]}"
@@ -251,7 +270,7 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
             optimizer = isinstance(current, Mapping) and any("optimizer" in str(k) for k in current)
             raise ValueError(
                 "expected a state dict (parameter name -> tensor), possibly under one of "
-                f"{', '.join(NESTED_KEYS)}; found {found}"
+                f"{', '.join(NESTED_KEYS + EMA_KEYS)}; found {found}"
                 + (
                     ": an optimizer's state holds no model weights; pass the file saved with "
                     "the model's state_dict()"
@@ -266,10 +285,15 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
     state = {k: _as_tensor(v) for k, v in current.items()}
 
     why = {"module.": "DataParallel/DDP", "_orig_mod.": "torch.compile"}
-    # A wrapper inside a shared prefix (a Lightning module's model._orig_mod.conv1...) comes
-    # off once that prefix has: repeat until nothing changes.
+    # A wrapper inside a network's prefix (a Lightning module's model._orig_mod.conv1...)
+    # comes off once that prefix has: repeat until nothing changes.
     for _ in range(4):
         changed = False
+        if "n_averaged" in state and any(k.startswith("module.") for k in state):
+            del state["n_averaged"]  # torch.optim.swa_utils.AveragedModel's count
+            notes.append("an AveragedModel (EMA or SWA): dropped its n_averaged counter")
+            why["module."] = "AveragedModel"
+            took_ema = True
         stripped: dict[str, Tensor] = {}
         for key, value in state.items():
             while key.startswith(WRAPPER_PREFIXES):
@@ -280,17 +304,32 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
                 changed = True
             stripped[key] = value
         state = stripped
-        heads = sorted(k for k in state if "/" not in k and not k.startswith(_OUR_ROOTS))
-        first = {k.split(".", 1)[0] for k in state}
-        if len(first) == 1 and "/" not in next(iter(state), "") and heads == sorted(state):
-            prefix = f"{first.pop()}."
-            inner = [k[len(prefix) :] for k in state]
-            if any(k.startswith(_OUR_ROOTS + WRAPPER_PREFIXES) for k in inner):
+        if any("/" in k or k.startswith(_OUR_ROOTS) for k in state) or detect_format(state) in (
+            "huggingface",
+            "keras",
+        ):
+            break  # our names already, or another library's
+        chosen = _choose_network(state, use_ema, notes)
+        if chosen is not None:
+            took_ema = took_ema or _is_ema(chosen)
+            prefix = f"{chosen}."
+            left = [k for k in state if not k.startswith(prefix)]
+            if left:
+                notes.append(
+                    f"took the network under {prefix!r}; left {len(left)} other tensor(s) "
+                    f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''})"
+                )
+            else:
                 notes.append(f"stripped the {prefix!r} prefix shared by every key")
-                state = dict(zip(inner, state.values(), strict=True))
-                changed = True
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            changed = True
         if not changed:
             break
+    if use_ema and not took_ema:
+        raise ValueError(
+            "use_ema (--use-ema): the checkpoint holds no EMA weights (none under "
+            f"{', '.join(EMA_KEYS)}, nor a module named like ema_model, nor an AveragedModel)"
+        )
 
     if not any(k.startswith("fc.") for k in state) and not any(
         k.startswith("resnet.") for k in state
@@ -312,6 +351,57 @@ def normalize_script(obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[st
         notes.append("renamed 'shortcut' modules to 'downsample'")
         state = {shortcuts.get(k, k): v for k, v in state.items()}
     return state, notes
+
+
+#: Where training scripts keep an exponential moving average of the weights beside them:
+#: timm's train.py ``state_dict_ema``, torchvision's references ``model_ema``, others ``ema``.
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema")
+_EMA_NAME = re.compile(r"(?:^|_)ema(?:$|_)", re.IGNORECASE)
+#: How a network's keys start (in any of the formats read here, or inside a wrapper).
+_NET_ROOTS = ("conv1.", "bn1.", "layer1.", "resnet.", "embedder.", "encoder.") + WRAPPER_PREFIXES
+
+
+def _holds_weights(container: Mapping[str, Any], key: str) -> bool:
+    value = container.get(key)
+    return isinstance(value, Mapping) and bool(value)
+
+
+def _ema_left(where: str) -> str:
+    return (
+        f"the checkpoint also holds EMA weights under {where}, not read (use_ema=True or "
+        "--use-ema reads them)"
+    )
+
+
+def _is_ema(name: str) -> bool:
+    return bool(_EMA_NAME.search(name))
+
+
+def _choose_network(state: Mapping[str, Tensor], use_ema: bool, notes: list[str]) -> str | None:
+    """The top-level module that holds the network, in a dict of several modules' tensors
+    (a Lightning module's ``model.`` beside its loss's ``criterion.weight``); None if none.
+
+    Raises:
+        ValueError: several networks, e.g. a student and its teacher.
+    """
+    groups: dict[str, list[str]] = {}
+    for key in state:
+        head, _, rest = key.partition(".")
+        groups.setdefault(head, []).append(rest)
+    nets = [g for g, rests in groups.items() if any(r.startswith(_NET_ROOTS) for r in rests)]
+    ema = [g for g in nets if _is_ema(g)]
+    plain = [g for g in nets if g not in ema]
+    chosen = ema if use_ema or not plain else plain
+    if not use_ema and plain and ema:
+        notes.append(_ema_left(f"'{ema[0]}.'"))
+    if len(chosen) > 1:
+        counts = ", ".join(f"'{g}.' ({len(groups[g])} tensors)" for g in chosen)
+        raise ValueError(
+            f"the checkpoint holds several networks: {counts}. Load one of them: "
+            f"load_checkpoint(model, {{k.removeprefix('{chosen[0]}.'): v for k, v in "
+            f"state.items() if k.startswith('{chosen[0]}.')}})"
+        )
+    return chosen[0] if chosen else None
 
 
 def _is_flat(obj: object) -> bool:
