@@ -211,8 +211,15 @@ def _holds_runs(folder: Path) -> bool:
     writes ``run.json`` first) or holds nothing but such folders (``DIR/runs/ft``)."""
     if (folder / "run.json").is_file():
         return True
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    return bool(entries) and all(p.is_dir() and (p / "run.json").is_file() for p in entries)
+    found = False
+    with os.scandir(folder) as entries:  # a class folder's first image ends it
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if not (entry.is_dir() and os.path.isfile(os.path.join(entry.path, "run.json"))):
+                return False
+            found = True
+    return found
 
 
 class ImageFolderDataset(Dataset[Any]):
