@@ -379,6 +379,11 @@ def test_recipe_overrides_are_typed_and_checked() -> None:
     assert r.lr == 0.05 and r.milestones == (100, 200) and r.nesterov is True
     with pytest.raises(ValueError, match="unknown recipe field 'lrate'"):
         r.override({"lrate": 1})
+    # close names, and lr for the learning_rate of other toolkits, in a file too
+    with pytest.raises(ValueError, match=r"field 'learning_rate'\. Did you mean 'lr'\? Fields"):
+        r.override({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"'warmup_iter'\. Did you mean 'warmup_iters', "):
+        build_recipe({"warmup_iter": 5}, "r.yaml")
     with pytest.raises(ValueError, match="'epochs'.*cannot read 'ten'"):
         r.override({"epochs": "ten"})
     with pytest.raises(ValueError, match="schedule"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import warnings
@@ -283,7 +284,12 @@ class Recipe:
         for key, value in changes.items():
             key = key.replace("-", "_")
             if key not in known:
-                raise ValueError(f"unknown recipe field {key!r}; fields: {', '.join(known)}")
+                # "learning_rate" as other toolkits name it
+                close = difflib.get_close_matches(
+                    key.lower().replace("learning_rate", "lr"), known, n=3, cutoff=0.6
+                )
+                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise ValueError(f"unknown recipe field {key!r}.{hint} Fields: {', '.join(known)}")
             parsed[key] = _parse(value, getattr(self, key), key)
         if parsed.get("optimizer", "sgd") != "sgd" and "nesterov" not in parsed:
             parsed["nesterov"] = False  # the recipe's SGD setting, not asked for with AdamW
