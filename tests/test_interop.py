@@ -453,6 +453,30 @@ def test_keras_h5_weights_load(tmp_path: Path, whole_model: bool) -> None:
     assert_same(out(loaded, x), out(source, x))
 
 
+def test_keras_3_weights_files_are_told_how_to_save_by_name(tmp_path: Path) -> None:
+    """Keras 3 names a .weights.h5's arrays by layer class and position
+    (layers/conv2d_5/vars/0), and a .keras archive holds such a file: refused as 'two arrays
+    for Keras layer vars ... save the model's weights alone (model.save_weights)', which is
+    what was done. They say how to save the weights by name instead."""
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "model.weights.h5"
+    with h5py.File(path, "w") as f:
+        f["layers/conv2d/vars/0"] = np.zeros((7, 7, 3, 64), np.float32)
+        f["layers/conv2d/vars/1"] = np.zeros(64, np.float32)
+        f["layers/batch_normalization/vars/0"] = np.ones(64, np.float32)
+    advice = r"np\.savez\('weights\.npz', \*\*\{w\.path: "
+    with pytest.raises(ValueError, match=rf"weights\.h5: a Keras 3 .*class and position.*{advice}"):
+        read_checkpoint(path)
+    import zipfile
+
+    archive = tmp_path / "model.keras"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(path, "model.weights.h5")
+        z.writestr("config.json", "{}")
+    with pytest.raises(ValueError, match=rf"model\.keras: .*Keras 3.*{advice}"):
+        load_model(archive, arch="resnet50")
+
+
 # --- training-script checkpoints -----------------------------------------------------------
 
 

@@ -263,10 +263,24 @@ def _read_path(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
         return _read_npz(path), "auto", {}
     if suffix in (".h5", ".hdf5"):
         return _read_h5(path), "auto", {}
+    if suffix == ".keras":
+        raise ValueError(f"{path}: a Keras 3 model archive, {_KERAS_3}")
     known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
     raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
 
 
+#: How to save Keras weights under their layers' names, for the end of an error.
+_KERAS_BY_NAME = (
+    "np.savez('weights.npz', **{w.path: w.numpy() for w in model.weights}) (tf.keras 2: "
+    "w.name instead of w.path)"
+)
+#: Keras 3's weights files (``model.save_weights``, inside ``.keras``): layers/conv2d_5/vars/0.
+_KERAS_3_VARS = re.compile(r"(?:^|/)layers/[^/]+/vars/\d+$")
+_KERAS_3 = (
+    "whose arrays are named by layer class and position (layers/conv2d_5/vars/0), not by "
+    "layer name (conv2_block1_1_conv/kernel), so they cannot be matched to a ResNet's layers; "
+    f"save them by name instead: {_KERAS_BY_NAME}"
+)
 #: How to write an .npz of weights that resnetkit reads, for the end of an error.
 _NPZ_ADVICE = (
     "an .npz of weights holds plain number arrays: save them with np.savez(path, "
@@ -306,9 +320,7 @@ def _read_h5(path: Path) -> dict[str, np.ndarray]:
     except ImportError:
         raise ImportError(
             f"reading {path} needs h5py: pip install 'resnetkit[keras]'. Or save the weights "
-            "as .npz in "
-            "Keras: np.savez('weights.npz', **{w.path: w.numpy() for w in model.weights}) "
-            "(tf.keras 2: w.name instead of w.path)"
+            f"as .npz in Keras: {_KERAS_BY_NAME}"
         ) from None
     arrays: dict[str, np.ndarray] = {}
 
@@ -321,6 +333,8 @@ def _read_h5(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "model_weights" in f else f
         group.visititems(collect)
+    if any(_KERAS_3_VARS.search(name) for name in arrays):
+        raise ValueError(f"{path}: a Keras 3 weights file, {_KERAS_3}")
     return arrays
 
 
