@@ -875,6 +875,31 @@ def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> N
         load_model(tmp_path / "cat.png")
 
 
+def test_a_file_cut_short_is_said_to_be(tmp_path: Path) -> None:
+    """An interrupted download or copy: torch's message was cut mid-sentence ('... there is a
+    high likelihood that your checkpoint file is') and safetensors' said 'incomplete
+    metadata'; neither said what to do."""
+    from safetensors.torch import save_file
+
+    state = ours("resnet20").state_dict()
+    torch.save(state, tmp_path / "whole.pth")
+    save_file(state, tmp_path / "whole.safetensors")
+    for name in ("whole.pth", "whole.safetensors"):
+        data = (tmp_path / name).read_bytes()
+        cut = tmp_path / name.replace("whole", "cut")
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError) as err:
+            load_model(cut, arch="resnet20")
+        assert str(err.value).startswith(str(cut))
+        assert "cut short (an interrupted download or copy?): fetch or copy it again" in str(
+            err.value
+        )
+        assert not str(err.value).endswith("file is)")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pth: .*; it is empty \(0 bytes"):
+        load_model(tmp_path / "empty.pth", arch="resnet20")
+
+
 def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:
     from resnetkit.models.model_dir import save_model_dir
 

@@ -40,6 +40,7 @@ from resnetkit.interop.writers import (
 )
 from resnetkit.models.config import FUNCTION_FIELDS, ResNetConfig
 from resnetkit.models.loading import (
+    CUT_SHORT,
     IMAGENET_MEAN,
     IMAGENET_STD,
     KERAS_SUFFIXES,
@@ -311,7 +312,11 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for damaged files
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+        short = "not fully covered" in str(err)  # its header names more bytes than follow
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({err})"
+            + (CUT_SHORT if short else stand_in_hint(path))
+        ) from None
 
 
 def _read_h5(path: Path) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -390,6 +391,7 @@ def torch_load_weights_only(path: Path) -> Any:
                 "save_file(model.state_dict(), 'model.safetensors')`, then pass that file."
             ) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        first = first.split(". ")[0]  # torch's advice follows; cut, it read "... file is)"
         if "weights only load failed" in str(err).lower():  # torch's text ends in unsafe advice
             first = "bytes that are no pickle of tensors"
         if "legacy .tar format" in str(err):  # a tarball; torch advises weights_only=False
@@ -399,16 +401,26 @@ def torch_load_weights_only(path: Path) -> Any:
             ) from None
         raise ValueError(
             f"{path}: not a readable PyTorch checkpoint, neither a torch.save archive nor a "
-            f"weights pickle ({type(err).__name__}: {first[:200]}){stand_in_hint(path)}"
+            f"weights pickle ({type(err).__name__}: {first[:200]})"
+            + (stand_in_hint(path) or (CUT_SHORT if "unexpected EOF" in str(err) else ""))
         ) from None
+
+
+#: The end of an error about a file that ends early.
+CUT_SHORT = "; it is cut short (an interrupted download or copy?): fetch or copy it again"
 
 
 def stand_in_hint(path: Path) -> str:
     """What a weights file holds instead, where its first bytes tell (a Git LFS pointer, an
-    HTML page), as the end of an error ("; it is ..."); "" otherwise."""
+    HTML page, a zip archive without its end), as the end of an error ("; it is ..."); ""
+    otherwise."""
     with contextlib.suppress(OSError):
         with path.open("rb") as f:
             head = f.read(64)
+        if not head:
+            return "; it is empty (0 bytes: an interrupted download or copy?)"
+        if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+            return CUT_SHORT  # a zip's directory is at its end
         if head.startswith(b"version https://git-lfs"):
             return "; it is a Git LFS pointer: run `git lfs pull` to fetch the real file"
         if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
