@@ -498,6 +498,8 @@ def _script_checkpoint(state: dict[str, Tensor], variant: str) -> dict[str, Any]
         return {"state_dict": {f"model._orig_mod.{k}": v for k, v in state.items()}}
     if variant.startswith("lightning"):
         return {"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 1}
+    if variant.startswith("kuangliu"):  # pytorch-cifar's main.py, beside its accuracy
+        return {"net": {f"module.{k}": v for k, v in state.items()}, "acc": 95.1, "epoch": 199}
     return {"model": state, "optimizer": {"lr": 0.1}}
 
 
@@ -510,6 +512,7 @@ def _script_checkpoint(state: dict[str, Tensor], variant: str) -> dict[str, Any]
         "lightning-compiled head=linear",
         "plain head=head no-counters",
         "ddp head=linear no-counters",
+        "kuangliu head=linear",
     ],
 )
 @pytest.mark.parametrize("legacy", [False, True])

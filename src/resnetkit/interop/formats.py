@@ -261,6 +261,9 @@ def normalize_script(
             key, took_ema = ema, True
         elif ema is not None:
             notes.append(_ema_left(repr(ema)))
+        if key is None and isinstance(current, Mapping):  # kuangliu's pytorch-cifar: 'net'
+            flat = [k for k, v in current.items() if isinstance(k, str) and _is_flat(v)]
+            key = flat[0] if len(flat) == 1 else None
         if key is None:
             found = (
                 f"a dict with keys {sorted(map(str, current))[:10]}"
@@ -270,7 +273,8 @@ def normalize_script(
             optimizer = isinstance(current, Mapping) and any("optimizer" in str(k) for k in current)
             raise ValueError(
                 "expected a state dict (parameter name -> tensor), possibly under one of "
-                f"{', '.join(NESTED_KEYS + EMA_KEYS)}; found {found}"
+                f"{', '.join(NESTED_KEYS + EMA_KEYS)} or the one key that holds one; found "
+                f"{found}"
                 + (
                     ": an optimizer's state holds no model weights; pass the file saved with "
                     "the model's state_dict()"
