@@ -712,6 +712,23 @@ def test_other_number_of_classes_and_adapt_head() -> None:
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
 
 
+def test_a_cifar_resnet18_converts_with_the_cifar_stem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kuangliu's pytorch-cifar ResNet-18: torchvision's with a 3x3 stride-1 stem and no
+    max-pool. The diagnosis said 'check --arch', no --arch has it, and convert had no way to
+    build resnet18 with stem='cifar'."""
+    source = randomize(ours("resnet18", stem="cifar", num_classes=10), seed=2)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"net": source.state_dict(), "acc": 95.1, "epoch": 199}, path)
+    args = ["convert", str(path), "--arch", "resnet18", "--input-size", "32"]
+    assert main([*args, "--out", str(tmp_path / "no")]) == 2
+    assert "--model-option stem=cifar" in capsys.readouterr().err
+    assert main([*args, "--model-option", "stem=cifar", "--out", str(tmp_path / "r18")]) == 0
+    x = images(32)
+    assert_same(out(load_model(tmp_path / "r18"), x), out(source, x))
+
+
 def test_shortcut_option_a_into_b_is_diagnosed() -> None:
     state = ours("resnet20").state_dict()
     with pytest.raises(CheckpointMismatchError) as err:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from resnetkit.cli.common import (
+    add_model_option_arg,
     distinct_names,
     image_side,
     non_negative_int,
@@ -77,6 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         help="adapt conv1 to --in-chans (1: sum over RGB; N: repeat, scaled by 3/N)",
     )
+    add_model_option_arg(p, "(what the weights cannot tell, e.g. stem=cifar)")
     p.add_argument(
         "--use-ema",
         action="store_true",
@@ -157,6 +159,7 @@ def run_convert(args: argparse.Namespace) -> int:
             preprocessing={k: v for k, v in given.items() if v is not None},
             classes=args.classes,
             use_ema=args.use_ema,
+            model_options=dict(args.model_option or []),
         )
     except ImportError as err:  # an .h5 file without h5py
         print(f"resnetkit convert: error: {err}", file=sys.stderr)

@@ -545,13 +545,19 @@ def _adapt_head(model: ResNet, state: dict[str, Tensor]) -> str:
 
 
 def model_for(
-    ckpt: Checkpoint, arch: str, *, num_classes: int | None = None, in_chans: int | None = None
+    ckpt: Checkpoint,
+    arch: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> ResNet:
     """Build ``arch`` shaped like the checkpoint unless told otherwise.
 
     Classes and input channels default to the checkpoint's; the stride placement follows the
     source when it is known (Keras: v1; a Hugging Face or resnetkit config), and so do a
-    resnetkit model directory's unit and shortcut variants.
+    resnetkit model directory's unit and shortcut variants. ``options`` are architecture
+    fields that a bare state dict cannot tell (``stem="cifar"``, ``unit=...``).
     """
     if ckpt.named_arch and ckpt.named_arch != arch:
         raise ValueError(
@@ -566,6 +572,7 @@ def model_for(
     if ckpt.stride_in_1x1 is not None and get_model_config(arch).block == "bottleneck":
         changes["stride_in_1x1"] = ckpt.stride_in_1x1
     changes.update(ckpt.variants)  # (b)-(d) units, gates ...: the source's, not the zoo's
+    changes.update(options or {})
     saved = ckpt.architecture.get("config") or {}
     if saved and ckpt.architecture.get("arch") == arch:
         # A resnetkit directory of this architecture: built as it says (ResNet-D shortcuts,
@@ -619,13 +626,16 @@ def convert_checkpoint(
     preprocessing: Mapping[str, Any] | None = None,
     classes: list[str] | None = None,
     use_ema: bool = False,
+    model_options: Mapping[str, Any] | None = None,
 ) -> tuple[LoadReport, Path]:
     """Read ``src``, load it into ``arch`` (mismatches explained), and write it as ``target``.
 
     ``preprocessing`` (``mean``, ``std``, ``input_size``..., as in a model directory's
     config.json) and ``classes`` say what the source cannot (a bare state dict), or replace
     what it says; only the targets with a place for them take them (resnetkit, huggingface
-    and timm's Hub folder). ``use_ema`` converts a training checkpoint's EMA weights.
+    and timm's Hub folder). ``use_ema`` converts a training checkpoint's EMA weights;
+    ``model_options`` builds ``arch`` with architecture fields the source cannot tell
+    (``stem="cifar"`` for kuangliu's CIFAR ResNet-18).
 
     The source's own preprocessing (a model directory's, a Hugging Face folder's
     ``preprocessor_config.json``, a timm folder's) travels to every target with a place for it.
@@ -646,7 +656,7 @@ def convert_checkpoint(
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     ckpt = read_checkpoint(src, source_format, use_ema=use_ema)
-    model = model_for(ckpt, arch, num_classes=num_classes, in_chans=in_chans)
+    model = model_for(ckpt, arch, num_classes=num_classes, in_chans=in_chans, options=model_options)
     report = load_checkpoint(model, ckpt, adapt_head=adapt_head, adapt_in_chans=adapt_in_chans)
     if ckpt.stride_in_1x1 and model.config.stride_in_1x1:
         report.notes.append("built the model with stride_in_1x1=True (ResNet v1), as the source is")

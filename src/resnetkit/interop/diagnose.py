@@ -118,9 +118,15 @@ def _diagnose_stem(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) 
     def name(k: int) -> str:
         return {3: "3x3, a CIFAR stem", 7: "7x7, an ImageNet stem"}.get(k, f"{k}x{k}")
 
+    cifar = (
+        ", or build it with the CIFAR stem (3x3 at stride 1, no max-pool, as kuangliu's "
+        "pytorch-cifar ResNet-18): stem='cifar' (--model-option stem=cifar)"
+        if theirs.shape[-1] == 3 and ours.shape[-1] == 7
+        else ""
+    )
     return (
         f"other stem: the checkpoint's conv1 is {name(theirs.shape[-1])}; the model's is "
-        f"{name(ours.shape[-1])}: check --arch"
+        f"{name(ours.shape[-1])}: check --arch{cifar}"
     )
 
 
