@@ -141,7 +141,7 @@ def label_map(
         remap = np.array([index[name] for name in data_classes], dtype=np.int64)
         return remap, tuple(model_classes)
     unknown = [name for name in data_classes if name not in model_classes]
-    if len(model_classes) == num_classes and 0 < len(unknown) < len(data_classes):
+    if len(model_classes) == num_classes == len(data_classes) and 0 < len(unknown) < num_classes:
         # Some names are the model's, so the data names classes as the model does: the
         # others are classes it does not know (by index, a dog folder would be scored as the
         # model's ship).
