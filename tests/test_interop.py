@@ -712,6 +712,58 @@ def test_other_number_of_classes_and_adapt_head() -> None:
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
 
 
+class _AkamasterBlock(nn.Module):
+    """akamaster/pytorch_resnet_cifar10's BasicBlock, option A: x[:, :, ::2, ::2] zero-padded
+    by planes // 4 channels on each side."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.pad = planes // 4 if stride != 1 or in_planes != planes else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x
+        if self.pad:
+            shortcut = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return torch.relu(out + shortcut)
+
+
+class _AkamasterResNet20(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages, planes = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = [_AkamasterBlock(planes, width, stride)]
+            blocks += [_AkamasterBlock(width, width, 1) for _ in range(2)]
+            stages.append(nn.Sequential(*blocks))
+            planes = width
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(nn.functional.avg_pool2d(out, out.shape[3]).flatten(1))
+
+
+def test_akamaster_cifar_resnet20_weights_load_with_the_same_outputs(tmp_path: Path) -> None:
+    """Its pretrained resnet20-12fca82f.th: {'state_dict': DataParallel's module.* keys,
+    'best_prec1'}, a 'linear' head, option-A shortcuts that hold no weights."""
+    source = randomize(_AkamasterResNet20(), seed=4)
+    path = tmp_path / "resnet20-12fca82f.th"
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": state, "best_prec1": 91.73}, path)
+    x = images(32)
+    assert_same(out(load_model(path, arch="resnet20"), x), out(source, x))
+
+
 def test_a_cifar_resnet18_converts_with_the_cifar_stem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
