@@ -174,6 +174,33 @@ def test_cli_json_and_confusion_png(setup: dict, capsys: pytest.CaptureFixture[s
     assert 0.0 <= out["ece"] <= 100.0 and len(out["reliability"]) == 15
 
 
+def test_cli_figures_name_the_test_they_show(
+    setup: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 10-crop confusion matrix and reliability diagram say so in their titles, as their
+    default file names do (a single-crop figure beside it had the same title)."""
+    import resnetkit.evaluate.plots as plots
+
+    titles: dict[str, str] = {}
+
+    def keep_title(kind: str) -> object:
+        def plot(*args: object) -> object:  # (..., path, title): the figure is not drawn
+            titles[kind] = str(args[-1])
+            return args[-2]
+
+        return plot
+
+    for kind in ("confusion", "reliability"):
+        monkeypatch.setattr(plots, f"plot_{kind}", keep_title(kind))
+    argv = ["--model", str(setup["model_dir"]), "--dataset", "cifar10"]
+    argv += ["--data-dir", str(setup["data"]), "--confusion", str(setup["tmp"] / "c.png")]
+    out = _run_cli(capsys, *argv, "--reliability", str(setup["tmp"] / "r.png"), "--ten-crop")
+    assert titles["confusion"] == f"resnet20 on cifar10 test, 10-crop (top-1 {out['top1']:.2f}%)"
+    assert titles["reliability"] == "resnet20 on cifar10 test, 10-crop"
+    _run_cli(capsys, *argv)
+    assert titles["confusion"].startswith("resnet20 on cifar10 test (top-1 ")
+
+
 def test_cli_table(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["evaluate", "--model", str(setup["model_dir"]), "--dataset", "cifar10"]
     assert main([*args, "--data-dir", str(setup["data"])]) == 0

@@ -315,11 +315,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "the classes, so there is no precision-recall curve to draw (not written)",
                 file=sys.stderr,
             )
+    # which test, as the default file names say it: a 10-crop figure beside a single-crop one
+    # had the same title over another top-1
+    test = ", 10-crop" if args.ten_crop else ", multi-scale" if result.get("scales") else ""
     if "confusion" in figures:
         from resnetkit.evaluate.plots import plot_confusion
 
         path = figures["confusion"]
-        title = f"{model.name} on {args.dataset} {args.split} (top-1 {result['top1']:.2f}%)"
+        title = f"{model.name} on {args.dataset} {args.split}{test} (top-1 {result['top1']:.2f}%)"
         result["confusion_png"] = str(
             plot_confusion(result["confusion"], result["classes"], path, title)
         )
@@ -327,7 +330,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from resnetkit.evaluate.plots import plot_reliability
 
         path = figures["reliability"]
-        title = f"{model.name} on {args.dataset} {args.split}"
+        title = f"{model.name} on {args.dataset} {args.split}{test}"
         result["reliability_png"] = str(
             plot_reliability(result["reliability"], result["ece"], path, title)
         )
