@@ -947,6 +947,22 @@ def test_unreadable_checkpoints_are_named_not_called_unsafe(tmp_path: Path) -> N
         load_model(tmp_path / "cat.png")
 
 
+def test_a_program_saved_as_pt_is_told_apart_from_weights(tmp_path: Path) -> None:
+    """A TorchScript archive or an ExportedProgram under .pt: 'not a readable PyTorch
+    checkpoint (RuntimeError: Cannot use weights_only=True with TorchScript archives)' or
+    '(failed locating file data.pkl)', without a word of what to do."""
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = images(32, batch=1)
+    torch.jit.save(torch.jit.trace(model, x), tmp_path / "scripted.pt")
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "exported.pt")
+    for name, what in (("scripted", "TorchScript"), ("exported", "ExportedProgram")):
+        with pytest.raises(ValueError) as err:
+            load_model(tmp_path / f"{name}.pt", arch="resnet18")
+        message = str(err.value)
+        assert message.startswith(f"{tmp_path / name}.pt: a {what} program")
+        assert "state_dict()" in message and "weights_only" not in message
+
+
 def test_a_file_cut_short_is_said_to_be(tmp_path: Path) -> None:
     """An interrupted download or copy: torch's message was cut mid-sentence ('... there is a
     high likelihood that your checkpoint file is') and safetensors' said 'incomplete

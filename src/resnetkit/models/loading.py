@@ -377,6 +377,15 @@ def torch_load_weights_only(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as err:
+        program = _saved_program(path)
+        if program is not None:
+            kind, weights = program
+            raise ValueError(
+                f"{path}: a {kind} program, not a checkpoint: resnetkit reads weights only. "
+                "Save the model's state_dict() where it was made; or, if you trust the file, "
+                f"{weights} holds the weights under the model's names (save them with "
+                "safetensors.torch.save_file and pass that file)"
+            ) from None
         # "Unsupported global: GLOBAL x.y" (an unknown class) or "unsupported GLOBAL x.y
         # whose module x is blocked" (os.system and the like): either way, code to run.
         match = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), re.IGNORECASE)
@@ -404,6 +413,21 @@ def torch_load_weights_only(path: Path) -> Any:
             f"weights pickle ({type(err).__name__}: {first[:200]})"
             + (stand_in_hint(path) or (CUT_SHORT if "unexpected EOF" in str(err) else ""))
         ) from None
+
+
+def _saved_program(path: Path) -> tuple[str, str] | None:
+    """``(kind, how to get its weights)`` for a TorchScript archive or an ExportedProgram
+    (torch.jit.save, torch.export.save: zips of code and weights), else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any("/code/__torch__/" in name for name in names):
+        return "TorchScript", f"torch.jit.load('{path}').state_dict()"
+    if any(name.endswith("/archive_format") for name in names):
+        return "ExportedProgram", f"torch.export.load('{path}').state_dict"
+    return None
 
 
 #: The end of an error about a file that ends early.
