@@ -189,7 +189,7 @@ def check_out_folder(out: Path, ckpt_root: Path, resume: bool) -> None:
     if resume:
         if not has_checkpoint:
             run = out.parent  # out is the run's model/ or checkpoints/, say
-            if (run / "run.json").is_file() and latest_checkpoint(run / "checkpoints"):
+            if (run / "run.json").is_file() and (run / "checkpoints").is_dir():
                 raise FileNotFoundError(
                     f"nothing to resume in {out}: it is a part of the run {run}; resume that "
                     f"(--out {run})"
