@@ -764,6 +764,18 @@ def test_akamaster_cifar_resnet20_weights_load_with_the_same_outputs(tmp_path: P
     assert_same(out(load_model(path, arch="resnet20"), x), out(source, x))
 
 
+def test_a_bare_checkpoint_for_another_architecture_says_which(tmp_path: Path) -> None:
+    """--model FILE --arch ARCH (load_model) with the wrong ARCH listed keys only ('missing
+    keys [...] Check --arch'); convert's diagnosis names the depth and the architectures that
+    have it."""
+    path = tmp_path / "r20.pth"
+    torch.save(ours("resnet20").state_dict(), path)
+    with pytest.raises(ValueError, match=r"other depth: .*\(like resnet20\)"):
+        load_model(path, arch="resnet56")
+    with pytest.raises(ValueError, match=r"other stem: the checkpoint's conv1 is 3x3"):
+        load_model(path, arch="resnet18")
+
+
 def test_a_cifar_resnet18_converts_with_the_cifar_stem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from resnetkit.models.model_dir import check_preprocessing, load_model_dir
 from resnetkit.models.registry import create_model, get_model_config
@@ -330,7 +330,7 @@ def load_checkpoint_file(
         (Keras weights: v1 stride placement and Keras' caffe-style mean/std) and ``arch``'s
         input size.
     """
-    from resnetkit.interop.convert import read_checkpoint  # HF/Keras names, script heads
+    from resnetkit.interop.convert import load_checkpoint, read_checkpoint
     from resnetkit.interop.formats import KERAS_MEAN, KERAS_STD
 
     path = Path(path)
@@ -350,7 +350,7 @@ def load_checkpoint_file(
         options.setdefault("stride_in_1x1", True)
     config = get_model_config(arch).with_options(num_classes=num_classes, **options)
     model = ResNet(config, name=arch)
-    _load_checked(model, state, path)
+    load_checkpoint(model, checkpoint)  # what does not fit is explained, as by convert
     names = classes if classes is not None else []
     given = check_preprocessing(model, preprocessing, names)  # a string of names is refused
     model.pretrained_cfg = {  # type: ignore[assignment]
@@ -450,31 +450,3 @@ def stand_in_hint(path: Path) -> str:
         if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
             return "; it is an HTML page (a failed download?)"
     return ""
-
-
-def _load_checked(model: ResNet, state: dict[str, Tensor], path: Path) -> None:
-    """Strict load with an error that names the keys and shapes that do not fit."""
-    expected = model.state_dict()
-    # Old checkpoints predate BatchNorm's counter; it does not affect evaluation.
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(v.shape)}, {model.name} {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
-        if unexpected:
-            more = " ..." if len(unexpected) > 5 else ""
-            problems.append(f"unexpected keys {unexpected[:5]}{more}")
-        if shapes:
-            problems.append("shape mismatches " + "; ".join(shapes[:5]))
-        raise ValueError(
-            f"{path} does not fit {model.name}: {'; '.join(problems)}. Check --arch, or map the "
-            "keys to torchvision names first."
-        )
-    full = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}
-    model.load_state_dict(full, strict=True)
