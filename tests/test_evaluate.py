@@ -174,6 +174,20 @@ def test_cli_json_and_confusion_png(setup: dict, capsys: pytest.CaptureFixture[s
     assert 0.0 <= out["ece"] <= 100.0 and len(out["reliability"]) == 15
 
 
+def test_cli_figure_names_without_a_suffix_are_asked_about(
+    setup: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--confusion out` (README's `out/` without its slash) wrote a PNG named `out`, which a
+    later `--reliability out` replaced; it is refused before the evaluation, with both ways."""
+    target = setup["tmp"] / "figs"
+    argv = ["evaluate", "--model", "no-such-model", "--dataset", "cifar10-sample"]
+    assert main([*argv, "--reliability", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"--reliability {target}: a name without a suffix may be meant as a file or a" in err
+    assert f"name the PNG {target}.png, or the folder {target}/ (the figure gets a" in err
+    assert not target.exists()
+
+
 def test_cli_figures_name_the_test_they_show(
     setup: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -245,6 +245,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if target is not None
     }
     for kind, path in figures.items():  # checked first: an evaluation can take a while
+        if not path.suffix:  # `--confusion out` for README's `out/`: a folder or a file?
+            raise ValueError(
+                f"--{option(kind)} {path}: a name without a suffix may be meant as a file or "
+                f"a folder; name the PNG {path}.png, or the folder {path}/ (the figure gets a "
+                "default name inside)"
+            )
         try:
             check_writable_folder(path.parent)
             check_png_target(path)
