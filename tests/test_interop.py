@@ -642,6 +642,22 @@ def test_training_checkpoints_with_an_ema_copy(
     assert_same(out(load_model(tmp_path / "ema"), x), out(ema, x))
 
 
+@pytest.mark.parametrize("head", ["head", "fc", "classifier.1"])
+def test_a_backbone_and_a_head_of_ones_own_load(head: str) -> None:
+    """A module of one's own around a ResNet: self.backbone (its fc an nn.Identity) and a
+    head beside it. The keys shared no prefix, so nothing was stripped and nothing fit."""
+    source = randomize(ours("resnet20"), seed=2)
+    state = {
+        (f"{head}.{k[3:]}" if k.startswith("fc.") else f"backbone.{k}"): v
+        for k, v in source.state_dict().items()
+    }
+    model = ours("resnet20")
+    report = load_checkpoint(model, state)
+    assert any(f"took {head.split('.')[0]!r}" in note for note in report.notes), report.notes
+    x = images(32)
+    assert_same(out(model, x), out(source, x))
+
+
 def test_an_averaged_model_saved_alone_loads(tmp_path: Path) -> None:
     """torch.optim.swa_utils.AveragedModel(model).state_dict(): its n_averaged counter was an
     unexpected key, 'the names do not match: check --arch, --from'."""

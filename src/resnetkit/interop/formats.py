@@ -137,6 +137,8 @@ KERAS_MAP = ModuleMap(
 #: Classifier names used by training scripts, renamed to ``fc`` (kuangliu's CIFAR nets use
 #: ``linear``, many scripts ``classifier`` or ``head``, timm's other families ``head.fc``).
 _HEAD_ALIAS = re.compile(r"^(?:linear|classifier|head)(?:\.fc|\.\d+)?\.(weight|bias)$")
+#: A classifier module beside a backbone of one's own (``self.head = nn.Linear(...)``).
+_OWN_HEAD = re.compile(r"^((?:fc|linear|classifier|head)(?:\.fc|\.\d+)?)\.(weight|bias)$")
 #: kuangliu's pytorch-cifar calls the projection shortcut ``shortcut``.
 _SHORTCUT_ALIAS = re.compile(r"^(layer\d+\.\d+\.)shortcut\.(\d+\..+)$")
 _OUR_ROOTS = ("conv1.", "bn1.", "layer1.", "fc.", "resnet.", "classifier.")
@@ -308,16 +310,24 @@ def normalize_script(
                 changed = True
             stripped[key] = value
         state = stripped
-        if any("/" in k or k.startswith(_OUR_ROOTS) for k in state) or detect_format(state) in (
+        if any("/" in k or k.startswith(_NET_ROOTS) for k in state) or detect_format(state) in (
             "huggingface",
             "keras",
         ):
-            break  # our names already, or another library's
+            break  # a network in our names already, or another library's
         chosen = _choose_network(state, use_ema, notes)
         if chosen is not None:
             took_ema = took_ema or _is_ema(chosen)
             prefix = f"{chosen}."
+            taken = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             left = [k for k in state if not k.startswith(prefix)]
+            # A head beside the backbone (whose own fc is an nn.Identity): one linear layer
+            heads = {k: m.group(2) for k in left if (m := _OWN_HEAD.match(k))}
+            modules = {k.rsplit(".", 1)[0] for k in heads}
+            if len(modules) == 1 and not any(k.startswith("fc.") for k in taken):
+                taken |= {f"fc.{leaf}": state[k] for k, leaf in heads.items()}
+                left = [k for k in left if k not in heads]
+                notes.append(f"took {next(iter(modules)).split('.')[0]!r} as the classifier (fc)")
             if left:
                 notes.append(
                     f"took the network under {prefix!r}; left {len(left)} other tensor(s) "
@@ -325,7 +335,7 @@ def normalize_script(
                 )
             else:
                 notes.append(f"stripped the {prefix!r} prefix shared by every key")
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            state = taken
             changed = True
         if not changed:
             break
