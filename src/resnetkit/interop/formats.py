@@ -323,11 +323,11 @@ def normalize_script(
             left = [k for k in state if not k.startswith(prefix)]
             # A head beside the backbone (whose own fc is an nn.Identity): one linear layer
             heads = {k: m.group(2) for k in left if (m := _OWN_HEAD.match(k))}
-            modules = {k.rsplit(".", 1)[0] for k in heads}
-            if len(modules) == 1 and not any(k.startswith("fc.") for k in taken):
+            head = {k.rsplit(".", 1)[0] for k in heads}
+            if len(head) == 1 and not any(k.startswith("fc.") for k in taken):
                 taken |= {f"fc.{leaf}": state[k] for k, leaf in heads.items()}
                 left = [k for k in left if k not in heads]
-                notes.append(f"took {next(iter(modules)).split('.')[0]!r} as the classifier (fc)")
+                notes.append(f"took {head.pop().split('.')[0]!r} as the classifier (fc)")
             if left:
                 notes.append(
                     f"took the network under {prefix!r}; left {len(left)} other tensor(s) "
