@@ -1016,6 +1016,27 @@ def test_a_file_cut_short_is_said_to_be(tmp_path: Path) -> None:
         load_model(tmp_path / "empty.pth", arch="resnet20")
 
 
+@pytest.mark.parametrize(
+    ("saved", "built"),
+    [("resnet20", "plain20"), ("resnet20 unit=bn_after_add", "resnet20")],
+)
+def test_load_checkpoint_refuses_a_model_directory_into_another_function(
+    saved: str, built: str, tmp_path: Path
+) -> None:
+    """A ResNet-20's directory into a plain-20 (no shortcuts), or a Fig. 4b unit's into the
+    original unit: the same names and shapes, so load_checkpoint loaded them without a word,
+    and the model computed something else (convert refused them already)."""
+    from resnetkit.models.model_dir import save_model_dir
+
+    arch, *options = saved.split()
+    source = ours(arch, **dict(o.split("=") for o in options))
+    pre = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    folder = save_model_dir(source, tmp_path / "m", arch=arch, classes=[], preprocessing=pre)
+    with pytest.raises(CheckpointMismatchError, match="would load here and compute something"):
+        load_checkpoint(ours(built), folder)
+    assert load_checkpoint(ours(arch, **dict(o.split("=") for o in options)), folder).loaded
+
+
 def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:
     from resnetkit.models.model_dir import save_model_dir
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from resnetkit.interop.diagnose import diagnose, stride_findings
+from resnetkit.interop.diagnose import architecture_findings, diagnose, stride_findings
 from resnetkit.interop.formats import (
     KERAS_MEAN,
     KERAS_STD,
@@ -470,6 +470,7 @@ def load_checkpoint(
     report.diagnosis = diagnose(model, state, expected, report, ckpt.detected_format)
     stride_notes, blocking = stride_findings(model, ckpt)
     report.notes += stride_notes
+    blocking += architecture_findings(model, ckpt)
     blocking += ckpt.problems
     report.diagnosis += blocking
 

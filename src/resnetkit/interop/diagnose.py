@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from resnetkit.interop.formats import same_names
-from resnetkit.models.config import ResNetConfig
+from resnetkit.models.config import SKIP_FIELDS, ResNetConfig
 from resnetkit.models.registry import get_model_config, list_models
 from resnetkit.models.resnet import ResNet
 
@@ -272,4 +272,28 @@ def stride_findings(model: ResNet, ckpt: Checkpoint) -> tuple[list[str], list[st
         f"other stride placement: the checkpoint is ResNet {_stride_name(theirs)}: {why}. The "
         f"model is {_stride_name(ours)}. Shapes cannot tell them apart, so the weights would "
         f"load and give wrong outputs. Create the model with stride_in_1x1={theirs}."
+    ]
+
+
+def architecture_findings(model: ResNet, ckpt: Checkpoint) -> list[str]:
+    """Blocking problems: a resnetkit model directory says what its weights compute beyond
+    their names and shapes (option-A shortcuts or none, the 2016 paper's units and skips); a
+    model that differs there would load them and compute something else."""
+    saved = ckpt.architecture.get("config") or {}
+    ours = model.config
+    fields = ["shortcut", "unit", "skip"]
+    if saved.get("skip") == ours.skip and ours.skip in SKIP_FIELDS:
+        # the same skip's scales; gate_bias only starts the gates' biases, which are weights
+        fields += [f for f in SKIP_FIELDS[ours.skip] if f != "gate_bias"]
+    differ = [
+        f"{name}={saved[name]!r} (the model: {getattr(ours, name)!r})"
+        for name in fields
+        if name in saved and saved[name] != getattr(ours, name)
+    ]
+    if not differ:
+        return []
+    return [
+        f"other architecture: the checkpoint is a {ckpt.architecture.get('arch')} with "
+        f"{', '.join(differ)}: its weights would load here and compute something else. Create "
+        "the model as it was (resnetkit.load_model on the directory builds it)."
     ]
