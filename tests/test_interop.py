@@ -1037,6 +1037,28 @@ def test_load_checkpoint_refuses_a_model_directory_into_another_function(
     assert load_checkpoint(ours(arch, **dict(o.split("=") for o in options)), folder).loaded
 
 
+def test_convert_of_a_training_run_names_what_to_convert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's folder, its checkpoints/ or one checkpoint: convert said 'expected config.json
+    and model.safetensors', where load_model names the run's model or checkpoint weights."""
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "ckpt-00000004"
+    checkpoint.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"model": "resnet20"}))
+    save_file(ours("resnet20").state_dict(), str(checkpoint / "model.safetensors"))
+    torch.save({"step": 4}, checkpoint / "state.pt")
+    weights = checkpoint / "model.safetensors"
+    for src in (run, run / "checkpoints", checkpoint):
+        args = ["convert", str(src), "--arch", "resnet20", "--out", str(tmp_path / "out")]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "has not finished" in err and f": {weights} --arch resnet20" in err, err
+    assert main(["convert", str(weights), "--arch", "resnet20", "--out", str(tmp_path / "o")]) == 0
+
+
 def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:
     from resnetkit.models.model_dir import save_model_dir
 

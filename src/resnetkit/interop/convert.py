@@ -347,6 +347,10 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     config_file = path / "config.json"
     names = ("model.safetensors", "pytorch_model.bin")
     weights = next((path / n for n in names if (path / n).is_file()), None)
+    if not config_file.is_file():
+        from resnetkit.models.loading import refuse_run_folder
+
+        refuse_run_folder(path, flag="")  # a run's folder or checkpoint: say what to pass
     if not config_file.is_file() or weights is None:
         raise FileNotFoundError(
             f"{path}: expected config.json and model.safetensors (a Hugging Face or resnetkit "

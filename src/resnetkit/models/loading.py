@@ -110,10 +110,7 @@ def load_model(
         model = model_from_weights(get_folder_weights(path))
     elif path.is_dir():
         if not (path / "config.json").is_file():
-            _refuse_run_folder(path)
-            for run in (path.parent, path.parent.parent):  # RUN/checkpoints[/ckpt-N]
-                if path.is_relative_to(run / "checkpoints"):
-                    _refuse_run_folder(run, given=path)
+            refuse_run_folder(path)
         model = load_model_dir(path)
     elif path.is_file():
         from resnetkit.data.images import IMAGE_EXTENSIONS
@@ -200,7 +197,17 @@ def _refuse_model_dir_file(path: Path) -> None:
     )
 
 
-def _refuse_run_folder(path: Path, *, given: Path | None = None) -> None:
+def refuse_run_folder(path: Path, flag: str = "--model ") -> None:
+    """Raise if ``path`` is a training run's folder, its ``checkpoints/`` or one of its
+    checkpoints, naming what to pass instead (as ``flag`` + a path: ``--model X``, or ``""``
+    for a command's positional source)."""
+    _refuse_run_folder(path, flag=flag)
+    for run in (path.parent, path.parent.parent):  # RUN/checkpoints[/ckpt-N]
+        if path.is_relative_to(run / "checkpoints"):
+            _refuse_run_folder(run, given=path, flag=flag)
+
+
+def _refuse_run_folder(path: Path, *, given: Path | None = None, flag: str = "--model ") -> None:
     """A training run's folder (``train``/``finetune --out``) is not a model directory: name
     the model it holds (``RUN/model``) or, unfinished, its latest checkpoint's weights.
     ``given``: the run's ``checkpoints/`` or one of its checkpoints, which was passed instead."""
@@ -218,7 +225,7 @@ def _refuse_run_folder(path: Path, *, given: Path | None = None) -> None:
     if (model_dir / "config.json").is_file():
         raise ValueError(
             f"{what}, not a model directory: the model it trained is {model_dir}; pass that "
-            f"(--model {model_dir})"
+            f"({flag}{model_dir})"
         )
     run = read_run_json(path)
     origin = run.get("origin")
@@ -240,7 +247,7 @@ def _refuse_run_folder(path: Path, *, given: Path | None = None) -> None:
         f"{what} that has not finished: no {model_dir} yet. "
         f"{resume[0].upper()}{resume[1:]} to write it, or load the weights of "
         f"{'that' if chosen is given else 'its latest'} checkpoint, without the run's class "
-        f"names and preprocessing: --model {weights} --arch {arch}"
+        f"names and preprocessing: {flag}{weights} --arch {arch}"
     )
 
 
