@@ -1057,6 +1057,9 @@ def test_convert_of_a_training_run_names_what_to_convert(
         err = capsys.readouterr().err
         assert "has not finished" in err and f": {weights} --arch resnet20" in err, err
     assert main(["convert", str(weights), "--arch", "resnet20", "--out", str(tmp_path / "o")]) == 0
+    torch.save({"step": 4, "optimizer": {"state": {}}}, checkpoint / "state.pt")
+    with pytest.raises(ValueError, match=rf"no model weights; .*\({weights} beside it\)"):
+        load_model(checkpoint / "state.pt", arch="resnet20")  # the training state
 
 
 def test_broken_model_directories_get_clear_errors(tmp_path: Path) -> None:

@@ -220,7 +220,9 @@ def read_checkpoint(
     except ValueError as err:
         if origin == "state dict":
             raise
-        raise ValueError(f"{origin}: {err}") from None  # which of the user's files
+        weights = Path(origin).with_name("model.safetensors")  # a resnetkit checkpoint's
+        beside = f" ({weights} beside it)" if weights.is_file() and path.is_file() else ""
+        raise ValueError(f"{origin}: {err}{beside}") from None  # which of the user's files
     ckpt = Checkpoint(
         translation.state,
         origin,
