@@ -214,6 +214,68 @@ def test_cli_text(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"  {setup['folder'] / 'empty.png'}: {REASON_EMPTY}" in lines
 
 
+def test_text_and_csv_are_written_a_batch_at_a_time(
+    setup: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resnetkit predict` over a large folder printed nothing until every image was done: a
+    user saw nothing for minutes, and Ctrl-C lost every result. Each batch's lines are now
+    written (and flushed) as it completes; the failures and counts still come at the end."""
+    import importlib
+
+    module = importlib.import_module("resnetkit.predict")  # (resnetkit.predict: the function)
+    batches: list[tuple[list[str], int]] = []
+    report = predict(
+        setup["model_dir"],
+        [*ASSETS, setup["folder"]],
+        top_k=2,
+        batch_size=4,
+        on_batch=lambda done, files: batches.append(([p["path"] for p in done], len(files))),
+    )
+    assert [paths for paths, _ in batches] == [
+        [p["path"] for p in report.predictions[:4]],
+        [p["path"] for p in report.predictions[4:]],
+    ]
+    assert {count for _, count in batches} == {6 + len(setup["bad"])}  # every file to be read
+
+    # A completed run: the CSV rows of the report, in its order, then the failures on stderr.
+    assert _cli(setup, "--csv", "--top-k", "2", "--batch-size", "4") == 0
+    captured = capsys.readouterr()
+    expected = ["path,rank,class,probability"] + [
+        f"{p['path']},{rank},{t['class']},{t['probability']:.6f}"
+        for p in report.predictions
+        for rank, t in enumerate(p["top_k"], start=1)
+    ]
+    assert captured.out.splitlines() == expected
+    assert captured.err.count("resnetkit predict: ") == len(setup["bad"])
+    # The text table: paths padded to the longest of the files to be read (known before the
+    # first batch), failed ones included (sub/truncated.png is longer than any read).
+    assert _cli(setup, "--top-k", "2", "--batch-size", "4") == 0
+    lines = capsys.readouterr().out.splitlines()
+    width = max(len(str(p)) for p in [*ASSETS, *setup["copies"], *setup["bad"]])
+    for line, pred in zip(lines[:6], report.predictions, strict=True):
+        assert line[:width].rstrip() == pred["path"]
+        assert line[width : width + 2] == "  " and line[width + 2] != " "
+    assert lines[6] == f"failed ({len(setup['bad'])}):" and lines[-1] == "6 predicted, 4 failed"
+
+    # Stopped (Ctrl-C) while the second batch is scored: the first batch's lines are kept.
+    ranked = module.rank_classes
+    scored: list[int] = []
+
+    def stop_at_the_second_batch(*args: object, **kwargs: object) -> object:
+        scored.append(1)
+        if len(scored) == 2:
+            raise KeyboardInterrupt
+        return ranked(*args, **kwargs)
+
+    monkeypatch.setattr(module, "rank_classes", stop_at_the_second_batch)
+    for fmt, kept in ((["--csv"], expected[: 1 + 4 * 2]), ([], lines[:4])):
+        scored.clear()
+        assert _cli(setup, *fmt, "--top-k", "2", "--batch-size", "4") == 130
+        captured = capsys.readouterr()
+        assert captured.out.splitlines() == kept
+        assert captured.err == "resnetkit predict: interrupted (Ctrl-C)\n"
+
+
 def test_cli_exit_codes(setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = [str(p) for p in setup["bad"]]
     empty_dir = tmp_path / "nothing"

@@ -228,6 +228,7 @@ def predict(
     tta: bool = False,
     threshold: float | None = None,
     min_confidence: float | None = None,
+    on_batch: Callable[[list[dict[str, Any]], Sequence[Path]], object] | None = None,
 ) -> PredictionReport:
     """Classify image files and folders; bad files are reported, never fatal.
 
@@ -252,6 +253,11 @@ def predict(
         min_confidence: a top-class probability below which an answer is marked ``unsure``
             (selective classification; default: the model's own, chosen by ``resnetkit
             calibrate --target-accuracy``; 0 marks none). Models that pick one class only.
+        on_batch: called after each batch with its predictions (in input order, as they are
+            appended to the report) and every image file to be read (the same list each call,
+            e.g. to align columns), so that results can be written as they come: a run
+            stopped half-way (Ctrl-C) keeps what was written. The progress bar is cleared
+            while it runs, so it may print.
 
     Returns:
         A :class:`PredictionReport`. Class names come from the model (its index as a string
@@ -314,8 +320,12 @@ def predict(
                 if tta:
                     probs = (probs + scores(net(_mirror(x, prep)))) / 2
             rankings = rank_classes(probs, classes, k, cut, min_confidence=floor)
-            for path, ranking in zip(paths, rankings, strict=True):
-                report.predictions.append({"path": str(path), **ranking})
+            done = [{"path": str(p), **r} for p, r in zip(paths, rankings, strict=True)]
+            report.predictions.extend(done)
+            if on_batch is not None:
+                bar.clear()
+                on_batch(done, files)
+                bar.refresh()
     finally:
         net.train(was_training)
         bar.close()

@@ -10,7 +10,9 @@ import argparse
 import csv
 import json
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from resnetkit.predict import PredictionReport
@@ -24,7 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Top-k classes of every image given (folders are searched recursively); "
         "a multi-label model's also every class at its threshold (labels; top-k then lists "
         "them too, beyond k if need be). Unreadable files are listed with the reason and do "
-        "not stop the others.",
+        "not stop the others. Text and --csv lines are written as each batch completes, the "
+        "unreadable files and counts at the end: a run stopped with Ctrl-C keeps the lines of "
+        "the batches done; --json prints one document at the end.",
     )
     add_model_args(p, onnx=True)
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders")
@@ -51,7 +55,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "model's own, from `resnetkit calibrate --target-accuracy`; 0 marks none)",
     )
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    fmt.add_argument(
+        "--json",
+        dest="as_json",
+        action="store_true",
+        help="print one JSON object, when every image is done",
+    )
     fmt.add_argument(
         "--csv",
         dest="as_csv",
@@ -63,42 +72,66 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=run_predict)
 
 
-def format_text(report: PredictionReport) -> str:
-    """One line per image (``path  class 93.1%  class 3.0% ...``), failures, a count line."""
-    lines = []
-    width = max((len(p["path"]) for p in report.predictions), default=0)
-    for pred in report.predictions:
-        guesses = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in pred["top_k"])
-        if "labels" in pred:  # multi-label: the classes at the threshold, then the top k
-            chosen = ", ".join(t["class"] for t in pred["labels"]) or "(none)"
-            guesses = f"[{chosen}]  {guesses}"
-        if pred.get("unsure"):
-            guesses = f"(unsure)  {guesses}"
-        lines.append(f"{pred['path']:<{width}}  {guesses}")
-    if report.failures:
-        lines.append(f"failed ({len(report.failures)}):")
-        lines.extend(f"  {f['path']}: {f['reason']}" for f in report.failures)
-    unsure = sum(bool(p.get("unsure")) for p in report.predictions)
-    marked = f" ({unsure} unsure)" if any("unsure" in p for p in report.predictions) else ""
-    lines.append(f"{len(report.predictions)} predicted{marked}, {len(report.failures)} failed")
-    return "\n".join(lines)
+class TextWriter:
+    """The table on stdout a batch at a time, one line an image (``path  class 93.1%  class
+    3.0% ...``, paths padded to the longest of the files to be read); then the failures and a
+    count line."""
+
+    def __init__(self) -> None:
+        self.width = 0
+
+    def batch(self, predictions: list[dict[str, Any]], files: Sequence[Path]) -> None:
+        self.width = self.width or max(len(str(f)) for f in files)
+        for pred in predictions:
+            guesses = "  ".join(
+                f"{t['class']} {100 * t['probability']:.1f}%" for t in pred["top_k"]
+            )
+            if "labels" in pred:  # multi-label: the classes at the threshold, then the top k
+                chosen = ", ".join(t["class"] for t in pred["labels"]) or "(none)"
+                guesses = f"[{chosen}]  {guesses}"
+            if pred.get("unsure"):
+                guesses = f"(unsure)  {guesses}"
+            print(f"{pred['path']:<{self.width}}  {guesses}")
+        sys.stdout.flush()  # a run stopped later keeps these
+
+    def finish(self, report: PredictionReport) -> None:
+        if report.failures:
+            print(f"failed ({len(report.failures)}):")
+            for failure in report.failures:
+                print(f"  {failure['path']}: {failure['reason']}")
+        unsure = sum(bool(p.get("unsure")) for p in report.predictions)
+        marked = f" ({unsure} unsure)" if any("unsure" in p for p in report.predictions) else ""
+        print(f"{len(report.predictions)} predicted{marked}, {len(report.failures)} failed")
 
 
-def write_csv(report: PredictionReport) -> None:
-    """``path,rank,class,probability`` rows on stdout (rank 1 = most likely), failures on stderr."""
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    multi = any("labels" in pred for pred in report.predictions)
-    selective = any("unsure" in pred for pred in report.predictions)
-    extra = (["predicted"] if multi else []) + (["unsure"] if selective else [])
-    writer.writerow(["path", "rank", "class", "probability", *extra])
-    for pred in report.predictions:
-        chosen = {t["index"] for t in pred.get("labels", [])}
-        for rank, top in enumerate(pred["top_k"], start=1):
-            row = [pred["path"], rank, top["class"], f"{top['probability']:.6f}"]
-            row += [int(top["index"] in chosen)] if multi else []
-            writer.writerow(row + ([int(pred["unsure"])] if selective else []))
-    for failure in report.failures:
-        print(f"resnetkit predict: {failure['path']}: {failure['reason']}", file=sys.stderr)
+class CsvWriter:
+    """``path,rank,class,probability`` rows on stdout a batch at a time (rank 1 = most likely;
+    ``predicted`` and ``unsure`` columns as the model has them), failures on stderr at the end."""
+
+    def __init__(self) -> None:
+        self.writer = csv.writer(sys.stdout, lineterminator="\n")
+        self.extra: list[str] | None = None  # the header is written with the first rows
+
+    def batch(self, predictions: list[dict[str, Any]], files: Sequence[Path]) -> None:
+        if self.extra is None:  # a model's predictions all have the same keys
+            first = predictions[0]
+            self.extra = ["predicted"] if "labels" in first else []
+            self.extra += ["unsure"] if "unsure" in first else []
+            self.writer.writerow(["path", "rank", "class", "probability", *self.extra])
+        multi, selective = "predicted" in self.extra, "unsure" in self.extra
+        for pred in predictions:
+            chosen = {t["index"] for t in pred.get("labels", [])}
+            for rank, top in enumerate(pred["top_k"], start=1):
+                row = [pred["path"], rank, top["class"], f"{top['probability']:.6f}"]
+                row += [int(top["index"] in chosen)] if multi else []
+                self.writer.writerow(row + ([int(pred["unsure"])] if selective else []))
+        sys.stdout.flush()  # a run stopped later keeps these
+
+    def finish(self, report: PredictionReport) -> None:
+        if self.extra is None:  # nothing was predicted: the header alone
+            self.writer.writerow(["path", "rank", "class", "probability"])
+        for failure in report.failures:
+            print(f"resnetkit predict: {failure['path']}: {failure['reason']}", file=sys.stderr)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -106,6 +139,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from resnetkit.predict import predict
 
     model = load_classifier(args.model, arch=args.arch)
+    # text and CSV are written as each batch completes; the JSON document is whole at the end
+    writer = None if args.as_json else CsvWriter() if args.as_csv else TextWriter()
     report = predict(
         model,
         args.inputs,
@@ -115,11 +150,10 @@ def run_predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         threshold=args.threshold,
         min_confidence=args.min_confidence,
+        on_batch=writer.batch if writer is not None else None,
     )
-    if args.as_json:
+    if writer is None:
         print(json.dumps({"model": str(args.model), **report.to_dict()}))
-    elif args.as_csv:
-        write_csv(report)
     else:
-        print(format_text(report))
+        writer.finish(report)
     return 0 if report.predictions else 1
