@@ -351,6 +351,26 @@ def test_finetune_names_a_missing_data_folder(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_file_as_data_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`finetune --data photo.jpg` exited with status 1 (an I/O failure's) where a missing
+    folder, and every other usage error, exits with 2; so did `evaluate` and `train` with a
+    file as --data-dir. The message is the same."""
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    runs = {
+        "finetune": ["--data", str(photo), "--out", str(tmp_path / "out")],
+        "evaluate": ["--dataset", "folder", "--data-dir", str(photo)],
+    }
+    for command, args in runs.items():
+        assert main([command, "--model", "resnet20.cifar10", *args]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"resnetkit {command}: error: not a folder: {photo} (expected "), err
+        assert "root/<class>/<image>" in err and "or a .csv/.tsv label file" in err
+    assert not (tmp_path / "out").exists()
+
+
 def files_of(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 

@@ -150,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     except (
         FileNotFoundError,
         FileExistsError,  # a run already in --out (pass --resume)
+        NotADirectoryError,  # a file where a folder is needed (--data photo.jpg)
         ValueError,
         TypeError,
     ) as err:
