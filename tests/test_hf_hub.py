@@ -261,6 +261,45 @@ def test_transformers_repository(hub: FakeHub, resnet18: resnetkit.ResNet, tmp_p
     assert (cfg["input_size"], cfg["resize"], cfg["mean"]) == (160, 182, [0.5] * 3)
 
 
+def test_convert_reads_hf_hub_names(
+    hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`convert hf-hub:ORG/NAME` as --model reads it (timm's and transformers' repositories,
+    their preprocessing and classes kept): it said 'no such checkpoint file or directory'."""
+    from resnetkit.cli.main import main
+
+    hub.add(
+        TIMM_REPO,
+        {
+            "config.json": json.dumps(TIMM_CONFIG).encode(),
+            "model.safetensors": _safetensors(to_timm(resnet18), tmp_path),
+        },
+    )
+    out = tmp_path / "r18"
+    assert main(["convert", f"hf-hub:{TIMM_REPO}", "--arch", "resnet18", "--out", str(out)]) == 0
+    assert f"hf-hub:{TIMM_REPO} (timm format) loaded into resnet18" in capsys.readouterr().out
+    converted = load_model(out)
+    _same_weights(converted, resnet18)
+    cfg = converted.pretrained_cfg
+    assert cfg["interpolation"] == "bicubic" and cfg["classes"][0] == "tench"
+    other = str(tmp_path / "r34")
+    assert main(["convert", f"hf-hub:{TIMM_REPO}", "--arch", "resnet34", "--out", other]) == 2
+    assert "holds timm's resnet18, not resnet34" in capsys.readouterr().err
+
+    three = resnetkit.create_model("resnet18", num_classes=3).eval()
+    three.pretrained_cfg = {"input_size": 160, "resize": 182, "mean": [0.5] * 3, "std": [0.25] * 3}
+    folder = to_huggingface(three, tmp_path / "hf", classes=["ant", "bee", "cow"])
+    hub.add("someone/resnet-18", {p.name: p.read_bytes() for p in folder.iterdir()})
+    report, written = resnetkit.interop.convert_checkpoint(
+        "hf-hub:someone/resnet-18", "resnet18", tmp_path / "three", target="timm"
+    )
+    assert report.source_format == "huggingface"
+    back = load_model(written)
+    _same_weights(back, three)
+    assert back.pretrained_cfg["classes"] == ["ant", "bee", "cow"]
+    assert back.pretrained_cfg["input_size"] == 160
+
+
 def test_what_cannot_be_loaded_is_explained(
     hub: FakeHub, resnet18: resnetkit.ResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

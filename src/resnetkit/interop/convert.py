@@ -206,9 +206,14 @@ def read_checkpoint(
         return source
     meta: dict[str, Any] = {}
     hint = "auto"
+    from resnetkit.models.hf_hub import is_hf_hub_name
+
     if isinstance(source, Mapping):
         raw: Mapping[str, Any] = source
         origin = "state dict"
+    elif is_hf_hub_name(str(source)) and not Path(source).exists():
+        raw, hint, meta = _read_hub(str(source))
+        origin = str(source)
     else:
         path = Path(source).expanduser()
         raw, hint, meta = _read_path(path)
@@ -230,6 +235,8 @@ def read_checkpoint(
         translation.detected_format,
         translation.notes,
     )
+    if meta.get("source_format"):  # an hf-hub: repository, read into our names
+        ckpt.source_format = ckpt.detected_format = meta["source_format"]
     ckpt.stride_in_1x1 = meta.get("stride_in_1x1")
     ckpt.variants = dict(meta.get("variants") or {})
     ckpt.classes = list(meta.get("classes", []))
@@ -405,6 +412,32 @@ def _read_dir(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
         f"{config_file}: model_type {config.get('model_type')!r} is not a Hugging Face ResNet "
         "and it is not a resnetkit model directory"
     )
+
+
+def _read_hub(name: str) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
+    """An ``hf-hub:`` repository (timm's or transformers'), read as ``load_model`` reads it
+    (from a cache or a pinned, verified download), with its preprocessing and classes."""
+    from resnetkit.models.hf_hub import get_hf_hub_weights
+
+    hub = get_hf_hub_weights(name)
+    model = create_model(name, pretrained=True)
+    cfg = hub.pretrained_cfg
+    keys = ("input_size", "resize", "interpolation", "mean", "std")
+    changes = hub.config_changes
+    meta: dict[str, Any] = {
+        "classes": cfg.get("classes") or [],
+        "preprocessing": {k: cfg[k] for k in keys if k in cfg},
+        "stride_in_1x1": bool(changes.get("stride_in_1x1", False)),  # timm's are all v1.5
+        "variants": {k: v for k, v in changes.items() if k not in ("in_chans", "stride_in_1x1")},
+        "named_arch": hub.arch if hub.source_format == "timm" else "",
+        "task": (
+            {"multi_label": True, "threshold": cfg.get("threshold", 0.5)}
+            if cfg.get("multi_label")
+            else {}
+        ),
+    }
+    meta["source_format"] = hub.source_format  # said in the report; the names are ours
+    return model.state_dict(), "resnetkit", meta
 
 
 def _huggingface_meta(config: dict[str, Any]) -> dict[str, Any]:
