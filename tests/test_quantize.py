@@ -293,3 +293,23 @@ def test_a_flat_folder_calibrates_and_unreadable_images_are_named_and_skipped(
         pytest.raises(ValueError, match=r"no readable images in .*flat \(3 tried"),
     ):
         calibration_batches(model, "folder", flat)
+
+
+def test_a_file_as_calibration_folder_says_what_calibration_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--calibration-dir photo.jpg` was refused with evaluate's class-folder layout
+    (root/<class>/<image>), though a flat folder of images will do."""
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    out = tmp_path / "q.onnx"
+    argv = ["quantize", "--model", "resnet20.cifar10", "--out", str(out)]
+    assert main([*argv, "--calibration-dataset", "folder", "--calibration-dir", str(photo)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"resnetkit quantize: error: not a folder: {photo}: calibration needs a folder of images "
+        "(flat, or in class folders; no labels needed) or a .csv/.tsv label file\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]  # nothing written

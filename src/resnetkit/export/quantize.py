@@ -102,6 +102,7 @@ def calibration_images(data_dir: str | Path, split: str = "train") -> tuple[list
 
     Raises:
         FileNotFoundError: no such folder.
+        NotADirectoryError: a file (a photo, an archive) that is not a label file.
         ValueError: a folder without images, or split folders none of which is ``split``.
     """
     from resnetkit.data.folder import scan_image_folder
@@ -114,6 +115,11 @@ def calibration_images(data_dir: str | Path, split: str = "train") -> tuple[list
             warnings.filterwarnings("ignore", ".* has no split column, so split", UserWarning)
             samples, _, root = eval_samples(data_dir, split)
         return [path for path, _ in samples], root
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():  # not evaluate's layout words
+        raise NotADirectoryError(
+            f"not a folder: {data_dir}: calibration needs a folder of images (flat, or in class "
+            "folders; no labels needed) or a .csv/.tsv label file"
+        )
     root = folder_split(data_dir, split)
     entries = sorted(root.iterdir()) if root.is_dir() else []
     loose = [
