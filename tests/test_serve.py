@@ -228,6 +228,46 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(
     assert f'resnetkit_rejected_inputs_total{{reason="{error}"}} 1.0' in metrics
 
 
+def test_a_413_says_what_to_do_about_it(model_dir: Path) -> None:
+    """The 413s said what was too large ('5 images in one request; at most 4 are accepted')
+    and stopped there: now also what to do, send fewer or smaller images, or start the service
+    with a larger limit, by the flag that sets it."""
+    app = create_app(model_dir, max_bytes=64 * 1024, max_pixels=48 * 48, max_images_per_request=4)
+    images = (
+        "at most 4 are accepted: send them in requests of 4 or fewer, or start the service "
+        "with a larger --max-images"
+    )
+    body = (
+        "exceeds the limit of 65,536 bytes (0.0625 MiB): send fewer or smaller images a "
+        "request (base64 in JSON makes them a third larger), or start the service with a "
+        "larger --max-body-mib"
+    )
+    pixels = "or start the service with a larger --max-megapixels"
+    advice = {
+        "too-many-images": images,
+        "json-too-many": images,
+        "content-length": body,
+        "body-size": body,
+        "huge-header": f"; scale it down (the model sees 32 pixels a side), {pixels}",
+        "too-many-pixels": f"; scale it down (the model sees 32 pixels a side), {pixels}",
+        "too-elongated": f"; crop it nearer to a square, {pixels}",
+    }
+    cases = {case[0]: dict(case[1]) for case in BAD_INPUTS if case[2] == 413}
+    assert sorted(cases) == sorted(advice)  # every 413 the service answers
+
+    async def scenario(c: httpx.AsyncClient) -> dict[str, httpx.Response]:
+        answers = {}
+        for name, kwargs in cases.items():
+            if callable(kwargs.get("content")):
+                kwargs["content"] = kwargs["content"](bytes(100_000))
+            answers[name] = await c.post("/predict", **kwargs)
+        return answers
+
+    for name, answer in serve(app, scenario).items():
+        assert answer.status_code == 413, name
+        assert answer.json()["detail"].endswith(advice[name]), (name, answer.json()["detail"])
+
+
 def test_a_query_parameter_of_another_name_is_refused_not_ignored(model_dir: Path) -> None:
     """`POST /predict?topk=1` (or top-k, k) answered with the default 5 classes: FastAPI
     ignores parameters it does not know, so the client never learnt it had misspelt one."""

@@ -75,7 +75,13 @@ from resnetkit.serve.backends import (
     weights_version,
 )
 from resnetkit.serve.batcher import MAX_WAIT_MS, BatcherClosedError, MicroBatcher
-from resnetkit.serve.inputs import GENERIC_PART_TYPES, ApiError, describe_image, images_from_json
+from resnetkit.serve.inputs import (
+    GENERIC_PART_TYPES,
+    ApiError,
+    describe_image,
+    images_from_json,
+    too_many_images,
+)
 from resnetkit.serve.metrics import Metrics, MetricsMiddleware
 
 __all__ = ["ApiError", "Backend", "ServeConfig", "create_app"]
@@ -519,6 +525,11 @@ class Service:
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.config.max_bytes
+        advice = (
+            f"the limit of {limit:,} bytes ({limit / MiB:g} MiB): send fewer or smaller images "
+            "a request (base64 in JSON makes them a third larger), or start the service with a "
+            "larger --max-body-mib"
+        )
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -529,7 +540,7 @@ class Service:
                 raise ApiError(
                     413,
                     "payload_too_large",
-                    f"Content-Length {length:,} bytes exceeds the limit of {limit:,} bytes",
+                    f"Content-Length {length:,} bytes exceeds {advice}",
                 )
         # Content-Length may be absent (chunked) or wrong: count what actually arrives too.
         chunks: list[bytes] = []
@@ -541,7 +552,7 @@ class Service:
                     raise ApiError(
                         413,
                         "payload_too_large",
-                        f"the request body exceeds the limit of {limit:,} bytes",
+                        f"the request body exceeds {advice}",
                     )
                 chunks.append(chunk)
         except ClientDisconnect:
@@ -600,13 +611,8 @@ class Service:
                     "no image in the multipart body: put the images in fields "
                     f"{' or '.join(repr(f) for f in IMAGE_FIELDS)}{found}",
                 )
-            limit = self.config.max_images_per_request
-            if len(images) > limit:
-                raise ApiError(
-                    413,
-                    "too_many_images",
-                    f"{len(images)} images in one request; at most {limit} are accepted",
-                )
+            if len(images) > self.config.max_images_per_request:
+                raise too_many_images(len(images), self.config.max_images_per_request)
             names: list[str | None] = []
             data: list[bytes] = []
             for i, upload in enumerate(images):
@@ -701,6 +707,13 @@ class Service:
                         f"; received {_received(data)}; send the bytes of an image file "
                         f"({READABLE_FORMATS})"
                     )
+                elif error == "too_many_pixels":
+                    smaller = (
+                        "crop it nearer to a square"
+                        if err.reason.startswith("image too elongated")
+                        else f"scale it down (the model sees {prep.image_size} pixels a side)"
+                    )
+                    detail += f"; {smaller}, or start the service with a larger --max-megapixels"
                 raise ApiError(status, error, detail) from None
             tensors.append(self._transform(image))
         return torch.stack(tensors)

@@ -25,6 +25,16 @@ class ApiError(Exception):
         self.detail = detail
 
 
+def too_many_images(count: int, limit: int) -> ApiError:
+    """The 413 for ``count`` images in a request that may hold ``limit``, with what to do."""
+    return ApiError(
+        413,
+        "too_many_images",
+        f"{count} images in one request; at most {limit} are accepted: send them in requests "
+        f"of {limit} or fewer, or start the service with a larger --max-images",
+    )
+
+
 def images_from_json(body: bytes, limit: int) -> tuple[list[str | None], list[bytes]]:
     """The images of a JSON body, base64-decoded, with their names (``None`` when not given):
     ``{"image": B64}``, ``{"images": [B64 | {"name", "data": B64}, ...]}`` or KServe's and TF
@@ -54,11 +64,7 @@ def images_from_json(body: bytes, limit: int) -> tuple[list[str | None], list[by
     if not isinstance(items, list) or not items:
         raise ApiError(400, "no_image", f"{keys[0]!r} must be a non-empty list: {shape}")
     if len(items) > limit:
-        raise ApiError(
-            413,
-            "too_many_images",
-            f"{len(items)} images in one request; at most {limit} are accepted",
-        )
+        raise too_many_images(len(items), limit)
     names: list[str | None] = []
     data: list[bytes] = []
     for i, item in enumerate(items):
