@@ -535,7 +535,11 @@ def test_resume_refuses_another_recipe_and_the_cli_uses_the_runs_own(
     capsys.readouterr()
     assert main(argv) == 0
     assert card.read_text() == "edited by hand\n"
-    assert "had already finished (10 steps): nothing trained" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "had already finished (10 steps): nothing to train" in err
+    assert "kept as it was" in err
+    # Said once: no "resumed from ... at step 10" nor a start line of a run to come.
+    assert "resumed from" not in err and "from step" not in err
     shutil.rmtree(tmp_path / "run" / "model")
     assert main(argv) == 0
     assert "# resnet20" in card.read_text()

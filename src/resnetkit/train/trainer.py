@@ -337,8 +337,13 @@ class Trainer:
         if opened is None:
             return False
         folder = resume_run(self, opened)
-        self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
+        if not self._done():  # a finished run is said to be so by _run, once
+            self._log(f"resumed from {folder} at step {self.step} (epoch {self.epoch + 1})")
         return True
+
+    def _done(self) -> bool:
+        """Whether the loop has nothing left to train (the last step taken, or stopped early)."""
+        return self.step >= self.total_iters or self.stopped_early
 
     # ----------------------------------------------------------------- logging
     def _describe_start(self) -> str:
@@ -548,6 +553,7 @@ class Trainer:
             if self.dist.is_main and spec.dataset != "cifar10-sample":
                 warn_moved_data(self.out, spec.data_dir, spec.origin.data_flag)
         self._resumed_at = self.step
+        finished = spec.resume and self._done()
         if self.dist.is_main:
             remove_drafts(self.out)  # a killed run's half-written files
         self.runlog.reset(self.history)
@@ -573,7 +579,13 @@ class Trainer:
         self.runlog.write_run_files(
             self.recipe, run_record(self.out, run, provenance(), resumed_at)
         )
-        self._log(self._describe_start())
+        if finished:
+            self._log(
+                f"{self.out} had already finished ({plural(self.step, 'step')}): nothing to "
+                "train; its weights are evaluated again"
+            )
+        else:
+            self._log(self._describe_start())
         self._set_train_mode()
         self.signals.catch()
         try:
@@ -814,10 +826,7 @@ class Trainer:
         metrics = self._final_metrics(results)
         model_dir = self.out / "model"
         if self.dist.is_main and self._finished_before():
-            self._log(
-                f"{self.out} had already finished ({plural(self.step, 'step')}): nothing trained, "
-                f"{model_dir} kept as it was"
-            )
+            self._log(f"{model_dir} kept as it was")
         elif self.dist.is_main:
             write_model_output(self, final_model, model_dir, metrics, results)
         distributed.barrier(self.dist)
