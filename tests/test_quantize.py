@@ -313,3 +313,34 @@ def test_a_file_as_calibration_folder_says_what_calibration_needs(
         "(flat, or in class folders; no labels needed) or a .csv/.tsv label file\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]  # nothing written
+
+
+def test_the_evaluation_data_are_named_as_they_were_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of class folders, with no test/ in it, is scored whole: the report said
+    "folder:test" all the same, as though a test split had been found."""
+    import shutil
+
+    from resnetkit.export.quantize import scored_data_name
+
+    assets = Path(__file__).parents[1] / "src" / "resnetkit" / "assets"
+    for name in ("cat", "ship"):
+        for root in (tmp_path / "whole", tmp_path / "split" / "test"):
+            (root / name).mkdir(parents=True)
+            shutil.copy(assets / f"{name}.png", root / name / "0.png")
+    out = tmp_path / "q" / "r.int8.onnx"
+    argv = ["quantize", "--model", "resnet20.cifar10", "--out", str(out), "--method", "dynamic"]
+    assert main([*argv, "--eval-dataset", "folder", "--eval-dir", str(tmp_path / "whole")]) == 0
+    accuracy = json.loads(capsys.readouterr().out)["accuracy"]
+    whole = f"folder {tmp_path / 'whole'}, every image (no test split)"
+    assert accuracy["dataset"] == whole and accuracy["int8"]["count"] == 2
+    assert read_metadata(out)["quantized"]["evaluated_on"] == whole
+    assert scored_data_name("folder", tmp_path / "split", "test") == "folder:test"
+    assert scored_data_name("cifar10", tmp_path, "test") == "cifar10:test"
+    for text, scored in (
+        ("path,label\nwhole/cat/0.png,cat\n", f"folder {tmp_path / 'l.csv'}, every image (no "),
+        ("path,label,split\nwhole/cat/0.png,cat,test\n", "folder:test"),
+    ):
+        (tmp_path / "l.csv").write_text(text)
+        assert scored_data_name("folder", tmp_path / "l.csv", "test").startswith(scored)

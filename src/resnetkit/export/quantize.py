@@ -407,5 +407,21 @@ def compare_accuracy(
     # None: mAP of a split where no image has any of the classes
     drop = None if before is None or after is None else round(before - after, 4)
     results[f"{score}_drop"] = drop
-    results["dataset"] = f"{dataset}:{split}"
+    results["dataset"] = scored_data_name(dataset, data_dir, split)
     return results
+
+
+def scored_data_name(dataset: str, data_dir: str | Path, split: str) -> str:
+    """What :func:`compare_accuracy` scored: ``cifar10:test``, ``folder:val``; a folder
+    without split folders, or a label file without a split column, is scored whole whatever
+    ``split`` says, and so named by its path: ``folder DIR, every image (no test split)``."""
+    from resnetkit.data.folder import find_split
+    from resnetkit.data.labels import is_label_file, read_label_file
+
+    if dataset != "folder":
+        return f"{dataset}:{split}"
+    if is_label_file(data_dir):
+        whole = not read_label_file(data_dir).has_splits
+    else:
+        whole = find_split(data_dir, split) is None
+    return f"folder {data_dir}, every image (no {split} split)" if whole else f"folder:{split}"
