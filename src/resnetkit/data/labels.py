@@ -38,6 +38,7 @@ from pathlib import Path
 
 from resnetkit.data.images import IMAGE_EXTENSIONS
 from resnetkit.data.splits import SPLIT_FOLDERS
+from resnetkit.text import first_few
 
 #: Suffixes read as label files.
 LABEL_FILE_SUFFIXES = (".csv", ".tsv")
@@ -194,7 +195,7 @@ def read_label_file(path: str | Path) -> LabelFile:
             stacklevel=2,
         )
     if missing_files:
-        shown = ", ".join(missing_files[:5]) + (", ..." if len(missing_files) > 5 else "")
+        shown = first_few(missing_files, 5)
         warnings.warn(
             f"{path}: {len(missing_files)} of {len(rows)} image(s) not found relative to "
             f"{path.parent} ({shown}); they will be reported and skipped",

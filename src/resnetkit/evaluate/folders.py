@@ -32,6 +32,7 @@ from resnetkit.data.folder import (
     split_folders,
 )
 from resnetkit.data.splits import TRAIN_FOLDERS, VALIDATION_FOLDERS, split_names
+from resnetkit.text import first_few
 
 
 def eval_samples(
@@ -146,15 +147,15 @@ def label_map(
         # others are classes it does not know (by index, a dog folder would be scored as the
         # model's ship).
         raise ValueError(
-            f"{where} has classes the model does not know: {_names(unknown)} (the model's: "
-            f"{_names(model_classes)}). If they are some of the model's under other names, "
+            f"{where} has classes the model does not know: {first_few(unknown, 10)} (the model's: "
+            f"{first_few(model_classes, 10)}). If they are some of the model's under other names, "
             f"name them as the model does. {advice}"
         )
     if num_classes != len(data_classes):
-        named = f" ({_names(model_classes)})" if len(model_classes) == num_classes else ""
+        named = f" ({first_few(model_classes, 10)})" if len(model_classes) == num_classes else ""
         raise ValueError(
             f"class mismatch: the model predicts {num_classes} classes{named} but {where} has "
-            f"{len(data_classes)} ({_names(data_classes)}). {advice}"
+            f"{len(data_classes)} ({first_few(data_classes, 10)}). {advice}"
         )
     if not model_classes or list(data_classes) == model_classes:
         return None, data_classes
@@ -165,19 +166,14 @@ def label_map(
     # all different (ImageNet's wnid folders against a model's readable names): by index
     differ = [f"{d}!={m}" for d, m in zip(data_classes, model_classes, strict=True) if d != m]
     warnings.warn(
-        f"class names of the model and of {where} differ ({', '.join(differ[:5])}"
-        f"{', ...' if len(differ) > 5 else ''}); labels are compared by index, which is "
+        f"class names of the model and of {where} differ ({first_few(differ, 5)}); "
+        "labels are compared by index, which is "
         "right only if these are the model's classes in its order under other names (ImageNet's "
         "wnid folders for its readable names, say); if they are other classes, the scores mean "
         f"nothing. {advice}",
         stacklevel=4,
     )
     return None, data_classes
-
-
-def _names(classes: Sequence[str], most: int = 10) -> str:
-    """The first ``most`` class names, comma-separated (", ..." when there are more)."""
-    return ", ".join(classes[:most]) + (", ..." if len(classes) > most else "")
 
 
 def center_crop(images: Tensor, size: int) -> Tensor:

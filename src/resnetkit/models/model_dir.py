@@ -27,6 +27,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
+from resnetkit.text import first_few
 
 FORMAT_VERSION = 1
 MODEL_DIR_FILES = ("model.safetensors", "config.json", "README.md")
@@ -639,7 +640,7 @@ def load_model_dir(path: str | Path) -> ResNet:
     }
     if any(problems.values()):
         found = [
-            f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            f"{len(keys)} {label} ({first_few(keys, 3)})"
             for label, keys in problems.items()
             if keys
         ]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnetkit.data.fast import Normalization
+from resnetkit.text import first_few
 
 
 def distillation_loss(
@@ -222,7 +223,7 @@ def _class_order(where: str, teacher: list[str], student: list[str], heads: int)
             )
         warnings.warn(
             f"{where} does not name its classes: taken to be the data's, in the data's order "
-            f"({', '.join(student[:5])}{', ...' if len(student) > 5 else ''})",
+            f"({first_few(student, 5)})",
             stacklevel=3,
         )
         return None

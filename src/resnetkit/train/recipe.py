@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from resnetkit.text import first_few as first_few  # imported from here too
+from resnetkit.text import plural as plural
+
 #: The largest image side accepted anywhere (a ResNet at 100,000 pixels would ask for 120 GB
 #: an image).
 MAX_IMAGE_SIDE = 4096
@@ -503,16 +506,6 @@ def recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     if not isinstance(data, dict):
         raise ValueError(f"{origin}: a recipe must be a mapping of field: value")
     return data, origin
-
-
-def plural(count: int, word: str) -> str:
-    """``1 iteration``, ``2 iterations``, ``64,000 iterations``."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def first_few(names: list[str], most: int) -> str:
-    """The first ``most`` names, comma-separated (", ..." when there are more)."""
-    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def check_run_length(recipe: Recipe, total_iters: int) -> None:
