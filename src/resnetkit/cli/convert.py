@@ -36,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "src",
         type=Path,
         help="checkpoint: .safetensors, .pt/.pth/.bin/.ckpt/.pth.tar/.th (weights only), Keras "
-        ".npz/.h5 (layer/kernel:0 arrays; .h5 needs h5py), a Hugging Face / timm / resnetkit "
+        ".npz/.h5/.keras (layer/kernel:0 arrays; .h5/.keras need h5py), a Hugging Face / "
+        "timm / resnetkit "
         "directory, or an hf-hub:ORG/NAME repository",
     )
     p.add_argument("--arch", required=True, help="resnetkit architecture, e.g. resnet50")

@@ -274,7 +274,7 @@ def _read_path(path: Path) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     if suffix in (".h5", ".hdf5"):
         return _read_h5(path), "auto", {}
     if suffix == ".keras":
-        raise ValueError(f"{path}: a Keras 3 model archive, {_KERAS_3}")
+        return _read_keras_archive(path), "auto", {}
     known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + KERAS_SUFFIXES)
     raise ValueError(f"{path}: unknown checkpoint format {suffix!r}; expected one of {known}")
 
@@ -288,8 +288,9 @@ _KERAS_BY_NAME = (
 _KERAS_3_VARS = re.compile(r"(?:^|/)layers/[^/]+/vars/\d+$")
 _KERAS_3 = (
     "whose arrays are named by layer class and position (layers/conv2d_5/vars/0), not by "
-    "layer name (conv2_block1_1_conv/kernel), so they cannot be matched to a ResNet's layers; "
-    f"save them by name instead: {_KERAS_BY_NAME}"
+    "layer name (conv2_block1_1_conv/kernel), so they cannot be matched to a ResNet's layers: "
+    "save the whole model instead (model.save('model.keras'): its config.json says which "
+    f"layer is which) and pass that, or the weights by name: {_KERAS_BY_NAME}"
 )
 #: How to write an .npz of weights that resnetkit reads, for the end of an error.
 _NPZ_ADVICE = (
@@ -328,7 +329,7 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
         ) from None
 
 
-def _read_h5(path: Path) -> dict[str, np.ndarray]:
+def _import_h5py(path: Path) -> Any:
     try:
         import h5py
     except ImportError:
@@ -336,6 +337,73 @@ def _read_h5(path: Path) -> dict[str, np.ndarray]:
             f"reading {path} needs h5py: pip install 'resnetkit[keras]'. Or save the weights "
             f"as .npz in Keras: {_KERAS_BY_NAME}"
         ) from None
+    return h5py
+
+
+def _read_keras_archive(path: Path) -> dict[str, np.ndarray]:
+    """A Keras 3 model archive (``model.save("x.keras")``): its ``model.weights.h5`` names
+    arrays by layer class and position (``layers/conv2d_5/vars/0``), and its ``config.json``
+    lists the layers in that order, which gives each array its layer's name
+    (``conv2_block1_1_conv/kernel``; a nested model's under that model's name)."""
+    h5py = _import_h5py(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            weights = archive.read("model.weights.h5")
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise ValueError(
+            f"{path}: not a Keras 3 model archive (a zip of config.json and model.weights.h5: "
+            f"{err}){stand_in_hint(path)}"
+        ) from None
+    names: dict[str, str] = {}  # layers/conv2d_5/vars/0 -> conv2_block1_1_conv/kernel
+    _keras_layer_names(config, "layers/", "", names)
+    arrays: dict[str, np.ndarray] = {}
+
+    def collect(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset) and name.startswith("layers/"):  # not the optimizer's
+            layer, _, index = name.rpartition("/vars/")
+            # a variable of a layer kind no ResNet has keeps its layer's name, to be reported
+            arrays[names.get(name, f"{names.get(layer, layer)}/var{index}")] = np.asarray(obj)
+
+    with h5py.File(io.BytesIO(weights), "r") as f:
+        f.visititems(collect)
+    if arrays and not any(name in names.values() for name in arrays):
+        raise ValueError(
+            f"{path}: its config.json names none of the layers in model.weights.h5 (e.g. "
+            f"{next(iter(arrays))}): not an archive that model.save('x.keras') wrote? {_KERAS_3}"
+        )
+    return arrays
+
+
+def _keras_layer_names(
+    model: Mapping[str, Any], at: str, prefix: str, names: dict[str, str]
+) -> None:
+    # Keras 3 saves a model's layers in config order as snake_case(class name), then _1, _2...
+    counts: dict[str, int] = {}
+    for layer in (model.get("config") or {}).get("layers") or []:
+        kind = str(layer.get("class_name", ""))
+        snake = re.sub(r"([a-z])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", kind))
+        snake = re.sub(r"\W+", "", snake).lower()
+        counts[snake] = counts.get(snake, -1) + 1
+        key = f"{at}{snake}" + (f"_{counts[snake]}" if counts[snake] else "")
+        config = layer.get("config") or {}
+        name = names[key] = f"{prefix}{config.get('name', snake)}"
+        if config.get("layers"):  # a nested model (a ResNet base under a new head)
+            _keras_layer_names(layer, f"{key}/layers/", f"{name}/", names)
+            continue
+        variables = {
+            "Conv2D": ["kernel", "bias"] if config.get("use_bias", True) else ["kernel"],
+            "Dense": ["kernel", "bias"] if config.get("use_bias", True) else ["kernel"],
+            "BatchNormalization": ["gamma"] * bool(config.get("scale", True))
+            + ["beta"] * bool(config.get("center", True))
+            + ["moving_mean", "moving_variance"],
+        }.get(kind, [])
+        for i, variable in enumerate(variables):
+            names[f"{key}/vars/{i}"] = f"{name}/{variable}"
+
+
+def _read_h5(path: Path) -> dict[str, np.ndarray]:
+    h5py = _import_h5py(path)
     arrays: dict[str, np.ndarray] = {}
 
     def collect(name: str, obj: object) -> None:

@@ -32,7 +32,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 #: torch.save files; ``.pth.tar`` is what pytorch/examples' ImageNet script and timm's train.py
 #: name their checkpoints, ``.th`` akamaster's CIFAR ResNets.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".th")
-KERAS_SUFFIXES = (".npz", ".h5", ".hdf5")  # Keras ResNet weights (.h5 needs h5py)
+KERAS_SUFFIXES = (".npz", ".h5", ".hdf5", ".keras")  # Keras ResNet weights (h5py for .h5, .keras)
 #: Keys under which training scripts commonly nest the weights, tried in this order.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 #: Prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``.
