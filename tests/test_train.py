@@ -252,9 +252,14 @@ def test_killed_cli_runs_resume_to_the_uninterrupted_weights(
     assert procs["term"].returncode == 128 + signal.SIGTERM, errors["term"]
     step = int(errors["term"].split("stopped by SIGTERM at step ")[1].split()[0])
     assert latest_checkpoint(tmp_path / "term" / "checkpoints").name == f"ckpt-{step:08d}"
+    # The one killed by -9 resumes with `--out RUN --resume` alone (and speed flags): the
+    # model, dataset and data folder come from its run.json, the recipe from its recipe.yaml.
+    short = [*args[:4], "--num-threads", "1", "--no-progress"]
     resumed = {
         name: subprocess.Popen(
-            [*args, "--out", str(tmp_path / name), "--resume"], stderr=subprocess.PIPE, text=True
+            [*(short if name == "kill9" else args), "--out", str(tmp_path / name), "--resume"],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name in signals
     }
@@ -262,6 +267,11 @@ def test_killed_cli_runs_resume_to_the_uninterrupted_weights(
     for name, proc in resumed.items():
         _, err = proc.communicate()
         assert proc.returncode == 0, err
+        note = (
+            f"note: continuing {tmp_path / 'kill9'} with --model resnet20 --dataset cifar10 "
+            f"--data-dir {cifar_dir} (from {tmp_path / 'kill9' / 'run.json'})"
+        )
+        assert (note in err) == (name == "kill9"), err
         weights = final_weights(tmp_path / name)
         for key in reference:
             assert torch.equal(reference[key], weights[key]), (name, key)
@@ -1305,6 +1315,102 @@ def test_resume_without_recipe_yaml_takes_the_recipe_its_checkpoint_keeps(
     torch.save(state, state_file)
     assert main(argv) == 0
     assert load_recipe(out / "recipe.yaml").lr == recipe.lr
+
+
+def test_resume_without_model_dataset_or_data_dir_needs_a_run_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.cli.main import main
+
+    for out, why in (
+        (tmp_path / "none", f"there is no folder {tmp_path / 'none'}"),
+        (tmp_path, f"{tmp_path} is not a run folder (no run.json)"),
+    ):
+        assert main(["train", "--out", str(out), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"--resume without --model and --dataset takes them from {out / 'run.json'}" in err
+        assert f"{why}: give --model, --dataset and --data-dir" in err, err
+    (tmp_path / "run.json").write_text("[1, 2]")
+    assert main(["train", "--out", str(tmp_path), "--resume", "--dataset", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume without --model takes it from" in err and "cannot be read" in err, err
+    # a fine-tuning's run: its own command is named, with nothing taken from it
+    run = {"model": "resnet20", "dataset": "folder", "data_dir": str(tmp_path), "origin": {}}
+    run["origin"] = {"command": "finetune", "source": "resnet20.x", "from_scratch": False}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert main(["train", "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a `resnetkit finetune` run" in err and "note:" not in err, err
+    # without --resume they stay required, as argparse says
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(tmp_path / "new")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: the following arguments are required: --model, --dataset" in err
+
+
+def test_resume_takes_what_is_left_out_from_run_json_and_explicit_flags_win(
+    cifar_dir: Path,
+    crashed: tuple[Path, Recipe],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from resnetkit.cli.main import main
+
+    out, recipe = crashed
+    short = ["train", "--out", str(out), "--resume", "--no-progress"]
+    # a model given is used as given, so the check on resuming refuses it
+    assert main([*short, "--model", "resnet32"]) == 2
+    err = capsys.readouterr().err
+    assert f"note: continuing {out} with --dataset cifar10 --data-dir {cifar_dir} (from" in err
+    assert "model: 'resnet20' -> 'resnet32'" in err, err
+    # another dataset given: its folder is not taken from the run (and must be given)
+    assert main([*short, "--dataset", "folder"]) == 2
+    err = capsys.readouterr().err
+    assert "note: continuing" in err and "--data-dir is needed for --dataset folder" in err, err
+    # a data folder given is the one read (a copy elsewhere: warned, and it goes on)
+    moved = tmp_path / "moved"
+    shutil.copytree(cifar_dir, moved)
+    with pytest.warns(UserWarning, match=rf"--data-dir {moved} is not the folder the run"):
+        assert main([*short, "--data-dir", str(moved)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: continuing {out} with --model resnet20 --dataset cifar10 (from" in err, err
+    assert json.loads((out / "run.json").read_text())["resumes"][0]["data_dir"] == str(moved)
+    # all three given: no note (the folder read last was the copy: warned again)
+    full = ["--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(cifar_dir)]
+    with pytest.warns(UserWarning, match=r"is not the folder the run started on \("):
+        assert main([*short, *full]) == 0
+    assert "note: continuing" not in capsys.readouterr().err
+
+
+def test_a_cifar10_sample_run_resumes_with_out_and_resume_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resnetkit.cli.main import main
+
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(
+            TrainSpec(
+                "resnet20",
+                "cifar10-sample",
+                Path("."),
+                out,
+                TINY.override({"checkpoint_every_iters": 2, "ema_decay": 0.0}),
+                train_subset=100,
+                eval_subset=50,
+                progress=False,
+                on_step=crash_at(3),
+            )
+        )
+    short = ["train", "--out", str(out), "--resume", "--no-progress"]
+    # the subset is not kept in run.json: the refusal names the run's own flags to give
+    assert main(short) == 2
+    err = capsys.readouterr().err
+    assert f"note: continuing {out} with --model resnet20 --dataset cifar10-sample (from" in err
+    assert "(it started with --model resnet20 --dataset cifar10-sample)" in err, err
+    assert main([*short, "--train-subset", "100", "--eval-subset", "50"]) == 0
+    assert (out / "model" / "model.safetensors").is_file()
 
 
 def test_run_json_keeps_the_first_start_and_lists_the_resumes(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from resnetkit.cli.common import (
     add_model_option_arg,
@@ -40,19 +43,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description="Train a model. Any recipe field can be overridden, e.g. --lr 0.05 "
         "--epochs 30 --label-smoothing 0.1 (see `resnetkit recipes`).",
     )
-    p.add_argument("--model", required=True, help="registered architecture, e.g. resnet20")
+    # Required, but a --resume left without them takes the run's own (see fill_from_run).
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registered architecture, e.g. resnet20 (with --resume, default: the run's own)",
+    )
     p.add_argument(
         "--dataset",
-        required=True,
+        default=None,
         choices=DATASETS,
-        help="cifar10-sample: 1000/500 real CIFAR-10 images bundled with resnetkit",
+        help="cifar10-sample: 1000/500 real CIFAR-10 images bundled with resnetkit (with "
+        "--resume, default: the run's own)",
     )
     p.add_argument(
         "--data-dir",
         default=None,
         type=Path,
         help="CIFAR root, image folder, or a labels .csv/.tsv for --dataset folder (path,label"
-        "[,split] columns; needed for every dataset but cifar10-sample)",
+        "[,split] columns; needed for every dataset but cifar10-sample; with --resume, "
+        "default: the run's own)",
     )
     add_model_option_arg(p, "(with --resume, default: the run's own)")
     p.add_argument("--out", required=True, type=output_folder, help="run directory")
@@ -63,7 +73,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "OUT/recipe.yaml)",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out, with its own recipe"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out, with its own recipe; `train --out RUN --resume` "
+        "alone takes --model, --dataset and --data-dir from RUN/run.json",
     )
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
     p.add_argument(
@@ -98,7 +111,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     add_lr_finder_args(p)
     add_recipe_overrides(p)
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, usage_error=p.error)
 
     p = sub.add_parser("recipes", help="list the built-in recipes or print one")
     p.add_argument("name", nargs="?")
@@ -326,9 +339,62 @@ def run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def fill_from_run(args: argparse.Namespace, usage_error: Callable[[str], NoReturn]) -> None:
+    """``train --out RUN --resume`` alone: the --model, --dataset and --data-dir left out are
+    the run's own (``RUN/run.json``), with a note saying which; those given are used as given
+    (resuming refuses a change). Without --resume, --model and --dataset are required."""
+    left_out = [flag for flag in ("model", "dataset") if getattr(args, flag) is None]
+    if not args.resume:
+        if left_out:
+            usage_error(
+                "the following arguments are required: " + ", ".join(f"--{f}" for f in left_out)
+            )
+        return
+    from resnetkit.train.run_folder import RunOrigin, check_same_origin, read_run_json
+
+    out = Path(args.out)
+    saved = out / "run.json"
+    run = read_run_json(out)
+    dataset = args.dataset or run.get("dataset")
+    wants_dir = args.data_dir is None and dataset != "cifar10-sample"
+    if not left_out and not wants_dir:
+        return
+    readable = all(isinstance(run.get(key), str) for key in ("model", "dataset", "data_dir"))
+    if not readable or run["dataset"] not in DATASETS:
+        if not left_out:
+            return  # only --data-dir missing: data_dir_for says it is needed, as before
+        why = (
+            f"there is no folder {out}"
+            if not out.is_dir()
+            else f"{out} is not a run folder (no run.json)"
+            if not saved.is_file()
+            else "it cannot be read or does not name the run's model, dataset and data folder"
+        )
+        raise ValueError(
+            f"--resume without {' and '.join(f'--{f}' for f in left_out)} takes "
+            f"{'it' if len(left_out) == 1 else 'them'} from {saved}, and {why}: give --model, "
+            "--dataset and --data-dir"
+        )
+    origin = run.get("origin")
+    check_same_origin(out, origin if isinstance(origin, dict) else {}, RunOrigin())
+    taken = []
+    if args.model is None:
+        args.model = run["model"]
+        taken.append(f"--model {shlex.quote(args.model)}")
+    if args.dataset is None:
+        args.dataset = run["dataset"]
+        taken.append(f"--dataset {args.dataset}")
+    if wants_dir and args.dataset == run["dataset"]:  # another dataset's folder would not do
+        args.data_dir = Path(run["data_dir"])
+        taken.append(f"--data-dir {shlex.quote(run['data_dir'])}")
+    if taken and os.environ.get("RANK", "0") == "0":  # one note under torchrun
+        print(f"note: continuing {out} with {' '.join(taken)} (from {saved})", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from resnetkit.train.trainer import TrainSpec, train  # heavy imports only when training
 
+    fill_from_run(args, args.usage_error)
     data_dir = data_dir_for(args.dataset, args.data_dir)
     recipe = recipe_from_args(args)
     spec = TrainSpec(

@@ -507,7 +507,12 @@ def _started_with(out: Path, origin: RunOrigin) -> str:
         f"--model {run['model']}",
         *(f"--model-option {key}={_option_text(value)}" for key, value in options.items()),
         f"--dataset {run['dataset']}",
-        f"--data-dir {shlex.quote(run['data_dir'])}",
+        # the bundled sample reads no folder (run.json says ".")
+        *(
+            []
+            if run["dataset"] == "cifar10-sample"
+            else [f"--data-dir {shlex.quote(run['data_dir'])}"]
+        ),
     ]
     return f" (it started with {' '.join(flags)})"
 
