@@ -413,6 +413,11 @@ def test_resume_needs_the_command_source_and_data_that_started_the_run(
         f"{ft} fine-tunes {source}, and --model is now {other}: resume with --model {source}" in err
     )
     assert "drop --scratch" in refused([*tune, "--out", str(ft), "--scratch"])
+    # `--out RUN --resume` alone takes what is left out; what is given is used as given
+    err = refused(["finetune", "--model", str(other), *args, "--out", str(ft)])
+    assert f"note: continuing {ft} with --data {folder} (from" in err, err
+    assert f"{ft} fine-tunes {source}, and --model is now {other}" in err
+    assert "drop --scratch" in refused(["finetune", *args, "--out", str(ft), "--scratch"])
     fewer = tmp_path / "fewer"
     shutil.copytree(folder, fewer)
     (fewer / "apple" / "00.png").unlink()
@@ -427,11 +432,98 @@ def test_resume_needs_the_command_source_and_data_that_started_the_run(
     quick = ["--warmup-iters", "0", "--ema-decay", "0"]
     assert main([*train_cmd, *args, *quick, "--out", str(tr)]) == 0
     capsys.readouterr()
-    assert main([*tune, "--out", str(tr), "--resume"]) == 2
-    err = " ".join(capsys.readouterr().err.split())
-    assert "holds a `resnetkit train` run, which `finetune --resume` cannot continue" in err
     resume = f"`resnetkit train --model resnet20 --dataset folder --data-dir {folder} --out {tr}"
-    assert resume in err, err
+    # with its full command, or with `--out RUN --resume` alone: nothing taken from it
+    for argv in (tune, ["finetune"]):
+        assert main([*argv, "--out", str(tr), "--resume"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "holds a `resnetkit train` run, which `finetune --resume` cannot continue" in err
+        assert resume in err and "note:" not in err, err
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore:the validation split has only")
+def test_an_interrupted_finetune_resumes_with_out_and_resume_alone(
+    folder: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two fine-tunings at another image size crash at the same step; one resumes with its
+    full command, the other with `finetune --out RUN --resume` alone (--model and --data from
+    its run.json, the image size from its recipe.yaml), and both end with the same weights."""
+    from dataclasses import replace
+
+    from resnetkit.train.trainer import train
+
+    def crash(step: int) -> None:
+        if step == 5:
+            raise Crash
+
+    recipe = RECIPE.override({"checkpoint_every_iters": 2})
+    for name in ("full", "short"):
+        spec = finetune_spec(source, folder, tmp_path / name, recipe=recipe, image_size=40)
+        with pytest.raises(Crash):
+            train(replace(spec, progress=False, on_step=crash))
+    speed = ["--num-threads", "1", "--no-progress"]
+    full = ["finetune", "--model", str(source), "--data", str(folder), "--image-size", "40"]
+    assert main([*full, *speed, "--out", str(tmp_path / "full"), "--resume"]) == 0
+    assert "note:" not in capsys.readouterr().err  # all given: nothing taken
+    short = tmp_path / "short"
+    assert main(["finetune", *speed, "--out", str(short), "--resume"]) == 0
+    shown = capsys.readouterr()
+    note = f"note: continuing {short} with --model {source} --data {folder} (from {short}/run.json)"
+    assert note in shown.err, shown.err
+    assert json.loads(shown.out)["from_scratch"] is False
+    ends = [
+        load_file(str(tmp_path / name / "model" / "model.safetensors"))
+        for name in ("full", "short")
+    ]
+    assert ends[0].keys() == ends[1].keys()
+    assert all(torch.equal(ends[0][key], ends[1][key]) for key in ends[0])
+    assert load_model_dir(short / "model").pretrained_cfg["input_size"] == 40
+    reports = [
+        json.loads((tmp_path / name / "report.json").read_text()) for name in ("full", "short")
+    ]
+    assert reports[0]["val_top1"] == reports[1]["val_top1"]
+    resumes = json.loads((short / "run.json").read_text())["resumes"]
+    assert [r["step"] for r in resumes] == [4], resumes
+
+
+def test_finetune_resume_without_model_or_data_needs_a_run_json(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out, why in (
+        (tmp_path / "none", f"there is no folder {tmp_path / 'none'}"),
+        (tmp_path, f"{tmp_path} is not a run folder (no run.json)"),
+    ):
+        assert main(["finetune", "--out", str(out), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"--resume without --model and --data takes them from {out / 'run.json'}" in err
+        assert f"{why}: give --model and --data" in err, err
+    # a run.json from before the source was recorded: --model must be given
+    (tmp_path / "run.json").write_text(json.dumps({"model": "resnet20", "data_dir": "/d"}))
+    assert main(["finetune", "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume without --model takes it from" in err, err
+    assert "it does not name the model the run fine-tunes: give --model" in err, err
+    # --scratch and a bare checkpoint's --arch are the run's own too (here no checkpoint
+    # follows: the note, then the refusal)
+    bare = tmp_path / "bare.pt"
+    torch.save(create_model("resnet20").state_dict(), bare)
+    origin = {"command": "finetune", "source": str(bare), "from_scratch": True}
+    run = {"model": "resnet20", "data_dir": str(folder), "origin": origin}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert main(["finetune", "--out", str(tmp_path), "--resume"]) != 0
+    err = capsys.readouterr().err
+    taken = f"--model {bare} --data {folder} --scratch --arch resnet20 (from"
+    assert f"note: continuing {tmp_path} with {taken}" in err, err
+    assert "holds no checkpoint" in err, err
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--out", str(tmp_path / "new")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: the following arguments are required: --model, --data" in err
 
 
 def test_weights_of_another_model_are_refused_in_the_commands_own_words(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 MODEL_HELP = (
     "model directory (config.json + model.safetensors), packaged tag such as "
@@ -15,12 +17,76 @@ MODEL_HELP = (
 )
 
 
-def add_model_args(p: argparse.ArgumentParser, *, onnx: bool = False) -> None:
+def add_model_args(p: argparse.ArgumentParser, *, onnx: bool = False, resumed: str = "") -> None:
     """``--model NAME_OR_DIR`` and ``--arch ARCH`` (for bare checkpoint files); ``onnx``: the
-    command also runs an ``.onnx`` file written by ``resnetkit export``."""
+    command also runs an ``.onnx`` file written by ``resnetkit export``; ``resumed``: the
+    command's ``--resume`` takes both from the run (this note says so), so --model is left
+    None rather than required (see :func:`left_out_unless_resume`)."""
     more = ", or an .onnx file from `resnetkit export` (run by ONNX Runtime)" if onnx else ""
-    p.add_argument("--model", required=True, help=MODEL_HELP + more)
-    p.add_argument("--arch", default=None, help="architecture of a bare checkpoint, e.g. resnet20")
+    more += f" {resumed}" if resumed else ""
+    p.add_argument("--model", required=not resumed, default=None, help=MODEL_HELP + more)
+    p.add_argument(
+        "--arch",
+        default=None,
+        help="architecture of a bare checkpoint, e.g. resnet20"
+        + (f" {resumed}" if resumed else ""),
+    )
+
+
+def left_out_unless_resume(
+    args: argparse.Namespace, names: tuple[str, ...], usage_error: Callable[[str], NoReturn]
+) -> list[str]:
+    """The options of ``names`` (``args`` attributes) left out, which a ``--resume`` takes from
+    the run's ``run.json``; without ``--resume``, argparse's usage error that they are required."""
+    left_out = [name for name in names if getattr(args, name) is None]
+    if left_out and not args.resume:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in left_out)
+        usage_error(f"the following arguments are required: {flags}")
+    return left_out
+
+
+def run_to_resume(out: Path, command: str) -> dict[str, Any]:
+    """``out/run.json`` of the run that ``command --resume`` continues (empty when missing or
+    unreadable); a run another command started is refused with the command that resumes it."""
+    from resnetkit.train.run_folder import check_same_command, read_run_json
+
+    run = read_run_json(out)
+    origin = run.get("origin")
+    check_same_command(out, origin if isinstance(origin, dict) else {}, command)
+    return run
+
+
+def not_in_run(
+    out: Path, run: dict[str, Any], left_out: list[str], what: str, give: str
+) -> ValueError:
+    """The error of a ``--resume`` whose ``left_out`` options (``args`` attributes) ``run``
+    (``out/run.json``) does not give: no folder, no run.json, unreadable, or ``what`` missing
+    from it; ``give``: the flags to pass instead."""
+    saved = out / "run.json"
+    why = (
+        f"there is no folder {out}"
+        if not out.is_dir()
+        else f"{out} is not a run folder (no run.json)"
+        if not saved.is_file()
+        else "it cannot be read"
+        if not run
+        else f"it does not name {what}"
+    )
+    flags = " and ".join(f"--{name.replace('_', '-')}" for name in left_out)
+    return ValueError(
+        f"--resume without {flags} takes {'it' if len(left_out) == 1 else 'them'} from {saved}, "
+        f"and {why}: give {give}"
+    )
+
+
+def note_taken(out: Path, taken: list[str]) -> None:
+    """``note: continuing RUN with --model X ... (from RUN/run.json)``: the flags a ``--resume``
+    took from the run, once (the first process under torchrun)."""
+    if taken and os.environ.get("RANK", "0") == "0":
+        print(
+            f"note: continuing {out} with {' '.join(taken)} (from {out / 'run.json'})",
+            file=sys.stderr,
+        )
 
 
 def model_option(text: str) -> tuple[str, Any]:

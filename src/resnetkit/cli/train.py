@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import textwrap
@@ -17,10 +16,14 @@ from resnetkit.cli.common import (
     add_model_option_arg,
     data_dir_for,
     image_side,
+    left_out_unless_resume,
     non_negative_int,
+    not_in_run,
+    note_taken,
     output_folder,
     png_file,
     positive_int,
+    run_to_resume,
 )
 from resnetkit.data.datasets import DATASETS
 from resnetkit.train.recipe import (
@@ -343,18 +346,11 @@ def fill_from_run(args: argparse.Namespace, usage_error: Callable[[str], NoRetur
     """``train --out RUN --resume`` alone: the --model, --dataset and --data-dir left out are
     the run's own (``RUN/run.json``), with a note saying which; those given are used as given
     (resuming refuses a change). Without --resume, --model and --dataset are required."""
-    left_out = [flag for flag in ("model", "dataset") if getattr(args, flag) is None]
+    left_out = left_out_unless_resume(args, ("model", "dataset"), usage_error)
     if not args.resume:
-        if left_out:
-            usage_error(
-                "the following arguments are required: " + ", ".join(f"--{f}" for f in left_out)
-            )
         return
-    from resnetkit.train.run_folder import RunOrigin, check_same_origin, read_run_json
-
     out = Path(args.out)
-    saved = out / "run.json"
-    run = read_run_json(out)
+    run = run_to_resume(out, "train")
     dataset = args.dataset or run.get("dataset")
     wants_dir = args.data_dir is None and dataset != "cifar10-sample"
     if not left_out and not wants_dir:
@@ -363,20 +359,8 @@ def fill_from_run(args: argparse.Namespace, usage_error: Callable[[str], NoRetur
     if not readable or run["dataset"] not in DATASETS:
         if not left_out:
             return  # only --data-dir missing: data_dir_for says it is needed, as before
-        why = (
-            f"there is no folder {out}"
-            if not out.is_dir()
-            else f"{out} is not a run folder (no run.json)"
-            if not saved.is_file()
-            else "it cannot be read or does not name the run's model, dataset and data folder"
-        )
-        raise ValueError(
-            f"--resume without {' and '.join(f'--{f}' for f in left_out)} takes "
-            f"{'it' if len(left_out) == 1 else 'them'} from {saved}, and {why}: give --model, "
-            "--dataset and --data-dir"
-        )
-    origin = run.get("origin")
-    check_same_origin(out, origin if isinstance(origin, dict) else {}, RunOrigin())
+        what = "the run's model, dataset and data folder"
+        raise not_in_run(out, run, left_out, what, "--model, --dataset and --data-dir")
     taken = []
     if args.model is None:
         args.model = run["model"]
@@ -387,8 +371,7 @@ def fill_from_run(args: argparse.Namespace, usage_error: Callable[[str], NoRetur
     if wants_dir and args.dataset == run["dataset"]:  # another dataset's folder would not do
         args.data_dir = Path(run["data_dir"])
         taken.append(f"--data-dir {shlex.quote(run['data_dir'])}")
-    if taken and os.environ.get("RANK", "0") == "0":  # one note under torchrun
-        print(f"note: continuing {out} with {' '.join(taken)} (from {saved})", file=sys.stderr)
+    note_taken(out, taken)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -318,16 +318,8 @@ def check_same_origin(out: Path, saved: dict[str, Any], origin: RunOrigin) -> No
     """Refuse to continue a run under another command than the one that started it, or (a
     fine-tuning) from another source or with(out) --scratch. ``saved``: the run facts of its
     checkpoint, else its run.json (runs from before these were recorded are not checked)."""
-    command = saved.get("command")
-    if command is None:
-        return
-    if command != origin.command:
-        again = _resume_command(out, saved, command)
-        raise ValueError(
-            f"{out} holds a `resnetkit {command}` run, which `{origin.command} --resume` "
-            f"cannot continue: resume it with `{again}`"
-        )
-    if command != "finetune":
+    check_same_command(out, saved, origin.command)
+    if saved.get("command") != "finetune":
         return
     before, now = saved.get("source"), origin.source
     if before is not None and before != now:
@@ -343,6 +335,18 @@ def check_same_origin(out: Path, saved: dict[str, Any], origin: RunOrigin) -> No
             if scratch
             else f"{out} fine-tunes the weights of {before}, and --scratch asks for random "
             "ones: drop --scratch, or start the scratch baseline in another --out"
+        )
+
+
+def check_same_command(out: Path, saved: dict[str, Any], command: str) -> None:
+    """Refuse to continue with ``command`` (``train``, ``finetune``) a run that another command
+    started, naming the command line that resumes it (``saved``: as :func:`check_same_origin`)."""
+    started = saved.get("command")
+    if started is not None and started != command:
+        again = _resume_command(out, saved, started)
+        raise ValueError(
+            f"{out} holds a `resnetkit {started}` run, which `{command} --resume` "
+            f"cannot continue: resume it with `{again}`"
         )
 
 
