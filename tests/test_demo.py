@@ -37,6 +37,7 @@ def test_demo_tours_the_zoo_the_shipped_model_and_training(
     assert "the zoo's table" in out and "layer4" in out  # resnet50's stages
     assert "cat.png" in out and "-> cat" in out
     assert "epoch  2: train loss 1.900, train top-1 30.0%, test top-1 28.0%" in out
+    assert "epoch  1:" not in out  # only the epochs with a test are shown
     assert "to 28.0% on 500 unseen photos" in out
 
 
