@@ -17,6 +17,8 @@ from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resnetkit.text import first_few
+
 if TYPE_CHECKING:  # torch is imported when a function runs, not with ``import resnetkit``
     from PIL import Image
     from torch import Tensor, nn
@@ -478,7 +480,7 @@ def class_names(model: nn.Module) -> list[str]:
     if len(names) != num_classes:
         raise ValueError(
             f"the model predicts {num_classes} classes but lists {len(names)} class names "
-            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); fix 'classes' in "
+            f"({first_few(names, 5)}); fix 'classes' in "
             "its config.json"
         )
     return names

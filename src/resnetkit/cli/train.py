@@ -26,12 +26,12 @@ from resnetkit.cli.common import (
     run_to_resume,
 )
 from resnetkit.data.datasets import DATASETS
+from resnetkit.text import plural
 from resnetkit.train.recipe import (
     Recipe,
     build_recipe,
     builtin_recipes,
     load_recipe,
-    plural,
     recipe_source,
 )
 

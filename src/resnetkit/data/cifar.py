@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from resnetkit.download import ChecksumError, fetch, file_digest
+from resnetkit.text import first_few
 
 __all__ = [
     "CIFAR_BASE_URL",
@@ -499,7 +500,7 @@ def _where_instead(root: Path, name: str, split: str | None) -> str | None:
 
     classes = [p.name for p in places[1:] if holds_images(p)]
     if classes:
-        shown = ", ".join(f"{c}/" for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        shown = first_few([f"{c}/" for c in classes], 5)
         return (
             f"'{root}' holds folders of images ({shown}), not CIFAR's files: an image folder "
             "is read with --dataset folder."

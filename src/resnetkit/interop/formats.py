@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from resnetkit.models.loading import NESTED_KEYS, WRAPPER_PREFIXES
+from resnetkit.text import first_few
 
 SourceFormat = Literal["resnetkit", "torchvision", "timm", "huggingface", "keras", "script"]
 SOURCE_FORMATS: tuple[str, ...] = (
@@ -331,7 +332,7 @@ def normalize_script(
             if left:
                 notes.append(
                     f"took the network under {prefix!r}; left {len(left)} other tensor(s) "
-                    f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''})"
+                    f"({first_few(left, 3)})"
                 )
             else:
                 notes.append(f"stripped the {prefix!r} prefix shared by every key")

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from resnetkit.text import first_few, plural
 from resnetkit.train.checkpoint import latest_checkpoint
 from resnetkit.train.errors import TrainingDiverged
-from resnetkit.train.recipe import first_few, plural
 
 
 def kept(ckpt_root: Path) -> str:

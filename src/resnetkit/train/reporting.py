@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from resnetkit.data.fast import TensorLoader
+from resnetkit.text import plural
 from resnetkit.train import distributed
 from resnetkit.train.distributed import DistInfo
-from resnetkit.train.recipe import plural
 
 if TYPE_CHECKING:
     from resnetkit.train.trainer import Trainer

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resnetkit.text import first_few, plural
 from resnetkit.train.checkpoint import LATEST, older_checkpoints
-from resnetkit.train.recipe import first_few, plural
 
 if TYPE_CHECKING:
     import torch

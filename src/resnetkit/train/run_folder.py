@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from resnetkit.models.config import ResNetConfig
+from resnetkit.text import first_few
 from resnetkit.train.checkpoint import LATEST, latest_checkpoint
-from resnetkit.train.recipe import Recipe, first_few, recipe_differences, recipe_source
+from resnetkit.train.recipe import Recipe, recipe_differences, recipe_source
 
 #: What a run folder holds (a run that never checkpointed may be started again over them).
 RUN_FILES = frozenset(

@@ -30,6 +30,7 @@ from resnetkit.evaluate.metrics import evaluate_batches
 from resnetkit.models.model_dir import read_model_meta
 from resnetkit.models.registry import create_model
 from resnetkit.models.resnet import ResNet
+from resnetkit.text import plural
 from resnetkit.train import distributed, rehearsal
 from resnetkit.train.checkpoint import (
     latest_checkpoint,
@@ -59,7 +60,6 @@ from resnetkit.train.preflight import (
     warn_idle_distillation,
 )
 from resnetkit.train.provenance import provenance
-from resnetkit.train.recipe import plural
 from resnetkit.train.reporting import (
     SkippedFiles,
     data_on_device,
