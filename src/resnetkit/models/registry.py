@@ -15,6 +15,7 @@ import torch
 from resnetkit.models.config import ResNetConfig
 from resnetkit.models.resnet import ResNet
 from resnetkit.models.zoo import ModelEntry, model_entries
+from resnetkit.text import what_it_takes
 
 MODEL_OPTIONS = (
     "pretrained",
@@ -130,9 +131,7 @@ def parse_model_option(text: str) -> tuple[str, Any]:
             f"Valid options: {', '.join(TEXT_OPTIONS)}"
         )
     kind, value = TEXT_OPTIONS[key], value.strip()
-    expected = {bool: "true or false", int: "a whole number", float: "a number"}.get(
-        kind, "whole numbers separated by commas"
-    )
+    expected = what_it_takes(kind)
     try:
         if kind is bool:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -14,8 +14,7 @@ from typing import Any
 
 import yaml
 
-from resnetkit.text import first_few as first_few  # imported from here too
-from resnetkit.text import plural as plural
+from resnetkit.text import plural, what_it_takes
 
 #: The largest image side accepted anywhere (a ResNet at 100,000 pixels would ask for 120 GB
 #: an image).
@@ -381,19 +380,10 @@ def _parse(value: Any, current: Any, key: str) -> Any:
 def _kind(current: Any, typed: bool = True) -> str:
     """What a field of ``current``'s type takes, in words (``int`` means little to a student
     who typed ``--val-split 0.1``): as typed on a command line, or as YAML gives it."""
-    if isinstance(current, bool):
-        return "true or false"
-    if isinstance(current, int):
-        return "a whole number"
-    if isinstance(current, float):
-        return "a number"
+    words = what_it_takes(type(current))
     if isinstance(current, tuple):
-        return (
-            "whole numbers separated by commas, e.g. 32000,48000"
-            if typed
-            else "a list of whole numbers"
-        )
-    return "text"
+        return f"{words}, e.g. 32000,48000" if typed else "a list of whole numbers"
+    return words
 
 
 def _check_type(value: Any, current: Any, key: str) -> Any:
