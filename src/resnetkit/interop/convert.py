@@ -49,7 +49,7 @@ from resnetkit.models.loading import (
     stand_in_hint,
     torch_load_weights_only,
 )
-from resnetkit.models.registry import create_model, get_model_config
+from resnetkit.models.registry import create_model, get_model_config, model_from_weights
 from resnetkit.models.resnet import ResNet
 
 TARGETS = ("resnetkit", "torchvision", "timm", "huggingface", "keras")
@@ -488,7 +488,7 @@ def _read_hub(name: str) -> tuple[Mapping[str, Any], str, dict[str, Any]]:
     from resnetkit.models.hf_hub import get_hf_hub_weights
 
     hub = get_hf_hub_weights(name)
-    model = create_model(name, pretrained=True)
+    model = model_from_weights(hub)  # described once: create_model would read its config again
     cfg = hub.pretrained_cfg
     keys = ("input_size", "resize", "interpolation", "mean", "std")
     changes = hub.config_changes
