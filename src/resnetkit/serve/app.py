@@ -310,6 +310,17 @@ def create_app(
     return app
 
 
+def _body_too_large(what: str, limit: int) -> ApiError:
+    """The 413 for a body over ``limit`` bytes, with what to do."""
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"{what} exceeds the limit of {limit:,} bytes ({limit / MiB:g} MiB): send fewer or "
+        "smaller images a request (base64 in JSON makes them a third larger), or start the "
+        "service with a larger --max-body-mib",
+    )
+
+
 def _refuse_unknown_query(request: Request, known: tuple[str, ...]) -> None:
     """FastAPI ignores query parameters it does not know: ``?topk=1`` or ``?top-k=1`` got
     the default 5 classes, as if the client had not asked."""
@@ -525,11 +536,6 @@ class Service:
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.config.max_bytes
-        advice = (
-            f"the limit of {limit:,} bytes ({limit / MiB:g} MiB): send fewer or smaller images "
-            "a request (base64 in JSON makes them a third larger), or start the service with a "
-            "larger --max-body-mib"
-        )
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -537,11 +543,7 @@ class Service:
             except ValueError:
                 raise ApiError(400, "bad_content_length", f"Content-Length {declared!r}") from None
             if length > limit:
-                raise ApiError(
-                    413,
-                    "payload_too_large",
-                    f"Content-Length {length:,} bytes exceeds {advice}",
-                )
+                raise _body_too_large(f"Content-Length {length:,} bytes", limit)
         # Content-Length may be absent (chunked) or wrong: count what actually arrives too.
         chunks: list[bytes] = []
         size = 0
@@ -549,11 +551,7 @@ class Service:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(
-                        413,
-                        "payload_too_large",
-                        f"the request body exceeds {advice}",
-                    )
+                    raise _body_too_large("the request body", limit)
                 chunks.append(chunk)
         except ClientDisconnect:
             raise ApiError(
